@@ -1,0 +1,1 @@
+"""The anchoring layer of Remembrancer."""

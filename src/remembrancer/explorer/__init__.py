@@ -1,0 +1,1 @@
+"""The explorer layer of Remembrancer."""

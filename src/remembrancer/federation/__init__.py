@@ -1,0 +1,1 @@
+"""The federation layer of Remembrancer."""

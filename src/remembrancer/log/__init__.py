@@ -1,0 +1,1 @@
+"""The log layer of Remembrancer."""

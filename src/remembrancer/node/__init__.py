@@ -1,0 +1,1 @@
+"""The node layer of Remembrancer."""

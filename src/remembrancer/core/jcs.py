@@ -1,6 +1,7 @@
 """Canonical JSON, RFC 8785 (JSON Canonicalization Scheme).
 
-A thin, strict wrapper over the ``rfc8785`` package: values that RFC 8785
+A fast canonicaliser checked against the ``rfc8785`` package (which it
+uses for non-integral numbers) under Hypothesis: values that RFC 8785
 cannot represent (NaN, infinities, integers beyond the IEEE 754 exact range
 of section 3.2.2.3, non-string keys, lone surrogates) raise
 :class:`~remembrancer.core.errors.FormatError` with code ``jcs_invalid``.
@@ -15,20 +16,131 @@ import json
 from typing import Any
 
 import rfc8785
+from json.encoder import encode_basestring as _encode_string  # type: ignore[attr-defined]
 
 from remembrancer.core.errors import FormatError
 
 MAX_DEPTH = 64
 
 
+_MAX_SAFE = 2**53 - 1
+
+
+def _utf16_key(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _float_text(value: float) -> str:
+    # RFC 8785 section 3.2.2.3: ECMAScript Number serialisation.  Integral values
+    # in the exact range print as integers (-0 as 0); the rest go to rfc8785.
+    if value.is_integer() and -_MAX_SAFE <= value <= _MAX_SAFE:
+        return str(int(value))
+    return rfc8785.dumps(value).decode("ascii")
+
+
+def _emit(value: Any, out: list[str], depth: int) -> None:
+    kind = type(value)
+    if kind is str:
+        out.append(_encode_string(value))
+    elif kind is dict:
+        if depth > MAX_DEPTH:
+            raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="jcs_invalid")
+        keys = list(value)
+        for k in keys:
+            if type(k) is not str:
+                raise FormatError("object keys must be strings", code="jcs_invalid")
+        # Section 3.2.3: sort by UTF-16 code units; for ASCII keys that is plain order.
+        if all(k.isascii() for k in keys):
+            keys.sort()
+        else:
+            keys.sort(key=_utf16_key)
+        out.append("{")
+        first = True
+        for k in keys:
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_string(k))
+            out.append(":")
+            _emit(value[k], out, depth + 1)
+        out.append("}")
+    elif kind is list or kind is tuple:
+        if depth > MAX_DEPTH:
+            raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="jcs_invalid")
+        out.append("[")
+        first = True
+        for item in value:
+            if not first:
+                out.append(",")
+            first = False
+            _emit(item, out, depth + 1)
+        out.append("]")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif value is None:
+        out.append("null")
+    elif kind is int:
+        if not -_MAX_SAFE <= value <= _MAX_SAFE:
+            raise FormatError(
+                f"integer {value} is outside the I-JSON exact range", code="jcs_invalid"
+            )
+        out.append(str(value))
+    elif kind is float:
+        try:
+            out.append(_float_text(value))
+        except (rfc8785.CanonicalizationError, ValueError, OverflowError) as e:
+            raise FormatError(f"number cannot be canonicalised: {e}", code="jcs_invalid") from e
+    else:
+        raise FormatError(f"{kind.__name__} is not a JSON value", code="jcs_invalid")
+
+
 def canonicalize(value: Any) -> bytes:
-    """Return the RFC 8785 canonical UTF-8 bytes of ``value``."""
+    """Return the RFC 8785 canonical UTF-8 bytes of ``value``.
+
+    Strings are escaped as section 3.2.2.2 requires (the standard library's
+    JSON string encoder escapes exactly that set, with lowercase hex), object
+    members are sorted by UTF-16 code units (3.2.3), numbers follow
+    ECMAScript (3.2.2.3).  Lone surrogates, non-string keys, NaN, infinities
+    and integers outside +-(2**53 - 1) raise FormatError (code ``jcs_invalid``).
+    """
+    out: list[str] = []
+    _emit(value, out, 0)
     try:
-        return rfc8785.dumps(value)
-    except rfc8785.CanonicalizationError as e:
-        raise FormatError(f"value cannot be canonicalised: {e}", code="jcs_invalid") from e
-    except (TypeError, ValueError, RecursionError, UnicodeError) as e:
-        raise FormatError(f"value cannot be canonicalised: {e}", code="jcs_invalid") from e
+        return "".join(out).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FormatError("string holds a lone surrogate", code="jcs_invalid") from e
+
+
+def canonical_members(value: dict[str, Any]) -> dict[str, str]:
+    """Canonical text of each member ``"key":value`` of a top-level object.
+
+    Lets a caller build the canonical form of the object with and without some
+    members (e.g. a record with and without ``signatures``) while serialising
+    each member once; see :func:`join_members`.
+    """
+    members: dict[str, str] = {}
+    for k, v in value.items():
+        if type(k) is not str:
+            raise FormatError("object keys must be strings", code="jcs_invalid")
+        out = [_encode_string(k), ":"]
+        _emit(v, out, 1)
+        members[k] = "".join(out)
+    return members
+
+
+def join_members(members: dict[str, str], *, exclude: str | None = None) -> bytes:
+    """Canonical bytes of the object whose members :func:`canonical_members` produced."""
+    keys = [k for k in members if k != exclude]
+    if all(k.isascii() for k in keys):
+        keys.sort()
+    else:
+        keys.sort(key=_utf16_key)
+    try:
+        return ("{" + ",".join(members[k] for k in keys) + "}").encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FormatError("string holds a lone surrogate", code="jcs_invalid") from e
 
 
 def sha256_hex(data: bytes) -> str:

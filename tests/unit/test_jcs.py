@@ -1,0 +1,200 @@
+"""RFC 8785 canonical JSON: the RFC's Appendix B number table and the
+reference implementation's published input/output pairs."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remembrancer.core.errors import FormatError
+from remembrancer.core.jcs import canonicalize, loads_strict, parse_sha256_hex, sha256_hex
+
+# RFC 8785 Appendix B: IEEE 754 bit patterns and their canonical serialisation.
+APPENDIX_B = [
+    ("0000000000000000", "0"),
+    ("8000000000000000", "0"),
+    ("0000000000000001", "5e-324"),
+    ("8000000000000001", "-5e-324"),
+    ("7fefffffffffffff", "1.7976931348623157e+308"),
+    ("ffefffffffffffff", "-1.7976931348623157e+308"),
+    ("4340000000000000", "9007199254740992"),
+    ("c340000000000000", "-9007199254740992"),
+    ("4430000000000000", "295147905179352830000"),
+    ("44b52d02c7e14af5", "9.999999999999997e+22"),
+    ("44b52d02c7e14af6", "1e+23"),
+    ("44b52d02c7e14af7", "1.0000000000000001e+23"),
+    ("444b1ae4d6e2ef4e", "999999999999999700000"),
+    ("444b1ae4d6e2ef4f", "999999999999999900000"),
+    ("444b1ae4d6e2ef50", "1e+21"),
+    ("3eb0c6f7a0b5ed8c", "9.999999999999997e-7"),
+    ("3eb0c6f7a0b5ed8d", "0.000001"),
+    ("41b3de4355555553", "333333333.3333332"),
+    ("41b3de4355555554", "333333333.33333325"),
+    ("41b3de4355555555", "333333333.3333333"),
+    ("41b3de4355555556", "333333333.3333334"),
+    ("41b3de4355555557", "333333333.33333343"),
+    ("becbf647612f3696", "-0.0000033333333333333333"),
+    ("43143ff3c1cb0959", "1424953923781206.2"),
+]
+
+
+@pytest.mark.parametrize(("bits", "expected"), APPENDIX_B)
+def test_rfc8785_appendix_b_numbers(bits: str, expected: str) -> None:
+    value = struct.unpack(">d", bytes.fromhex(bits))[0]
+    assert canonicalize(value) == expected.encode()
+
+
+@pytest.mark.parametrize("bits", ["7fffffffffffffff", "7ff0000000000000", "fff0000000000000"])
+def test_rfc8785_appendix_b_invalid_numbers(bits: str) -> None:
+    value = struct.unpack(">d", bytes.fromhex(bits))[0]
+    with pytest.raises(FormatError) as e:
+        canonicalize(value)
+    assert e.value.code == "jcs_invalid"
+
+
+# Reference test data (input, output) from the JCS reference implementation.
+REFERENCE_PAIRS = [
+    (
+        '{"numbers": [1E30, 4.50, 333333333.33333329, 2e-3, 0.000000000000000000000000001],'
+        ' "escaping": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
+        ' "literals": [null, true, false]}',
+        '{"escaping":"\u20ac$\\u000f\\nA\'B\\"\\\\\\\\\\"/","literals":[null,true,false],'
+        '"numbers":[1e+30,4.5,333333333.3333333,0.002,1e-27]}',
+    ),
+    (
+        '{"\\u20ac": "Euro Sign", "1": "One", "\\u0080": "Control\\u007f",'
+        ' "\\ud83d\\ude02": "Smiley", "\\u00f6": "Latin Small Letter O With Diaeresis",'
+        ' "\\ufb33": "Hebrew Letter Dalet With Dagesh", "</script>": "Browser Challenge"}',
+        '{"1":"One","</script>":"Browser Challenge","\u0080":"Control\u007f",'
+        '"\u00f6":"Latin Small Letter O With Diaeresis","\u20ac":"Euro Sign",'
+        '"\U0001f602":"Smiley","\ufb33":"Hebrew Letter Dalet With Dagesh"}',
+    ),
+    ('[56, {"d": true, "10": null, "1": []}]', '[56,{"1":[],"10":null,"d":true}]'),
+    (
+        '{"1": {"f": {"f": "hi", "F": 5}, "\\n": 56.0}, "10": {}, "": "empty", "a": {},'
+        ' "111": [{"e": "yes", "E": "no"}], "A": {}}',
+        '{"":"empty","1":{"\\n":56,"f":{"F":5,"f":"hi"}},"10":{},"111":[{"E":"no","e":"yes"}],'
+        '"A":{},"a":{}}',
+    ),
+    ('{"Unnormalized Unicode": "A\\u030a"}', '{"Unnormalized Unicode":"A\u030a"}'),
+    (
+        '{"peach": "This sorting order", "p\\u00e9ch\\u00e9": "is wrong according to French",'
+        ' "p\\u00eache": "but canonicalization MUST", "sin": "ignore locale"}',
+        '{"peach":"This sorting order","p\u00e9ch\u00e9":"is wrong according to French",'
+        '"p\u00eache":"but canonicalization MUST","sin":"ignore locale"}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), REFERENCE_PAIRS)
+def test_reference_testdata(source: str, expected: str) -> None:
+    assert canonicalize(json.loads(source)) == expected.encode("utf-8")
+
+
+def test_sorted_json_dumps_is_not_jcs() -> None:
+    # The reason DESIGN 3.1 forbids sorted json.dumps: numbers and non-ASCII differ.
+    value = {"b": 1e30, "a": "\u20ac"}
+    assert canonicalize(value) != json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_non_string_keys_and_big_ints_are_refused() -> None:
+    with pytest.raises(FormatError):
+        canonicalize({1: "x"})
+    with pytest.raises(FormatError):
+        canonicalize(2**60)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    # Integral floats in [2^53, 1e21) serialise without an exponent and re-parse as
+    # integers outside the I-JSON range, which RFC 8785 section 3.2.2.3 refuses.
+    | st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda f: not (f.is_integer() and 2**53 <= abs(f) < 1e21)
+    )
+    | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_canonical_form_is_a_fixed_point(value: object) -> None:
+    once = canonicalize(value)
+    assert canonicalize(json.loads(once)) == once
+    assert canonicalize(loads_strict(once)) == once
+
+
+def test_sha256_hex_round_trip() -> None:
+    h = sha256_hex(b"abc")
+    assert h == "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert parse_sha256_hex(h).hex() == h[7:]
+    for bad in ["", "sha256:" + "A" * 64, "sha256:" + "0" * 63, "sha1:" + "0" * 64, h + "0"]:
+        with pytest.raises(FormatError):
+            parse_sha256_hex(bad)
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b'{"a":1,"a":2}', "json_duplicate_key"),
+        (b"[NaN]", "json_malformed"),
+        (b"\xff", "json_malformed"),
+        (b"[1,", "json_malformed"),
+        (b"[" * 100 + b"]" * 100, "json_too_deep"),
+        (b"[" * 100000, "json_too_deep"),
+        (b" " * 2_000_000, "json_too_large"),
+    ],
+)
+def test_loads_strict_rejects(data: bytes, code: str) -> None:
+    with pytest.raises(FormatError) as e:
+        loads_strict(data)
+    assert e.value.code == code
+
+
+@given(st.binary(max_size=200))
+def test_loads_strict_raises_only_format_errors(data: bytes) -> None:
+    try:
+        loads_strict(data)
+    except FormatError:
+        pass
+
+
+json_values_any_text = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8")),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), children, max_size=5),
+    max_leaves=25,
+)
+
+
+@given(json_values_any_text)
+def test_fast_canonicaliser_matches_rfc8785_reference(value: object) -> None:
+    import rfc8785
+
+    assert canonicalize(value) == rfc8785.dumps(value)
+
+
+@given(st.dictionaries(st.text(max_size=6), json_values_any_text, max_size=6), st.text(max_size=6))
+def test_members_join_to_the_canonical_form(value: dict[str, object], drop: str) -> None:
+    from remembrancer.core.jcs import canonical_members, join_members
+
+    members = canonical_members(value)
+    assert join_members(members) == canonicalize(value)
+    rest = {k: v for k, v in value.items() if k != drop}
+    assert join_members(members, exclude=drop) == canonicalize(rest)
+
+
+def test_lone_surrogate_is_refused() -> None:
+    with pytest.raises(FormatError):
+        canonicalize({"a": "\ud800"})

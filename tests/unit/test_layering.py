@@ -1,0 +1,95 @@
+"""DESIGN.md section 2: dependencies point downwards only; the core is pure."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "remembrancer"
+
+# Lower index = lower layer. A layer may import from its own rank or below.
+RANK = {
+    "core": 0,
+    "storage": 1,
+    "log": 2,
+    "anchoring": 3,
+    "federation": 4,
+    "explorer": 5,
+    "node": 6,
+    "cli": 7,
+    "testing": 8,
+}
+# The core may use the standard library and these third-party packages only.
+CORE_THIRD_PARTY = {"nacl", "rfc8785"}
+CORE_FORBIDDEN_STDLIB = {
+    "socket", "subprocess", "sqlite3", "asyncio", "http", "urllib", "time", "datetime",
+    "threading", "random", "shutil", "tempfile",
+}  # fmt: skip
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import: resolve against the package
+                package = path.relative_to(SRC.parent).with_suffix("").parts[: -node.level]
+                names.append(".".join((*package, node.module or "")).rstrip("."))
+            elif node.module:
+                names.append(node.module)
+    return names
+
+
+def _layer_files() -> list[tuple[str, Path]]:
+    out = []
+    for layer in RANK:
+        for path in sorted((SRC / layer).rglob("*.py")):
+            out.append((layer, path))
+    return out
+
+
+def test_every_layer_package_exists() -> None:
+    for layer in RANK:
+        assert (SRC / layer / "__init__.py").is_file(), layer
+
+
+@pytest.mark.parametrize(("layer", "path"), _layer_files(), ids=lambda v: str(v))
+def test_imports_point_downwards(layer: str, path: Path) -> None:
+    for name in _imports(path):
+        parts = name.split(".")
+        if parts[0] != "remembrancer" or len(parts) < 2 or parts[1] not in RANK:
+            continue
+        assert RANK[parts[1]] <= RANK[layer], f"{path.relative_to(SRC)} imports {name}"
+
+
+def test_core_is_pure() -> None:
+    offenders = []
+    for path in sorted((SRC / "core").rglob("*.py")):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top == "remembrancer":
+                if not name.startswith("remembrancer.core"):
+                    offenders.append(f"{path.name}: {name}")
+            elif top in CORE_FORBIDDEN_STDLIB:
+                offenders.append(f"{path.name}: {name}")
+            elif top not in CORE_THIRD_PARTY and not _is_stdlib(top):
+                offenders.append(f"{path.name}: {name}")
+    assert not offenders, offenders
+
+
+def _is_stdlib(name: str) -> bool:
+    import sys
+
+    return name in sys.stdlib_module_names or name == "__future__"
+
+
+def test_layering_check_detects_a_violation(tmp_path: Path) -> None:
+    # The checker itself must be able to fail.
+    bad = tmp_path / "bad.py"
+    bad.write_text("from remembrancer.node import app\nimport socket\n")
+    names = _imports(bad)
+    assert "remembrancer.node" in names and "socket" in names

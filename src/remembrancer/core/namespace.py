@@ -1,0 +1,289 @@
+"""Namespace configuration (the Phase IV policy), validated from plain data.
+
+The document shape (YAML on disk, see ``examples/namespaces.yaml``)::
+
+    version: 1
+    aliases:                       # readable alias DID -> the did:key it stands for
+      did:vm:arbiter:prod-us-east-1: did:key:z6Mk...
+    namespaces:
+      dao:vaultmesh:
+        description: VaultMesh DAO canonical ledger
+        witnesses: {min_required: 2, allowlist: [did:vm:arbiter:prod-us-east-1, ...]}
+        schema_policy: {allow: [ledger.append@1.0.x, ...]}
+        cadence: {fast: {target: eip155:8453, every: 89s, confirmations: 3}, ...}
+        timestamp_drift: 300       # optional, seconds, default 300
+        governance: {admins: [...], voters: [...], vote_threshold: 2}   # optional
+        trusted_sources: [fin:clearing]                                 # optional
+
+Acceptance always checks keys, never aliases: every alias resolves to a
+did:key here, once, and policy objects hold only did:keys.  Every error names
+the source file, the namespace and the key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from remembrancer.core.cadence import Cadence, parse_cadence
+from remembrancer.core.errors import ConfigError, FormatError
+from remembrancer.core.record import DID_KEY_RE, NAMESPACE_RE
+from remembrancer.core.schema import SchemaPattern
+
+DEFAULT_DRIFT = 300
+MAX_DRIFT = 7 * 86400
+_NS_KEYS = {"description", "witnesses", "schema_policy", "cadence", "timestamp_drift",
+            "governance", "trusted_sources"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Governance:
+    """Who may change the namespace's cadence.
+
+    A ``governance.cadence.set`` record whose actor is an admin applies at
+    once (from its ``effective_after``).  Otherwise it is a proposal that
+    applies when ``vote_threshold`` distinct voters have recorded a
+    ``vote.cast`` with ``proposalId`` equal to the proposal's ``event:id`` and
+    ``choice`` ``approve``.  With neither admins nor a threshold, cadence
+    cannot be changed by records.
+    """
+
+    admins: frozenset[str] = frozenset()
+    voters: frozenset[str] = frozenset()
+    vote_threshold: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceConfig:
+    name: str
+    description: str = ""
+    min_required: int = 0
+    witnesses: Mapping[str, str] = field(default_factory=dict)  # did:key -> alias (or itself)
+    schema_allow: tuple[SchemaPattern, ...] = ()
+    cadence: Cadence = field(default_factory=Cadence)
+    timestamp_drift: int = DEFAULT_DRIFT
+    governance: Governance = field(default_factory=Governance)
+    trusted_sources: tuple[str, ...] = ()
+
+    def schema_allowed(self, schema: str) -> bool:
+        return any(p.matches(schema) for p in self.schema_allow)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective policy as plain data (what the API and CLI show)."""
+        return {
+            "namespace": self.name,
+            "description": self.description,
+            "witnesses": {
+                "min_required": self.min_required,
+                "allowlist": [{"alias": a, "did": d} for d, a in self.witnesses.items()],
+            },
+            "schema_policy": {"allow": [str(p) for p in self.schema_allow]},
+            "cadence": self.cadence.to_dict(),
+            "timestamp_drift": self.timestamp_drift,
+            "governance": {
+                "admins": sorted(self.governance.admins),
+                "voters": sorted(self.governance.voters),
+                "vote_threshold": self.governance.vote_threshold,
+            },
+            "trusted_sources": list(self.trusted_sources),
+        }
+
+
+def parse_namespaces(
+    doc: Any, *, source: str = "<namespaces>", known_schemas: frozenset[str] | None = None
+) -> dict[str, NamespaceConfig]:
+    """Validate a whole namespaces document; raise ConfigError naming file, namespace and key."""
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: the document must be a mapping", code="config_invalid")
+    extra = [k for k in doc if k not in ("version", "aliases", "namespaces")]
+    if extra:
+        raise ConfigError(
+            f"{source}: unknown top-level key {extra[0]!r}", code="config_key_unknown"
+        )
+    if doc.get("version", 1) != 1:
+        raise ConfigError(f"{source}: version must be 1", code="config_version_unsupported")
+    aliases_raw = doc.get("aliases") or {}
+    if not isinstance(aliases_raw, Mapping):
+        raise ConfigError(f"{source}: aliases must be a mapping", code="config_invalid")
+    aliases: dict[str, str] = {}
+    for alias, did in aliases_raw.items():
+        if not isinstance(alias, str) or not alias.startswith("did:") or len(alias) > 256:
+            raise ConfigError(f"{source}: aliases: {alias!r} is not a DID", code="alias_invalid")
+        aliases[alias] = _did_key(did, f"{source}: aliases.{alias}")
+    spaces = doc.get("namespaces")
+    if not isinstance(spaces, Mapping) or not spaces:
+        raise ConfigError(
+            f"{source}: namespaces must be a non-empty mapping", code="config_invalid"
+        )
+    out: dict[str, NamespaceConfig] = {}
+    for name, body in spaces.items():
+        if not isinstance(name, str) or not NAMESPACE_RE.match(name):
+            raise ConfigError(
+                f"{source}: namespace {name!r} does not match <org>:<name>",
+                code="namespace_name_invalid",
+            )
+        out[name] = _parse_one(name, body, aliases, f"{source}: namespace {name}", known_schemas)
+    for ns in out.values():
+        for src in ns.trusted_sources:
+            if src == ns.name:
+                raise ConfigError(
+                    f"{source}: namespace {ns.name}: trusted_sources lists the namespace itself",
+                    code="trusted_source_invalid",
+                )
+    return out
+
+
+def _did_key(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not DID_KEY_RE.match(value):
+        raise ConfigError(f"{where}: {value!r} is not an Ed25519 did:key", code="did_invalid")
+    # Decode for real, so a typo in the base58 text is caught at load time.
+    from remembrancer.core.keys import public_from_did_key
+
+    try:
+        public_from_did_key(value)
+    except FormatError as e:
+        raise ConfigError(f"{where}: {e.message}", code="did_invalid") from e
+    return value
+
+
+def _resolve(value: Any, aliases: Mapping[str, str], where: str) -> tuple[str, str]:
+    """(did:key, alias-or-did) for an allowlist or governance entry."""
+    if isinstance(value, str) and value in aliases:
+        return aliases[value], value
+    if isinstance(value, str) and value.startswith("did:key:"):
+        return _did_key(value, where), value
+    raise ConfigError(
+        f"{where}: {value!r} is neither a did:key nor an alias defined under aliases",
+        code="alias_unknown",
+    )
+
+
+def _parse_one(
+    name: str, body: Any, aliases: Mapping[str, str], at: str, known: frozenset[str] | None
+) -> NamespaceConfig:
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{at}: must be a mapping", code="config_invalid")
+    extra = sorted(k for k in body if k not in _NS_KEYS)
+    if extra:
+        raise ConfigError(f"{at}: unknown key {extra[0]!r}", code="config_key_unknown")
+    description = body.get("description", "")
+    if not isinstance(description, str) or len(description) > 1000:
+        raise ConfigError(f"{at}: description must be a string", code="config_invalid")
+
+    w = body.get("witnesses") or {}
+    if not isinstance(w, Mapping) or any(k not in ("min_required", "allowlist") for k in w):
+        raise ConfigError(
+            f"{at}: witnesses must hold only min_required and allowlist", code="config_invalid"
+        )
+    allow_raw = w.get("allowlist") or []
+    if not isinstance(allow_raw, list):
+        raise ConfigError(f"{at}: witnesses.allowlist must be a list", code="config_invalid")
+    witnesses: dict[str, str] = {}
+    for i, entry in enumerate(allow_raw):
+        did, alias = _resolve(entry, aliases, f"{at}: witnesses.allowlist[{i}]")
+        if did in witnesses:
+            raise ConfigError(
+                f"{at}: witnesses.allowlist[{i}] {alias} is the same key as {witnesses[did]}",
+                code="witness_duplicate",
+            )
+        witnesses[did] = alias
+    min_required = w.get("min_required", 0)
+    if type(min_required) is not int or min_required < 0:
+        raise ConfigError(
+            f"{at}: witnesses.min_required must be an integer >= 0", code="config_invalid"
+        )
+    if min_required > len(witnesses):
+        raise ConfigError(
+            f"{at}: witnesses.min_required is {min_required} but the allowlist has only"
+            f" {len(witnesses)} keys, so no record could ever be admitted",
+            code="witness_quorum_impossible",
+        )
+
+    sp = body.get("schema_policy") or {}
+    if not isinstance(sp, Mapping) or any(k != "allow" for k in sp):
+        raise ConfigError(f"{at}: schema_policy must hold only allow", code="config_invalid")
+    allow_list = sp.get("allow") or []
+    if not isinstance(allow_list, list) or not allow_list:
+        raise ConfigError(
+            f"{at}: schema_policy.allow must be a non-empty list", code="config_invalid"
+        )
+    patterns = []
+    for i, text in enumerate(allow_list):
+        try:
+            pattern = SchemaPattern.parse(text)
+        except FormatError as e:
+            raise ConfigError(f"{at}: schema_policy.allow[{i}]: {e.message}", code=e.code) from e
+        if known is not None and not any(pattern.matches(s) for s in known):
+            raise ConfigError(
+                f"{at}: schema_policy.allow[{i}] {text!r} matches no bundled schema",
+                code="schema_pattern_unmatched",
+            )
+        patterns.append(pattern)
+
+    try:
+        cadence = parse_cadence(body.get("cadence"), where="cadence")
+    except ConfigError as e:
+        raise ConfigError(f"{at}: {e.message}", code=e.code) from e
+
+    drift = body.get("timestamp_drift", DEFAULT_DRIFT)
+    if type(drift) is not int or not 1 <= drift <= MAX_DRIFT:
+        raise ConfigError(
+            f"{at}: timestamp_drift must be 1..{MAX_DRIFT} seconds", code="config_invalid"
+        )
+
+    g = body.get("governance") or {}
+    if not isinstance(g, Mapping) or any(
+        k not in ("admins", "voters", "vote_threshold") for k in g
+    ):
+        raise ConfigError(
+            f"{at}: governance must hold only admins, voters and vote_threshold",
+            code="config_invalid",
+        )
+    admins = frozenset(
+        _resolve(v, aliases, f"{at}: governance.admins[{i}]")[0]
+        for i, v in enumerate(_list(g.get("admins"), f"{at}: governance.admins"))
+    )
+    voters = frozenset(
+        _resolve(v, aliases, f"{at}: governance.voters[{i}]")[0]
+        for i, v in enumerate(_list(g.get("voters"), f"{at}: governance.voters"))
+    )
+    threshold = g.get("vote_threshold", 0)
+    if type(threshold) is not int or threshold < 0:
+        raise ConfigError(
+            f"{at}: governance.vote_threshold must be an integer >= 0", code="config_invalid"
+        )
+    if threshold and not voters:
+        voters = admins | frozenset(witnesses)
+    if threshold > len(voters):
+        raise ConfigError(
+            f"{at}: governance.vote_threshold {threshold} exceeds the {len(voters)} voters",
+            code="vote_threshold_impossible",
+        )
+
+    trusted = _list(body.get("trusted_sources"), f"{at}: trusted_sources")
+    for i, src in enumerate(trusted):
+        if not isinstance(src, str) or not NAMESPACE_RE.match(src):
+            raise ConfigError(
+                f"{at}: trusted_sources[{i}] is not a namespace", code="trusted_source_invalid"
+            )
+
+    return NamespaceConfig(
+        name=name,
+        description=description,
+        min_required=min_required,
+        witnesses=witnesses,
+        schema_allow=tuple(patterns),
+        cadence=cadence,
+        timestamp_drift=drift,
+        governance=Governance(admins=admins, voters=voters, vote_threshold=threshold),
+        trusted_sources=tuple(trusted),
+    )
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list", code="config_invalid")
+    return value

@@ -1,0 +1,311 @@
+"""Record envelopes (DESIGN.md section 3.4).
+
+A record is a JSON object signed by its actor and, usually, by record
+witnesses.  Every signature signs the same bytes, the *signing input*: the
+RFC 8785 canonical form of the envelope without ``signatures``.  The record's
+``eventHash`` is ``sha256:`` + hex SHA-256 of the signing input, and the log
+leaf is the canonical form of the whole envelope, signatures included, so an
+inclusion proof shows exactly what was admitted.
+
+Parsing is strict (rule 1 of admission, "well-formed"): exact field set,
+types, lengths, at most 65,535 canonical bytes.  It does not check
+signatures, time or policy; see :mod:`remembrancer.core.admission`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from remembrancer.core.errors import FormatError
+from remembrancer.core.jcs import canonical_members, join_members, loads_strict
+
+MAX_RECORD_BYTES = 65_535  # the tlog-tiles entry limit
+MAX_INPUT_BYTES = 256 * 1024  # what a parser reads before refusing outright
+MAX_SIGNATURES = 64
+VM_VERSION = "1.0"
+
+NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}:[a-z0-9][a-z0-9-]{0,62}$")
+SCHEMA_RE = re.compile(
+    r"^([a-z][a-z0-9]*(?:\.[a-z][a-z0-9]*)*)@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
+)
+DID_KEY_RE = re.compile(r"^did:key:z[1-9A-HJ-NP-Za-km-z]{40,60}$")
+NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+REQUIRED = ("vm:version", "event:id", "event:type", "schema", "namespace", "actor",
+            "timestamp", "nonce", "payload", "signatures")  # fmt: skip
+OPTIONAL = ("subject", "prev", "payload:cid", "payload:hash")
+ALLOWED = frozenset(REQUIRED + OPTIONAL)
+
+Role = Literal["actor", "witness"]
+
+
+def b64url_encode(data: bytes) -> str:
+    """Unpadded base64url (RFC 4648 section 5), the encoding of record signatures."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str, *, what: str = "value") -> bytes:
+    """Strict unpadded base64url: the canonical encoding only."""
+    if not isinstance(text, str) or not B64URL_RE.match(text) or len(text) % 4 == 1:
+        raise FormatError(f"{what} is not unpadded base64url", code="record_field_type")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise FormatError(f"{what} is not unpadded base64url", code="record_field_type") from e
+    if b64url_encode(raw) != text:
+        raise FormatError(f"{what} is not canonical base64url", code="record_field_type")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSignature:
+    """One entry of ``signatures``: who signed (``kid``, a did:key) in which role."""
+
+    kid: str
+    role: Role
+    sig: bytes
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "alg": "Ed25519",
+            "kid": self.kid,
+            "role": self.role,
+            "sig": b64url_encode(self.sig),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A parsed, well-formed record envelope and its canonical byte forms."""
+
+    event_id: str
+    event_type: str
+    schema: str  # "name@major.minor.patch"
+    namespace: str
+    actor: str
+    timestamp: int
+    nonce: str
+    prev: str | None
+    subject: str | None
+    payload: Any
+    signatures: tuple[RecordSignature, ...]
+    signing_input: bytes
+    leaf: bytes
+    event_hash: bytes  # raw 32 bytes
+
+    @property
+    def event_hash_hex(self) -> str:
+        return "sha256:" + self.event_hash.hex()
+
+    @property
+    def schema_name(self) -> str:
+        return self.schema.partition("@")[0]
+
+    @property
+    def schema_version(self) -> str:
+        return self.schema.partition("@")[2]
+
+    def envelope(self) -> dict[str, Any]:
+        """The envelope as a JSON value (parsed back from the canonical leaf)."""
+        value: dict[str, Any] = loads_strict(self.leaf)
+        return value
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Record:
+        """Parse a record from JSON bytes (any formatting; canonicalised here)."""
+        if len(data) > MAX_INPUT_BYTES:
+            raise FormatError(
+                f"record input larger than {MAX_INPUT_BYTES} bytes", code="record_too_large"
+            )
+        value = loads_strict(data, max_bytes=MAX_INPUT_BYTES)
+        return cls.from_value(value)
+
+    @classmethod
+    def from_value(cls, value: Any) -> Record:
+        """Check a parsed JSON value against the envelope grammar."""
+        if not isinstance(value, dict):
+            raise FormatError("a record must be a JSON object", code="record_malformed")
+        missing = [k for k in REQUIRED if k not in value]
+        if missing:
+            raise FormatError(
+                f"record lacks required field {missing[0]!r}",
+                code="record_missing_field",
+                details={"fields": missing},
+            )
+        unknown = sorted(k for k in value if k not in ALLOWED)
+        if unknown:
+            raise FormatError(
+                f"record has unknown field {unknown[0]!r}",
+                code="record_unknown_field",
+                details={"fields": unknown},
+            )
+        if value["vm:version"] != VM_VERSION:
+            raise _type("vm:version", f'must be "{VM_VERSION}"')
+        event_id = value["event:id"]
+        if (
+            not isinstance(event_id, str)
+            or not 1 <= len(event_id) <= 128
+            or not event_id.isprintable()
+        ):
+            raise _type("event:id", "must be 1 to 128 printable characters")
+        schema = value["schema"]
+        if not isinstance(schema, str) or not SCHEMA_RE.match(schema):
+            raise _type("schema", "must be name@major.minor.patch")
+        event_type = value["event:type"]
+        if event_type != schema.partition("@")[0]:
+            raise FormatError(
+                f"event:type {event_type!r} does not match schema {schema!r}",
+                code="event_type_mismatch",
+            )
+        namespace = value["namespace"]
+        if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
+            raise _type("namespace", "must match <org>:<name> (lowercase, digits, '-')")
+        actor = value["actor"]
+        if not isinstance(actor, str) or not DID_KEY_RE.match(actor):
+            raise _type("actor", "must be an Ed25519 did:key")
+        timestamp = value["timestamp"]
+        if type(timestamp) is not int or not 0 <= timestamp < 2**53:
+            raise _type("timestamp", "must be an integer number of seconds since the epoch")
+        nonce = value["nonce"]
+        if not isinstance(nonce, str) or not NONCE_RE.match(nonce):
+            raise _type("nonce", "must be 8 to 128 base64url characters")
+        prev = value.get("prev")
+        if prev is not None and (not isinstance(prev, str) or not HASH_RE.match(prev)):
+            raise _type("prev", "must be null or sha256:<64 lowercase hex>")
+        subject = value.get("subject")
+        if subject is not None and (
+            not isinstance(subject, str)
+            or not 1 <= len(subject) <= 512
+            or not subject.isprintable()
+        ):
+            raise _type("subject", "must be a DID or URN of at most 512 characters")
+        if "payload:hash" in value and (
+            not isinstance(value["payload:hash"], str) or not HASH_RE.match(value["payload:hash"])
+        ):
+            raise _type("payload:hash", "must be sha256:<64 lowercase hex>")
+        if "payload:cid" in value and (
+            not isinstance(value["payload:cid"], str) or not 1 <= len(value["payload:cid"]) <= 256
+        ):
+            raise _type("payload:cid", "must be a string of at most 256 characters")
+        payload = value["payload"]
+        if not isinstance(payload, dict):
+            raise _type("payload", "must be a JSON object")
+        signatures = _parse_signatures(value["signatures"])
+
+        members = canonical_members(value)
+        leaf = join_members(members)
+        if len(leaf) > MAX_RECORD_BYTES:
+            raise FormatError(
+                f"record is {len(leaf)} canonical bytes, over the {MAX_RECORD_BYTES} limit;"
+                " reference large payloads by payload:hash or payload:cid",
+                code="record_too_large",
+            )
+        signing_input = join_members(members, exclude="signatures")
+        return cls(
+            event_id=event_id,
+            event_type=event_type,
+            schema=schema,
+            namespace=namespace,
+            actor=actor,
+            timestamp=timestamp,
+            nonce=nonce,
+            prev=prev,
+            subject=subject,
+            payload=payload,
+            signatures=signatures,
+            signing_input=signing_input,
+            leaf=leaf,
+            event_hash=hashlib.sha256(signing_input).digest(),
+        )
+
+
+def _type(field: str, message: str) -> FormatError:
+    return FormatError(f"{field} {message}", code="record_field_type", details={"field": field})
+
+
+def _parse_signatures(value: Any) -> tuple[RecordSignature, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_SIGNATURES:
+        raise _type("signatures", f"must be a list of 1 to {MAX_SIGNATURES} signatures")
+    out = []
+    for i, item in enumerate(value):
+        where = f"signatures[{i}]"
+        if not isinstance(item, dict) or set(item) != {"alg", "kid", "role", "sig"}:
+            raise _type(where, "must have exactly alg, kid, role and sig")
+        if item["alg"] != "Ed25519":
+            raise FormatError(f"{where}.alg must be Ed25519", code="signature_alg_unsupported")
+        kid, role = item["kid"], item["role"]
+        if not isinstance(kid, str) or not DID_KEY_RE.match(kid):
+            raise _type(f"{where}.kid", "must be an Ed25519 did:key")
+        if role not in ("actor", "witness"):
+            raise _type(f"{where}.role", 'must be "actor" or "witness"')
+        sig = b64url_decode(item["sig"], what=f"{where}.sig")
+        if len(sig) != 64:
+            raise _type(f"{where}.sig", "must be a 64-byte Ed25519 signature")
+        out.append(RecordSignature(kid=kid, role=role, sig=sig))
+    return tuple(out)
+
+
+class RecordSigner(Protocol):
+    """What signing a record needs: a did:key and a sign function (see core.keys)."""
+
+    @property
+    def did(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def unsigned_envelope(
+    *,
+    namespace: str,
+    schema: str,
+    payload: Mapping[str, Any],
+    actor: str,
+    event_id: str,
+    timestamp: int,
+    nonce: str,
+    prev: str | None = None,
+    subject: str | None = None,
+) -> dict[str, Any]:
+    """The envelope without signatures, ready for :func:`sign_envelope`."""
+    env: dict[str, Any] = {
+        "vm:version": VM_VERSION,
+        "event:id": event_id,
+        "event:type": schema.partition("@")[0],
+        "schema": schema,
+        "namespace": namespace,
+        "actor": actor,
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "prev": prev,
+        "payload": dict(payload),
+    }
+    if subject is not None:
+        env["subject"] = subject
+    return env
+
+
+def sign_envelope(
+    envelope: Mapping[str, Any], actor: RecordSigner, witnesses: Sequence[RecordSigner] = ()
+) -> Record:
+    """Sign an unsigned envelope with the actor key and any witness keys.
+
+    ``actor`` and ``witnesses`` are e.g. :class:`remembrancer.core.keys.SigningKey`.
+    """
+    body = {k: v for k, v in envelope.items() if k != "signatures"}
+    if body.get("actor") != actor.did:
+        raise FormatError(
+            "the envelope's actor is not the signing key's did:key", code="actor_mismatch"
+        )
+    signing_input = join_members(canonical_members(body))
+    sigs = [RecordSignature(actor.did, "actor", actor.sign(signing_input))]
+    sigs += [RecordSignature(w.did, "witness", w.sign(signing_input)) for w in witnesses]
+    body["signatures"] = [s.to_dict() for s in sigs]
+    return Record.from_value(body)

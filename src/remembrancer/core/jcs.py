@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
 import rfc8785
-from json.encoder import encode_basestring as _encode_string  # type: ignore[attr-defined]
 
 from remembrancer.core.errors import FormatError
 
@@ -156,7 +156,9 @@ def parse_sha256_hex(text: str) -> bytes:
         or not text.startswith("sha256:")
         or any(c not in "0123456789abcdef" for c in text[7:])
     ):
-        raise FormatError("a hash must be 'sha256:' and 64 lowercase hex digits", code="hash_malformed")
+        raise FormatError(
+            "a hash must be 'sha256:' and 64 lowercase hex digits", code="hash_malformed"
+        )
     return bytes.fromhex(text[7:])
 
 

@@ -1,0 +1,480 @@
+"""The sequencer: admits records, integrates them in batches, signs checkpoints.
+
+One :class:`Sequencer` serves every namespace of a node.  For each record:
+
+1. on receipt, in the caller's task: parse (rule 1), namespace lookup, time
+   window, schema policy and payload (rules 2 to 4), governance sanity;
+2. queued to its namespace's batcher, which gathers up to ``max_batch``
+   records or waits ``max_wait`` seconds, then checks signatures (rules 5
+   and 6) on a thread pool, split across the cores (PyNaCl releases the GIL);
+3. integrated on the namespace's writer thread: replay check against storage
+   and the batch itself (rule 7), leaf hashes, tiles, a new checkpoint signed
+   by the node key with origin ``<prefix>/<namespace>``, and ONE storage
+   transaction holding entries, tiles and the checkpoint;
+4. only after that commit, each record is acknowledged with its receipt
+   (index, inclusion proof at the new size, the signed checkpoint).
+
+A failed batch commit fails every record of the batch and restores the
+in-memory tree, so nothing unacknowledged is half-applied and nothing
+acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from remembrancer.core import governance
+from remembrancer.core.admission import (
+    SignatureReport,
+    check_policy,
+    check_replay,
+    check_signatures,
+    lookup_namespace,
+)
+from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PushbackError,
+    RemembrancerError,
+    StorageError,
+)
+from remembrancer.core.keys import SigningKey
+from remembrancer.core.namespace import NamespaceConfig
+from remembrancer.core.record import Record
+from remembrancer.core.rfc6962 import (
+    CompactRange,
+    NodeId,
+    consistency_proof,
+    hash_leaf,
+    inclusion_proof,
+)
+from remembrancer.core.schema import SchemaRegistry
+from remembrancer.core.tiles import TileNodeReader
+from remembrancer.log.tiles import BatchNodeReader, TileWriter
+from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
+
+log = logging.getLogger("remembrancer.sequencer")
+GOVERNANCE_SCOPE = "governance"
+
+
+class NamespaceProvider(Protocol):
+    def current(self) -> Mapping[str, NamespaceConfig]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The API's JSON receipt (DESIGN.md 3.7) for one admitted record."""
+
+    event_hash: str
+    namespace: str
+    origin: str
+    index: int
+    size: int
+    proof: tuple[bytes, ...]
+    checkpoint: bytes  # the signed note
+    anchors: tuple[Mapping[str, Any], ...] = ()
+    duplicate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eventHash": self.event_hash,
+            "namespace": self.namespace,
+            "origin": self.origin,
+            "index": self.index,
+            "treeSize": self.size,
+            "proof": [base64.b64encode(h).decode("ascii") for h in self.proof],
+            "checkpoint": self.checkpoint.decode("utf-8"),
+            "anchors": [dict(a) for a in self.anchors],
+        }
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: Record
+    ns: NamespaceConfig
+    future: asyncio.Future[Receipt]
+    report: SignatureReport | None = None
+
+
+@dataclass(slots=True)
+class _Log:
+    namespace: str
+    origin: str
+    writer: TileWriter | None = None
+    queue: list[_Pending] = field(default_factory=list)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    gov: governance.GovernanceState = field(default_factory=governance.GovernanceState)
+    checkpoint: bytes = b""
+
+
+class Sequencer:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        node_key: SigningKey,
+        origin_prefix: str,
+        namespaces: NamespaceProvider,
+        schemas: SchemaRegistry | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_batch: int = 1024,
+        max_wait: float = 0.005,
+        max_pending: int = 20_000,
+        verify_threads: int = 2,
+    ) -> None:
+        self.store = store
+        self.node_key = node_key
+        self.origin_prefix = origin_prefix.rstrip("/")
+        self.namespaces = namespaces
+        self.schemas = schemas or SchemaRegistry.bundled()
+        self.clock = clock
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.max_pending = max_pending
+        self._verify_pool = ThreadPoolExecutor(verify_threads, thread_name_prefix="verify")
+        self._verify_threads = verify_threads
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="integrate")
+        self._logs: dict[str, _Log] = {}
+        self._closing = False
+        self.on_batch: list[Callable[[str, int, int, bytes], None]] = []  # ns, start, end, note
+
+    def origin(self, namespace: str) -> str:
+        return f"{self.origin_prefix}/{namespace}"
+
+    # --- submission ----------------------------------------------------------
+    def precheck(self, data: bytes | Record) -> tuple[Record, NamespaceConfig]:
+        """Rules 1 to 4 (cheap, no signature checks); raises on refusal."""
+        record = data if isinstance(data, Record) else Record.from_bytes(data)
+        ns = lookup_namespace(record, self.namespaces.current())
+        check_policy(record, ns, int(self.clock()), self.schemas)
+        governance.check_proposal(record, ns)
+        return record, ns
+
+    async def submit(self, data: bytes | Record) -> Receipt:
+        """Admit one record; return its receipt once it is durably in the log."""
+        if self._closing:
+            raise PushbackError("the node is shutting down", code="shutting_down", retry_after=5)
+        record, ns = self.precheck(data)
+        handle = self._handle(record.namespace)
+        if len(handle.queue) >= self.max_pending:
+            raise PushbackError(
+                f"{record.namespace} has {len(handle.queue)} records waiting; retry shortly",
+                code="overloaded",
+                retry_after=1,
+            )
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        handle.queue.append(_Pending(record, ns, future))
+        handle.wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Stop accepting records, drain every queue, stop the workers."""
+        self._closing = True
+        for handle in self._logs.values():
+            handle.wakeup.set()
+        tasks = [h.task for h in self._logs.values() if h.task is not None]
+        for handle in self._logs.values():
+            while handle.queue:
+                await asyncio.sleep(0.01)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._verify_pool.shutdown(wait=True)
+        self._write_pool.shutdown(wait=True)
+
+    def _handle(self, namespace: str) -> _Log:
+        handle = self._logs.get(namespace)
+        if handle is None:
+            handle = self._logs[namespace] = _Log(namespace, self.origin(namespace))
+        if handle.task is None or handle.task.done():
+            handle.task = asyncio.get_running_loop().create_task(
+                self._run(handle), name=f"sequencer:{namespace}"
+            )
+        return handle
+
+    async def _run(self, handle: _Log) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not handle.queue:
+                handle.wakeup.clear()
+                await handle.wakeup.wait()
+                continue
+            if len(handle.queue) < self.max_batch and not self._closing:
+                await asyncio.sleep(self.max_wait)
+            batch = handle.queue[: self.max_batch]
+            del handle.queue[: len(batch)]
+            try:
+                await self._verify(batch)
+                good = [p for p in batch if not p.future.done()]
+                if good:
+                    receipts = await loop.run_in_executor(
+                        self._write_pool, self._integrate, handle, good
+                    )
+                    for pending, receipt in zip(good, receipts, strict=True):
+                        if not pending.future.done():
+                            if isinstance(receipt, RemembrancerError):
+                                pending.future.set_exception(receipt)
+                            else:
+                                pending.future.set_result(receipt)
+            except Exception as e:  # a storage failure: fail the batch, keep serving
+                log.exception("batch for %s failed", handle.namespace)
+                err = (
+                    e
+                    if isinstance(e, RemembrancerError)
+                    else StorageError(
+                        f"the batch could not be committed: {e}", code="storage_failed"
+                    )
+                )
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(err)
+
+    async def _verify(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        n = self._verify_threads
+        chunks = [batch[i::n] for i in range(n)]
+        await asyncio.gather(
+            *(loop.run_in_executor(self._verify_pool, self._verify_chunk, c) for c in chunks if c)
+        )
+
+    @staticmethod
+    def _verify_chunk(chunk: list[_Pending]) -> None:
+        for pending in chunk:
+            try:
+                pending.report = check_signatures(pending.record, pending.ns)
+            except RemembrancerError as e:
+                fut = pending.future
+                fut.get_loop().call_soon_threadsafe(_set_exception, fut, e)
+                pending.report = None
+
+    # --- integration (writer thread) ------------------------------------------
+    def _writer(self, handle: _Log) -> TileWriter:
+        if handle.writer is None:
+            state = self.store.log_state(handle.namespace)
+            size = state.size if state else 0
+            reader = self._store_reader(handle.namespace)
+            handle.writer = TileWriter.resume(
+                size, reader.read_nodes, lambda ids: self.store.read_tiles(handle.namespace, ids)
+            )
+            handle.checkpoint = state.checkpoint if state else b""
+            handle.gov = self._load_governance(handle.namespace, size)
+        return handle.writer
+
+    def _integrate(self, handle: _Log, batch: list[_Pending]) -> list[Receipt | RemembrancerError]:
+        writer = self._writer(handle)
+        start = writer.size
+        results: list[Receipt | RemembrancerError | int | None] = [None] * len(batch)
+        new_rows: list[EntryRow] = []
+        new_records: list[tuple[Record, NamespaceConfig]] = []
+        seen_id: dict[str, tuple[int, bytes]] = {}
+        seen_nonce: dict[tuple[str, str], tuple[int, bytes]] = {}
+        duplicates: dict[int, int] = {}  # batch position -> existing index
+        for pos, pending in enumerate(batch):
+            if pending.report is None:
+                continue
+            rec = pending.record
+            try:
+                idx_leaf_id = seen_id.get(rec.event_id) or self._stored(handle, "id", rec)
+                idx_leaf_nonce = seen_nonce.get((rec.actor, rec.nonce)) or self._stored(
+                    handle, "nonce", rec
+                )
+                dup = check_replay(
+                    rec,
+                    idx_leaf_id[1] if idx_leaf_id else None,
+                    idx_leaf_nonce[1] if idx_leaf_nonce else None,
+                )
+            except RemembrancerError as e:
+                results[pos] = e
+                continue
+            if dup:
+                found = idx_leaf_id or idx_leaf_nonce
+                assert found is not None
+                duplicates[pos] = found[0]
+                continue
+            index = start + len(new_rows)
+            seen_id[rec.event_id] = (index, rec.leaf)
+            seen_nonce[(rec.actor, rec.nonce)] = (index, rec.leaf)
+            new_rows.append(EntryRow(rec.leaf, rec.event_hash, rec.event_id, rec.actor, rec.nonce))
+            new_records.append((rec, pending.ns))
+            results[pos] = index
+
+        gov_before = handle.gov
+        if new_rows:
+            leaf_hashes = [hash_leaf(r.leaf) for r in new_rows]
+            edge_before = self._commit(handle, writer, new_rows, leaf_hashes)
+            for rec, ns in new_records:  # in log order
+                handle.gov = governance.fold(handle.gov, rec, ns)
+            if handle.gov is not gov_before:
+                self._save_governance(handle.namespace, handle.gov, writer.size)
+            reader: Any = BatchNodeReader(edge_before, leaf_hashes)
+        else:
+            reader = None
+        size = writer.size
+        note = handle.checkpoint
+        out: list[Receipt | RemembrancerError] = []
+        store_reader = None
+        for pos, pending in enumerate(batch):
+            res = results[pos]
+            if isinstance(res, RemembrancerError):
+                out.append(res)
+            elif isinstance(res, int):
+                out.append(self._receipt(pending.record, res, size, note, reader))
+            elif pos in duplicates:
+                store_reader = store_reader or self._store_reader(handle.namespace)
+                index = duplicates[pos]
+                out.append(self._receipt(pending.record, index, size, note, store_reader, dup=True))
+            else:  # signature failure already reported
+                out.append(ConflictError("not integrated", code="not_integrated"))
+        return out
+
+    def _commit(
+        self, handle: _Log, writer: TileWriter, rows: list[EntryRow], leaf_hashes: list[bytes]
+    ) -> CompactRange:
+        """Append, sign and commit; return the right edge before the batch."""
+        before = writer.edge()
+        snapshot = writer.copy()
+        start = writer.size
+        try:
+            tiles = writer.append(leaf_hashes)
+            root = writer.root()
+            now = int(self.clock())
+            note = sign_checkpoint(
+                Checkpoint(handle.origin, writer.size, root), self.node_key, handle.origin
+            )
+            state = LogState(handle.namespace, writer.size, root, note)
+            self.store.append(
+                AppendBatch(handle.namespace, start, rows, tiles, state, checkpoint_time=now)
+            )
+        except BaseException:
+            handle.writer = snapshot
+            raise
+        handle.checkpoint = note
+        for hook in self.on_batch:
+            try:
+                hook(handle.namespace, start, writer.size, note)
+            except Exception:
+                log.exception("on_batch hook failed")
+        return before
+
+    def _stored(self, handle: _Log, kind: str, rec: Record) -> tuple[int, bytes] | None:
+        if kind == "id":
+            found = self.store.find_event_id(handle.namespace, rec.event_id)
+        else:
+            found = self.store.find_nonce(rec.actor, rec.nonce)
+        if found is None:
+            return None
+        leaves = self.store.read_entries(found.namespace, found.index, found.index + 1)
+        return (found.index, leaves[0]) if leaves else None
+
+    def _receipt(
+        self, rec: Record, index: int, size: int, note: bytes, reader: Any, *, dup: bool = False
+    ) -> Receipt:
+        proof = inclusion_proof(index, size, reader)
+        return Receipt(
+            event_hash=rec.event_hash_hex,
+            namespace=rec.namespace,
+            origin=self.origin(rec.namespace),
+            index=index,
+            size=size,
+            proof=tuple(proof),
+            checkpoint=note,
+            duplicate=dup,
+        )
+
+    # --- governance persistence ---------------------------------------------------
+    def _load_governance(self, namespace: str, size: int) -> governance.GovernanceState:
+        raw = self.store.get_state(GOVERNANCE_SCOPE, namespace)
+        covered = 0
+        state = governance.GovernanceState()
+        if raw:
+            doc = json.loads(raw)
+            covered = int(doc.get("size", 0))
+            state = governance.GovernanceState.from_dict(doc["state"])
+        if covered < size:  # a crash between commit and save: fold what is missing
+            ns = self.namespaces.current().get(namespace)
+            if ns is not None:
+                for i in range(covered, size, 1024):
+                    for leaf in self.store.read_entries(namespace, i, min(size, i + 1024)):
+                        try:
+                            rec = Record.from_bytes(leaf)
+                        except RemembrancerError:
+                            continue
+                        state = governance.fold(state, rec, ns)
+                self._save_governance(namespace, state, size)
+        return state
+
+    def _save_governance(
+        self, namespace: str, state: governance.GovernanceState, size: int
+    ) -> None:
+        doc = {"size": size, "state": state.to_dict()}
+        self.store.put_state(GOVERNANCE_SCOPE, namespace, json.dumps(doc).encode())
+
+    def governance_state(self, namespace: str) -> governance.GovernanceState:
+        handle = self._logs.get(namespace)
+        if handle is not None and handle.writer is not None:
+            return handle.gov
+        state = self.store.log_state(namespace)
+        return self._load_governance(namespace, state.size if state else 0)
+
+    def effective_config(self, namespace: str) -> dict[str, Any]:
+        ns = self.namespaces.current().get(namespace)
+        if ns is None:
+            raise NotFoundError(
+                f"namespace {namespace} is not hosted here", code="namespace_unknown"
+            )
+        gov = self.governance_state(namespace)
+        out = ns.to_dict()
+        out["cadence"] = governance.effective_cadence(ns, gov, int(self.clock())).to_dict()
+        out["governance_state"] = gov.to_dict()
+        return out
+
+    # --- reads -----------------------------------------------------------------------
+    def _store_reader(self, namespace: str) -> TileNodeReader:
+        def fetch(tiles: Sequence[Any]) -> Any:
+            found = self.store.read_tiles(namespace, [(t.level, t.index) for t in tiles])
+            return [found.get((t.level, t.index), b"")[: t.width * 32] for t in tiles]
+
+        return TileNodeReader(fetch)
+
+    def log_state(self, namespace: str) -> LogState | None:
+        return self.store.log_state(namespace)
+
+    def proof_inclusion(
+        self, namespace: str, index: int, size: int | None = None
+    ) -> tuple[list[bytes], LogState]:
+        state = self.store.log_state(namespace)
+        if state is None:
+            raise NotFoundError(f"log {namespace} is empty or unknown", code="log_unknown")
+        size = state.size if size is None else size
+        if not 0 <= index < size <= state.size:
+            raise NotFoundError(
+                f"no entry {index} in a tree of size {size} (log size {state.size})",
+                code="index_out_of_range",
+            )
+        return inclusion_proof(index, size, self._store_reader(namespace)), state
+
+    def proof_consistency(self, namespace: str, old: int, new: int) -> list[bytes]:
+        state = self.store.log_state(namespace)
+        if state is None or not 0 <= old <= new <= state.size:
+            raise NotFoundError("sizes outside the log", code="size_out_of_range")
+        return consistency_proof(old, new, self._store_reader(namespace))
+
+
+def _set_exception(fut: asyncio.Future[Receipt], e: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(e)
+
+
+__all__ = ["NodeId", "Receipt", "Sequencer"]

@@ -1,0 +1,290 @@
+"""Admission, rule by rule (DESIGN.md 3.5): every refusal has its own code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from remembrancer.core.admission import (
+    check_policy,
+    check_replay,
+    check_signatures,
+    lookup_namespace,
+)
+from remembrancer.core.errors import FormatError, PolicyError, RemembrancerError, VerificationError
+from remembrancer.core.keys import SigningKey
+from remembrancer.core.namespace import parse_namespaces
+from remembrancer.core.record import MAX_RECORD_BYTES, Record, b64url_encode
+from remembrancer.core.schema import SchemaRegistry
+from remembrancer.testing.demo import demo_key
+from remembrancer.testing.records import ledger_payload, make_record
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
+NOW = 1_764_100_000
+SCHEMAS = SchemaRegistry.bundled()
+NAMESPACES = parse_namespaces(
+    yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text()),
+    source="namespaces.yaml",
+    known_schemas=frozenset(SCHEMAS.names()),
+)
+DAO = NAMESPACES["dao:vaultmesh"]
+ACTOR = demo_key("did:vm:actor:demo")
+W1 = demo_key("did:vm:arbiter:prod-us-east-1")
+W2 = demo_key("did:vm:arbiter:prod-eu-west-1")
+W3 = demo_key("did:vm:arbiter:prod-dao-suite")
+
+
+def good(**kw: object) -> Record:
+    args: dict = {"timestamp": NOW}
+    args.update(kw)
+    witnesses = args.pop("witnesses", (W1, W2))
+    return make_record(
+        "dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(1), ACTOR, witnesses, **args
+    )
+
+
+def admit(record: Record) -> None:
+    ns = lookup_namespace(record, NAMESPACES)
+    check_policy(record, ns, NOW, SCHEMAS)
+    check_signatures(record, ns)
+
+
+def test_a_good_record_is_admitted() -> None:
+    rec = good()
+    admit(rec)
+    report = check_signatures(rec, DAO)
+    assert set(report.counted) == {W1.did, W2.did}
+    assert rec.event_hash.hex() == __import__("hashlib").sha256(rec.signing_input).hexdigest()
+    assert b'"signatures"' in rec.leaf and b'"signatures"' not in rec.signing_input
+
+
+def _mutate(rec: Record, **changes: object) -> bytes:
+    env = rec.envelope()
+    for k, v in changes.items():
+        if v is ...:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return json.dumps(env).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"not json", "json_malformed"),
+        (b"[]", "record_malformed"),
+        (b'{"a":1,"a":1}', "json_duplicate_key"),
+        (None, "record_missing_field"),
+        (None, "record_unknown_field"),
+        (None, "record_field_type"),
+        (None, "event_type_mismatch"),
+        (None, "record_too_large"),
+        (None, "signature_alg_unsupported"),
+    ],
+)
+def test_malformed_records(data: bytes | None, code: str) -> None:
+    rec = good()
+    if data is None:
+        env = rec.envelope()
+        if code == "record_missing_field":
+            del env["nonce"]
+        elif code == "record_unknown_field":
+            env["extra"] = 1
+        elif code == "record_field_type":
+            env["timestamp"] = "yesterday"
+        elif code == "event_type_mismatch":
+            env["event:type"] = "vote.cast"
+        elif code == "record_too_large":
+            env["payload"]["data"] = "x" * (MAX_RECORD_BYTES + 1)
+        elif code == "signature_alg_unsupported":
+            env["signatures"][0]["alg"] = "RS256"
+        data = json.dumps(env).encode()
+    with pytest.raises(FormatError) as e:
+        Record.from_bytes(data)
+    assert e.value.code == code
+
+
+def test_wrong_types_everywhere() -> None:
+    rec = good()
+    for field, bad in [
+        ("event:id", ""), ("event:id", "x" * 129), ("namespace", "DAO:Vault"), ("actor", "did:web:x"),
+        ("nonce", "short"), ("prev", "sha256:XYZ"), ("payload", []), ("signatures", []),
+        ("vm:version", "2.0"), ("timestamp", True), ("timestamp", -1), ("schema", "ledger.append"),
+    ]:  # fmt: skip
+        with pytest.raises(FormatError) as e:
+            Record.from_bytes(_mutate(rec, **{field: bad}))
+        assert e.value.code in ("record_field_type", "event_type_mismatch"), field
+
+
+def test_unknown_namespace() -> None:
+    rec = make_record(
+        "dao:other", "ledger.append@1.0.0", ledger_payload(1), ACTOR, (W1, W2), timestamp=NOW
+    )
+    with pytest.raises(PolicyError) as e:
+        admit(rec)
+    assert e.value.code == "namespace_unknown"
+
+
+def test_namespace_comes_from_the_field_not_the_subject() -> None:
+    rec = good(subject="urn:fin:clearing:thing")
+    assert lookup_namespace(rec, NAMESPACES).name == "dao:vaultmesh"
+
+
+@pytest.mark.parametrize("offset", [-301, 301, 10_000])
+def test_clock_drift(offset: int) -> None:
+    with pytest.raises(PolicyError) as e:
+        admit(good(timestamp=NOW + offset))
+    assert e.value.code == "timestamp_out_of_window"
+
+
+def test_drift_edge_is_inside() -> None:
+    admit(good(timestamp=NOW + 300))
+    admit(good(timestamp=NOW - 300))
+
+
+def test_schema_not_allowed() -> None:
+    rec = make_record(
+        "dao:vaultmesh",
+        "oracle.publish@1.0.0",
+        {"feed": "f", "value": 1, "observedAt": 1},
+        ACTOR,
+        (W1, W2),
+        timestamp=NOW,
+    )
+    with pytest.raises(PolicyError) as e:
+        admit(rec)
+    assert e.value.code == "schema_not_allowed"
+
+
+def test_patch_wildcard_allows_any_patch_but_unknown_versions_are_refused() -> None:
+    rec = make_record(
+        "dao:vaultmesh", "ledger.append@1.0.7", ledger_payload(1), ACTOR, (W1, W2), timestamp=NOW
+    )
+    with pytest.raises(PolicyError) as e:
+        admit(rec)
+    assert e.value.code == "schema_unknown"  # allowed by 1.0.x, but no such bundled schema
+    rec = make_record(
+        "dao:vaultmesh", "ledger.append@1.1.0", ledger_payload(1), ACTOR, (W1, W2), timestamp=NOW
+    )
+    with pytest.raises(PolicyError) as e:
+        admit(rec)
+    assert e.value.code == "schema_not_allowed"
+
+
+def test_payload_invalid() -> None:
+    rec = make_record(
+        "dao:vaultmesh", "ledger.append@1.0.0", {"stream": "s"}, ACTOR, (W1, W2), timestamp=NOW
+    )
+    with pytest.raises(FormatError) as e:
+        admit(rec)
+    assert e.value.code == "payload_invalid"
+    assert e.value.details["errors"]
+
+
+def test_bad_actor_signature() -> None:
+    rec = good()
+    env = rec.envelope()
+    sig = bytearray(rec.signatures[0].sig)
+    sig[0] ^= 1
+    env["signatures"][0]["sig"] = b64url_encode(bytes(sig))
+    with pytest.raises(VerificationError) as e:
+        admit(Record.from_value(env))
+    assert e.value.code == "actor_signature_invalid"
+
+
+def test_missing_actor_signature() -> None:
+    env = good().envelope()
+    env["signatures"] = env["signatures"][1:]
+    with pytest.raises(VerificationError) as e:
+        admit(Record.from_value(env))
+    assert e.value.code == "actor_signature_missing"
+
+
+def test_payload_tampered_after_signing() -> None:
+    env = good().envelope()
+    env["payload"]["stream"] = "other"
+    with pytest.raises(VerificationError) as e:
+        admit(Record.from_value(env))
+    assert e.value.code == "actor_signature_invalid"
+
+
+def test_duplicate_witnesses_count_once() -> None:
+    with pytest.raises(VerificationError) as e:
+        admit(good(witnesses=(W1, W1)))
+    assert e.value.code == "witness_quorum_not_met"
+    assert {"kid": W1.did, "reason": "duplicate"} in e.value.details["ignored"]
+
+
+def test_unknown_witnesses_do_not_count() -> None:
+    stranger = SigningKey.generate()
+    with pytest.raises(VerificationError) as e:
+        admit(good(witnesses=(W1, stranger)))
+    assert e.value.code == "witness_quorum_not_met"
+    assert {"kid": stranger.did, "reason": "not_allowlisted"} in e.value.details["ignored"]
+
+
+def test_the_actor_does_not_count_as_witness() -> None:
+    # Even when the actor is itself an allowlisted witness key.
+    rec = make_record(
+        "dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(1), W1, (W1, W2), timestamp=NOW
+    )
+    with pytest.raises(VerificationError) as e:
+        admit(rec)
+    assert e.value.code == "witness_quorum_not_met"
+    assert {"kid": W1.did, "reason": "actor"} in e.value.details["ignored"]
+
+
+def test_invalid_witness_signature_does_not_count() -> None:
+    rec = good(witnesses=(W1, W2, W3))
+    env = rec.envelope()
+    env["signatures"][1]["sig"] = b64url_encode(bytes(64))
+    env["signatures"][2]["sig"] = b64url_encode(bytes(64))
+    with pytest.raises(VerificationError) as e:
+        admit(Record.from_value(env))
+    assert e.value.code == "witness_quorum_not_met"
+    # With one bad of three, quorum 2 still holds.
+    env = rec.envelope()
+    env["signatures"][1]["sig"] = b64url_encode(bytes(64))
+    admit(Record.from_value(env))
+
+
+def test_replay_rules() -> None:
+    rec = good()
+    assert check_replay(rec, None, None) is False
+    assert check_replay(rec, rec.leaf, None) is True
+    assert check_replay(rec, None, rec.leaf) is True
+    other = good(event_id=rec.event_id)
+    with pytest.raises(PolicyError) as e:
+        check_replay(other, rec.leaf, None)
+    assert e.value.code == "event_id_conflict"
+    with pytest.raises(PolicyError) as e:
+        check_replay(other, None, rec.leaf)
+    assert e.value.code == "nonce_replayed"
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_random_bytes_raise_only_format_errors(data: bytes) -> None:
+    try:
+        Record.from_bytes(data)
+    except FormatError:
+        pass
+
+
+RECORD_BYTES = good().leaf
+
+
+@settings(max_examples=300)
+@given(st.integers(0, len(RECORD_BYTES) - 1), st.integers(0, 255))
+def test_mutated_records_never_crash(pos: int, byte: int) -> None:
+    data = bytearray(RECORD_BYTES)
+    data[pos] = byte
+    try:
+        admit(Record.from_bytes(bytes(data)))
+    except RemembrancerError:
+        pass

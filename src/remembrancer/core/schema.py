@@ -79,16 +79,21 @@ class SchemaRegistry:
 
     def __init__(self, documents: Mapping[str, Mapping[str, Any]]) -> None:
         resources_ = [(SCHEMA_ID_PREFIX + key, dict(doc)) for key, doc in documents.items()]
-        registry = jsonschema_rs.Registry(resources_)
         self._validators: dict[str, Any] = {}
-        for key, doc in documents.items():
-            if doc.get("$id") != SCHEMA_ID_PREFIX + key:
-                raise ConfigError(
-                    f"schema {key} has $id {doc.get('$id')!r}", code="schema_id_mismatch"
+        try:
+            registry = jsonschema_rs.Registry(resources_)
+            for key, doc in documents.items():
+                if doc.get("$id") != SCHEMA_ID_PREFIX + key:
+                    raise ConfigError(
+                        f"schema {key} has $id {doc.get('$id')!r}", code="schema_id_mismatch"
+                    )
+                self._validators[key] = jsonschema_rs.Draft202012Validator(
+                    dict(doc), validate_formats=True, registry=registry, offline=True
                 )
-            self._validators[key] = jsonschema_rs.Draft202012Validator(
-                dict(doc), validate_formats=True, registry=registry, offline=True
-            )
+        except ValueError as e:  # an unresolvable $ref: nothing is ever fetched
+            raise ConfigError(
+                f"schema cannot be compiled offline: {e}", code="schema_invalid"
+            ) from e
         self._documents = {k: dict(v) for k, v in documents.items()}
 
     @classmethod

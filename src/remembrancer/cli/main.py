@@ -1,4 +1,4 @@
-"""The ``remembrancer`` command."""
+"""The ``remembrancer`` command (see ``remembrancer --help``)."""
 
 from __future__ import annotations
 
@@ -10,4 +10,20 @@ from remembrancer import __version__
 @click.group()
 @click.version_option(__version__, prog_name="remembrancer")
 def main() -> None:
-    """Remembrancer: verifiable, federated memory."""
+    """Remembrancer: verifiable, federated memory.
+
+    Namespaced append-only Merkle logs whose records pass an admission
+    policy, whose checkpoints are C2SP signed notes, and whose every claim
+    comes with a proof that anyone can check offline.
+    """
+
+
+def _load_commands() -> None:
+    from remembrancer.cli import demo, keys, namespace, record, verify
+
+    for module in (keys, record, verify, namespace, demo):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_load_commands()

@@ -58,7 +58,7 @@ from remembrancer.core.rfc6962 import (
     inclusion_proof,
 )
 from remembrancer.core.schema import SchemaRegistry
-from remembrancer.core.tiles import TileNodeReader
+from remembrancer.core.tiles import Tile, TileNodeReader
 from remembrancer.log.tiles import BatchNodeReader, TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
 
@@ -264,7 +264,7 @@ class Sequencer:
         if handle.writer is None:
             state = self.store.log_state(handle.namespace)
             size = state.size if state else 0
-            reader = self._store_reader(handle.namespace)
+            reader = self._store_reader(handle.namespace, size)
             handle.writer = TileWriter.resume(
                 size, reader.read_nodes, lambda ids: self.store.read_tiles(handle.namespace, ids)
             )
@@ -332,7 +332,7 @@ class Sequencer:
             elif isinstance(res, int):
                 out.append(self._receipt(pending.record, res, size, note, reader))
             elif pos in duplicates:
-                store_reader = store_reader or self._store_reader(handle.namespace)
+                store_reader = store_reader or self._store_reader(handle.namespace, size)
                 index = duplicates[pos]
                 out.append(self._receipt(pending.record, index, size, note, store_reader, dup=True))
             else:  # signature failure already reported
@@ -441,12 +441,15 @@ class Sequencer:
         return out
 
     # --- reads -----------------------------------------------------------------------
-    def _store_reader(self, namespace: str) -> TileNodeReader:
-        def fetch(tiles: Sequence[Any]) -> Any:
+    def _store_reader(self, namespace: str, size: int) -> TileNodeReader:
+        """Proof nodes of the tree of ``size`` from the stored tiles (stored
+        partial tiles only ever grow, so a prefix is the tile at an older size)."""
+
+        def fetch(tiles: Sequence[Tile]) -> list[bytes]:
             found = self.store.read_tiles(namespace, [(t.level, t.index) for t in tiles])
             return [found.get((t.level, t.index), b"")[: t.width * 32] for t in tiles]
 
-        return TileNodeReader(fetch)
+        return TileNodeReader(fetch, size)
 
     def log_state(self, namespace: str) -> LogState | None:
         return self.store.log_state(namespace)
@@ -463,13 +466,13 @@ class Sequencer:
                 f"no entry {index} in a tree of size {size} (log size {state.size})",
                 code="index_out_of_range",
             )
-        return inclusion_proof(index, size, self._store_reader(namespace)), state
+        return inclusion_proof(index, size, self._store_reader(namespace, size)), state
 
     def proof_consistency(self, namespace: str, old: int, new: int) -> list[bytes]:
         state = self.store.log_state(namespace)
         if state is None or not 0 <= old <= new <= state.size:
             raise NotFoundError("sizes outside the log", code="size_out_of_range")
-        return consistency_proof(old, new, self._store_reader(namespace))
+        return consistency_proof(old, new, self._store_reader(namespace, new))
 
 
 def _set_exception(fut: asyncio.Future[Receipt], e: BaseException) -> None:

@@ -1,0 +1,109 @@
+"""``remembrancer record``: build, sign and submit (or write) a record."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import click
+
+from remembrancer.cli.common import echo_json, errors_as_one_line, write_output
+from remembrancer.core.errors import FormatError, PeerError, RemembrancerError
+from remembrancer.core.jcs import loads_strict
+from remembrancer.core.keys import read_key_file
+from remembrancer.core.record import Record, sign_envelope, unsigned_envelope
+
+
+def submit(url: str, record: Record, *, timeout: float = 30.0) -> dict[str, object]:
+    """POST a record to a node and return its JSON answer (the receipt)."""
+    target = f"{url.rstrip('/')}/v1/namespaces/{record.namespace}/records"
+    req = urllib.request.Request(
+        target, data=record.leaf, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            answer: dict[str, object] = json.loads(resp.read(4 << 20))
+            return answer
+    except urllib.error.HTTPError as e:
+        try:
+            body = json.loads(e.read(1 << 16))["error"]
+            code, message = body["code"], body["message"]
+        except Exception:
+            code, message = "http_error", f"HTTP {e.code}"
+        raise RemembrancerError(f"{message} (HTTP {e.code})", code=code) from e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise PeerError(f"cannot reach {target}: {e}", code="node_unreachable") from e
+
+
+@click.command("record")
+@click.option("--namespace", required=True, help="Namespace, e.g. dao:vaultmesh.")
+@click.option(
+    "--schema", required=True, help="Payload schema, NAME@VERSION, e.g. ledger.append@1.0.0."
+)
+@click.option("--payload", required=True, help="Payload as JSON text, or @FILE.")
+@click.option(
+    "--actor-key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The actor's key file.",
+)
+@click.option(
+    "--witness-key",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A record witness's key file (repeatable).",
+)
+@click.option("--event-id", default=None, help="Event id (default: a fresh UUID).")
+@click.option("--subject", default=None, help="DID or URN the event is about.")
+@click.option("--prev", default=None, help="sha256:<hex> of the actor's previous record here.")
+@click.option("--timestamp", type=int, default=None, help="Seconds since the epoch (default: now).")
+@click.option("--url", default=None, help="Submit to the node at this base URL.")
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the signed record to this file.",
+)
+@errors_as_one_line
+def record_cmd(namespace: str, schema: str, payload: str, actor_key: str, witness_key: tuple[str, ...],
+               event_id: str | None, subject: str | None, prev: str | None, timestamp: int | None,
+               url: str | None, out: str | None) -> None:  # fmt: skip
+    """Build and sign a record envelope; submit it to a node or write it to a file."""
+    if (url is None) == (out is None):
+        raise FormatError("give exactly one of --url and --out", code="usage")
+    if payload.startswith("@"):
+        from remembrancer.cli.common import read_input
+
+        payload_value = loads_strict(read_input(payload[1:], what="payload file"))
+    else:
+        payload_value = loads_strict(payload.encode())
+    if not isinstance(payload_value, dict):
+        raise FormatError("--payload must be a JSON object", code="payload_invalid")
+    actor = read_key_file(actor_key)
+    witnesses = [read_key_file(p) for p in witness_key]
+    env = unsigned_envelope(
+        namespace=namespace,
+        schema=schema,
+        payload=payload_value,
+        actor=actor.did,
+        event_id=event_id or str(uuid.uuid4()),
+        timestamp=int(time.time()) if timestamp is None else timestamp,
+        nonce=base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="),
+        prev=prev,
+        subject=subject,
+    )
+    rec = sign_envelope(env, actor, witnesses)
+    if out is not None:
+        write_output(out, rec.leaf + b"\n")
+        click.echo(f"{rec.event_hash_hex} written to {out}")
+        return
+    assert url is not None
+    echo_json(submit(url, rec))
+
+
+COMMANDS = [record_cmd]

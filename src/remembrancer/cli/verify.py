@@ -1,0 +1,124 @@
+"""``remembrancer verify``: check a record against its proof, offline."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import click
+import yaml
+
+from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
+from remembrancer.core.checkpoint import Checkpoint
+from remembrancer.core.cosignature import parse_cosigner_vkey
+from remembrancer.core.errors import FormatError, VerificationError
+from remembrancer.core.jcs import loads_strict
+from remembrancer.core.note import Note, parse_vkey
+from remembrancer.core.record import Record
+from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
+
+
+def proof_from_receipt(receipt: Any) -> TlogProof:
+    """A tlog-proof holding the same facts as a JSON receipt (DESIGN.md 3.7)."""
+    if not isinstance(receipt, dict):
+        raise FormatError("a receipt is a JSON object", code="receipt_malformed")
+    try:
+        index = receipt["index"]
+        hashes = [base64.b64decode(h, validate=True) for h in receipt["proof"]]
+        note = receipt["checkpoint"].encode("utf-8")
+    except (KeyError, TypeError, AttributeError, binascii.Error, UnicodeError) as e:
+        raise FormatError(
+            f"the receipt lacks or garbles a field: {e}", code="receipt_malformed"
+        ) from e
+    if type(index) is not int:
+        raise FormatError("receipt index must be an integer", code="receipt_malformed")
+    return TlogProof(index, tuple(hashes), note)
+
+
+def load_trust(path: str | None, vkeys: tuple[str, ...], witness_vkeys: tuple[str, ...],
+               min_cosigners: int | None) -> tuple[list[str], list[str], int]:  # fmt: skip
+    logs, witnesses, minimum = list(vkeys), list(witness_vkeys), min_cosigners
+    if path:
+        doc = yaml.safe_load(read_input(path, what="trust policy"))
+        if not isinstance(doc, dict) or any(
+            k not in ("log_vkeys", "witness_vkeys", "min_cosigners") for k in doc
+        ):
+            raise FormatError(
+                f"{path}: a trust policy holds log_vkeys, witness_vkeys and min_cosigners",
+                code="trust_policy_invalid",
+            )
+        logs += list(doc.get("log_vkeys") or [])
+        witnesses += list(doc.get("witness_vkeys") or [])
+        if minimum is None:
+            minimum = int(doc.get("min_cosigners") or 0)
+    if not logs:
+        raise FormatError("give the log's vkey (--vkey) or a trust policy (--trust)", code="usage")
+    return logs, witnesses, minimum or 0
+
+
+@click.command()
+@click.argument("record_file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--proof", "proof_file", default=None, help="A c2sp.org/tlog-proof@v1 file.")
+@click.option("--receipt", "receipt_file", default=None, help="A JSON receipt from a node.")
+@click.option("--vkey", multiple=True, help="A log's note verifier key (repeatable).")
+@click.option("--witness-vkey", multiple=True, help="A witness's cosignature/v1 vkey (repeatable).")
+@click.option(
+    "--min-cosigners", type=int, default=None, help="Distinct witness cosignatures required."
+)
+@click.option(
+    "--trust",
+    "trust_file",
+    default=None,
+    help="Trust policy YAML: log_vkeys, witness_vkeys, min_cosigners.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was checked as JSON.")
+@errors_as_one_line
+def verify(record_file: str, proof_file: str | None, receipt_file: str | None, vkey: tuple[str, ...],
+           witness_vkey: tuple[str, ...], min_cosigners: int | None, trust_file: str | None,
+           as_json: bool) -> None:  # fmt: skip
+    """Verify RECORD_FILE is in a log, offline: its proof, the checkpoint's
+    log signature and enough witness cosignatures.  Exit 0 only if valid."""
+    if (proof_file is None) == (receipt_file is None):
+        raise FormatError("give exactly one of --proof and --receipt", code="usage")
+    record = Record.from_bytes(read_input(record_file, what="record"))
+    if proof_file is not None:
+        proof = TlogProof.parse(read_input(proof_file, what="proof"))
+    else:
+        assert receipt_file is not None
+        receipt = loads_strict(read_input(receipt_file, what="receipt"))
+        proof = proof_from_receipt(receipt)
+        if receipt.get("eventHash") != record.event_hash_hex:
+            raise VerificationError(
+                f"the receipt is for {receipt.get('eventHash')}, the record is {record.event_hash_hex}",
+                code="receipt_record_mismatch",
+            )
+    logs, witnesses, minimum = load_trust(trust_file, vkey, witness_vkey, min_cosigners)
+    origin = Checkpoint.parse(Note.from_bytes(proof.checkpoint_note).text).origin
+    verifiers = [parse_vkey(v) for v in logs]
+    log_verifier = next((v for v in verifiers if v.name == origin), None)
+    if log_verifier is None:
+        raise VerificationError(f"no trusted log key for origin {origin!r}", code="log_key_unknown")
+    cosigners = [parse_cosigner_vkey(v) for v in witnesses]
+    result = verify_tlog_proof(proof, record.leaf, log_verifier, cosigners, minimum)
+    report = {
+        "valid": True,
+        "eventHash": record.event_hash_hex,
+        "namespace": record.namespace,
+        "origin": origin,
+        "index": result.index,
+        "treeSize": result.checkpoint.size,
+        "cosigners": len(result.cosigners),
+        "checked": ["record canonical form", "RFC 6962 inclusion", "checkpoint log signature",
+                    f"{len(result.cosigners)} witness cosignatures (needed {minimum})"],
+    }  # fmt: skip
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(
+            f"OK: {record.event_hash_hex} is entry {result.index} of {origin} at size"
+            f" {result.checkpoint.size}, signed by the log, {len(result.cosigners)} cosigners"
+        )
+
+
+COMMANDS = [verify]

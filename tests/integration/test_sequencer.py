@@ -1,0 +1,218 @@
+"""The sequencer against real storage: receipts, idempotency, refusals that
+change nothing, governance through the log, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from remembrancer.core.checkpoint import open_checkpoint
+from remembrancer.core.errors import PolicyError, RemembrancerError
+from remembrancer.core.keys import SigningKey
+from remembrancer.core.namespace import parse_namespaces
+from remembrancer.core.note import Verifier
+from remembrancer.core.record import Record, b64url_encode
+from remembrancer.core.rfc6962 import hash_leaf, verify_consistency, verify_inclusion
+from remembrancer.log.namespaces import StaticNamespaces
+from remembrancer.log.sequencer import Sequencer
+from remembrancer.storage import open_store
+from remembrancer.testing.demo import demo_key
+from remembrancer.testing.records import ledger_payload, make_record
+
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"
+)
+NAMESPACES = parse_namespaces(yaml.safe_load(EXAMPLE.read_text()))
+ACTOR = demo_key("did:vm:actor:demo")
+W = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]
+NOW = 1_764_100_000
+NODE_KEY = SigningKey.generate()
+
+
+def seq_for(store, clock=lambda: NOW):  # type: ignore[no-untyped-def]
+    return Sequencer(
+        store, NODE_KEY, "alpha.example.org", StaticNamespaces(NAMESPACES), clock=clock
+    )
+
+
+def rec(i: int = 0, **kw):  # type: ignore[no-untyped-def]
+    return make_record(
+        "dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(i), ACTOR, W, timestamp=NOW, **kw
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'seq.db'}"
+    s = open_store(url)
+    yield s
+    s.close()
+
+
+def snapshot(store) -> tuple:  # type: ignore[no-untyped-def]
+    state = store.log_state("dao:vaultmesh")
+    size = state.size if state else 0
+    return (
+        size,
+        state.root_hash if state else None,
+        store.read_entries("dao:vaultmesh", 0, size + 5),
+    )
+
+
+def test_receipts_prove_inclusion_under_a_signed_checkpoint(store) -> None:  # type: ignore[no-untyped-def]
+    async def go() -> None:
+        seq = seq_for(store)
+        records = [rec(i) for i in range(300)]
+        receipts = await asyncio.gather(*(seq.submit(r.leaf) for r in records))
+        await seq.close()
+        assert sorted(r.index for r in receipts) == list(range(300))
+        verifier = Verifier("alpha.example.org/dao:vaultmesh", NODE_KEY.public)
+        for r, record in zip(receipts, records, strict=True):
+            cp = open_checkpoint(r.checkpoint, verifier).checkpoint
+            assert cp.size == r.size and cp.origin == "alpha.example.org/dao:vaultmesh"
+            verify_inclusion(r.index, r.size, hash_leaf(record.leaf), r.proof, cp.root_hash)
+            assert r.to_dict()["eventHash"] == record.event_hash_hex
+        # Consistency between any two signed sizes.
+        sizes = sorted({r.size for r in receipts})
+        final = store.log_state("dao:vaultmesh")
+        for size in sizes:
+            note = store.checkpoint_at("dao:vaultmesh", size).note
+            old = open_checkpoint(note, verifier).checkpoint
+            proof = seq.proof_consistency("dao:vaultmesh", size, final.size)
+            verify_consistency(size, final.size, old.root_hash, final.root_hash, proof)
+
+    asyncio.run(go())
+
+
+def test_idempotent_resubmission_and_conflicts(store) -> None:  # type: ignore[no-untyped-def]
+    async def go() -> None:
+        seq = seq_for(store)
+        first = rec(1)
+        r1 = await seq.submit(first.leaf)
+        # Same bytes again (even reformatted JSON): same index, nothing appended.
+        pretty = json.dumps(json.loads(first.leaf), indent=1).encode()
+        r2 = await seq.submit(pretty)
+        assert (r2.index, r2.duplicate) == (r1.index, True)
+        before = snapshot(store)
+        with pytest.raises(PolicyError) as e:
+            await seq.submit(rec(2, event_id=first.event_id).leaf)
+        assert e.value.code == "event_id_conflict"
+        with pytest.raises(PolicyError) as e:
+            await seq.submit(rec(3, nonce=first.nonce).leaf)
+        assert e.value.code == "nonce_replayed"
+        # Same content, a different witness set: a different record, a conflict.
+        env = first.envelope()
+        env["signatures"] = env["signatures"][:1] + [
+            {
+                "alg": "Ed25519",
+                "kid": w.did,
+                "role": "witness",
+                "sig": b64url_encode(w.sign(first.signing_input)),
+            }
+            for w in (W[1], demo_key("did:vm:arbiter:prod-dao-suite"))
+        ]
+        with pytest.raises(PolicyError) as e:
+            await seq.submit(Record.from_value(env).leaf)
+        assert e.value.code == "event_id_conflict"
+        # Duplicates inside one batch resolve to one entry.
+        twin = rec(4)
+        a, b = await asyncio.gather(seq.submit(twin.leaf), seq.submit(twin.leaf))
+        assert a.index == b.index
+        assert snapshot(store)[0] == before[0] + 1
+        await seq.close()
+
+    asyncio.run(go())
+
+
+BAD = {
+    "json_malformed": lambda: b"{nope",
+    "record_too_large": lambda: rec(0, ).leaf.replace(b'"stream":"treasury"', b'"stream":"' + b"x" * 70000 + b'"'),
+    "namespace_unknown": lambda: make_record("dao:nothere", "ledger.append@1.0.0", ledger_payload(0), ACTOR, W, timestamp=NOW).leaf,
+    "timestamp_out_of_window": lambda: make_record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(0), ACTOR, W, timestamp=NOW - 1000).leaf,
+    "schema_not_allowed": lambda: make_record("dao:vaultmesh", "asset.issue@1.0.0", {"assetId": "a", "class": "c", "owner": "o", "amount": "1"}, ACTOR, W, timestamp=NOW).leaf,
+    "payload_invalid": lambda: make_record("dao:vaultmesh", "ledger.append@1.0.0", {"stream": 5, "data": 1}, ACTOR, W, timestamp=NOW).leaf,
+    "actor_signature_invalid": lambda: rec(0).leaf.replace(b'"treasury"', b'"treasurx"'),
+    "witness_quorum_not_met": lambda: make_record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(0), ACTOR, [W[0], W[0]], timestamp=NOW).leaf,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("code", sorted(BAD))
+def test_every_refusal_leaves_storage_untouched(store, code: str) -> None:  # type: ignore[no-untyped-def]
+    async def go() -> None:
+        seq = seq_for(store)
+        await seq.submit(rec(100).leaf)
+        before = snapshot(store)
+        with pytest.raises(RemembrancerError) as e:
+            await seq.submit(BAD[code]())
+        assert e.value.code == code
+        await seq.submit(rec(101).leaf)  # still serving
+        after = snapshot(store)
+        assert after[0] == before[0] + 1 and after[2][: before[0]] == before[2]
+        await seq.close()
+
+    asyncio.run(go())
+
+
+def test_governance_change_through_the_log_and_after_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gov.db'}"
+
+    async def go() -> None:
+        store = open_store(url)
+        seq = seq_for(store)
+        arbiters = [
+            demo_key(f"did:vm:arbiter:{n}")
+            for n in ("prod-us-east-1", "prod-eu-west-1", "prod-dao-suite")
+        ]
+        proposal = make_record("dao:vaultmesh", "governance.cadence.set@1.0.0",
+                               {"namespace": "dao:vaultmesh", "cadence": {"fast": {"every": "45s"}}, "memo": "seed example"},
+                               ACTOR, W, timestamp=NOW)  # fmt: skip
+        await seq.submit(proposal.leaf)
+        assert seq.effective_config("dao:vaultmesh")["cadence"]["fast"]["every"] == "89s"
+        for voter in arbiters[:2]:
+            v = make_record("dao:vaultmesh", "vote.cast@1.0.0", {"proposalId": proposal.event_id, "choice": "approve"},
+                            voter, [w for w in arbiters if w is not voter][:2], timestamp=NOW)  # fmt: skip
+            await seq.submit(v.leaf)
+        assert seq.effective_config("dao:vaultmesh")["cadence"]["fast"]["every"] == "45s"
+        await seq.close()
+        store.close()
+        # A new process sees the same effective config.
+        store = open_store(url)
+        seq = seq_for(store)
+        cfg = seq.effective_config("dao:vaultmesh")
+        assert cfg["cadence"]["fast"]["every"] == "45s"
+        assert cfg["governance_state"]["applied"][0]["proposal"] == proposal.event_id
+        await seq.close()
+        store.close()
+
+    asyncio.run(go())
+
+
+def test_restart_resumes_the_same_tree(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'resume.db'}"
+
+    async def go() -> None:
+        for round_ in range(3):
+            store = open_store(url)
+            seq = seq_for(store)
+            rs = await asyncio.gather(
+                *(seq.submit(rec(round_ * 1000 + i).leaf) for i in range(333))
+            )
+            assert min(r.index for r in rs) == round_ * 333
+            await seq.close()
+            store.close()
+        store = open_store(url)
+        state = store.log_state("dao:vaultmesh")
+        assert state.size == 999
+        # Root from the stored tiles equals a fresh in-memory computation.
+        from remembrancer.core.rfc6962 import CompactRange
+
+        cr = CompactRange()
+        cr.extend(hash_leaf(x) for x in store.read_entries("dao:vaultmesh", 0, 999))
+        assert cr.root() == state.root_hash
+        store.close()
+
+    asyncio.run(go())

@@ -84,7 +84,7 @@ class Cadence:
         return parse_cadence(raw, where=where)
 
 
-def parse_period(text: str) -> tuple[int | None, tuple[int, str] | None]:
+def parse_period(text: object) -> tuple[int | None, tuple[int, str] | None]:
     """``"89s"`` -> (89, None); ``"34*fast"`` -> (None, (34, "fast"))."""
     m = _EVERY_RE.match(text) if isinstance(text, str) else None
     if m is None:

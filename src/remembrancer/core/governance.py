@@ -141,9 +141,10 @@ def fold(state: GovernanceState, record: Record, ns: NamespaceConfig) -> Governa
         return replace(state, pending={**state.pending, proposal.event_id: proposal})
     if record.schema_name == VOTE_SCHEMA:
         payload = record.payload
-        proposal = state.pending.get(payload.get("proposalId", ""))
-        if proposal is None or record.actor not in gov.voters:
+        target = state.pending.get(payload.get("proposalId", ""))
+        if target is None or record.actor not in gov.voters:
             return state
+        proposal = target
         if payload.get("choice") not in APPROVE or record.actor in proposal.votes:
             return state
         votes = (*proposal.votes, record.actor)

@@ -166,15 +166,15 @@ def _reject_constant(name: str) -> Any:
     raise FormatError(f"JSON constant {name} is not allowed", code="json_malformed")
 
 
-def _check_depth(value: Any, depth: int = 0) -> None:
+def check_depth(value: Any, depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="json_too_deep")
     if isinstance(value, dict):
         for v in value.values():
-            _check_depth(v, depth + 1)
+            check_depth(v, depth + 1)
     elif isinstance(value, list):
         for v in value:
-            _check_depth(v, depth + 1)
+            check_depth(v, depth + 1)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -209,5 +209,5 @@ def loads_strict(data: bytes | str, *, max_bytes: int = 1 << 20) -> Any:
         raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="json_too_deep") from e
     except ValueError as e:
         raise FormatError(f"invalid JSON: {e}", code="json_malformed") from e
-    _check_depth(value)
+    check_depth(value)
     return value

@@ -17,13 +17,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from remembrancer.core.errors import FormatError
-from remembrancer.core.jcs import canonical_members, join_members, loads_strict
+from remembrancer.core.jcs import canonical_members, check_depth, join_members, loads_strict
 
 MAX_RECORD_BYTES = 65_535  # the tlog-tiles entry limit
 MAX_INPUT_BYTES = 256 * 1024  # what a parser reads before refusing outright
@@ -52,15 +53,21 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PAD = ("", "", "==", "=")
+
+
 def b64url_decode(text: str, *, what: str = "value") -> bytes:
     """Strict unpadded base64url: the canonical encoding only."""
-    if not isinstance(text, str) or not B64URL_RE.match(text) or len(text) % 4 == 1:
+    if not isinstance(text, str) or len(text) % 4 == 1 or not text.isascii():
         raise FormatError(f"{what} is not unpadded base64url", code="record_field_type")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = binascii.a2b_base64(
+            (text + _PAD[len(text) % 4]).encode("ascii").translate(_TO_STANDARD), strict_mode=True
+        )
     except (binascii.Error, ValueError) as e:
         raise FormatError(f"{what} is not unpadded base64url", code="record_field_type") from e
-    if b64url_encode(raw) != text:
+    if b64url_encode(raw) != text:  # '+', '/', '=' or non-zero padding bits
         raise FormatError(f"{what} is not canonical base64url", code="record_field_type")
     return raw
 
@@ -125,11 +132,14 @@ class Record:
             raise FormatError(
                 f"record input larger than {MAX_INPUT_BYTES} bytes", code="record_too_large"
             )
+        fast = _fast_canonical(data)
+        if fast is not None:
+            return cls.from_value(*fast)
         value = loads_strict(data, max_bytes=MAX_INPUT_BYTES)
         return cls.from_value(value)
 
     @classmethod
-    def from_value(cls, value: Any) -> Record:
+    def from_value(cls, value: Any, _canonical: tuple[bytes, bytes] | None = None) -> Record:
         """Check a parsed JSON value against the envelope grammar."""
         if not isinstance(value, dict):
             raise FormatError("a record must be a JSON object", code="record_malformed")
@@ -200,15 +210,18 @@ class Record:
             raise _type("payload", "must be a JSON object")
         signatures = _parse_signatures(value["signatures"])
 
-        members = canonical_members(value)
-        leaf = join_members(members)
+        if _canonical is not None:
+            leaf, signing_input = _canonical
+        else:
+            members = canonical_members(value)
+            leaf = join_members(members)
+            signing_input = join_members(members, exclude="signatures")
         if len(leaf) > MAX_RECORD_BYTES:
             raise FormatError(
                 f"record is {len(leaf)} canonical bytes, over the {MAX_RECORD_BYTES} limit;"
                 " reference large payloads by payload:hash or payload:cid",
                 code="record_too_large",
             )
-        signing_input = join_members(members, exclude="signatures")
         return cls(
             event_id=event_id,
             event_type=event_type,
@@ -225,6 +238,47 @@ class Record:
             leaf=leaf,
             event_hash=hashlib.sha256(signing_input).digest(),
         )
+
+
+class _NotFast(Exception):
+    pass
+
+
+def _float(text: str) -> float:
+    raise _NotFast
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if not -(2**53 - 1) <= value <= 2**53 - 1:
+        raise _NotFast
+    return value
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+
+
+def _fast_canonical(data: bytes) -> tuple[dict[str, Any], tuple[bytes, bytes]] | None:
+    """Parse input that is already canonical ASCII JSON without floats, fast.
+
+    For such input, RFC 8785 output equals the standard library's sorted,
+    compact, non-ASCII-escaping encoding (same string escapes, integers in the
+    exact range print alike, and code point order is UTF-16 order for ASCII
+    keys).  Byte equality with the input then proves there were no duplicate
+    keys or other non-canonical forms.  Anything else returns None and takes
+    the strict path.
+    """
+    if not data.isascii() or data[:1] != b"{":
+        return None
+    try:
+        value = json.loads(data, parse_float=_float, parse_int=_int)
+        if not isinstance(value, dict) or _dumps(value).encode() != data:
+            return None
+        check_depth(value.get("payload"))
+        body = {k: v for k, v in value.items() if k != "signatures"}
+        return value, (data, _dumps(body).encode())
+    except (_NotFast, ValueError, RecursionError, TypeError):
+        return None
 
 
 def _type(field: str, message: str) -> FormatError:

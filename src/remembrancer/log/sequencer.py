@@ -114,6 +114,7 @@ class _Log:
     queue: list[_Pending] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    inflight: int = 0
     gov: governance.GovernanceState = field(default_factory=governance.GovernanceState)
     checkpoint: bytes = b""
 
@@ -187,7 +188,7 @@ class Sequencer:
             handle.wakeup.set()
         tasks = [h.task for h in self._logs.values() if h.task is not None]
         for handle in self._logs.values():
-            while handle.queue:
+            while handle.queue or handle.inflight:
                 await asyncio.sleep(0.01)
         for task in tasks:
             task.cancel()
@@ -206,7 +207,9 @@ class Sequencer:
         return handle
 
     async def _run(self, handle: _Log) -> None:
-        loop = asyncio.get_running_loop()
+        """Gather batches and check their signatures while the previous batch
+        is being integrated: verification of batch N+1 overlaps the commit of N."""
+        integrating: asyncio.Task[None] | None = None
         while True:
             if not handle.queue:
                 handle.wakeup.clear()
@@ -216,31 +219,47 @@ class Sequencer:
                 await asyncio.sleep(self.max_wait)
             batch = handle.queue[: self.max_batch]
             del handle.queue[: len(batch)]
+            handle.inflight += len(batch)
             try:
                 await self._verify(batch)
-                good = [p for p in batch if not p.future.done()]
-                if good:
-                    receipts = await loop.run_in_executor(
-                        self._write_pool, self._integrate, handle, good
-                    )
-                    for pending, receipt in zip(good, receipts, strict=True):
-                        if not pending.future.done():
-                            if isinstance(receipt, RemembrancerError):
-                                pending.future.set_exception(receipt)
-                            else:
-                                pending.future.set_result(receipt)
-            except Exception as e:  # a storage failure: fail the batch, keep serving
-                log.exception("batch for %s failed", handle.namespace)
-                err = (
-                    e
-                    if isinstance(e, RemembrancerError)
-                    else StorageError(
-                        f"the batch could not be committed: {e}", code="storage_failed"
-                    )
+            except Exception as e:
+                self._fail(handle, batch, e)
+                continue
+            if integrating is not None:
+                await integrating
+            integrating = asyncio.get_running_loop().create_task(
+                self._integrate_batch(handle, batch)
+            )
+
+    async def _integrate_batch(self, handle: _Log, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            good = [p for p in batch if not p.future.done()]
+            if good:
+                receipts = await loop.run_in_executor(
+                    self._write_pool, self._integrate, handle, good
                 )
-                for pending in batch:
+                for pending, receipt in zip(good, receipts, strict=True):
                     if not pending.future.done():
-                        pending.future.set_exception(err)
+                        if isinstance(receipt, RemembrancerError):
+                            pending.future.set_exception(receipt)
+                        else:
+                            pending.future.set_result(receipt)
+        except Exception as e:  # a storage failure: fail the batch, keep serving
+            self._fail(handle, batch, e)
+        finally:
+            handle.inflight -= len(batch)
+
+    def _fail(self, handle: _Log, batch: list[_Pending], e: Exception) -> None:
+        log.error("batch for %s failed: %s", handle.namespace, e)
+        err = (
+            e
+            if isinstance(e, RemembrancerError)
+            else StorageError(f"the batch could not be committed: {e}", code="storage_failed")
+        )
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(err)
 
     async def _verify(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -69,19 +69,25 @@ NodeId = tuple[int, int]
 NodeHash = tuple[int, int, bytes]
 """``(level, index, hash)`` of a complete subtree."""
 
-_sha256 = hashlib.sha256
-_LEAF = b"\x00"
-_NODE = b"\x01"
+# Hash states that have already absorbed the RFC 6962 prefix byte: copying one
+# and feeding it the rest is cheaper than concatenating the prefix.
+_LEAF_STATE = hashlib.sha256(b"\x00")
+_NODE_STATE = hashlib.sha256(b"\x01")
 
 
 def hash_leaf(data: bytes) -> bytes:
     """The leaf hash ``SHA-256(0x00 || data)`` (RFC 6962 section 2.1)."""
-    return _sha256(_LEAF + data).digest()
+    h = _LEAF_STATE.copy()
+    h.update(data)
+    return h.digest()
 
 
 def hash_children(left: bytes, right: bytes) -> bytes:
     """The interior node hash ``SHA-256(0x01 || left || right)``."""
-    return _sha256(_NODE + left + right).digest()
+    h = _NODE_STATE.copy()
+    h.update(left)
+    h.update(right)
+    return h.digest()
 
 
 class NodeReader(Protocol):
@@ -131,10 +137,16 @@ def fold_right(hashes: Sequence[bytes]) -> bytes:
     whole tree when ``begin == 0``), this is the RFC 6962 Merkle Tree Hash of that
     range.  ``hashes`` must not be empty.
     """
-    h = hashes[-1]
+    if not hashes:
+        raise FormatError("nothing to fold", code="range_invalid")
+    r = hashes[-1]
+    fresh = _NODE_STATE.copy
     for i in range(len(hashes) - 2, -1, -1):
-        h = _sha256(_NODE + hashes[i] + h).digest()
-    return h
+        h = fresh()
+        h.update(hashes[i])
+        h.update(r)
+        r = h.digest()
+    return r
 
 
 def _check_size(size: int, what: str = "tree size") -> None:
@@ -313,23 +325,26 @@ def root_from_inclusion_proof(
             code="proof_wrong_length",
             details={"index": index, "size": size, "length": len(proof), "expected": want},
         )
-    sha = _sha256
-    node = _NODE
-    fn = index
+    fresh = _NODE_STATE.copy
+    fn = index  # step 2
     sn = size - 1
-    r = leaf_hash
-    for p in proof:
-        if sn == 0:  # step 4a; unreachable after the length check
+    r = leaf_hash  # step 3
+    for p in proof:  # step 4
+        if sn == 0:  # 4a; unreachable after the length check
             raise VerificationError("inclusion proof is too long", code="proof_wrong_length")
-        if fn & 1 or fn == sn:
-            r = sha(node + p + r).digest()
+        h = fresh()
+        if fn & 1 or fn == sn:  # 4b: r = HASH(0x01 || p || r)
+            h.update(p)
+            h.update(r)
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
-        else:
-            r = sha(node + r + p).digest()
-        fn >>= 1
+        else:  # otherwise: r = HASH(0x01 || r || p)
+            h.update(r)
+            h.update(p)
+        r = h.digest()
+        fn >>= 1  # 4c
         sn >>= 1
     if sn != 0:  # step 5; unreachable after the length check
         raise VerificationError("inclusion proof is too short", code="proof_wrong_length")
@@ -396,8 +411,7 @@ def _consistency_roots(
     while fn & 1:  # step 4
         fn >>= 1
         sn >>= 1
-    sha = _sha256
-    node = _NODE
+    fresh = _NODE_STATE.copy
     fr = sr = path[0]  # step 5
     for i in range(1, len(path)):  # step 6
         c = path[i]
@@ -407,15 +421,24 @@ def _consistency_roots(
                 code="proof_wrong_length",
                 details={"size1": size1, "size2": size2, "length": len(proof)},
             )
-        if fn & 1 or fn == sn:  # 6b
-            fr = sha(node + c + fr).digest()
-            sr = sha(node + c + sr).digest()
+        if fn & 1 or fn == sn:  # 6b: fr = HASH(0x01 || c || fr), sr likewise
+            h = fresh()
+            h.update(c)
+            h.update(fr)
+            fr = h.digest()
+            h = fresh()
+            h.update(c)
+            h.update(sr)
+            sr = h.digest()
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
-        else:
-            sr = sha(node + sr + c).digest()
+        else:  # otherwise: sr = HASH(0x01 || sr || c)
+            h = fresh()
+            h.update(sr)
+            h.update(c)
+            sr = h.digest()
         fn >>= 1  # 6c
         sn >>= 1
     if sn != 0:  # step 7
@@ -598,7 +621,10 @@ class CompactRange:
         level = 0
         index = size
         while index & 1:
-            h = _sha256(_NODE + hashes.pop() + h).digest()
+            state = _NODE_STATE.copy()
+            state.update(hashes.pop())
+            state.update(h)
+            h = state.digest()
             level += 1
             index >>= 1
             created.append((level, index, h))

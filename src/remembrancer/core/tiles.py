@@ -75,9 +75,10 @@ MAX_BUNDLE_ENTRIES = TILE_WIDTH
 MAX_TILE_LEVEL = 63
 """Largest ``<L>`` the path grammar allows."""
 
-_sha256 = hashlib.sha256
-_LEAF = b"\x00"
-_NODE = b"\x01"
+# Hash states that have already absorbed the RFC 6962 prefix byte: copying one
+# and feeding it the rest is cheaper than concatenating the prefix.
+_LEAF_STATE = hashlib.sha256(b"\x00")
+_NODE_STATE = hashlib.sha256(b"\x01")
 _SYNC_CHUNK = 1 << 13  # leaves per batch of interior hashing (a power of two)
 
 
@@ -307,10 +308,14 @@ def _check_node(level: int, index: int, size: int) -> None:
 def _parents(src: bytes) -> bytes:
     # One tree level up: hash consecutive pairs of 32-byte hashes (a trailing
     # unpaired hash has no parent yet).
-    sha = _sha256
-    node = _NODE
-    stop = len(src) - 63
-    return b"".join([sha(node + src[j : j + 64]).digest() for j in range(0, stop, 64)])
+    out: list[bytes] = []
+    put = out.append
+    fresh = _NODE_STATE.copy
+    for j in range(0, len(src) - 63, 64):
+        h = fresh()
+        h.update(src[j : j + 64])
+        put(h.digest())
+    return b"".join(out)
 
 
 # --- the in-memory tree ------------------------------------------------------
@@ -343,8 +348,10 @@ class TileTree:
             raise FormatError(
                 f"entry of {len(entry)} bytes exceeds {MAX_ENTRY_SIZE}", code="entry_too_large"
             )
+        h = _LEAF_STATE.copy()
+        h.update(entry)
         leaves = self._leaves
-        leaves += _sha256(_LEAF + entry).digest()
+        leaves += h.digest()
         return (len(leaves) >> 5) - 1
 
     def append_many(self, entries: Iterable[bytes]) -> int:
@@ -358,14 +365,19 @@ class TileTree:
             raise FormatError(
                 f"entry of {longest} bytes exceeds {MAX_ENTRY_SIZE}", code="entry_too_large"
             )
-        sha = _sha256
-        leaf = _LEAF
+        fresh = _LEAF_STATE.copy
         leaves = self._leaves
         step = _SYNC_CHUNK
         for start in range(0, len(batch), step):
             # Hash in chunks and build the interior nodes while the new leaf
             # hashes are still in the CPU cache.
-            leaves += b"".join([sha(leaf + e).digest() for e in batch[start : start + step]])
+            hashes: list[bytes] = []
+            put = hashes.append
+            for e in batch[start : start + step]:
+                h = fresh()
+                h.update(e)
+                put(h.digest())
+            leaves += b"".join(hashes)
             self._sync()
         return first
 
@@ -680,6 +692,10 @@ def decode_entry_bundle(data: bytes, expected_count: int | None = None) -> list[
 
 def bundle_leaf_hashes(entries: Iterable[bytes]) -> bytes:
     """The concatenated leaf hashes of ``entries``: the level-0 tile they belong to."""
-    sha = _sha256
-    leaf = _LEAF
-    return b"".join([sha(leaf + e).digest() for e in entries])
+    out: list[bytes] = []
+    fresh = _LEAF_STATE.copy
+    for e in entries:
+        h = fresh()
+        h.update(e)
+        out.append(h.digest())
+    return b"".join(out)

@@ -74,9 +74,9 @@ def test_core_is_pure() -> None:
             if top == "remembrancer":
                 if not name.startswith("remembrancer.core"):
                     offenders.append(f"{path.name}: {name}")
-            elif top in CORE_FORBIDDEN_STDLIB:
-                offenders.append(f"{path.name}: {name}")
-            elif top not in CORE_THIRD_PARTY and not _is_stdlib(top):
+            elif top in CORE_FORBIDDEN_STDLIB or (
+                top not in CORE_THIRD_PARTY and not _is_stdlib(top)
+            ):
                 offenders.append(f"{path.name}: {name}")
     assert not offenders, offenders
 

@@ -1,0 +1,210 @@
+"""Signed-record admission and durable appends (issue: namespaced memory).
+
+* Signed records (actor plus two witness signatures, a ~300-byte
+  ``ledger.append`` payload, schema-checked, durable in SQLite) admitted by
+  the in-process sequencer, against the Ed25519-verify bound measured in the
+  same run: the two-thread PyNaCl verify rate divided by 3.  Goal: 0.7.
+* Pre-verified raw appends (256-byte entries, batches of 1,000, durable,
+  tiles maintained) against pymerkle 7's ``SqliteTree.append_entries`` on the
+  same data.  Goal: 1.0.  And PostgreSQL against SQLite.  Goal: 0.3.
+* Memory while appending many entries: resident set growth after the first
+  10% (flat means the growth does not scale with the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from remembrancer.core.keys import SigningKey
+from remembrancer.core.namespace import parse_namespaces
+from remembrancer.log.namespaces import StaticNamespaces
+from remembrancer.log.sequencer import Sequencer
+from remembrancer.storage import open_store
+from remembrancer.testing.demo import demo_key
+from remembrancer.testing.records import ledger_payload, make_record
+
+Row = dict[str, Any]
+
+
+def _row(name: str, ours: float, reference: float, goal: float | None, unit: str) -> Row:
+    return {"name": name, "ours": ours, "reference": reference,
+            "ratio": ours / reference if reference else float("inf"), "goal": goal, "unit": unit}  # fmt: skip
+
+
+def _namespaces() -> StaticNamespaces:
+    doc = yaml.safe_load(
+        resources.files("remembrancer.examples").joinpath("namespaces.yaml").read_text()
+    )
+    return StaticNamespaces(parse_namespaces(doc))
+
+
+def verify_bound(records: list[Any]) -> float:
+    """Two-thread PyNaCl verify rate on these records' signatures, divided by 3."""
+    from nacl.signing import VerifyKey
+
+    work = [(VerifyKey(demo_key("did:vm:actor:demo").public.raw), r.signing_input, r.signatures[0].sig)
+            for r in records]  # fmt: skip
+
+    def chunk(items: list[Any]) -> None:
+        for vk, msg, sig in items:
+            vk.verify(msg, sig)
+
+    with ThreadPoolExecutor(2) as pool:
+        start = time.perf_counter()
+        list(pool.map(chunk, [work[0::2], work[1::2]]))
+        elapsed = time.perf_counter() - start
+    return len(work) / elapsed / 3
+
+
+def bench_signed(n: int, tmp: Path) -> list[Row]:
+    actor = demo_key("did:vm:actor:demo")
+    witnesses = [
+        demo_key("did:vm:arbiter:prod-us-east-1"),
+        demo_key("did:vm:arbiter:prod-eu-west-1"),
+    ]
+    now = int(time.time())
+    records = [make_record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(i), actor, witnesses,
+                           timestamp=now) for i in range(n)]  # fmt: skip
+    leaves = [r.leaf for r in records]
+
+    async def admit() -> float:
+        store = open_store(f"sqlite:///{tmp / 'signed.db'}")
+        seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces())
+        start = time.perf_counter()
+        for i in range(0, n, 4096):
+            await asyncio.gather(*(seq.submit(x) for x in leaves[i : i + 4096]))
+        elapsed = time.perf_counter() - start
+        await seq.close()
+        store.close()
+        return n / elapsed
+
+    bound = verify_bound(records[: min(n, 20000)])
+    ours = asyncio.run(admit())
+    return [_row("signed records admitted, durable SQLite vs Ed25519 bound (2-thread verify / 3)",
+                 ours, bound, 0.7, "records/s")]  # fmt: skip
+
+
+def _raw_entries(n: int) -> list[bytes]:
+    pad = os.urandom(240)
+    return [b"%016d" % i + pad for i in range(n)]
+
+
+def _ours_raw(url: str, entries: list[bytes], batch: int = 1000) -> float:
+    store = open_store(url)
+    seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces())
+    start = time.perf_counter()
+    for i in range(0, len(entries), batch):
+        seq.append_raw("bench:raw", entries[i : i + batch])
+    elapsed = time.perf_counter() - start
+    asyncio.run(seq.close())
+    store.close()
+    return len(entries) / elapsed
+
+
+def _pymerkle_raw(path: Path, entries: list[bytes], batch: int = 1000) -> float:
+    from pymerkle import SqliteTree
+
+    tree = SqliteTree(str(path))
+    start = time.perf_counter()
+    for i in range(0, len(entries), batch):
+        tree.append_entries(entries[i : i + batch])
+    elapsed = time.perf_counter() - start
+    tree.close()
+    return len(entries) / elapsed
+
+
+def bench_raw(n: int, tmp: Path, pg_url: str | None) -> list[Row]:
+    entries = _raw_entries(n)
+    ours = _ours_raw(f"sqlite:///{tmp / 'raw.db'}", entries)
+    ref = _pymerkle_raw(tmp / "pymerkle.db", entries)
+    rows = [_row("raw 256-byte appends, durable SQLite + tiles vs pymerkle SqliteTree.append_entries",
+                 ours, ref, 1.0, "entries/s")]  # fmt: skip
+    if pg_url:
+        pg = _ours_raw(pg_url, entries)
+        rows.append(_row("raw 256-byte appends, PostgreSQL vs SQLite", pg, ours, 0.3, "entries/s"))
+    return rows
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_memory(n: int, tmp: Path) -> list[Row]:
+    store = open_store(f"sqlite:///{tmp / 'mem.db'}")
+    seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces())
+    pad = os.urandom(240)
+    batch = 5000
+    after_first = 0.0
+    for i in range(0, n, batch):
+        seq.append_raw("bench:mem", [b"%016d" % j + pad for j in range(i, i + batch)])
+        if i + batch >= n // 10 and not after_first:
+            after_first = _rss_mb()
+    end = _rss_mb()
+    asyncio.run(seq.close())
+    store.close()
+    return [_row(f"RSS after {n:,} appends vs after the first 10% (flat = 1.0)", end, after_first,
+                 None, "MB")]  # fmt: skip
+
+
+def _pg_url() -> str | None:
+    dsn = os.environ.get("REMEMBRANCER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
+            schema = f"bench_{os.getpid()}"
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        return f"{dsn}?schema={schema}"
+    except Exception:
+        return None
+
+
+def _drop_pg(url: str) -> None:
+    import psycopg
+
+    dsn, _, query = url.partition("?schema=")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{query}" CASCADE')
+
+
+def run(quick: bool) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="rv-bench-") as d:
+        tmp = Path(d)
+        pg = _pg_url()
+        try:
+            rows = bench_signed(4000 if quick else 30000, tmp)
+            rows += bench_raw(20000 if quick else 200000, tmp, pg)
+            rows += bench_memory(200_000 if quick else 5_000_000, tmp)
+        finally:
+            if pg:
+                _drop_pg(pg)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.merkle import format_rows
+
+    parser = argparse.ArgumentParser(prog="python -m bench.records", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    print(format_rows(run(args.quick)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

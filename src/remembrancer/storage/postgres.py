@@ -1,0 +1,674 @@
+"""The PostgreSQL backend, for large deployments (psycopg 3, synchronous API).
+
+psycopg is imported only when a ``PostgresStore`` is created, so a node
+without the ``postgres`` extra still starts; asking for this backend without
+it raises :class:`~remembrancer.core.errors.StorageError` (code
+``backend_unavailable``) naming the extra to install.
+
+Concurrency: a small pool of autocommit connections of our own (no extra
+dependency).  ``append`` is one transaction that locks the log's head row in
+``logs`` with ``SELECT ... FOR UPDATE``, so appends to one log serialise
+across connections and processes while appends to different logs run side
+by side; it checks ``start`` against the locked size, streams the entries in
+with binary ``COPY`` and pipelines the remaining statements.  State
+compare-and-swap is one statement (``INSERT ... ON CONFLICT`` or a guarded
+``UPDATE``), atomic under READ COMMITTED.
+
+Durability: ``append`` returns after ``COMMIT``; a connection whose
+``synchronous_commit`` is ``off`` is switched back to ``on``.
+
+Isolation: ``schema=`` (or ``?schema=`` in the store URL) puts every table in
+that PostgreSQL schema, created if missing; tests use a fresh one each.
+
+Tables (schema version 1)::
+
+    meta        (key text PRIMARY KEY, value bigint)          -- 'schema_version'
+    logs        (id bigint identity PRIMARY KEY, namespace text UNIQUE,
+                 size bigint, root_hash bytea, checkpoint bytea)
+    entries     (log_id bigint, idx bigint, leaf bytea, event_hash bytea,
+                 event_id text, actor text, nonce text, PRIMARY KEY (log_id, idx))
+                 + INDEX (log_id, event_hash), UNIQUE (log_id, event_id),
+                   UNIQUE (actor, nonce)               -- partial: non-NULL keys
+    tiles       (log_id bigint, level int, idx bigint, hashes bytea,
+                 PRIMARY KEY (log_id, level, idx))      -- hashes stored uncompressed
+    checkpoints (log_id bigint, size bigint, note bytea, time bigint,
+                 PRIMARY KEY (log_id, size))
+    state       (scope text, key text, value bytea, PRIMARY KEY (scope, key))
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+
+from remembrancer.core.errors import ConflictError, RemembrancerError, StorageError
+from remembrancer.storage.base import (
+    ANY,
+    AppendBatch,
+    Expect,
+    FoundEntry,
+    LogState,
+    StoredCheckpoint,
+    StoreStats,
+    _AnyValue,
+    find_reuse,
+    merge_tile,
+    validate_batch,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    Conn: TypeAlias = psycopg.Connection[tuple[Any, ...]]
+
+SCHEMA_VERSION: Final = 1
+EXTRA: Final = "postgres"  # pip install 'remembrancer[postgres]'
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# _MIGRATIONS[v] takes a database from schema version v to v + 1.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE logs (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            namespace text NOT NULL UNIQUE,
+            size bigint NOT NULL CHECK (size >= 0),
+            root_hash bytea NOT NULL,
+            checkpoint bytea NOT NULL
+        )""",
+        """CREATE TABLE entries (
+            log_id bigint NOT NULL,
+            idx bigint NOT NULL,
+            leaf bytea NOT NULL,
+            event_hash bytea,
+            event_id text,
+            actor text,
+            nonce text,
+            PRIMARY KEY (log_id, idx)
+        )""",
+        "CREATE INDEX entries_event_hash ON entries (log_id, event_hash)"
+        " WHERE event_hash IS NOT NULL",
+        "CREATE UNIQUE INDEX entries_event_id ON entries (log_id, event_id)"
+        " WHERE event_id IS NOT NULL",
+        "CREATE UNIQUE INDEX entries_nonce ON entries (actor, nonce)"
+        " WHERE actor IS NOT NULL AND nonce IS NOT NULL",
+        """CREATE TABLE tiles (
+            log_id bigint NOT NULL,
+            level integer NOT NULL,
+            idx bigint NOT NULL,
+            hashes bytea NOT NULL,
+            PRIMARY KEY (log_id, level, idx)
+        )""",
+        # Hashes do not compress: do not try.
+        "ALTER TABLE tiles ALTER COLUMN hashes SET STORAGE EXTERNAL",
+        """CREATE TABLE checkpoints (
+            log_id bigint NOT NULL,
+            size bigint NOT NULL,
+            note bytea NOT NULL,
+            time bigint NOT NULL,
+            PRIMARY KEY (log_id, size)
+        )""",
+        """CREATE TABLE state (
+            scope text NOT NULL,
+            key text NOT NULL,
+            value bytea NOT NULL,
+            PRIMARY KEY (scope, key)
+        )""",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_COPY_ENTRIES: Final = (
+    "COPY entries (log_id, idx, leaf, event_hash, event_id, actor, nonce)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES: Final = ["int8", "int8", "bytea", "bytea", "text", "text", "text"]
+_UPSERT_TILE: Final = (
+    "INSERT INTO tiles (log_id, level, idx, hashes) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (log_id, level, idx) DO UPDATE SET hashes = excluded.hashes"
+)
+_UPSERT_CHECKPOINT: Final = (
+    "INSERT INTO checkpoints (log_id, size, note, time) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (log_id, size) DO UPDATE SET note = excluded.note, time = excluded.time"
+)
+_READ_TILES: Final = (
+    "SELECT level, idx, hashes FROM tiles"
+    " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
+    " AND (level, idx) IN (SELECT * FROM unnest(%s::int4[], %s::int8[]))"
+)
+
+
+def _import_psycopg() -> ModuleType:
+    try:
+        import psycopg
+    except ImportError as e:
+        raise StorageError(
+            "the PostgreSQL backend needs psycopg 3: install the "
+            f"'{EXTRA}' extra (pip install 'remembrancer[{EXTRA}]')",
+            code="backend_unavailable",
+            details={"extra": EXTRA, "missing": "psycopg"},
+        ) from e
+    return psycopg
+
+
+class _Pool:
+    """At most ``size`` autocommit connections, made on demand and reused."""
+
+    def __init__(self, connect: Any, size: int, timeout: float) -> None:
+        self._connect = connect
+        self._size = size
+        self._timeout = timeout
+        self._idle: list[Conn] = []
+        self._count = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def take(self) -> Conn:
+        deadline = time.monotonic() + self._timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StorageError("the PostgreSQL store is closed", code="store_closed")
+                while self._idle:
+                    conn = self._idle.pop()
+                    if not conn.closed and not conn.broken:
+                        return conn
+                    self._count -= 1
+                if self._count < self._size:
+                    self._count += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StorageError(
+                        f"no PostgreSQL connection free after {self._timeout:g} s",
+                        code="pool_exhausted",
+                        details={"pool_size": self._size},
+                    )
+                self._cond.wait(remaining)
+        try:
+            new: Conn = self._connect()
+        except BaseException:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            raise
+        return new
+
+    def give(self, conn: Conn) -> None:
+        from psycopg.pq import TransactionStatus
+
+        reusable = (
+            not conn.closed
+            and not conn.broken
+            and conn.info.transaction_status == TransactionStatus.IDLE
+        )
+        with self._cond:
+            if reusable and not self._closed:
+                self._idle.append(conn)
+                self._cond.notify()
+                return
+            self._count -= 1
+            self._cond.notify()
+        conn.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+
+class PostgresStore:
+    """A :class:`~remembrancer.storage.base.Store` in a PostgreSQL database."""
+
+    backend = "postgresql"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 8,
+        timeout: float = 30.0,
+    ) -> None:
+        self._pg = _import_psycopg()
+        if schema is not None and not SCHEMA_NAME.match(schema):
+            raise StorageError(
+                f"invalid PostgreSQL schema name {schema!r} (lowercase letters, digits, _)",
+                code="open_failed",
+                details={"schema": schema},
+            )
+        if pool_size < 1:
+            raise StorageError("the connection pool needs at least one connection")
+        self.schema = schema
+        self._dsn = dsn
+        self._timeout = timeout
+        self._closed = False
+        self._log_ids: dict[str, int] = {}  # committed rows only: ids never change
+        self._pool = _Pool(self._connect, pool_size, timeout)
+        try:
+            self.schema_version = self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # --- connections ---------------------------------------------------------
+
+    def _connect(self) -> Conn:
+        pg = self._pg
+        params: dict[str, Any] = pg.conninfo.conninfo_to_dict(self._dsn)
+        params.setdefault("connect_timeout", max(1, int(self._timeout)))
+        params.setdefault("application_name", "remembrancer")
+        try:
+            conn: Conn = pg.connect(autocommit=True, **params)
+        except pg.Error as e:
+            raise StorageError(
+                f"cannot connect to PostgreSQL: {_first_line(e)}",
+                code="unavailable",
+                details={
+                    "host": str(params.get("host", "")),
+                    "dbname": str(params.get("dbname", "")),
+                },
+            ) from e
+        try:
+            # A durable commit is our promise: undo a session default of "off".
+            conn.execute(
+                "SELECT set_config('synchronous_commit', 'on', false)"
+                " WHERE current_setting('synchronous_commit') = 'off'"
+            )
+            if self.schema is not None:
+                conn.execute("SELECT set_config('search_path', %s, false)", (f'"{self.schema}"',))
+        except pg.Error as e:
+            conn.close()
+            raise StorageError(
+                f"cannot set up a PostgreSQL session: {_first_line(e)}", code="unavailable"
+            ) from e
+        return conn
+
+    @contextmanager
+    def _conn(self, what: str) -> Iterator[Conn]:
+        """A pooled connection; psycopg failures become StorageError."""
+        pg = self._pg
+        if self._closed:
+            raise StorageError("the PostgreSQL store is closed", code="store_closed")
+        conn = self._pool.take()
+        try:
+            yield conn
+        except pg.OperationalError as e:
+            raise StorageError(
+                f"PostgreSQL failed to {what}: {_first_line(e)}",
+                code="unavailable",
+                details={"sqlstate": e.sqlstate},
+            ) from e
+        except pg.Error as e:
+            raise StorageError(
+                f"PostgreSQL failed to {what}: {_first_line(e)}",
+                details={"sqlstate": e.sqlstate},
+            ) from e
+        finally:
+            self._pool.give(conn)
+
+    # --- schema ------------------------------------------------------------------
+
+    def _migrate(self) -> int:
+        from psycopg import sql
+
+        where = f"schema {self.schema}" if self.schema else "the default schema"
+        with self._conn("migrate the schema") as conn, conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                (f"remembrancer.migrate.{self.schema or ''}",),
+            )
+            if self.schema is not None:
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
+            row = conn.execute(
+                "SELECT current_schema(), to_regclass('meta') IS NOT NULL,"
+                " (SELECT count(*) FROM pg_tables WHERE schemaname = current_schema())"
+            ).fetchone()
+            assert row is not None
+            current, has_meta, tables = row
+            if current is None:
+                raise StorageError(
+                    "PostgreSQL has no schema to create tables in (check search_path)",
+                    code="open_failed",
+                )
+            if not has_meta:
+                if tables:
+                    raise StorageError(
+                        f"{where} holds tables but is not a Remembrancer database",
+                        code="schema_unknown",
+                        details={"schema": current},
+                    )
+                conn.execute("CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL)")
+                found = 0
+            else:
+                version = conn.execute(
+                    "SELECT value FROM meta WHERE key = 'schema_version'"
+                ).fetchone()
+                if version is None:
+                    raise StorageError(f"{where} has no schema version", code="schema_unknown")
+                found = int(version[0])
+            if found > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{where} was written by a newer Remembrancer (schema version {found},"
+                    f" this one knows up to {SCHEMA_VERSION}); upgrade Remembrancer",
+                    code="schema_too_new",
+                    details={"schema": current, "found": found, "supported": SCHEMA_VERSION},
+                )
+            for v in range(found, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[v]:
+                    conn.execute(statement)
+            if found < SCHEMA_VERSION:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (SCHEMA_VERSION,),
+                )
+        return SCHEMA_VERSION
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        self._closed = True
+        self._pool.close()
+
+    def stats(self) -> StoreStats:
+        with self._conn("read statistics") as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM logs), (SELECT coalesce(sum(size), 0) FROM logs),"
+                " current_schema(), current_setting('synchronous_commit'),"
+                " current_setting('fsync'), pg_total_relation_size('entries')"
+            ).fetchone()
+        assert row is not None
+        return StoreStats(
+            backend=self.backend,
+            schema_version=self.schema_version,
+            extra={
+                "logs": int(row[0]),
+                "entries": int(row[1]),
+                "schema": row[2],
+                "synchronous_commit": row[3],
+                "fsync": row[4],
+                "entries_bytes": int(row[5]),
+            },
+        )
+
+    # --- logs ------------------------------------------------------------------
+
+    def namespaces(self) -> list[str]:
+        with self._conn("list namespaces") as conn:
+            rows = conn.execute("SELECT namespace FROM logs ORDER BY namespace").fetchall()
+        return [r[0] for r in rows]
+
+    def log_state(self, namespace: str) -> LogState | None:
+        with self._conn("read a log state") as conn:
+            row = conn.execute(
+                "SELECT size, root_hash, checkpoint FROM logs WHERE namespace = %s",
+                (namespace,),
+                binary=True,
+            ).fetchone()
+        if row is None:
+            return None
+        return LogState(namespace, int(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def append(self, batch: AppendBatch) -> None:
+        validate_batch(batch)
+        pg = self._pg
+        with self._conn("append a batch") as conn:
+            try:
+                self._log_ids[batch.namespace] = self._append(conn, batch)
+            except pg.errors.UniqueViolation as e:
+                # The transaction is rolled back: name the culprit, then refuse.
+                raise self._reuse_error(conn, batch, e) from e
+
+    def _append(self, conn: Conn, batch: AppendBatch) -> int:
+        ns = batch.namespace
+        known_id = self._log_ids.get(ns)
+        levels = [t[0] for t in batch.tiles]
+        indexes = [t[1] for t in batch.tiles]
+        with conn.transaction():
+            with conn.pipeline():
+                if known_id is None:
+                    conn.execute(
+                        "INSERT INTO logs (namespace, size, root_hash, checkpoint)"
+                        " VALUES (%s, 0, '', '') ON CONFLICT (namespace) DO NOTHING",
+                        (ns,),
+                    )
+                    head = conn.execute(
+                        "SELECT id, size FROM logs WHERE namespace = %s FOR UPDATE", (ns,)
+                    )
+                else:
+                    head = conn.execute(
+                        "SELECT id, size FROM logs WHERE id = %s FOR UPDATE", (known_id,)
+                    )
+                stored = (
+                    conn.execute(_READ_TILES, (ns, levels, indexes), binary=True)
+                    if batch.tiles
+                    else None
+                )
+            row = head.fetchone()
+            assert row is not None
+            log_id, size = int(row[0]), int(row[1])
+            if size != batch.start:
+                raise ConflictError(
+                    f"the log {ns} has size {size}, not {batch.start}",
+                    code="log_size_moved",
+                    details={"namespace": ns, "size": size, "start": batch.start},
+                )
+            old_tiles = {} if stored is None else {(r[0], r[1]): r[2] for r in stored}
+            tile_writes = []
+            for level, index, hashes in batch.tiles:
+                merged = merge_tile(ns, level, index, old_tiles.get((level, index)), hashes)
+                if merged is not None:
+                    tile_writes.append((log_id, level, index, merged))
+            cur = conn.cursor()
+            if batch.entries:
+                start = batch.start
+                with cur.copy(_COPY_ENTRIES) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for i, e in enumerate(batch.entries):
+                        copy.write_row(
+                            (log_id, start + i, e.leaf, e.event_hash, e.event_id, e.actor, e.nonce)
+                        )
+            state = batch.state
+            with conn.pipeline():
+                if tile_writes:
+                    cur.executemany(_UPSERT_TILE, tile_writes)
+                conn.execute(
+                    "UPDATE logs SET size = %s, root_hash = %s, checkpoint = %s WHERE id = %s",
+                    (state.size, state.root_hash, state.checkpoint, log_id),
+                )
+                conn.execute(
+                    _UPSERT_CHECKPOINT,
+                    (log_id, state.size, state.checkpoint, batch.checkpoint_time),
+                )
+        return log_id
+
+    def _reuse_error(self, conn: Conn, batch: AppendBatch, error: Exception) -> RemembrancerError:
+        """The ConflictError for a uniqueness failure, naming the first culprit."""
+        constraint = getattr(getattr(error, "diag", None), "constraint_name", None)
+        ns = batch.namespace
+        if constraint == "entries_pkey":
+            return StorageError(
+                f"the log {ns} holds entries beyond its recorded size",
+                code="log_inconsistent",
+                details={"namespace": ns, "start": batch.start},
+            )
+
+        def stored_ids(ids: list[str]) -> set[str]:
+            rows = conn.execute(
+                "SELECT event_id FROM entries"
+                " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
+                " AND event_id = ANY(%s::text[])",
+                (ns, ids),
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        def stored_nonces(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+            rows = conn.execute(
+                "SELECT actor, nonce FROM entries WHERE (actor, nonce) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                ([p[0] for p in pairs], [p[1] for p in pairs]),
+            ).fetchall()
+            return {(r[0], r[1]) for r in rows}
+
+        conflict = find_reuse(batch, stored_ids, stored_nonces)
+        if conflict is not None:
+            return conflict
+        return ConflictError(
+            f"the batch reuses a unique key in {ns}",
+            code="nonce_reused" if constraint == "entries_nonce" else "event_id_reused",
+            details={"namespace": ns},
+        )
+
+    def read_tiles(
+        self, namespace: str, tiles: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        if not tiles:
+            return {}
+        with self._conn("read tiles") as conn:
+            rows = conn.execute(
+                _READ_TILES,
+                (namespace, [t[0] for t in tiles], [t[1] for t in tiles]),
+                binary=True,
+            ).fetchall()
+        return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
+    def read_entries(self, namespace: str, start: int, end: int) -> list[bytes]:
+        start = max(start, 0)
+        if end <= start:
+            return []
+        with self._conn("read entries") as conn:
+            rows = conn.execute(
+                "SELECT leaf FROM entries WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
+                " AND idx >= %s AND idx < %s ORDER BY idx",
+                (namespace, start, end),
+                binary=True,
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def find_event_hash(self, namespace: str, event_hash: bytes) -> FoundEntry | None:
+        with self._conn("find an event hash") as conn:
+            row = conn.execute(
+                "SELECT idx FROM entries WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
+                " AND event_hash = %s ORDER BY idx LIMIT 1",
+                (namespace, event_hash),
+            ).fetchone()
+        return None if row is None else FoundEntry(namespace, int(row[0]), bytes(event_hash))
+
+    def find_event_id(self, namespace: str, event_id: str) -> FoundEntry | None:
+        with self._conn("find an event id") as conn:
+            row = conn.execute(
+                "SELECT idx, event_hash FROM entries"
+                " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s) AND event_id = %s",
+                (namespace, event_id),
+                binary=True,
+            ).fetchone()
+        if row is None:
+            return None
+        return FoundEntry(namespace, int(row[0]), None if row[1] is None else bytes(row[1]))
+
+    def find_nonce(self, actor: str, nonce: str) -> FoundEntry | None:
+        with self._conn("find a nonce") as conn:
+            row = conn.execute(
+                "SELECT l.namespace, e.idx, e.event_hash FROM entries e JOIN logs l ON l.id = e.log_id"
+                " WHERE e.actor = %s AND e.nonce = %s",
+                (actor, nonce),
+                binary=True,
+            ).fetchone()
+        if row is None:
+            return None
+        return FoundEntry(row[0], int(row[1]), None if row[2] is None else bytes(row[2]))
+
+    def checkpoint_at(self, namespace: str, size: int) -> StoredCheckpoint | None:
+        with self._conn("read a checkpoint") as conn:
+            row = conn.execute(
+                "SELECT note, time FROM checkpoints"
+                " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s) AND size = %s",
+                (namespace, size),
+                binary=True,
+            ).fetchone()
+        return (
+            None if row is None else StoredCheckpoint(namespace, size, bytes(row[0]), int(row[1]))
+        )
+
+    def checkpoints(
+        self, namespace: str, *, after_size: int = -1, limit: int = 100
+    ) -> list[StoredCheckpoint]:
+        if limit <= 0:
+            return []
+        with self._conn("list checkpoints") as conn:
+            rows = conn.execute(
+                "SELECT size, note, time FROM checkpoints"
+                " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s) AND size > %s"
+                " ORDER BY size LIMIT %s",
+                (namespace, after_size, limit),
+                binary=True,
+            ).fetchall()
+        return [StoredCheckpoint(namespace, int(r[0]), bytes(r[1]), int(r[2])) for r in rows]
+
+    # --- small named state ----------------------------------------------------------
+
+    def get_state(self, scope: str, key: str) -> bytes | None:
+        with self._conn("read state") as conn:
+            row = conn.execute(
+                "SELECT value FROM state WHERE scope = %s AND key = %s", (scope, key), binary=True
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_state(self, scope: str, key: str, value: bytes, *, expect: Expect = ANY) -> bool:
+        with self._conn("write state") as conn:
+            if expect is ANY:
+                cur = conn.execute(
+                    "INSERT INTO state (scope, key, value) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+                    (scope, key, value),
+                )
+            elif expect is None:
+                cur = conn.execute(
+                    "INSERT INTO state (scope, key, value) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (scope, key) DO NOTHING",
+                    (scope, key, value),
+                )
+            else:
+                # Under READ COMMITTED a racing UPDATE re-checks the WHERE on the new row.
+                cur = conn.execute(
+                    "UPDATE state SET value = %s WHERE scope = %s AND key = %s AND value = %s",
+                    (value, scope, key, expect),
+                )
+            return cur.rowcount == 1
+
+    def delete_state(
+        self, scope: str, key: str, *, expect: bytes | Literal[_AnyValue.ANY] = ANY
+    ) -> bool:
+        with self._conn("delete state") as conn:
+            if expect is ANY:
+                cur = conn.execute("DELETE FROM state WHERE scope = %s AND key = %s", (scope, key))
+            else:
+                cur = conn.execute(
+                    "DELETE FROM state WHERE scope = %s AND key = %s AND value = %s",
+                    (scope, key, expect),
+                )
+            return cur.rowcount == 1
+
+    def list_state(self, scope: str) -> dict[str, bytes]:
+        with self._conn("list state") as conn:
+            rows = conn.execute(
+                "SELECT key, value FROM state WHERE scope = %s ORDER BY key", (scope,), binary=True
+            ).fetchall()
+        return {r[0]: bytes(r[1]) for r in rows}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

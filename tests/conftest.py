@@ -1,0 +1,50 @@
+"""Fixtures shared by more than one test module.
+
+Keep each fixture small and documented; fixtures that only one module uses
+belong in that module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+# --- PostgreSQL -----------------------------------------------------------------
+
+PG_DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_ENV = "REMEMBRANCER_TEST_PG"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The URL of a reachable PostgreSQL server (``$REMEMBRANCER_TEST_PG`` or the local one).
+
+    Skips the test when the server cannot be reached, except under CI (``CI``
+    set to a true value), where a missing server is a failure.
+    """
+    dsn = os.environ.get(PG_ENV) or PG_DEFAULT_DSN
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as e:
+        reason = (
+            f"PostgreSQL is not reachable at {_redact(dsn)} ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+            f"start it or point {PG_ENV} at one"
+        )
+        if _in_ci():
+            pytest.fail(f"{reason} [CI is set: a missing server fails instead of skipping]")
+        pytest.skip(reason)
+    return dsn

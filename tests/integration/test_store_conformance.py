@@ -1,0 +1,832 @@
+"""One conformance suite for every Store backend (memory, SQLite, PostgreSQL).
+
+Each test states an invariant of ``remembrancer/storage/base.py`` and checks
+it against every backend.  PostgreSQL tests run in fresh, randomly named
+schemas that are dropped when the module ends; they need the ``pg_dsn``
+fixture (see ``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from remembrancer.core.errors import ConfigError, ConflictError, StorageError
+from remembrancer.storage import open_store
+from remembrancer.storage.base import (
+    ANY,
+    AppendBatch,
+    EntryRow,
+    LogState,
+    Store,
+)
+from remembrancer.storage.memory import MemoryStore
+from remembrancer.storage.postgres import PostgresStore
+from remembrancer.storage.sqlite import SqliteStore
+
+NS = "test:log"
+NS2 = "test:other"
+ACTOR = "did:key:z6MkAlice"
+ACTOR2 = "did:key:z6MkBob"
+
+# --- building batches ---------------------------------------------------------------
+
+
+def leaf(ns: str, index: int) -> bytes:
+    return f'{{"namespace":"{ns}","n":{index}}}'.encode()
+
+
+def tree_hash(ns: str, level: int, position: int) -> bytes:
+    return hashlib.sha256(f"{ns}/{level}/{position}".encode()).digest()
+
+
+def tile(ns: str, level: int, index: int, width: int) -> tuple[int, int, bytes]:
+    hashes = b"".join(tree_hash(ns, level, index * 256 + k) for k in range(width))
+    return (level, index, hashes)
+
+
+def tiles_for(ns: str, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    """The tlog-tiles that growing a tree from ``start`` to ``end`` leaves writes."""
+    out = []
+    level, lo, hi = 0, start, end
+    while hi > 0:
+        for index in range(lo // 256, (hi - 1) // 256 + 1):
+            out.append(tile(ns, level, index, min(256, hi - index * 256)))
+        level, lo, hi = level + 1, lo // 256, hi // 256
+    return out
+
+
+def entry(
+    ns: str,
+    index: int,
+    *,
+    event_id: str | None = None,
+    nonce: str | None = None,
+    actor: str = ACTOR,
+) -> EntryRow:
+    data = leaf(ns, index)
+    return EntryRow(
+        leaf=data,
+        event_hash=hashlib.sha256(data).digest(),
+        event_id=event_id if event_id is not None else f"e-{index}",
+        actor=actor,
+        nonce=nonce if nonce is not None else f"n-{ns}-{index}",
+    )
+
+
+def state(ns: str, size: int, note: bytes | None = None) -> LogState:
+    return LogState(
+        namespace=ns,
+        size=size,
+        root_hash=hashlib.sha256(f"{ns}/root/{size}".encode()).digest(),
+        checkpoint=note if note is not None else f"example.org/{ns}\n{size}\nroot\n".encode(),
+    )
+
+
+def batch(
+    ns: str,
+    start: int,
+    n: int,
+    *,
+    entries: list[EntryRow] | None = None,
+    tiles: list[tuple[int, int, bytes]] | None = None,
+    note: bytes | None = None,
+    time: int = 1_764_100_000,
+) -> AppendBatch:
+    rows = entries if entries is not None else [entry(ns, start + i) for i in range(n)]
+    return AppendBatch(
+        namespace=ns,
+        start=start,
+        entries=rows,
+        tiles=tiles if tiles is not None else tiles_for(ns, start, start + len(rows)),
+        state=state(ns, start + len(rows), note),
+        checkpoint_time=time,
+    )
+
+
+def assert_untouched(store: Store, ns: str, size: int) -> None:
+    """The log is exactly as a clean history of ``size`` entries leaves it."""
+    current = store.log_state(ns)
+    if size == 0:
+        assert current is None
+        assert ns not in store.namespaces()
+    else:
+        assert current == state(ns, size)
+    assert store.read_entries(ns, 0, size + 10_000) == [leaf(ns, i) for i in range(size)]
+    assert store.checkpoint_at(ns, size + 1) is None
+    assert [c.size for c in store.checkpoints(ns, after_size=size)] == []
+    expected = {(lv, ix): h for lv, ix, h in tiles_for(ns, 0, size)}
+    asked = [(lv, ix) for lv in range(3) for ix in range(50)]
+    assert store.read_tiles(ns, asked) == expected
+
+
+# --- opening stores -------------------------------------------------------------------
+
+
+class Opener:
+    """Opens (and reopens) one backend's store at one location, and closes them all."""
+
+    def __init__(
+        self,
+        backend: str,
+        open_fn: Callable[[], Store],
+        raw_sql: Callable[[str], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self._open_fn = open_fn
+        self.raw_sql = raw_sql
+        self.opened: list[Store] = []
+
+    def open(self) -> Store:
+        store = self._open_fn()
+        self.opened.append(store)
+        return store
+
+    def close_all(self) -> None:
+        for store in self.opened:
+            store.close()
+
+
+@pytest.fixture(scope="module")
+def pg_schemas(request: pytest.FixtureRequest) -> Iterator[Callable[[], tuple[str, str]]]:
+    """Hands out fresh PostgreSQL schemas for this module; drops them all at its end."""
+    created: list[str] = []
+    prefix = f"rmb_test_{secrets.token_hex(4)}"
+    dsn_box: list[str] = []
+
+    def fresh() -> tuple[str, str]:
+        if not dsn_box:
+            dsn_box.append(request.getfixturevalue("pg_dsn"))
+        name = f"{prefix}_{len(created)}"
+        created.append(name)
+        return dsn_box[0], name
+
+    yield fresh
+    if created:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(dsn_box[0], autocommit=True) as conn:
+            for name in created:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                )
+
+
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+DURABLE = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _opener(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Opener:
+    if backend == "memory":
+        shared = MemoryStore()  # "reopening" memory returns the same object
+        return Opener(backend, lambda: shared)
+    if backend == "sqlite":
+        path = tmp_path / "store.db"
+
+        def sqlite_sql(statement: str) -> None:
+            with sqlite3.connect(path) as conn:
+                conn.execute(statement)
+            conn.close()
+
+        return Opener(backend, lambda: SqliteStore(path), sqlite_sql)
+    assert backend == "postgres"
+    fresh: Callable[[], tuple[str, str]] = request.getfixturevalue("pg_schemas")
+    dsn, schema = fresh()
+
+    def pg_sql(statement: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            conn.execute(statement.encode())
+
+    return Opener(backend, lambda: PostgresStore(dsn, schema=schema), pg_sql)
+
+
+@pytest.fixture(params=BACKENDS)
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    op = _opener(request.param, tmp_path, request)
+    yield op
+    op.close_all()
+
+
+@pytest.fixture(params=DURABLE)
+def durable_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    op = _opener(request.param, tmp_path, request)
+    yield op
+    op.close_all()
+
+
+@pytest.fixture
+def store(opener: Opener) -> Store:
+    return opener.open()
+
+
+def run_threads(n: int, target: Callable[[int], object]) -> list[object]:
+    """Run ``target(i)`` in ``n`` threads started together; results (or exceptions) by i."""
+    barrier = threading.Barrier(n)
+    results: list[object] = [None] * n
+
+    def work(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = target(i)
+        except Exception as e:  # reported through results, not as a thread crash
+            results[i] = e
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+# --- append and read back ---------------------------------------------------------------
+
+
+def test_append_and_read_back(store: Store) -> None:
+    store.append(batch(NS, 0, 10))
+    store.append(batch(NS, 10, 5))
+
+    assert store.namespaces() == [NS]
+    assert store.log_state(NS) == state(NS, 15)
+    assert store.read_entries(NS, 0, 15) == [leaf(NS, i) for i in range(15)]
+    assert store.read_entries(NS, 8, 12) == [leaf(NS, i) for i in range(8, 12)]
+    assert store.read_entries(NS, 12, 100) == [leaf(NS, i) for i in range(12, 15)]
+    assert store.read_entries(NS, 5, 5) == []
+    assert store.read_entries(NS, 15, 20) == []
+    assert store.read_tiles(NS, [(0, 0), (1, 0)]) == {(0, 0): tile(NS, 0, 0, 15)[2]}
+    cp = store.checkpoint_at(NS, 15)
+    assert cp is not None
+    assert (cp.namespace, cp.size, cp.note, cp.time) == (
+        NS,
+        15,
+        state(NS, 15).checkpoint,
+        1_764_100_000,
+    )
+    assert [c.size for c in store.checkpoints(NS)] == [10, 15]
+
+
+def test_entries_without_keys_are_stored(store: Store) -> None:
+    raw = [EntryRow(leaf=b"raw entry"), EntryRow(leaf=b"raw entry"), EntryRow(leaf=b"")]
+    store.append(batch(NS, 0, 0, entries=raw))
+    assert store.read_entries(NS, 0, 3) == [b"raw entry", b"raw entry", b""]
+
+
+def test_empty_batch_re_signs_the_same_size(store: Store) -> None:
+    store.append(batch(NS, 0, 3))
+    store.append(batch(NS, 3, 0, note=b"re-signed note with cosignatures", time=5))
+    head = store.log_state(NS)
+    assert head is not None and head.checkpoint == b"re-signed note with cosignatures"
+    cps = store.checkpoints(NS)
+    assert [(c.size, c.note, c.time) for c in cps] == [(3, b"re-signed note with cosignatures", 5)]
+
+
+def test_a_new_log_may_start_empty(store: Store) -> None:
+    store.append(batch(NS, 0, 0))
+    assert store.namespaces() == [NS]
+    assert store.log_state(NS) == state(NS, 0)
+    assert store.read_entries(NS, 0, 10) == []
+
+
+# --- atomicity ------------------------------------------------------------------------------
+
+
+def test_in_batch_duplicate_event_id_leaves_nothing(store: Store) -> None:
+    rows = [entry(NS, i) for i in range(5)] + [entry(NS, 5, event_id="e-2")]
+    with pytest.raises(ConflictError) as info:
+        store.append(batch(NS, 0, 0, entries=rows))
+    assert info.value.code == "event_id_reused"
+    assert info.value.details["index"] == 5
+    assert info.value.details["within_batch"] is True
+    assert_untouched(store, NS, 0)
+    assert store.find_event_id(NS, "e-0") is None
+    assert store.find_nonce(ACTOR, f"n-{NS}-0") is None
+    # Nothing was half-written: the same positions can be filled cleanly.
+    store.append(batch(NS, 0, 6))
+    assert_untouched(store, NS, 6)
+
+
+def test_in_batch_duplicate_nonce_leaves_nothing(store: Store) -> None:
+    store.append(batch(NS, 0, 4))
+    rows = [entry(NS, 4), entry(NS, 5), entry(NS, 6, nonce=f"n-{NS}-5")]
+    with pytest.raises(ConflictError) as info:
+        store.append(batch(NS, 4, 0, entries=rows))
+    assert info.value.code == "nonce_reused"
+    assert info.value.details == {
+        "namespace": NS,
+        "index": 6,
+        "actor": ACTOR,
+        "nonce": f"n-{NS}-5",
+        "within_batch": True,
+    }
+    assert_untouched(store, NS, 4)
+    assert store.find_event_id(NS, "e-4") is None
+
+
+def test_reuse_of_an_earlier_batch_refuses_the_whole_batch(store: Store) -> None:
+    store.append(batch(NS, 0, 300))
+    rows = [entry(NS, 300 + i) for i in range(299)] + [entry(NS, 599, event_id="e-17")]
+    with pytest.raises(ConflictError) as info:
+        store.append(batch(NS, 300, 0, entries=rows))
+    assert info.value.code == "event_id_reused"
+    assert info.value.details == {
+        "namespace": NS,
+        "index": 599,
+        "event_id": "e-17",
+        "within_batch": False,
+    }
+    assert_untouched(store, NS, 300)
+    assert store.find_event_id(NS, "e-300") is None
+    assert store.find_nonce(ACTOR, f"n-{NS}-300") is None
+
+
+def test_invalid_batches_are_refused_before_writing(store: Store) -> None:
+    good = batch(NS, 0, 3)
+    bad_batches = [
+        AppendBatch(NS, 0, good.entries, good.tiles, state(NS, 4)),  # size != start + n
+        AppendBatch(NS, 0, good.entries, good.tiles, state(NS2, 3)),  # other namespace
+        AppendBatch(NS, 0, good.entries, [(0, 0, b"\x00" * 31)], good.state),  # not 32*k
+        AppendBatch(NS, 0, good.entries, [(0, 0, b"")], good.state),  # empty tile
+        AppendBatch(NS, 0, good.entries, [(0, 0, b"\x00" * 32 * 257)], good.state),
+        AppendBatch(NS, 0, good.entries, [*good.tiles, *good.tiles], good.state),  # twice
+        AppendBatch(NS, 0, [EntryRow(b"x" * 65536), *good.entries[1:]], good.tiles, good.state),
+        AppendBatch(
+            NS, 0, [EntryRow(b"x", event_hash=b"short"), *good.entries[1:]], good.tiles, good.state
+        ),
+        AppendBatch(NS, 0, good.entries, good.tiles, LogState(NS, 3, b"\x00" * 31, b"note")),
+    ]
+    for bad in bad_batches:
+        with pytest.raises(StorageError) as info:
+            store.append(bad)
+        assert info.value.code == "batch_invalid", bad
+    assert_untouched(store, NS, 0)
+    store.append(good)
+    assert_untouched(store, NS, 3)
+
+
+# --- sequencing -----------------------------------------------------------------------------
+
+
+def test_start_must_equal_the_current_size(store: Store) -> None:
+    with pytest.raises(ConflictError) as info:
+        store.append(batch(NS, 5, 3))
+    assert info.value.code == "log_size_moved"
+    assert info.value.details == {"namespace": NS, "size": 0, "start": 5}
+    assert_untouched(store, NS, 0)
+    store.append(batch(NS, 0, 10))
+    for start in (0, 9, 11):
+        with pytest.raises(ConflictError) as info:
+            store.append(batch(NS, start, 2))
+        assert info.value.code == "log_size_moved"
+    assert_untouched(store, NS, 10)
+
+
+def test_racing_appends_at_one_size_admit_exactly_one(opener: Opener) -> None:
+    # One store object per writer, as if each were its own process.
+    stores = [opener.open() for _ in range(8)]
+    stores[0].append(batch(NS, 0, 1))
+
+    def attempt(i: int) -> object:
+        rows = [entry(NS, 1 + k, event_id=f"t{i}-{k}", nonce=f"t{i}-{k}") for k in range(50)]
+        stores[i].append(batch(NS, 1, 0, entries=rows))
+        return i
+
+    results = run_threads(8, attempt)
+    winners = [r for r in results if isinstance(r, int)]
+    losers = [r for r in results if not isinstance(r, int)]
+    assert len(winners) == 1, results
+    assert all(isinstance(e, ConflictError) and e.code == "log_size_moved" for e in losers)
+    for store in stores:
+        head = store.log_state(NS)
+        assert head is not None and head.size == 51
+        found = store.find_event_id(NS, f"t{winners[0]}-0")
+        assert found is not None and found.index == 1
+
+
+def test_racing_first_appends_of_a_new_log_admit_exactly_one(opener: Opener) -> None:
+    stores = [opener.open() for _ in range(6)]
+
+    def attempt(i: int) -> object:
+        rows = [entry(NS, k, event_id=f"t{i}-{k}", nonce=f"t{i}-{k}") for k in range(20)]
+        stores[i].append(batch(NS, 0, 0, entries=rows))
+        return i
+
+    results = run_threads(6, attempt)
+    assert sum(isinstance(r, int) for r in results) == 1, results
+    assert all(
+        isinstance(r, int) or (isinstance(r, ConflictError) and r.code == "log_size_moved")
+        for r in results
+    ), results
+    assert stores[-1].namespaces() == [NS]
+
+
+def test_appends_to_different_logs_run_side_by_side(store: Store) -> None:
+    def grow(i: int) -> object:
+        ns = f"test:log-{i}"
+        for start in range(0, 100, 20):
+            store.append(batch(ns, start, 20))
+        return ns
+
+    results = run_threads(4, grow)
+    assert sorted(store.namespaces()) == sorted(str(r) for r in results)
+    for ns in results:
+        assert isinstance(ns, str)
+        assert_untouched(store, ns, 100)
+
+
+# --- uniqueness across batches and logs ---------------------------------------------------------
+
+
+def test_uniqueness_across_batches_and_logs(store: Store) -> None:
+    store.append(batch(NS, 0, 3))
+    # The same event id in another namespace is fine; (actor, nonce) is global.
+    other = [entry(NS2, 0, event_id="e-0", nonce="fresh")]
+    store.append(batch(NS2, 0, 0, entries=other))
+    reused_nonce = [entry(NS2, 1, event_id="e-new", nonce=f"n-{NS}-1")]
+    with pytest.raises(ConflictError) as info:
+        store.append(batch(NS2, 1, 0, entries=reused_nonce))
+    assert info.value.code == "nonce_reused"
+    assert info.value.details["within_batch"] is False
+    # Another actor may use the same nonce.
+    bobs = [entry(NS2, 1, event_id="e-bob", nonce=f"n-{NS}-1", actor=ACTOR2)]
+    store.append(batch(NS2, 1, 0, entries=bobs))
+    with pytest.raises(ConflictError) as info:
+        store.append(batch(NS, 3, 0, entries=[entry(NS, 3, event_id="e-1")]))
+    assert info.value.code == "event_id_reused"
+    assert_untouched(store, NS, 3)
+    found = store.find_nonce(ACTOR2, f"n-{NS}-1")
+    assert found is not None and (found.namespace, found.index) == (NS2, 1)
+
+
+# --- lookups ------------------------------------------------------------------------------------
+
+
+def test_lookups(store: Store) -> None:
+    store.append(batch(NS, 0, 20))
+    rows = [entry(NS2, 0), EntryRow(leaf=b"no hash", event_id="only-id")]
+    store.append(batch(NS2, 0, 0, entries=rows))
+    e7 = entry(NS, 7)
+    assert e7.event_hash is not None
+
+    found = store.find_event_hash(NS, e7.event_hash)
+    assert found is not None and (found.namespace, found.index, found.event_hash) == (
+        NS,
+        7,
+        e7.event_hash,
+    )
+    assert store.find_event_hash(NS2, e7.event_hash) is None
+    assert store.find_event_hash(NS, b"\x00" * 32) is None
+
+    found = store.find_event_id(NS, "e-7")
+    assert found is not None and (found.namespace, found.index, found.event_hash) == (
+        NS,
+        7,
+        e7.event_hash,
+    )
+    assert store.find_event_id(NS, "e-99") is None
+    found = store.find_event_id(NS2, "only-id")
+    assert found is not None and (found.index, found.event_hash) == (1, None)
+
+    found = store.find_nonce(ACTOR, f"n-{NS}-7")
+    assert found is not None and (found.namespace, found.index, found.event_hash) == (
+        NS,
+        7,
+        e7.event_hash,
+    )
+    found = store.find_nonce(ACTOR, f"n-{NS2}-0")
+    assert found is not None and (found.namespace, found.index) == (NS2, 0)
+    assert store.find_nonce(ACTOR2, f"n-{NS}-7") is None
+
+
+def test_reading_unknown_namespaces(store: Store) -> None:
+    store.append(batch(NS, 0, 3))
+    for ns in ("nobody:here", ""):
+        assert store.log_state(ns) is None
+        assert store.read_entries(ns, 0, 10) == []
+        assert store.read_tiles(ns, [(0, 0), (1, 0)]) == {}
+        assert store.checkpoint_at(ns, 3) is None
+        assert store.checkpoints(ns) == []
+        assert store.find_event_id(ns, "e-0") is None
+        assert store.find_event_hash(ns, hashlib.sha256(leaf(NS, 0)).digest()) is None
+    assert store.read_tiles(NS, []) == {}
+    assert store.read_entries(NS, -5, 2) == [leaf(NS, 0), leaf(NS, 1)]
+    assert store.read_entries(NS, 2, 1) == []
+    assert store.namespaces() == [NS]
+
+
+# --- tiles -----------------------------------------------------------------------------------------
+
+
+def test_tiles_widen_and_never_shrink_or_change(store: Store) -> None:
+    store.append(batch(NS, 0, 5))
+    assert store.read_tiles(NS, [(0, 0)]) == {(0, 0): tile(NS, 0, 0, 5)[2]}
+    store.append(batch(NS, 5, 5))
+    assert store.read_tiles(NS, [(0, 0)]) == {(0, 0): tile(NS, 0, 0, 10)[2]}
+
+    # A narrower (stale) write of the same hashes is a no-op, and so is an equal one.
+    store.append(batch(NS, 10, 1, tiles=[tile(NS, 0, 0, 3), (1, 0, tree_hash(NS, 1, 0))]))
+    store.append(batch(NS, 11, 1, tiles=[tile(NS, 0, 0, 10)]))
+    assert store.read_tiles(NS, [(0, 0), (1, 0)]) == {
+        (0, 0): tile(NS, 0, 0, 10)[2],
+        (1, 0): tree_hash(NS, 1, 0),
+    }
+
+    # A write that disagrees with stored hashes refuses the whole batch.
+    changed = bytearray(tile(NS, 0, 0, 12)[2])
+    changed[40] ^= 1
+    for bad in (bytes(changed), bytes(changed[:64]), bytes(changed[:320])):
+        with pytest.raises(ConflictError) as info:
+            store.append(batch(NS, 12, 1, tiles=[tile(NS, 0, 1, 1), (0, 0, bad)]))
+        assert info.value.code == "tile_conflict"
+        assert info.value.details["level"] == 0 and info.value.details["index"] == 0
+    assert store.read_tiles(NS, [(0, 0), (0, 1)]) == {(0, 0): tile(NS, 0, 0, 10)[2]}
+    head = store.log_state(NS)
+    assert head is not None and head.size == 12
+
+
+def test_full_tiles_and_upper_levels(store: Store) -> None:
+    store.append(batch(NS, 0, 700))
+    got = store.read_tiles(NS, [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (2, 0)])
+    assert got == {
+        (0, 0): tile(NS, 0, 0, 256)[2],
+        (0, 1): tile(NS, 0, 1, 256)[2],
+        (0, 2): tile(NS, 0, 2, 188)[2],
+        (1, 0): tile(NS, 1, 0, 2)[2],
+    }
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def test_checkpoints_listing(store: Store) -> None:
+    for start in range(0, 10, 2):
+        store.append(batch(NS, start, 2, time=1000 + start))
+    assert [c.size for c in store.checkpoints(NS)] == [2, 4, 6, 8, 10]
+    assert [c.size for c in store.checkpoints(NS, after_size=4)] == [6, 8, 10]
+    assert [c.size for c in store.checkpoints(NS, after_size=5)] == [6, 8, 10]
+    assert [c.size for c in store.checkpoints(NS, limit=2)] == [2, 4]
+    assert [c.size for c in store.checkpoints(NS, after_size=2, limit=2)] == [4, 6]
+    assert store.checkpoints(NS, after_size=10) == []
+    assert store.checkpoints(NS, limit=0) == []
+    cp = store.checkpoint_at(NS, 6)
+    assert cp is not None and (cp.note, cp.time) == (state(NS, 6).checkpoint, 1004)
+    assert store.checkpoint_at(NS, 5) is None
+    assert store.checkpoint_at(NS, 0) is None
+
+
+# --- state compare-and-swap ------------------------------------------------------------------------
+
+
+def test_state_compare_and_swap(store: Store) -> None:
+    assert store.get_state("witness", "log-a") is None
+    assert store.put_state("witness", "log-a", b"v1", expect=None) is True
+    assert store.put_state("witness", "log-a", b"v2", expect=None) is False
+    assert store.put_state("witness", "log-a", b"v2", expect=b"wrong") is False
+    assert store.get_state("witness", "log-a") == b"v1"
+    assert store.put_state("witness", "log-a", b"v2", expect=b"v1") is True
+    assert store.put_state("witness", "log-a", b"v3") is True  # unconditional
+    assert store.put_state("witness", "log-a", b"v4", expect=ANY) is True
+    assert store.put_state("witness", "absent", b"x", expect=b"x") is False
+    assert store.get_state("witness", "absent") is None
+    # An empty value is a value, not absence.
+    assert store.put_state("witness", "empty", b"", expect=None) is True
+    assert store.get_state("witness", "empty") == b""
+    assert store.put_state("witness", "empty", b"y", expect=None) is False
+    assert store.put_state("scheduler", "log-a", b"other scope") is True
+    assert store.list_state("witness") == {"empty": b"", "log-a": b"v4"}
+    assert store.list_state("nothing") == {}
+    # Deleting.
+    assert store.delete_state("witness", "log-a", expect=b"v3") is False
+    assert store.delete_state("witness", "log-a", expect=b"v4") is True
+    assert store.delete_state("witness", "log-a") is False
+    assert store.delete_state("witness", "empty") is True
+    assert store.list_state("witness") == {}
+    assert store.get_state("scheduler", "log-a") == b"other scope"
+
+
+def test_racing_compare_and_swap_has_exactly_one_winner(opener: Opener) -> None:
+    stores = [opener.open() for _ in range(8)]
+    stores[0].put_state("witness", "race", b"v0")
+    for round_ in range(3):
+        old = f"v{round_}".encode()
+
+        def swap(i: int, old: bytes = old, r: int = round_) -> bool:
+            return stores[i].put_state("witness", "race", f"v{r + 1}-{i}".encode(), expect=old)
+
+        results = run_threads(8, swap)
+        assert results.count(True) == 1 and results.count(False) == 7, results
+        winner = results.index(True)
+        assert stores[0].get_state("witness", "race") == f"v{round_ + 1}-{winner}".encode()
+        stores[0].put_state("witness", "race", f"v{round_ + 1}".encode())
+    first = run_threads(8, lambda i: stores[i].put_state("witness", "new", b"%d" % i, expect=None))
+    assert first.count(True) == 1, first
+
+
+def test_compare_and_swap_counter_loses_no_update(opener: Opener) -> None:
+    stores = [opener.open() for _ in range(6)]
+
+    def increment(i: int) -> object:
+        store = stores[i]
+        for _ in range(25):
+            while True:
+                current = store.get_state("counter", "n")
+                value = int(current or b"0")
+                if store.put_state("counter", "n", b"%d" % (value + 1), expect=current):
+                    break
+        return None
+
+    results = run_threads(6, increment)
+    assert results == [None] * 6
+    assert stores[0].get_state("counter", "n") == b"150"
+
+
+# --- durability and schema -------------------------------------------------------------------------
+
+
+def test_reopen_keeps_everything(durable_opener: Opener) -> None:
+    store = durable_opener.open()
+    store.append(batch(NS, 0, 300))
+    store.append(batch(NS2, 0, 2))
+    store.put_state("witness", "k", b"v")
+    store.close()
+    with pytest.raises(StorageError) as info:
+        store.log_state(NS)
+    assert info.value.code == "store_closed"
+    with pytest.raises(StorageError) as info:
+        store.append(batch(NS, 300, 1))
+    assert info.value.code == "store_closed"
+    store.close()  # closing twice is harmless
+
+    again = durable_opener.open()
+    assert again.namespaces() == [NS, NS2]
+    assert_untouched(again, NS, 300)
+    assert_untouched(again, NS2, 2)
+    assert again.get_state("witness", "k") == b"v"
+    found = again.find_nonce(ACTOR, f"n-{NS}-299")
+    assert found is not None and found.index == 299
+    again.append(batch(NS, 300, 10))
+    assert_untouched(again, NS, 310)
+    stats = again.stats()
+    assert stats.schema_version >= 1
+    assert stats.extra["entries"] == 312
+
+
+def test_a_newer_schema_version_is_refused(durable_opener: Opener) -> None:
+    store = durable_opener.open()
+    version = store.stats().schema_version
+    store.append(batch(NS, 0, 1))
+    store.close()
+    assert durable_opener.raw_sql is not None
+    durable_opener.raw_sql(f"UPDATE meta SET value = {version + 1} WHERE key = 'schema_version'")
+    with pytest.raises(StorageError) as info:
+        durable_opener.open()
+    assert info.value.code == "schema_too_new"
+    assert info.value.details["found"] == version + 1
+    assert info.value.details["supported"] == version
+
+
+def test_a_foreign_database_is_refused(durable_opener: Opener) -> None:
+    assert durable_opener.raw_sql is not None
+    if durable_opener.backend == "postgres":
+        durable_opener.open().close()  # creates the (empty) schema
+        durable_opener.raw_sql("DROP TABLE meta, logs, entries, tiles, checkpoints, state")
+    durable_opener.raw_sql("CREATE TABLE accounts (id integer PRIMARY KEY)")
+    with pytest.raises(StorageError) as info:
+        durable_opener.open()
+    assert info.value.code == "schema_unknown"
+
+
+# --- volume ------------------------------------------------------------------------------------------
+
+
+def test_large_batch_round_trip(store: Store) -> None:
+    n = 10_000
+    store.append(batch(NS, 0, 3))
+    big = batch(NS, 3, n)
+    store.append(big)
+    assert store.read_entries(NS, 0, n + 3) == [leaf(NS, i) for i in range(n + 3)]
+    head = store.log_state(NS)
+    assert head is not None and head.size == n + 3
+    wanted = [(0, i) for i in range(40)] + [(1, 0), (2, 0)]
+    expected = {(lv, ix): h for lv, ix, h in tiles_for(NS, 0, n + 3)}
+    assert store.read_tiles(NS, wanted) == expected
+    for i in (3, 5_000, n + 2):
+        found = store.find_event_id(NS, f"e-{i}")
+        assert found is not None and found.index == i
+
+
+# --- SQLite specifics ----------------------------------------------------------------------------------
+
+
+def test_sqlite_runs_in_wal_with_synchronous_full(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    store = SqliteStore(path)
+    try:
+        store.append(batch(NS, 0, 3))
+        extra = store.stats().extra
+        assert extra["journal_mode"] == "wal"
+        assert extra["synchronous"] == "FULL"
+        # WAL is a property of the file: an independent connection sees it too.
+        probe = sqlite3.connect(path)
+        try:
+            assert probe.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            probe.close()
+        assert (tmp_path / "wal.db-wal").exists()
+        # Every connection the store made commits with synchronous=FULL (2).
+        for conn in [store._writer, store._reader()]:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    finally:
+        store.close()
+
+
+def test_sqlite_refuses_an_in_memory_path() -> None:
+    with pytest.raises(StorageError) as info:
+        SqliteStore(":memory:")
+    assert info.value.code == "open_failed"
+
+
+def test_sqlite_reports_an_unopenable_path(tmp_path: Path) -> None:
+    with pytest.raises(StorageError) as info:
+        SqliteStore(tmp_path / "missing-dir" / "x.db")
+    assert info.value.code == "open_failed"
+
+
+# --- open_store -----------------------------------------------------------------------------------------
+
+
+def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rel = open_store("sqlite:///rel.db")
+    absolute = open_store(f"sqlite:///{tmp_path}/abs%20path.db")
+    mem = open_store("memory://")
+    try:
+        assert isinstance(rel, SqliteStore) and (tmp_path / "rel.db").exists()
+        assert isinstance(absolute, SqliteStore) and (tmp_path / "abs path.db").exists()
+        assert isinstance(mem, MemoryStore)
+    finally:
+        for s in (rel, absolute, mem):
+            s.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("", "store_url_invalid"),
+        ("rel.db", "store_url_invalid"),
+        ("mysql://localhost/db", "store_scheme_unknown"),
+        ("sqlite://host/x.db", "store_url_invalid"),
+        ("sqlite:///", "store_url_invalid"),
+        ("sqlite:///x.db?mode=ro", "store_url_invalid"),
+        ("memory://somewhere", "store_url_invalid"),
+        ("postgresql://localhost/db?schema=Bad-Name", "store_url_invalid"),
+        ("postgresql://localhost/db?schema=a&schema=b", "store_url_invalid"),
+    ],
+)
+def test_open_store_refuses_bad_urls(url: str, code: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_store(url)
+    assert info.value.code == code
+    assert info.value.message
+
+
+@pytest.mark.postgres
+def test_open_store_postgres_with_schema(
+    pg_dsn: str, pg_schemas: Callable[[], tuple[str, str]]
+) -> None:
+    _, schema = pg_schemas()
+    sep = "&" if "?" in pg_dsn else "?"
+    store = open_store(f"{pg_dsn}{sep}schema={schema}")
+    try:
+        assert isinstance(store, PostgresStore) and store.schema == schema
+        store.append(batch(NS, 0, 2))
+        assert store.stats().extra["schema"] == schema
+        assert store.stats().extra["synchronous_commit"] != "off"
+    finally:
+        store.close()
+
+
+def test_postgres_without_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
+    with pytest.raises(StorageError) as info:
+        PostgresStore("postgresql://localhost/db")
+    assert info.value.code == "backend_unavailable"
+    assert "remembrancer[postgres]" in info.value.message
+
+
+def test_postgres_unreachable_is_a_storage_error() -> None:
+    with pytest.raises(StorageError) as info:
+        PostgresStore("postgresql://nobody@127.0.0.1:1/none", timeout=2)
+    assert info.value.code == "unavailable"

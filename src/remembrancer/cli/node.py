@@ -1,0 +1,102 @@
+"""``remembrancer init`` and ``remembrancer serve``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from remembrancer.cli.common import echo_json, errors_as_one_line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                               "logger": record.name, "message": record.getMessage()}  # fmt: skip
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(fmt: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "--demo-keys",
+    is_flag=True,
+    help="Also write the PUBLIC demo actor and witness keys the example namespaces accept.",
+)
+@click.option(
+    "--origin-prefix",
+    default=None,
+    help="Origin prefix of this node's logs (default: <dir>.remembrancer.local).",
+)
+@click.option(
+    "--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve on."
+)
+@errors_as_one_line
+def init(directory: str, demo_keys: bool, origin_prefix: str | None, listen: str) -> None:
+    """Write a working node directory: node.yaml, a fresh node key, an admin
+    token and the example namespaces."""
+    from remembrancer.node.config import write_initial_config
+
+    keys = None
+    if demo_keys:
+        from remembrancer.testing.demo import DEMO_ALIASES, demo_key
+
+        keys = {alias: demo_key(alias) for alias in DEMO_ALIASES}
+    out = write_initial_config(
+        Path(directory), demo_keys=keys, origin_prefix=origin_prefix, listen=listen
+    )
+    echo_json(out)
+    click.echo(f"start it with: remembrancer serve --config {out['config']}", err=True)
+
+
+@click.command()
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False), help="node.yaml"
+)
+@click.option(
+    "--listen", default=None, help="HOST:PORT (overrides the config and REMEMBRANCER_LISTEN)."
+)
+@click.option("--log-level", default="INFO", show_default=True)
+@errors_as_one_line
+def serve(config_path: str, listen: str | None, log_level: str) -> None:
+    """Run a node: the HTTP API, tlog-tiles and the witness endpoint."""
+    import os
+
+    import uvicorn
+
+    from remembrancer.node.app import create_app
+    from remembrancer.node.config import load_node_config
+    from remembrancer.node.runtime import Node
+
+    env = dict(os.environ)
+    if listen:
+        env["REMEMBRANCER_LISTEN"] = listen
+    config = load_node_config(config_path, env)
+    setup_logging(config.log_format, log_level)
+    node = Node.from_config(config)
+    app = create_app(node)
+    logging.getLogger("remembrancer").info(
+        "serving %s on http://%s (node %s)", config.origin_prefix, config.listen, node.node_key.did
+    )
+    uvicorn.run(app, host=config.listen_host, port=config.listen_port, log_config=None,
+                access_log=False, timeout_graceful_shutdown=30, lifespan="on")  # fmt: skip
+
+
+COMMANDS = [init, serve]

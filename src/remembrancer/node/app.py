@@ -1,0 +1,485 @@
+"""The node's ASGI application: the ``/v1`` API, tlog-tiles, the witness API,
+health and metrics.  Only this package knows HTTP status codes.
+
+Every error answer is ``{"error": {"code", "message", "details"}}`` with the
+status of :func:`status_for`, and every route documents its error answers in
+the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from remembrancer.core.errors import (
+    ConflictError,
+    FormatError,
+    NotFoundError,
+    PolicyError,
+    PushbackError,
+    RemembrancerError,
+    StorageError,
+    VerificationError,
+)
+from remembrancer.core.record import NAMESPACE_RE, Record
+from remembrancer.core.tiles import (
+    TILE_WIDTH,
+    encode_entry_bundle,
+    parse_entries_path,
+    parse_tile_path,
+)
+from remembrancer.core.tlogproof import TlogProof
+from remembrancer.node.runtime import Node
+
+log = logging.getLogger("remembrancer.http")
+
+TLOG_PROOF_TYPE = "text/x.tlog-proof"
+IMMUTABLE = "public, max-age=31536000, immutable"
+MUTABLE = "no-cache"
+
+# Codes whose status differs from their error class's default.
+_STATUS_BY_CODE = {
+    "namespace_unknown": 404,
+    "event_id_conflict": 409,
+    "nonce_replayed": 409,
+    "namespace_mismatch": 400,
+    "body_too_large": 413,
+    "rate_limited": 429,
+    "witness_request_malformed": 400,
+    "witness_origin_unknown": 404,
+    "witness_signature_invalid": 403,
+    "witness_old_size_too_large": 400,
+    "witness_old_size_mismatch": 409,
+    "witness_root_mismatch": 409,
+    "witness_proof_invalid": 422,
+    "unauthorized": 401,
+}
+
+
+def status_for(e: RemembrancerError) -> int:
+    if e.code in _STATUS_BY_CODE:
+        return _STATUS_BY_CODE[e.code]
+    if isinstance(e, PushbackError):
+        return 503 if e.code in ("overloaded", "shutting_down") else 429
+    if isinstance(e, NotFoundError):
+        return 404
+    if isinstance(e, ConflictError):
+        return 409
+    if isinstance(e, FormatError):
+        return 400
+    if isinstance(e, VerificationError):
+        return 422
+    if isinstance(e, PolicyError):
+        return 403
+    if isinstance(e, StorageError):
+        return 503
+    return 500
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {400: "Malformed request", 401: "Missing or wrong admin token", 403: "Refused by policy",
+                 404: "Not found", 409: "Conflict with recorded state", 413: "Body too large",
+                 422: "Did not verify", 429: "Rate limited (see Retry-After)",
+                 503: "Overloaded or storage unavailable (see Retry-After)"}  # fmt: skip
+    return {c: {"model": ErrorResponse, "description": described[c]} for c in codes}
+
+
+def error_response(e: RemembrancerError) -> JSONResponse:
+    status = status_for(e)
+    headers = {}
+    if isinstance(e, PushbackError):
+        headers["Retry-After"] = str(max(1, round(e.retry_after)))
+    return JSONResponse({"error": e.to_dict()}, status_code=status, headers=headers)
+
+
+def _check_ns(namespace: str) -> None:
+    if not NAMESPACE_RE.match(namespace):
+        raise FormatError(f"{namespace!r} is not a namespace name", code="namespace_invalid")
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def create_app(node: Node) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        await node.start()
+        yield
+        await node.stop()
+
+    app = FastAPI(
+        title="Remembrancer node",
+        version=node.info()["version"],
+        description="Verifiable, namespaced, append-only logs with C2SP checkpoints and witnessing.",
+        lifespan=lifespan,
+        responses=_errors(400),
+    )
+    app.state.node = node
+    limits = node.limits
+
+    @app.exception_handler(RemembrancerError)
+    async def on_error(request: Request, e: RemembrancerError) -> JSONResponse:
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, e: RequestValidationError) -> JSONResponse:
+        errs = [
+            {"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg"))}
+            for err in e.errors()
+        ]
+        return error_response(
+            FormatError(
+                "invalid request parameters", code="request_invalid", details={"errors": errs}
+            )
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(e.detail), "details": {}}},
+                            status_code=e.status_code)  # fmt: skip
+
+    @app.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        route = "other"
+        try:
+            wait = node.client_limits.take(_client(request))
+            if wait > 0:
+                raise PushbackError(
+                    "too many requests from this client", code="rate_limited", retry_after=wait
+                )
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+                raise FormatError(
+                    f"request body over {limits.max_body_bytes} bytes", code="body_too_large"
+                )
+            response = await call_next(request)
+        except RemembrancerError as e:
+            response = error_response(e)
+        scope_route = request.scope.get("route")
+        if scope_route is not None:
+            route = getattr(scope_route, "path", "other")
+        node.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        if response.status_code >= 500:
+            log.warning("%s %s -> %d in %.1f ms", request.method, request.url.path, response.status_code,
+                        (time.perf_counter() - started) * 1000)  # fmt: skip
+        return response
+
+    async def read_body(request: Request) -> bytes:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_body_bytes:
+                raise FormatError(
+                    f"request body over {limits.max_body_bytes} bytes", code="body_too_large"
+                )
+        return bytes(body)
+
+    # --- records -------------------------------------------------------------------
+    @app.post(
+        "/v1/namespaces/{namespace}/records",
+        responses={
+            200: {"description": "The receipt: the record is durably in the log"},
+            202: {"description": "Accepted; poll the receipt URL"},
+            **_errors(400, 403, 404, 409, 413, 422, 429, 503),
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+        summary="Submit a signed record",
+    )
+    async def submit_record(request: Request, namespace: str, wait: bool = True) -> Response:
+        """Admit a record; answers with its receipt once integrated (``wait=false``: 202)."""
+        _check_ns(namespace)
+        body = await read_body(request)
+        if node.namespace_limits.take(namespace) > 0:
+            raise PushbackError(
+                f"{namespace} is over its record rate", code="rate_limited", retry_after=1
+            )
+        try:
+            record = Record.from_bytes(body)
+            if record.namespace != namespace:
+                raise FormatError(
+                    f"the record's namespace is {record.namespace}, the URL's is {namespace}",
+                    code="namespace_mismatch",
+                )
+            if not wait:
+                node.sequencer.precheck(record)
+                node.submit_later(record)
+                url = f"/v1/namespaces/{namespace}/receipts/{record.event_hash_hex}"
+                return JSONResponse({"status": "accepted", "eventHash": record.event_hash_hex, "receipt": url},
+                                    status_code=202, headers={"Location": url})  # fmt: skip
+            receipt = await node.submit(record.leaf)
+        except RemembrancerError as e:
+            node.metrics.rejected.labels(
+                namespace if NAMESPACE_RE.match(namespace) else "-", e.code
+            ).inc()
+            raise
+        return JSONResponse(receipt.to_dict())
+
+    @app.get("/v1/namespaces/{namespace}/receipts/{event_hash}",
+             responses={200: {"description": "The receipt"}, 202: {"description": "Still pending"},
+                        **_errors(400, 404)})  # fmt: skip
+    async def get_receipt(namespace: str, event_hash: str) -> Response:
+        """The receipt of a record submitted with ``wait=false`` (or any admitted record)."""
+        _check_ns(namespace)
+        digest = _parse_event_hash(event_hash)
+        task = node.pending.get(f"{namespace}/{event_hash}")
+        if task is not None and not task.done():
+            return JSONResponse({"status": "pending", "eventHash": event_hash}, status_code=202)
+        if task is not None and task.exception() is not None:
+            exc = task.exception()
+            if isinstance(exc, RemembrancerError):
+                raise exc
+        return JSONResponse(node.receipt_for(namespace, digest).to_dict())
+
+    # --- node and namespaces ----------------------------------------------------
+    @app.get("/v1/node", summary="This node's identity and keys")
+    async def node_info() -> dict[str, Any]:
+        return node.info()
+
+    @app.get("/v1/namespaces", summary="Namespaces hosted here")
+    async def namespaces() -> dict[str, Any]:
+        out = []
+        for ns in sorted(node.namespaces.current()):
+            state = node.store.log_state(ns)
+            out.append(
+                {
+                    "namespace": ns,
+                    "origin": node.sequencer.origin(ns),
+                    "size": state.size if state else 0,
+                }
+            )
+        return {"namespaces": out}
+
+    @app.get("/v1/namespaces/{namespace}", responses=_errors(400, 404))
+    async def namespace(namespace: str) -> dict[str, Any]:
+        """Policy (effective, after governance), size, latest checkpoint, cadence."""
+        _check_ns(namespace)
+        return node.namespace_view(namespace)
+
+    @app.get("/v1/namespaces/{namespace}/records/{index}", responses=_errors(400, 404))
+    async def record_at(namespace: str, index: int) -> dict[str, Any]:
+        _check_ns(namespace)
+        if not 0 <= index < 2**63:
+            raise FormatError("index out of range", code="index_out_of_range")
+        return await _in_thread(node.record_at, namespace, index)
+
+    @app.get("/v1/namespaces/{namespace}/events/{event_hash}", responses=_errors(400, 404))
+    async def record_by_hash(namespace: str, event_hash: str) -> dict[str, Any]:
+        """Look a record up by its ``eventHash`` (``sha256:<hex>``)."""
+        _check_ns(namespace)
+        found = node.store.find_event_hash(namespace, _parse_event_hash(event_hash))
+        if found is None:
+            raise NotFoundError("no record with that eventHash", code="record_not_found")
+        return await _in_thread(node.record_at, namespace, found.index)
+
+    # --- proofs ------------------------------------------------------------------
+    @app.get("/v1/namespaces/{namespace}/proofs/inclusion",
+             responses={200: {"description": "JSON, or a c2sp.org/tlog-proof@v1 file with format=tlog-proof",
+                              "content": {"application/json": {}, TLOG_PROOF_TYPE: {}}},
+                        **_errors(400, 404)})  # fmt: skip
+    async def proof_inclusion(namespace: str, index: int = Query(ge=0, lt=2**63),
+                              size: int | None = Query(default=None, ge=1, lt=2**63),
+                              format: str = Query(default="json", pattern="^(json|tlog-proof)$")) -> Response:  # fmt: skip
+        _check_ns(namespace)
+        node.require_namespace(namespace)
+        proof, state = await _in_thread(node.sequencer.proof_inclusion, namespace, index, size)
+        size = size or state.size
+        stored = node.store.checkpoint_at(namespace, size)
+        note = stored.note if stored else None
+        if format == "tlog-proof":
+            if note is None:
+                raise NotFoundError(
+                    f"no signed checkpoint at size {size}", code="checkpoint_not_found"
+                )
+            return Response(
+                TlogProof(index, tuple(proof), note).to_bytes(), media_type=TLOG_PROOF_TYPE
+            )
+        return JSONResponse({"namespace": namespace, "index": index, "treeSize": size,
+                             "proof": [base64.b64encode(h).decode() for h in proof],
+                             "checkpoint": note.decode() if note else None})  # fmt: skip
+
+    @app.get("/v1/namespaces/{namespace}/proofs/consistency", responses=_errors(400, 404))
+    async def proof_consistency(namespace: str, old: int = Query(ge=1, lt=2**63),
+                                new: int = Query(ge=1, lt=2**63)) -> dict[str, Any]:  # fmt: skip
+        _check_ns(namespace)
+        node.require_namespace(namespace)
+        if old > new:
+            raise FormatError("old must not exceed new", code="size_out_of_range")
+        proof = await _in_thread(node.sequencer.proof_consistency, namespace, old, new)
+        notes = {s: node.store.checkpoint_at(namespace, s) for s in (old, new)}
+        return {"namespace": namespace, "old": old, "new": new,
+                "proof": [base64.b64encode(h).decode() for h in proof],
+                "checkpoints": {str(s): (c.note.decode() if c else None) for s, c in notes.items()}}  # fmt: skip
+
+    # --- tlog-tiles ------------------------------------------------------------------
+    @app.get(
+        "/logs/{namespace}/checkpoint",
+        responses={200: {"content": {"text/plain": {}}}, **_errors(400, 404)},
+    )
+    async def checkpoint(namespace: str) -> Response:
+        _check_ns(namespace)
+        state = node.store.log_state(namespace)
+        if state is None:
+            raise NotFoundError(f"log {namespace} has no checkpoint yet", code="log_unknown")
+        return Response(state.checkpoint, media_type="text/plain; charset=utf-8",
+                        headers={"Cache-Control": MUTABLE})  # fmt: skip
+
+    @app.get("/logs/{namespace}/tile/{tile_path:path}",
+             responses={200: {"content": {"application/octet-stream": {}}}, **_errors(400, 404)})  # fmt: skip
+    async def tile(namespace: str, tile_path: str) -> Response:
+        _check_ns(namespace)
+        state = node.store.log_state(namespace)
+        if state is None:
+            raise NotFoundError(f"log {namespace} is empty", code="log_unknown")
+        if tile_path.startswith("entries/"):
+            t = parse_entries_path("tile/" + tile_path)
+            first = t.index * TILE_WIDTH
+            if first + t.width > state.size:
+                raise NotFoundError(
+                    "no such entry bundle at the current size", code="tile_not_found"
+                )
+            entries = await _in_thread(node.store.read_entries, namespace, first, first + t.width)
+            data = encode_entry_bundle(entries)
+        else:
+            t = parse_tile_path("tile/" + tile_path)
+            count = state.size >> (8 * t.level)  # hashes stored at this tile level
+            if (t.index + 1) * TILE_WIDTH > count and not (t.index * TILE_WIDTH + t.width <= count):
+                raise NotFoundError("no such tile at the current size", code="tile_not_found")
+            if t.index * TILE_WIDTH + t.width > count:
+                raise NotFoundError("no such tile at the current size", code="tile_not_found")
+            found = await _in_thread(node.store.read_tiles, namespace, [(t.level, t.index)])
+            stored = found.get((t.level, t.index), b"")
+            if len(stored) < t.width * 32:
+                raise NotFoundError("tile not stored", code="tile_not_found")
+            data = stored[: t.width * 32]
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Cache-Control": IMMUTABLE if t.width == TILE_WIDTH else MUTABLE})  # fmt: skip
+
+    # --- witness ---------------------------------------------------------------------
+    @app.post("/witness/add-checkpoint",
+              responses={200: {"description": "Cosignature lines", "content": {"text/plain": {}}},
+                         409: {"description": "Old size mismatch (text/x.tlog.size) or root mismatch",
+                               "content": {"text/x.tlog.size": {}, "application/json": {}}},
+                         **_errors(400, 403, 404, 413, 422)},
+              openapi_extra={"requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
+    async def add_checkpoint(request: Request) -> Response:
+        """C2SP tlog-witness add-checkpoint."""
+        body = await read_body(request)
+        try:
+            lines = await node.add_checkpoint(body)
+        except RemembrancerError as e:
+            if e.code == "witness_old_size_mismatch":
+                return Response(
+                    f"{e.details['size']}\n", status_code=409, media_type="text/x.tlog.size"
+                )
+            raise
+        return Response(lines, media_type="text/plain; charset=utf-8")
+
+    @app.get(
+        "/witness/checkpoints/{origin:path}",
+        responses={200: {"content": {"text/plain": {}}}, **_errors(404)},
+    )
+    async def witnessed(origin: str) -> Response:
+        """The latest checkpoint this witness cosigned for ``origin``, with its cosignature."""
+        return Response(node.witnessed_checkpoint(origin), media_type="text/plain; charset=utf-8")
+
+    # --- admin -----------------------------------------------------------------------
+    @app.post("/v1/admin/namespaces/reload", responses=_errors(401))
+    async def reload_namespaces(request: Request) -> dict[str, Any]:
+        """Re-read the namespaces file now (needs the admin token)."""
+        _require_admin(node, request)
+        source = node.namespaces
+        changed = bool(getattr(source, "reload_if_changed", lambda: False)())
+        error = getattr(source, "last_error", None)
+        return {"reloaded": changed, "error": error.to_dict() if error else None,
+                "namespaces": sorted(source.current())}  # fmt: skip
+
+    # --- operations --------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        error = getattr(node.namespaces, "last_error", None)
+        return {"status": "ok", "uptime_s": round(time.time() - node.started, 1),
+                "config_error": error.to_dict() if error else None}  # fmt: skip
+
+    @app.get("/readyz", responses={200: {"description": "Ready"}, 503: {"model": ErrorResponse}})
+    async def readyz() -> Response:
+        if not node.ready:
+            return error_response(
+                PushbackError("starting or stopping", code="not_ready", retry_after=1)
+            )
+        try:
+            node.store.log_state("ready:check")
+        except RemembrancerError as e:
+            return error_response(
+                StorageError(f"storage unavailable: {e.message}", code="storage_unavailable")
+            )
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {}}}})
+    async def metrics() -> Response:
+        return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _require_admin(node: Node, request: Request) -> None:
+    import hmac
+
+    supplied = request.headers.get("authorization", "")
+    token = supplied[7:] if supplied.startswith("Bearer ") else ""
+    if not node.admin_token or not hmac.compare_digest(token.encode(), node.admin_token.encode()):
+        raise PolicyError(
+            "an admin token is required (Authorization: Bearer ...)", code="unauthorized"
+        )
+
+
+def _parse_event_hash(text: str) -> bytes:
+    if len(text) != 71 or not text.startswith("sha256:"):
+        raise FormatError("eventHash must be sha256:<64 lowercase hex>", code="event_hash_invalid")
+    try:
+        digest = bytes.fromhex(text[7:])
+    except ValueError as e:
+        raise FormatError(
+            "eventHash must be sha256:<64 lowercase hex>", code="event_hash_invalid"
+        ) from e
+    if digest.hex() != text[7:]:
+        raise FormatError("eventHash must be lowercase hex", code="event_hash_invalid")
+    return digest
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
+
+

@@ -1,0 +1,245 @@
+"""One node's moving parts: store, sequencer, namespaces, witness, metrics.
+
+:class:`Node` is built from a :class:`~remembrancer.node.config.NodeConfig`
+(or directly, in tests) and is what the ASGI application serves.  It owns
+the only writer of each log (the sequencer) and the witness state, whose
+check-and-update is atomic (compare-and-swap in the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from remembrancer import __version__
+from remembrancer.core.cosignature import cosign, format_cosigner_vkey
+from remembrancer.core.errors import NotFoundError, RemembrancerError
+from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.note import NoteVerifier, format_vkey, parse_vkey
+from remembrancer.core.record import Record
+from remembrancer.core.schema import SchemaRegistry
+from remembrancer.core.witness import (
+    AddCheckpointRequest,
+    CosignedState,
+    WitnessRefusal,
+    check_add_checkpoint,
+    checkpoint_origin,
+)
+from remembrancer.log.namespaces import NamespaceSource
+from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
+from remembrancer.node.config import Limits, NodeConfig, WitnessedLog, check_data_dir
+from remembrancer.node.metrics import NodeMetrics
+from remembrancer.node.ratelimit import TokenBuckets
+from remembrancer.storage import open_store
+from remembrancer.storage.base import Store
+
+log = logging.getLogger("remembrancer.node")
+WITNESS_SCOPE = "witness"
+
+
+@dataclass
+class Node:
+    store: Store
+    node_key: SigningKey
+    origin_prefix: str
+    namespaces: NamespaceProvider
+    limits: Limits = field(default_factory=Limits)
+    admin_token: str | None = None
+    witness_name: str = ""
+    witnessed: tuple[WitnessedLog, ...] = ()
+    clock: Any = time.time
+    schemas: SchemaRegistry = field(default_factory=SchemaRegistry.bundled)
+
+    def __post_init__(self) -> None:
+        self.witness_name = self.witness_name or f"{self.origin_prefix}/witness"
+        self.metrics = NodeMetrics()
+        self.sequencer = Sequencer(
+            self.store, self.node_key, self.origin_prefix, self.namespaces, self.schemas,
+            clock=self.clock, max_batch=self.limits.batch_size,
+            max_wait=self.limits.batch_wait_ms / 1000, max_pending=self.limits.max_pending,
+        )  # fmt: skip
+        self.sequencer.on_batch.append(self._on_batch)
+        self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
+        self.namespace_limits = TokenBuckets(
+            self.limits.namespace_rate, self.limits.namespace_burst
+        )
+        self._witness_logs: dict[str, list[NoteVerifier]] = {}
+        for w in self.witnessed:
+            self._witness_logs[w.origin] = [parse_vkey(v) for v in w.vkeys]
+        self._witness_lock = asyncio.Lock()
+        self.pending: dict[str, asyncio.Task[Receipt]] = {}
+        self.started = time.time()
+        self.ready = False
+
+    @classmethod
+    def from_config(cls, config: NodeConfig) -> Node:
+        check_data_dir(config.data_dir)
+        schemas = SchemaRegistry.bundled()
+        return cls(
+            store=open_store(config.storage),
+            node_key=read_key_file(config.node_key),
+            origin_prefix=config.origin_prefix,
+            namespaces=NamespaceSource(config.namespaces, schemas),
+            limits=config.limits,
+            admin_token=config.admin_token,
+            witness_name=config.witness_name,
+            witnessed=config.witnessed,
+            schemas=schemas,
+        )
+
+    async def start(self) -> None:
+        for ns in self.namespaces.current():
+            state = self.store.log_state(ns)
+            self.metrics.log_size.labels(ns).set(state.size if state else 0)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Graceful: stop taking records, drain the sequencer, close the store."""
+        self.ready = False
+        await self.sequencer.close()
+        self.store.close()
+
+    def _on_batch(self, namespace: str, start: int, end: int, note: bytes) -> None:
+        self.metrics.admitted.labels(namespace).inc(end - start)
+        self.metrics.batch_size.observe(end - start)
+        self.metrics.log_size.labels(namespace).set(end)
+
+    # --- identity ------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {
+            "did": self.node_key.did,
+            "origin_prefix": self.origin_prefix,
+            "vkeys": {ns: format_vkey(self.sequencer.origin(ns), self.node_key.public)
+                      for ns in self.namespaces.current()},
+            "witness": {"name": self.witness_name,
+                        "vkey": format_cosigner_vkey(self.witness_name, self.node_key.public),
+                        "logs": sorted(self._witness_logs)},
+            "version": __version__,
+        }  # fmt: skip
+
+    # --- records -------------------------------------------------------------------
+    async def submit(self, data: bytes) -> Receipt:
+        started = time.perf_counter()
+        receipt = await self.sequencer.submit(data)
+        self.metrics.integration_seconds.observe(time.perf_counter() - started)
+        return receipt
+
+    def submit_later(self, record: Record) -> None:
+        key = f"{record.namespace}/{record.event_hash_hex}"
+        task = asyncio.get_running_loop().create_task(self.sequencer.submit(record))
+        self.pending[key] = task
+
+        def done(t: asyncio.Task[Receipt]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                code = exc.code if isinstance(exc, RemembrancerError) else "internal"
+                self.metrics.rejected.labels(record.namespace, code).inc()
+            # keep finished tasks briefly so the receipt URL can report a refusal
+            asyncio.get_running_loop().call_later(300, self.pending.pop, key, None)
+
+        task.add_done_callback(done)
+
+    def receipt_for(self, namespace: str, event_hash: bytes) -> Receipt:
+        found = self.store.find_event_hash(namespace, event_hash)
+        if found is None:
+            raise NotFoundError(
+                "no record with that eventHash in this log", code="record_not_found"
+            )
+        proof, state = self.sequencer.proof_inclusion(namespace, found.index)
+        return Receipt("sha256:" + event_hash.hex(), namespace, self.sequencer.origin(namespace),
+                       found.index, state.size, tuple(proof), state.checkpoint)  # fmt: skip
+
+    def record_at(self, namespace: str, index: int) -> dict[str, Any]:
+        self.require_namespace(namespace)
+        leaves = self.store.read_entries(namespace, index, index + 1)
+        if not leaves:
+            raise NotFoundError(f"no entry {index} in {namespace}", code="index_out_of_range")
+        return entry_view(namespace, index, leaves[0])
+
+    def require_namespace(self, namespace: str) -> None:
+        if namespace not in self.namespaces.current() and self.store.log_state(namespace) is None:
+            raise NotFoundError(
+                f"namespace {namespace} is not hosted here", code="namespace_unknown"
+            )
+
+    def namespace_view(self, namespace: str) -> dict[str, Any]:
+        self.require_namespace(namespace)
+        state = self.store.log_state(namespace)
+        out: dict[str, Any] = {
+            "namespace": namespace,
+            "origin": self.sequencer.origin(namespace),
+            "size": state.size if state else 0,
+            "root": base64.b64encode(state.root_hash).decode() if state else None,
+            "checkpoint": state.checkpoint.decode() if state else None,
+        }
+        if namespace in self.namespaces.current():
+            out["policy"] = self.sequencer.effective_config(namespace)
+        return out
+
+    # --- witness -------------------------------------------------------------------
+    async def add_checkpoint(self, body: bytes) -> bytes:
+        """The tlog-witness add-checkpoint call; returns the cosignature lines."""
+        req = AddCheckpointRequest.parse(body)
+        origin = checkpoint_origin(req.note)
+        async with self._witness_lock:  # one writer per node; the CAS guards other processes
+            for _ in range(5):
+                raw = await asyncio.to_thread(self.store.get_state, WITNESS_SCOPE, origin)
+                state = _cosigned_state(raw)
+                try:
+                    signed = check_add_checkpoint(req, self._witness_logs.get(origin), state)
+                except WitnessRefusal as e:
+                    self.metrics.witness_requests.labels(e.code).inc()
+                    raise
+                now = int(self.clock())
+                line = cosign(signed.body, self.node_key, self.witness_name, now).to_line()
+                cp = signed.checkpoint
+                new = json.dumps({"size": cp.size, "root": base64.b64encode(cp.root_hash).decode(),
+                                  "note": req.note.decode(),
+                                  "cosignature": line, "time": now}).encode()  # fmt: skip
+                ok = await asyncio.to_thread(
+                    self.store.put_state, WITNESS_SCOPE, origin, new, expect=raw
+                )
+                if ok:
+                    self.metrics.witness_requests.labels("cosigned").inc()
+                    return (line + "\n").encode()
+        raise WitnessRefusal("concurrent updates; retry", code="witness_old_size_mismatch",
+                             details={"size": state.size if state else 0})  # fmt: skip
+
+    def witnessed_checkpoint(self, origin: str) -> bytes:
+        raw = self.store.get_state(WITNESS_SCOPE, origin)
+        if raw is None:
+            raise NotFoundError(
+                f"this witness has cosigned nothing for {origin!r}", code="origin_unknown"
+            )
+        doc = json.loads(raw)
+        note: str = doc["note"]
+        return (note + doc["cosignature"] + "\n").encode()
+
+
+def _cosigned_state(raw: bytes | None) -> CosignedState | None:
+    if raw is None:
+        return None
+    doc = json.loads(raw)
+    return CosignedState(int(doc["size"]), base64.b64decode(doc["root"]), doc["note"].encode())
+
+
+def entry_view(namespace: str, index: int, leaf: bytes) -> dict[str, Any]:
+    import hashlib
+
+    from remembrancer.core.rfc6962 import hash_leaf
+
+    out: dict[str, Any] = {"namespace": namespace, "index": index,
+                           "leafHash": base64.b64encode(hash_leaf(leaf)).decode()}  # fmt: skip
+    try:
+        rec = Record.from_bytes(leaf)
+        out["eventHash"] = rec.event_hash_hex
+        out["record"] = json.loads(leaf)
+    except RemembrancerError:
+        out["entry"] = base64.b64encode(leaf).decode()
+        out["entryHash"] = "sha256:" + hashlib.sha256(leaf).hexdigest()
+    return out

@@ -79,8 +79,6 @@ def serve(config_path: str, listen: str | None, log_level: str) -> None:
     """Run a node: the HTTP API, tlog-tiles and the witness endpoint."""
     import os
 
-    import uvicorn
-
     from remembrancer.node.app import create_app
     from remembrancer.node.config import load_node_config
     from remembrancer.node.runtime import Node
@@ -95,8 +93,35 @@ def serve(config_path: str, listen: str | None, log_level: str) -> None:
     logging.getLogger("remembrancer").info(
         "serving %s on http://%s (node %s)", config.origin_prefix, config.listen, node.node_key.did
     )
-    uvicorn.run(app, host=config.listen_host, port=config.listen_port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=30, lifespan="on")  # fmt: skip
+    run_server(app, config.listen_host, config.listen_port)
+
+
+def run_server(app: Any, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully (the lifespan
+    drains the sequencer) and exit 0."""
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            def stop(signum: int, frame: object) -> None:
+                if self.should_exit:
+                    self.force_exit = True
+                self.should_exit = True
+
+            previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=30, lifespan="on")  # fmt: skip
+    Server(config).run()
 
 
 COMMANDS = [init, serve]

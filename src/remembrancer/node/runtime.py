@@ -206,7 +206,7 @@ class Node:
                 )
                 if ok:
                     self.metrics.witness_requests.labels("cosigned").inc()
-                    return (line + "\n").encode()
+                    return line.encode()
         raise WitnessRefusal("concurrent updates; retry", code="witness_old_size_mismatch",
                              details={"size": state.size if state else 0})  # fmt: skip
 
@@ -218,7 +218,7 @@ class Node:
             )
         doc = json.loads(raw)
         note: str = doc["note"]
-        return (note + doc["cosignature"] + "\n").encode()
+        return (note + doc["cosignature"]).encode()
 
 
 def _cosigned_state(raw: bytes | None) -> CosignedState | None:

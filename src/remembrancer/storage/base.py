@@ -9,14 +9,27 @@ Invariants every backend upholds (the conformance suite in
 - ``append`` refuses a batch whose ``start`` is not the current log size
   (:class:`~remembrancer.core.errors.ConflictError`, code ``log_size_moved``),
   so two writers can never interleave one log.
+- Entries are stored as C2SP tlog-tiles *entry bundles*: bundle ``N`` holds
+  entries ``[N * 256, N * 256 + n)``, each prefixed by its big-endian uint16
+  length (:func:`~remembrancer.core.tiles.encode_entry_bundle`).  A full
+  bundle (256 entries) is written once and never changes; the rightmost
+  bundle of a log is partial until it fills, and each append that reaches it
+  rewrites it wider (its stored bytes only ever grow, keeping their prefix).
+  :meth:`Store.read_bundle` returns the stored bytes as they are, ready to be
+  served as ``tile/entries/N`` (``.p/W`` while partial).  Stored bundles that
+  disagree with the log size refuse the append (``StorageError``, code
+  ``log_inconsistent``).
+- Only entries that carry keys (an event hash, event id or actor and nonce:
+  records) are indexed; raw entries cost their bundle bytes and nothing else.
+  Every ``find_*`` lookup, and :meth:`Store.find_keys` (the bulk lookup a
+  sequencer makes once per batch), sees only such entries.
 - Uniqueness: ``(namespace, event_id)`` and ``(actor, nonce)`` are unique
   across everything ever appended; a batch that would break either is refused
-  whole (``ConflictError``, code ``event_id_reused`` or ``nonce_reused``).
+  whole (``ConflictError``, code ``event_id_reused`` or ``nonce_reused``,
+  naming the first culprit in batch order, see :func:`find_reuse`).
 - Tiles are stored per ``(namespace, level, index)`` as the concatenated
   32-byte hashes of that tile (C2SP tlog-tiles); a later write of the same
   tile replaces it with a wider one, never a narrower one.
-- Small named state values support compare-and-swap, for the witness's
-  atomic check-and-update and for scheduler state.
 - Tiles never shrink and never change: a write narrower than (or as wide as)
   the stored tile is a no-op, and a write whose hashes disagree with the
   stored ones on their common prefix refuses the whole batch
@@ -38,21 +51,24 @@ Invariants every backend upholds (the conformance suite in
 - Using a closed store raises ``StorageError`` (code ``store_closed``).
 
 Only this package knows SQL.  The backends share no SQL; they share only the
-pure checks below (:func:`validate_batch`, :func:`merge_tile`), so that they
-refuse the same batches for the same reasons.
+pure helpers below (:func:`validate_batch`, :func:`merge_tile`,
+:func:`find_reuse`, :func:`plan_bundles`, :func:`slice_bundles`), so that they
+refuse the same batches for the same reasons and store the same bytes.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeAlias
 
-from remembrancer.core.errors import ConflictError, StorageError
+from remembrancer.core.errors import ConflictError, FormatError, StorageError
+from remembrancer.core.tiles import decode_entry_bundle, encode_entry_bundle
 
 HASH_SIZE: Final = 32
 TILE_WIDTH: Final = 256  # hashes per full tile (C2SP tlog-tiles)
+BUNDLE_WIDTH: Final = 256  # entries per full entry bundle (C2SP tlog-tiles)
 MAX_ENTRY_SIZE: Final = 65535  # the tlog-tiles entry bundle limit
 
 
@@ -76,7 +92,8 @@ class EntryRow:
 
     ``event_hash`` is 32 raw bytes (the SHA-256 of the record's signing
     input); ``event_id``, ``actor`` and ``nonce`` are ``None`` for raw entries
-    that are not records.
+    that are not records.  An entry with any key is indexed (see
+    :attr:`has_keys`); a nonce is indexed only together with its actor.
     """
 
     leaf: bytes
@@ -84,6 +101,16 @@ class EntryRow:
     event_id: str | None = None
     actor: str | None = None
     nonce: str | None = None
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether the entry is found by a key (and so takes a row besides its bundle)."""
+        return (
+            self.event_hash is not None
+            or self.event_id is not None
+            or self.actor is not None
+            or self.nonce is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +191,20 @@ class Store(Protocol):
         ...
 
     def read_entries(self, namespace: str, start: int, end: int) -> list[bytes]:
-        """Leaf bytes of entries ``[start, end)`` (fewer if the log is shorter)."""
+        """Leaf bytes of entries ``[start, end)`` (fewer if the log is shorter).
+
+        Reads the entry bundles covering the range in one query and slices them.
+        """
+        ...
+
+    def read_bundle(self, namespace: str, index: int) -> bytes | None:
+        """The stored bytes of entry bundle ``index`` (entries ``[index * 256, ...)``).
+
+        Partial (fewer than 256 entries) if it is the log's rightmost bundle and
+        the log size is not a multiple of 256; ``None`` if the bundle holds no
+        entry yet.  The bytes are the C2SP tlog-tiles entry bundle, as served at
+        ``tile/entries/<index>``.
+        """
         ...
 
     def find_event_hash(self, namespace: str, event_hash: bytes) -> FoundEntry | None:
@@ -177,6 +217,21 @@ class Store(Protocol):
 
     def find_nonce(self, actor: str, nonce: str) -> FoundEntry | None:
         """The entry, in any namespace, that used this ``(actor, nonce)``."""
+        ...
+
+    def find_keys(
+        self,
+        namespace: str,
+        event_ids: Sequence[str],
+        nonces: Sequence[tuple[str, str]],
+    ) -> tuple[dict[str, FoundEntry], dict[tuple[str, str], FoundEntry]]:
+        """Bulk :meth:`find_event_id` and :meth:`find_nonce`, for a whole batch.
+
+        Returns the entries found for ``event_ids`` (in ``namespace``) and for
+        ``nonces`` (``(actor, nonce)`` pairs, in any namespace), keyed by what
+        was asked; keys not found are absent.  One (chunked) query per kind,
+        from one consistent snapshot where the backend has snapshots.
+        """
         ...
 
     def checkpoint_at(self, namespace: str, size: int) -> StoredCheckpoint | None: ...
@@ -291,6 +346,85 @@ def merge_tile(
             },
         )
     return new if len(new) > len(stored) else None
+
+
+def _inconsistent(message: str, **details: object) -> StorageError:
+    return StorageError(message, code="log_inconsistent", details=details)
+
+
+def split_bundle(namespace: str, index: int, data: bytes) -> list[bytes]:
+    """The entries of a stored bundle; ``StorageError`` (``log_inconsistent``) if it is corrupt."""
+    try:
+        return decode_entry_bundle(data)
+    except FormatError as e:
+        raise _inconsistent(
+            f"the stored entry bundle {index} of {namespace} is corrupt: {e}",
+            namespace=namespace,
+            bundle=index,
+        ) from e
+
+
+def plan_bundles(
+    batch: AppendBatch, stored: bytes | None
+) -> tuple[tuple[int, bytes] | None, list[tuple[int, bytes]]]:
+    """The bundle writes that store ``batch.entries``: ``(rewrite, new)``.
+
+    ``stored`` is what the store holds for bundle ``batch.start // 256`` (the
+    one the batch starts in), ``None`` if nothing.  ``rewrite`` is that bundle
+    widened, as ``(index, data)``, when the batch starts inside it (``None``
+    otherwise); ``new`` are the bundles the batch starts, in order.  Raises
+    ``StorageError`` (``log_inconsistent``) when ``stored`` does not hold
+    exactly the entries the log size says it must.  Call it only for a batch
+    with entries.
+    """
+    ns, start, entries = batch.namespace, batch.start, batch.entries
+    first, held = divmod(start, BUNDLE_WIDTH)
+    count = 0 if stored is None else len(split_bundle(ns, first, stored))
+    if count != held:
+        raise _inconsistent(
+            f"the log {ns} has size {start} but its entry bundle {first} holds {count} entries",
+            namespace=ns,
+            size=start,
+            bundle=first,
+            entries=count,
+        )
+    rewrite: tuple[int, bytes] | None = None
+    new: list[tuple[int, bytes]] = []
+    offset = 0
+    if held:
+        offset = BUNDLE_WIDTH - held
+        assert stored is not None
+        rewrite = (first, stored + _encode(entries[:offset]))
+        first += 1
+    for index in range(first, first + (len(entries) - offset + BUNDLE_WIDTH - 1) // BUNDLE_WIDTH):
+        new.append((index, _encode(entries[offset : offset + BUNDLE_WIDTH])))
+        offset += BUNDLE_WIDTH
+    return rewrite, new
+
+
+def _encode(entries: Sequence[EntryRow]) -> bytes:
+    try:
+        return encode_entry_bundle([e.leaf for e in entries])
+    except FormatError as e:  # validate_batch refused these already
+        raise _invalid(f"an entry cannot be bundled: {e}") from e
+
+
+def slice_bundles(
+    namespace: str, start: int, end: int, bundles: Iterable[tuple[int, bytes]]
+) -> list[bytes]:
+    """Entries ``[start, end)`` out of the stored bundles covering them, in index order.
+
+    Stops at the first missing bundle (the end of the log).
+    """
+    out: list[bytes] = []
+    expect = start // BUNDLE_WIDTH
+    for index, data in bundles:
+        if index != expect:
+            break
+        base = index * BUNDLE_WIDTH
+        out.extend(split_bundle(namespace, index, data)[max(start - base, 0) : end - base])
+        expect += 1
+    return out
 
 
 def find_reuse(

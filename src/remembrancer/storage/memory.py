@@ -3,6 +3,12 @@
 Nothing survives the process.  One lock serialises every call, so the store
 is thread-safe and every ``append`` is trivially atomic: it checks the whole
 batch before it changes anything.
+
+Layout, per log: its entry bundles (a list of the encoded tlog-tiles bundles,
+the last one possibly partial, exactly the bytes the durable backends store),
+and for entries with keys only, the index of each event id and event hash
+and the event hash of each index; ``(actor, nonce)`` pairs are indexed across
+logs.  Tiles and checkpoints are dictionaries.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from typing import Final, Literal
 from remembrancer.core.errors import ConflictError, StorageError
 from remembrancer.storage.base import (
     ANY,
+    BUNDLE_WIDTH,
     AppendBatch,
-    EntryRow,
     Expect,
     FoundEntry,
     LogState,
@@ -26,6 +32,8 @@ from remembrancer.storage.base import (
     _AnyValue,
     find_reuse,
     merge_tile,
+    plan_bundles,
+    slice_bundles,
     validate_batch,
 )
 
@@ -35,8 +43,9 @@ SCHEMA_VERSION: Final = 1
 @dataclass(slots=True)
 class _Log:
     state: LogState
-    entries: list[EntryRow] = field(default_factory=list)
+    bundles: list[bytes] = field(default_factory=list)  # bundle N holds entries N*256..
     tiles: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    event_hashes: dict[int, bytes | None] = field(default_factory=dict)  # entries with keys
     by_event_id: dict[str, int] = field(default_factory=dict)
     by_event_hash: dict[bytes, int] = field(default_factory=dict)
     checkpoint_sizes: list[int] = field(default_factory=list)  # sorted
@@ -71,7 +80,8 @@ class MemoryStore:
                 schema_version=SCHEMA_VERSION,
                 extra={
                     "logs": len(self._logs),
-                    "entries": sum(len(log.entries) for log in self._logs.values()),
+                    "entries": sum(log.state.size for log in self._logs.values()),
+                    "records": sum(len(log.event_hashes) for log in self._logs.values()),
                 },
             )
 
@@ -115,15 +125,30 @@ class MemoryStore:
                 merged = merge_tile(ns, level, index, stored_tiles.get((level, index)), hashes)
                 if merged is not None:
                     tile_writes[(level, index)] = bytes(merged)
+            rewrite: tuple[int, bytes] | None = None
+            new_bundles: list[tuple[int, bytes]] = []
+            if batch.entries:
+                first = batch.start // BUNDLE_WIDTH
+                bundles = [] if log is None else log.bundles
+                stored = bundles[first] if first < len(bundles) else None
+                rewrite, new_bundles = plan_bundles(batch, stored)
+                if new_bundles and new_bundles[0][0] != len(bundles):
+                    raise StorageError(
+                        f"the log {ns} holds entries beyond its recorded size",
+                        code="log_inconsistent",
+                        details={"namespace": ns, "start": batch.start},
+                    )
             # Everything is checked: from here on nothing can fail.
             if log is None:
                 log = self._logs[ns] = _Log(state=batch.state)
+            if rewrite is not None:
+                log.bundles[rewrite[0]] = rewrite[1]
+            log.bundles.extend(data for _, data in new_bundles)
             for offset, entry in enumerate(batch.entries):
+                if not entry.has_keys:
+                    continue
                 index = batch.start + offset
-                entry = EntryRow(
-                    bytes(entry.leaf), entry.event_hash, entry.event_id, entry.actor, entry.nonce
-                )
-                log.entries.append(entry)
+                log.event_hashes[index] = entry.event_hash
                 if entry.event_id is not None:
                     log.by_event_id[entry.event_id] = index
                 if entry.event_hash is not None:
@@ -153,10 +178,21 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             log = self._logs.get(namespace)
-            if log is None:
-                return []
             start = max(start, 0)
-            return [e.leaf for e in log.entries[start:end]] if end > start else []
+            if log is None or end <= start:
+                return []
+            first, last = start // BUNDLE_WIDTH, (end - 1) // BUNDLE_WIDTH
+            bundles = log.bundles
+            covering = [(i, bundles[i]) for i in range(first, min(last + 1, len(bundles)))]
+            return slice_bundles(namespace, start, end, covering)
+
+    def read_bundle(self, namespace: str, index: int) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            log = self._logs.get(namespace)
+            if log is None or not 0 <= index < len(log.bundles):
+                return None
+            return log.bundles[index]
 
     def find_event_hash(self, namespace: str, event_hash: bytes) -> FoundEntry | None:
         with self._lock:
@@ -172,16 +208,41 @@ class MemoryStore:
             index = None if log is None else log.by_event_id.get(event_id)
             if log is None or index is None:
                 return None
-            return FoundEntry(namespace, index, log.entries[index].event_hash)
+            return FoundEntry(namespace, index, log.event_hashes[index])
 
     def find_nonce(self, actor: str, nonce: str) -> FoundEntry | None:
         with self._lock:
             self._check_open()
-            found = self._nonces.get((actor, nonce))
-            if found is None:
-                return None
-            ns, index = found
-            return FoundEntry(ns, index, self._logs[ns].entries[index].event_hash)
+            return self._found_nonce((actor, nonce))
+
+    def _found_nonce(self, pair: tuple[str, str]) -> FoundEntry | None:
+        found = self._nonces.get(pair)
+        if found is None:
+            return None
+        ns, index = found
+        return FoundEntry(ns, index, self._logs[ns].event_hashes[index])
+
+    def find_keys(
+        self,
+        namespace: str,
+        event_ids: Sequence[str],
+        nonces: Sequence[tuple[str, str]],
+    ) -> tuple[dict[str, FoundEntry], dict[tuple[str, str], FoundEntry]]:
+        with self._lock:
+            self._check_open()
+            log = self._logs.get(namespace)
+            by_id: dict[str, FoundEntry] = {}
+            if log is not None:
+                for event_id in event_ids:
+                    index = log.by_event_id.get(event_id)
+                    if index is not None:
+                        by_id[event_id] = FoundEntry(namespace, index, log.event_hashes[index])
+            by_nonce: dict[tuple[str, str], FoundEntry] = {}
+            for actor, nonce in nonces:
+                found = self._found_nonce((actor, nonce))
+                if found is not None:
+                    by_nonce[(actor, nonce)] = found
+            return by_id, by_nonce
 
     def checkpoint_at(self, namespace: str, size: int) -> StoredCheckpoint | None:
         with self._lock:

@@ -9,8 +9,16 @@ Concurrency: a small pool of autocommit connections of our own (no extra
 dependency).  ``append`` is one transaction that locks the log's head row in
 ``logs`` with ``SELECT ... FOR UPDATE``, so appends to one log serialise
 across connections and processes while appends to different logs run side
-by side; it checks ``start`` against the locked size, streams the entries in
-with binary ``COPY`` and pipelines the remaining statements.  State
+by side; it checks ``start`` against the locked size (reading the partial
+entry bundle and the stored tiles in the same round trip), streams the
+records in with binary ``COPY`` and pipelines the remaining statements.
+
+Entries are stored 256 to a row, as tlog-tiles entry bundles: an append
+inserts one row per bundle it starts and rewrites the partial bundle it
+starts in, so a raw entry costs its bytes plus 2, and no index entry.
+Entries with keys (records) also take one row each in ``records``, which
+every lookup queries; :meth:`PostgresStore.find_keys` passes its keys as
+arrays (``= ANY`` and ``unnest``), one statement per kind.  State
 compare-and-swap is one statement (``INSERT ... ON CONFLICT`` or a guarded
 ``UPDATE``), atomic under READ COMMITTED.
 
@@ -25,10 +33,13 @@ Tables (schema version 1)::
     meta        (key text PRIMARY KEY, value bigint)          -- 'schema_version'
     logs        (id bigint identity PRIMARY KEY, namespace text UNIQUE,
                  size bigint, root_hash bytea, checkpoint bytea)
-    entries     (log_id bigint, idx bigint, leaf bytea, event_hash bytea,
-                 event_id text, actor text, nonce text, PRIMARY KEY (log_id, idx))
+    bundles     (log_id bigint, idx bigint, data bytea, PRIMARY KEY (log_id, idx))
+                 -- data: the entry bundle of entries [idx*256, idx*256 + n)
+    records     (log_id bigint, idx bigint, event_hash bytea, event_id text,
+                 actor text, nonce text, PRIMARY KEY (log_id, idx))
                  + INDEX (log_id, event_hash), UNIQUE (log_id, event_id),
                    UNIQUE (actor, nonce)               -- partial: non-NULL keys
+                 -- only entries with keys; idx is the entry's index in its log
     tiles       (log_id bigint, level int, idx bigint, hashes bytea,
                  PRIMARY KEY (log_id, level, idx))      -- hashes stored uncompressed
     checkpoints (log_id bigint, size bigint, note bytea, time bigint,
@@ -49,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 from remembrancer.core.errors import ConflictError, RemembrancerError, StorageError
 from remembrancer.storage.base import (
     ANY,
+    BUNDLE_WIDTH,
     AppendBatch,
     Expect,
     FoundEntry,
@@ -58,6 +70,8 @@ from remembrancer.storage.base import (
     _AnyValue,
     find_reuse,
     merge_tile,
+    plan_bundles,
+    slice_bundles,
     validate_batch,
 )
 
@@ -81,21 +95,26 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             root_hash bytea NOT NULL,
             checkpoint bytea NOT NULL
         )""",
-        """CREATE TABLE entries (
+        """CREATE TABLE bundles (
             log_id bigint NOT NULL,
             idx bigint NOT NULL,
-            leaf bytea NOT NULL,
+            data bytea NOT NULL,
+            PRIMARY KEY (log_id, idx)
+        )""",
+        """CREATE TABLE records (
+            log_id bigint NOT NULL,
+            idx bigint NOT NULL,
             event_hash bytea,
             event_id text,
             actor text,
             nonce text,
             PRIMARY KEY (log_id, idx)
         )""",
-        "CREATE INDEX entries_event_hash ON entries (log_id, event_hash)"
+        "CREATE INDEX records_event_hash ON records (log_id, event_hash)"
         " WHERE event_hash IS NOT NULL",
-        "CREATE UNIQUE INDEX entries_event_id ON entries (log_id, event_id)"
+        "CREATE UNIQUE INDEX records_event_id ON records (log_id, event_id)"
         " WHERE event_id IS NOT NULL",
-        "CREATE UNIQUE INDEX entries_nonce ON entries (actor, nonce)"
+        "CREATE UNIQUE INDEX records_nonce ON records (actor, nonce)"
         " WHERE actor IS NOT NULL AND nonce IS NOT NULL",
         """CREATE TABLE tiles (
             log_id bigint NOT NULL,
@@ -123,11 +142,26 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
-_COPY_ENTRIES: Final = (
-    "COPY entries (log_id, idx, leaf, event_hash, event_id, actor, nonce)"
-    " FROM STDIN (FORMAT BINARY)"
+_COPY_RECORDS: Final = (
+    "COPY records (log_id, idx, event_hash, event_id, actor, nonce) FROM STDIN (FORMAT BINARY)"
 )
-_COPY_TYPES: Final = ["int8", "int8", "bytea", "bytea", "text", "text", "text"]
+_COPY_TYPES: Final = ["int8", "int8", "bytea", "text", "text", "text"]
+_INSERT_BUNDLE: Final = "INSERT INTO bundles (log_id, idx, data) VALUES (%s, %s, %s)"
+_READ_BUNDLE: Final = (
+    "SELECT data FROM bundles"
+    " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s) AND idx = %s"
+)
+_FIND_EVENT_IDS: Final = (
+    "SELECT event_id, idx, event_hash FROM records"
+    " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
+    " AND event_id = ANY(%s::text[])"
+)
+_FIND_NONCES: Final = (
+    "SELECT r.actor, r.nonce, l.namespace, r.idx, r.event_hash"
+    " FROM unnest(%s::text[], %s::text[]) AS k (actor, nonce)"
+    " JOIN records r ON r.actor = k.actor AND r.nonce = k.nonce"
+    " JOIN logs l ON l.id = r.log_id"
+)
 _UPSERT_TILE: Final = (
     "INSERT INTO tiles (log_id, level, idx, hashes) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (log_id, level, idx) DO UPDATE SET hashes = excluded.hashes"
@@ -387,7 +421,8 @@ class PostgresStore:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM logs), (SELECT coalesce(sum(size), 0) FROM logs),"
                 " current_schema(), current_setting('synchronous_commit'),"
-                " current_setting('fsync'), pg_total_relation_size('entries')"
+                " current_setting('fsync'), pg_total_relation_size('bundles'),"
+                " pg_total_relation_size('records'), (SELECT count(*) FROM records)"
             ).fetchone()
         assert row is not None
         return StoreStats(
@@ -399,7 +434,9 @@ class PostgresStore:
                 "schema": row[2],
                 "synchronous_commit": row[3],
                 "fsync": row[4],
-                "entries_bytes": int(row[5]),
+                "bundles_bytes": int(row[5]),
+                "records_bytes": int(row[6]),
+                "records": int(row[7]),
             },
         )
 
@@ -456,6 +493,13 @@ class PostgresStore:
                     if batch.tiles
                     else None
                 )
+                # After the head row is locked (statements run in order), so
+                # this sees the bundle as the last append to the log left it.
+                partial = (
+                    conn.execute(_READ_BUNDLE, (ns, batch.start // BUNDLE_WIDTH), binary=True)
+                    if batch.entries
+                    else None
+                )
             row = head.fetchone()
             assert row is not None
             log_id, size = int(row[0]), int(row[1])
@@ -471,17 +515,31 @@ class PostgresStore:
                 merged = merge_tile(ns, level, index, old_tiles.get((level, index)), hashes)
                 if merged is not None:
                     tile_writes.append((log_id, level, index, merged))
+            rewrite: tuple[int, bytes] | None = None
+            new_bundles: list[tuple[int, int, bytes]] = []
+            if partial is not None:
+                found = partial.fetchone()
+                rewrite, new = plan_bundles(batch, None if found is None else bytes(found[0]))
+                new_bundles = [(log_id, index, data) for index, data in new]
             cur = conn.cursor()
-            if batch.entries:
-                start = batch.start
-                with cur.copy(_COPY_ENTRIES) as copy:
+            start = batch.start
+            if any(e.has_keys for e in batch.entries):
+                with cur.copy(_COPY_RECORDS) as copy:
                     copy.set_types(_COPY_TYPES)
                     for i, e in enumerate(batch.entries):
-                        copy.write_row(
-                            (log_id, start + i, e.leaf, e.event_hash, e.event_id, e.actor, e.nonce)
-                        )
+                        if e.has_keys:
+                            copy.write_row(
+                                (log_id, start + i, e.event_hash, e.event_id, e.actor, e.nonce)
+                            )
             state = batch.state
             with conn.pipeline():
+                if rewrite is not None:
+                    conn.execute(
+                        "UPDATE bundles SET data = %s WHERE log_id = %s AND idx = %s",
+                        (rewrite[1], log_id, rewrite[0]),
+                    )
+                if new_bundles:
+                    cur.executemany(_INSERT_BUNDLE, new_bundles)
                 if tile_writes:
                     cur.executemany(_UPSERT_TILE, tile_writes)
                 conn.execute(
@@ -498,36 +556,23 @@ class PostgresStore:
         """The ConflictError for a uniqueness failure, naming the first culprit."""
         constraint = getattr(getattr(error, "diag", None), "constraint_name", None)
         ns = batch.namespace
-        if constraint == "entries_pkey":
+        if constraint in ("records_pkey", "bundles_pkey"):
             return StorageError(
                 f"the log {ns} holds entries beyond its recorded size",
                 code="log_inconsistent",
                 details={"namespace": ns, "start": batch.start},
             )
 
-        def stored_ids(ids: list[str]) -> set[str]:
-            rows = conn.execute(
-                "SELECT event_id FROM entries"
-                " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
-                " AND event_id = ANY(%s::text[])",
-                (ns, ids),
-            ).fetchall()
-            return {r[0] for r in rows}
-
-        def stored_nonces(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-            rows = conn.execute(
-                "SELECT actor, nonce FROM entries WHERE (actor, nonce) IN"
-                " (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                ([p[0] for p in pairs], [p[1] for p in pairs]),
-            ).fetchall()
-            return {(r[0], r[1]) for r in rows}
-
-        conflict = find_reuse(batch, stored_ids, stored_nonces)
+        conflict = find_reuse(
+            batch,
+            lambda ids: _lookup_event_ids(conn, ns, ids),
+            lambda pairs: _lookup_nonces(conn, pairs),
+        )
         if conflict is not None:
             return conflict
         return ConflictError(
             f"the batch reuses a unique key in {ns}",
-            code="nonce_reused" if constraint == "entries_nonce" else "event_id_reused",
+            code="nonce_reused" if constraint == "records_nonce" else "event_id_reused",
             details={"namespace": ns},
         )
 
@@ -550,17 +595,25 @@ class PostgresStore:
             return []
         with self._conn("read entries") as conn:
             rows = conn.execute(
-                "SELECT leaf FROM entries WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
-                " AND idx >= %s AND idx < %s ORDER BY idx",
-                (namespace, start, end),
+                "SELECT idx, data FROM bundles"
+                " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
+                " AND idx >= %s AND idx <= %s ORDER BY idx",
+                (namespace, start // BUNDLE_WIDTH, (end - 1) // BUNDLE_WIDTH),
                 binary=True,
             ).fetchall()
-        return [bytes(r[0]) for r in rows]
+        return slice_bundles(namespace, start, end, ((int(r[0]), bytes(r[1])) for r in rows))
+
+    def read_bundle(self, namespace: str, index: int) -> bytes | None:
+        if index < 0:
+            return None
+        with self._conn("read an entry bundle") as conn:
+            row = conn.execute(_READ_BUNDLE, (namespace, index), binary=True).fetchone()
+        return None if row is None else bytes(row[0])
 
     def find_event_hash(self, namespace: str, event_hash: bytes) -> FoundEntry | None:
         with self._conn("find an event hash") as conn:
             row = conn.execute(
-                "SELECT idx FROM entries WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
+                "SELECT idx FROM records WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
                 " AND event_hash = %s ORDER BY idx LIMIT 1",
                 (namespace, event_hash),
             ).fetchone()
@@ -569,7 +622,7 @@ class PostgresStore:
     def find_event_id(self, namespace: str, event_id: str) -> FoundEntry | None:
         with self._conn("find an event id") as conn:
             row = conn.execute(
-                "SELECT idx, event_hash FROM entries"
+                "SELECT idx, event_hash FROM records"
                 " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s) AND event_id = %s",
                 (namespace, event_id),
                 binary=True,
@@ -581,14 +634,33 @@ class PostgresStore:
     def find_nonce(self, actor: str, nonce: str) -> FoundEntry | None:
         with self._conn("find a nonce") as conn:
             row = conn.execute(
-                "SELECT l.namespace, e.idx, e.event_hash FROM entries e JOIN logs l ON l.id = e.log_id"
-                " WHERE e.actor = %s AND e.nonce = %s",
+                "SELECT l.namespace, r.idx, r.event_hash FROM records r JOIN logs l ON l.id = r.log_id"
+                " WHERE r.actor = %s AND r.nonce = %s",
                 (actor, nonce),
                 binary=True,
             ).fetchone()
         if row is None:
             return None
         return FoundEntry(row[0], int(row[1]), None if row[2] is None else bytes(row[2]))
+
+    def find_keys(
+        self,
+        namespace: str,
+        event_ids: Sequence[str],
+        nonces: Sequence[tuple[str, str]],
+    ) -> tuple[dict[str, FoundEntry], dict[tuple[str, str], FoundEntry]]:
+        if not event_ids or not nonces:  # one statement: one snapshot
+            with self._conn("find keys") as conn:
+                return (
+                    _lookup_event_ids(conn, namespace, event_ids),
+                    _lookup_nonces(conn, nonces),
+                )
+        with self._conn("find keys") as conn, conn.transaction():
+            # Two statements: REPEATABLE READ makes them share one snapshot.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            by_id = _lookup_event_ids(conn, namespace, event_ids)
+            by_nonce = _lookup_nonces(conn, nonces)
+        return by_id, by_nonce
 
     def checkpoint_at(self, namespace: str, size: int) -> StoredCheckpoint | None:
         with self._conn("read a checkpoint") as conn:
@@ -667,6 +739,36 @@ class PostgresStore:
                 "SELECT key, value FROM state WHERE scope = %s ORDER BY key", (scope,), binary=True
             ).fetchall()
         return {r[0]: bytes(r[1]) for r in rows}
+
+
+def _lookup_event_ids(
+    conn: Conn, namespace: str, event_ids: Sequence[str]
+) -> dict[str, FoundEntry]:
+    """The records of ``namespace`` with these event ids (one statement)."""
+    if not event_ids:
+        return {}
+    rows = conn.execute(
+        _FIND_EVENT_IDS, (namespace, list(dict.fromkeys(event_ids))), binary=True
+    ).fetchall()
+    return {
+        r[0]: FoundEntry(namespace, int(r[1]), None if r[2] is None else bytes(r[2])) for r in rows
+    }
+
+
+def _lookup_nonces(
+    conn: Conn, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], FoundEntry]:
+    """The records, in any namespace, that used these ``(actor, nonce)`` pairs (one statement)."""
+    if not pairs:
+        return {}
+    keys = list(dict.fromkeys(pairs))
+    rows = conn.execute(
+        _FIND_NONCES, ([k[0] for k in keys], [k[1] for k in keys]), binary=True
+    ).fetchall()
+    return {
+        (r[0], r[1]): FoundEntry(r[2], int(r[3]), None if r[4] is None else bytes(r[4]))
+        for r in rows
+    }
 
 
 def _first_line(error: BaseException) -> str:

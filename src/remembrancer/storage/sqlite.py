@@ -11,15 +11,24 @@ Reads go through one connection per thread and, thanks to WAL, never wait
 for the writer.  ``append`` checks ``start`` against the stored size inside
 its transaction; the unique indexes enforce the uniqueness invariants.
 
+Entries are stored 256 to a row, as tlog-tiles entry bundles: an append
+inserts one row per bundle it starts and rewrites the partial bundle it
+starts in (read, widened and written back inside its transaction), so a raw
+entry costs its bytes plus 2, and no index entry.  Entries with keys (records)
+also take one row each in ``records``, which every lookup queries.
+
 Tables (schema version 1)::
 
     meta        (key TEXT PRIMARY KEY, value INTEGER)        -- 'schema_version'
     logs        (id INTEGER PRIMARY KEY, namespace TEXT UNIQUE,
                  size INTEGER, root_hash BLOB, checkpoint BLOB)
-    entries     (log_id, idx, leaf BLOB, event_hash BLOB, event_id TEXT,
-                 actor TEXT, nonce TEXT, PRIMARY KEY (log_id, idx))
+    bundles     (log_id, idx, data BLOB, PRIMARY KEY (log_id, idx))
+                 -- data: the entry bundle of entries [idx*256, idx*256 + n)
+    records     (log_id, idx, event_hash BLOB, event_id TEXT, actor TEXT,
+                 nonce TEXT, PRIMARY KEY (log_id, idx)) WITHOUT ROWID
                  + INDEX (log_id, event_hash), UNIQUE (log_id, event_id),
                    UNIQUE (actor, nonce)               -- partial: non-NULL keys
+                 -- only entries with keys; idx is the entry's index in its log
     tiles       (log_id, level, idx, hashes BLOB, PRIMARY KEY (log_id, level, idx))
     checkpoints (log_id, size, note BLOB, time INTEGER, PRIMARY KEY (log_id, size))
     state       (scope TEXT, key TEXT, value BLOB, PRIMARY KEY (scope, key))
@@ -38,6 +47,7 @@ from typing import Final, Literal
 from remembrancer.core.errors import ConflictError, RemembrancerError, StorageError
 from remembrancer.storage.base import (
     ANY,
+    BUNDLE_WIDTH,
     AppendBatch,
     Expect,
     FoundEntry,
@@ -47,6 +57,8 @@ from remembrancer.storage.base import (
     _AnyValue,
     find_reuse,
     merge_tile,
+    plan_bundles,
+    slice_bundles,
     validate_batch,
 )
 
@@ -62,21 +74,26 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             root_hash BLOB NOT NULL,
             checkpoint BLOB NOT NULL
         )""",
-        """CREATE TABLE entries (
+        """CREATE TABLE bundles (
             log_id INTEGER NOT NULL,
             idx INTEGER NOT NULL,
-            leaf BLOB NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (log_id, idx)
+        )""",
+        """CREATE TABLE records (
+            log_id INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
             event_hash BLOB,
             event_id TEXT,
             actor TEXT,
             nonce TEXT,
             PRIMARY KEY (log_id, idx)
-        )""",
-        "CREATE INDEX entries_event_hash ON entries (log_id, event_hash)"
+        ) WITHOUT ROWID""",
+        "CREATE INDEX records_event_hash ON records (log_id, event_hash)"
         " WHERE event_hash IS NOT NULL",
-        "CREATE UNIQUE INDEX entries_event_id ON entries (log_id, event_id)"
+        "CREATE UNIQUE INDEX records_event_id ON records (log_id, event_id)"
         " WHERE event_id IS NOT NULL",
-        "CREATE UNIQUE INDEX entries_nonce ON entries (actor, nonce)"
+        "CREATE UNIQUE INDEX records_nonce ON records (actor, nonce)"
         " WHERE actor IS NOT NULL AND nonce IS NOT NULL",
         """CREATE TABLE tiles (
             log_id INTEGER NOT NULL,
@@ -113,12 +130,16 @@ _READER_CACHE_KIB: Final = 8_192
 _WAL_AUTOCHECKPOINT_PAGES: Final = 8_192
 _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # truncate the WAL back to this after a checkpoint
 _SYNCHRONOUS_NAMES: Final = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
-_LOOKUP_CHUNK: Final = 500  # keys per IN (...) list, well under SQLite's variable limit
+# Keys per lookup statement: under SQLite's oldest default variable limit (999).
+_LOOKUP_CHUNK: Final = 900  # event ids per IN (...) list
+_PAIR_CHUNK: Final = 450  # (actor, nonce) pairs per VALUES list
 
-_INSERT_ENTRY: Final = (
-    "INSERT INTO entries (log_id, idx, leaf, event_hash, event_id, actor, nonce)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_RECORD: Final = (
+    "INSERT INTO records (log_id, idx, event_hash, event_id, actor, nonce)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
+_INSERT_BUNDLE: Final = "INSERT INTO bundles (log_id, idx, data) VALUES (?, ?, ?)"
+_READ_BUNDLE: Final = "SELECT data FROM bundles WHERE log_id = ? AND idx = ?"
 _UPSERT_TILE: Final = (
     "INSERT INTO tiles (log_id, level, idx, hashes) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (log_id, level, idx) DO UPDATE SET hashes = excluded.hashes"
@@ -326,8 +347,8 @@ class SqliteStore:
 
     def stats(self) -> StoreStats:
         with self._read("read statistics") as conn:
-            logs, entries = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM logs"
+            logs, entries, records = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0), (SELECT count(*) FROM records) FROM logs"
             ).fetchone()
             (pages,) = conn.execute("PRAGMA page_count").fetchone()
             (page_size,) = conn.execute("PRAGMA page_size").fetchone()
@@ -345,6 +366,7 @@ class SqliteStore:
                 "synchronous": _SYNCHRONOUS_NAMES.get(int(sync), str(sync)),
                 "logs": int(logs),
                 "entries": int(entries),
+                "records": int(records),
                 "database_bytes": int(pages) * int(page_size),
                 "wal_bytes": wal.stat().st_size if wal.exists() else 0,
             },
@@ -399,17 +421,36 @@ class SqliteStore:
             else:
                 log_id = int(row[0])
             start = batch.start
-            try:
-                conn.executemany(
-                    _INSERT_ENTRY,
-                    [
-                        (log_id, start + i, e.leaf, e.event_hash, e.event_id, e.actor, e.nonce)
-                        for i, e in enumerate(batch.entries)
-                    ],
-                )
-            except sqlite3.IntegrityError as e:
-                conn.rollback()
-                raise self._reuse_error(batch, e) from e
+            if batch.entries:
+                stored = None
+                if not new_log:
+                    found = conn.execute(_READ_BUNDLE, (log_id, start // BUNDLE_WIDTH)).fetchone()
+                    stored = None if found is None else bytes(found[0])
+                rewrite, new = plan_bundles(batch, stored)
+                if rewrite is not None:
+                    conn.execute(
+                        "UPDATE bundles SET data = ? WHERE log_id = ? AND idx = ?",
+                        (rewrite[1], log_id, rewrite[0]),
+                    )
+                try:
+                    conn.executemany(_INSERT_BUNDLE, [(log_id, i, data) for i, data in new])
+                except sqlite3.IntegrityError as e:
+                    raise StorageError(
+                        f"the log {ns} holds entries beyond its recorded size",
+                        code="log_inconsistent",
+                        details={"namespace": ns, "start": start},
+                    ) from e
+                keyed = [
+                    (log_id, start + i, e.event_hash, e.event_id, e.actor, e.nonce)
+                    for i, e in enumerate(batch.entries)
+                    if e.has_keys
+                ]
+                if keyed:
+                    try:
+                        conn.executemany(_INSERT_RECORD, keyed)
+                    except sqlite3.IntegrityError as e:
+                        conn.rollback()
+                        raise self._reuse_error(batch, e) from e
             if batch.tiles:
                 writes = []
                 for level, index, hashes in batch.tiles:
@@ -437,7 +478,7 @@ class SqliteStore:
     def _reuse_error(self, batch: AppendBatch, error: sqlite3.IntegrityError) -> RemembrancerError:
         """The ConflictError for a uniqueness failure, naming the first culprit."""
         message = str(error)
-        if "entries.log_id, entries.idx" in message:
+        if "records.log_id, records.idx" in message:
             return StorageError(
                 f"the log {batch.namespace} holds entries beyond its recorded size",
                 code="log_inconsistent",
@@ -446,35 +487,14 @@ class SqliteStore:
         # Called with the write lock held and the transaction rolled back.
         conn = self._writer
         log_id = self._log_id(conn, batch.namespace)
-
-        def stored_ids(ids: list[str]) -> set[str]:
-            found: set[str] = set()
-            if log_id is None:
-                return found
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                found.update(
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT event_id FROM entries WHERE log_id = ? AND event_id IN ({marks})",
-                        (log_id, *chunk),
-                    )
-                )
-            return found
-
-        def stored_nonces(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-            found: set[tuple[str, str]] = set()
-            for actor, nonce in pairs:
-                if conn.execute(
-                    "SELECT 1 FROM entries WHERE actor = ? AND nonce = ?", (actor, nonce)
-                ).fetchone():
-                    found.add((actor, nonce))
-            return found
-
-        conflict = find_reuse(batch, stored_ids, stored_nonces)
+        conflict = find_reuse(
+            batch,
+            lambda ids: _lookup_event_ids(conn, batch.namespace, log_id, ids),
+            lambda pairs: _lookup_nonces(conn, pairs),
+        )
         if conflict is not None:
             return conflict
-        code = "nonce_reused" if "entries.actor, entries.nonce" in message else "event_id_reused"
+        code = "nonce_reused" if "records.actor, records.nonce" in message else "event_id_reused"
         return ConflictError(
             f"the batch reuses a unique key in {batch.namespace}",
             code=code,
@@ -509,16 +529,27 @@ class SqliteStore:
             if log_id is None:
                 return []
             rows = conn.execute(
-                "SELECT leaf FROM entries WHERE log_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
-                (log_id, start, end),
+                "SELECT idx, data FROM bundles WHERE log_id = ? AND idx >= ? AND idx <= ?"
+                " ORDER BY idx",
+                (log_id, start // BUNDLE_WIDTH, (end - 1) // BUNDLE_WIDTH),
             ).fetchall()
-        return [r[0] for r in rows]
+        return slice_bundles(namespace, start, end, rows)
+
+    def read_bundle(self, namespace: str, index: int) -> bytes | None:
+        if index < 0:
+            return None
+        with self._read("read an entry bundle") as conn:
+            log_id = self._log_id(conn, namespace)
+            if log_id is None:
+                return None
+            row = conn.execute(_READ_BUNDLE, (log_id, index)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def find_event_hash(self, namespace: str, event_hash: bytes) -> FoundEntry | None:
         with self._read("find an event hash") as conn:
             row = conn.execute(
-                "SELECT e.idx FROM entries e JOIN logs l ON l.id = e.log_id"
-                " WHERE l.namespace = ? AND e.event_hash = ? ORDER BY e.idx LIMIT 1",
+                "SELECT r.idx FROM records r JOIN logs l ON l.id = r.log_id"
+                " WHERE l.namespace = ? AND r.event_hash = ? ORDER BY r.idx LIMIT 1",
                 (namespace, event_hash),
             ).fetchone()
         return None if row is None else FoundEntry(namespace, row[0], event_hash)
@@ -526,8 +557,8 @@ class SqliteStore:
     def find_event_id(self, namespace: str, event_id: str) -> FoundEntry | None:
         with self._read("find an event id") as conn:
             row = conn.execute(
-                "SELECT e.idx, e.event_hash FROM entries e JOIN logs l ON l.id = e.log_id"
-                " WHERE l.namespace = ? AND e.event_id = ?",
+                "SELECT r.idx, r.event_hash FROM records r JOIN logs l ON l.id = r.log_id"
+                " WHERE l.namespace = ? AND r.event_id = ?",
                 (namespace, event_id),
             ).fetchone()
         return None if row is None else FoundEntry(namespace, row[0], row[1])
@@ -535,11 +566,23 @@ class SqliteStore:
     def find_nonce(self, actor: str, nonce: str) -> FoundEntry | None:
         with self._read("find a nonce") as conn:
             row = conn.execute(
-                "SELECT l.namespace, e.idx, e.event_hash FROM entries e JOIN logs l ON l.id = e.log_id"
-                " WHERE e.actor = ? AND e.nonce = ?",
+                "SELECT l.namespace, r.idx, r.event_hash FROM records r JOIN logs l ON l.id = r.log_id"
+                " WHERE r.actor = ? AND r.nonce = ?",
                 (actor, nonce),
             ).fetchone()
         return None if row is None else FoundEntry(row[0], row[1], row[2])
+
+    def find_keys(
+        self,
+        namespace: str,
+        event_ids: Sequence[str],
+        nonces: Sequence[tuple[str, str]],
+    ) -> tuple[dict[str, FoundEntry], dict[tuple[str, str], FoundEntry]]:
+        with self._read("find keys") as conn:
+            log_id = self._log_id(conn, namespace) if event_ids else None
+            by_id = _lookup_event_ids(conn, namespace, log_id, event_ids)
+            by_nonce = _lookup_nonces(conn, nonces)
+        return by_id, by_nonce
 
     def checkpoint_at(self, namespace: str, size: int) -> StoredCheckpoint | None:
         with self._read("read a checkpoint") as conn:
@@ -614,6 +657,43 @@ class SqliteStore:
         return {r[0]: bytes(r[1]) for r in rows}
 
 
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for i in range(0, len(items), _LOOKUP_CHUNK):
-        yield items[i : i + _LOOKUP_CHUNK]
+def _lookup_event_ids(
+    conn: sqlite3.Connection, namespace: str, log_id: int | None, event_ids: Sequence[str]
+) -> dict[str, FoundEntry]:
+    """The records of log ``log_id`` (``namespace``) with these event ids."""
+    found: dict[str, FoundEntry] = {}
+    if log_id is None:
+        return found
+    keys = list(dict.fromkeys(event_ids))
+    for i in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = keys[i : i + _LOOKUP_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for event_id, index, event_hash in conn.execute(
+            "SELECT event_id, idx, event_hash FROM records"
+            f" WHERE log_id = ? AND event_id IN ({marks})",
+            (log_id, *chunk),
+        ):
+            found[event_id] = FoundEntry(namespace, index, event_hash)
+    return found
+
+
+def _lookup_nonces(
+    conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], FoundEntry]:
+    """The records, in any log, that used these ``(actor, nonce)`` pairs."""
+    found: dict[tuple[str, str], FoundEntry] = {}
+    keys = list(dict.fromkeys(pairs))
+    for i in range(0, len(keys), _PAIR_CHUNK):
+        chunk = keys[i : i + _PAIR_CHUNK]
+        # A joined VALUES list searches the (actor, nonce) index once per pair;
+        # "(actor, nonce) IN (VALUES ...)" would scan the table.
+        rows = ",".join(["(?, ?)"] * len(chunk))
+        for actor, nonce, namespace, index, event_hash in conn.execute(
+            f"WITH k (actor, nonce) AS (VALUES {rows})"
+            " SELECT r.actor, r.nonce, l.namespace, r.idx, r.event_hash"
+            " FROM k JOIN records r ON r.actor = k.actor AND r.nonce = k.nonce"
+            " JOIN logs l ON l.id = r.log_id",
+            [x for pair in chunk for x in pair],
+        ):
+            found[(actor, nonce)] = FoundEntry(namespace, index, event_hash)
+    return found

@@ -1,0 +1,3 @@
+from remembrancer.cli.main import main
+
+main()

@@ -1,0 +1,112 @@
+"""Real node processes for tests: ``remembrancer init`` + ``remembrancer serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cli(
+    *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``remembrancer`` command in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "remembrancer.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"remembrancer {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@dataclass
+class NodeProcess:
+    directory: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "node.yaml"
+
+    def edit_config(self, **changes: Any) -> None:
+        doc = yaml.safe_load(self.config.read_text())
+        doc.update(changes)
+        self.config.write_text(yaml.safe_dump(doc))
+
+    def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> NodeProcess:
+        log = (self.directory / "node.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "remembrancer.cli", "serve", "--config", str(self.config)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node exited {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        with urllib.request.urlopen(self.url + "/v1/node", timeout=5) as n:
+                            self.info = json.loads(n.read())
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"node did not become ready: {self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return (self.directory / "node.log").read_text()[-n:]
+        except OSError:
+            return ""
+
+
+def init_node(
+    directory: Path, *, demo_keys: bool = True, origin_prefix: str | None = None
+) -> NodeProcess:
+    port = free_port()
+    args = ["init", str(directory), "--listen", f"127.0.0.1:{port}"]
+    if demo_keys:
+        args.append("--demo-keys")
+    if origin_prefix:
+        args += ["--origin-prefix", origin_prefix]
+    cli(*args)
+    return NodeProcess(directory, port)

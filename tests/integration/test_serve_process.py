@@ -1,0 +1,115 @@
+"""Real `remembrancer serve` processes, driven by the CLI as an operator would:
+init, serve, record --url, proof, verify, checkpoint, witness add-checkpoint,
+graceful shutdown, and refusing a data directory from a newer version."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from remembrancer.testing.procs import cli, init_node
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path):  # type: ignore[no-untyped-def]
+    alpha = init_node(tmp_path / "alpha", origin_prefix="alpha.test")
+    beta = init_node(tmp_path / "beta", origin_prefix="beta.test")
+    yield alpha, beta
+    alpha.stop()
+    beta.stop()
+
+
+def test_operator_flow_with_two_real_nodes(two_nodes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alpha, beta = two_nodes
+    alpha.start()
+    vkey = alpha.info["vkeys"]["dao:vaultmesh"]
+    # beta witnesses alpha's dao:vaultmesh log.
+    beta.edit_config(witness={"name": "beta.test/witness", "logs": [{"vkey": vkey}]})
+    beta.start()
+
+    demo = alpha.directory / "keys" / "demo"
+    receipts = []
+    for i in range(3):
+        out = cli("record", "--namespace", "dao:vaultmesh", "--schema", "ledger.append@1.0.0",
+                  "--payload", json.dumps({"stream": "ops", "data": {"i": i}}),
+                  "--actor-key", str(demo / "demo.key"),
+                  "--witness-key", str(demo / "prod-us-east-1.key"),
+                  "--witness-key", str(demo / "prod-eu-west-1.key"),
+                  "--url", alpha.url)  # fmt: skip
+        receipts.append(json.loads(out.stdout))
+    assert [r["index"] for r in receipts] == [0, 1, 2]
+
+    # A record written to a file, submitted, proven and verified offline.
+    record_file = tmp_path / "rec.json"
+    cli("record", "--namespace", "dao:vaultmesh", "--schema", "vote.cast@1.0.0",
+        "--payload", '{"proposalId": "p-1", "choice": "approve"}',
+        "--actor-key", str(demo / "demo.key"), "--witness-key", str(demo / "prod-us-east-1.key"),
+        "--witness-key", str(demo / "prod-dao-suite.key"), "--out", str(record_file))  # fmt: skip
+    from remembrancer.cli.record import submit
+    from remembrancer.core.record import Record
+
+    receipt = submit(alpha.url, Record.from_bytes(record_file.read_bytes().strip()))
+    proof_file = tmp_path / "rec.tlog-proof"
+    cli("proof", "inclusion", "--url", alpha.url, "--namespace", "dao:vaultmesh",
+        "--index", str(receipt["index"]), "--out", str(proof_file))  # fmt: skip
+    ok = cli("verify", str(record_file), "--proof", str(proof_file), "--vkey", vkey)
+    assert ok.stdout.startswith("OK:")
+    receipt_file = tmp_path / "receipt.json"
+    receipt_file.write_text(json.dumps(receipt))
+    assert (
+        cli("verify", str(record_file), "--receipt", str(receipt_file), "--vkey", vkey).returncode
+        == 0
+    )
+    # A wrong key does not verify (exit 1).
+    other = beta.info["vkeys"]["dao:vaultmesh"]
+    bad = cli("verify", str(record_file), "--proof", str(proof_file), "--vkey", other, check=False)
+    assert bad.returncode == 1 and "error:" in bad.stderr
+
+    checkpoint = cli(
+        "checkpoint", "--url", alpha.url, "--namespace", "dao:vaultmesh", "--vkey", vkey
+    )
+    assert checkpoint.stdout.splitlines()[1] == "4"
+
+    # Witnessing: beta cosigns alpha's checkpoint; after growth, again via a 409 and a proof.
+    wvkey = beta.info["witness"]["vkey"]
+    first = cli("witness", "add-checkpoint", "--witness", beta.url + "/witness", "--log-url", alpha.url,
+                "--namespace", "dao:vaultmesh", "--witness-vkey", wvkey)  # fmt: skip
+    assert "— beta.test/witness " in first.stdout
+    cli("record", "--namespace", "dao:vaultmesh", "--schema", "ledger.append@1.0.0", "--payload",
+        '{"stream": "ops", "data": 5}', "--actor-key", str(demo / "demo.key"),
+        "--witness-key", str(demo / "prod-us-east-1.key"), "--witness-key", str(demo / "prod-eu-west-1.key"),
+        "--url", alpha.url)  # fmt: skip
+    second = cli("witness", "add-checkpoint", "--witness", beta.url + "/witness", "--log-url", alpha.url,
+                 "--namespace", "dao:vaultmesh", "--witness-vkey", wvkey)  # fmt: skip
+    assert second.stdout.splitlines()[1] == "5"
+
+    # Graceful shutdown drains and exits cleanly; a restart serves the same log.
+    assert alpha.stop(signal.SIGTERM) == 0
+    alpha.start()
+    again = cli("checkpoint", "--url", alpha.url, "--namespace", "dao:vaultmesh", "--vkey", vkey)
+    assert again.stdout.splitlines()[1] == "5"
+
+
+def test_refuses_a_data_directory_from_a_newer_version(tmp_path: Path) -> None:
+    node = init_node(tmp_path / "n")
+    node.start()
+    node.stop()
+    marker = node.directory / "data" / "remembrancer-data.json"
+    marker.write_text(json.dumps({"format": 99}))
+    with pytest.raises(AssertionError) as e:
+        node.start(timeout=15)
+    assert "data_format_too_new" in str(e.value)
+
+
+def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
+    node = init_node(tmp_path / "n")
+    doc = yaml.safe_load(node.config.read_text())
+    doc["listen"] = "nowhere"
+    node.config.write_text(yaml.safe_dump(doc))
+    out = cli("serve", "--config", str(node.config), check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "listen_invalid" in out.stderr

@@ -122,12 +122,17 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def create_app(node: Node) -> FastAPI:
+def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
+    """The ASGI app serving ``node``.  With ``manage_node`` (the default) the
+    ASGI lifespan starts the node and, on shutdown, drains and closes it."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        await node.start()
+        if manage_node:
+            await node.start()
         yield
-        await node.stop()
+        if manage_node:
+            await node.stop()
 
     app = FastAPI(
         title="Remembrancer node",
@@ -158,8 +163,11 @@ def create_app(node: Node) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(e.detail), "details": {}}},
-                            status_code=e.status_code)  # fmt: skip
+        return JSONResponse(
+            {"error": {"code": code, "message": str(e.detail), "details": {}}},
+            status_code=e.status_code,
+            headers=dict(e.headers or {}),
+        )
 
     @app.middleware("http")
     async def guard(

@@ -25,11 +25,12 @@ import asyncio
 import base64
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from remembrancer.core import governance
 from remembrancer.core.admission import (
@@ -64,6 +65,7 @@ from remembrancer.log.tiles import BatchNodeReader, TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
 
 log = logging.getLogger("remembrancer.sequencer")
+T = TypeVar("T")
 GOVERNANCE_SCOPE = "governance"
 
 
@@ -132,7 +134,7 @@ class Sequencer:
         *,
         clock: Callable[[], float] = time.time,
         max_batch: int = 1024,
-        max_wait: float = 0.005,
+        max_wait: float = 0.0,
         max_pending: int = 20_000,
         verify_threads: int = 2,
     ) -> None:
@@ -149,6 +151,9 @@ class Sequencer:
         self._verify_threads = verify_threads
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="integrate")
         self._logs: dict[str, _Log] = {}
+        self._heads: dict[str, LogState] = {}
+        self._readers: dict[str, TileNodeReader] = {}
+        self._readers_lock = threading.Lock()
         self._closing = False
         self.on_batch: list[Callable[[str, int, int, bytes], None]] = []  # ns, start, end, note
 
@@ -215,6 +220,9 @@ class Sequencer:
                 handle.wakeup.clear()
                 await handle.wakeup.wait()
                 continue
+            # Group commit: whatever arrived while the previous batch was being
+            # verified and committed forms the next batch; ``max_wait`` adds an
+            # optional gathering delay for small queues.
             if len(handle.queue) < self.max_batch and not self._closing:
                 await asyncio.sleep(self.max_wait)
             batch = handle.queue[: self.max_batch]
@@ -404,6 +412,7 @@ class Sequencer:
             handle.writer = snapshot
             raise
         handle.checkpoint = note
+        self._heads[handle.namespace] = state
         for hook in self.on_batch:
             try:
                 hook(handle.namespace, start, writer.size, note)
@@ -484,7 +493,7 @@ class Sequencer:
         return out
 
     # --- reads -----------------------------------------------------------------------
-    def _store_reader(self, namespace: str, size: int) -> TileNodeReader:
+    def _store_reader(self, namespace: str, size: int, cache: int = 64) -> TileNodeReader:
         """Proof nodes of the tree of ``size`` from the stored tiles (stored
         partial tiles only ever grow, so a prefix is the tile at an older size)."""
 
@@ -492,15 +501,34 @@ class Sequencer:
             found = self.store.read_tiles(namespace, [(t.level, t.index) for t in tiles])
             return [found.get((t.level, t.index), b"")[: t.width * 32] for t in tiles]
 
-        return TileNodeReader(fetch, size)
+        return TileNodeReader(fetch, size, cache_tiles=cache)
+
+    def head(self, namespace: str) -> LogState | None:
+        """The latest durable state of a log (cached; refreshed by every commit)."""
+        state = self._heads.get(namespace)
+        if state is None:
+            state = self.store.log_state(namespace)
+            if state is not None:
+                self._heads.setdefault(namespace, state)
+        return state
+
+    def _with_reader(self, namespace: str, size: int, fn: Callable[[TileNodeReader], T]) -> T:
+        """Run ``fn`` with this log's shared tile reader (its LRU of expanded
+        tiles is keyed by width, so it serves every size correctly)."""
+        with self._readers_lock:
+            reader = self._readers.get(namespace)
+            if reader is None:
+                reader = self._readers[namespace] = self._store_reader(namespace, size, cache=1024)
+            reader.set_size(size)
+            return fn(reader)
 
     def log_state(self, namespace: str) -> LogState | None:
-        return self.store.log_state(namespace)
+        return self.head(namespace)
 
     def proof_inclusion(
         self, namespace: str, index: int, size: int | None = None
     ) -> tuple[list[bytes], LogState]:
-        state = self.store.log_state(namespace)
+        state = self.head(namespace)
         if state is None:
             raise NotFoundError(f"log {namespace} is empty or unknown", code="log_unknown")
         size = state.size if size is None else size
@@ -509,13 +537,14 @@ class Sequencer:
                 f"no entry {index} in a tree of size {size} (log size {state.size})",
                 code="index_out_of_range",
             )
-        return inclusion_proof(index, size, self._store_reader(namespace, size)), state
+        proof = self._with_reader(namespace, size, lambda r: inclusion_proof(index, size, r))
+        return proof, state
 
     def proof_consistency(self, namespace: str, old: int, new: int) -> list[bytes]:
-        state = self.store.log_state(namespace)
+        state = self.head(namespace)
         if state is None or not 0 <= old <= new <= state.size:
             raise NotFoundError("sizes outside the log", code="size_out_of_range")
-        return consistency_proof(old, new, self._store_reader(namespace, new))
+        return self._with_reader(namespace, new, lambda r: consistency_proof(old, new, r))
 
 
 def _set_exception(fut: asyncio.Future[Receipt], e: BaseException) -> None:

@@ -9,9 +9,10 @@ the OpenAPI document.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -169,34 +170,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
             headers=dict(e.headers or {}),
         )
 
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        route = "other"
-        try:
-            wait = node.client_limits.take(_client(request))
-            if wait > 0:
-                raise PushbackError(
-                    "too many requests from this client", code="rate_limited", retry_after=wait
-                )
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-                raise FormatError(
-                    f"request body over {limits.max_body_bytes} bytes", code="body_too_large"
-                )
-            response = await call_next(request)
-        except RemembrancerError as e:
-            response = error_response(e)
-        scope_route = request.scope.get("route")
-        if scope_route is not None:
-            route = getattr(scope_route, "path", "other")
-        node.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        if response.status_code >= 500:
-            log.warning("%s %s -> %d in %.1f ms", request.method, request.url.path, response.status_code,
-                        (time.perf_counter() - started) * 1000)  # fmt: skip
-        return response
+    app.add_middleware(GuardMiddleware, node=node)
 
     async def read_body(request: Request) -> bytes:
         body = bytearray()
@@ -225,33 +199,11 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         summary="Submit a signed record",
     )
     async def submit_record(request: Request, namespace: str, wait: bool = True) -> Response:
-        """Admit a record; answers with its receipt once integrated (``wait=false``: 202)."""
-        _check_ns(namespace)
-        body = await read_body(request)
-        if node.namespace_limits.take(namespace) > 0:
-            raise PushbackError(
-                f"{namespace} is over its record rate", code="rate_limited", retry_after=1
-            )
-        try:
-            record = Record.from_bytes(body)
-            if record.namespace != namespace:
-                raise FormatError(
-                    f"the record's namespace is {record.namespace}, the URL's is {namespace}",
-                    code="namespace_mismatch",
-                )
-            if not wait:
-                node.sequencer.precheck(record)
-                node.submit_later(record)
-                url = f"/v1/namespaces/{namespace}/receipts/{record.event_hash_hex}"
-                return JSONResponse({"status": "accepted", "eventHash": record.event_hash_hex, "receipt": url},
-                                    status_code=202, headers={"Location": url})  # fmt: skip
-            receipt = await node.submit(record.leaf)
-        except RemembrancerError as e:
-            node.metrics.rejected.labels(
-                namespace if NAMESPACE_RE.match(namespace) else "-", e.code
-            ).inc()
-            raise
-        return JSONResponse(receipt.to_dict())
+        """Admit a record; answers with its receipt once integrated (``wait=false``: 202).
+
+        (Served by :func:`submit_record_response`; the guard middleware takes
+        the common ``wait=true`` case straight there, skipping the framework.)"""
+        return await submit_record_response(node, namespace, await read_body(request), wait)
 
     @app.get("/v1/namespaces/{namespace}/receipts/{event_hash}",
              responses={200: {"description": "The receipt"}, 202: {"description": "Still pending"},
@@ -318,23 +270,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     async def proof_inclusion(namespace: str, index: int = Query(ge=0, lt=2**63),
                               size: int | None = Query(default=None, ge=1, lt=2**63),
                               format: str = Query(default="json", pattern="^(json|tlog-proof)$")) -> Response:  # fmt: skip
-        _check_ns(namespace)
-        node.require_namespace(namespace)
-        proof, state = await _in_thread(node.sequencer.proof_inclusion, namespace, index, size)
-        size = size or state.size
-        stored = node.store.checkpoint_at(namespace, size)
-        note = stored.note if stored else None
-        if format == "tlog-proof":
-            if note is None:
-                raise NotFoundError(
-                    f"no signed checkpoint at size {size}", code="checkpoint_not_found"
-                )
-            return Response(
-                TlogProof(index, tuple(proof), note).to_bytes(), media_type=TLOG_PROOF_TYPE
-            )
-        return JSONResponse({"namespace": namespace, "index": index, "treeSize": size,
-                             "proof": [base64.b64encode(h).decode() for h in proof],
-                             "checkpoint": note.decode() if note else None})  # fmt: skip
+        return await inclusion_response(node, namespace, index, size, format)
 
     @app.get("/v1/namespaces/{namespace}/proofs/consistency", responses=_errors(400, 404))
     async def proof_consistency(namespace: str, old: int = Query(ge=1, lt=2**63),
@@ -460,6 +396,158 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     return app
 
 
+async def submit_record_response(node: Node, namespace: str, body: bytes, wait: bool) -> Response:
+    _check_ns(namespace)
+    if node.namespace_limits.take(namespace) > 0:
+        raise PushbackError(
+            f"{namespace} is over its record rate", code="rate_limited", retry_after=1
+        )
+    try:
+        record = Record.from_bytes(body)
+        if record.namespace != namespace:
+            raise FormatError(
+                f"the record's namespace is {record.namespace}, the URL's is {namespace}",
+                code="namespace_mismatch",
+            )
+        if not wait:
+            node.sequencer.precheck(record)
+            node.submit_later(record)
+            url = f"/v1/namespaces/{namespace}/receipts/{record.event_hash_hex}"
+            return JSONResponse({"status": "accepted", "eventHash": record.event_hash_hex, "receipt": url},
+                                status_code=202, headers={"Location": url})  # fmt: skip
+        receipt = await node.submit(record)
+    except RemembrancerError as e:
+        node.metrics.rejected.labels(
+            namespace if NAMESPACE_RE.match(namespace) else "-", e.code
+        ).inc()
+        raise
+    return Response(json.dumps(receipt.to_dict()).encode(), media_type="application/json")
+
+
+async def inclusion_response(
+    node: Node, namespace: str, index: int, size: int | None, fmt: str
+) -> Response:
+    _check_ns(namespace)
+    node.require_namespace(namespace)
+    proof, state = node.sequencer.proof_inclusion(namespace, index, size)
+    if size is None or size == state.size:
+        size, note = state.size, state.checkpoint
+    else:
+        stored = await _in_thread(node.store.checkpoint_at, namespace, size)
+        note = stored.note if stored else None
+    if fmt == "tlog-proof":
+        if note is None:
+            raise NotFoundError(f"no signed checkpoint at size {size}", code="checkpoint_not_found")
+        return Response(TlogProof(index, tuple(proof), note).to_bytes(), media_type=TLOG_PROOF_TYPE)
+    body = {"namespace": namespace, "index": index, "treeSize": size,
+            "proof": [base64.b64encode(h).decode() for h in proof],
+            "checkpoint": note.decode() if note else None}  # fmt: skip
+    return Response(json.dumps(body).encode(), media_type="application/json")
+
+
+_PROOF_SUFFIX = "/proofs/inclusion"
+_RECORDS_PREFIX = "/v1/namespaces/"
+_RECORDS_SUFFIX = "/records"
+
+
+class GuardMiddleware:
+    """Pure ASGI middleware (no per-request task or stream plumbing): per-client
+    rate limit (429), declared body size (413), request metrics, 5xx logging."""
+
+    def __init__(self, app: Any, node: Node) -> None:
+        self.app = app
+        self.node = node
+        self.max_body = node.limits.max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        node = self.node
+        client = scope.get("client")
+        error: RemembrancerError | None = None
+        wait = node.client_limits.take(client[0] if client else "unknown")
+        if wait > 0:
+            error = PushbackError(
+                "too many requests from this client", code="rate_limited", retry_after=wait
+            )
+        else:
+            for name, value in scope["headers"]:
+                if name == b"content-length" and (
+                    not value.isdigit() or int(value) > self.max_body
+                ):
+                    error = FormatError(
+                        f"request body over {self.max_body} bytes", code="body_too_large"
+                    )
+        status = [500]
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        path = scope["path"]
+        if error is not None:
+            await error_response(error)(scope, receive, send_wrapper)
+            path = "other"
+        elif (
+            scope["method"] == "POST"
+            and path.startswith(_RECORDS_PREFIX)
+            and path.endswith(_RECORDS_SUFFIX)
+            and path.count("/") == 4
+            and scope.get("query_string", b"") in (b"", b"wait=true")
+        ):
+            # The hot path: record submission without the framework's routing.
+            namespace = path[len(_RECORDS_PREFIX) : -len(_RECORDS_SUFFIX)]
+            try:
+                body = await self._read_body(receive)
+                response = await submit_record_response(self.node, namespace, body, True)
+            except RemembrancerError as e:
+                response = error_response(e)
+            await response(scope, receive, send_wrapper)
+            path = "/v1/namespaces/{namespace}/records"
+        elif (
+            scope["method"] == "GET"
+            and path.startswith(_RECORDS_PREFIX)
+            and path.endswith(_PROOF_SUFFIX)
+            and path.count("/") == 5
+            and (query := scope.get("query_string", b"")).startswith(b"index=")
+            and query[6:].isdigit()
+            and len(query) < 26
+        ):
+            # The hot read path: ?index=N, JSON, at the latest size.
+            namespace = path[len(_RECORDS_PREFIX) : -len(_PROOF_SUFFIX)]
+            try:
+                response = await inclusion_response(
+                    self.node, namespace, int(query[6:]), None, "json"
+                )
+            except RemembrancerError as e:
+                response = error_response(e)
+            await response(scope, receive, send_wrapper)
+            path = "/v1/namespaces/{namespace}/proofs/inclusion"
+        else:
+            await self.app(scope, receive, send_wrapper)
+            route = scope.get("route")
+            path = getattr(route, "path", "other") if route is not None else "other"
+        node.metrics.requests.labels(path, scope["method"], str(status[0])).inc()
+        if status[0] >= 500:
+            log.warning("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status[0],
+                        (time.perf_counter() - started) * 1000)  # fmt: skip
+
+    async def _read_body(self, receive: Any) -> bytes:
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise FormatError("the client went away", code="client_disconnected")
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                raise FormatError(f"request body over {self.max_body} bytes", code="body_too_large")
+            if not message.get("more_body"):
+                return bytes(body)
+
+
 def _require_admin(node: Node, request: Request) -> None:
     import hmac
 
@@ -489,5 +577,3 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
-
-

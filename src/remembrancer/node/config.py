@@ -42,7 +42,7 @@ class Limits:
     namespace_burst: int = 100_000
     max_pending: int = 20_000  # records waiting per namespace before 503
     batch_size: int = 1024
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: float = 0.0
     request_timeout_s: float = 30.0
 
 
@@ -174,8 +174,8 @@ def load_node_config(
     for key, value in limits_raw.items():
         if not hasattr(defaults, key):
             raise _err(p, f"limits.{key}", "unknown limit", "config_key_unknown")
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise _err(p, f"limits.{key}", "must be a positive number")
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise _err(p, f"limits.{key}", "must be a number >= 0")
         values[key] = type(getattr(defaults, key))(value)
     log_format = env.get("REMEMBRANCER_LOG_FORMAT") or doc.get("log_format", "text")
     if log_format not in ("text", "json"):

@@ -123,7 +123,7 @@ class Node:
         }  # fmt: skip
 
     # --- records -------------------------------------------------------------------
-    async def submit(self, data: bytes) -> Receipt:
+    async def submit(self, data: bytes | Record) -> Receipt:
         started = time.perf_counter()
         receipt = await self.sequencer.submit(data)
         self.metrics.integration_seconds.observe(time.perf_counter() - started)
@@ -162,7 +162,7 @@ class Node:
         return entry_view(namespace, index, leaves[0])
 
     def require_namespace(self, namespace: str) -> None:
-        if namespace not in self.namespaces.current() and self.store.log_state(namespace) is None:
+        if namespace not in self.namespaces.current() and self.sequencer.head(namespace) is None:
             raise NotFoundError(
                 f"namespace {namespace} is not hosted here", code="namespace_unknown"
             )

@@ -15,15 +15,18 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from remembrancer.core.errors import ConfigError, ConflictError, StorageError
+from remembrancer.core.tiles import decode_entry_bundle, encode_entry_bundle
 from remembrancer.storage import open_store
 from remembrancer.storage.base import (
     ANY,
     AppendBatch,
     EntryRow,
+    FoundEntry,
     LogState,
     Store,
 )
@@ -125,6 +128,11 @@ def assert_untouched(store: Store, ns: str, size: int) -> None:
     expected = {(lv, ix): h for lv, ix, h in tiles_for(ns, 0, size)}
     asked = [(lv, ix) for lv in range(3) for ix in range(50)]
     assert store.read_tiles(ns, asked) == expected
+    bundles = (size + 255) // 256
+    for index in range(bundles):
+        leaves = [leaf(ns, i) for i in range(index * 256, min(size, index * 256 + 256))]
+        assert store.read_bundle(ns, index) == encode_entry_bundle(leaves)
+    assert store.read_bundle(ns, bundles) is None
 
 
 # --- opening stores -------------------------------------------------------------------
@@ -137,7 +145,7 @@ class Opener:
         self,
         backend: str,
         open_fn: Callable[[], Store],
-        raw_sql: Callable[[str], None] | None = None,
+        raw_sql: Callable[[str], list[tuple[Any, ...]]] | None = None,
     ) -> None:
         self.backend = backend
         self._open_fn = open_fn
@@ -191,23 +199,25 @@ def _opener(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Ope
     if backend == "sqlite":
         path = tmp_path / "store.db"
 
-        def sqlite_sql(statement: str) -> None:
+        def sqlite_sql(statement: str) -> list[tuple[Any, ...]]:
             with sqlite3.connect(path) as conn:
-                conn.execute(statement)
+                rows = conn.execute(statement).fetchall()
             conn.close()
+            return rows
 
         return Opener(backend, lambda: SqliteStore(path), sqlite_sql)
     assert backend == "postgres"
     fresh: Callable[[], tuple[str, str]] = request.getfixturevalue("pg_schemas")
     dsn, schema = fresh()
 
-    def pg_sql(statement: str) -> None:
+    def pg_sql(statement: str) -> list[tuple[Any, ...]]:
         import psycopg
         from psycopg import sql
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-            conn.execute(statement.encode())
+            cur = conn.execute(statement.encode())
+            return cur.fetchall() if cur.description is not None else []
 
     return Opener(backend, lambda: PostgresStore(dsn, schema=schema), pg_sql)
 
@@ -510,11 +520,62 @@ def test_lookups(store: Store) -> None:
     assert store.find_nonce(ACTOR2, f"n-{NS}-7") is None
 
 
+def test_find_keys(store: Store) -> None:
+    store.append(batch(NS, 0, 1500))  # e-0..e-1499, nonces n-NS-i
+    mixed = [
+        entry(NS2, 0, event_id="e-5", nonce="ns2-own"),  # NS2 may reuse NS's event ids
+        EntryRow(leaf=b"raw between records"),
+        EntryRow(leaf=b"id only", event_id="only-id"),
+        entry(NS2, 3, event_id="bob-1", nonce=f"n-{NS}-9", actor=ACTOR2),  # Bob's own nonce
+    ]
+    store.append(batch(NS2, 0, 0, entries=mixed))
+
+    def found(ns: str, index: int) -> FoundEntry:
+        return FoundEntry(ns, index, hashlib.sha256(leaf(ns, index)).digest())
+
+    # Found and not-found mixed, a duplicate key asked twice, more than 1,000 keys.
+    ids = [f"e-{i}" for i in range(0, 3000, 2)] + ["e-4", "nope", "only-id"]
+    pairs = [(ACTOR, f"n-{NS}-{i}") for i in range(1, 3000, 2)]
+    pairs += [
+        (ACTOR, f"n-{NS}-3"),
+        (ACTOR2, f"n-{NS}-1"),
+        (ACTOR, "ns2-own"),
+        (ACTOR2, f"n-{NS}-9"),
+    ]
+    by_id, by_nonce = store.find_keys(NS, ids, pairs)
+    assert by_id == {f"e-{i}": found(NS, i) for i in range(0, 1500, 2)}
+    assert by_nonce == {
+        **{(ACTOR, f"n-{NS}-{i}"): found(NS, i) for i in range(1, 1500, 2)},
+        # Nonces are global: found in the namespace that used them.
+        (ACTOR, "ns2-own"): found(NS2, 0),
+        (ACTOR2, f"n-{NS}-9"): found(NS2, 3),
+    }
+    # Event ids are per namespace; an entry without an event hash has none.
+    by_id, by_nonce = store.find_keys(NS2, ["e-5", "e-6", "only-id", "bob-1"], [])
+    assert by_id == {
+        "e-5": found(NS2, 0),
+        "only-id": FoundEntry(NS2, 2, None),
+        "bob-1": found(NS2, 3),
+    }
+    assert by_nonce == {}
+    # An unknown namespace has no event ids, but nonces are still found.
+    by_id, by_nonce = store.find_keys("nobody:here", ["e-1"], [(ACTOR, f"n-{NS}-1")])
+    assert by_id == {}
+    assert by_nonce == {(ACTOR, f"n-{NS}-1"): found(NS, 1)}
+    assert store.find_keys(NS, [], []) == ({}, {})
+    # The bulk lookup agrees with the point lookups.
+    for i in (0, 777, 1499):
+        assert store.find_event_id(NS, f"e-{i}") == found(NS, i)
+        assert store.find_nonce(ACTOR, f"n-{NS}-{i}") == found(NS, i)
+
+
 def test_reading_unknown_namespaces(store: Store) -> None:
     store.append(batch(NS, 0, 3))
     for ns in ("nobody:here", ""):
         assert store.log_state(ns) is None
         assert store.read_entries(ns, 0, 10) == []
+        assert store.read_bundle(ns, 0) is None
+        assert store.find_keys(ns, ["e-0"], []) == ({}, {})
         assert store.read_tiles(ns, [(0, 0), (1, 0)]) == {}
         assert store.checkpoint_at(ns, 3) is None
         assert store.checkpoints(ns) == []
@@ -524,6 +585,104 @@ def test_reading_unknown_namespaces(store: Store) -> None:
     assert store.read_entries(NS, -5, 2) == [leaf(NS, 0), leaf(NS, 1)]
     assert store.read_entries(NS, 2, 1) == []
     assert store.namespaces() == [NS]
+
+
+# --- entry bundles ---------------------------------------------------------------------------------
+
+
+def test_bundles_grow_from_partial_to_full(store: Store) -> None:
+    leaves = [leaf(NS, i) for i in range(1000)]
+    store.append(batch(NS, 0, 100))
+    assert store.read_bundle(NS, 0) == encode_entry_bundle(leaves[:100])
+    assert store.read_bundle(NS, 1) is None
+    store.append(batch(NS, 100, 156))  # exactly fills bundle 0
+    full = store.read_bundle(NS, 0)
+    assert full is not None and decode_entry_bundle(full, 256) == leaves[:256]
+    assert store.read_bundle(NS, 1) is None
+    store.append(batch(NS, 256, 1))  # starts bundle 1
+    assert store.read_bundle(NS, 1) == encode_entry_bundle(leaves[256:257])
+    store.append(batch(NS, 257, 743))  # widens 1, writes 2 full, starts 3
+    for index, width in ((0, 256), (1, 256), (2, 256), (3, 232)):
+        data = store.read_bundle(NS, index)
+        assert data is not None
+        assert decode_entry_bundle(data, width) == leaves[index * 256 : index * 256 + width]
+    assert store.read_bundle(NS, 0) == full  # a full bundle never changes
+    assert store.read_bundle(NS, 4) is None
+    assert store.read_bundle(NS, -1) is None
+    assert store.read_bundle(NS2, 0) is None
+    assert_untouched(store, NS, 1000)
+
+
+def test_entries_read_across_bundles_and_batches(store: Store) -> None:
+    # Entries of every length class (empty, the largest, in between), batches of
+    # awkward sizes: most batches and ranges start and end inside bundles.
+    sizes = [1, 254, 3, 256, 300, 0, 511, 7, 2]
+    leaves: list[bytes] = []
+    for n in sizes:
+        rows: list[EntryRow] = []
+        for _ in range(n):
+            i = len(leaves) + len(rows)
+            data = bytes([i % 251]) * (i * 37 % 600)
+            if i == 5:
+                data = b"\xab" * 65535
+            rows.append(EntryRow(leaf=data))
+        store.append(batch(NS, len(leaves), 0, entries=rows))
+        leaves += [r.leaf for r in rows]
+    total = len(leaves)
+    assert total == 1334 and b"" in leaves
+    ranges = [(0, total), (0, 1), (255, 257), (256, 512), (250, 780), (511, 513), (767, 1025)]
+    ranges += [(1024, total + 50), (total - 1, total), (5, 6), (3, 300), (900, 901), (-3, 2)]
+    for start, end in ranges:
+        assert store.read_entries(NS, start, end) == leaves[max(start, 0) : end], (start, end)
+    for index in range(6):
+        bundle = store.read_bundle(NS, index)
+        assert bundle is not None
+        assert decode_entry_bundle(bundle) == leaves[index * 256 : index * 256 + 256]
+    assert store.read_bundle(NS, 6) is None
+
+
+def test_raw_entries_are_not_indexed(store: Store) -> None:
+    raw = [EntryRow(leaf=leaf(NS, i)) for i in range(600)]
+    store.append(batch(NS, 0, 0, entries=raw))
+    assert store.find_keys(NS, ["e-0", "e-599"], [(ACTOR, f"n-{NS}-0")]) == ({}, {})
+    rows = [EntryRow(leaf=b"raw"), entry(NS, 601), EntryRow(leaf=b"raw"), entry(NS, 603)]
+    store.append(batch(NS, 600, 0, entries=rows))
+    assert store.stats().extra["entries"] == 604
+    tail = [leaf(NS, 598), leaf(NS, 599), b"raw", leaf(NS, 601), b"raw", leaf(NS, 603)]
+    assert store.read_entries(NS, 598, 604) == tail
+    assert store.find_event_hash(NS, hashlib.sha256(leaf(NS, 5)).digest()) is None
+    found = store.find_event_id(NS, "e-603")
+    assert found is not None and found.index == 603
+    found = store.find_nonce(ACTOR, f"n-{NS}-601")
+    assert found is not None and found.index == 601
+
+
+def test_raw_entries_add_no_record_rows(durable_opener: Opener) -> None:
+    store = durable_opener.open()
+    query = durable_opener.raw_sql
+    assert query is not None
+    store.append(batch(NS, 0, 0, entries=[EntryRow(leaf=leaf(NS, i)) for i in range(700)]))
+    assert query("SELECT count(*) FROM records") == [(0,)]
+    assert query("SELECT count(*) FROM bundles") == [(3,)]
+    store.append(batch(NS, 700, 0, entries=[EntryRow(leaf=b"raw"), entry(NS, 701)]))
+    assert query("SELECT idx, event_id FROM records") == [(701, "e-701")]
+    assert query("SELECT idx FROM bundles ORDER BY idx") == [(0,), (1,), (2,)]
+
+
+def test_a_bundle_that_disagrees_with_the_log_size_refuses_the_append(
+    durable_opener: Opener,
+) -> None:
+    store = durable_opener.open()
+    store.append(batch(NS, 0, 300))
+    assert durable_opener.raw_sql is not None
+    durable_opener.raw_sql("DELETE FROM bundles WHERE idx = 1")
+    with pytest.raises(StorageError) as info:
+        store.append(batch(NS, 300, 5))
+    assert info.value.code == "log_inconsistent"
+    head = store.log_state(NS)
+    assert head is not None and head.size == 300
+    assert store.find_event_id(NS, "e-300") is None
+    assert store.read_bundle(NS, 1) is None
 
 
 # --- tiles -----------------------------------------------------------------------------------------
@@ -701,7 +860,7 @@ def test_a_foreign_database_is_refused(durable_opener: Opener) -> None:
     assert durable_opener.raw_sql is not None
     if durable_opener.backend == "postgres":
         durable_opener.open().close()  # creates the (empty) schema
-        durable_opener.raw_sql("DROP TABLE meta, logs, entries, tiles, checkpoints, state")
+        durable_opener.raw_sql("DROP TABLE meta, logs, bundles, records, tiles, checkpoints, state")
     durable_opener.raw_sql("CREATE TABLE accounts (id integer PRIMARY KEY)")
     with pytest.raises(StorageError) as info:
         durable_opener.open()

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeAlias
 
 from remembrancer.core.errors import ConflictError, FormatError, StorageError
-from remembrancer.core.tiles import decode_entry_bundle, encode_entry_bundle
+from remembrancer.core.tiles import decode_entry_bundle
 
 HASH_SIZE: Final = 32
 TILE_WIDTH: Final = 256  # hashes per full tile (C2SP tlog-tiles)
@@ -403,10 +403,31 @@ def plan_bundles(
 
 
 def _encode(entries: Sequence[EntryRow]) -> bytes:
-    try:
-        return encode_entry_bundle([e.leaf for e in entries])
-    except FormatError as e:  # validate_batch refused these already
-        raise _invalid(f"an entry cannot be bundled: {e}") from e
+    """:func:`~remembrancer.core.tiles.encode_entry_bundle` of the leaves, unchecked.
+
+    The batch passed :func:`validate_batch` (every entry fits a uint16 length)
+    and :func:`plan_bundles` passes at most 256 entries; this is the hot path
+    of a raw append, twice as fast as the checking encoder.
+    """
+    return b"".join([len(e.leaf).to_bytes(2, "big") + e.leaf for e in entries])
+
+
+def record_rows(
+    batch: AppendBatch, log_id: int
+) -> list[tuple[int, int, bytes | None, str | None, str | None, str | None]]:
+    """``(log_id, index, event_hash, event_id, actor, nonce)`` of the batch's entries with keys.
+
+    The entries :attr:`EntryRow.has_keys` selects (tested inline: this runs per entry).
+    """
+    start = batch.start
+    return [
+        (log_id, start + i, e.event_hash, e.event_id, e.actor, e.nonce)
+        for i, e in enumerate(batch.entries)
+        if e.event_hash is not None
+        or e.event_id is not None
+        or e.actor is not None
+        or e.nonce is not None
+    ]
 
 
 def slice_bundles(

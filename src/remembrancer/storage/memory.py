@@ -81,7 +81,6 @@ class MemoryStore:
                 extra={
                     "logs": len(self._logs),
                     "entries": sum(log.state.size for log in self._logs.values()),
-                    "records": sum(len(log.event_hashes) for log in self._logs.values()),
                 },
             )
 

@@ -58,6 +58,7 @@ from remembrancer.storage.base import (
     find_reuse,
     merge_tile,
     plan_bundles,
+    record_rows,
     slice_bundles,
     validate_batch,
 )
@@ -347,8 +348,8 @@ class SqliteStore:
 
     def stats(self) -> StoreStats:
         with self._read("read statistics") as conn:
-            logs, entries, records = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0), (SELECT count(*) FROM records) FROM logs"
+            logs, entries = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM logs"
             ).fetchone()
             (pages,) = conn.execute("PRAGMA page_count").fetchone()
             (page_size,) = conn.execute("PRAGMA page_size").fetchone()
@@ -366,7 +367,6 @@ class SqliteStore:
                 "synchronous": _SYNCHRONOUS_NAMES.get(int(sync), str(sync)),
                 "logs": int(logs),
                 "entries": int(entries),
-                "records": int(records),
                 "database_bytes": int(pages) * int(page_size),
                 "wal_bytes": wal.stat().st_size if wal.exists() else 0,
             },
@@ -422,11 +422,12 @@ class SqliteStore:
                 log_id = int(row[0])
             start = batch.start
             if batch.entries:
-                stored = None
+                # The bundle the batch starts in: partial (to widen) or absent.
+                partial = None
                 if not new_log:
                     found = conn.execute(_READ_BUNDLE, (log_id, start // BUNDLE_WIDTH)).fetchone()
-                    stored = None if found is None else bytes(found[0])
-                rewrite, new = plan_bundles(batch, stored)
+                    partial = None if found is None else bytes(found[0])
+                rewrite, new = plan_bundles(batch, partial)
                 if rewrite is not None:
                     conn.execute(
                         "UPDATE bundles SET data = ? WHERE log_id = ? AND idx = ?",
@@ -440,11 +441,7 @@ class SqliteStore:
                         code="log_inconsistent",
                         details={"namespace": ns, "start": start},
                     ) from e
-                keyed = [
-                    (log_id, start + i, e.event_hash, e.event_id, e.actor, e.nonce)
-                    for i, e in enumerate(batch.entries)
-                    if e.has_keys
-                ]
+                keyed = record_rows(batch, log_id)
                 if keyed:
                     try:
                         conn.executemany(_INSERT_RECORD, keyed)

@@ -62,7 +62,7 @@ from remembrancer.core.rfc6962 import (
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tiles import Tile, TileNodeReader
 from remembrancer.log.tiles import BatchNodeReader, TileWriter
-from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
+from remembrancer.storage.base import AppendBatch, EntryRow, FoundEntry, LogState, Store
 
 log = logging.getLogger("remembrancer.sequencer")
 T = TypeVar("T")
@@ -332,14 +332,20 @@ class Sequencer:
         seen_id: dict[str, tuple[int, bytes]] = {}
         seen_nonce: dict[tuple[str, str], tuple[int, bytes]] = {}
         duplicates: dict[int, int] = {}  # batch position -> existing index
+        verified = [p.record for p in batch if p.report is not None]
+        by_id, by_nonce = self.store.find_keys(
+            handle.namespace,
+            [r.event_id for r in verified],
+            [(r.actor, r.nonce) for r in verified],
+        )
         for pos, pending in enumerate(batch):
             if pending.report is None:
                 continue
             rec = pending.record
             try:
-                idx_leaf_id = seen_id.get(rec.event_id) or self._stored(handle, "id", rec)
+                idx_leaf_id = seen_id.get(rec.event_id) or self._stored(by_id.get(rec.event_id))
                 idx_leaf_nonce = seen_nonce.get((rec.actor, rec.nonce)) or self._stored(
-                    handle, "nonce", rec
+                    by_nonce.get((rec.actor, rec.nonce))
                 )
                 dup = check_replay(
                     rec,
@@ -420,11 +426,8 @@ class Sequencer:
                 log.exception("on_batch hook failed")
         return before
 
-    def _stored(self, handle: _Log, kind: str, rec: Record) -> tuple[int, bytes] | None:
-        if kind == "id":
-            found = self.store.find_event_id(handle.namespace, rec.event_id)
-        else:
-            found = self.store.find_nonce(rec.actor, rec.nonce)
+    def _stored(self, found: FoundEntry | None) -> tuple[int, bytes] | None:
+        """(index, leaf) of an entry the store found under a key (rare: replays)."""
         if found is None:
             return None
         leaves = self.store.read_entries(found.namespace, found.index, found.index + 1)

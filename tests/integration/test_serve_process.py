@@ -113,3 +113,21 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     out = cli("serve", "--config", str(node.config), check=False)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "listen_invalid" in out.stderr
+
+
+def test_json_logs_env_overrides_and_marked_demo_keys(tmp_path: Path) -> None:
+    from remembrancer.testing.procs import free_port
+
+    node = init_node(tmp_path / "n")
+    readme = (node.directory / "keys" / "demo" / "README").read_text()
+    assert "PUBLIC" in readme and "demo" in readme.lower()
+    assert oct((node.directory / "keys" / "node.key").stat().st_mode & 0o777) == "0o600"
+    port = free_port()
+    node.port = port  # REMEMBRANCER_LISTEN overrides the file's listen address
+    node.start(env={"REMEMBRANCER_LOG_FORMAT": "json", "REMEMBRANCER_LISTEN": f"127.0.0.1:{port}"})
+    node.stop()
+    lines = [line for line in node.log_tail(20000).splitlines() if line.startswith("{")]
+    assert lines, node.log_tail()
+    parsed = [json.loads(line) for line in lines]
+    assert any("serving" in p["message"] for p in parsed)
+    assert all({"ts", "level", "logger", "message"} <= set(p) for p in parsed)

@@ -7,11 +7,10 @@ import asyncio
 import os
 from pathlib import Path
 
-import pytest
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
 import yaml
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import positive_data_acceptance
 
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
@@ -21,7 +20,9 @@ from remembrancer.node.config import Limits
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"
+)
 EXAMPLES = int(os.environ.get("REMEMBRANCER_FUZZ_EXAMPLES", "25"))
 
 

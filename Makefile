@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict src/remembrancer/core
+	$(VENV)/bin/mypy --strict src/remembrancer
 
 check: lint typecheck
 

@@ -148,7 +148,7 @@ def add_checkpoint(
     if status != 200:
         api_json("GET", f"{base}/logs/{namespace}/checkpoint")
     new_size = Checkpoint.parse(Note.from_bytes(note).text).size
-    old, proof_hashes = 0, ()
+    old, proof_hashes = 0, tuple[bytes, ...]()
     for _ in range(3):
         body = AddCheckpointRequest(old, tuple(proof_hashes), note).to_bytes()
         status, ctype, answer = http("POST", f"{witness_url.rstrip('/')}/add-checkpoint", body,

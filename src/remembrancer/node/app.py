@@ -12,9 +12,9 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -44,6 +44,7 @@ from remembrancer.core.tlogproof import TlogProof
 from remembrancer.node.runtime import Node
 
 log = logging.getLogger("remembrancer.http")
+T = TypeVar("T")
 
 TLOG_PROOF_TYPE = "text/x.tlog-proof"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -430,6 +431,7 @@ async def inclusion_response(
     _check_ns(namespace)
     node.require_namespace(namespace)
     proof, state = node.sequencer.proof_inclusion(namespace, index, size)
+    note: bytes | None
     if size is None or size == state.size:
         size, note = state.size, state.checkpoint
     else:
@@ -481,7 +483,7 @@ class GuardMiddleware:
                     )
         status = [500]
 
-        async def send_wrapper(message: dict[str, Any]) -> None:
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
@@ -573,7 +575,7 @@ def _parse_event_hash(text: str) -> bytes:
     return digest
 
 
-async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     import asyncio
 
     return await asyncio.to_thread(fn, *args)

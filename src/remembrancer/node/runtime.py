@@ -217,8 +217,8 @@ class Node:
                 f"this witness has cosigned nothing for {origin!r}", code="origin_unknown"
             )
         doc = json.loads(raw)
-        note: str = doc["note"]
-        return (note + doc["cosignature"]).encode()
+        text = str(doc["note"]) + str(doc["cosignature"])
+        return text.encode()
 
 
 def _cosigned_state(raw: bytes | None) -> CosignedState | None:

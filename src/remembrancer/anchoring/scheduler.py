@@ -1,0 +1,339 @@
+"""The cadence scheduler: anchors every namespace's log on its cadence.
+
+For each namespace and each level of its *effective* cadence (after
+governance changes), the scheduler anchors the SHA-256 of the latest
+checkpoint body to the level's target when the level is due:
+
+- due when ``period`` seconds have passed since the level's last anchor and
+  any backoff has expired;
+- not re-anchored when the log has not grown since that level's last anchor;
+- on failure, the next attempt waits ``5 * phi**k`` seconds (k capped at 7),
+  doubled for authentication errors and halved for validation errors
+  (:func:`remembrancer.core.cadence.backoff_delay`); the delay is enforced;
+- anchors that are not final are re-verified periodically, driving the
+  finality state machine; a ``reorged`` anchor makes its level anchor again.
+
+State (per namespace and level) and anchor receipts (per namespace and
+checkpoint size) live in the store, so they survive restarts.  Health per
+namespace: ``ok``, ``backing_off`` (more than 3 failures in a row on a
+level), ``stale`` (the newest verified anchor is over an hour old while the
+log has grown since).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+from remembrancer.anchoring.base import ErrorClass, RailError, RailRegistry, VerifyContext
+from remembrancer.core import governance
+from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest, resolve_conflicts
+from remembrancer.core.cadence import backoff_delay
+from remembrancer.core.errors import ConfigError, NotFoundError
+from remembrancer.core.note import Note
+from remembrancer.storage.base import LogState, Store
+
+log = logging.getLogger("remembrancer.scheduler")
+STATE_SCOPE = "scheduler"
+ANCHOR_SCOPE = "anchors"
+STALE_AFTER = 3600
+REORG_MARGIN = 6  # keep re-checking a final chain anchor until this many blocks past its depth
+
+
+def needs_reverify(a: Anchor) -> bool:
+    """Not-final anchors, and chain anchors still within reorg reach of their depth."""
+    if a.status in ("failed", "reorged"):
+        return False
+    if a.status != "verified" or a.finality.state != "final":
+        return True
+    required = a.finality.required_depth
+    return required > 0 and a.finality.observed_depth < required + REORG_MARGIN
+
+
+BACKING_OFF_AFTER = 3
+
+
+class SequencerView(Protocol):
+    """What the scheduler needs from the log layer."""
+
+    namespaces: Any
+
+    def head(self, namespace: str) -> LogState | None: ...
+
+    def governance_state(self, namespace: str) -> governance.GovernanceState: ...
+
+    def origin(self, namespace: str) -> str: ...
+
+
+@dataclass
+class LevelState:
+    last_size: int = 0
+    last_anchor_at: int = 0
+    failures: int = 0
+    retry_at: int = 0
+    last_error: str | None = None
+    last_error_class: str | None = None
+    last_verified_at: int = 0
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> LevelState:
+        if not raw:
+            return cls()
+        return cls(**json.loads(raw))
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+
+class AnchorMetrics(Protocol):
+    def anchor_event(self, outcome: str, namespace: str, level: str, target: str) -> None: ...
+
+
+class _NoMetrics:
+    def anchor_event(self, outcome: str, namespace: str, level: str, target: str) -> None:
+        return None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        sequencer: SequencerView,
+        rails: RailRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: AnchorMetrics | None = None,
+        tick_seconds: float = 1.0,
+        reverify_seconds: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.sequencer = sequencer
+        self.rails = rails
+        self.clock = clock
+        self.metrics = metrics or _NoMetrics()
+        self.tick_seconds = tick_seconds
+        self.reverify_seconds = reverify_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._last_reverify = 0.0
+
+    # --- state -------------------------------------------------------------------
+    def level_state(self, namespace: str, level: str) -> LevelState:
+        return LevelState.from_bytes(self.store.get_state(STATE_SCOPE, f"{namespace}/{level}"))
+
+    def _save_level(self, namespace: str, level: str, state: LevelState) -> None:
+        self.store.put_state(STATE_SCOPE, f"{namespace}/{level}", state.to_bytes())
+
+    def receipt(self, namespace: str, size: int) -> AnchorReceipt | None:
+        raw = self.store.get_state(ANCHOR_SCOPE, f"{namespace}/{size:020d}")
+        return AnchorReceipt.from_dict(json.loads(raw)) if raw else None
+
+    def receipts(self, namespace: str) -> list[AnchorReceipt]:
+        prefix = f"{namespace}/"
+        return [
+            AnchorReceipt.from_dict(json.loads(v))
+            for k, v in sorted(self.store.list_state(ANCHOR_SCOPE).items())
+            if k.startswith(prefix)
+        ]
+
+    def _save_receipt(self, namespace: str, receipt: AnchorReceipt) -> None:
+        anchors = tuple(resolve_conflicts(receipt.anchors)) if receipt.anchors else ()
+        receipt = replace(receipt, anchors=anchors)
+        self.store.put_state(
+            ANCHOR_SCOPE, f"{namespace}/{receipt.size:020d}", json.dumps(receipt.to_dict()).encode()
+        )
+
+    def covering(self, namespace: str, index: int) -> AnchorReceipt | None:
+        """The earliest anchored checkpoint that covers entry ``index`` and has
+        a verified anchor (else the earliest with any anchor)."""
+        candidates = [r for r in self.receipts(namespace) if r.size > index and r.anchors]
+        verified = [r for r in candidates if r.verified]
+        pool = verified or candidates
+        return min(pool, key=lambda r: r.size) if pool else None
+
+    # --- the loop ------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="anchor-scheduler"
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+                if self.clock() - self._last_reverify >= self.reverify_seconds:
+                    await self.reverify()
+            except Exception:
+                log.exception("scheduler tick failed")
+            await asyncio.sleep(self.tick_seconds)
+
+    async def tick(self) -> list[tuple[str, str, str]]:
+        """Anchor every due level; return (namespace, level, outcome) for each considered."""
+        out = []
+        async with self._lock:
+            now = int(self.clock())
+            for namespace, ns in sorted(self.sequencer.namespaces.current().items()):
+                cadence = governance.effective_cadence(
+                    ns, self.sequencer.governance_state(namespace), now
+                )
+                for spec in cadence.levels:
+                    outcome = await self._maybe_anchor(namespace, spec.level, spec.target, spec.period,
+                                                       spec.confirmations or 0, now, force=False)  # fmt: skip
+                    out.append((namespace, spec.level, outcome))
+        return out
+
+    async def anchor_now(self, namespace: str, level: str | None = None) -> list[tuple[str, str]]:
+        """Anchor now (ignoring the period and backoff; an unchanged log is still skipped)."""
+        ns = self.sequencer.namespaces.current().get(namespace)
+        if ns is None:
+            raise NotFoundError(
+                f"namespace {namespace} is not hosted here", code="namespace_unknown"
+            )
+        now = int(self.clock())
+        cadence = governance.effective_cadence(ns, self.sequencer.governance_state(namespace), now)
+        levels = [s for s in cadence.levels if level is None or s.level == level]
+        if not levels:
+            raise NotFoundError(
+                f"{namespace} has no cadence level {level}", code="cadence_level_unknown"
+            )
+        results = []
+        async with self._lock:
+            for spec in levels:
+                results.append((spec.level, await self._maybe_anchor(
+                    namespace, spec.level, spec.target, spec.period, spec.confirmations or 0, now, force=True)))  # fmt: skip
+        return results
+
+    async def _maybe_anchor(self, namespace: str, level: str, target: str, period: int, depth: int,
+                            now: int, *, force: bool) -> str:  # fmt: skip
+        state = await asyncio.to_thread(self.level_state, namespace, level)
+        if not force and now < state.retry_at:
+            return "backing_off"
+        if not force and state.last_anchor_at and now < state.last_anchor_at + period:
+            return "not_due"
+        head = self.sequencer.head(namespace)
+        if head is None or head.size == 0:
+            return "empty"
+        if head.size == state.last_size:
+            return "unchanged"
+        body = Note.from_bytes(head.checkpoint).text.encode()
+        digest = checkpoint_digest(body)
+        self.metrics.anchor_event("attempted", namespace, level, target)
+        try:
+            rail = self.rails.get(target)
+            anchor = await asyncio.to_thread(rail.submit, digest, now=now)
+            if anchor.status == "verified" and depth:
+                anchor = await asyncio.to_thread(rail.verify, anchor, VerifyContext(now, depth))
+        except (RailError, ConfigError) as e:
+            error_class: ErrorClass = e.error_class if isinstance(e, RailError) else "validation"
+            state.failures += 1
+            state.retry_at = now + round(backoff_delay(state.failures, error_class))
+            state.last_error, state.last_error_class = f"{e.code}: {e.message}", error_class
+            await asyncio.to_thread(self._save_level, namespace, level, state)
+            self.metrics.anchor_event("failed", namespace, level, target)
+            log.warning("anchoring %s/%s to %s failed (%s); retry in %d s", namespace, level, target, e.code,
+                        state.retry_at - now)  # fmt: skip
+            return "failed"
+        receipt = await asyncio.to_thread(self.receipt, namespace, head.size) or AnchorReceipt(
+            self.sequencer.origin(namespace), head.size, head.checkpoint, digest
+        )
+        receipt = replace(receipt, anchors=(*receipt.anchors, anchor))
+        await asyncio.to_thread(self._save_receipt, namespace, receipt)
+        state = LevelState(last_size=head.size, last_anchor_at=now, failures=0, retry_at=0,
+                           last_verified_at=now if anchor.status == "verified" else state.last_verified_at)  # fmt: skip
+        await asyncio.to_thread(self._save_level, namespace, level, state)
+        self.metrics.anchor_event("succeeded", namespace, level, target)
+        return anchor.status
+
+    async def reverify(self) -> int:
+        """Re-verify anchors that are not final yet; return how many changed."""
+        self._last_reverify = self.clock()
+        now = int(self.clock())
+        changed = 0
+        for namespace, ns in self.sequencer.namespaces.current().items():
+            depth_for = {s.target: s.confirmations or 0 for s in ns.cadence.levels}
+            for receipt in await asyncio.to_thread(self.receipts, namespace):
+                updated = []
+                dirty = False
+                for a in receipt.anchors:
+                    if not needs_reverify(a):
+                        updated.append(a)
+                        continue
+                    try:
+                        new = await asyncio.to_thread(self.rails.get(a.target).verify, a,
+                                                      VerifyContext(now, depth_for.get(a.target, 0)))  # fmt: skip
+                    except (RailError, ConfigError) as e:
+                        log.info("re-verifying %s failed for now: %s", a.key, e.message)
+                        updated.append(a)
+                        continue
+                    dirty = dirty or new != a
+                    updated.append(new)
+                    if new.status == "reorged" and a.status != "reorged":
+                        await self._reset_level_for(namespace, a.target, receipt.size)
+                if dirty:
+                    changed += 1
+                    await asyncio.to_thread(
+                        self._save_receipt, namespace, replace(receipt, anchors=tuple(updated))
+                    )
+        return changed
+
+    async def _reset_level_for(self, namespace: str, target: str, size: int) -> None:
+        ns = self.sequencer.namespaces.current().get(namespace)
+        if ns is None:
+            return
+        for spec in ns.cadence.levels:
+            if spec.target == target:
+                state = await asyncio.to_thread(self.level_state, namespace, spec.level)
+                if state.last_size == size:
+                    state.last_size, state.last_anchor_at = 0, 0  # anchor again at the next tick
+                    await asyncio.to_thread(self._save_level, namespace, spec.level, state)
+
+    # --- health ------------------------------------------------------------------------
+    def health(self, namespace: str) -> dict[str, Any]:
+        ns = self.sequencer.namespaces.current().get(namespace)
+        if ns is None:
+            raise NotFoundError(
+                f"namespace {namespace} is not hosted here", code="namespace_unknown"
+            )
+        now = int(self.clock())
+        cadence = governance.effective_cadence(ns, self.sequencer.governance_state(namespace), now)
+        head = self.sequencer.head(namespace)
+        levels: dict[str, Any] = {}
+        status = "ok"
+        newest_verified = 0
+        for spec in cadence.levels:
+            st = self.level_state(namespace, spec.level)
+            newest_verified = max(newest_verified, st.last_verified_at)
+            if st.failures > BACKING_OFF_AFTER:
+                status = "backing_off"
+            levels[spec.level] = {
+                "target": spec.target, "every": spec.every, "period": spec.period,
+                "confirmations": spec.confirmations, "last_anchor_at": st.last_anchor_at or None,
+                "last_size": st.last_size, "next_due": (max(st.last_anchor_at + spec.period, st.retry_at)
+                                                        if st.last_anchor_at else st.retry_at or now),
+                "failures": st.failures, "retry_at": st.retry_at or None, "last_error": st.last_error,
+            }  # fmt: skip
+        grown = head is not None and any(head.size != lv["last_size"] for lv in levels.values())
+        if (
+            status == "ok"
+            and cadence.levels
+            and grown
+            and newest_verified
+            and now - newest_verified > STALE_AFTER
+        ):
+            status = "stale"
+        return {"namespace": namespace, "status": status, "levels": levels}
+
+    def health_all(self) -> Mapping[str, Any]:
+        return {ns: self.health(ns) for ns in sorted(self.sequencer.namespaces.current())}

@@ -1,0 +1,95 @@
+"""Anchor model: status machine, the single conflict order, round trips."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remembrancer.core.anchor import (
+    Anchor,
+    AnchorReceipt,
+    allowed_transition,
+    checkpoint_digest,
+    conflict_key,
+    resolve_conflicts,
+)
+from remembrancer.core.errors import FormatError
+
+ROOT = checkpoint_digest(b"example.org/log\n10\nAAAA\n")
+
+
+def a(target: str, status: str = "verified", ts: int | None = 100, tx: str = "x") -> Anchor:
+    return Anchor(target=target, root=ROOT, status=status, anchor_ts=ts, tx_ref=tx)  # type: ignore[arg-type]
+
+
+def test_conflict_order_is_verified_then_rail_then_time_then_txref() -> None:
+    anchors = [
+        a("rfc3161:tsa", ts=1),
+        a("eip155:1", ts=50),
+        a("btc:mainnet", status="submitted", ts=0),
+        a("btc:mainnet", ts=200, tx="b"),
+        a("btc:mainnet", ts=200, tx="a"),
+        a("eip155:1", ts=10),
+    ]
+    for _ in range(20):
+        random.shuffle(anchors)
+        ordered = resolve_conflicts(anchors)
+        assert [(x.target, x.anchor_ts, x.tx_ref, x.status) for x in ordered] == [
+            ("btc:mainnet", 200, "a", "verified"),
+            ("btc:mainnet", 200, "b", "verified"),
+            ("eip155:1", 10, "x", "verified"),
+            ("eip155:1", 50, "x", "verified"),
+            ("rfc3161:tsa", 1, "x", "verified"),
+            ("btc:mainnet", 0, "x", "submitted"),
+        ]
+        assert ordered[0].superseded_by is None
+        assert all(x.superseded_by == "btc:mainnet/a" for x in ordered[1:])
+
+
+def test_a_failed_claim_never_beats_a_verified_one() -> None:
+    forged = a("btc:mainnet", status="failed", ts=0, tx="0")
+    real = a("rfc3161:tsa", ts=999)
+    assert resolve_conflicts([forged, real])[0] == real
+    assert conflict_key(real) < conflict_key(forged)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "ok"),
+    [("pending", "submitted", True), ("submitted", "verified", True), ("verified", "reorged", True),
+     ("verified", "failed", True), ("failed", "verified", False), ("reorged", "verified", False),
+     ("verified", "submitted", False), ("submitted", "pending", False)],
+)  # fmt: skip
+def test_status_machine(old: str, new: str, ok: bool) -> None:
+    assert allowed_transition(old, new) is ok
+    anchor = a("rfc3161:tsa", status=old)
+    if ok:
+        assert anchor.moved(new).status == new  # type: ignore[arg-type]
+    else:
+        with pytest.raises(FormatError):
+            anchor.moved(new)  # type: ignore[arg-type]
+
+
+@given(
+    st.sampled_from(["rfc3161:tsa", "eip155:31337", "btc:regtest"]),
+    st.sampled_from(["pending", "submitted", "verified", "failed", "reorged"]),
+    st.one_of(st.none(), st.integers(0, 2**40)),
+    st.text(max_size=20),
+)
+def test_anchor_and_receipt_round_trip(target: str, status: str, ts: int | None, tx: str) -> None:
+    anchor = Anchor(target, ROOT, status, tx_ref=tx, anchor_ts=ts, evidence={"k": [1, "v"]})  # type: ignore[arg-type]
+    assert Anchor.from_dict(anchor.to_dict()) == anchor
+    receipt = AnchorReceipt("o/x", 10, b"o/x\n10\nAAAA\n\n- sig\n", ROOT, (anchor,))
+    assert AnchorReceipt.from_dict(receipt.to_dict()) == receipt
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{}, {"target": "ftp:x", "root": "sha256:" + "00" * 32}, {"target": "btc:x", "root": "sha256:00"},
+     {"target": "btc:x", "root": "sha1:" + "00" * 32}, {"target": "btc:x", "root": "sha256:" + "00" * 32, "status": "won"}],
+)  # fmt: skip
+def test_malformed_anchors_are_refused(bad: dict) -> None:
+    with pytest.raises(FormatError):
+        Anchor.from_dict(bad)

@@ -209,8 +209,10 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     @app.get("/v1/namespaces/{namespace}/receipts/{event_hash}",
              responses={200: {"description": "The receipt"}, 202: {"description": "Still pending"},
                         **_errors(400, 404)})  # fmt: skip
-    async def get_receipt(namespace: str, event_hash: str) -> Response:
-        """The receipt of a record submitted with ``wait=false`` (or any admitted record)."""
+    async def get_receipt(namespace: str, event_hash: str, anchored: bool = False) -> Response:
+        """The receipt of a record submitted with ``wait=false`` (or any admitted
+        record); ``anchored=true``: at the earliest anchored checkpoint covering it,
+        with that checkpoint's anchors."""
         _check_ns(namespace)
         digest = _parse_event_hash(event_hash)
         task = node.pending.get(f"{namespace}/{event_hash}")
@@ -220,7 +222,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
             exc = task.exception()
             if isinstance(exc, RemembrancerError):
                 raise exc
-        return JSONResponse(node.receipt_for(namespace, digest).to_dict())
+        return JSONResponse(node.receipt_for(namespace, digest, anchored=anchored).to_dict())
 
     # --- node and namespaces ----------------------------------------------------
     @app.get("/v1/node", summary="This node's identity and keys")
@@ -285,6 +287,47 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         return {"namespace": namespace, "old": old, "new": new,
                 "proof": [base64.b64encode(h).decode() for h in proof],
                 "checkpoints": {str(s): (c.note.decode() if c else None) for s, c in notes.items()}}  # fmt: skip
+
+    # --- anchoring -------------------------------------------------------------------
+    @app.get("/v1/anchoring", summary="Anchoring health of every namespace")
+    async def anchoring() -> dict[str, Any]:
+        return {"namespaces": await _in_thread(node.scheduler.health_all)}
+
+    @app.get("/v1/namespaces/{namespace}/anchors", responses=_errors(400, 404))
+    async def anchors(namespace: str, after: int = Query(default=-1, ge=-1, lt=2**63),
+                      limit: int = Query(default=50, ge=1, le=500)) -> dict[str, Any]:  # fmt: skip
+        """Anchor receipts of a log, by checkpoint size."""
+        _check_ns(namespace)
+        node.require_namespace(namespace)
+        receipts = await _in_thread(node.scheduler.receipts, namespace)
+        page = [r for r in receipts if r.size > after][:limit]
+        return {"namespace": namespace, "receipts": [r.to_dict() for r in page]}
+
+    @app.get("/v1/namespaces/{namespace}/anchors/{size}", responses=_errors(400, 404))
+    async def anchor_receipt(namespace: str, size: int) -> dict[str, Any]:
+        """The anchor receipt of the checkpoint at ``size``."""
+        _check_ns(namespace)
+        if not 0 < size < 2**63:
+            raise FormatError("size out of range", code="size_out_of_range")
+        receipt = await _in_thread(node.scheduler.receipt, namespace, size)
+        if receipt is None:
+            raise NotFoundError(
+                f"no anchors for {namespace} at size {size}", code="anchor_receipt_not_found"
+            )
+        return receipt.to_dict()
+
+    @app.post("/v1/admin/anchor/{namespace}", responses=_errors(400, 401, 404))
+    async def anchor_now(request: Request, namespace: str, level: str | None = Query(default=None,
+                         pattern="^(fast|strong|cold)$")) -> dict[str, Any]:  # fmt: skip
+        """Anchor a namespace now, at one level or all (needs the admin token)."""
+        _require_admin(node, request)
+        _check_ns(namespace)
+        results = await node.scheduler.anchor_now(namespace, level)
+        return {
+            "namespace": namespace,
+            "results": dict(results),
+            "anchoring": node.scheduler.health(namespace),
+        }
 
     # --- tlog-tiles ------------------------------------------------------------------
     @app.get(
@@ -373,8 +416,11 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         error = getattr(node.namespaces, "last_error", None)
+        anchoring = {
+            ns: h["status"] for ns, h in (await _in_thread(node.scheduler.health_all)).items()
+        }
         return {"status": "ok", "uptime_s": round(time.time() - node.started, 1),
-                "config_error": error.to_dict() if error else None}  # fmt: skip
+                "config_error": error.to_dict() if error else None, "anchoring": anchoring}  # fmt: skip
 
     @app.get("/readyz", responses={200: {"description": "Ready"}, 503: {"model": ErrorResponse}})
     async def readyz() -> Response:

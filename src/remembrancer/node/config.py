@@ -30,7 +30,7 @@ DATA_MARKER = "remembrancer-data.json"
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 _ORIGIN_PREFIX = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~-]+)*$")
 _TOP = {"version", "origin_prefix", "listen", "data_dir", "node_key", "namespaces", "storage",
-        "admin", "witness", "limits", "log_format"}  # fmt: skip
+        "admin", "witness", "limits", "log_format", "anchoring", "scheduler"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,10 @@ class NodeConfig:
     witnessed: tuple[WitnessedLog, ...] = ()
     limits: Limits = field(default_factory=Limits)
     log_format: str = "text"
+    anchoring: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    scheduler_enabled: bool = True
+    scheduler_tick_s: float = 1.0
+    scheduler_reverify_s: float = 10.0
 
     @property
     def listen(self) -> str:
@@ -180,8 +184,18 @@ def load_node_config(
     log_format = env.get("REMEMBRANCER_LOG_FORMAT") or doc.get("log_format", "text")
     if log_format not in ("text", "json"):
         raise _err(p, "log_format", "must be text or json")
+    anchoring = _parse_anchoring(doc.get("anchoring"), p, base)
+    sched = doc.get("scheduler") or {}
+    if not isinstance(sched, dict) or any(
+        k not in ("enabled", "tick_seconds", "reverify_seconds") for k in sched
+    ):
+        raise _err(p, "scheduler", "holds only enabled, tick_seconds and reverify_seconds")
     return NodeConfig(
         path=p,
+        anchoring=anchoring,
+        scheduler_enabled=bool(sched.get("enabled", True)),
+        scheduler_tick_s=float(sched.get("tick_seconds", 1.0)),
+        scheduler_reverify_s=float(sched.get("reverify_seconds", 10.0)),
         origin_prefix=origin_prefix,
         listen_host=host,
         listen_port=port,
@@ -195,6 +209,35 @@ def load_node_config(
         limits=Limits(**values) if values else defaults,
         log_format=log_format,
     )
+
+
+_PATH_SETTINGS = {"trust_bundle", "pinned_cert", "key_file", "headers_file", "dir"}
+
+
+def _parse_anchoring(raw: Any, p: Path, base: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``anchoring: {rfc3161|eip155|btc: {<name>: {settings}}}``; path settings
+    are resolved relative to node.yaml.  Each rail validates its own settings
+    when first used (and the node checks every configured rail at start)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _err(p, "anchoring", "must be a mapping of rail schemes")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for scheme, targets in raw.items():
+        if scheme not in ("rfc3161", "eip155", "btc"):
+            raise _err(
+                p, f"anchoring.{scheme}", "is not rfc3161, eip155 or btc", "config_key_unknown"
+            )
+        if not isinstance(targets, dict):
+            raise _err(p, f"anchoring.{scheme}", "must map target names to settings")
+        for name, settings in targets.items():
+            if not isinstance(settings, dict):
+                raise _err(p, f"anchoring.{scheme}.{name}", "must be a mapping of settings")
+            resolved = dict(settings)
+            for key in _PATH_SETTINGS & set(resolved):
+                resolved[key] = str((base / str(resolved[key])).resolve())
+            out.setdefault(scheme, {})[str(name)] = resolved
+    return out
 
 
 def check_data_dir(data_dir: Path) -> None:

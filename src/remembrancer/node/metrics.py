@@ -25,5 +25,13 @@ class NodeMetrics:
         self.log_size = Gauge(
             "remembrancer_log_size", "Entries in each log", ["namespace"], registry=r
         )
+        self.anchors = {
+            outcome: Counter(f"remembrancer_anchors_{outcome}_total", f"Anchors {outcome}",
+                             ["namespace", "level", "target"], registry=r)
+            for outcome in ("attempted", "succeeded", "failed")
+        }  # fmt: skip
         self.witness_requests = Counter("remembrancer_witness_requests_total",
                                         "add-checkpoint requests by outcome", ["outcome"], registry=r)  # fmt: skip
+
+    def anchor_event(self, outcome: str, namespace: str, level: str, target: str) -> None:
+        self.anchors[outcome].labels(namespace, level, target).inc()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remembrancer import __version__
+from remembrancer.anchoring.base import RailRegistry
+from remembrancer.anchoring.scheduler import Scheduler
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey
 from remembrancer.core.errors import NotFoundError, RemembrancerError
 from remembrancer.core.keys import SigningKey, read_key_file
@@ -54,6 +56,10 @@ class Node:
     witnessed: tuple[WitnessedLog, ...] = ()
     clock: Any = time.time
     schemas: SchemaRegistry = field(default_factory=SchemaRegistry.bundled)
+    rails: RailRegistry = field(default_factory=RailRegistry)
+    scheduler_enabled: bool = True
+    scheduler_tick_s: float = 1.0
+    scheduler_reverify_s: float = 10.0
 
     def __post_init__(self) -> None:
         self.witness_name = self.witness_name or f"{self.origin_prefix}/witness"
@@ -64,6 +70,10 @@ class Node:
             max_wait=self.limits.batch_wait_ms / 1000, max_pending=self.limits.max_pending,
         )  # fmt: skip
         self.sequencer.on_batch.append(self._on_batch)
+        self.scheduler = Scheduler(
+            self.store, self.sequencer, self.rails, clock=self.clock, metrics=self.metrics,
+            tick_seconds=self.scheduler_tick_s, reverify_seconds=self.scheduler_reverify_s,
+        )  # fmt: skip
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
             self.limits.namespace_rate, self.limits.namespace_burst
@@ -90,17 +100,24 @@ class Node:
             witness_name=config.witness_name,
             witnessed=config.witnessed,
             schemas=schemas,
+            rails=RailRegistry(config.anchoring),
+            scheduler_enabled=config.scheduler_enabled,
+            scheduler_tick_s=config.scheduler_tick_s,
+            scheduler_reverify_s=config.scheduler_reverify_s,
         )
 
     async def start(self) -> None:
         for ns in self.namespaces.current():
             state = self.store.log_state(ns)
             self.metrics.log_size.labels(ns).set(state.size if state else 0)
+        if self.scheduler_enabled:
+            self.scheduler.start()
         self.ready = True
 
     async def stop(self) -> None:
         """Graceful: stop taking records, drain the sequencer, close the store."""
         self.ready = False
+        await self.scheduler.stop()
         await self.sequencer.close()
         self.store.close()
 
@@ -144,15 +161,29 @@ class Node:
 
         task.add_done_callback(done)
 
-    def receipt_for(self, namespace: str, event_hash: bytes) -> Receipt:
+    def receipt_for(self, namespace: str, event_hash: bytes, *, anchored: bool = False) -> Receipt:
+        """A record's receipt at the latest checkpoint, or with ``anchored`` at the
+        earliest anchored checkpoint that covers it, with that checkpoint's anchors
+        (the chain record -> checkpoint -> anchored checkpoint -> rail)."""
         found = self.store.find_event_hash(namespace, event_hash)
         if found is None:
             raise NotFoundError(
                 "no record with that eventHash in this log", code="record_not_found"
             )
+        origin = self.sequencer.origin(namespace)
+        if anchored:
+            covering = self.scheduler.covering(namespace, found.index)
+            if covering is None:
+                raise NotFoundError(
+                    "no anchored checkpoint covers this record yet", code="not_anchored_yet"
+                )
+            proof, _ = self.sequencer.proof_inclusion(namespace, found.index, covering.size)
+            anchors = tuple(a.to_dict() for a in covering.anchors)
+            return Receipt("sha256:" + event_hash.hex(), namespace, origin, found.index, covering.size,
+                           tuple(proof), covering.checkpoint, anchors)  # fmt: skip
         proof, state = self.sequencer.proof_inclusion(namespace, found.index)
-        return Receipt("sha256:" + event_hash.hex(), namespace, self.sequencer.origin(namespace),
-                       found.index, state.size, tuple(proof), state.checkpoint)  # fmt: skip
+        return Receipt("sha256:" + event_hash.hex(), namespace, origin, found.index, state.size,
+                       tuple(proof), state.checkpoint)  # fmt: skip
 
     def record_at(self, namespace: str, index: int) -> dict[str, Any]:
         self.require_namespace(namespace)
@@ -179,6 +210,7 @@ class Node:
         }
         if namespace in self.namespaces.current():
             out["policy"] = self.sequencer.effective_config(namespace)
+            out["anchoring"] = self.scheduler.health(namespace)
         return out
 
     # --- witness -------------------------------------------------------------------

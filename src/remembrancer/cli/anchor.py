@@ -1,0 +1,170 @@
+"""``remembrancer anchor now|status|verify``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import click
+
+from remembrancer.cli.client import api_json
+from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
+from remembrancer.core.anchor import Anchor, AnchorReceipt
+from remembrancer.core.errors import FormatError, RemembrancerError, VerificationError
+from remembrancer.core.jcs import loads_strict
+
+
+@click.group()
+def anchor() -> None:
+    """Anchor logs to outside timestamp targets, and check anchors."""
+
+
+@anchor.command("now")
+@click.argument("namespace")
+@click.option(
+    "--level",
+    type=click.Choice(["fast", "strong", "cold"]),
+    default=None,
+    help="One level (default: all).",
+)
+@click.option("--url", required=True, help="Node base URL.")
+@click.option("--token", envvar="REMEMBRANCER_ADMIN_TOKEN", default=None,
+              help="Admin token (or env REMEMBRANCER_ADMIN_TOKEN, or --token-file).")  # fmt: skip
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None)
+@errors_as_one_line
+def anchor_now(
+    namespace: str, level: str | None, url: str, token: str | None, token_file: str | None
+) -> None:
+    """Anchor NAMESPACE's latest checkpoint now (an unchanged log is not re-anchored)."""
+    if token is None and token_file:
+        token = read_input(token_file, what="token file").decode().strip()
+    if not token:
+        raise FormatError(
+            "an admin token is needed: --token, --token-file or REMEMBRANCER_ADMIN_TOKEN",
+            code="usage",
+        )
+    query = f"?level={level}" if level else ""
+    import urllib.request
+
+    req = urllib.request.Request(f"{url.rstrip('/')}/v1/admin/anchor/{namespace}{query}", data=b"", method="POST",
+                                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            echo_json(json.loads(resp.read()))
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read() or b"{}").get("error", {})
+        raise RemembrancerError(f"{body.get('message', e.reason)} (HTTP {e.code})",
+                                code=body.get("code", f"http_{e.code}")) from e  # fmt: skip
+
+
+@anchor.command("status")
+@click.option("--url", required=True, help="Node base URL.")
+@click.option("--json", "as_json", is_flag=True)
+@errors_as_one_line
+def anchor_status(url: str, as_json: bool) -> None:
+    """Anchoring health of every namespace: levels, last anchor, next due, backoff."""
+    value = api_json("GET", f"{url.rstrip('/')}/v1/anchoring")
+    if as_json:
+        echo_json(value)
+        return
+    now = int(time.time())
+    for ns, health in value["namespaces"].items():
+        click.echo(f"{ns}: {health['status']}")
+        for level, lv in health["levels"].items():
+            due = lv.get("next_due") or now
+            err = f"  last error: {lv['last_error']}" if lv.get("last_error") else ""
+            click.echo(f"  {level:<6} {lv['target']:<16} every {lv['every']:<8} size {lv['last_size']:<8} "
+                       f"next in {max(0, due - now)} s, failures {lv['failures']}{err}")  # fmt: skip
+
+
+def _registry(tsa_trust: str | None, evm_rpc: str | None, btc_rpc: str | None, btc_headers: str | None,
+              targets: list[str]) -> Any:  # fmt: skip
+    from remembrancer.anchoring.base import RailRegistry
+
+    config: dict[str, dict[str, dict[str, Any]]] = {}
+    for target in targets:
+        scheme, _, name = target.partition(":")
+        if scheme == "rfc3161" and tsa_trust:
+            config.setdefault(scheme, {})[name] = {"trust_bundle": os.path.abspath(tsa_trust)}
+        elif scheme == "eip155" and evm_rpc:
+            config.setdefault(scheme, {})[name] = {"rpc": evm_rpc}
+        elif scheme == "btc" and (btc_rpc or btc_headers):
+            settings: dict[str, Any] = {}
+            if btc_rpc:
+                settings["bitcoin_rpc"] = btc_rpc
+            if btc_headers:
+                settings["headers_file"] = os.path.abspath(btc_headers)
+            config.setdefault(scheme, {})[name] = settings
+    return RailRegistry(config)
+
+
+@anchor.command("verify")
+@click.argument("receipt_file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--tsa-trust", default=None, help="PEM trust bundle for rfc3161 anchors (verified offline)."
+)
+@click.option("--evm-rpc", default=None, help="JSON-RPC URL of an EVM node for eip155 anchors.")
+@click.option("--btc-rpc", default=None, help="Bitcoin Core RPC URL for btc anchors.")
+@click.option(
+    "--btc-headers",
+    default=None,
+    help="A file of Bitcoin block headers for offline btc verification.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@errors_as_one_line
+def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None, btc_rpc: str | None,
+                  btc_headers: str | None, as_json: bool) -> None:  # fmt: skip
+    """Re-verify every anchor of an anchor receipt (or of a record receipt with
+    anchors) with your own trust settings; exit 0 only if at least one anchor
+    verifies and every anchor that could be checked agrees with the receipt."""
+    from remembrancer.anchoring.base import VerifyContext
+    from remembrancer.core.anchor import checkpoint_digest
+    from remembrancer.core.note import Note
+
+    doc = loads_strict(read_input(receipt_file, what="receipt"))
+    if isinstance(doc, dict) and doc.get("type") == "remembrancer.anchor-receipt/v1":
+        receipt = AnchorReceipt.from_dict(doc)
+        anchors, note = list(receipt.anchors), receipt.checkpoint
+    elif isinstance(doc, dict) and "anchors" in doc and "checkpoint" in doc:
+        anchors = [Anchor.from_dict(a) for a in doc["anchors"]]
+        note = str(doc["checkpoint"]).encode()
+    else:
+        raise FormatError(
+            "not an anchor receipt or a record receipt with anchors", code="receipt_malformed"
+        )
+    if not anchors:
+        raise VerificationError("the receipt holds no anchors", code="no_anchors")
+    digest = checkpoint_digest(Note.from_bytes(note).text.encode())
+    registry = _registry(tsa_trust, evm_rpc, btc_rpc, btc_headers, [a.target for a in anchors])
+    now = int(time.time())
+    results = []
+    for a in anchors:
+        if a.root != digest:
+            results.append({"target": a.target, "txRef": a.tx_ref, "status": "failed",
+                            "reason": "the anchored root is not this checkpoint's digest"})  # fmt: skip
+            continue
+        try:
+            rail = registry.get(a.target)
+            checked = rail.verify(a, VerifyContext(now, a.finality.required_depth))
+            results.append({"target": a.target, "txRef": a.tx_ref, "status": checked.status,
+                            "finality": checked.finality.to_dict(), "verifier": checked.verifier,
+                            "reason": checked.error})  # fmt: skip
+        except RemembrancerError as e:
+            results.append({"target": a.target, "txRef": a.tx_ref, "status": "unchecked",
+                            "reason": f"{e.code}: {e.message}"})  # fmt: skip
+    verified = [r for r in results if r["status"] == "verified"]
+    if as_json:
+        echo_json({"valid": bool(verified), "anchors": results})
+    else:
+        for r in results:
+            extra = f" ({r['reason']})" if r.get("reason") else ""
+            click.echo(f"{r['status']:<10} {r['target']:<16} {r['txRef']}{extra}")
+    if not verified:
+        raise VerificationError("no anchor of this receipt verified", code="anchors_unverified")
+    if any(r["status"] in ("failed", "reorged") for r in results):
+        raise VerificationError("an anchor in the receipt no longer verifies", code="anchor_failed")
+
+
+COMMANDS = [anchor]

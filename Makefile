@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PY) -m pip install -q -c constraints.txt -e '.[postgres,test,dev,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[postgres,evm,bitcoin,test,dev,bench]'
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -203,3 +203,24 @@ def test_members_join_to_the_canonical_form(value: dict[str, object], drop: str)
 def test_lone_surrogate_is_refused() -> None:
     with pytest.raises(FormatError):
         canonicalize({"a": "\ud800"})
+
+
+def test_deep_nesting_is_refused_even_with_a_raised_recursion_limit() -> None:
+    # Regression: py_ecc (pulled in by eth-account) raises the recursion limit to
+    # 100,000, after which json.loads on deeply nested input overflowed the C stack.
+    import sys
+
+    from remembrancer.core.record import Record
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        for data in (b"[" * 200_000, b'{"a":' * 200_000, b'{"x":"[[[["}' + b"[" * 70 + b"]" * 70):
+            with pytest.raises(FormatError) as e:
+                loads_strict(data)
+            assert e.value.code == "json_too_deep"
+        with pytest.raises(FormatError):
+            Record.from_bytes(b'{"a":' + b"[" * 200_000)
+        assert loads_strict(b'["[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]') is not None
+    finally:
+        sys.setrecursionlimit(old)

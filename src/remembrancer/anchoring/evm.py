@@ -90,6 +90,7 @@ import json
 import os
 import re
 import stat
+import sys
 import threading
 import time
 import urllib.error
@@ -163,6 +164,10 @@ def redact_url(url: str) -> str:
 
 
 def _eth_account() -> ModuleType:
+    # eth-account imports py_ecc, which raises the interpreter's recursion limit
+    # to 100,000 for its own use; that would let deeply nested input overflow
+    # the C stack in the json module elsewhere in the node.  Restore the limit.
+    limit = sys.getrecursionlimit()
     try:
         return importlib.import_module("eth_account")
     except ImportError as e:
@@ -171,6 +176,8 @@ def _eth_account() -> ModuleType:
             "pip install 'remembrancer[evm]'",
             code="rail_dependency_missing",
         ) from e
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _config_error(target: str, message: str) -> ConfigError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
@@ -186,6 +187,30 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS_ONLY = bytes(range(256)).translate(None, b"[]{}")
+
+
+def check_nesting(data: bytes, limit: int = MAX_DEPTH) -> None:
+    """Refuse JSON text nested deeper than ``limit`` *before* parsing it.
+
+    The standard library's decoder recurses once per level and relies on the
+    interpreter's recursion limit, which some libraries raise (py_ecc sets it
+    to 100,000); a deeply nested body could then overflow the C stack.  Cheap
+    for ordinary input: when there are at most ``limit`` brackets in all, the
+    depth cannot exceed it."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return
+    depth = 0
+    for c in _JSON_STRING.sub(b"", data).translate(None, _BRACKETS_ONLY):
+        if c == 91 or c == 123:
+            depth += 1
+            if depth > limit:
+                raise FormatError(f"JSON nesting deeper than {limit}", code="json_too_deep")
+        else:
+            depth -= 1
+
+
 def loads_strict(data: bytes | str, *, max_bytes: int = 1 << 20) -> Any:
     """Parse JSON strictly: UTF-8, no duplicate keys, no NaN/Infinity, bounded size and depth."""
     if isinstance(data, bytes):
@@ -195,10 +220,12 @@ def loads_strict(data: bytes | str, *, max_bytes: int = 1 << 20) -> Any:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise FormatError("JSON is not valid UTF-8", code="json_malformed") from e
+        check_nesting(data)
     else:
         text = data
         if len(text) > max_bytes:
             raise FormatError(f"JSON larger than {max_bytes} bytes", code="json_too_large")
+        check_nesting(text.encode("utf-8", "surrogatepass"))
     try:
         value = json.loads(
             text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from remembrancer.core.errors import FormatError
-from remembrancer.core.jcs import canonical_members, check_depth, join_members, loads_strict
+from remembrancer.core.jcs import (
+    canonical_members,
+    check_depth,
+    check_nesting,
+    join_members,
+    loads_strict,
+)
 
 MAX_RECORD_BYTES = 65_535  # the tlog-tiles entry limit
 MAX_INPUT_BYTES = 256 * 1024  # what a parser reads before refusing outright
@@ -270,6 +276,7 @@ def _fast_canonical(data: bytes) -> tuple[dict[str, Any], tuple[bytes, bytes]] |
     """
     if not data.isascii() or data[:1] != b"{":
         return None
+    check_nesting(data)
     try:
         value = json.loads(data, parse_float=_float, parse_int=_int)
         if not isinstance(value, dict) or _dumps(value).encode() != data:

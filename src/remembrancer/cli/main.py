@@ -19,9 +19,9 @@ def main() -> None:
 
 
 def _load_commands() -> None:
-    from remembrancer.cli import anchor, client, demo, keys, namespace, node, record, verify
+    from remembrancer.cli import anchor, client, demo, keys, namespace, node, record, tsa, verify
 
-    for module in (keys, record, verify, namespace, node, client, anchor, demo):
+    for module in (keys, record, verify, namespace, node, client, anchor, tsa, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -1,0 +1,88 @@
+"""A real anvil (Foundry's local EVM node, npm @foundry-rs/anvil) for tests and demos."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+NPM_ANVIL = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "anvil"
+# anvil's first default development account (a public test key, funded).
+DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+def find_anvil() -> str | None:
+    configured = os.environ.get("REMEMBRANCER_ANVIL")
+    if configured:
+        return configured if os.access(configured, os.X_OK) else shutil.which(configured)
+    if os.access(NPM_ANVIL, os.X_OK):
+        return str(NPM_ANVIL)
+    return shutil.which("anvil")
+
+
+@dataclass
+class Anvil:
+    proc: subprocess.Popen[bytes]
+    port: int
+    chain_id: int = 31337
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+        ).encode()
+        req = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = json.loads(resp.read())
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer["result"]
+
+    def mine(self, blocks: int = 1) -> None:
+        self.rpc("anvil_mine", hex(blocks))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start_anvil(
+    binary: str, port: int, log_path: Path, *, chain_id: int = 31337, timeout: float = 20
+) -> Anvil:
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [binary, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    anvil = Anvil(proc, port, chain_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if int(anvil.rpc("eth_chainId"), 16) == chain_id:
+                return anvil
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            anvil.stop()
+            raise RuntimeError(
+                f"anvil did not start: {log_path.read_text(errors='replace')[-2000:]}"
+            )
+        time.sleep(0.05)

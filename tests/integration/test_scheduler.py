@@ -142,7 +142,7 @@ def test_cadence_unchanged_logs_and_reverification(tmp_path: Path) -> None:
 
 def test_backoff_is_enforced_and_scaled_by_error_class(tmp_path: Path) -> None:
     async def go() -> None:
-        clock, store, seq, sched, evm, tsa = setup(tmp_path)
+        clock, store, seq, sched, evm, _tsa = setup(tmp_path)
         await add(seq, clock)
         evm.fail_with = ["transient", "transient", "auth", "validation", "transient"]
         delays = []
@@ -171,7 +171,7 @@ def test_backoff_is_enforced_and_scaled_by_error_class(tmp_path: Path) -> None:
 
 def test_state_survives_restart_and_reorg_reanchors(tmp_path: Path) -> None:
     async def go() -> None:
-        clock, store, seq, sched, evm, tsa = setup(tmp_path)
+        clock, store, seq, sched, _evm, _tsa = setup(tmp_path)
         await add(seq, clock)
         await sched.tick()
         clock.now += 30  # depth 4: final for 2 confirmations, still within reorg reach
@@ -205,7 +205,7 @@ def test_state_survives_restart_and_reorg_reanchors(tmp_path: Path) -> None:
 
 def test_governance_change_is_picked_up_on_the_next_tick(tmp_path: Path) -> None:
     async def go() -> None:
-        clock, store, seq, sched, evm, tsa = setup(tmp_path)
+        clock, store, seq, sched, evm, _tsa = setup(tmp_path)
         await add(seq, clock)
         await sched.tick()
         admin = demo_key("did:vm:admin:dao-council")
@@ -232,7 +232,7 @@ def test_anchor_now_and_unknown_targets(tmp_path: Path) -> None:
         }
 
     async def go() -> None:
-        clock, store, seq, sched, evm, tsa = setup(tmp_path, edit)
+        clock, store, seq, sched, _evm, _tsa = setup(tmp_path, edit)
         await add(seq, clock)
         results = dict(await sched.anchor_now("dao:vaultmesh"))
         assert results["fast"] == "submitted" and results["strong"] == "failed"

@@ -221,6 +221,11 @@ def test_deep_nesting_is_refused_even_with_a_raised_recursion_limit() -> None:
             assert e.value.code == "json_too_deep"
         with pytest.raises(FormatError):
             Record.from_bytes(b'{"a":' + b"[" * 200_000)
-        assert loads_strict(b'["[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]') is not None
+        assert (
+            loads_strict(
+                b'["[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]'
+            )
+            is not None
+        )
     finally:
         sys.setrecursionlimit(old)

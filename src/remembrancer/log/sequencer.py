@@ -287,6 +287,31 @@ class Sequencer:
                 fut.get_loop().call_soon_threadsafe(_set_exception, fut, e)
                 pending.report = None
 
+    def attach_cosignatures(self, namespace: str, size: int, note: bytes) -> bool:
+        """Replace the stored checkpoint note at ``size`` with ``note`` (the same
+        checkpoint with witness cosignatures added) if ``size`` is still the
+        log's size; serialised with integration on the writer thread.  Returns
+        whether it was attached.  The caller has verified the cosignatures."""
+
+        def work() -> bool:
+            state = self.head(namespace)
+            if state is None or state.size != size:
+                return False
+            new = LogState(namespace, size, state.root_hash, note)
+            try:
+                self.store.append(
+                    AppendBatch(namespace, size, [], [], new, checkpoint_time=int(self.clock()))
+                )
+            except ConflictError:
+                return False  # the log moved on meanwhile
+            self._heads[namespace] = new
+            handle = self._logs.get(namespace)
+            if handle is not None and handle.writer is not None and handle.writer.size == size:
+                handle.checkpoint = note
+            return True
+
+        return self._write_pool.submit(work).result()
+
     def append_raw(self, namespace: str, entries: Sequence[bytes]) -> tuple[int, int]:
         """Append pre-verified raw entries (no admission) durably; return [start, end).
 

@@ -373,6 +373,10 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         return Response(data, media_type="application/octet-stream",
                         headers={"Cache-Control": IMMUTABLE if t.width == TILE_WIDTH else MUTABLE})  # fmt: skip
 
+    @app.get("/v1/witnessing", summary="Peers that cosign this node's checkpoints, and how fast")
+    async def witnessing() -> dict[str, Any]:
+        return node.witnessing.stats()
+
     # --- witness ---------------------------------------------------------------------
     @app.post("/witness/add-checkpoint",
               responses={200: {"description": "Cosignature lines", "content": {"text/plain": {}}},

@@ -30,7 +30,7 @@ DATA_MARKER = "remembrancer-data.json"
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 _ORIGIN_PREFIX = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~-]+)*$")
 _TOP = {"version", "origin_prefix", "listen", "data_dir", "node_key", "namespaces", "storage",
-        "admin", "witness", "limits", "log_format", "anchoring", "scheduler"}  # fmt: skip
+        "admin", "witness", "limits", "log_format", "anchoring", "scheduler", "witnessing"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,8 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     log_format: str = "text"
     anchoring: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    witness_peers: tuple[Mapping[str, Any], ...] = ()
+    witness_quorum: int | None = None
     scheduler_enabled: bool = True
     scheduler_tick_s: float = 1.0
     scheduler_reverify_s: float = 10.0
@@ -185,6 +187,17 @@ def load_node_config(
     if log_format not in ("text", "json"):
         raise _err(p, "log_format", "must be text or json")
     anchoring = _parse_anchoring(doc.get("anchoring"), p, base)
+    witnessing = doc.get("witnessing") or {}
+    if not isinstance(witnessing, dict) or any(k not in ("peers", "quorum") for k in witnessing):
+        raise _err(p, "witnessing", "holds only peers (url, vkey) and quorum")
+    peers = witnessing.get("peers") or []
+    if not isinstance(peers, list) or not all(
+        isinstance(x, dict) and {"url", "vkey"} <= set(x) for x in peers
+    ):
+        raise _err(p, "witnessing.peers", "must be a list of {url, vkey}")
+    wq = witnessing.get("quorum")
+    if wq is not None and (type(wq) is not int or not 0 <= wq <= len(peers)):
+        raise _err(p, "witnessing.quorum", "must be an integer between 0 and the number of peers")
     sched = doc.get("scheduler") or {}
     if not isinstance(sched, dict) or any(
         k not in ("enabled", "tick_seconds", "reverify_seconds") for k in sched
@@ -193,6 +206,8 @@ def load_node_config(
     return NodeConfig(
         path=p,
         anchoring=anchoring,
+        witness_peers=tuple(peers),
+        witness_quorum=wq,
         scheduler_enabled=bool(sched.get("enabled", True)),
         scheduler_tick_s=float(sched.get("tick_seconds", 1.0)),
         scheduler_reverify_s=float(sched.get("reverify_seconds", 10.0)),

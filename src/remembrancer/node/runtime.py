@@ -32,6 +32,7 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
+from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.log.namespaces import NamespaceSource
 from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
 from remembrancer.node.config import Limits, NodeConfig, WitnessedLog, check_data_dir
@@ -60,6 +61,8 @@ class Node:
     scheduler_enabled: bool = True
     scheduler_tick_s: float = 1.0
     scheduler_reverify_s: float = 10.0
+    witness_peers: tuple[WitnessPeer, ...] = ()
+    witness_quorum: int | None = None
 
     def __post_init__(self) -> None:
         self.witness_name = self.witness_name or f"{self.origin_prefix}/witness"
@@ -74,6 +77,10 @@ class Node:
             self.store, self.sequencer, self.rails, clock=self.clock, metrics=self.metrics,
             tick_seconds=self.scheduler_tick_s, reverify_seconds=self.scheduler_reverify_s,
         )  # fmt: skip
+        self.witnessing = CheckpointWitnessing(
+            self.sequencer, self.witness_peers, quorum=self.witness_quorum
+        )
+        self.sequencer.on_batch.append(self.witnessing.on_batch)
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
             self.limits.namespace_rate, self.limits.namespace_burst
@@ -104,6 +111,11 @@ class Node:
             scheduler_enabled=config.scheduler_enabled,
             scheduler_tick_s=config.scheduler_tick_s,
             scheduler_reverify_s=config.scheduler_reverify_s,
+            witness_peers=tuple(
+                WitnessPeer.from_config(e, f"witnessing.peers[{i}]")
+                for i, e in enumerate(config.witness_peers)
+            ),
+            witness_quorum=config.witness_quorum,
         )
 
     async def start(self) -> None:
@@ -112,6 +124,7 @@ class Node:
             self.metrics.log_size.labels(ns).set(state.size if state else 0)
         if self.scheduler_enabled:
             self.scheduler.start()
+        self.witnessing.start()
         self.ready = True
 
     async def stop(self) -> None:
@@ -119,6 +132,7 @@ class Node:
         self.ready = False
         await self.scheduler.stop()
         await self.sequencer.close()
+        await self.witnessing.stop()
         self.store.close()
 
     def _on_batch(self, namespace: str, start: int, end: int, note: bytes) -> None:

@@ -110,3 +110,32 @@ def init_node(
         args += ["--origin-prefix", origin_prefix]
     cli(*args)
     return NodeProcess(directory, port)
+
+
+def wire_witnessing(nodes: list[NodeProcess], *, quorum: int | None = None) -> None:
+    """Make every node witness every other node's logs and ask them all for
+    cosignatures (edits each node.yaml; call before starting the nodes)."""
+    from remembrancer.core.cosignature import format_cosigner_vkey
+    from remembrancer.core.keys import read_key_file
+    from remembrancer.core.note import format_vkey
+
+    info: list[dict[str, Any]] = []
+    for n in nodes:
+        doc = yaml.safe_load(n.config.read_text())
+        key = read_key_file(n.directory / doc["node_key"])
+        spaces = yaml.safe_load((n.directory / doc["namespaces"]).read_text())["namespaces"]
+        prefix = doc["origin_prefix"]
+        witness_name = (doc.get("witness") or {}).get("name") or f"{prefix}/witness"
+        info.append({
+            "node": n,
+            "log_vkeys": [format_vkey(f"{prefix}/{ns}", key.public) for ns in spaces],
+            "witness": {"url": f"{n.url}/witness", "vkey": format_cosigner_vkey(witness_name, key.public)},
+            "witness_name": witness_name,
+        })  # fmt: skip
+    for me in info:
+        others = [o for o in info if o is not me]
+        me["node"].edit_config(
+            witness={"name": me["witness_name"], "logs": [{"vkey": v} for o in others for v in o["log_vkeys"]]},
+            witnessing={"peers": [o["witness"] for o in others],
+                        **({"quorum": quorum} if quorum is not None else {})},
+        )  # fmt: skip

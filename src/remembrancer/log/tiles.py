@@ -15,6 +15,7 @@ both, which it folds from the other two.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 from remembrancer.core.rfc6962 import CompactRange, NodeId, hash_children, range_nodes
@@ -80,31 +81,74 @@ class TileWriter:
         return TileWriter(self.edge(), {k: bytearray(v) for k, v in self._partial.items()})
 
     def append(self, leaf_hashes: Sequence[bytes]) -> list[TileBytes]:
-        """Append leaves; return every tile that changed, with its new contents."""
-        edge_append = self._edge.append
+        """Append leaves; return every tile that changed, with its new contents.
+
+        Works level by level over the whole batch (one pass per tree level,
+        hashing pairs) rather than leaf by leaf: the nodes completed at tree
+        level ``l`` start at index ``old_size >> l``; when that index is odd
+        their left sibling is the old right edge's node at level ``l``.
+        """
+        if not leaf_hashes:
+            return []
+        old = self._edge
+        old_size = old.size
+        new_size = old_size + len(leaf_hashes)
+        # The old edge's node per level (one per set bit of old_size).
+        edge_at: dict[int, bytes] = {}
+        for (level, _), h in zip(old.node_ids(), old.hashes, strict=True):
+            edge_at[level] = h
         partial = self._partial
         touched: dict[tuple[int, int], bytes] = {}
-        for leaf_hash in leaf_hashes:
-            for level, index, h in edge_append(leaf_hash):
-                if level % TILE_HEIGHT:
-                    continue
-                tlevel = level // TILE_HEIGHT
-                buf = partial.get(tlevel)
-                if buf is None:
-                    buf = partial[tlevel] = bytearray()
-                buf += h
-                tindex = index // TILE_WIDTH
-                if len(buf) == TILE_WIDTH * 32:
-                    touched[(tlevel, tindex)] = bytes(buf)
-                    buf.clear()
-                else:
-                    touched[(tlevel, tindex)] = b""  # partial: materialised below
+        new_edge: dict[int, bytes] = {}
+        nodes = list(leaf_hashes)
+        first = old_size
+        level = 0
+        sha = hashlib.sha256
+        while nodes:
+            if level % TILE_HEIGHT == 0:
+                self._write_tile_level(level // TILE_HEIGHT, first, nodes, touched)
+            if first & 1:
+                nodes.insert(0, edge_at[level])
+                first -= 1
+            if (new_size >> level) & 1:
+                new_edge[level] = nodes[-1]
+            nodes = [
+                sha(b"\x01" + nodes[i] + nodes[i + 1]).digest() for i in range(0, len(nodes) - 1, 2)
+            ]
+            first >>= 1
+            level += 1
+        while (new_size >> level) > 0:  # higher levels the batch did not reach
+            if (new_size >> level) & 1:
+                new_edge[level] = edge_at[level]
+            level += 1
+        self._edge = CompactRange(new_size, [new_edge[lv] for lv in sorted(new_edge, reverse=True)])
         out: list[TileBytes] = []
         for (tlevel, tindex), data in touched.items():
-            if not data:
-                data = bytes(partial[tlevel])
-            out.append((tlevel, tindex, data))
+            out.append((tlevel, tindex, data if data else bytes(partial[tlevel])))
         return out
+
+    def _write_tile_level(self, tlevel: int, first: int, nodes: list[bytes],
+                          touched: dict[tuple[int, int], bytes]) -> None:  # fmt: skip
+        """Add the completed nodes ``nodes`` (indices from ``first``) of tile level
+        ``tlevel`` to the partial tile buffers, recording full and partial tiles."""
+        buf = self._partial.get(tlevel)
+        if buf is None:
+            buf = self._partial[tlevel] = bytearray()
+        index = first
+        pos = 0
+        count = len(nodes)
+        while pos < count:
+            room = TILE_WIDTH - (index % TILE_WIDTH)
+            take = nodes[pos : pos + room]
+            buf += b"".join(take)
+            tindex = index // TILE_WIDTH
+            if len(buf) == TILE_WIDTH * 32:
+                touched[(tlevel, tindex)] = bytes(buf)
+                buf.clear()
+            else:
+                touched[(tlevel, tindex)] = b""  # partial: materialised by the caller
+            index += len(take)
+            pos += len(take)
 
 
 class BatchNodeReader:

@@ -61,7 +61,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol, TypeAlias
+from typing import NamedTuple, Final, Literal, Protocol, TypeAlias
 
 from remembrancer.core.errors import ConflictError, FormatError, StorageError
 from remembrancer.core.tiles import decode_entry_bundle
@@ -86,9 +86,11 @@ Expect: TypeAlias = bytes | Literal[_AnyValue.ANY] | None
 """What ``put_state`` compares with: ``ANY``, ``None`` (absent) or the exact bytes."""
 
 
-@dataclass(frozen=True, slots=True)
-class EntryRow:
+class EntryRow(NamedTuple):
     """One log entry as stored: its leaf bytes and the keys it is found by.
+
+    (A NamedTuple rather than a frozen dataclass: millions are built per
+    minute on the append path, and tuples are built several times faster.)
 
     ``event_hash`` is 32 raw bytes (the SHA-256 of the record's signing
     input); ``event_id``, ``actor`` and ``nonce`` are ``None`` for raw entries

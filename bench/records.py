@@ -192,7 +192,7 @@ def run(quick: bool) -> list[Row]:
         try:
             rows = bench_signed(4000 if quick else 30000, tmp)
             rows += bench_raw(20000 if quick else 200000, tmp, pg)
-            rows += bench_memory(200_000 if quick else 5_000_000, tmp)
+            rows += bench_memory(1_000_000 if quick else 5_000_000, tmp)
         finally:
             if pg:
                 _drop_pg(pg)

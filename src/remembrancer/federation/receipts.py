@@ -1,0 +1,214 @@
+"""Countersigned federation receipts (the seed's "geo-redundant proofs").
+
+The node that anchored a checkpoint proposes a federation receipt; every peer
+re-verifies the rail evidence with its own trust settings and the checkpoint
+with the log's key, then countersigns; at ``quorum`` distinct active peers the
+receipt is final.  Format (JSON, the seed's fields plus the evidence)::
+
+    {
+      "type": "remembrancer.federation-receipt/v1",
+      "federation_id": "vaultmesh-primary",
+      "receipt_type": "anchor_federation",
+      "namespace": "dao:vaultmesh",
+      "origin": "alpha.example.org/dao:vaultmesh",
+      "anchor": {"batch_root": "sha256:…", "target": "rfc3161:tsa", "tx_hash": "…",
+                 "block": null, "timestamp": 1764100000},
+      "evidence": {"checkpoint": "<signed note>", "anchor": {<anchor, as in receipt.v1>}},
+      "signatures": [{"node": "did:key:…", "role": "anchor|witness", "timestamp": 1764100001,
+                      "sig": "<base64url Ed25519>"}],
+      "quorum_met": true,
+      "finalized_at": 1764100002
+    }
+
+Every signature signs the RFC 8785 canonical form of the *statement*: the
+receipt without ``signatures``, ``quorum_met`` and ``finalized_at``, with the
+signer's ``node``, ``role`` and ``timestamp`` added under ``"countersigner"``.
+So a signature commits to the checkpoint, the anchor and its evidence, and to
+who signed when.  ``verify_federation_receipt`` checks, offline, that at least
+``quorum`` distinct keys of active registry peers signed, and that the anchored
+root is the SHA-256 of the evidence checkpoint's body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from remembrancer.core.anchor import Anchor, checkpoint_digest
+from remembrancer.core.errors import FormatError, VerificationError
+from remembrancer.core.jcs import canonicalize
+from remembrancer.core.keys import PublicKey, SigningKey
+from remembrancer.core.note import Note
+from remembrancer.core.record import b64url_decode, b64url_encode
+
+TYPE = "remembrancer.federation-receipt/v1"
+Role = Literal["anchor", "witness"]
+
+
+@dataclass(frozen=True, slots=True)
+class Countersignature:
+    node: str  # the signer's DID (did:key)
+    role: Role
+    timestamp: int
+    sig: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "role": self.role,
+            "timestamp": self.timestamp,
+            "sig": b64url_encode(self.sig),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Countersignature:
+        if not isinstance(d, dict) or set(d) != {"node", "role", "timestamp", "sig"}:
+            raise FormatError(
+                "a countersignature has node, role, timestamp and sig", code="receipt_malformed"
+            )
+        if (
+            d["role"] not in ("anchor", "witness")
+            or type(d["timestamp"]) is not int
+            or not isinstance(d["node"], str)
+        ):
+            raise FormatError(
+                "countersignature fields have the wrong types", code="receipt_malformed"
+            )
+        return cls(d["node"], d["role"], d["timestamp"], b64url_decode(d["sig"], what="sig"))
+
+
+@dataclass(frozen=True, slots=True)
+class FederationReceipt:
+    federation_id: str
+    namespace: str
+    origin: str
+    checkpoint: bytes  # the signed note that was anchored
+    anchor: Anchor
+    signatures: tuple[Countersignature, ...] = ()
+    finalized_at: int | None = None
+
+    @property
+    def id(self) -> str:
+        """A stable identity: the anchored root and the anchor's target and txRef."""
+        return f"{self.anchor.root.hex()}/{self.anchor.target}/{self.anchor.tx_ref}"
+
+    def statement(self) -> dict[str, Any]:
+        a = self.anchor
+        return {
+            "type": TYPE,
+            "federation_id": self.federation_id,
+            "receipt_type": "anchor_federation",
+            "namespace": self.namespace,
+            "origin": self.origin,
+            "anchor": {
+                "batch_root": "sha256:" + a.root.hex(),
+                "target": a.target,
+                "tx_hash": a.tx_ref,
+                "block": a.block_number,
+                "timestamp": a.anchor_ts,
+            },
+            "evidence": {"checkpoint": self.checkpoint.decode("utf-8"), "anchor": a.to_dict()},
+        }
+
+    def signing_input(self, node: str, role: str, timestamp: int) -> bytes:
+        body = self.statement()
+        body["countersigner"] = {"node": node, "role": role, "timestamp": timestamp}
+        return canonicalize(body)
+
+    def countersign(self, key: SigningKey, role: Role, timestamp: int) -> Countersignature:
+        sig = key.sign(self.signing_input(key.did, role, timestamp))
+        return Countersignature(key.did, role, timestamp, sig)
+
+    def with_signature(self, cs: Countersignature) -> FederationReceipt:
+        kept = [s for s in self.signatures if s.node != cs.node]
+        return replace(self, signatures=(*kept, cs))
+
+    def to_dict(self, *, quorum: int | None = None) -> dict[str, Any]:
+        out = self.statement()
+        out["signatures"] = [s.to_dict() for s in self.signatures]
+        out["quorum_met"] = (
+            self.finalized_at is not None if quorum is None else len(self.signatures) >= quorum
+        )
+        out["finalized_at"] = self.finalized_at
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any) -> FederationReceipt:
+        if not isinstance(d, dict) or d.get("type") != TYPE:
+            raise FormatError(f"not a {TYPE}", code="receipt_malformed")
+        try:
+            evidence = d["evidence"]
+            anchor = Anchor.from_dict(evidence["anchor"])
+            note = evidence["checkpoint"].encode("utf-8")
+            receipt = cls(
+                federation_id=str(d["federation_id"]),
+                namespace=str(d["namespace"]),
+                origin=str(d["origin"]),
+                checkpoint=note,
+                anchor=anchor,
+                signatures=tuple(Countersignature.from_dict(s) for s in d.get("signatures", [])),
+                finalized_at=d.get("finalized_at"),
+            )
+        except (KeyError, TypeError, AttributeError, UnicodeError) as e:
+            raise FormatError(f"malformed federation receipt: {e}", code="receipt_malformed") from e
+        # The summary fields must agree with the evidence they summarise.
+        if (
+            d.get("anchor") != receipt.statement()["anchor"]
+            or d.get("receipt_type") != "anchor_federation"
+        ):
+            raise FormatError(
+                "the anchor summary does not match the evidence", code="receipt_malformed"
+            )
+        return receipt
+
+
+@dataclass(frozen=True, slots=True)
+class FederationReceiptReport:
+    signers: tuple[str, ...]
+    quorum: int
+    root_matches_checkpoint: bool
+
+
+def verify_countersignature(
+    receipt: FederationReceipt, cs: Countersignature, key: PublicKey
+) -> bool:
+    return key.verify(receipt.signing_input(cs.node, cs.role, cs.timestamp), cs.sig)
+
+
+def verify_federation_receipt(
+    receipt: FederationReceipt,
+    peers: Mapping[str, PublicKey],
+    quorum: int,
+    *,
+    active: Sequence[str] | None = None,
+) -> FederationReceiptReport:
+    """Offline: at least ``quorum`` distinct active peers' keys countersigned it,
+    and the anchored root is the SHA-256 of the evidence checkpoint's body.
+
+    ``peers`` maps each registry peer's DID to its key; ``active`` (default:
+    all) lists the DIDs whose status is ``active``.  Signatures by unknown or
+    inactive peers, invalid signatures and repeated keys do not count.
+    """
+    body = Note.from_bytes(receipt.checkpoint).text.encode("utf-8")
+    if checkpoint_digest(body) != receipt.anchor.root:
+        raise VerificationError(
+            "the anchored root is not this checkpoint's digest", code="receipt_root_mismatch"
+        )
+    allowed = set(active if active is not None else peers)
+    counted: list[str] = []
+    keys_seen: set[bytes] = set()
+    for cs in receipt.signatures:
+        key = peers.get(cs.node)
+        if key is None or cs.node not in allowed or key.raw in keys_seen:
+            continue
+        if verify_countersignature(receipt, cs, key):
+            counted.append(cs.node)
+            keys_seen.add(key.raw)
+    if len(counted) < quorum:
+        raise VerificationError(
+            f"{len(counted)} valid countersignatures from active peers; the federation requires {quorum}",
+            code="receipt_quorum_not_met",
+            details={"counted": counted, "quorum": quorum},
+        )
+    return FederationReceiptReport(tuple(counted), quorum, True)

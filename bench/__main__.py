@@ -19,10 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import merkle, node, records, storage
+from bench import federation, merkle, node, records, storage
 from bench.merkle import format_rows
 
-SUITES = {"merkle": merkle, "records": records, "storage": storage, "node": node}
+SUITES = {"merkle": merkle, "records": records, "storage": storage, "node": node, "federation": federation}
 
 
 def machine() -> str:

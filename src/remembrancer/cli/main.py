@@ -19,9 +19,20 @@ def main() -> None:
 
 
 def _load_commands() -> None:
-    from remembrancer.cli import anchor, client, demo, keys, namespace, node, record, tsa, verify
+    from remembrancer.cli import (
+        anchor,
+        client,
+        demo,
+        federation,
+        keys,
+        namespace,
+        node,
+        record,
+        tsa,
+        verify,
+    )
 
-    for module in (keys, record, verify, namespace, node, client, anchor, tsa, demo):
+    for module in (keys, record, verify, namespace, node, client, anchor, federation, tsa, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -66,6 +66,8 @@ _STATUS_BY_CODE = {
     "witness_root_mismatch": 409,
     "witness_proof_invalid": 422,
     "unauthorized": 401,
+    "quorum_not_reached": 504,
+    "federation_not_configured": 404,
 }
 
 
@@ -100,7 +102,7 @@ class ErrorResponse(BaseModel):
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    described = {400: "Malformed request", 401: "Missing or wrong admin token", 403: "Refused by policy",
+    described = {504: "A quorum of peers did not answer in time", 400: "Malformed request", 401: "Missing or wrong admin token", 403: "Refused by policy",
                  404: "Not found", 409: "Conflict with recorded state", 413: "Body too large",
                  422: "Did not verify", 429: "Rate limited (see Retry-After)",
                  503: "Overloaded or storage unavailable (see Retry-After)"}  # fmt: skip
@@ -376,6 +378,50 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     @app.get("/v1/witnessing", summary="Peers that cosign this node's checkpoints, and how fast")
     async def witnessing() -> dict[str, Any]:
         return node.witnessing.stats()
+
+    # --- federation ------------------------------------------------------------------
+    def _federation() -> Any:
+        if node.federation is None:
+            raise NotFoundError(
+                "this node is not in a federation", code="federation_not_configured"
+            )
+        return node.federation
+
+    @app.post("/federation/v1/messages", responses={202: {"description": "Accepted"},
+              **_errors(400, 403, 404, 409, 413, 429, 503)},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})  # fmt: skip
+    async def federation_message(request: Request) -> Response:
+        """A signed federation message (docs/spec/federation.md)."""
+        service = _federation()
+        body = await read_body(request)
+        reply = await service.handle(body, request.headers.get("content-type"))
+        return Response(reply.body, status_code=reply.status, headers=reply.headers)
+
+    @app.get(
+        "/v1/federation", responses=_errors(404), summary="Federation peers, statuses, scores, lag"
+    )
+    async def federation_status() -> dict[str, Any]:
+        return await _in_thread(_federation().status)
+
+    @app.get("/v1/federation/receipts", responses=_errors(404), summary="Final federation receipts")
+    async def federation_receipts(namespace: str | None = None) -> dict[str, Any]:
+        return {"receipts": await _in_thread(_federation().receipts, namespace)}
+
+    @app.post(
+        "/v1/admin/federation/propagate/{namespace}", responses=_errors(400, 401, 404, 503, 504)
+    )
+    async def propagate_anchor(request: Request, namespace: str) -> dict[str, Any]:
+        """Ask the peers to countersign this namespace's newest verified anchor (admin)."""
+        _require_admin(node, request)
+        _check_ns(namespace)
+        service = _federation()
+        receipts = await _in_thread(node.scheduler.receipts, namespace)
+        for r in reversed(receipts):
+            verified = [a for a in r.anchors if a.status == "verified"]
+            if verified:
+                final = await service.propagate(namespace, verified[0], r.checkpoint)
+                return final.to_dict(quorum=service.registry.quorum)  # type: ignore[no-any-return]
+        raise NotFoundError(f"{namespace} has no verified anchor yet", code="no_verified_anchor")
 
     # --- witness ---------------------------------------------------------------------
     @app.post("/witness/add-checkpoint",

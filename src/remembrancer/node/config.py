@@ -30,7 +30,7 @@ DATA_MARKER = "remembrancer-data.json"
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 _ORIGIN_PREFIX = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~-]+)*$")
 _TOP = {"version", "origin_prefix", "listen", "data_dir", "node_key", "namespaces", "storage",
-        "admin", "witness", "limits", "log_format", "anchoring", "scheduler", "witnessing"}  # fmt: skip
+        "admin", "witness", "limits", "log_format", "anchoring", "scheduler", "witnessing", "federation"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,9 @@ class NodeConfig:
     log_format: str = "text"
     anchoring: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     witness_peers: tuple[Mapping[str, Any], ...] = ()
+    federation_file: Path | None = None
+    federation_did: str | None = None
+    heartbeat_seconds: float = 2.0
     witness_quorum: int | None = None
     scheduler_enabled: bool = True
     scheduler_tick_s: float = 1.0
@@ -195,6 +198,11 @@ def load_node_config(
         isinstance(x, dict) and {"url", "vkey"} <= set(x) for x in peers
     ):
         raise _err(p, "witnessing.peers", "must be a list of {url, vkey}")
+    fed = doc.get("federation") or {}
+    if not isinstance(fed, dict) or any(k not in ("file", "did", "heartbeat_seconds") for k in fed):
+        raise _err(p, "federation", "holds only file, did and heartbeat_seconds")
+    if fed and not isinstance(fed.get("file"), str):
+        raise _err(p, "federation.file", "must name the federation.yaml file")
     wq = witnessing.get("quorum")
     if wq is not None and (type(wq) is not int or not 0 <= wq <= len(peers)):
         raise _err(p, "witnessing.quorum", "must be an integer between 0 and the number of peers")
@@ -207,6 +215,9 @@ def load_node_config(
         path=p,
         anchoring=anchoring,
         witness_peers=tuple(peers),
+        federation_file=(base / fed["file"]).resolve() if fed else None,
+        federation_did=fed.get("did"),
+        heartbeat_seconds=float(fed.get("heartbeat_seconds", 2.0)),
         witness_quorum=wq,
         scheduler_enabled=bool(sched.get("enabled", True)),
         scheduler_tick_s=float(sched.get("tick_seconds", 1.0)),

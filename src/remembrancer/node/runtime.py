@@ -32,6 +32,8 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
+from remembrancer.federation.registry import load_federation_file
+from remembrancer.federation.service import FederationService
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.log.namespaces import NamespaceSource
 from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
@@ -63,6 +65,9 @@ class Node:
     scheduler_reverify_s: float = 10.0
     witness_peers: tuple[WitnessPeer, ...] = ()
     witness_quorum: int | None = None
+    federation_registry: Any = None  # federation.registry.Registry
+    federation_did: str | None = None
+    heartbeat_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         self.witness_name = self.witness_name or f"{self.origin_prefix}/witness"
@@ -81,6 +86,15 @@ class Node:
             self.sequencer, self.witness_peers, quorum=self.witness_quorum
         )
         self.sequencer.on_batch.append(self.witnessing.on_batch)
+        self.federation: FederationService | None = None
+        if self.federation_registry is not None:
+            verifiers = {
+                o: [parse_vkey(v) for v in vk] for o, vk in self._witnessed_vkeys().items()
+            }
+            self.federation = FederationService(
+                self.federation_registry, self.federation_did or self.node_key.did, self.node_key, self.store,
+                self.sequencer, self.rails, verifiers, clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
+            )  # fmt: skip
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
             self.limits.namespace_rate, self.limits.namespace_burst
@@ -92,6 +106,9 @@ class Node:
         self.pending: dict[str, asyncio.Task[Receipt]] = {}
         self.started = time.time()
         self.ready = False
+
+    def _witnessed_vkeys(self) -> dict[str, tuple[str, ...]]:
+        return {w.origin: w.vkeys for w in self.witnessed}
 
     @classmethod
     def from_config(cls, config: NodeConfig) -> Node:
@@ -116,6 +133,11 @@ class Node:
                 for i, e in enumerate(config.witness_peers)
             ),
             witness_quorum=config.witness_quorum,
+            federation_registry=load_federation_file(config.federation_file)
+            if config.federation_file
+            else None,
+            federation_did=config.federation_did,
+            heartbeat_seconds=config.heartbeat_seconds,
         )
 
     async def start(self) -> None:
@@ -125,6 +147,8 @@ class Node:
         if self.scheduler_enabled:
             self.scheduler.start()
         self.witnessing.start()
+        if self.federation is not None:
+            self.federation.start()
         self.ready = True
 
     async def stop(self) -> None:
@@ -133,6 +157,8 @@ class Node:
         await self.scheduler.stop()
         await self.sequencer.close()
         await self.witnessing.stop()
+        if self.federation is not None:
+            await self.federation.stop()
         self.store.close()
 
     def _on_batch(self, namespace: str, start: int, end: int, note: bytes) -> None:

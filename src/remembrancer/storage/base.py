@@ -61,7 +61,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Final, Literal, Protocol, TypeAlias
+from typing import Final, Literal, NamedTuple, Protocol, TypeAlias
 
 from remembrancer.core.errors import ConflictError, FormatError, StorageError
 from remembrancer.core.tiles import decode_entry_bundle

@@ -139,3 +139,28 @@ def wire_witnessing(nodes: list[NodeProcess], *, quorum: int | None = None) -> N
             witnessing={"peers": [o["witness"] for o in others],
                         **({"quorum": quorum} if quorum is not None else {})},
         )  # fmt: skip
+
+
+def wire_federation(nodes: list[NodeProcess], *, quorum: int, federation_id: str = "test-federation",
+                    heartbeat_seconds: float = 0.5) -> None:  # fmt: skip
+    """Write one federation.yaml listing every node (did:key DIDs, all roles)
+    into each node's directory and point node.yaml at it."""
+    from remembrancer.core.keys import read_key_file
+
+    peers = []
+    for n in nodes:
+        doc = yaml.safe_load(n.config.read_text())
+        key = read_key_file(n.directory / doc["node_key"])
+        peers.append({"did": key.did, "endpoint": n.url, "pubkey": key.did, "status": "active",
+                      "roles": ["witness", "anchor", "countersign", "relay", "coordinator"]})  # fmt: skip
+    registry = {
+        "federation_id": federation_id,
+        "quorum": quorum,
+        "anchor_strategy": "independent",
+        "peers": peers,
+    }
+    for n in nodes:
+        (n.directory / "federation.yaml").write_text(yaml.safe_dump(registry))
+        n.edit_config(
+            federation={"file": "federation.yaml", "heartbeat_seconds": heartbeat_seconds}
+        )

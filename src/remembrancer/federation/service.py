@@ -1,0 +1,390 @@
+"""One node's part in the federation: the message endpoint, heartbeats,
+countersigned federation receipts and peer status.
+
+- Messages arrive at ``POST /federation/v1/messages`` and are checked by the
+  protocol's :class:`~remembrancer.federation.protocol.MessageVerifier`
+  (registry keys, replay state kept in the store, skew window, roles, rate).
+- Heartbeats carry each peer's log heads; liveness and message validity move
+  the peer scores (``docs/federation-scoring.md``), and the effective statuses
+  feed back into the verifier.
+- Countersigning: for a verified anchor of one of this node's logs,
+  :meth:`FederationService.propagate` signs a federation receipt proposal (role
+  ``anchor``) and sends it to the active peers in an ``anchor`` message.  Each
+  peer re-verifies the checkpoint with the log's key (from its witness
+  configuration) and the rail evidence with its own rails and trust settings,
+  then answers with a ``countersign`` message.  At ``quorum`` distinct active
+  peers the receipt is final; it is stored and sent to every peer in a
+  ``receipt`` message, and it verifies offline with
+  ``remembrancer federation verify``.
+- An anchor claim whose evidence does not verify is refused, counted against
+  the claimant as invalid (proven misbehaviour when the root does not match
+  the checkpoint), and never countersigned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from remembrancer.anchoring.base import RailRegistry, VerifyContext
+from remembrancer.core.anchor import Anchor, checkpoint_digest
+from remembrancer.core.checkpoint import open_checkpoint
+from remembrancer.core.errors import PeerError, RemembrancerError
+from remembrancer.core.keys import SigningKey
+from remembrancer.core.note import NoteVerifier
+from remembrancer.federation.protocol import (
+    AnchorContent,
+    CountersignContent,
+    HeartbeatContent,
+    LogSummary,
+    Message,
+    MessageVerifier,
+    ReceiptContent,
+    SeqCounter,
+)
+from remembrancer.federation.receipts import (
+    Countersignature,
+    FederationReceipt,
+    Role,
+    verify_countersignature,
+    verify_federation_receipt,
+)
+from remembrancer.federation.registry import PeerScores, Registry, effective_peers
+from remembrancer.federation.transport import FederationClient, Reply, receive
+from remembrancer.storage.base import ANY, Store
+
+log = logging.getLogger("remembrancer.federation")
+SEQ_SCOPE = "federation-seq"
+RECEIPT_SCOPE = "federation-receipts"
+SCORES_SCOPE = "federation"
+
+
+class StoreReplayState:
+    """Per-sender last accepted seq, durable in the store (compare-and-swap)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def last_seq(self, sender: str) -> int:
+        raw = self.store.get_state(SEQ_SCOPE, sender)
+        return int(raw) if raw else 0
+
+    def advance(self, sender: str, seq: int) -> bool:
+        for _ in range(8):
+            raw = self.store.get_state(SEQ_SCOPE, sender)
+            if raw is not None and int(raw) >= seq:
+                return False
+            if self.store.put_state(SEQ_SCOPE, sender, str(seq).encode(), expect=raw):
+                return True
+        return False
+
+
+@dataclass
+class _Proposal:
+    receipt: FederationReceipt
+    started: float
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FederationService:
+    def __init__(
+        self,
+        registry: Registry,
+        self_did: str,
+        node_key: SigningKey,
+        store: Store,
+        logs: Any,  # the sequencer: head(), origin(), namespaces
+        rails: RailRegistry,
+        log_verifiers: Mapping[str, Sequence[NoteVerifier]],  # origin -> keys of logs we know
+        *,
+        clock: Callable[[], float] = time.time,
+        heartbeat_seconds: float = 2.0,
+    ) -> None:
+        self.registry = registry
+        self.self_did = self_did
+        self.key = node_key
+        self.store = store
+        self.logs = logs
+        self.rails = rails
+        self.log_verifiers = dict(log_verifiers)
+        self.clock = clock
+        self.heartbeat_seconds = heartbeat_seconds
+        raw = store.get_state(SCORES_SCOPE, "scores")
+        self.scores = (
+            PeerScores.from_dict(json.loads(raw))
+            if raw
+            else PeerScores(heartbeat_interval=max(1, int(heartbeat_seconds)))
+        )
+        self.verifier = MessageVerifier(
+            registry.federation_id, self._peers(), replay=StoreReplayState(store)
+        )
+        self.seq = SeqCounter(int(store.get_state(SCORES_SCOPE, "own-seq") or 0))
+        self.client = FederationClient(timeout=5.0)
+        self.heads: dict[
+            str, dict[str, Any]
+        ] = {}  # peer -> {"at": t, "logs": {origin: (size, root)}}
+        self._proposals: dict[str, _Proposal] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.latencies: list[float] = []  # proposal -> final, seconds
+
+    # --- peers -------------------------------------------------------------------
+    def _peers(self) -> tuple[Any, ...]:
+        return effective_peers(self.registry, self.scores)
+
+    def _others(self, role: str | None = None) -> list[Any]:
+        return [p for p in self._peers() if p.did != self.self_did and p.status == "active"
+                and (role is None or role in p.roles)]  # fmt: skip
+
+    def _save_scores(self) -> None:
+        self.store.put_state(SCORES_SCOPE, "scores", json.dumps(self.scores.to_dict()).encode())
+        self.verifier.set_peers(self._peers())
+
+    def _sign(self, content: Any) -> Message:
+        now = self.clock()
+        msg = Message.sign(self.key, content, federation_id=self.registry.federation_id,
+                           seq=self.seq.next(now), timestamp=int(now), sender=self.self_did)  # fmt: skip
+        self.store.put_state(SCORES_SCOPE, "own-seq", str(self.seq.last).encode())
+        return msg
+
+    # --- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._heartbeats(), name="federation-heartbeats"
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.aclose()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self.send_heartbeat()
+                now = int(self.clock())
+                changed = False
+                for p in self._others():
+                    seen = self.heads.get(p.did, {}).get("at", 0)
+                    if seen and now - seen > 3 * self.heartbeat_seconds:
+                        changed |= self.scores.on_missed(p.did, now) is not None
+                if changed:
+                    await asyncio.to_thread(self._save_scores)
+            except Exception:
+                log.exception("heartbeat round failed")
+            await asyncio.sleep(self.heartbeat_seconds)
+
+    async def send_heartbeat(self) -> None:
+        summaries = []
+        for ns in sorted(self.logs.namespaces.current()):
+            head = self.logs.head(ns)
+            if head is not None:
+                summaries.append(
+                    LogSummary(self.logs.origin(ns), head.size, "sha256:" + head.root_hash.hex())
+                )
+        msg = await asyncio.to_thread(self._sign, HeartbeatContent(tuple(summaries)))
+        await self.client.broadcast(self._others(), msg)
+
+    # --- receiving ---------------------------------------------------------------
+    async def handle(self, body: bytes, content_type: str | None) -> Reply:
+        reply = await asyncio.to_thread(receive, self.verifier, body, content_type, self.clock())
+        msg = reply.message
+        if msg is None:
+            return reply
+        now = int(self.clock())
+        sender = msg.sender
+        try:
+            content = msg.content
+            if isinstance(content, HeartbeatContent):
+                self.heads[sender] = {
+                    "at": now,
+                    "logs": {s.origin: (s.size, s.root) for s in content.logs},
+                }
+                if self.scores.on_heartbeat(sender, now) is not None:
+                    await asyncio.to_thread(self._save_scores)
+            elif isinstance(content, AnchorContent):
+                asyncio.get_running_loop().create_task(self._countersign(sender, content))
+            elif isinstance(content, CountersignContent):
+                self._collect(sender, content)
+            elif isinstance(content, ReceiptContent):
+                receipt = FederationReceipt.from_dict(content.receipt)
+                self._verify_final(receipt)
+                await asyncio.to_thread(self._store_receipt, receipt)
+        except RemembrancerError as e:
+            log.warning(
+                "message %s from %s refused after acceptance: %s", msg.type, sender, e.explain()
+            )
+            if self.scores.on_invalid(sender, e.code, now) is not None:
+                await asyncio.to_thread(self._save_scores)
+        return reply
+
+    async def _countersign(self, sender: str, content: AnchorContent) -> None:
+        """Re-verify a peer's anchor claim with our own settings; countersign it."""
+        now = int(self.clock())
+        try:
+            receipt = content.federation_receipt()
+            verifiers = self.log_verifiers.get(receipt.origin)
+            if not verifiers:
+                log.info(
+                    "not countersigning %s: we do not follow log %s", receipt.id, receipt.origin
+                )
+                return
+            signed = None
+            for v in verifiers:
+                try:
+                    signed = open_checkpoint(receipt.checkpoint, v)
+                    break
+                except RemembrancerError:
+                    continue
+            if signed is None:
+                raise RemembrancerError(
+                    "the checkpoint is not signed by the log",
+                    code="anchor_claim_checkpoint_invalid",
+                )
+            if checkpoint_digest(signed.body.encode()) != receipt.anchor.root:
+                raise RemembrancerError(
+                    "the anchored root is not the checkpoint's digest",
+                    code="anchor_claim_root_mismatch",
+                )
+            rail = self.rails.get(receipt.anchor.target)
+            checked: Anchor = await asyncio.to_thread(rail.verify, receipt.anchor,
+                                                      VerifyContext(now, receipt.anchor.finality.required_depth))  # fmt: skip
+            if checked.status != "verified":
+                raise RemembrancerError(f"the anchor does not verify here: {checked.error or checked.status}",
+                                        code="anchor_claim_unverified")  # fmt: skip
+        except RemembrancerError as e:
+            log.warning("refusing to countersign %s's anchor claim: %s", sender, e.explain())
+            if self.scores.on_invalid(sender, e.code, now) is not None:
+                await asyncio.to_thread(self._save_scores)
+            return
+        cs = self._countersignature(receipt, "witness", now)
+        msg = await asyncio.to_thread(
+            self._sign, CountersignContent(content.namespace, receipt.id, cs)
+        )
+        peer = self.registry.get(sender)
+        if peer is not None:
+            await self.client.send(peer.endpoint, msg)
+
+    def _collect(self, sender: str, content: CountersignContent) -> None:
+        proposal = self._proposals.get(content.receipt_id)
+        if proposal is None or content.signature.node != sender:
+            return
+        receipt = proposal.receipt.with_signature(content.signature)
+        peers = {p.did: p.pubkey for p in self._peers()}
+        try:
+            verify_federation_receipt(
+                receipt,
+                peers,
+                self.registry.quorum,
+                active=[p.did for p in self._peers() if p.status == "active"],
+            )
+        except RemembrancerError as e:
+            if e.code != "receipt_quorum_not_met":
+                return
+            proposal.receipt = (
+                receipt if self._valid_signature(receipt, content) else proposal.receipt
+            )
+            return
+        proposal.receipt = replace(receipt, finalized_at=int(self.clock()))
+        proposal.done.set()
+
+    def _valid_signature(self, receipt: FederationReceipt, content: CountersignContent) -> bool:
+        peer = next((p for p in self._peers() if p.did == content.signature.node), None)
+        return peer is not None and verify_countersignature(receipt, content.signature, peer.pubkey)
+
+    def _verify_final(self, receipt: FederationReceipt) -> None:
+        peers = {p.did: p.pubkey for p in self._peers()}
+        verify_federation_receipt(receipt, peers, self.registry.quorum,
+                                  active=[p.did for p in self._peers() if p.status == "active"])  # fmt: skip
+
+    def _countersignature(
+        self, receipt: FederationReceipt, role: Role, now: int
+    ) -> Countersignature:
+        """Our countersignature under the DID the registry lists for us."""
+        sig = self.key.sign(receipt.signing_input(self.self_did, role, now))
+        return Countersignature(self.self_did, role, now, sig)
+
+    # --- proposing -----------------------------------------------------------------
+    async def propagate(
+        self, namespace: str, anchor: Anchor, checkpoint: bytes, *, timeout: float = 10.0
+    ) -> FederationReceipt:
+        """Ask the peers to countersign ``anchor`` of ``checkpoint``; return the
+        final receipt (RemembrancerError ``quorum_not_reached`` on timeout)."""
+        now = int(self.clock())
+        receipt = FederationReceipt(
+            self.registry.federation_id, namespace, self.logs.origin(namespace), checkpoint, anchor
+        )
+        own = receipt.countersign(self.key, "anchor", now)
+        own = replace(
+            own,
+            node=self.self_did,
+            sig=self.key.sign(receipt.signing_input(self.self_did, "anchor", now)),
+        )
+        receipt = receipt.with_signature(own)
+        proposal = _Proposal(receipt, time.perf_counter())
+        self._proposals[receipt.id] = proposal
+        try:
+            msg = await asyncio.to_thread(self._sign, AnchorContent(namespace, receipt.to_dict()))
+            await self.client.broadcast(self._others("countersign"), msg)
+            try:
+                await asyncio.wait_for(proposal.done.wait(), timeout)
+            except TimeoutError as e:
+                raise PeerError(
+                    f"{len(proposal.receipt.signatures)} countersignatures, quorum is {self.registry.quorum}",
+                    code="quorum_not_reached",
+                ) from e
+            final = proposal.receipt
+            self.latencies.append(time.perf_counter() - proposal.started)
+            await asyncio.to_thread(self._store_receipt, final)
+            done = await asyncio.to_thread(
+                self._sign, ReceiptContent(namespace, final.to_dict(quorum=self.registry.quorum))
+            )
+            await self.client.broadcast(self._others(), done)
+            return final
+        finally:
+            self._proposals.pop(receipt.id, None)
+
+    def _store_receipt(self, receipt: FederationReceipt) -> None:
+        key = f"{receipt.namespace}/{receipt.id}"
+        self.store.put_state(
+            RECEIPT_SCOPE,
+            key,
+            json.dumps(receipt.to_dict(quorum=self.registry.quorum)).encode(),
+            expect=ANY,
+        )
+
+    def receipts(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        out = [json.loads(v) for k, v in sorted(self.store.list_state(RECEIPT_SCOPE).items())
+               if namespace is None or k.startswith(namespace + "/")]  # fmt: skip
+        return out
+
+    # --- status ----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = int(self.clock())
+        own = {self.logs.origin(ns): self.logs.head(ns) for ns in self.logs.namespaces.current()}
+        peers = []
+        for p in self._peers():
+            heads = self.heads.get(p.did, {})
+            peers.append({
+                "did": p.did, "endpoint": p.endpoint, "roles": sorted(p.roles),
+                "registry_status": getattr(self.registry.get(p.did), "status", None),
+                "status": p.status, "score": round(self.scores.score(p.did), 1) if hasattr(self.scores, "score") else None,
+                "last_heartbeat": heads.get("at"), "heartbeat_age_s": (now - heads["at"]) if heads.get("at") else None,
+                "logs": {o: {"size": s} for o, (s, _) in heads.get("logs", {}).items()},
+                "self": p.did == self.self_did,
+            })  # fmt: skip
+        return {
+            "federation_id": self.registry.federation_id,
+            "quorum": self.registry.quorum,
+            "anchor_strategy": self.registry.anchor_strategy,
+            "self": self.self_did,
+            "peers": peers,
+            "own_logs": {o: (h.size if h else 0) for o, h in own.items()},
+            "history": [c.to_dict() for c in self.scores.history()][-100:],
+            "receipts_final": len(self.store.list_state(RECEIPT_SCOPE)),
+        }

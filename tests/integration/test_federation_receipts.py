@@ -1,0 +1,116 @@
+"""Countersigned federation receipts with real node processes: a node anchors
+to the development TSA, its peers re-verify the evidence with their own trust
+settings and countersign, and the final receipt verifies offline."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.testing.demo import demo_key
+from remembrancer.testing.procs import cli, init_node, wire_federation, wire_witnessing
+from remembrancer.testing.records import ledger_payload, make_record
+
+
+def _get(url: str) -> dict:  # type: ignore[type-arg]
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def _post(url: str, body: bytes, token: str | None = None) -> dict:  # type: ignore[type-arg]
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def federation(tmp_path: Path):  # type: ignore[no-untyped-def]
+    tsa_dir = tmp_path / "tsa"
+    with DevTsaServer(DevTsa(tsa_dir)) as tsa:
+        nodes = [init_node(tmp_path / f"n{i}", origin_prefix=f"n{i}.test") for i in range(3)]
+        for n in nodes:
+            ns_file = n.directory / "namespaces.yaml"
+            doc = yaml.safe_load(ns_file.read_text())
+            for ns in doc["namespaces"].values():
+                ns["cadence"] = {"cold": {"target": "rfc3161:tsa", "every": "1s"}}
+            ns_file.write_text(yaml.safe_dump(doc))
+            n.edit_config(anchoring={"rfc3161": {"tsa": {"url": tsa.url, "trust_bundle": str(tsa_dir / "ca.pem")}}},
+                          scheduler={"tick_seconds": 0.2, "reverify_seconds": 0.5})  # fmt: skip
+        wire_witnessing(nodes)
+        wire_federation(nodes, quorum=3)
+        for n in nodes:
+            n.start()
+        yield nodes
+        for n in nodes:
+            n.stop()
+
+
+def test_an_anchor_is_countersigned_by_a_quorum_and_verifies_offline(
+    federation, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    alpha = federation[0]
+    actor = demo_key("did:vm:actor:demo")
+    w = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]
+    rec = make_record(
+        "dao:vaultmesh",
+        "ledger.append@1.0.0",
+        ledger_payload(1),
+        actor,
+        w,
+        timestamp=int(time.time()),
+    )
+    _post(f"{alpha.url}/v1/namespaces/dao:vaultmesh/records", rec.leaf)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        got = _get(f"{alpha.url}/v1/namespaces/dao:vaultmesh/anchors")["receipts"]
+        if got and any(a["status"] == "verified" for a in got[-1]["anchors"]):
+            break
+        time.sleep(0.2)
+    token = (alpha.directory / "keys" / "admin.token").read_text().strip()
+    started = time.perf_counter()
+    final = _post(f"{alpha.url}/v1/admin/federation/propagate/dao:vaultmesh", b"", token)
+    elapsed = time.perf_counter() - started
+    assert final["quorum_met"] is True and final["finalized_at"]
+    signers = {s["node"] for s in final["signatures"]}
+    assert len(signers) == 3 and sum(s["role"] == "anchor" for s in final["signatures"]) == 1
+    assert elapsed < 10
+    receipt_file = tmp_path / "federation-receipt.json"
+    receipt_file.write_text(json.dumps(final))
+    ok = cli(
+        "federation",
+        "verify",
+        str(receipt_file),
+        "--registry",
+        str(alpha.directory / "federation.yaml"),
+    )
+    assert ok.stdout.startswith("OK:")
+    # Every peer stored the final receipt.
+    for n in federation[1:]:
+        deadline = time.monotonic() + 10
+        while (
+            not _get(f"{n.url}/v1/federation/receipts")["receipts"] and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert _get(f"{n.url}/v1/federation/receipts")["receipts"][0]["anchor"] == final["anchor"]
+    # A forged countersignature breaks offline verification.
+    forged = json.loads(receipt_file.read_text())
+    forged["signatures"][1]["sig"] = forged["signatures"][0]["sig"]
+    receipt_file.write_text(json.dumps(forged))
+    bad = cli("federation", "verify", str(receipt_file), "--registry", str(alpha.directory / "federation.yaml"),
+              check=False)  # fmt: skip
+    assert bad.returncode == 1 and "receipt_quorum_not_met" in bad.stderr
+    # Federation status shows peers alive with heartbeats.
+    status = _get(f"{alpha.url}/v1/federation")
+    others = [p for p in status["peers"] if not p["self"]]
+    assert all(p["status"] == "active" and p["last_heartbeat"] for p in others)
+    text = cli("federation", "status", "--url", alpha.url).stdout
+    assert "test-federation" in text and "heartbeat" in text

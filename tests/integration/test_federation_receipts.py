@@ -75,6 +75,12 @@ def test_an_anchor_is_countersigned_by_a_quorum_and_verifies_offline(
         if got and any(a["status"] == "verified" for a in got[-1]["anchors"]):
             break
         time.sleep(0.2)
+    # The verified anchor was countersigned by the federation on its own (scheduler hook).
+    deadline = time.monotonic() + 20
+    while not _get(f"{alpha.url}/v1/federation/receipts")["receipts"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    auto = _get(f"{alpha.url}/v1/federation/receipts")["receipts"]
+    assert auto and auto[0]["quorum_met"] is True
     token = (alpha.directory / "keys" / "admin.token").read_text().strip()
     started = time.perf_counter()
     final = _post(f"{alpha.url}/v1/admin/federation/propagate/dao:vaultmesh", b"", token)

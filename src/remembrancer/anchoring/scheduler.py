@@ -26,7 +26,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
@@ -121,6 +121,8 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._last_reverify = 0.0
+        # async callables (namespace, anchor, checkpoint note) run when an anchor becomes verified
+        self.on_verified: list[Callable[[str, Anchor, bytes], Coroutine[Any, Any, object]]] = []
 
     # --- state -------------------------------------------------------------------
     def level_state(self, namespace: str, level: str) -> LevelState:
@@ -254,7 +256,17 @@ class Scheduler:
                            last_verified_at=now if anchor.status == "verified" else state.last_verified_at)  # fmt: skip
         await asyncio.to_thread(self._save_level, namespace, level, state)
         self.metrics.anchor_event("succeeded", namespace, level, target)
+        if anchor.status == "verified":
+            self._notify(namespace, anchor, head.checkpoint)
         return anchor.status
+
+    def _notify(self, namespace: str, anchor: Anchor, checkpoint: bytes) -> None:
+        """Tell listeners (federation countersigning) that an anchor became verified."""
+        for hook in self.on_verified:
+            try:
+                asyncio.get_running_loop().create_task(hook(namespace, anchor, checkpoint))
+            except Exception:
+                log.exception("on_verified hook failed")
 
     async def reverify(self) -> int:
         """Re-verify anchors that are not final yet; return how many changed."""
@@ -279,6 +291,8 @@ class Scheduler:
                         continue
                     dirty = dirty or new != a
                     updated.append(new)
+                    if new.status == "verified" and a.status != "verified":
+                        self._notify(namespace, new, receipt.checkpoint)
                     if new.status == "reorged" and a.status != "reorged":
                         await self._reset_level_for(namespace, a.target, receipt.size)
                 if dirty:

@@ -349,6 +349,15 @@ class FederationService:
         finally:
             self._proposals.pop(receipt.id, None)
 
+    async def on_anchor_verified(self, namespace: str, anchor: Anchor, checkpoint: bytes) -> None:
+        """Scheduler hook: countersign every newly verified anchor of our logs."""
+        try:
+            await self.propagate(namespace, anchor, checkpoint)
+        except RemembrancerError as e:
+            log.warning(
+                "federation receipt for %s %s not final: %s", namespace, anchor.key, e.explain()
+            )
+
     def _store_receipt(self, receipt: FederationReceipt) -> None:
         key = f"{receipt.namespace}/{receipt.id}"
         self.store.put_state(

@@ -95,6 +95,7 @@ class Node:
                 self.federation_registry, self.federation_did or self.node_key.did, self.node_key, self.store,
                 self.sequencer, self.rails, verifiers, clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
             )  # fmt: skip
+            self.scheduler.on_verified.append(self.federation.on_anchor_verified)
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
             self.limits.namespace_rate, self.limits.namespace_burst

@@ -77,7 +77,9 @@ def test_an_anchor_is_countersigned_by_a_quorum_and_verifies_offline(
         time.sleep(0.2)
     # The verified anchor was countersigned by the federation on its own (scheduler hook).
     deadline = time.monotonic() + 20
-    while not _get(f"{alpha.url}/v1/federation/receipts")["receipts"] and time.monotonic() < deadline:
+    while (
+        not _get(f"{alpha.url}/v1/federation/receipts")["receipts"] and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     auto = _get(f"{alpha.url}/v1/federation/receipts")["receipts"]
     assert auto and auto[0]["quorum_met"] is True

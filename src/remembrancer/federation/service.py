@@ -37,9 +37,15 @@ from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.errors import PeerError, RemembrancerError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import NoteVerifier
+from remembrancer.federation.evidence import (
+    EquivocationEvidence,
+    parse_evidence,
+    verify_equivocation,
+)
 from remembrancer.federation.protocol import (
     AnchorContent,
     CountersignContent,
+    EvidenceContent,
     HeartbeatContent,
     LogSummary,
     Message,
@@ -62,6 +68,7 @@ log = logging.getLogger("remembrancer.federation")
 SEQ_SCOPE = "federation-seq"
 RECEIPT_SCOPE = "federation-receipts"
 SCORES_SCOPE = "federation"
+EVIDENCE_SCOPE = "federation-evidence"
 
 
 class StoreReplayState:
@@ -211,6 +218,10 @@ class FederationService:
                 asyncio.get_running_loop().create_task(self._countersign(sender, content))
             elif isinstance(content, CountersignContent):
                 self._collect(sender, content)
+            elif isinstance(content, EvidenceContent):
+                ev = parse_evidence(content.file.encode("utf-8"))
+                if isinstance(ev, EquivocationEvidence):
+                    await self.report_equivocation(ev, gossip=False)
             elif isinstance(content, ReceiptContent):
                 receipt = FederationReceipt.from_dict(content.receipt)
                 self._verify_final(receipt)
@@ -348,6 +359,46 @@ class FederationService:
             return final
         finally:
             self._proposals.pop(receipt.id, None)
+
+    # --- misbehaviour ------------------------------------------------------------------
+    async def report_equivocation(
+        self, evidence: EquivocationEvidence, *, gossip: bool = True
+    ) -> dict[str, Any]:
+        """Verify equivocation evidence, keep it, put the log's node on probation
+        (the scoring rule), and tell every peer."""
+        report = verify_equivocation(evidence)
+        peer = self.registry.peer_by_key(report.log_key)
+        ref = report.evidence_ref
+        await asyncio.to_thread(self.store.put_state, EVIDENCE_SCOPE, ref, evidence.to_bytes())
+        out: dict[str, Any] = {
+            "evidence_ref": ref,
+            "report": report.to_dict(),
+            "peer": peer.did if peer else None,
+        }
+        if peer is not None and peer.did != self.self_did:
+            change = self.scores.on_misbehaviour(peer.did, report, int(self.clock()))
+            out["status_change"] = change.to_dict()
+            await asyncio.to_thread(self._save_scores)
+            log.error(
+                "equivocation by %s (%s): %s -> %s", peer.did, report.origin, change.old, change.new
+            )
+        if gossip:
+            msg = await asyncio.to_thread(
+                self._sign, EvidenceContent("equivocation", peer.did if peer else report.origin,
+                                            evidence.to_bytes().decode("utf-8")))  # fmt: skip
+            await self.client.broadcast(self._others(), msg)
+        return out
+
+    def evidence(self) -> list[dict[str, Any]]:
+        out = []
+        for ref, data in sorted(self.store.list_state(EVIDENCE_SCOPE).items()):
+            try:
+                ev = parse_evidence(data)
+                out.append({"evidence_ref": ref, "file": data.decode("utf-8", "replace"),
+                            "kind": "equivocation" if isinstance(ev, EquivocationEvidence) else "claim"})  # fmt: skip
+            except RemembrancerError:
+                continue
+        return out
 
     async def on_anchor_verified(self, namespace: str, anchor: Anchor, checkpoint: bytes) -> None:
         """Scheduler hook: countersign every newly verified anchor of our logs."""

@@ -407,6 +407,14 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     async def federation_receipts(namespace: str | None = None) -> dict[str, Any]:
         return {"receipts": await _in_thread(_federation().receipts, namespace)}
 
+    @app.get(
+        "/v1/federation/evidence",
+        responses=_errors(404),
+        summary="Misbehaviour evidence files kept",
+    )
+    async def federation_evidence() -> dict[str, Any]:
+        return {"evidence": await _in_thread(_federation().evidence)}
+
     @app.post(
         "/v1/admin/federation/propagate/{namespace}", responses=_errors(400, 401, 404, 503, 504)
     )

@@ -267,6 +267,8 @@ class Node:
                     signed = check_add_checkpoint(req, self._witness_logs.get(origin), state)
                 except WitnessRefusal as e:
                     self.metrics.witness_requests.labels(e.code).inc()
+                    if e.code == "witness_root_mismatch" and state is not None:
+                        await self._split_view(origin, state.note, req.note)
                     raise
                 now = int(self.clock())
                 line = cosign(signed.body, self.node_key, self.witness_name, now).to_line()
@@ -282,6 +284,42 @@ class Node:
                     return line.encode()
         raise WitnessRefusal("concurrent updates; retry", code="witness_old_size_mismatch",
                              details={"size": state.size if state else 0})  # fmt: skip
+
+    async def _split_view(self, origin: str, cosigned: bytes, offered: bytes) -> None:
+        """Two validly signed checkpoints of one origin with the same size and
+        different roots: keep the offline-verifiable evidence and, in a
+        federation, report it (probation for the log's node, gossip)."""
+        from remembrancer.core.checkpoint import Checkpoint
+        from remembrancer.core.note import Note
+        from remembrancer.federation.evidence import EquivocationEvidence
+
+        notes = sorted(
+            [cosigned, offered], key=lambda n: Checkpoint.parse(Note.from_bytes(n).text).root_hash
+        )
+        vkeys = next((w.vkeys for w in self.witnessed if w.origin == origin), ())
+        for vkey in vkeys:
+            try:
+                evidence = EquivocationEvidence(origin, vkey, notes[0], notes[1])
+                if self.federation is not None:
+                    await self.federation.report_equivocation(evidence)
+                else:
+                    from remembrancer.federation.evidence import verify_equivocation
+
+                    report = verify_equivocation(evidence)
+                    await asyncio.to_thread(self.store.put_state, "federation-evidence", report.evidence_ref,
+                                            evidence.to_bytes())  # fmt: skip
+                log.error(
+                    "split view: %s signed two checkpoints of the same size with different roots",
+                    origin,
+                )
+                return
+            except RemembrancerError as e:
+                log.info(
+                    "equivocation evidence for %s with %s did not verify: %s",
+                    origin,
+                    vkey,
+                    e.explain(),
+                )
 
     def witnessed_checkpoint(self, origin: str) -> bytes:
         raw = self.store.get_state(WITNESS_SCOPE, origin)

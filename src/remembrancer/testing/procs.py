@@ -142,7 +142,7 @@ def wire_witnessing(nodes: list[NodeProcess], *, quorum: int | None = None) -> N
 
 
 def wire_federation(nodes: list[NodeProcess], *, quorum: int, federation_id: str = "test-federation",
-                    heartbeat_seconds: float = 0.5) -> None:  # fmt: skip
+                    heartbeat_seconds: float = 0.5, extra_peers: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
     """Write one federation.yaml listing every node (did:key DIDs, all roles)
     into each node's directory and point node.yaml at it."""
     from remembrancer.core.keys import read_key_file
@@ -153,6 +153,7 @@ def wire_federation(nodes: list[NodeProcess], *, quorum: int, federation_id: str
         key = read_key_file(n.directory / doc["node_key"])
         peers.append({"did": key.did, "endpoint": n.url, "pubkey": key.did, "status": "active",
                       "roles": ["witness", "anchor", "countersign", "relay", "coordinator"]})  # fmt: skip
+    peers += list(extra_peers or [])
     registry = {
         "federation_id": federation_id,
         "quorum": quorum,

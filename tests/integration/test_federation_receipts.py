@@ -122,3 +122,73 @@ def test_an_anchor_is_countersigned_by_a_quorum_and_verifies_offline(
     assert all(p["status"] == "active" and p["last_heartbeat"] for p in others)
     text = cli("federation", "status", "--url", alpha.url).stdout
     assert "test-federation" in text and "heartbeat" in text
+
+
+def test_a_peer_that_goes_down_and_comes_back(tmp_path: Path) -> None:
+    """No quorum lost while a quorum is up; the absent peer's score and status
+    follow the documented rule (probation after missed heartbeats, active again
+    after it returns)."""
+    tsa_dir = tmp_path / "tsa"
+    with DevTsaServer(DevTsa(tsa_dir)) as tsa:
+        nodes = [init_node(tmp_path / f"n{i}", origin_prefix=f"n{i}.test") for i in range(3)]
+        for n in nodes:
+            ns_file = n.directory / "namespaces.yaml"
+            doc = yaml.safe_load(ns_file.read_text())
+            for ns in doc["namespaces"].values():
+                ns["cadence"] = {"cold": {"target": "rfc3161:tsa", "every": "1s"}}
+            ns_file.write_text(yaml.safe_dump(doc))
+            n.edit_config(anchoring={"rfc3161": {"tsa": {"url": tsa.url, "trust_bundle": str(tsa_dir / "ca.pem")}}},
+                          scheduler={"tick_seconds": 0.2, "reverify_seconds": 0.5})  # fmt: skip
+        wire_witnessing(nodes, quorum=1)
+        wire_federation(nodes, quorum=2, heartbeat_seconds=0.3)
+        for n in nodes:
+            n.start()
+        alpha, gamma = nodes[0], nodes[2]
+        gamma_did = gamma.info["did"]
+        try:
+            gamma.stop()
+
+            def gamma_status() -> str:
+                return next(
+                    p for p in _get(f"{alpha.url}/v1/federation")["peers"] if p["did"] == gamma_did
+                )["status"]
+
+            deadline = time.monotonic() + 30
+            while gamma_status() != "probation" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert gamma_status() == "probation"
+            history = _get(f"{alpha.url}/v1/federation")["history"]
+            assert any(h["peer"] == gamma_did and h["new"] == "probation" for h in history)
+            # With gamma down, alpha and beta still make a quorum of 2.
+            actor = demo_key("did:vm:actor:demo")
+            w = [
+                demo_key("did:vm:arbiter:prod-us-east-1"),
+                demo_key("did:vm:arbiter:prod-eu-west-1"),
+            ]
+            rec = make_record(
+                "dao:vaultmesh",
+                "ledger.append@1.0.0",
+                ledger_payload(7),
+                actor,
+                w,
+                timestamp=int(time.time()),
+            )
+            _post(f"{alpha.url}/v1/namespaces/dao:vaultmesh/records", rec.leaf)
+            deadline = time.monotonic() + 20
+            while (
+                not _get(f"{alpha.url}/v1/federation/receipts")["receipts"]
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+            receipts = _get(f"{alpha.url}/v1/federation/receipts")["receipts"]
+            assert receipts and receipts[0]["quorum_met"] is True
+            assert gamma_did not in {s["node"] for s in receipts[0]["signatures"]}
+            # Gamma returns: its heartbeats bring it back to active.
+            gamma.start()
+            deadline = time.monotonic() + 40
+            while gamma_status() != "active" and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert gamma_status() == "active"
+        finally:
+            for n in nodes:
+                n.stop()

@@ -61,7 +61,7 @@ from remembrancer.federation.receipts import (
     verify_federation_receipt,
 )
 from remembrancer.federation.registry import PeerScores, Registry, effective_peers
-from remembrancer.federation.transport import FederationClient, Reply, receive
+from remembrancer.federation.transport import FederationClient, Reply, RetryPolicy, receive
 from remembrancer.storage.base import ANY, Store
 
 log = logging.getLogger("remembrancer.federation")
@@ -131,7 +131,14 @@ class FederationService:
             registry.federation_id, self._peers(), replay=StoreReplayState(store)
         )
         self.seq = SeqCounter(int(store.get_state(SCORES_SCOPE, "own-seq") or 0))
-        self.client = FederationClient(timeout=5.0)
+        self.client = FederationClient(
+            timeout=5.0, retry=RetryPolicy(max_attempts=4, deadline=15.0)
+        )
+        # Heartbeats are never retried: a late heartbeat is worthless, and a dead
+        # peer must not hold up the loop that notices it is dead.
+        beat = max(0.2, heartbeat_seconds)
+        self.beats = FederationClient(timeout=beat * 2, connect_timeout=beat,
+                                      retry=RetryPolicy(max_attempts=1, deadline=beat * 2))  # fmt: skip
         self.heads: dict[
             str, dict[str, Any]
         ] = {}  # peer -> {"at": t, "logs": {origin: (size, root)}}
@@ -169,14 +176,17 @@ class FederationService:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.client.aclose()
+        await self.beats.aclose()
 
     async def _heartbeats(self) -> None:
         while True:
             try:
-                await self.send_heartbeat()
+                asyncio.get_running_loop().create_task(self.send_heartbeat())
                 now = int(self.clock())
                 changed = False
-                for p in self._others():
+                for p in self._peers():
+                    if p.did == self.self_did:
+                        continue
                     seen = self.heads.get(p.did, {}).get("at", 0)
                     if seen and now - seen > 3 * self.heartbeat_seconds:
                         changed |= self.scores.on_missed(p.did, now) is not None
@@ -195,7 +205,7 @@ class FederationService:
                     LogSummary(self.logs.origin(ns), head.size, "sha256:" + head.root_hash.hex())
                 )
         msg = await asyncio.to_thread(self._sign, HeartbeatContent(tuple(summaries)))
-        await self.client.broadcast(self._others(), msg)
+        await self.beats.broadcast(self._others(), msg)
 
     # --- receiving ---------------------------------------------------------------
     async def handle(self, body: bytes, content_type: str | None) -> Reply:

@@ -187,8 +187,8 @@ class FederationService:
                 for p in self._peers():
                     if p.did == self.self_did:
                         continue
-                    seen = self.heads.get(p.did, {}).get("at", 0)
-                    if seen and now - seen > 3 * self.heartbeat_seconds:
+                    seen = self.heads.get(p.did, {}).get("at_precise", 0.0)
+                    if seen and self.clock() - seen > 3 * self.heartbeat_seconds:
                         changed |= self.scores.on_missed(p.did, now) is not None
                 if changed:
                     await asyncio.to_thread(self._save_scores)
@@ -220,6 +220,7 @@ class FederationService:
             if isinstance(content, HeartbeatContent):
                 self.heads[sender] = {
                     "at": now,
+                    "at_precise": self.clock(),
                     "logs": {s.origin: (s.size, s.root) for s in content.logs},
                 }
                 if self.scores.on_heartbeat(sender, now) is not None:

@@ -19,10 +19,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import federation, merkle, node, records, storage
+from bench import cluster, federation, merkle, node, records, storage
 from bench.merkle import format_rows
 
-SUITES = {"merkle": merkle, "records": records, "storage": storage, "node": node, "federation": federation}
+SUITES = {
+    "merkle": merkle,
+    "records": records,
+    "storage": storage,
+    "node": node,
+    "federation": federation,
+    "cluster": cluster,
+}
 
 
 def machine() -> str:

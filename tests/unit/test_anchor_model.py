@@ -93,3 +93,21 @@ def test_anchor_and_receipt_round_trip(target: str, status: str, ts: int | None,
 def test_malformed_anchors_are_refused(bad: dict) -> None:
     with pytest.raises(FormatError):
         Anchor.from_dict(bad)
+
+
+def test_receipts_are_bounded() -> None:
+    from remembrancer.anchoring.scheduler import _bounded
+    from remembrancer.core.anchor import MAX_ANCHORS
+
+    many = tuple(
+        a("rfc3161:tsa", status="failed" if i % 2 else "verified", tx=str(i))
+        for i in range(MAX_ANCHORS + 5)
+    )
+    kept = _bounded(many)
+    assert (
+        len(kept) == MAX_ANCHORS
+        and sum(x.status == "verified" for x in kept) == (MAX_ANCHORS + 5 + 1) // 2
+    )
+    receipt = AnchorReceipt("o/x", 1, b"o/x\n1\nAAAA\n\n- s\n", ROOT, many).to_dict()
+    with pytest.raises(FormatError):
+        AnchorReceipt.from_dict(receipt)

@@ -32,7 +32,13 @@ from typing import Any, Protocol
 
 from remembrancer.anchoring.base import ErrorClass, RailError, RailRegistry, VerifyContext
 from remembrancer.core import governance
-from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest, resolve_conflicts
+from remembrancer.core.anchor import (
+    MAX_ANCHORS,
+    Anchor,
+    AnchorReceipt,
+    checkpoint_digest,
+    resolve_conflicts,
+)
 from remembrancer.core.cadence import backoff_delay
 from remembrancer.core.errors import ConfigError, NotFoundError
 from remembrancer.core.note import Note
@@ -43,6 +49,15 @@ STATE_SCOPE = "scheduler"
 ANCHOR_SCOPE = "anchors"
 STALE_AFTER = 3600
 REORG_MARGIN = 6  # keep re-checking a final chain anchor until this many blocks past its depth
+
+
+def _bounded(anchors: tuple[Anchor, ...]) -> tuple[Anchor, ...]:
+    """At most MAX_ANCHORS per receipt: drop failed and reorged ones first, oldest first."""
+    out = list(anchors)
+    while len(out) > MAX_ANCHORS:
+        dead = [i for i, a in enumerate(out) if a.status in ("failed", "reorged")]
+        out.pop(dead[0] if dead else 0)
+    return tuple(out)
 
 
 def needs_reverify(a: Anchor) -> bool:
@@ -250,7 +265,7 @@ class Scheduler:
         receipt = await asyncio.to_thread(self.receipt, namespace, head.size) or AnchorReceipt(
             self.sequencer.origin(namespace), head.size, head.checkpoint, digest
         )
-        receipt = replace(receipt, anchors=(*receipt.anchors, anchor))
+        receipt = replace(receipt, anchors=_bounded((*receipt.anchors, anchor)))
         await asyncio.to_thread(self._save_receipt, namespace, receipt)
         state = LevelState(last_size=head.size, last_anchor_at=now, failures=0, retry_at=0,
                            last_verified_at=now if anchor.status == "verified" else state.last_verified_at)  # fmt: skip

@@ -35,6 +35,7 @@ Status = Literal["pending", "submitted", "verified", "failed", "reorged"]
 STATUSES: tuple[Status, ...] = ("pending", "submitted", "verified", "failed", "reorged")
 CHAINS = {"rfc3161": "TSA", "eip155": "EVM", "btc": "BTC"}
 _RANK = {"btc": 0, "eip155": 1, "rfc3161": 2}
+MAX_ANCHORS = 64  # per receipt
 _ALLOWED: dict[str, frozenset[str]] = {
     "pending": frozenset({"pending", "submitted", "verified", "failed"}),
     "submitted": frozenset({"submitted", "verified", "failed"}),

@@ -227,6 +227,10 @@ class AnchorReceipt:
                 raise FormatError(
                     "not a remembrancer.anchor-receipt/v1", code="anchor_receipt_malformed"
                 )
+            if len(d.get("anchors", [])) > MAX_ANCHORS:
+                raise FormatError(
+                    f"more than {MAX_ANCHORS} anchors", code="anchor_receipt_malformed"
+                )
             return cls(
                 origin=d["origin"],
                 size=int(d["size"]),

@@ -1,14 +1,15 @@
-"""``remembrancer federation status|propagate-anchor|verify``."""
+"""``remembrancer federation status|propagate-anchor|verify|join|leave|approve``."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
 import click
 
-from remembrancer.cli.client import api_json
+from remembrancer.cli.client import api_json, http
 from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
 from remembrancer.core.errors import FormatError, RemembrancerError
 from remembrancer.core.jcs import loads_strict
@@ -89,6 +90,188 @@ def verify(receipt_file: str, registry_file: str) -> None:
     report = verify_federation_receipt(receipt, peers, registry.quorum, active=active)
     click.echo(f"OK: {receipt.namespace} anchor {receipt.anchor.target} {receipt.anchor.tx_ref} countersigned by "
                f"{len(report.signers)} of quorum {report.quorum}: {', '.join(report.signers)}")  # fmt: skip
+
+
+def _read_token(token: str | None, token_file: str | None) -> str:
+    if token is None and token_file:
+        token = read_input(token_file, what="token file").decode().strip()
+    if not token:
+        raise FormatError(
+            "an admin token is needed: --token, --token-file or REMEMBRANCER_ADMIN_TOKEN",
+            code="usage",
+        )
+    return token
+
+
+def _propose(
+    federation_id: str, peers: tuple[str, ...], key_file: str, change: Any, memo: str
+) -> None:
+    """Fetch the registry from the first peer, apply ``change`` to it, sign the
+    ``federation.registry.set`` proposal with KEY_FILE and submit it to every peer."""
+    import base64
+    import os
+    import time
+
+    from remembrancer.core.keys import read_key_file
+    from remembrancer.core.record import sign_envelope, unsigned_envelope
+    from remembrancer.federation.registry import Registry
+
+    key = read_key_file(key_file)
+    doc = api_json("GET", f"{peers[0].rstrip('/')}/v1/federation/registry")
+    current = Registry.from_dict(doc, source=f"{peers[0]}/v1/federation/registry")
+    if current.federation_id != federation_id:
+        raise FormatError(f"{peers[0]} is in federation {current.federation_id}, not {federation_id}",
+                          code="federation_id_mismatch")  # fmt: skip
+    proposed = change(current)
+    env = unsigned_envelope(
+        namespace=f"fed:{federation_id}",
+        schema="federation.registry.set@1.0.0",
+        payload=proposed.registry_record_payload(memo=memo[:280]),
+        actor=key.did,
+        event_id=f"registry-{int(time.time())}-{os.urandom(6).hex()}",
+        timestamp=int(time.time()),
+        nonce=base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("="),
+    )
+    record = sign_envelope(env, key)
+    failures = 0
+    for peer in peers:
+        url = f"{peer.rstrip('/')}/v1/federation/proposals"
+        try:
+            status, _, data = http("POST", url, record.leaf)
+        except RemembrancerError as e:
+            click.echo(f"  {peer}: {e.message}", err=True)
+            failures += 1
+            continue
+        if status >= 400:
+            failures += 1
+            click.echo(f"  {peer}: refused (HTTP {status}): {data[:300].decode('utf-8', 'replace')}",
+                       err=True)  # fmt: skip
+        else:
+            view = json.loads(data)
+            click.echo(
+                f"  {peer}: {view['state']}, {view['approval_count']} of quorum {view['quorum']}"
+            )
+    click.echo(f"proposal {record.event_id} ({record.event_hash_hex})")
+    click.echo("to apply it, the operators of a quorum of active peers run:")
+    click.echo(f"  remembrancer federation approve {record.event_id} --url THEIR_NODE_URL "
+               "--token-file keys/admin.token")  # fmt: skip
+    if failures == len(peers):
+        raise RemembrancerError("no peer accepted the proposal", code="proposal_refused")
+
+
+@federation.command("join")
+@click.option("--federation", "federation_id", required=True, help="The federation's id.")
+@click.option(
+    "--node", "node_did", required=True, help="The DID this node will use in the registry."
+)
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="This node's key file (signs the proposal; its did:key becomes the pubkey).",
+)
+@click.option(
+    "--endpoint", default=None, help="This node's URL as peers will reach it (default: --url)."
+)
+@click.option(
+    "--url", default=None, help="This node's URL; when given, checked to serve KEY's did:key."
+)
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    required=True,
+    help="A member's URL (repeatable); the registry is fetched from the first.",
+)
+@errors_as_one_line
+def join(federation_id: str, node_did: str, key_file: str, endpoint: str | None, url: str | None,
+         peers: tuple[str, ...]) -> None:  # fmt: skip
+    """Propose adding this node (active, all roles) to the federation's registry."""
+    from remembrancer.core.keys import read_key_file
+    from remembrancer.federation.registry import ROLES, Peer
+
+    key = read_key_file(key_file)
+    if url is not None:
+        info = api_json("GET", f"{url.rstrip('/')}/v1/node")
+        if info.get("did") != key.did:
+            raise FormatError(f"{url} serves node key {info.get('did')}, not {key.did}",
+                              code="node_key_mismatch")  # fmt: skip
+    endpoint = endpoint or url
+    if not endpoint:
+        raise FormatError("give --endpoint (or --url)", code="usage")
+    me = Peer(node_did, endpoint.rstrip("/"), key.public, "active", frozenset(ROLES))
+
+    def add(current: Any) -> Any:
+        if current.peer_by_key(key.public) is not None or current.get(node_did) is not None:
+            raise FormatError(f"{node_did} (or its key) is already in the registry",
+                              code="peer_already_member")  # fmt: skip
+        return current.with_peer(me)
+
+    _propose(federation_id, peers, key_file, add, f"join {node_did}")
+
+
+@federation.command("leave")
+@click.option("--federation", "federation_id", required=True, help="The federation's id.")
+@click.option("--node", "node_did", required=True, help="The DID of the peer that leaves.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The key that signs the proposal (as its actor).",
+)
+@click.option(
+    "--quorum",
+    type=click.IntRange(1),
+    default=None,
+    help="The quorum after the change (default: unchanged, capped at the active peers left).",
+)
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    required=True,
+    help="A member's URL (repeatable); the registry is fetched from the first.",
+)
+@errors_as_one_line
+def leave(federation_id: str, node_did: str, key_file: str, quorum: int | None,
+          peers: tuple[str, ...]) -> None:  # fmt: skip
+    """Propose removing a peer from the federation's registry."""
+    from dataclasses import replace
+
+    def remove(current: Any) -> Any:
+        out = current.without_peer(node_did)
+        active = len(out.active_peers())
+        return replace(
+            out, quorum=quorum if quorum is not None else max(1, min(out.quorum, active))
+        )
+
+    _propose(federation_id, peers, key_file, remove, f"leave {node_did}")
+
+
+@federation.command("approve")
+@click.argument("proposal_id")
+@click.option("--url", required=True, help="Your node's URL.")
+@click.option("--token", envvar="REMEMBRANCER_ADMIN_TOKEN", default=None)
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None)
+@errors_as_one_line
+def approve(proposal_id: str, url: str, token: str | None, token_file: str | None) -> None:
+    """Approve a pending registry change with your node's key; it is forwarded to every peer."""
+    from urllib.parse import quote
+
+    token = _read_token(token, token_file)
+    req = urllib.request.Request(
+        f"{url.rstrip('/')}/v1/admin/federation/proposals/{quote(proposal_id, safe='')}/approve",
+        data=b"", method="POST", headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            echo_json(json.loads(resp.read()))
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read() or b"{}").get("error", {})
+        raise RemembrancerError(f"{body.get('message', e.reason)} (HTTP {e.code})",
+                                code=body.get("code", f"http_{e.code}")) from e  # fmt: skip
 
 
 COMMANDS = [federation]

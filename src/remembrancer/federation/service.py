@@ -19,6 +19,14 @@ countersigned federation receipts and peer status.
 - An anchor claim whose evidence does not verify is refused, counted against
   the claimant as invalid (proven misbehaviour when the root does not match
   the checkpoint), and never countersigned.
+- Registry changes: ``federation.registry.set@1.0.0`` records (namespace
+  ``fed:<federation_id>``) arrive at ``POST /v1/federation/proposals``; they
+  are folded into a :class:`~remembrancer.federation.registry.RegistryState`
+  kept in the store, witness signatures by active peers count as approvals,
+  and at quorum the new registry is installed (and persisted: it takes
+  precedence over ``federation.yaml`` at the next start).  An operator
+  approves with :meth:`FederationService.approve_proposal`, which signs the
+  proposal with the node key and forwards it to every peer.
 """
 
 from __future__ import annotations
@@ -31,12 +39,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import httpx
+
 from remembrancer.anchoring.base import RailRegistry, VerifyContext
 from remembrancer.core.anchor import Anchor, checkpoint_digest
 from remembrancer.core.checkpoint import open_checkpoint
-from remembrancer.core.errors import PeerError, RemembrancerError
-from remembrancer.core.keys import SigningKey
+from remembrancer.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PeerError,
+    PolicyError,
+    RemembrancerError,
+    VerificationError,
+)
+from remembrancer.core.keys import PublicKey, SigningKey
 from remembrancer.core.note import NoteVerifier
+from remembrancer.core.record import Record, RecordSignature
+from remembrancer.core.schema import SchemaRegistry
 from remembrancer.federation.evidence import (
     EquivocationEvidence,
     parse_evidence,
@@ -60,7 +79,15 @@ from remembrancer.federation.receipts import (
     verify_countersignature,
     verify_federation_receipt,
 )
-from remembrancer.federation.registry import PeerScores, Registry, effective_peers
+from remembrancer.federation.registry import (
+    REGISTRY_SCHEMA,
+    AppliedChange,
+    PeerScores,
+    Registry,
+    RegistryState,
+    StatusChange,
+    effective_peers,
+)
 from remembrancer.federation.transport import FederationClient, Reply, RetryPolicy, receive
 from remembrancer.storage.base import ANY, Store
 
@@ -69,6 +96,8 @@ SEQ_SCOPE = "federation-seq"
 RECEIPT_SCOPE = "federation-receipts"
 SCORES_SCOPE = "federation"
 EVIDENCE_SCOPE = "federation-evidence"
+REGISTRY_SCOPE = "federation-registry"
+REGISTRY_KEY = "state"
 
 
 class StoreReplayState:
@@ -121,6 +150,10 @@ class FederationService:
         self.log_verifiers = dict(log_verifiers)
         self.clock = clock
         self.heartbeat_seconds = heartbeat_seconds
+        self.schemas = SchemaRegistry.bundled()
+        self.registry_state, self._records = _load_registry_state(store, registry)
+        self.registry = self.registry_state.registry
+        self._registry_lock = asyncio.Lock()
         raw = store.get_state(SCORES_SCOPE, "scores")
         self.scores = (
             PeerScores.from_dict(json.loads(raw))
@@ -128,7 +161,7 @@ class FederationService:
             else PeerScores(heartbeat_interval=max(1, int(heartbeat_seconds)))
         )
         self.verifier = MessageVerifier(
-            registry.federation_id, self._peers(), replay=StoreReplayState(store)
+            self.registry.federation_id, self._peers(), replay=StoreReplayState(store)
         )
         self.seq = SeqCounter(int(store.get_state(SCORES_SCOPE, "own-seq") or 0))
         self.client = FederationClient(
@@ -434,6 +467,195 @@ class FederationService:
                if namespace is None or k.startswith(namespace + "/")]  # fmt: skip
         return out
 
+    # --- registry changes ------------------------------------------------------------
+    @property
+    def proposal_namespace(self) -> str:
+        return f"fed:{self.registry.federation_id}"
+
+    def _check_record(self, body: bytes) -> Record:
+        """Parse a proposal record; check its namespace, payload schema and every signature."""
+        record = Record.from_bytes(body)
+        if record.schema_name != REGISTRY_SCHEMA:
+            raise PolicyError(
+                f"{record.schema} is not a {REGISTRY_SCHEMA} record",
+                code="proposal_schema_unsupported",
+            )
+        if record.namespace != self.proposal_namespace:
+            raise PolicyError(
+                f"a registry proposal of this federation is in {self.proposal_namespace},"
+                f" not {record.namespace}",
+                code="proposal_namespace_mismatch",
+                details={"namespace": record.namespace},
+            )
+        self.schemas.validate(record.schema, record.payload)
+        if not any(s.role == "actor" and s.kid == record.actor for s in record.signatures):
+            raise VerificationError(
+                "the proposal has no actor signature", code="proposal_signature_invalid"
+            )
+        for s in record.signatures:
+            if not PublicKey.from_did(s.kid).verify(record.signing_input, s.sig):
+                raise VerificationError(
+                    f"the {s.role} signature by {s.kid} does not verify",
+                    code="proposal_signature_invalid",
+                    details={"kid": s.kid, "role": s.role},
+                )
+        return record
+
+    def _fold_proposal(self, record: Record) -> dict[str, Any]:
+        """Fold a verified proposal record (or a resubmission with more approvals)."""
+        state = self.registry_state
+        pid = record.event_id
+        done = next((a for a in state.applied if a.proposal_id == pid), None)
+        if done is not None:
+            if done.event_hash != record.event_hash_hex:
+                raise ConflictError(
+                    f"another proposal {pid} was already applied",
+                    code="proposal_id_conflict",
+                    details={"proposal": pid},
+                )
+            return self._proposal_view(pid)
+        existing = state.pending.get(pid)
+        if existing is None:
+            state = state.propose(record)
+            merged = record
+        else:
+            if existing.event_hash != record.event_hash_hex:
+                raise ConflictError(
+                    f"another proposal already has event:id {pid}",
+                    code="proposal_id_conflict",
+                    details={"proposal": pid},
+                )
+            merged = _merge_signatures(self._records[pid], record, state.registry)
+            for s in record.signatures:
+                peer = state.registry.peer_by_key(s.kid)
+                if s.role != "witness" or peer is None or not peer.active:
+                    continue
+                state = state.approve(pid, peer.did, s.sig)
+        records = {**self._records, pid: merged}
+        applied = False
+        if state.ready(pid):
+            state = state.apply(pid, int(self.clock()))
+            records = {}
+            applied = True
+        self.registry_state = state
+        self._records = records
+        self._save_registry_state()
+        if applied:
+            self._install(state.applied[-1])
+        return self._proposal_view(pid)
+
+    def _install(self, change: AppliedChange) -> None:
+        """Make the newly applied registry the one in force."""
+        self.registry = self.registry_state.registry
+        now = int(self.clock())
+        for h in self.registry_state.history:
+            if h.evidence_ref != change.event_hash:
+                continue
+            log.warning("registry change %s: %s %s -> %s", change.proposal_id, h.peer, h.old, h.new)
+            if h.new == "active" and h.old != "absent":
+                self.scores.reinstate(h.peer, now, reason=h.reason, evidence_ref=h.evidence_ref)
+        self._save_scores()  # also hands the new peers to the verifier
+
+    def _save_registry_state(self) -> None:
+        state = self.registry_state
+        doc = {
+            "version": 1,
+            "registry": state.registry.to_dict(),
+            "applied": [a.to_dict() for a in state.applied],
+            "history": [h.to_dict() for h in state.history],
+            "records": {pid: r.leaf.decode("utf-8") for pid, r in sorted(self._records.items())},
+        }
+        self.store.put_state(REGISTRY_SCOPE, REGISTRY_KEY, json.dumps(doc).encode())
+
+    def _proposal_view(self, pid: str) -> dict[str, Any]:
+        state = self.registry_state
+        quorum = state.registry.quorum
+        pending = state.pending.get(pid)
+        if pending is not None:
+            counted = state.approvals(pid)
+            return {"proposal_id": pid, "event_hash": pending.event_hash, "state": "pending",
+                    "applied": False, "approvals": list(counted), "approval_count": len(counted),
+                    "quorum": quorum, "proposer": pending.proposer, "memo": pending.memo,
+                    "registry": pending.registry.to_dict()}  # fmt: skip
+        for a in state.applied:
+            if a.proposal_id == pid:
+                return {"proposal_id": pid, "event_hash": a.event_hash, "state": "applied",
+                        "applied": True, "approvals": list(a.approved_by),
+                        "approval_count": len(a.approved_by), "quorum": quorum,
+                        "registry_digest": a.registry_digest, "applied_at": a.at,
+                        "memo": a.memo}  # fmt: skip
+        if any(pid in a.superseded for a in state.applied):
+            return {"proposal_id": pid, "state": "superseded", "applied": False, "quorum": quorum}
+        raise NotFoundError(
+            f"no proposal {pid!r}", code="proposal_unknown", details={"proposal": pid[:128]}
+        )
+
+    async def submit_proposal(self, body: bytes) -> dict[str, Any]:
+        """``POST /v1/federation/proposals``: verify, fold, apply at quorum; the proposal's state."""
+        record = await asyncio.to_thread(self._check_record, body)
+        async with self._registry_lock:
+            return await asyncio.to_thread(self._fold_proposal, record)
+
+    async def approve_proposal(self, proposal_id: str) -> dict[str, Any]:
+        """Sign a pending proposal with the node key (a witness signature), fold it
+        here and forward the record with every approval gathered to every peer."""
+        async with self._registry_lock:
+            record = self._records.get(proposal_id)
+            if record is None:
+                return {**self._proposal_view(proposal_id), "forwarded": {}}
+            me = self.registry.peer_by_key(self.key.public)
+            if me is None:
+                raise PolicyError(
+                    f"this node's key {self.key.did} is not a peer of federation"
+                    f" {self.registry.federation_id}",
+                    code="approver_unknown",
+                )
+            if not me.active:
+                raise PolicyError(
+                    f"{me.did} is {me.status}; only active peers approve registry changes",
+                    code="approver_not_active",
+                )
+            proposed = self.registry_state.pending[proposal_id].registry
+            targets = sorted(
+                {p.endpoint for p in (*self.registry.peers, *proposed.peers)
+                 if p.pubkey != self.key.public}
+            )  # fmt: skip
+            if not any(s.kid == self.key.did and s.role == "witness" for s in record.signatures):
+                sig = self.key.sign(record.signing_input)
+                env = record.envelope()
+                env["signatures"].append(RecordSignature(self.key.did, "witness", sig).to_dict())
+                record = Record.from_value(env)
+            view = await asyncio.to_thread(self._fold_proposal, record)
+        results = await asyncio.gather(*(self._forward(t, record.leaf) for t in targets))
+        return {**view, "forwarded": dict(zip(targets, results, strict=True))}
+
+    async def _forward(self, endpoint: str, body: bytes) -> str:
+        url = f"{endpoint.rstrip('/')}/v1/federation/proposals"
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as client:
+                r = await client.post(url, content=body,
+                                      headers={"Content-Type": "application/json"})  # fmt: skip
+        except httpx.HTTPError as e:
+            log.warning("could not forward a registry proposal to %s: %s", url, e)
+            return f"unreachable: {type(e).__name__}"
+        if r.status_code >= 400:
+            log.warning("%s refused a registry proposal: %s %s", url, r.status_code, r.text[:300])
+        return str(r.status_code)
+
+    def proposals(self) -> dict[str, Any]:
+        state = self.registry_state
+        return {
+            "federation_id": state.registry.federation_id,
+            "registry_digest": state.registry.digest(),
+            "quorum": state.registry.quorum,
+            "pending": [self._proposal_view(pid) for pid in state.pending],
+            "applied": [a.to_dict() for a in state.applied],
+            "history": [h.to_dict() for h in state.history],
+        }
+
+    def registry_document(self) -> dict[str, Any]:
+        return self.registry.to_dict()
+
     # --- status ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         now = int(self.clock())
@@ -457,5 +679,66 @@ class FederationService:
             "peers": peers,
             "own_logs": {o: (h.size if h else 0) for o, h in own.items()},
             "history": [c.to_dict() for c in self.scores.history()][-100:],
+            "registry_history": [c.to_dict() for c in self.registry_state.history][-100:],
+            "registry_digest": self.registry.digest(),
             "receipts_final": len(self.store.list_state(RECEIPT_SCOPE)),
         }
+
+
+def _merge_signatures(stored: Record, incoming: Record, registry: Registry) -> Record:
+    """``stored`` with the witness signatures of ``incoming`` by registry peers it lacks."""
+    have = {(s.kid, s.role) for s in stored.signatures}
+    extra = [s for s in incoming.signatures if s.role == "witness" and (s.kid, s.role) not in have
+             and registry.peer_by_key(s.kid) is not None]  # fmt: skip
+    if not extra:
+        return stored
+    env = stored.envelope()
+    env["signatures"] = [*env["signatures"], *(s.to_dict() for s in extra)]
+    return Record.from_value(env)
+
+
+def _applied_from_dict(d: Any) -> AppliedChange:
+    return AppliedChange(
+        proposal_id=str(d["proposal_id"]),
+        event_hash=str(d["event_hash"]),
+        registry_digest=str(d["registry_digest"]),
+        approved_by=tuple(str(x) for x in d["approved_by"]),
+        at=int(d["at"]),
+        superseded=tuple(str(x) for x in d["superseded"]),
+        memo=d["memo"] if isinstance(d["memo"], str) else None,
+    )
+
+
+def _load_registry_state(
+    store: Store, configured: Registry
+) -> tuple[RegistryState, dict[str, Record]]:
+    """The registry state kept in the store (it takes precedence over
+    ``federation.yaml``), or a fresh one from the configured registry."""
+    raw = store.get_state(REGISTRY_SCOPE, REGISTRY_KEY)
+    if raw is None:
+        return RegistryState(configured), {}
+    try:
+        doc = json.loads(raw)
+        registry = Registry.from_dict(doc["registry"], source="store:federation-registry")
+        if registry.federation_id != configured.federation_id:
+            log.warning("the stored registry is for federation %s, the configured one for %s;"
+                        " using the configured one", registry.federation_id, configured.federation_id)  # fmt: skip
+            return RegistryState(configured), {}
+        state = RegistryState(
+            registry,
+            applied=tuple(_applied_from_dict(a) for a in doc["applied"]),
+            history=tuple(StatusChange.from_dict(h) for h in doc["history"]),
+        )
+    except (RemembrancerError, ValueError, KeyError, TypeError) as e:
+        log.error("the stored federation registry is unreadable (%s); using federation.yaml", e)
+        return RegistryState(configured), {}
+    records: dict[str, Record] = {}
+    for pid, text in doc.get("records", {}).items():
+        try:
+            record = Record.from_bytes(text.encode("utf-8"))
+            state = state.propose(record)
+        except RemembrancerError as e:
+            log.warning("dropping stored proposal %s: %s", pid, e.explain())
+            continue
+        records[record.event_id] = record
+    return state, records

@@ -167,10 +167,21 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        headers = dict(e.headers or {})
+        if e.status_code == 405:
+            # Starlette names only the first matching route's methods; a path
+            # served by several routes (GET and POST) allows all of theirs.
+            allowed: set[str] = set()
+            for route in app.router.routes:
+                regex = getattr(route, "path_regex", None)
+                if regex is not None and regex.match(request.url.path):
+                    allowed |= set(getattr(route, "methods", None) or ())
+            if allowed:
+                headers["Allow"] = ", ".join(sorted(allowed))
         return JSONResponse(
             {"error": {"code": code, "message": str(e.detail), "details": {}}},
             status_code=e.status_code,
-            headers=dict(e.headers or {}),
+            headers=headers,
         )
 
     app.add_middleware(GuardMiddleware, node=node)
@@ -414,6 +425,44 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     )
     async def federation_evidence() -> dict[str, Any]:
         return {"evidence": await _in_thread(_federation().evidence)}
+
+    @app.get(
+        "/v1/federation/registry",
+        responses=_errors(404),
+        summary="The federation registry in force (federation.yaml form)",
+    )
+    async def federation_registry() -> dict[str, Any]:
+        return _federation().registry_document()  # type: ignore[no-any-return]
+
+    @app.get(
+        "/v1/federation/proposals",
+        responses=_errors(404),
+        summary="Pending and applied registry changes",
+    )
+    async def federation_proposals() -> dict[str, Any]:
+        return await _in_thread(_federation().proposals)
+
+    @app.post("/v1/federation/proposals", responses={200: {"description": "The proposal's state"},
+              **_errors(400, 403, 404, 409, 413, 422)},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
+              summary="Submit a federation.registry.set proposal (with approvals)")  # fmt: skip
+    async def submit_proposal(request: Request) -> dict[str, Any]:
+        """A signed ``federation.registry.set@1.0.0`` record in ``fed:<federation_id>``;
+        witness signatures by active peers are approvals.  Applied at quorum."""
+        service = _federation()
+        body = await read_body(request)
+        return await service.submit_proposal(body)  # type: ignore[no-any-return]
+
+    @app.post(
+        "/v1/admin/federation/proposals/{proposal_id}/approve",
+        responses=_errors(400, 401, 403, 404, 409, 422),
+    )
+    async def approve_proposal(request: Request, proposal_id: str) -> dict[str, Any]:
+        """Approve a pending registry change with this node's key and forward it to
+        every peer (needs the admin token)."""
+        _require_admin(node, request)
+        service = _federation()
+        return await service.approve_proposal(proposal_id)  # type: ignore[no-any-return]
 
     @app.post(
         "/v1/admin/federation/propagate/{namespace}", responses=_errors(400, 401, 404, 503, 504)

@@ -150,6 +150,15 @@ def test_node_anchors_on_cadence_and_receipts_verify_offline(tmp_path: Path, anv
             )
             status = cli("anchor", "status", "--url", node.url)
             assert "dao:vaultmesh: ok" in status.stdout
+            token_file = str(node.directory / "keys" / "admin.token")
+            now = json.loads(cli("anchor", "now", "dao:vaultmesh", "--level", "cold", "--url", node.url,
+                                 "--token-file", token_file).stdout)  # fmt: skip
+            assert (
+                now["results"]["cold"] == "unchanged"
+            )  # the log has not grown since the last anchor
+            denied = cli("anchor", "now", "dao:vaultmesh", "--url", node.url, "--token", "wrong-token-xxxxxxxx",
+                         check=False)  # fmt: skip
+            assert denied.returncode != 0 and "unauthorized" in denied.stderr
         finally:
             node.stop()
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 import click
 
-from remembrancer.cli.client import api_json
+from remembrancer.cli.client import admin_post, admin_token, api_json
 from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
 from remembrancer.core.anchor import Anchor, AnchorReceipt
 from remembrancer.core.errors import FormatError, RemembrancerError, VerificationError
@@ -38,25 +37,9 @@ def anchor_now(
     namespace: str, level: str | None, url: str, token: str | None, token_file: str | None
 ) -> None:
     """Anchor NAMESPACE's latest checkpoint now (an unchanged log is not re-anchored)."""
-    if token is None and token_file:
-        token = read_input(token_file, what="token file").decode().strip()
-    if not token:
-        raise FormatError(
-            "an admin token is needed: --token, --token-file or REMEMBRANCER_ADMIN_TOKEN",
-            code="usage",
-        )
+    token = admin_token(token, token_file)
     query = f"?level={level}" if level else ""
-    import urllib.request
-
-    req = urllib.request.Request(f"{url.rstrip('/')}/v1/admin/anchor/{namespace}{query}", data=b"", method="POST",
-                                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            echo_json(json.loads(resp.read()))
-    except urllib.error.HTTPError as e:
-        body = json.loads(e.read() or b"{}").get("error", {})
-        raise RemembrancerError(f"{body.get('message', e.reason)} (HTTP {e.code})",
-                                code=body.get("code", f"http_{e.code}")) from e  # fmt: skip
+    echo_json(admin_post(f"{url.rstrip('/')}/v1/admin/anchor/{namespace}{query}", token))
 
 
 @anchor.command("status")

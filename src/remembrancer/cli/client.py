@@ -13,7 +13,7 @@ import click
 from remembrancer.cli.common import errors_as_one_line, write_output
 from remembrancer.core.checkpoint import Checkpoint, open_checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
-from remembrancer.core.errors import PeerError, RemembrancerError, VerificationError
+from remembrancer.core.errors import FormatError, PeerError, RemembrancerError, VerificationError
 from remembrancer.core.note import Note, open_note, parse_vkey
 from remembrancer.core.witness import AddCheckpointRequest
 
@@ -46,6 +46,40 @@ def api_json(method: str, url: str, body: bytes | None = None) -> Any:
         raise RemembrancerError(f"{err.get('message', data[:200])} (HTTP {status})",
                                 code=err.get("code", f"http_{status}"))  # fmt: skip
     return value
+
+
+def admin_token(token: str | None, token_file: str | None) -> str:
+    """The admin token from --token / REMEMBRANCER_ADMIN_TOKEN or --token-file."""
+    if token is None and token_file:
+        from remembrancer.cli.common import read_input
+
+        token = read_input(token_file, what="token file").decode().strip()
+    if not token:
+        raise FormatError(
+            "an admin token is needed: --token, --token-file or REMEMBRANCER_ADMIN_TOKEN",
+            code="usage",
+        )
+    return token
+
+
+def admin_post(url: str, token: str, *, timeout: float = 120.0) -> Any:
+    """POST to an admin route with the bearer token; the JSON answer, or the
+    node's error as a RemembrancerError."""
+    req = urllib.request.Request(
+        url, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read(MAX_ANSWER))
+    except urllib.error.HTTPError as e:
+        try:
+            body = json.loads(e.read(1 << 16) or b"{}").get("error", {})
+        except ValueError:
+            body = {}
+        raise RemembrancerError(f"{body.get('message', e.reason)} (HTTP {e.code})",
+                                code=body.get("code", f"http_{e.code}")) from e  # fmt: skip
+    except (urllib.error.URLError, OSError) as e:
+        raise PeerError(f"cannot reach {url}: {e}", code="node_unreachable") from e
 
 
 @click.group()

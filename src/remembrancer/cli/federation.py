@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import click
 
-from remembrancer.cli.client import api_json, http
+from remembrancer.cli.client import admin_post, admin_token, api_json, http
 from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
 from remembrancer.core.errors import FormatError, RemembrancerError
 from remembrancer.core.jcs import loads_strict
@@ -51,22 +49,8 @@ def status(url: str, as_json: bool) -> None:
 @errors_as_one_line
 def propagate(namespace: str, url: str, token: str | None, token_file: str | None) -> None:
     """Have the peers countersign NAMESPACE's newest verified anchor; print the final receipt."""
-    if token is None and token_file:
-        token = read_input(token_file, what="token file").decode().strip()
-    if not token:
-        raise FormatError(
-            "an admin token is needed: --token, --token-file or REMEMBRANCER_ADMIN_TOKEN",
-            code="usage",
-        )
-    req = urllib.request.Request(f"{url.rstrip('/')}/v1/admin/federation/propagate/{namespace}", data=b"",
-                                 method="POST", headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            echo_json(json.loads(resp.read()))
-    except urllib.error.HTTPError as e:
-        body = json.loads(e.read() or b"{}").get("error", {})
-        raise RemembrancerError(f"{body.get('message', e.reason)} (HTTP {e.code})",
-                                code=body.get("code", f"http_{e.code}")) from e  # fmt: skip
+    token = admin_token(token, token_file)
+    echo_json(admin_post(f"{url.rstrip('/')}/v1/admin/federation/propagate/{namespace}", token))
 
 
 @federation.command("verify")
@@ -90,17 +74,6 @@ def verify(receipt_file: str, registry_file: str) -> None:
     report = verify_federation_receipt(receipt, peers, registry.quorum, active=active)
     click.echo(f"OK: {receipt.namespace} anchor {receipt.anchor.target} {receipt.anchor.tx_ref} countersigned by "
                f"{len(report.signers)} of quorum {report.quorum}: {', '.join(report.signers)}")  # fmt: skip
-
-
-def _read_token(token: str | None, token_file: str | None) -> str:
-    if token is None and token_file:
-        token = read_input(token_file, what="token file").decode().strip()
-    if not token:
-        raise FormatError(
-            "an admin token is needed: --token, --token-file or REMEMBRANCER_ADMIN_TOKEN",
-            code="usage",
-        )
-    return token
 
 
 def _propose(
@@ -260,18 +233,9 @@ def approve(proposal_id: str, url: str, token: str | None, token_file: str | Non
     """Approve a pending registry change with your node's key; it is forwarded to every peer."""
     from urllib.parse import quote
 
-    token = _read_token(token, token_file)
-    req = urllib.request.Request(
-        f"{url.rstrip('/')}/v1/admin/federation/proposals/{quote(proposal_id, safe='')}/approve",
-        data=b"", method="POST", headers={"Authorization": f"Bearer {token}"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            echo_json(json.loads(resp.read()))
-    except urllib.error.HTTPError as e:
-        body = json.loads(e.read() or b"{}").get("error", {})
-        raise RemembrancerError(f"{body.get('message', e.reason)} (HTTP {e.code})",
-                                code=body.get("code", f"http_{e.code}")) from e  # fmt: skip
+    token = admin_token(token, token_file)
+    url = f"{url.rstrip('/')}/v1/admin/federation/proposals/{quote(proposal_id, safe='')}/approve"
+    echo_json(admin_post(url, token))
 
 
 COMMANDS = [federation]

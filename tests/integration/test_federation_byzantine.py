@@ -58,8 +58,12 @@ def nodes(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
         {"did": SALLY.did, "endpoint": "http://127.0.0.1:9/", "pubkey": SALLY.did, "status": "suspended", "roles": ROLES},
     ]  # fmt: skip
     wire_federation(ns, quorum=2, extra_peers=extra, heartbeat_seconds=60)
-    # n0 witnesses mallory's log.
+    # n0 witnesses mallory's log and can check RFC 3161 anchors against its own trust bundle.
+    from remembrancer.anchoring.devtsa import DevTsa
+
+    DevTsa(base / "tsa")
     ns[0].edit_config(witness={"name": "n0.test/witness", "logs": [{"vkey": format_vkey(MALLORY_LOG, MALLORY.public)}]},
+                      anchoring={"rfc3161": {"tsa": {"url": "http://127.0.0.1:9/", "trust_bundle": str(base / "tsa" / "ca.pem")}}},
                       scheduler={"enabled": False})  # fmt: skip
     for n in ns:
         n.start()
@@ -145,3 +149,42 @@ def test_an_equivocating_log_is_detected_recorded_and_its_node_put_on_probation(
             time.sleep(0.1)
         else:
             pytest.fail(f"{other.url} did not put mallory on probation: {other.log_tail()}")
+
+
+def test_an_anchor_claim_whose_evidence_does_not_verify_is_never_countersigned(nodes) -> None:  # type: ignore[no-untyped-def]
+    from remembrancer.core.anchor import Anchor, checkpoint_digest
+    from remembrancer.core.note import Note
+    from remembrancer.federation.protocol import AnchorContent
+    from remembrancer.federation.receipts import FederationReceipt
+
+    alpha = nodes[0]
+
+    def mallory_status() -> str:
+        peers = _get(f"{alpha.url}/v1/federation")["peers"]
+        return str(next(p for p in peers if p["did"] == MALLORY.did)["status"])
+
+    # Mallory claims an RFC 3161 anchor of her (witnessed) log whose evidence is garbage.
+    note = sign_checkpoint(Checkpoint(MALLORY_LOG, 9, b"\x09" * 32), MALLORY)
+    digest = checkpoint_digest(Note.from_bytes(note).text.encode())
+    claim = Anchor("rfc3161:tsa", digest, "verified", tx_ref="forged", anchor_ts=int(time.time()),
+                   evidence={"type": "rfc3161", "tsr": "AAAA", "nonce": "1"})  # fmt: skip
+    receipt = FederationReceipt(FED, "dao:vaultmesh", MALLORY_LOG, note, claim)
+    receipt = receipt.with_signature(receipt.countersign(MALLORY, "anchor", int(time.time())))
+    assert mallory_status() == "probation"  # after her equivocation (the previous test)
+    status, _ = _post(f"{alpha.url}/federation/v1/messages",
+                      _msg(MALLORY, AnchorContent("dao:vaultmesh", receipt.to_dict()), 2**52 + 5))  # fmt: skip
+    assert status == 202  # a well-formed, authentic message; its claim is judged next
+    deadline = time.monotonic() + 10
+    while mallory_status() != "suspended" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # A second proven misbehaviour: suspended, with the claim evidence kept.
+    assert mallory_status() == "suspended"
+    kinds = {e["kind"] for e in _get(f"{alpha.url}/v1/federation/evidence")["evidence"]}
+    assert kinds == {"equivocation", "claim"}
+    # Nothing was countersigned or finalised for the forged claim.
+    assert all(
+        r["anchor"]["tx_hash"] != "forged"
+        for r in _get(f"{alpha.url}/v1/federation/receipts")["receipts"]
+    )
+    log = alpha.log_tail(20000)
+    assert "refusing to countersign" in log

@@ -45,6 +45,7 @@ from remembrancer.anchoring.base import RailRegistry, VerifyContext
 from remembrancer.core.anchor import Anchor, checkpoint_digest
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.errors import (
+    ConfigError,
     ConflictError,
     NotFoundError,
     PeerError,
@@ -57,8 +58,11 @@ from remembrancer.core.note import NoteVerifier
 from remembrancer.core.record import Record, RecordSignature
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.federation.evidence import (
+    ClaimEvidence,
     EquivocationEvidence,
+    Finding,
     parse_evidence,
+    verify_claim_evidence,
     verify_equivocation,
 )
 from remembrancer.federation.protocol import (
@@ -259,13 +263,20 @@ class FederationService:
                 if self.scores.on_heartbeat(sender, now) is not None:
                     await asyncio.to_thread(self._save_scores)
             elif isinstance(content, AnchorContent):
-                asyncio.get_running_loop().create_task(self._countersign(sender, content))
+                asyncio.get_running_loop().create_task(self._countersign(sender, content, msg.raw))
             elif isinstance(content, CountersignContent):
                 self._collect(sender, content)
             elif isinstance(content, EvidenceContent):
                 ev = parse_evidence(content.file.encode("utf-8"))
                 if isinstance(ev, EquivocationEvidence):
                     await self.report_equivocation(ev, gossip=False)
+                else:
+                    try:
+                        await self.report_claim(ev, gossip=False)
+                    except (ConfigError, VerificationError) as e:
+                        # We cannot judge it (no such rail here) or it proves nothing:
+                        # neither the accused nor the reporter is blamed for that.
+                        log.info("evidence from %s not acted on: %s", sender, e.explain())
             elif isinstance(content, ReceiptContent):
                 receipt = FederationReceipt.from_dict(content.receipt)
                 self._verify_final(receipt)
@@ -278,9 +289,17 @@ class FederationService:
                 await asyncio.to_thread(self._save_scores)
         return reply
 
-    async def _countersign(self, sender: str, content: AnchorContent) -> None:
-        """Re-verify a peer's anchor claim with our own settings; countersign it."""
+    async def _countersign(self, sender: str, content: AnchorContent, raw: bytes = b"") -> None:
+        """Re-verify a peer's anchor claim with our own settings; countersign it.
+
+        A claim we cannot judge (a log we do not follow, a rail we do not
+        have) is simply not countersigned.  A claim that is false (the root is
+        not the checkpoint's digest, or the anchor fails on our rail) is never
+        countersigned and is proven misbehaviour: we keep signed
+        ``invalid_anchor_claim`` evidence, put the claimant on probation and
+        tell the peers."""
         now = int(self.clock())
+        finding: Finding | None = None
         try:
             receipt = content.federation_receipt()
             verifiers = self.log_verifiers.get(receipt.origin)
@@ -302,19 +321,27 @@ class FederationService:
                     code="anchor_claim_checkpoint_invalid",
                 )
             if checkpoint_digest(signed.body.encode()) != receipt.anchor.root:
+                finding = "root_mismatch"
                 raise RemembrancerError(
                     "the anchored root is not the checkpoint's digest",
                     code="anchor_claim_root_mismatch",
                 )
-            rail = self.rails.get(receipt.anchor.target)
-            checked: Anchor = await asyncio.to_thread(rail.verify, receipt.anchor,
-                                                      VerifyContext(now, receipt.anchor.finality.required_depth))  # fmt: skip
+            try:
+                rail = self.rails.get(receipt.anchor.target)
+            except ConfigError as e:
+                log.info("not countersigning %s: %s", receipt.id, e.explain())
+                return
+            ctx = VerifyContext(now, receipt.anchor.finality.required_depth)
+            checked: Anchor = await asyncio.to_thread(rail.verify, receipt.anchor, ctx)
             if checked.status != "verified":
+                finding = "rail_failed" if checked.status in ("failed", "reorged") else None
                 raise RemembrancerError(f"the anchor does not verify here: {checked.error or checked.status}",
                                         code="anchor_claim_unverified")  # fmt: skip
         except RemembrancerError as e:
             log.warning("refusing to countersign %s's anchor claim: %s", sender, e.explain())
-            if self.scores.on_invalid(sender, e.code, now) is not None:
+            if finding and raw:
+                await self._report_claim(sender, raw, finding, now)
+            elif self.scores.on_invalid(sender, e.code, now) is not None:
                 await asyncio.to_thread(self._save_scores)
             return
         cs = self._countersignature(receipt, "witness", now)
@@ -430,6 +457,44 @@ class FederationService:
             msg = await asyncio.to_thread(
                 self._sign, EvidenceContent("equivocation", peer.did if peer else report.origin,
                                             evidence.to_bytes().decode("utf-8")))  # fmt: skip
+            await self.client.broadcast(self._others(), msg)
+        return out
+
+    async def _report_claim(self, accused: str, raw: bytes, finding: Finding, now: int) -> None:
+        evidence = ClaimEvidence.create(
+            kind="invalid_anchor_claim", federation_id=self.registry.federation_id, accused=accused,
+            message=raw, receipt_at="/content/receipt", countersigner=accused,
+            finding=finding,
+            reporter_key=self.key, reported_at=now,
+        )  # fmt: skip
+        await self.report_claim(evidence)
+
+    async def report_claim(self, evidence: ClaimEvidence, *, gossip: bool = True) -> dict[str, Any]:
+        """Verify claim evidence (re-checking rail failures on our own rails),
+        keep it, put the accused on probation, and tell the peers."""
+        now = int(self.clock())
+
+        def reverify(anchor: Anchor) -> Anchor:
+            return self.rails.get(anchor.target).verify(
+                anchor, VerifyContext(now, anchor.finality.required_depth)
+            )
+
+        report = await asyncio.to_thread(
+            verify_claim_evidence, evidence, self.registry, reverify=reverify
+        )
+        data = evidence.to_bytes()
+        await asyncio.to_thread(self.store.put_state, EVIDENCE_SCOPE, report.evidence_ref, data)
+        out: dict[str, Any] = {"evidence_ref": report.evidence_ref, "accused": report.accused}
+        if report.accused != self.self_did:
+            change = self.scores.on_misbehaviour(report.accused, report, now)
+            out["status_change"] = change.to_dict()
+            await asyncio.to_thread(self._save_scores)
+            log.error(
+                "invalid anchor claim by %s: %s -> %s", report.accused, change.old, change.new
+            )
+        if gossip:
+            msg = await asyncio.to_thread(
+                self._sign, EvidenceContent(evidence.kind, report.accused, data.decode("utf-8")))  # fmt: skip
             await self.client.broadcast(self._others(), msg)
         return out
 

@@ -156,10 +156,10 @@ class Node:
         """Graceful: stop taking records, drain the sequencer, close the store."""
         self.ready = False
         await self.scheduler.stop()
-        await self.sequencer.close()
-        await self.witnessing.stop()
         if self.federation is not None:
             await self.federation.stop()
+        await self.witnessing.stop()  # before the sequencer's writer thread goes away
+        await self.sequencer.close()
         self.store.close()
 
     def _on_batch(self, namespace: str, start: int, end: int, note: bytes) -> None:

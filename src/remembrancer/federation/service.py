@@ -191,9 +191,17 @@ class FederationService:
         return [p for p in self._peers() if p.did != self.self_did and p.status == "active"
                 and (role is None or role in p.roles)]  # fmt: skip
 
-    def _save_scores(self) -> None:
-        self.store.put_state(SCORES_SCOPE, "scores", json.dumps(self.scores.to_dict()).encode())
+    def _save_scores_sync(self) -> None:
         self.verifier.set_peers(self._peers())
+        self.store.put_state(SCORES_SCOPE, "scores", json.dumps(self.scores.to_dict()).encode())
+
+    async def _save_scores(self) -> None:
+        """Persist the scores and refresh the verifier's peer statuses.  The
+        snapshot is taken on the event loop (the only thread that changes the
+        scores); only the write goes to a worker thread."""
+        data = json.dumps(self.scores.to_dict()).encode()
+        self.verifier.set_peers(self._peers())
+        await asyncio.to_thread(self.store.put_state, SCORES_SCOPE, "scores", data)
 
     def _sign(self, content: Any) -> Message:
         now = self.clock()
@@ -228,7 +236,7 @@ class FederationService:
                     if seen and self.clock() - seen > 3 * self.heartbeat_seconds:
                         changed |= self.scores.on_missed(p.did, now) is not None
                 if changed:
-                    await asyncio.to_thread(self._save_scores)
+                    await self._save_scores()
             except Exception:
                 log.exception("heartbeat round failed")
             await asyncio.sleep(self.heartbeat_seconds)
@@ -261,7 +269,7 @@ class FederationService:
                     "logs": {s.origin: (s.size, s.root) for s in content.logs},
                 }
                 if self.scores.on_heartbeat(sender, now) is not None:
-                    await asyncio.to_thread(self._save_scores)
+                    await self._save_scores()
             elif isinstance(content, AnchorContent):
                 asyncio.get_running_loop().create_task(self._countersign(sender, content, msg.raw))
             elif isinstance(content, CountersignContent):
@@ -286,7 +294,7 @@ class FederationService:
                 "message %s from %s refused after acceptance: %s", msg.type, sender, e.explain()
             )
             if self.scores.on_invalid(sender, e.code, now) is not None:
-                await asyncio.to_thread(self._save_scores)
+                await self._save_scores()
         return reply
 
     async def _countersign(self, sender: str, content: AnchorContent, raw: bytes = b"") -> None:
@@ -342,7 +350,7 @@ class FederationService:
             if finding and raw:
                 await self._report_claim(sender, raw, finding, now)
             elif self.scores.on_invalid(sender, e.code, now) is not None:
-                await asyncio.to_thread(self._save_scores)
+                await self._save_scores()
             return
         cs = self._countersignature(receipt, "witness", now)
         msg = await asyncio.to_thread(
@@ -449,7 +457,7 @@ class FederationService:
         if peer is not None and peer.did != self.self_did:
             change = self.scores.on_misbehaviour(peer.did, report, int(self.clock()))
             out["status_change"] = change.to_dict()
-            await asyncio.to_thread(self._save_scores)
+            await self._save_scores()
             log.error(
                 "equivocation by %s (%s): %s -> %s", peer.did, report.origin, change.old, change.new
             )
@@ -488,7 +496,7 @@ class FederationService:
         if report.accused != self.self_did:
             change = self.scores.on_misbehaviour(report.accused, report, now)
             out["status_change"] = change.to_dict()
-            await asyncio.to_thread(self._save_scores)
+            await self._save_scores()
             log.error(
                 "invalid anchor claim by %s: %s -> %s", report.accused, change.old, change.new
             )
@@ -619,7 +627,7 @@ class FederationService:
             log.warning("registry change %s: %s %s -> %s", change.proposal_id, h.peer, h.old, h.new)
             if h.new == "active" and h.old != "absent":
                 self.scores.reinstate(h.peer, now, reason=h.reason, evidence_ref=h.evidence_ref)
-        self._save_scores()  # also hands the new peers to the verifier
+        self._save_scores_sync()  # also hands the new peers to the verifier
 
     def _save_registry_state(self) -> None:
         state = self.registry_state

@@ -61,6 +61,11 @@ def propagate(namespace: str, url: str, token: str | None, token_file: str | Non
 def verify(receipt_file: str, registry_file: str) -> None:
     """Verify a federation receipt offline: a quorum of distinct active peers
     countersigned it, and the anchored root is its checkpoint's digest."""
+    verify_federation_receipt_file(receipt_file, registry_file)
+
+
+def verify_federation_receipt_file(receipt_file: str, registry_file: str) -> None:
+    """Shared by ``federation verify`` and ``remembrancer verify --registry``."""
     from remembrancer.federation.receipts import FederationReceipt, verify_federation_receipt
     from remembrancer.federation.registry import load_federation_file
 

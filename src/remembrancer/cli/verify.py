@@ -72,13 +72,22 @@ def load_trust(path: str | None, vkeys: tuple[str, ...], witness_vkeys: tuple[st
     default=None,
     help="Trust policy YAML: log_vkeys, witness_vkeys, min_cosigners.",
 )
+@click.option("--registry", "registry_file", default=None,
+              help="federation.yaml: verify a federation receipt (given as the file) against it.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print what was checked as JSON.")
 @errors_as_one_line
 def verify(record_file: str, proof_file: str | None, receipt_file: str | None, vkey: tuple[str, ...],
            witness_vkey: tuple[str, ...], min_cosigners: int | None, trust_file: str | None,
-           as_json: bool) -> None:  # fmt: skip
+           registry_file: str | None, as_json: bool) -> None:  # fmt: skip
     """Verify RECORD_FILE is in a log, offline: its proof, the checkpoint's
-    log signature and enough witness cosignatures.  Exit 0 only if valid."""
+    log signature and enough witness cosignatures.  With --registry, the file
+    is a federation receipt, checked against the registry's keys and quorum.
+    Exit 0 only if valid."""
+    if registry_file is not None:
+        from remembrancer.cli.federation import verify_federation_receipt_file
+
+        verify_federation_receipt_file(record_file, registry_file)
+        return
     if (proof_file is None) == (receipt_file is None):
         raise FormatError("give exactly one of --proof and --receipt", code="usage")
     record = Record.from_bytes(read_input(record_file, what="record"))

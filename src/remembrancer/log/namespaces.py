@@ -60,10 +60,6 @@ class NamespaceSource:
         self.last_error: ConfigError | None = None
         self.generation = 1
 
-    @classmethod
-    def fixed(cls, namespaces: Mapping[str, NamespaceConfig]) -> StaticNamespaces:
-        return StaticNamespaces(namespaces)
-
     def _file_stamp(self) -> tuple[int, int]:
         try:
             st = self.path.stat()

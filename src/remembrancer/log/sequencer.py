@@ -54,7 +54,6 @@ from remembrancer.core.namespace import NamespaceConfig
 from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import (
     CompactRange,
-    NodeId,
     consistency_proof,
     hash_leaf,
     inclusion_proof,
@@ -550,9 +549,6 @@ class Sequencer:
             reader.set_size(size)
             return fn(reader)
 
-    def log_state(self, namespace: str) -> LogState | None:
-        return self.head(namespace)
-
     def proof_inclusion(
         self, namespace: str, index: int, size: int | None = None
     ) -> tuple[list[bytes], LogState]:
@@ -580,4 +576,4 @@ def _set_exception(fut: asyncio.Future[Receipt], e: BaseException) -> None:
         fut.set_exception(e)
 
 
-__all__ = ["NodeId", "Receipt", "Sequencer"]
+__all__ = ["Receipt", "Sequencer"]

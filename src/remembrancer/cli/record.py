@@ -3,41 +3,27 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import click
 
 from remembrancer.cli.common import echo_json, errors_as_one_line, write_output
-from remembrancer.core.errors import FormatError, PeerError, RemembrancerError
+from remembrancer.core.errors import FormatError
 from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import read_key_file
 from remembrancer.core.record import Record, sign_envelope, unsigned_envelope
 
 
-def submit(url: str, record: Record, *, timeout: float = 30.0) -> dict[str, object]:
+def submit(url: str, record: Record) -> dict[str, object]:
     """POST a record to a node and return its JSON answer (the receipt)."""
-    target = f"{url.rstrip('/')}/v1/namespaces/{record.namespace}/records"
-    req = urllib.request.Request(
-        target, data=record.leaf, method="POST", headers={"Content-Type": "application/json"}
+    from remembrancer.cli.client import api_json
+
+    answer: dict[str, object] = api_json(
+        "POST", f"{url.rstrip('/')}/v1/namespaces/{record.namespace}/records", record.leaf
     )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            answer: dict[str, object] = json.loads(resp.read(4 << 20))
-            return answer
-    except urllib.error.HTTPError as e:
-        try:
-            body = json.loads(e.read(1 << 16))["error"]
-            code, message = body["code"], body["message"]
-        except Exception:
-            code, message = "http_error", f"HTTP {e.code}"
-        raise RemembrancerError(f"{message} (HTTP {e.code})", code=code) from e
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise PeerError(f"cannot reach {target}: {e}", code="node_unreachable") from e
+    return answer
 
 
 @click.command("record")

@@ -33,6 +33,7 @@ from remembrancer.core.errors import (
     StorageError,
     VerificationError,
 )
+from remembrancer.core.jcs import parse_sha256_hex
 from remembrancer.core.record import NAMESPACE_RE, Record
 from remembrancer.core.tiles import (
     TILE_WIDTH,
@@ -227,7 +228,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         record); ``anchored=true``: at the earliest anchored checkpoint covering it,
         with that checkpoint's anchors."""
         _check_ns(namespace)
-        digest = _parse_event_hash(event_hash)
+        digest = parse_sha256_hex(event_hash)
         task = node.pending.get(f"{namespace}/{event_hash}")
         if task is not None and not task.done():
             return JSONResponse({"status": "pending", "eventHash": event_hash}, status_code=202)
@@ -273,7 +274,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     async def record_by_hash(namespace: str, event_hash: str) -> dict[str, Any]:
         """Look a record up by its ``eventHash`` (``sha256:<hex>``)."""
         _check_ns(namespace)
-        found = node.store.find_event_hash(namespace, _parse_event_hash(event_hash))
+        found = node.store.find_event_hash(namespace, parse_sha256_hex(event_hash))
         if found is None:
             raise NotFoundError("no record with that eventHash", code="record_not_found")
         return await _in_thread(node.record_at, namespace, found.index)
@@ -712,20 +713,6 @@ def _require_admin(node: Node, request: Request) -> None:
         raise PolicyError(
             "an admin token is required (Authorization: Bearer ...)", code="unauthorized"
         )
-
-
-def _parse_event_hash(text: str) -> bytes:
-    if len(text) != 71 or not text.startswith("sha256:"):
-        raise FormatError("eventHash must be sha256:<64 lowercase hex>", code="event_hash_invalid")
-    try:
-        digest = bytes.fromhex(text[7:])
-    except ValueError as e:
-        raise FormatError(
-            "eventHash must be sha256:<64 lowercase hex>", code="event_hash_invalid"
-        ) from e
-    if digest.hex() != text[7:]:
-        raise FormatError("eventHash must be lowercase hex", code="event_hash_invalid")
-    return digest
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:

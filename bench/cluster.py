@@ -20,12 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.records import _row
 from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
 from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import init_node, wire_federation, wire_witnessing
+from remembrancer.testing.procs import anchor_to_tsa, init_node, wire_federation, wire_witnessing
 from remembrancer.testing.records import ledger_payload, make_record
 
 Row = dict[str, Any]
@@ -51,13 +49,9 @@ def run(quick: bool) -> list[Row]:
         tmp = Path(d)
         nodes = [init_node(tmp / f"n{i}", origin_prefix=f"n{i}.bench") for i in range(3)]
         for n in nodes:
-            ns_file = n.directory / "namespaces.yaml"
-            doc = yaml.safe_load(ns_file.read_text())
-            for ns in doc["namespaces"].values():
-                ns["cadence"] = {"cold": {"target": "rfc3161:tsa", "every": "1h"}}
-            ns_file.write_text(yaml.safe_dump(doc))
-            n.edit_config(anchoring={"rfc3161": {"tsa": {"url": tsa.url, "trust_bundle": str(tmp / "tsa" / "ca.pem")}}},
-                          scheduler={"tick_seconds": 0.2})  # fmt: skip
+            anchor_to_tsa(
+                n, tsa.url, tmp / "tsa" / "ca.pem", every="1h", scheduler={"tick_seconds": 0.2}
+            )
         wire_witnessing(nodes)
         wire_federation(nodes, quorum=3, heartbeat_seconds=2)
         for n in nodes:

@@ -10,11 +10,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
 from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import cli, init_node, wire_federation, wire_witnessing
+from remembrancer.testing.procs import (
+    anchor_to_tsa,
+    cli,
+    init_node,
+    wire_federation,
+    wire_witnessing,
+)
 from remembrancer.testing.records import ledger_payload, make_record
 
 
@@ -38,13 +43,7 @@ def federation(tmp_path: Path):  # type: ignore[no-untyped-def]
     with DevTsaServer(DevTsa(tsa_dir)) as tsa:
         nodes = [init_node(tmp_path / f"n{i}", origin_prefix=f"n{i}.test") for i in range(3)]
         for n in nodes:
-            ns_file = n.directory / "namespaces.yaml"
-            doc = yaml.safe_load(ns_file.read_text())
-            for ns in doc["namespaces"].values():
-                ns["cadence"] = {"cold": {"target": "rfc3161:tsa", "every": "1s"}}
-            ns_file.write_text(yaml.safe_dump(doc))
-            n.edit_config(anchoring={"rfc3161": {"tsa": {"url": tsa.url, "trust_bundle": str(tsa_dir / "ca.pem")}}},
-                          scheduler={"tick_seconds": 0.2, "reverify_seconds": 0.5})  # fmt: skip
+            anchor_to_tsa(n, tsa.url, tsa_dir / "ca.pem")
         wire_witnessing(nodes)
         wire_federation(nodes, quorum=3)
         for n in nodes:
@@ -132,13 +131,7 @@ def test_a_peer_that_goes_down_and_comes_back(tmp_path: Path) -> None:
     with DevTsaServer(DevTsa(tsa_dir)) as tsa:
         nodes = [init_node(tmp_path / f"n{i}", origin_prefix=f"n{i}.test") for i in range(3)]
         for n in nodes:
-            ns_file = n.directory / "namespaces.yaml"
-            doc = yaml.safe_load(ns_file.read_text())
-            for ns in doc["namespaces"].values():
-                ns["cadence"] = {"cold": {"target": "rfc3161:tsa", "every": "1s"}}
-            ns_file.write_text(yaml.safe_dump(doc))
-            n.edit_config(anchoring={"rfc3161": {"tsa": {"url": tsa.url, "trust_bundle": str(tsa_dir / "ca.pem")}}},
-                          scheduler={"tick_seconds": 0.2, "reverify_seconds": 0.5})  # fmt: skip
+            anchor_to_tsa(n, tsa.url, tsa_dir / "ca.pem")
         wire_witnessing(nodes, quorum=1)
         wire_federation(nodes, quorum=2, heartbeat_seconds=0.3)
         for n in nodes:

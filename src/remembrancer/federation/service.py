@@ -35,7 +35,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,6 +77,9 @@ from remembrancer.federation.protocol import (
     SeqCounter,
 )
 from remembrancer.federation.receipts import (
+    TYPE as RECEIPT_TYPE,
+)
+from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,
     Role,
@@ -96,6 +99,7 @@ from remembrancer.federation.transport import FederationClient, Reply, RetryPoli
 from remembrancer.storage.base import ANY, Store
 
 log = logging.getLogger("remembrancer.federation")
+Handler = Callable[[str, Any, bytes], Awaitable[None]]
 SEQ_SCOPE = "federation-seq"
 RECEIPT_SCOPE = "federation-receipts"
 SCORES_SCOPE = "federation"
@@ -182,6 +186,21 @@ class FederationService:
         self._proposals: dict[str, _Proposal] = {}
         self._task: asyncio.Task[None] | None = None
         self.latencies: list[float] = []  # proposal -> final, seconds
+        # Extensions (collaborative anchoring, anti-entropy, cross-namespace
+        # messages) register here: handlers[content class] are awaited with
+        # (sender DID, content, raw wire bytes) after acceptance, in
+        # registration order; a RemembrancerError they raise counts against
+        # the sender like the built-in handlers' errors.
+        self.handlers: dict[type, list[Handler]] = {}
+        self._extensions: list[Any] = []  # objects with async start()/stop()
+
+    def add_handler(self, content_type: type, handler: Handler) -> None:
+        """Call ``handler(sender, content, raw)`` for every accepted message of that type."""
+        self.handlers.setdefault(content_type, []).append(handler)
+
+    def add_extension(self, extension: Any) -> None:
+        """Start and stop ``extension`` (async ``start()``/``stop()``) with the service."""
+        self._extensions.append(extension)
 
     # --- peers -------------------------------------------------------------------
     def _peers(self) -> tuple[Any, ...]:
@@ -215,8 +234,15 @@ class FederationService:
         self._task = asyncio.get_running_loop().create_task(
             self._heartbeats(), name="federation-heartbeats"
         )
+        for ext in self._extensions:
+            asyncio.get_running_loop().create_task(ext.start())
 
     async def stop(self) -> None:
+        for ext in reversed(self._extensions):
+            try:
+                await ext.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(ext).__name__)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -285,10 +311,14 @@ class FederationService:
                         # We cannot judge it (no such rail here) or it proves nothing:
                         # neither the accused nor the reporter is blamed for that.
                         log.info("evidence from %s not acted on: %s", sender, e.explain())
-            elif isinstance(content, ReceiptContent):
+            elif (
+                isinstance(content, ReceiptContent) and content.receipt.get("type") == RECEIPT_TYPE
+            ):
                 receipt = FederationReceipt.from_dict(content.receipt)
                 self._verify_final(receipt)
                 await asyncio.to_thread(self._store_receipt, receipt)
+            for handler in self.handlers.get(type(content), ()):
+                await handler(sender, content, msg.raw)
         except RemembrancerError as e:
             log.warning(
                 "message %s from %s refused after acceptance: %s", msg.type, sender, e.explain()

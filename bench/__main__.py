@@ -19,7 +19,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import cluster, federation, merkle, node, records, storage
+from bench import (
+    backup,
+    cluster,
+    collab,
+    explorer,
+    federation,
+    merkle,
+    messaging,
+    node,
+    records,
+    replication,
+    simulation,
+    storage,
+)
 from bench.merkle import format_rows
 
 SUITES = {
@@ -29,6 +42,12 @@ SUITES = {
     "node": node,
     "federation": federation,
     "cluster": cluster,
+    "collab": collab,
+    "replication": replication,
+    "backup": backup,
+    "explorer": explorer,
+    "messaging": messaging,
+    "simulation": simulation,
 }
 
 

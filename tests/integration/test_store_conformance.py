@@ -28,7 +28,9 @@ from remembrancer.storage.base import (
     EntryRow,
     FoundEntry,
     LogState,
+    RecordRow,
     Store,
+    StoredCheckpoint,
 )
 from remembrancer.storage.memory import MemoryStore
 from remembrancer.storage.postgres import PostgresStore
@@ -865,6 +867,220 @@ def test_a_foreign_database_is_refused(durable_opener: Opener) -> None:
     with pytest.raises(StorageError) as info:
         durable_opener.open()
     assert info.value.code == "schema_unknown"
+
+
+# --- export and import (backup and restore) ----------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A second, empty store of every backend (the target of a load)."""
+    where = tmp_path / "target"
+    where.mkdir()
+    op = _opener(request.param, where, request)
+    yield op.open()
+    op.close_all()
+
+
+def fill(store: Store) -> None:
+    """Two logs (records, raw entries, keys of every kind, a re-signed size) and state."""
+    store.append(batch(NS, 0, 300))
+    rows = [EntryRow(leaf=b"raw"), entry(NS, 301), EntryRow(leaf=b"")]
+    rows.append(EntryRow(leaf=leaf(NS, 303), event_hash=hashlib.sha256(b"303").digest()))
+    rows.append(EntryRow(leaf=leaf(NS, 304), actor=ACTOR2))  # an actor without a nonce
+    store.append(batch(NS, 300, 0, entries=rows))
+    store.append(batch(NS, 305, 0, note=b"re-signed with cosignatures", time=7))
+    store.append(batch(NS2, 0, 3, entries=[entry(NS2, i, actor=ACTOR2) for i in range(3)]))
+    store.put_state("witness", "some.origin/ns", b'{"size": 3}')
+    store.put_state("scheduler", "k", bytes(range(256)))
+
+
+def dump(store: Store) -> dict[str, Any]:
+    """Every row of a store, as its snapshot streams them."""
+    with store.snapshot() as snap:
+        logs = snap.logs()
+        return {
+            "logs": logs,
+            "rows": {
+                s.namespace: (
+                    list(snap.bundles(s.namespace)),
+                    list(snap.records(s.namespace)),
+                    list(snap.tiles(s.namespace)),
+                    list(snap.checkpoints(s.namespace)),
+                )
+                for s in logs
+            },
+            "state": list(snap.state()),
+        }
+
+
+def copy_store(source: Store, target: Store) -> None:
+    with source.snapshot() as snap, target.load() as loader:
+        for head in snap.logs():
+            ns = head.namespace
+            loader.add_log(head)
+            loader.add_checkpoints(ns, snap.checkpoints(ns))
+            loader.add_bundles(ns, snap.bundles(ns))
+            loader.add_records(ns, snap.records(ns))
+            loader.add_tiles(ns, snap.tiles(ns))
+        loader.add_state(snap.state())
+
+
+def test_a_snapshot_loads_into_every_backend_and_reads_the_same(
+    store: Store, target: Store
+) -> None:
+    fill(store)
+    before = dump(store)
+    assert [s.namespace for s in before["logs"]] == [NS, NS2]
+    bundles, records, _, checkpoints = before["rows"][NS]
+    assert [i for i, _ in bundles] == [0, 1]
+    assert [r.index for r in records] == [*range(300), 301, 303, 304]
+    assert records[-1] == RecordRow(304, None, None, ACTOR2, None)
+    assert [(c.size, c.time) for c in checkpoints] == [(300, 1_764_100_000), (305, 7)]
+
+    copy_store(store, target)
+
+    assert dump(target) == before
+    assert_untouched(target, NS2, 3)
+    assert target.read_entries(NS, 299, 400) == [leaf(NS, 299), b"raw", leaf(NS, 301), b"",
+                                                  leaf(NS, 303), leaf(NS, 304)]  # fmt: skip
+    head = target.log_state(NS)
+    assert head is not None and head.checkpoint == b"re-signed with cosignatures"
+    found = target.find_event_hash(NS, hashlib.sha256(b"303").digest())
+    assert found == FoundEntry(NS, 303, hashlib.sha256(b"303").digest())
+    assert target.find_nonce(ACTOR2, f"n-{NS2}-1") == FoundEntry(
+        NS2, 1, hashlib.sha256(leaf(NS2, 1)).digest()
+    )
+    assert target.list_state("scheduler") == {"k": bytes(range(256))}
+    # The loaded store goes on like the original: appends continue, keys stay unique.
+    with pytest.raises(ConflictError) as info:
+        target.append(batch(NS, 305, 1, entries=[entry(NS, 305, nonce=f"n-{NS}-7")]))
+    assert info.value.code == "nonce_reused"
+    target.append(batch(NS, 305, 2))
+    assert target.read_entries(NS, 305, 310) == [leaf(NS, 305), leaf(NS, 306)]
+    assert target.read_bundle(NS, 1) == encode_entry_bundle(target.read_entries(NS, 256, 307))
+
+
+def test_a_snapshot_is_one_moment_while_appends_go_on(store: Store) -> None:
+    store.append(batch(NS, 0, 300))
+    store.put_state("witness", "a", b"1")
+    with store.snapshot() as snap:
+        logs = snap.logs()
+        bundles = snap.bundles(NS)
+        first = next(bundles)  # a stream half read while others write
+        store.append(batch(NS, 300, 300))
+        store.append(batch(NS2, 0, 1))
+        store.put_state("witness", "a", b"2")
+        store.put_state("witness", "b", b"3")
+        assert [s.size for s in logs] == [300]
+        rest = list(bundles)
+        assert [first[0], *(i for i, _ in rest)] == [0, 1]
+        assert decode_entry_bundle(rest[0][1]) == [leaf(NS, i) for i in range(256, 300)]
+        assert [c.size for c in snap.checkpoints(NS)] == [300]
+        assert list(snap.records(NS))[-1].index == 299
+        assert len(list(snap.tiles(NS))) == len(tiles_for(NS, 0, 300))
+        assert list(snap.state()) == [("witness", "a", b"1")]
+        assert list(snap.bundles(NS2)) == []
+    assert store.log_state(NS) == state(NS, 600)
+
+
+def test_a_load_into_a_store_that_is_not_empty_is_refused(store: Store) -> None:
+    store.put_state("witness", "a", b"1")
+    with pytest.raises(StorageError) as info, store.load() as loader:
+        loader.add_log(state(NS, 0))
+        loader.add_checkpoints(NS, [store_checkpoint(NS, 0)])
+    assert info.value.code == "store_not_empty"
+    assert store.namespaces() == []
+    store.delete_state("witness", "a")
+    store.append(batch(NS, 0, 2))
+    with pytest.raises(StorageError) as info, store.load():
+        pass
+    assert info.value.code == "store_not_empty"
+    assert_untouched(store, NS, 2)
+
+
+def store_checkpoint(ns: str, size: int) -> StoredCheckpoint:
+    return StoredCheckpoint(ns, size, state(ns, size).checkpoint, 1)
+
+
+def test_a_load_that_fails_part_way_leaves_the_store_empty(store: Store) -> None:
+    source = MemoryStore()
+    source.append(batch(NS, 0, 300))
+    with pytest.raises(RuntimeError), source.snapshot() as snap, store.load() as loader:
+        loader.add_log(snap.logs()[0])
+        loader.add_bundles(NS, snap.bundles(NS))
+        loader.add_records(NS, snap.records(NS))
+        raise RuntimeError("the archive is corrupt")
+    assert store.namespaces() == []
+    assert store.read_entries(NS, 0, 10) == []
+    assert store.find_event_id(NS, "e-1") is None
+    copy_store(source, store)  # nothing half-written is in the way
+    assert_untouched(store, NS, 300)
+
+
+def _bad_bundle_order(loader: Any) -> None:
+    loader.add_log(state(NS, 300))
+    loader.add_bundles(NS, [(1, encode_entry_bundle([leaf(NS, i) for i in range(256, 300)]))])
+
+
+def _missing_bundle(loader: Any) -> None:
+    loader.add_log(state(NS, 300))
+    loader.add_checkpoints(NS, [store_checkpoint(NS, 300)])
+    loader.add_bundles(NS, [(0, encode_entry_bundle([leaf(NS, i) for i in range(256)]))])
+
+
+def _short_bundle(loader: Any) -> None:
+    loader.add_log(state(NS, 3))
+    loader.add_bundles(NS, [(0, encode_entry_bundle([leaf(NS, 0), leaf(NS, 1)]))])
+
+
+def _no_head_checkpoint(loader: Any) -> None:
+    loader.add_log(state(NS, 1))
+    loader.add_bundles(NS, [(0, encode_entry_bundle([leaf(NS, 0)]))])
+    loader.add_checkpoints(NS, [store_checkpoint(NS, 0)])
+
+
+def _other_head_checkpoint(loader: Any) -> None:
+    loader.add_log(state(NS, 0))
+    loader.add_checkpoints(NS, [StoredCheckpoint(NS, 0, b"another note", 1)])
+
+
+def _rows_before_their_log(loader: Any) -> None:
+    loader.add_records(NS, [RecordRow(0, None, "e-0", None, None)])
+
+
+def _nonce_used_twice(loader: Any) -> None:
+    for ns in (NS, NS2):
+        loader.add_log(state(ns, 1))
+        loader.add_records(ns, [RecordRow(0, None, None, ACTOR, "same-nonce")])
+
+
+def _tile_loaded_twice(loader: Any) -> None:
+    loader.add_log(state(NS, 1))
+    loader.add_tiles(NS, [tile(NS, 0, 0, 1), tile(NS, 0, 0, 1)])
+
+
+def _record_beyond_the_log(loader: Any) -> None:
+    loader.add_log(state(NS, 1))
+    loader.add_records(NS, [RecordRow(1, None, "e-1", None, None)])
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [_bad_bundle_order, _missing_bundle, _short_bundle, _no_head_checkpoint, _other_head_checkpoint,
+     _rows_before_their_log, _nonce_used_twice, _tile_loaded_twice, _record_beyond_the_log],
+)  # fmt: skip
+def test_a_load_with_invalid_rows_is_refused_whole(
+    store: Store, rows: Callable[[Any], None]
+) -> None:
+    with pytest.raises(StorageError) as info, store.load() as loader:
+        rows(loader)
+    assert info.value.code == "load_invalid"
+    assert store.namespaces() == []
+    assert store.log_state(NS) is None
+    assert store.read_tiles(NS, [(0, 0)]) == {}
+    assert store.find_nonce(ACTOR, "same-nonce") is None
+    store.append(batch(NS, 0, 1))  # and it is still an empty, usable store
 
 
 # --- volume ------------------------------------------------------------------------------------------

@@ -72,14 +72,14 @@ def test_every_demo_alias_is_the_derived_key() -> None:
                 "ledger.append@1.x"
             ),
             "schema_pattern_invalid",
-            "schema_policy.allow[5]",
+            "schema_policy.allow[6]",  # after the six allowed in the example
         ),
         (
             lambda d: d["namespaces"]["dao:vaultmesh"]["schema_policy"]["allow"].append(
                 "nosuch.thing@1.0.x"
             ),
             "schema_pattern_unmatched",
-            "schema_policy.allow[5]",
+            "schema_policy.allow[6]",  # after the six allowed in the example
         ),
         (
             lambda d: d["namespaces"]["dao:vaultmesh"]["cadence"]["fast"].update(every="2*strong"),

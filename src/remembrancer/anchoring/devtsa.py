@@ -249,6 +249,8 @@ class DevTsa:
         self._tsa_cert_asn1 = asn1_x509.Certificate.load(
             self.tsa_cert.public_bytes(serialization.Encoding.DER)
         )
+        self.issued = 0  # tokens granted by this instance (tests count rail transactions)
+        self._issued_lock = threading.Lock()
 
     @property
     def ca_cert_path(self) -> Path:
@@ -285,7 +287,8 @@ class DevTsa:
         try:
             req = tsp.TimeStampReq.load(request_der, strict=True)
             req.native  # noqa: B018  (forces the lazy parser over every field)
-        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError) as e:
+            # (asn1crypto raises AttributeError on some malformed nestings)
             return rejection("bad_data_format", f"not a DER TimeStampReq: {e}")
         if req["version"].native != "v1":
             return rejection("bad_request", "only version 1 requests are supported")
@@ -302,6 +305,8 @@ class DevTsa:
         if req["extensions"].native:
             return rejection("unaccepted_extensions", "no request extensions are supported")
         nonce = req["nonce"].native
+        if nonce is not None and nonce < 0:  # verifiers (rfc3161-client) refuse such tokens
+            return rejection("bad_request", "the nonce must not be negative")
         return self.token_response(alg, hashed, nonce=nonce, cert_req=bool(req["cert_req"].native))
 
     def token_response(
@@ -332,7 +337,10 @@ class DevTsa:
                 ),
             }
         )
-        return response_for_token(self.sign_tst_info(tst_info.dump(), cert_req=cert_req))
+        response = response_for_token(self.sign_tst_info(tst_info.dump(), cert_req=cert_req))
+        with self._issued_lock:
+            self.issued += 1
+        return response
 
     def sign_tst_info(self, tst_info_der: bytes, *, cert_req: bool = True) -> bytes:
         """A CMS SignedData ContentInfo (a TimeStampToken) over ``tst_info_der``."""

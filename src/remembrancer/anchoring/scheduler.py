@@ -18,6 +18,14 @@ checkpoint size) live in the store, so they survive restarts.  Health per
 namespace: ``ok``, ``backing_off`` (more than 3 failures in a row on a
 level), ``stale`` (the newest verified anchor is over an hour old while the
 log has grown since).
+
+Delegation.  A :class:`AnchorDelegate` (collaborative anchoring, in the
+federation layer; the scheduler knows nothing of it) may take a due level
+over instead of this node's rail: the level then counts as anchored at that
+size, and the delegate later hands back a covering anchor with
+:meth:`Scheduler.add_anchor` (which fires ``on_verified`` once it is
+verified) or, if it gives up, asks for :meth:`Scheduler.anchor_direct`.
+``anchor_now`` never delegates.
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from remembrancer.core.anchor import (
     Anchor,
     AnchorReceipt,
     checkpoint_digest,
+    covers,
+    require_covers,
     resolve_conflicts,
 )
 from remembrancer.core.cadence import backoff_delay
-from remembrancer.core.errors import ConfigError, NotFoundError
+from remembrancer.core.errors import ConfigError, ConflictError, NotFoundError
 from remembrancer.core.note import Note
 from remembrancer.storage.base import LogState, Store
 
@@ -105,6 +115,29 @@ class LevelState:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Delegation:
+    """A due level that a delegate may anchor instead of this node's rail."""
+
+    namespace: str
+    level: str
+    target: str
+    size: int
+    checkpoint: bytes  # the signed note
+    digest: bytes  # checkpoint_digest of its body: what must be covered
+    depth: int  # confirmations the level requires
+    now: int
+
+
+class AnchorDelegate(Protocol):
+    async def delegate(self, request: Delegation) -> bool:
+        """Take ``request`` over (True) or let the scheduler anchor it now (False).
+
+        Called with the scheduler's lock held: must not call back into the
+        scheduler, and should return quickly (send in the background)."""
+        ...
+
+
 class AnchorMetrics(Protocol):
     def anchor_event(self, outcome: str, namespace: str, level: str, target: str) -> None: ...
 
@@ -138,6 +171,7 @@ class Scheduler:
         self._last_reverify = 0.0
         # async callables (namespace, anchor, checkpoint note) run when an anchor becomes verified
         self.on_verified: list[Callable[[str, Anchor, bytes], Coroutine[Any, Any, object]]] = []
+        self.delegate: AnchorDelegate | None = None  # collaborative anchoring, when set
 
     # --- state -------------------------------------------------------------------
     def level_state(self, namespace: str, level: str) -> LevelState:
@@ -168,7 +202,13 @@ class Scheduler:
     def covering(self, namespace: str, index: int) -> AnchorReceipt | None:
         """The earliest anchored checkpoint that covers entry ``index`` and has
         a verified anchor (else the earliest with any anchor)."""
-        candidates = [r for r in self.receipts(namespace) if r.size > index and r.anchors]
+        candidates = []
+        for r in self.receipts(namespace):
+            if r.size <= index:
+                continue
+            kept = tuple(a for a in r.anchors if covers(a, r.root))
+            if kept:
+                candidates.append(replace(r, anchors=kept))
         verified = [r for r in candidates if r.verified]
         pool = verified or candidates
         return min(pool, key=lambda r: r.size) if pool else None
@@ -233,7 +273,7 @@ class Scheduler:
         return results
 
     async def _maybe_anchor(self, namespace: str, level: str, target: str, period: int, depth: int,
-                            now: int, *, force: bool) -> str:  # fmt: skip
+                            now: int, *, force: bool, direct: bool = False) -> str:  # fmt: skip
         state = await asyncio.to_thread(self.level_state, namespace, level)
         if not force and now < state.retry_at:
             return "backing_off"
@@ -242,10 +282,25 @@ class Scheduler:
         head = self.sequencer.head(namespace)
         if head is None or head.size == 0:
             return "empty"
-        if head.size == state.last_size:
+        if direct:
+            # The level may count this size as delegated; what matters is whether
+            # the receipt already holds a live anchor of the target.
+            have = await asyncio.to_thread(self.receipt, namespace, head.size)
+            if have is not None and any(a.target == target and a.status in ("submitted", "verified")
+                                        for a in have.anchors):  # fmt: skip
+                return "unchanged"
+        elif head.size == state.last_size:
             return "unchanged"
         body = Note.from_bytes(head.checkpoint).text.encode()
         digest = checkpoint_digest(body)
+        if self.delegate is not None and not force and not direct:
+            request = Delegation(namespace, level, target, head.size, head.checkpoint, digest,
+                                 depth, now)  # fmt: skip
+            if await self.delegate.delegate(request):
+                state = LevelState(last_size=head.size, last_anchor_at=now, failures=0, retry_at=0,
+                                   last_verified_at=state.last_verified_at)  # fmt: skip
+                await asyncio.to_thread(self._save_level, namespace, level, state)
+                return "delegated"
         self.metrics.anchor_event("attempted", namespace, level, target)
         try:
             rail = self.rails.get(target)
@@ -274,6 +329,62 @@ class Scheduler:
         if anchor.status == "verified":
             self._notify(namespace, anchor, head.checkpoint)
         return anchor.status
+
+    async def anchor_direct(self, namespace: str, level: str) -> str:
+        """Anchor ``level`` of ``namespace`` on this node's own rail now, never
+        delegating (the hybrid fallback): skipped only when the head's receipt
+        already holds a live anchor of the level's target.  Returns the outcome."""
+        ns = self.sequencer.namespaces.current().get(namespace)
+        if ns is None:
+            return "unknown_namespace"
+        now = int(self.clock())
+        cadence = governance.effective_cadence(ns, self.sequencer.governance_state(namespace), now)
+        spec = next((s for s in cadence.levels if s.level == level), None)
+        if spec is None:
+            return "unknown_level"
+        async with self._lock:
+            return await self._maybe_anchor(namespace, level, spec.target, spec.period,
+                                            spec.confirmations or 0, now, force=True, direct=True)  # fmt: skip
+
+    async def add_anchor(
+        self, namespace: str, size: int, checkpoint: bytes, anchor: Anchor
+    ) -> None:
+        """Add an anchor made elsewhere (a collaborative aggregate) to the receipt
+        of ``namespace`` at ``size``; fire ``on_verified`` if it is verified.
+
+        VerificationError ``anchor_root_mismatch`` unless the anchor covers the
+        checkpoint (see :func:`remembrancer.core.anchor.covers`)."""
+        digest = checkpoint_digest(Note.from_bytes(checkpoint).text.encode())
+        require_covers(anchor, digest)
+        async with self._lock:
+            receipt = await asyncio.to_thread(self.receipt, namespace, size) or AnchorReceipt(
+                self.sequencer.origin(namespace), size, checkpoint, digest
+            )
+            if receipt.root != digest:
+                raise ConflictError(
+                    f"the receipt of {namespace} at {size} is for another checkpoint",
+                    code="anchor_receipt_conflict",
+                )
+            if any(a.key == anchor.key for a in receipt.anchors):
+                return
+            receipt = replace(receipt, anchors=_bounded((*receipt.anchors, anchor)))
+            await asyncio.to_thread(self._save_receipt, namespace, receipt)
+            if anchor.status == "verified":
+                now = int(self.clock())
+                ns = self.sequencer.namespaces.current().get(namespace)
+                cadence = (governance.effective_cadence(ns, self.sequencer.governance_state(namespace), now)
+                           if ns is not None else None)  # fmt: skip
+                levels = (
+                    [s.level for s in cadence.levels if s.target == anchor.target]
+                    if cadence
+                    else []
+                )
+                for level in levels:
+                    state = await asyncio.to_thread(self.level_state, namespace, level)
+                    state.last_verified_at = now
+                    await asyncio.to_thread(self._save_level, namespace, level, state)
+        if anchor.status == "verified":
+            self._notify(namespace, anchor, checkpoint)
 
     def _notify(self, namespace: str, anchor: Anchor, checkpoint: bytes) -> None:
         """Tell listeners (federation countersigning) that an anchor became verified."""

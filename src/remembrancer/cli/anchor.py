@@ -101,9 +101,13 @@ def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None,
                   btc_headers: str | None, as_json: bool) -> None:  # fmt: skip
     """Re-verify every anchor of an anchor receipt (or of a record receipt with
     anchors) with your own trust settings; exit 0 only if at least one anchor
-    verifies and every anchor that could be checked agrees with the receipt."""
+    verifies and every anchor that could be checked agrees with the receipt.
+
+    An anchor must cover the receipt's checkpoint: its root is the
+    checkpoint's digest, or (a collaborative aggregate) its aggregation path
+    leads from that digest to the anchored root."""
     from remembrancer.anchoring.base import VerifyContext
-    from remembrancer.core.anchor import checkpoint_digest
+    from remembrancer.core.anchor import checkpoint_digest, covers
     from remembrancer.core.note import Note
 
     doc = loads_strict(read_input(receipt_file, what="receipt"))
@@ -124,9 +128,11 @@ def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None,
     now = int(time.time())
     results = []
     for a in anchors:
-        if a.root != digest:
+        if not covers(a, digest):
+            reason = ("the aggregation path does not lead from this checkpoint's digest to the anchored root"
+                      if a.aggregation else "the anchored root is not this checkpoint's digest")  # fmt: skip
             results.append({"target": a.target, "txRef": a.tx_ref, "status": "failed",
-                            "reason": "the anchored root is not this checkpoint's digest"})  # fmt: skip
+                            "reason": reason})  # fmt: skip
             continue
         try:
             rail = registry.get(a.target)

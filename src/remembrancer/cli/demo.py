@@ -1,236 +1,86 @@
-"""``remembrancer demo``: the main job, as far as it is built.
+"""``remembrancer demo`` (``make run``): the main job.
 
-Builds (or extends) a local node's logs on the embedded defaults, SQLite in
-``--data``, with the example namespaces and their public demo keys: signed
-records from an actor and record witnesses, a governance change, then proofs
-written as files and checked offline, exactly as a third party would.
+A thin command around :class:`remembrancer.testing.supervisor.Supervisor`,
+which runs a local federation of three real nodes with the development TSA
+and anvil, feeds it, and reports (docs/demo.md).  Here: the options, the
+signals (SIGINT and SIGTERM stop it cleanly), and the exit code.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
+import signal
+import threading
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 import click
 
 from remembrancer.cli.common import errors_as_one_line
-from remembrancer.cli.namespace import example_namespaces_path
-from remembrancer.core.checkpoint import Checkpoint
-from remembrancer.core.keys import SigningKey, read_key_file, write_key_file
-from remembrancer.core.note import Note, format_vkey, parse_vkey
-from remembrancer.core.record import Record
-from remembrancer.core.rfc6962 import verify_consistency
-from remembrancer.core.schema import SchemaRegistry
-from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
-from remembrancer.log.namespaces import NamespaceSource
-from remembrancer.log.sequencer import Receipt, Sequencer
-from remembrancer.storage.sqlite import SqliteStore
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import make_record
-
-ORIGIN_PREFIX = "demo.remembrancer.local"
-
-
-def _records(count: int, now: int) -> list[Record]:
-    actor = demo_key("did:vm:actor:demo")
-    dao_w = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]
-    fin_w = [demo_key(f"did:vm:arbiter:prod-clearing-{c}") for c in "abc"]
-    out = []
-    for i in range(count):
-        kind = i % 4
-        if kind == 0:
-            payload: dict[str, Any] = {
-                "stream": "treasury",
-                "data": {"transfer": i, "amount": f"{(i * 37) % 1000}.00"},
-                "sequence": i,
-            }
-            out.append(
-                make_record(
-                    "dao:vaultmesh", "ledger.append@1.0.0", payload, actor, dao_w, timestamp=now
-                )
-            )
-        elif kind == 1:
-            payload = {
-                "instanceId": str(uuid.uuid4()),
-                "fromState": "proposed",
-                "toState": "approved",
-                "approvals": [{"actor": dao_w[0].did}],
-            }
-            out.append(
-                make_record(
-                    "dao:vaultmesh",
-                    "workflow.transition@1.0.0",
-                    payload,
-                    actor,
-                    dao_w,
-                    timestamp=now,
-                )
-            )
-        elif kind == 2:
-            payload = {
-                "batchCid": f"bafy-demo-{i}",
-                "transactionCount": 100 + i % 50,
-                "sealedAt": now,
-            }
-            out.append(
-                make_record(
-                    "fin:clearing", "sequencer.commit@1.0.0", payload, actor, fin_w, timestamp=now
-                )
-            )
-        else:
-            payload = {
-                "viewId": "mainnet-view",
-                "sourceChain": "eip155:1",
-                "blockHeight": 21_000_000 + i,
-                "coveredStateRoot": f"0x{i:064x}",
-            }
-            out.append(
-                make_record(
-                    "fin:clearing", "indexer.checkpoint@1.0.0", payload, actor, fin_w, timestamp=now
-                )
-            )
-    return out  # fmt: skip
-
-
-async def _run(data: Path, count: int) -> None:
-    data.mkdir(parents=True, exist_ok=True)
-    key_path = data / "node.key"
-    if not key_path.exists():
-        write_key_file(key_path, SigningKey.generate())
-    node_key = read_key_file(key_path)
-    store = SqliteStore(str(data / "remembrancer.db"))
-    namespaces = NamespaceSource(example_namespaces_path(), SchemaRegistry.bundled())
-    seq = Sequencer(store, node_key, ORIGIN_PREFIX, namespaces)
-    try:
-        before = {ns: store.log_state(ns) for ns in namespaces.current()}
-        now = int(time.time())
-        records = _records(count, now)
-        started = time.perf_counter()
-        receipts: list[Receipt] = []
-        with click.progressbar(length=len(records), label="admitting signed records") as bar:
-            for i in range(0, len(records), 500):
-                chunk = records[i : i + 500]
-                receipts += await asyncio.gather(*(seq.submit(r.leaf) for r in chunk))
-                bar.update(len(chunk))
-        elapsed = time.perf_counter() - started
-        click.echo(
-            f"admitted {len(receipts)} records in {elapsed:.2f} s ({len(receipts) / elapsed:,.0f}/s)"
-        )
-
-        admin = demo_key("did:vm:admin:dao-council")
-        witnesses = [
-            demo_key("did:vm:arbiter:prod-us-east-1"),
-            demo_key("did:vm:arbiter:prod-dao-suite"),
-        ]
-        change = make_record(
-            "dao:vaultmesh", "governance.cadence.set@1.0.0",
-            {"namespace": "dao:vaultmesh", "cadence": {"fast": {"every": "45s"}}, "memo": "tighter liveness anchoring"},
-            admin, witnesses, timestamp=now,
-        )  # fmt: skip
-        await seq.submit(change.leaf)
-        fast = seq.effective_config("dao:vaultmesh")["cadence"]["fast"]
-        click.echo(f"governance: dao:vaultmesh fast cadence is now every {fast['every']} (was 89s)")
-
-        out = data / "proofs"
-        out.mkdir(exist_ok=True)
-        for ns_name in namespaces.current():
-            state = store.log_state(ns_name)
-            assert state is not None
-            origin = seq.origin(ns_name)
-            vkey = format_vkey(origin, node_key.public)
-            sample = next(
-                r for r, rec in zip(receipts, records, strict=True) if rec.namespace == ns_name
-            )
-            rec = next(x for x in records if x.event_hash_hex == sample.event_hash)
-            proof, _ = seq.proof_inclusion(ns_name, sample.index)
-            tlog = TlogProof(sample.index, tuple(proof), state.checkpoint)
-            stem = ns_name.replace(":", "_")
-            (out / f"{stem}.record.json").write_bytes(rec.leaf + b"\n")
-            (out / f"{stem}.tlog-proof").write_bytes(tlog.to_bytes())
-            (out / f"{stem}.vkey").write_text(vkey + "\n")
-            verified = verify_tlog_proof(
-                TlogProof.parse(tlog.to_bytes()), rec.leaf, parse_vkey(vkey)
-            )
-            old = before[ns_name]
-            if old is not None and old.size:
-                cons = seq.proof_consistency(ns_name, old.size, state.size)
-                verify_consistency(old.size, state.size, old.root_hash, state.root_hash, cons)
-                grew = f"consistent with its previous checkpoint at size {old.size}"
-            else:
-                grew = "a new log"
-            cp = Checkpoint.parse(Note.from_bytes(state.checkpoint).text)
-            click.echo(f"\n{ns_name}: size {cp.size}, root {cp.root_hash.hex()[:16]}..., {grew}")
-            click.echo(
-                f"  entry {verified.index} proven in the signed checkpoint (verified offline)"
-            )
-            click.echo(f"  check it yourself: remembrancer verify {out / (stem + '.record.json')} "
-                       f"--proof {out / (stem + '.tlog-proof')} --vkey \"$(cat {out / (stem + '.vkey')})\"")  # fmt: skip
-        await _anchor(data, store, seq, namespaces)
-        click.echo(f"\ndata kept in {data} (run again to extend the same logs)")
-    finally:
-        await seq.close()
-        store.close()
-
-
-async def _anchor(data: Path, store: Any, seq: Sequencer, namespaces: NamespaceSource) -> None:
-    """Anchor each log's latest checkpoint to the development TSA (the example
-    namespaces' cold level, ``rfc3161:tsa``), served over real HTTP."""
-    import json
-
-    from remembrancer.anchoring.base import RailRegistry
-    from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-    from remembrancer.anchoring.scheduler import Scheduler
-
-    tsa_dir = data / "dev-tsa"
-    with DevTsaServer(DevTsa(tsa_dir)) as server:
-        rails = RailRegistry(
-            {"rfc3161": {"tsa": {"url": server.url, "trust_bundle": str(tsa_dir / "ca.pem")}}}
-        )
-        scheduler = Scheduler(store, seq, rails)
-        click.echo(
-            f"\nanchoring to the development TSA at {server.url} (trust bundle {tsa_dir / 'ca.pem'})"
-        )
-        for ns_name in namespaces.current():
-            results = dict(await scheduler.anchor_now(ns_name, "cold"))
-            state = store.log_state(ns_name)
-            receipt = scheduler.receipt(ns_name, state.size) if state else None
-            if receipt is None or not receipt.anchors:
-                click.echo(f"  {ns_name}: {results.get('cold')}")
-                continue
-            path = data / "proofs" / f"{ns_name.replace(':', '_')}.anchors.json"
-            path.write_text(json.dumps(receipt.to_dict(), indent=2) + "\n")
-            a = receipt.anchors[-1]
-            click.echo(
-                f"  {ns_name}: checkpoint {receipt.size} {a.status} by {a.target} at genTime {a.anchor_ts}"
-            )
-            click.echo(
-                f"  check it yourself: remembrancer anchor verify {path} --tsa-trust {tsa_dir / 'ca.pem'}"
-            )
 
 
 @click.command()
-@click.option(
-    "--data",
-    "data_dir",
-    default="demo-data",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Data directory (kept between runs).",
-)
-@click.option(
-    "--records",
-    default=2000,
-    show_default=True,
-    type=click.IntRange(1, 1_000_000),
-    help="Records to admit in this run.",
-)
+@click.option("--data", "data_dir", default="demo-data", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Data directory: the nodes, their keys and logs, the TSA's CA, anvil's chain,"
+                   " proof files. Kept between runs; a second start extends the same logs.")  # fmt: skip
+@click.option("--duration", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="Stop cleanly after SECONDS of running (from when the federation is up;"
+                   " default: run until Ctrl-C or SIGTERM).")  # fmt: skip
+@click.option("--records-per-second", type=click.FloatRange(0, 2000), default=30.0,
+              show_default=True, metavar="N",
+              help="Signed records fed to the federation per second, spread over the three"
+                   " nodes and both namespaces (0: feed nothing).")  # fmt: skip
+@click.option("--no-anvil", is_flag=True,
+              help="Do not start anvil even if it is installed (no EVM anchoring).")  # fmt: skip
+@click.option("--base-port", type=click.IntRange(0, 65531), default=None, metavar="PORT",
+              help="Ports P..P+4: the three nodes (P, P+1, P+2), the development TSA (P+3) and"
+                   " anvil (P+4); 0: any free ports. Default 8080, or free ports when 8080-8084"
+                   " are taken.")  # fmt: skip
+@click.option("--progress-seconds", type=click.FloatRange(min=1), default=5.0, show_default=True,
+              metavar="SECONDS",
+              help="How often to print the progress line.")  # fmt: skip
+@click.option("--message-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True,
+              metavar="SECONDS",
+              help="How often to send a cross-namespace message between nodes.")  # fmt: skip
 @errors_as_one_line
-def demo(data_dir: str, records: int) -> None:
-    """Run the local demonstration: build logs, prove records, verify offline."""
-    asyncio.run(_run(Path(data_dir), records))
+def demo(data_dir: str, duration: float | None, records_per_second: float, no_anvil: bool,
+         base_port: int | None, progress_seconds: float, message_seconds: float) -> None:  # fmt: skip
+    """Run a local federation of three nodes and feed it (the main job).
+
+    Starts the development TSA, anvil when it is installed, and three nodes
+    (`remembrancer serve`) on loopback, each hosting the example namespaces
+    dao:vaultmesh and fin:clearing with short demo cadences. The nodes
+    witness each other's checkpoints, mirror each other's logs, anchor
+    together (hybrid collaborative anchoring) and countersign each other's
+    anchors into federation receipts. Then it feeds them a steady stream of
+    signed records, sends cross-namespace messages between them, prints the
+    explorer URLs, a progress line, and the commands that check the proof
+    files it writes to DATA/proofs offline.
+
+    Ctrl-C (or SIGTERM) stops it cleanly: the nodes drain and exit, the
+    data stays, and the next start extends the same logs, after checking
+    them against the checkpoints saved at this stop.
+    """
+    from remembrancer.testing.supervisor import DemoOptions, Supervisor
+
+    options = DemoOptions(data=Path(data_dir), duration=duration,
+                          records_per_second=records_per_second, use_anvil=not no_anvil,
+                          base_port=base_port, progress_seconds=progress_seconds,
+                          message_seconds=message_seconds)  # fmt: skip
+    stop = threading.Event()
+    supervisor = Supervisor(options, echo=click.echo, stop=stop)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            supervisor.echo(f"\n{signal.Signals(signum).name}: stopping (the data stays)")
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        supervisor.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 COMMANDS = [demo]

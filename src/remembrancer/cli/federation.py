@@ -23,7 +23,8 @@ def federation() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @errors_as_one_line
 def status(url: str, as_json: bool) -> None:
-    """Peers with status, score, last heartbeat and lag per namespace."""
+    """Peers with status, score, last heartbeat and lag per namespace; with a
+    collaborative or hybrid strategy, the epoch and each target's coordinator."""
     value = api_json("GET", f"{url.rstrip('/')}/v1/federation")
     if as_json:
         echo_json(value)
@@ -39,6 +40,16 @@ def status(url: str, as_json: bool) -> None:
             mine = own.get(origin)
             lag = f", lag {mine - head['size']}" if mine is not None else ""
             click.echo(f"      {origin}: size {head['size']}{lag}")
+    if value["anchor_strategy"] != "independent":
+        collab = api_json("GET", f"{url.rstrip('/')}/v1/federation/anchoring")
+        c = collab["counters"]
+        click.echo(f"  collaborative anchoring: epoch {collab['epoch']} ({collab['epoch_seconds']} s), "
+                   f"made {c['made']}, received {c['received']}, refused {c['refused']}, "
+                   f"missed {c['missed']}, fallback {c['fallback']}, pending {len(collab['pending'])}")  # fmt: skip
+        for target, t in collab["targets"].items():
+            click.echo(
+                f"      {target}: coordinator {t['coordinator']}, next {t['next_coordinator']}"
+            )
 
 
 @federation.command("propagate-anchor")
@@ -60,7 +71,8 @@ def propagate(namespace: str, url: str, token: str | None, token_file: str | Non
 @errors_as_one_line
 def verify(receipt_file: str, registry_file: str) -> None:
     """Verify a federation receipt offline: a quorum of distinct active peers
-    countersigned it, and the anchored root is its checkpoint's digest."""
+    countersigned it, and its anchor covers its checkpoint (the anchored root
+    is the checkpoint's digest, or an aggregation path leads there)."""
     verify_federation_receipt_file(receipt_file, registry_file)
 
 

@@ -21,6 +21,7 @@ def main() -> None:
 def _load_commands() -> None:
     from remembrancer.cli import (
         anchor,
+        backup,
         client,
         demo,
         federation,
@@ -32,7 +33,19 @@ def _load_commands() -> None:
         verify,
     )
 
-    for module in (keys, record, verify, namespace, node, client, anchor, federation, tsa, demo):
+    for module in (
+        keys,
+        record,
+        verify,
+        namespace,
+        node,
+        client,
+        anchor,
+        federation,
+        tsa,
+        backup,
+        demo,
+    ):
         for command in module.COMMANDS:
             main.add_command(command)
 

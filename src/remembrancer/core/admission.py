@@ -11,7 +11,13 @@
 6. Witness quorum: distinct allowlisted keys with a valid ``witness``
    signature number at least ``min_required``; duplicates, unknown keys and
    the actor do not count (``witness_quorum_not_met``, with a per-signature
-   account in ``details``).
+   account in ``details``).  One narrow exception: the delivery of a
+   cross-namespace message from a source the namespace trusts, and the
+   answer to it, written by this node's own key
+   (:func:`remembrancer.core.xns.node_message_kind`), stand on the source's
+   proof, which the node verified under the namespace's ``trusted_sources``
+   policy before signing, and need no record witnesses.  The node key
+   already signs every checkpoint of the log, so this grants it nothing new.
 7. Replay (``event_id_conflict``, ``nonce_replayed``) needs the log's
    history and is checked by the sequencer against storage; see
    :func:`check_replay`.
@@ -32,6 +38,7 @@ from remembrancer.core.keys import PublicKey, public_from_did_key
 from remembrancer.core.namespace import NamespaceConfig
 from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
+from remembrancer.core.xns import node_message_kind
 
 
 @lru_cache(maxsize=4096)
@@ -78,8 +85,13 @@ class SignatureReport:
     ignored: tuple[tuple[str, str], ...]  # (kid, reason)
 
 
-def check_signatures(record: Record, ns: NamespaceConfig) -> SignatureReport:
-    """Rules 5 and 6.  Thread-safe; PyNaCl releases the GIL while verifying."""
+def check_signatures(
+    record: Record, ns: NamespaceConfig, *, node_did: str | None = None
+) -> SignatureReport:
+    """Rules 5 and 6.  Thread-safe; PyNaCl releases the GIL while verifying.
+
+    ``node_did`` is this node's key, the only actor whose message deliveries
+    and answers rule 6 exempts (see the module docstring)."""
     actor_sigs = [s for s in record.signatures if s.role == "actor"]
     if not actor_sigs:
         raise VerificationError("the record has no actor signature", code="actor_signature_missing")
@@ -95,6 +107,8 @@ def check_signatures(record: Record, ns: NamespaceConfig) -> SignatureReport:
             code="actor_signature_invalid",
             details={"actor": record.actor},
         )
+    if node_did is not None and record.actor == node_did and node_message_kind(record, ns):
+        return SignatureReport((), ())
     counted: list[str] = []
     ignored: list[tuple[str, str]] = []
     seen: set[str] = set()

@@ -20,6 +20,14 @@ The conflict order, the same on every node, for competing claims on the same
 digest: verified before unverified; then ``btc`` > ``eip155`` > ``rfc3161``;
 then the earliest anchor time; then the byte-wise smallest ``txRef``.  Losers
 are kept with ``superseded_by``.
+
+Direct and aggregated anchors.  A *direct* anchor commits the checkpoint
+digest itself (``root == checkpoint_digest(body)``).  An *aggregated* anchor
+(collaborative anchoring, DESIGN.md 3.8 and 3.10) commits the root of an
+RFC 6962 tree whose leaves are checkpoint digests; it carries an
+:class:`Aggregation` (leaf index, tree size, inclusion path) from which
+anyone recomputes ``root`` from the digest.  :func:`covers` is the one test
+of "this anchor commits to this checkpoint": every verifier uses it.
 """
 
 from __future__ import annotations
@@ -29,13 +37,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from remembrancer.core.errors import FormatError
+from remembrancer.core.errors import FormatError, VerificationError
+from remembrancer.core.rfc6962 import HASH_SIZE, hash_leaf, root_from_inclusion_proof
 
 Status = Literal["pending", "submitted", "verified", "failed", "reorged"]
 STATUSES: tuple[Status, ...] = ("pending", "submitted", "verified", "failed", "reorged")
 CHAINS = {"rfc3161": "TSA", "eip155": "EVM", "btc": "BTC"}
 _RANK = {"btc": 0, "eip155": 1, "rfc3161": 2}
 MAX_ANCHORS = 64  # per receipt
+MAX_AGGREGATION_LEAVES = 1 << 16  # leaves of one aggregation tree
+MAX_AGGREGATION_PATH = 16  # = log2(MAX_AGGREGATION_LEAVES): the longest inclusion path
 _ALLOWED: dict[str, frozenset[str]] = {
     "pending": frozenset({"pending", "submitted", "verified", "failed"}),
     "submitted": frozenset({"submitted", "verified", "failed"}),
@@ -76,9 +87,96 @@ class Finality:
         )
 
 
+def _hash_text(value: Any, what: str) -> bytes:
+    if (
+        not isinstance(value, str)
+        or not value.startswith("sha256:")
+        or len(value) != 71
+        or value[7:] != value[7:].lower()
+    ):
+        raise FormatError(f"{what} must be sha256:<64 lowercase hex>", code="aggregation_malformed")
+    try:
+        return bytes.fromhex(value[7:])
+    except ValueError as e:
+        raise FormatError(f"{what} is not hex", code="aggregation_malformed") from e
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """Where a checkpoint digest sits in an aggregation tree (collaborative anchoring).
+
+    The tree is RFC 6962 (RFC 9162 section 2.1) over leaves that are 32-byte
+    checkpoint digests: leaf hash ``SHA-256(0x00 || digest)``.  ``path`` is
+    the inclusion proof of leaf ``leaf_index`` in the tree of ``tree_size``
+    leaves; :meth:`root_for` recomputes the tree root from a digest.
+    """
+
+    leaf_index: int
+    tree_size: int
+    path: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (
+            type(self.leaf_index) is not int
+            or type(self.tree_size) is not int
+            or not 0 <= self.leaf_index < self.tree_size <= MAX_AGGREGATION_LEAVES
+        ):
+            raise FormatError(
+                f"an aggregation has 0 <= leafIndex < treeSize <= {MAX_AGGREGATION_LEAVES}",
+                code="aggregation_malformed",
+            )
+        path = tuple(self.path)
+        if len(path) > MAX_AGGREGATION_PATH or any(
+            not isinstance(h, bytes) or len(h) != HASH_SIZE for h in path
+        ):
+            raise FormatError(
+                f"an aggregation path is at most {MAX_AGGREGATION_PATH} hashes of 32 bytes",
+                code="aggregation_malformed",
+            )
+        object.__setattr__(self, "path", path)
+
+    def root_for(self, digest: bytes) -> bytes:
+        """The tree root that this path and ``digest`` (a leaf) lead to.
+
+        VerificationError ``proof_wrong_length`` when the path's length does
+        not fit the index and tree size."""
+        return root_from_inclusion_proof(
+            self.leaf_index, self.tree_size, hash_leaf(digest), self.path
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "leafIndex": self.leaf_index,
+            "treeSize": self.tree_size,
+            "path": ["sha256:" + h.hex() for h in self.path],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Aggregation:
+        if not isinstance(d, Mapping) or set(d) != {"leafIndex", "treeSize", "path"}:
+            raise FormatError(
+                "an aggregation has exactly leafIndex, treeSize and path",
+                code="aggregation_malformed",
+            )
+        path = d["path"]
+        if not isinstance(path, list) or len(path) > MAX_AGGREGATION_PATH:
+            raise FormatError(
+                f"an aggregation path is a list of at most {MAX_AGGREGATION_PATH} hashes",
+                code="aggregation_malformed",
+            )
+        return cls(
+            d["leafIndex"],
+            d["treeSize"],
+            tuple(_hash_text(h, f"path[{i}]") for i, h in enumerate(path)),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Anchor:
-    """One commitment of ``root`` (32 bytes) to ``target``, with its evidence."""
+    """One commitment of ``root`` (32 bytes) to ``target``, with its evidence.
+
+    ``aggregation`` is set when ``root`` is an aggregation tree's root rather
+    than the checkpoint digest itself (see :func:`covers`)."""
 
     target: str
     root: bytes
@@ -92,6 +190,7 @@ class Anchor:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     superseded_by: str | None = None
+    aggregation: Aggregation | None = None
 
     def __post_init__(self) -> None:
         scheme, sep, name = self.target.partition(":")
@@ -106,6 +205,8 @@ class Anchor:
             raise FormatError(
                 f"unknown anchor status {self.status!r}", code="anchor_status_invalid"
             )
+        if self.aggregation is not None and not isinstance(self.aggregation, Aggregation):
+            raise FormatError("aggregation must be an Aggregation", code="aggregation_malformed")
 
     @property
     def scheme(self) -> str:
@@ -134,8 +235,9 @@ class Anchor:
         return replace(self, status=status, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The seed's ``receipt.v1`` anchor fields."""
-        return {
+        """The seed's ``receipt.v1`` anchor fields, plus ``aggregation`` when aggregated
+        (a direct anchor's dict has no ``aggregation`` member)."""
+        out = {
             "target": self.target,
             "root": "sha256:" + self.root.hex(),
             "chain": self.chain,
@@ -151,6 +253,9 @@ class Anchor:
             "error": self.error,
             "superseded_by": self.superseded_by,
         }
+        if self.aggregation is not None:
+            out["aggregation"] = self.aggregation.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Anchor:
@@ -171,9 +276,57 @@ class Anchor:
                 evidence=dict(d.get("evidence") or {}),
                 error=d.get("error"),
                 superseded_by=d.get("superseded_by"),
+                aggregation=(
+                    Aggregation.from_dict(d["aggregation"])
+                    if d.get("aggregation") is not None
+                    else None
+                ),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise FormatError(f"malformed anchor: {e}", code="anchor_malformed") from e
+
+
+def covered_root(anchor: Anchor, digest: bytes) -> bytes:
+    """The root that ``anchor`` must commit to if it covers ``digest``: the
+    digest itself for a direct anchor, the aggregation path's root otherwise
+    (VerificationError ``proof_wrong_length`` for a path that fits no tree)."""
+    if anchor.aggregation is None:
+        return digest
+    return anchor.aggregation.root_for(digest)
+
+
+def covers(anchor: Anchor, digest: bytes) -> bool:
+    """Whether ``anchor`` commits to the checkpoint digest ``digest``.
+
+    Direct: ``anchor.root == digest``.  Aggregated: the inclusion path from
+    leaf ``digest`` at ``leafIndex`` in a tree of ``treeSize`` leaves leads
+    to ``anchor.root``.  Says nothing about the rail evidence: a covering
+    anchor counts only once its rail verified it."""
+    try:
+        return covered_root(anchor, digest) == anchor.root
+    except VerificationError:
+        return False
+
+
+def require_covers(anchor: Anchor, digest: bytes, *, code: str = "anchor_root_mismatch") -> None:
+    """:func:`covers`, or VerificationError ``code`` saying why not."""
+    if covers(anchor, digest):
+        return
+    if anchor.aggregation is None:
+        message = "the anchored root is not this checkpoint's digest"
+    else:
+        message = (
+            "the aggregation path from this checkpoint's digest does not lead to the anchored root"
+        )
+    raise VerificationError(
+        message,
+        code=code,
+        details={
+            "anchored_root": "sha256:" + anchor.root.hex(),
+            "checkpoint_digest": "sha256:" + digest.hex(),
+            "aggregated": anchor.aggregation is not None,
+        },
+    )
 
 
 def conflict_key(anchor: Anchor) -> tuple[int, int, float, bytes]:
@@ -238,7 +391,7 @@ class AnchorReceipt:
                 root=bytes.fromhex(d["root"][7:]),
                 anchors=tuple(Anchor.from_dict(a) for a in d.get("anchors", [])),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise FormatError(
                 f"malformed anchor receipt: {e}", code="anchor_receipt_malformed"
             ) from e

@@ -13,7 +13,15 @@ The document shape (YAML on disk, see ``examples/namespaces.yaml``)::
         cadence: {fast: {target: eip155:8453, every: 89s, confirmations: 3}, ...}
         timestamp_drift: 300       # optional, seconds, default 300
         governance: {admins: [...], voters: [...], vote_threshold: 2}   # optional
-        trusted_sources: [fin:clearing]                                 # optional
+        trusted_sources:           # optional: namespaces whose messages this one accepts
+          - fin:clearing           # plain form: any log this node knows under that name
+          - namespace: ops:audit   # full form (all keys but namespace optional)
+            log_vkeys: [beta.example.org/ops:audit+1a2b3c4d+AQ...]   # pin the source log
+            witnesses: [witness.example.org+5e6f7a8b+BA...]          # cosigner vkeys
+            min_cosigners: 1       # default: every listed witness
+            max_lag: 1024          # staleness bound in entries (docs/messaging.md)
+        handlers:                  # optional: invoke operations -> handler
+          ping: echo               # a built-in, or "package.module:function"
 
 Acceptance always checks keys, never aliases: every alias resolves to a
 did:key here, once, and policy objects hold only did:keys.  Every error names
@@ -22,19 +30,30 @@ the source file, the namespace and the key at fault.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from remembrancer.core.cadence import Cadence, parse_cadence
+from remembrancer.core.cosignature import parse_cosigner_vkey
 from remembrancer.core.errors import ConfigError, FormatError
+from remembrancer.core.note import parse_vkey
 from remembrancer.core.record import DID_KEY_RE, NAMESPACE_RE
 from remembrancer.core.schema import SchemaPattern
 
 DEFAULT_DRIFT = 300
 MAX_DRIFT = 7 * 86400
 _NS_KEYS = {"description", "witnesses", "schema_policy", "cadence", "timestamp_drift",
-            "governance", "trusted_sources"}  # fmt: skip
+            "governance", "trusted_sources", "handlers"}  # fmt: skip
+_SOURCE_KEYS = ("namespace", "log_vkeys", "witnesses", "min_cosigners", "max_lag")
+DEFAULT_MAX_LAG = 1024
+MAX_TRUST_KEYS = 64
+BUILTIN_HANDLERS = frozenset({"echo"})
+OPERATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as namespace.message@1.0.0
+HANDLER_REF_RE = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +74,36 @@ class Governance:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustedSource:
+    """One ``trusted_sources`` entry: a namespace whose messages are accepted here,
+    and what a message's proof must show (docs/messaging.md).
+
+    ``log_vkeys`` (note vkeys named ``<prefix>/<namespace>``), when given, are
+    the only source logs accepted; empty means any log this node knows under
+    that namespace name (its own, or one it witnesses).  ``witnesses`` are
+    cosigner vkeys, of which ``min_cosigners`` distinct ones must have cosigned
+    the proof's checkpoint.  A proof whose checkpoint is more than ``max_lag``
+    entries older than the newest source checkpoint already accepted here is
+    stale.
+    """
+
+    namespace: str
+    log_vkeys: tuple[str, ...] = ()
+    witnesses: tuple[str, ...] = ()
+    min_cosigners: int = 0
+    max_lag: int = DEFAULT_MAX_LAG
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "log_vkeys": list(self.log_vkeys),
+            "witnesses": list(self.witnesses),
+            "min_cosigners": self.min_cosigners,
+            "max_lag": self.max_lag,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class NamespaceConfig:
     name: str
     description: str = ""
@@ -64,10 +113,15 @@ class NamespaceConfig:
     cadence: Cadence = field(default_factory=Cadence)
     timestamp_drift: int = DEFAULT_DRIFT
     governance: Governance = field(default_factory=Governance)
-    trusted_sources: tuple[str, ...] = ()
+    trusted_sources: tuple[TrustedSource, ...] = ()
+    handlers: Mapping[str, str] = field(default_factory=dict)  # invoke operation -> handler
 
     def schema_allowed(self, schema: str) -> bool:
         return any(p.matches(schema) for p in self.schema_allow)
+
+    def trusted(self, source: object) -> TrustedSource | None:
+        """The ``trusted_sources`` entry for ``source``, or None if it is not trusted."""
+        return next((t for t in self.trusted_sources if t.namespace == source), None)
 
     def to_dict(self) -> dict[str, Any]:
         """The effective policy as plain data (what the API and CLI show)."""
@@ -86,7 +140,8 @@ class NamespaceConfig:
                 "voters": sorted(self.governance.voters),
                 "vote_threshold": self.governance.vote_threshold,
             },
-            "trusted_sources": list(self.trusted_sources),
+            "trusted_sources": [t.to_dict() for t in self.trusted_sources],
+            "handlers": dict(self.handlers),
         }
 
 
@@ -126,7 +181,7 @@ def parse_namespaces(
         out[name] = _parse_one(name, body, aliases, f"{source}: namespace {name}", known_schemas)
     for ns in out.values():
         for src in ns.trusted_sources:
-            if src == ns.name:
+            if src.namespace == ns.name:
                 raise ConfigError(
                     f"{source}: namespace {ns.name}: trusted_sources lists the namespace itself",
                     code="trusted_source_invalid",
@@ -261,12 +316,16 @@ def _parse_one(
             code="vote_threshold_impossible",
         )
 
-    trusted = _list(body.get("trusted_sources"), f"{at}: trusted_sources")
-    for i, src in enumerate(trusted):
-        if not isinstance(src, str) or not NAMESPACE_RE.match(src):
+    trusted: list[TrustedSource] = []
+    for i, entry in enumerate(_list(body.get("trusted_sources"), f"{at}: trusted_sources")):
+        src = _trusted_source(entry, f"{at}: trusted_sources[{i}]")
+        if any(t.namespace == src.namespace for t in trusted):
             raise ConfigError(
-                f"{at}: trusted_sources[{i}] is not a namespace", code="trusted_source_invalid"
+                f"{at}: trusted_sources[{i}] lists {src.namespace} a second time",
+                code="trusted_source_duplicate",
             )
+        trusted.append(src)
+    handlers = _handlers(body.get("handlers"), f"{at}: handlers")
 
     return NamespaceConfig(
         name=name,
@@ -278,7 +337,82 @@ def _parse_one(
         timestamp_drift=drift,
         governance=Governance(admins=admins, voters=voters, vote_threshold=threshold),
         trusted_sources=tuple(trusted),
+        handlers=handlers,
     )
+
+
+def _trusted_source(entry: Any, where: str) -> TrustedSource:
+    """A ``trusted_sources`` entry: a namespace name, or a mapping (see TrustedSource)."""
+    if isinstance(entry, str):
+        entry = {"namespace": entry}
+    if not isinstance(entry, Mapping):
+        raise ConfigError(
+            f"{where} must be a namespace or a mapping", code="trusted_source_invalid"
+        )
+    extra = sorted(str(k) for k in entry if k not in _SOURCE_KEYS)
+    if extra:
+        raise ConfigError(f"{where}: unknown key {extra[0]!r}", code="config_key_unknown")
+    name = entry.get("namespace")
+    if not isinstance(name, str) or not NAMESPACE_RE.match(name):
+        raise ConfigError(f"{where}: namespace is not a namespace", code="trusted_source_invalid")
+    log_vkeys = _list(entry.get("log_vkeys"), f"{where}.log_vkeys")
+    witnesses = _list(entry.get("witnesses"), f"{where}.witnesses")
+    if len(log_vkeys) > MAX_TRUST_KEYS or len(witnesses) > MAX_TRUST_KEYS:
+        raise ConfigError(
+            f"{where}: at most {MAX_TRUST_KEYS} log_vkeys and witnesses", code="config_invalid"
+        )
+    for i, vkey in enumerate(log_vkeys):
+        try:
+            verifier = parse_vkey(vkey)
+        except FormatError as e:
+            raise ConfigError(f"{where}.log_vkeys[{i}]: {e.message}", code="vkey_invalid") from e
+        prefix, _, tail = verifier.name.rpartition("/")
+        if not prefix or tail != name:
+            raise ConfigError(
+                f"{where}.log_vkeys[{i}] is for origin {verifier.name!r}, not <prefix>/{name}",
+                code="trusted_source_vkey_invalid",
+            )
+    keys: set[bytes] = set()
+    for i, vkey in enumerate(witnesses):
+        try:
+            cosigner = parse_cosigner_vkey(vkey)
+        except FormatError as e:
+            raise ConfigError(f"{where}.witnesses[{i}]: {e.message}", code="vkey_invalid") from e
+        if cosigner.public_key.raw in keys:
+            raise ConfigError(
+                f"{where}.witnesses[{i}] is a key already listed", code="witness_duplicate"
+            )
+        keys.add(cosigner.public_key.raw)
+    minimum = entry.get("min_cosigners", len(witnesses))
+    if type(minimum) is not int or not 0 <= minimum <= len(witnesses):
+        raise ConfigError(
+            f"{where}.min_cosigners must be an integer from 0 to the {len(witnesses)} witnesses"
+            " listed",
+            code="trusted_source_quorum_impossible",
+        )
+    max_lag = entry.get("max_lag", DEFAULT_MAX_LAG)
+    if type(max_lag) is not int or not 0 <= max_lag < 2**63:
+        raise ConfigError(f"{where}.max_lag must be an integer >= 0", code="config_invalid")
+    return TrustedSource(name, tuple(log_vkeys), tuple(witnesses), minimum, max_lag)
+
+
+def _handlers(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping", code="config_invalid")
+    out: dict[str, str] = {}
+    for op, ref in value.items():
+        if not isinstance(op, str) or not OPERATION_RE.match(op):
+            raise ConfigError(f"{where}: {op!r} is not an operation name", code="handler_invalid")
+        if not isinstance(ref, str) or not (ref in BUILTIN_HANDLERS or HANDLER_REF_RE.match(ref)):
+            raise ConfigError(
+                f"{where}.{op}: {ref!r} is neither a built-in handler"
+                f" ({', '.join(sorted(BUILTIN_HANDLERS))}) nor package.module:function",
+                code="handler_invalid",
+            )
+        out[op] = ref
+    return out
 
 
 def _list(value: Any, where: str) -> list[Any]:

@@ -78,7 +78,18 @@ object without ``signature``, Ed25519, unpadded base64url)::
   ``rail_failed`` - the anchor, claimed ``verified``, comes back ``failed``
   from the verifier's own rail (offline for ``rfc3161`` with the verifier's
   trust bundle; chains need the verifier's RPC).  The countersignature
-  itself attributes the claim, so no message signature is needed.
+  itself attributes the claim, so no message signature is needed.  The
+  anchor "covers" the checkpoint as :func:`remembrancer.core.anchor.covers`
+  says: its root is the checkpoint's digest, or (aggregated) its path leads
+  from that digest to the root; a covering anchor is no ``root_mismatch``.
+- ``invalid_anchor_claim`` by a collaborative-anchoring coordinator:
+  ``message`` is a ``receipt`` message signed by the accused (checked with
+  ``open_message``) that carries at ``receipt_at`` a
+  ``remembrancer.aggregate-anchor/v1`` claim (docs/spec/aggregate-anchor.md)
+  whose ``coordinator`` is the accused.  ``root_mismatch``: the claim's
+  aggregation path does not lead from its ``checkpoint`` digest to the
+  anchored root (offline, conclusive); ``rail_failed``: its anchor, claimed
+  ``verified``, comes back ``failed`` from the verifier's own rail.
 
 The reporter's signature makes the report accountable; it is not what makes
 it true: the verifier re-derives every finding.
@@ -99,7 +110,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
-from remembrancer.core.anchor import Anchor, checkpoint_digest
+from remembrancer.core.aggregation import AGGREGATE_ANCHOR_TYPE, AggregateAnchor
+from remembrancer.core.anchor import Anchor, checkpoint_digest, covers
 from remembrancer.core.checkpoint import HASH_SIZE, Checkpoint, open_checkpoint
 from remembrancer.core.errors import FormatError, NotFoundError, VerificationError
 from remembrancer.core.jcs import canonicalize, loads_strict, sha256_hex
@@ -611,9 +623,9 @@ class ClaimEvidence:
     signature: bytes
 
     def __post_init__(self) -> None:
-        if self.kind not in _FINDINGS:
+        if not isinstance(self.kind, str) or self.kind not in _FINDINGS:
             raise FormatError(f"unknown evidence kind {self.kind!r}", code="evidence_malformed")
-        if self.finding not in _FINDINGS[self.kind]:
+        if not isinstance(self.finding, str) or self.finding not in _FINDINGS[self.kind]:
             raise FormatError(
                 f"{self.kind} evidence has finding {' or '.join(_FINDINGS[self.kind])}",
                 code="evidence_malformed",
@@ -852,7 +864,9 @@ def verify_claim_evidence(
             evidence, registry, accused_key, accused.did, open_message, detail
         )
     else:
-        incident = _verify_anchor_claim(evidence, registry, accused_key, reverify, detail)
+        incident = _verify_anchor_claim(
+            evidence, registry, accused_key, accused.did, open_message, reverify, detail
+        )
     return ClaimReport(
         kind=evidence.kind,
         finding=evidence.finding,
@@ -933,6 +947,8 @@ def _verify_anchor_claim(
     evidence: ClaimEvidence,
     registry: Registry,
     accused_key: PublicKey,
+    accused_did: str,
+    open_message: MessageOpener,
     reverify: AnchorReverifier | None,
     detail: dict[str, Any],
 ) -> str:
@@ -944,6 +960,14 @@ def _verify_anchor_claim(
     if isinstance(value, dict) and value.get("type") == "evidence":
         raise _claim_error("evidence messages carry others' offences; they are not claims",
                            "evidence_not_attributable")  # fmt: skip
+    try:
+        claimed = _resolve_pointer(value, evidence.receipt_at)
+    except FormatError:
+        claimed = None
+    if isinstance(claimed, dict) and claimed.get("type") == AGGREGATE_ANCHOR_TYPE:
+        return _verify_aggregate_claim(
+            evidence, registry, accused_key, accused_did, open_message, reverify, detail
+        )
     receipt = _receipt_at(value, evidence.receipt_at, evidence.federation_id)
     own: list[Countersignature] = [
         cs for cs in receipt.signatures if _signer_key(cs.node, registry) == accused_key
@@ -965,30 +989,86 @@ def _verify_anchor_claim(
             raise _claim_error("the receipt's checkpoint is not a note",
                                "evidence_claim_malformed", cause=e.code) from e  # fmt: skip
         digest = checkpoint_digest(body)
-        if digest == anchor.root:
-            raise _claim_error("the anchored root is the checkpoint's digest",
+        if covers(anchor, digest):
+            raise _claim_error("the anchor covers the checkpoint's digest",
                                "evidence_not_misbehaviour")  # fmt: skip
         detail.update(anchored_root="sha256:" + anchor.root.hex(),
                       checkpoint_digest="sha256:" + digest.hex())  # fmt: skip
     else:
-        if reverify is None:
-            raise _claim_error("a rail_failed finding needs this node's rails to re-check",
-                               "evidence_rail_unavailable")  # fmt: skip
-        if anchor.status != "verified":
-            raise _claim_error(f"the receipt claims the anchor is {anchor.status}, not verified",
-                               "evidence_not_misbehaviour")  # fmt: skip
-        checked = reverify(anchor)
-        if checked.status != "failed":
-            raise _claim_error(
-                f"this node's rail finds the anchor {checked.status}, not failed",
-                "evidence_not_misbehaviour",
-            )
-        detail.update(rail_verifier=checked.verifier, rail_error=checked.error)
+        _rail_failed(anchor, reverify, detail)
     return _incident(
         "invalid_anchor_claim",
         canonicalize(receipt.statement()),
         accused_key.did.encode("utf-8"),
         b"",
+    )
+
+
+def _rail_failed(anchor: Anchor, reverify: AnchorReverifier | None, detail: dict[str, Any]) -> None:
+    """The ``rail_failed`` finding: claimed verified, failed on this node's rail."""
+    if reverify is None:
+        raise _claim_error("a rail_failed finding needs this node's rails to re-check",
+                           "evidence_rail_unavailable")  # fmt: skip
+    if anchor.status != "verified":
+        raise _claim_error(f"the claim says the anchor is {anchor.status}, not verified",
+                           "evidence_not_misbehaviour")  # fmt: skip
+    checked = reverify(anchor)
+    if checked.status != "failed":
+        raise _claim_error(
+            f"this node's rail finds the anchor {checked.status}, not failed",
+            "evidence_not_misbehaviour",
+        )
+    detail.update(rail_verifier=checked.verifier, rail_error=checked.error)
+
+
+def _verify_aggregate_claim(
+    evidence: ClaimEvidence,
+    registry: Registry,
+    accused_key: PublicKey,
+    accused_did: str,
+    open_message: MessageOpener,
+    reverify: AnchorReverifier | None,
+    detail: dict[str, Any],
+) -> str:
+    """A coordinator's signed ``remembrancer.aggregate-anchor/v1`` claim that is false."""
+    try:
+        message = open_message(evidence.message, accused_key)
+    except (VerificationError, FormatError) as e:
+        raise _claim_error(f"the message is not signed by the accused: {e.message}",
+                           "evidence_message_unsigned", cause=e.code) from e  # fmt: skip
+    if message.get("federation_id") != evidence.federation_id:
+        raise _claim_error("the message is for another federation", "evidence_federation_mismatch")
+    sender = message.get("sender")
+    peer = registry.get(sender) if isinstance(sender, str) else None
+    if peer is None or peer.did != accused_did:
+        raise _claim_error("the message's sender is not the accused", "evidence_not_attributable")
+    try:
+        claim = AggregateAnchor.from_dict(_resolve_pointer(message, evidence.receipt_at))
+    except FormatError as e:
+        raise _claim_error(f"there is no aggregate anchor at {evidence.receipt_at!r}: {e.message}",
+                           "evidence_claim_malformed", cause=e.code) from e  # fmt: skip
+    if claim.federation_id != evidence.federation_id:
+        raise _claim_error(f"the claim is for federation {claim.federation_id}",
+                           "evidence_federation_mismatch")  # fmt: skip
+    named = registry.get(claim.coordinator)
+    if named is None or named.did != accused_did:
+        raise _claim_error("the claim names another coordinator", "evidence_not_attributable")
+    anchor = claim.anchor
+    detail.update(aggregate_origin=claim.origin, aggregate_size=claim.size,
+                  target=anchor.target, tx_ref=anchor.tx_ref, epoch=claim.epoch)  # fmt: skip
+    if evidence.finding == "root_mismatch":
+        if claim.consistent():
+            raise _claim_error("the aggregation path leads from the checkpoint to the root",
+                               "evidence_not_misbehaviour")  # fmt: skip
+        detail.update(anchored_root="sha256:" + anchor.root.hex(),
+                      checkpoint_digest="sha256:" + claim.checkpoint.hex())  # fmt: skip
+    else:
+        _rail_failed(anchor, reverify, detail)
+    return _incident(
+        "invalid_anchor_claim",
+        canonicalize(claim.to_dict()),
+        accused_key.did.encode("utf-8"),
+        b"aggregate",
     )
 
 

@@ -53,6 +53,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal, Protocol, TypeAlias, cast
 
+from remembrancer.core.cadence import TARGET_RE
 from remembrancer.core.errors import (
     ConflictError,
     FormatError,
@@ -329,23 +330,54 @@ class HeartbeatContent:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointContent:
-    """``checkpoint``: a signed checkpoint note (log signature, maybe cosignatures)."""
+    """``checkpoint``: a signed checkpoint note (log signature, maybe cosignatures).
+
+    With ``namespace``, ``target`` and ``epoch`` (all three or none) it is a
+    member's checkpoint for the coordinator of a collaborative anchor of
+    ``target`` in ``epoch`` (:mod:`remembrancer.federation.collaborative`);
+    without them, gossip."""
 
     TYPE: ClassVar[MessageType] = "checkpoint"
     origin: str
     note: str
+    namespace: str | None = None
+    target: str | None = None
+    epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        given = (self.namespace is not None, self.target is not None, self.epoch is not None)
+        if any(given) and not all(given):
+            raise _malformed("content", "has namespace, target and epoch together or none")
+
+    @property
+    def for_aggregation(self) -> bool:
+        return self.target is not None
 
     @classmethod
     def from_json(cls, value: Any) -> CheckpointContent:
-        _object(value, "content", ("origin", "note"))
+        _object(value, "content", ("origin", "note"), ("namespace", "target", "epoch"))
         origin = _origin(value["origin"], "content.origin")
         note = _note(value["note"], "content.note")
         if not note.startswith(origin + "\n"):
             raise _malformed("content.note", "must start with the origin line")
-        return cls(origin, note)
+        namespace = target = epoch = None
+        if "namespace" in value or "target" in value or "epoch" in value:
+            for k in ("namespace", "target", "epoch"):
+                if k not in value:
+                    raise _malformed(
+                        f"content.{k}", "is missing (namespace, target, epoch go together)"
+                    )
+            namespace = _namespace(value["namespace"], "content.namespace")
+            target = _match(value["target"], TARGET_RE, "content.target",
+                            "an anchor target <scheme>:<name>")  # fmt: skip
+            epoch = _int(value["epoch"], "content.epoch")
+        return cls(origin, note, namespace, target, epoch)
 
     def to_json(self) -> dict[str, Any]:
-        return {"origin": self.origin, "note": self.note}
+        out: dict[str, Any] = {"origin": self.origin, "note": self.note}
+        if self.target is not None:
+            out.update(namespace=self.namespace, target=self.target, epoch=self.epoch)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +437,7 @@ class CountersignContent:
         where = "content.signature"
         _object(sig, where, ("node", "role", "timestamp", "sig"))
         role = sig["role"]
-        if role not in COUNTERSIGNATURE_ROLES:
+        if not isinstance(role, str) or role not in COUNTERSIGNATURE_ROLES:
             raise _malformed(f"{where}.role", 'must be "anchor" or "witness"')
         signature = Countersignature(
             _did(sig["node"], f"{where}.node"),
@@ -457,7 +489,7 @@ class EvidenceContent:
     def from_json(cls, value: Any) -> EvidenceContent:
         _object(value, "content", ("kind", "subject", "file"))
         kind = value["kind"]
-        if kind not in EVIDENCE_KINDS:
+        if not isinstance(kind, str) or kind not in EVIDENCE_KINDS:
             raise _malformed("content.kind", "must be " + " | ".join(sorted(EVIDENCE_KINDS)))
         return cls(
             kind,

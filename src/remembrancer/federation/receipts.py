@@ -25,8 +25,11 @@ receipt without ``signatures``, ``quorum_met`` and ``finalized_at``, with the
 signer's ``node``, ``role`` and ``timestamp`` added under ``"countersigner"``.
 So a signature commits to the checkpoint, the anchor and its evidence, and to
 who signed when.  ``verify_federation_receipt`` checks, offline, that at least
-``quorum`` distinct keys of active registry peers signed, and that the anchored
-root is the SHA-256 of the evidence checkpoint's body.
+``quorum`` distinct keys of active registry peers signed, and that the anchor
+covers the evidence checkpoint (:func:`remembrancer.core.anchor.covers`): its
+root is the SHA-256 of the checkpoint body, or, for an aggregated anchor
+(collaborative anchoring), the aggregation path in ``evidence.anchor`` leads
+from that digest to the anchored root (``anchor.batch_root``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from remembrancer.core.anchor import Anchor, checkpoint_digest
+from remembrancer.core.anchor import Anchor, checkpoint_digest, require_covers
 from remembrancer.core.errors import FormatError, VerificationError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import PublicKey, SigningKey
@@ -90,8 +93,20 @@ class FederationReceipt:
 
     @property
     def id(self) -> str:
-        """A stable identity: the anchored root and the anchor's target and txRef."""
-        return f"{self.anchor.root.hex()}/{self.anchor.target}/{self.anchor.tx_ref}"
+        """A stable identity: ``<hex checkpoint digest>/<target>/<txRef>``.
+
+        For a direct anchor the checkpoint digest is the anchored root.  An
+        aggregated anchor is shared by every checkpoint in its tree, so the
+        digest of this receipt's own checkpoint tells the receipts apart
+        (FormatError if that checkpoint is not a note)."""
+        a = self.anchor
+        digest = a.root if a.aggregation is None else self.checkpoint_digest
+        return f"{digest.hex()}/{a.target}/{a.tx_ref}"
+
+    @property
+    def checkpoint_digest(self) -> bytes:
+        """SHA-256 of the evidence checkpoint's body (FormatError if it is not a note)."""
+        return checkpoint_digest(Note.from_bytes(self.checkpoint).text.encode("utf-8"))
 
     def statement(self) -> dict[str, Any]:
         a = self.anchor
@@ -184,17 +199,15 @@ def verify_federation_receipt(
     active: Sequence[str] | None = None,
 ) -> FederationReceiptReport:
     """Offline: at least ``quorum`` distinct active peers' keys countersigned it,
-    and the anchored root is the SHA-256 of the evidence checkpoint's body.
+    and the anchor covers the evidence checkpoint (its root is the SHA-256 of
+    the checkpoint body, or its aggregation path leads from that digest to
+    the root).
 
     ``peers`` maps each registry peer's DID to its key; ``active`` (default:
     all) lists the DIDs whose status is ``active``.  Signatures by unknown or
     inactive peers, invalid signatures and repeated keys do not count.
     """
-    body = Note.from_bytes(receipt.checkpoint).text.encode("utf-8")
-    if checkpoint_digest(body) != receipt.anchor.root:
-        raise VerificationError(
-            "the anchored root is not this checkpoint's digest", code="receipt_root_mismatch"
-        )
+    require_covers(receipt.anchor, receipt.checkpoint_digest, code="receipt_root_mismatch")
     allowed = set(active if active is not None else peers)
     counted: list[str] = []
     keys_seen: set[bytes] = set()

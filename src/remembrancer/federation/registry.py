@@ -16,6 +16,12 @@
 The seed's template wrote the strategy as ``anchor_propagation: {mode:
 collaborative, retry_strategy: geometric-backoff}``; that spelling is read
 too (it must agree with ``anchor_strategy`` when both are present).
+``anchor_propagation.epoch_seconds`` (an integer from 1 to 86400, default
+60) is the length of a collaborative-anchoring epoch
+(:mod:`remembrancer.core.aggregation`); it lives in the registry because
+every node must use the same one.  :meth:`Registry.to_dict` writes
+``anchor_propagation: {epoch_seconds: N}`` only when N is not the default,
+so registries that never set it keep their digest.
 
 Keys.  ``pubkey`` is the peer's Ed25519 node key, given as a ``did:key`` or as
 canonical standard base64 of its 32 bytes.  It is required when ``did`` is
@@ -79,6 +85,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from remembrancer.core.aggregation import DEFAULT_EPOCH_SECONDS, MAX_EPOCH_SECONDS
 from remembrancer.core.errors import (
     ConfigError,
     ConflictError,
@@ -336,7 +343,21 @@ def _registry(
             f"is {quorum} but only {active} peers are active, so nothing could ever be approved",
             "quorum_unreachable",
         )
-    return Registry(federation_id, quorum, cast(AnchorStrategy, strategy), tuple(peers))
+    epoch = _epoch_seconds(body.get("anchor_propagation"), _at(prefix, "anchor_propagation"))
+    return Registry(federation_id, quorum, cast(AnchorStrategy, strategy), tuple(peers), epoch)
+
+
+def _epoch_seconds(propagation: Any, key: str) -> int:
+    if propagation is None or "epoch_seconds" not in propagation:
+        return DEFAULT_EPOCH_SECONDS
+    value = propagation["epoch_seconds"]
+    if type(value) is not int or not 1 <= value <= MAX_EPOCH_SECONDS:
+        raise _Invalid(
+            f"{key}.epoch_seconds",
+            f"must be an integer from 1 to {MAX_EPOCH_SECONDS}",
+            "anchor_epoch_invalid",
+        )
+    return value
 
 
 def _parse_config(doc: Any) -> Registry:
@@ -351,11 +372,11 @@ def _parse_config(doc: Any) -> Registry:
     propagation = doc.get("anchor_propagation")
     if propagation is not None:
         if not isinstance(propagation, Mapping) or any(
-            k not in ("mode", "retry_strategy") for k in propagation
+            k not in ("mode", "retry_strategy", "epoch_seconds") for k in propagation
         ):
             raise _Invalid(
                 "anchor_propagation",
-                "must hold only mode and retry_strategy",
+                "must hold only mode, retry_strategy and epoch_seconds",
                 "anchor_strategy_invalid",
             )
         if propagation.get("retry_strategy", "geometric-backoff") != "geometric-backoff":
@@ -364,20 +385,21 @@ def _parse_config(doc: Any) -> Registry:
                 "only geometric-backoff exists",
                 "anchor_strategy_invalid",
             )
-        mode = propagation.get("mode")
-        if mode not in STRATEGIES:
-            raise _Invalid(
-                "anchor_propagation.mode",
-                f"{mode!r} is not one of {', '.join(STRATEGIES)}",
-                "anchor_strategy_invalid",
-            )
-        if "anchor_strategy" in doc and doc["anchor_strategy"] != mode:
-            raise _Invalid(
-                "anchor_strategy",
-                f"{doc['anchor_strategy']!r} disagrees with anchor_propagation.mode {mode!r}",
-                "anchor_strategy_conflict",
-            )
-        body["anchor_strategy"] = mode
+        if "mode" in propagation or "anchor_strategy" not in doc:
+            mode = propagation.get("mode")
+            if mode not in STRATEGIES:
+                raise _Invalid(
+                    "anchor_propagation.mode",
+                    f"{mode!r} is not one of {', '.join(STRATEGIES)}",
+                    "anchor_strategy_invalid",
+                )
+            if "anchor_strategy" in doc and doc["anchor_strategy"] != mode:
+                raise _Invalid(
+                    "anchor_strategy",
+                    f"{doc['anchor_strategy']!r} disagrees with anchor_propagation.mode {mode!r}",
+                    "anchor_strategy_conflict",
+                )
+            body["anchor_strategy"] = mode
     return _registry(doc.get("federation_id"), body, "", default_status=True, reachable_quorum=True)
 
 
@@ -390,9 +412,19 @@ def _parse_payload(payload: Any) -> tuple[Registry, str | None]:
     body = payload.get("registry")
     if not isinstance(body, Mapping):
         raise _Invalid("registry", "must be an object", "registry_payload_invalid")
-    extra = sorted(str(k) for k in body if k not in ("peers", "quorum", "anchor_strategy"))
+    extra = sorted(
+        str(k)
+        for k in body
+        if k not in ("peers", "quorum", "anchor_strategy", "anchor_propagation")
+    )
     if extra:
         raise _Invalid(f"registry.{extra[0]}", "unknown key", "registry_payload_invalid")
+    propagation = body.get("anchor_propagation")
+    if propagation is not None and (
+        not isinstance(propagation, Mapping) or set(propagation) != {"epoch_seconds"}
+    ):
+        raise _Invalid("registry.anchor_propagation", "holds exactly epoch_seconds",
+                       "registry_payload_invalid")  # fmt: skip
     memo = payload.get("memo")
     if memo is not None and (not isinstance(memo, str) or len(memo) > MAX_MEMO_CHARS):
         raise _Invalid("memo", f"must be a string of at most {MAX_MEMO_CHARS} characters",
@@ -467,6 +499,7 @@ class Registry:
     quorum: int
     anchor_strategy: AnchorStrategy
     peers: tuple[Peer, ...]
+    anchor_epoch_seconds: int = DEFAULT_EPOCH_SECONDS
     _by_did: dict[str, Peer] = field(init=False, repr=False, compare=False)
     _by_key: dict[bytes, Peer] = field(init=False, repr=False, compare=False)
 
@@ -482,6 +515,14 @@ class Registry:
         if self.anchor_strategy not in STRATEGIES:
             raise FormatError(
                 f"unknown anchor strategy {self.anchor_strategy!r}", code="anchor_strategy_invalid"
+            )
+        if (
+            type(self.anchor_epoch_seconds) is not int
+            or not 1 <= self.anchor_epoch_seconds <= MAX_EPOCH_SECONDS
+        ):
+            raise FormatError(
+                f"anchor_epoch_seconds is an integer from 1 to {MAX_EPOCH_SECONDS}",
+                code="anchor_epoch_invalid",
             )
         peers = tuple(sorted(self.peers, key=lambda p: p.did))
         by_did: dict[str, Peer] = {}
@@ -570,13 +611,16 @@ class Registry:
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical ``federation.yaml`` document of this registry."""
-        return {
+        out: dict[str, Any] = {
             "version": 1,
             "federation_id": self.federation_id,
             "quorum": self.quorum,
             "anchor_strategy": self.anchor_strategy,
             "peers": [p.to_dict() for p in self.peers],
         }
+        if self.anchor_epoch_seconds != DEFAULT_EPOCH_SECONDS:
+            out["anchor_propagation"] = {"epoch_seconds": self.anchor_epoch_seconds}
+        return out
 
     @classmethod
     def from_dict(cls, doc: Any, *, source: str = "<federation>") -> Registry:
@@ -587,7 +631,7 @@ class Registry:
         ``config_key_unknown``, ``config_version_unsupported``,
         ``federation_id_invalid``, ``quorum_invalid``, ``quorum_unreachable``,
         ``anchor_strategy_invalid``, ``anchor_strategy_conflict``,
-        ``peers_invalid``, ``peer_invalid``, ``peer_did_invalid``,
+        ``anchor_epoch_invalid``, ``peers_invalid``, ``peer_invalid``, ``peer_did_invalid``,
         ``peer_did_duplicate``, ``peer_endpoint_invalid``,
         ``peer_pubkey_invalid``, ``peer_pubkey_missing``,
         ``peer_pubkey_mismatch``, ``peer_pubkey_duplicate``,
@@ -611,6 +655,8 @@ class Registry:
                 "anchor_strategy": self.anchor_strategy,
             },
         }
+        if self.anchor_epoch_seconds != DEFAULT_EPOCH_SECONDS:
+            payload["registry"]["anchor_propagation"] = {"epoch_seconds": self.anchor_epoch_seconds}
         if memo is not None:
             if not isinstance(memo, str) or len(memo) > MAX_MEMO_CHARS:
                 raise FormatError(

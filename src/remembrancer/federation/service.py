@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from remembrancer.anchoring.base import RailRegistry, VerifyContext
-from remembrancer.core.anchor import Anchor, checkpoint_digest
+from remembrancer.core.anchor import Anchor, checkpoint_digest, covers
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.errors import (
     ConfigError,
@@ -95,7 +95,13 @@ from remembrancer.federation.registry import (
     StatusChange,
     effective_peers,
 )
-from remembrancer.federation.transport import FederationClient, Reply, RetryPolicy, receive
+from remembrancer.federation.transport import (
+    Delivery,
+    FederationClient,
+    Reply,
+    RetryPolicy,
+    receive,
+)
 from remembrancer.storage.base import ANY, Store
 
 log = logging.getLogger("remembrancer.federation")
@@ -221,6 +227,57 @@ class FederationService:
         data = json.dumps(self.scores.to_dict()).encode()
         self.verifier.set_peers(self._peers())
         await asyncio.to_thread(self.store.put_state, SCORES_SCOPE, "scores", data)
+
+    async def deliver(
+        self,
+        peers: Sequence[Any],
+        content: Any,
+        *,
+        attempts: int = 3,
+        client: FederationClient | None = None,
+    ) -> list[Delivery]:
+        """Sign ``content`` and send it to every peer (objects with ``endpoint``),
+        with ``client`` (default: the service's).
+
+        A message signed earlier than one that reached a peer first (two tasks
+        racing, or the heartbeat client) is refused there as ``replayed``: it
+        was never accepted, so it is signed again with a new seq and resent to
+        that peer, up to ``attempts`` times in all."""
+        client = client or self.client
+        targets = list(peers)
+        out: dict[int, Delivery] = {}
+        for _ in range(attempts):
+            if not targets:
+                break
+            msg = await asyncio.to_thread(self._sign, content)
+            results = await client.broadcast(targets, msg)
+            again = []
+            for peer, d in zip(targets, results, strict=True):
+                out[id(peer)] = d
+                if not d.delivered and d.code == "replayed":
+                    again.append(peer)
+            targets = again
+        return [out[id(p)] for p in peers]
+
+    async def score(self, peer: str, event: str, reason: str = "") -> None:
+        """An extension's observation of ``peer`` for peer scoring: ``valid``,
+        ``invalid`` (``reason``: the error code) or ``missed`` (it failed to
+        answer in time); saved, and statuses fed back to the verifier."""
+        known = self.registry.get(peer)
+        if known is None or known.did == self.self_did:
+            return
+        peer, now = known.did, int(self.clock())
+        if event == "valid":
+            change = self.scores.on_valid(peer, now)
+        elif event == "invalid":
+            change = self.scores.on_invalid(peer, reason, now)
+        elif event == "missed":
+            change = self.scores.on_missed(peer, now)
+        else:
+            raise ValueError(f"unknown scoring event {event!r}")
+        if change is not None:
+            log.warning("%s: %s -> %s (%s)", peer, change.old, change.new, change.reason)
+        await self._save_scores()
 
     def _sign(self, content: Any) -> Message:
         now = self.clock()
@@ -358,10 +415,10 @@ class FederationService:
                     "the checkpoint is not signed by the log",
                     code="anchor_claim_checkpoint_invalid",
                 )
-            if checkpoint_digest(signed.body.encode()) != receipt.anchor.root:
+            if not covers(receipt.anchor, checkpoint_digest(signed.body.encode())):
                 finding = "root_mismatch"
                 raise RemembrancerError(
-                    "the anchored root is not the checkpoint's digest",
+                    "the anchor does not cover the checkpoint (root or aggregation path)",
                     code="anchor_claim_root_mismatch",
                 )
             try:
@@ -383,12 +440,9 @@ class FederationService:
                 await self._save_scores()
             return
         cs = self._countersignature(receipt, "witness", now)
-        msg = await asyncio.to_thread(
-            self._sign, CountersignContent(content.namespace, receipt.id, cs)
-        )
         peer = self.registry.get(sender)
         if peer is not None:
-            await self.client.send(peer.endpoint, msg)
+            await self.deliver([peer], CountersignContent(content.namespace, receipt.id, cs))
 
     def _collect(self, sender: str, content: CountersignContent) -> None:
         proposal = self._proposals.get(content.receipt_id)
@@ -449,8 +503,9 @@ class FederationService:
         proposal = _Proposal(receipt, time.perf_counter())
         self._proposals[receipt.id] = proposal
         try:
-            msg = await asyncio.to_thread(self._sign, AnchorContent(namespace, receipt.to_dict()))
-            await self.client.broadcast(self._others("countersign"), msg)
+            await self.deliver(
+                self._others("countersign"), AnchorContent(namespace, receipt.to_dict())
+            )
             try:
                 await asyncio.wait_for(proposal.done.wait(), timeout)
             except TimeoutError as e:
@@ -461,10 +516,10 @@ class FederationService:
             final = proposal.receipt
             self.latencies.append(time.perf_counter() - proposal.started)
             await asyncio.to_thread(self._store_receipt, final)
-            done = await asyncio.to_thread(
-                self._sign, ReceiptContent(namespace, final.to_dict(quorum=self.registry.quorum))
+            await self.deliver(
+                self._others(),
+                ReceiptContent(namespace, final.to_dict(quorum=self.registry.quorum)),
             )
-            await self.client.broadcast(self._others(), done)
             return final
         finally:
             self._proposals.pop(receipt.id, None)

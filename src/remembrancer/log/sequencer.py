@@ -272,15 +272,17 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         n = self._verify_threads
         chunks = [batch[i::n] for i in range(n)]
+        node_did = self.node_key.did
         await asyncio.gather(
-            *(loop.run_in_executor(self._verify_pool, self._verify_chunk, c) for c in chunks if c)
-        )
+            *(loop.run_in_executor(self._verify_pool, self._verify_chunk, c, node_did)
+              for c in chunks if c)
+        )  # fmt: skip
 
     @staticmethod
-    def _verify_chunk(chunk: list[_Pending]) -> None:
+    def _verify_chunk(chunk: list[_Pending], node_did: str) -> None:
         for pending in chunk:
             try:
-                pending.report = check_signatures(pending.record, pending.ns)
+                pending.report = check_signatures(pending.record, pending.ns, node_did=node_did)
             except RemembrancerError as e:
                 fut = pending.future
                 fut.get_loop().call_soon_threadsafe(_set_exception, fut, e)
@@ -425,7 +427,6 @@ class Sequencer:
     ) -> CompactRange:
         """Append, sign and commit; return the right edge before the batch."""
         before = writer.edge()
-        snapshot = writer.copy()
         start = writer.size
         try:
             tiles = writer.append(leaf_hashes)
@@ -439,7 +440,10 @@ class Sequencer:
                 AppendBatch(handle.namespace, start, rows, tiles, state, checkpoint_time=now)
             )
         except BaseException:
-            handle.writer = snapshot
+            # The store may have committed although it raised (its answer was lost
+            # with the connection): the next batch resumes from the durable state.
+            handle.writer = None
+            self._heads.pop(handle.namespace, None)
             raise
         handle.checkpoint = note
         self._heads[handle.namespace] = state

@@ -42,6 +42,7 @@ from remembrancer.core.tiles import (
     parse_tile_path,
 )
 from remembrancer.core.tlogproof import TlogProof
+from remembrancer.explorer.routes import create_router as create_explorer_router
 from remembrancer.node.runtime import Node
 
 log = logging.getLogger("remembrancer.http")
@@ -69,6 +70,10 @@ _STATUS_BY_CODE = {
     "unauthorized": 401,
     "quorum_not_reached": 504,
     "federation_not_configured": 404,
+    "rail_unavailable": 503,
+    "storage_full": 507,
+    "xns_relay_failed": 502,
+    "xns_handler_timeout": 504,
 }
 
 
@@ -106,7 +111,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {504: "A quorum of peers did not answer in time", 400: "Malformed request", 401: "Missing or wrong admin token", 403: "Refused by policy",
                  404: "Not found", 409: "Conflict with recorded state", 413: "Body too large",
                  422: "Did not verify", 429: "Rate limited (see Retry-After)",
-                 503: "Overloaded or storage unavailable (see Retry-After)"}  # fmt: skip
+                 503: "Overloaded or storage unavailable (see Retry-After)",
+                 507: "The disk holding the store is full (code storage_full)"}  # fmt: skip
     return {c: {"model": ErrorResponse, "description": described[c]} for c in codes}
 
 
@@ -203,7 +209,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         responses={
             200: {"description": "The receipt: the record is durably in the log"},
             202: {"description": "Accepted; poll the receipt URL"},
-            **_errors(400, 403, 404, 409, 413, 422, 429, 503),
+            **_errors(400, 403, 404, 409, 413, 422, 429, 503, 507),
         },
         openapi_extra={
             "requestBody": {
@@ -278,6 +284,47 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         if found is None:
             raise NotFoundError("no record with that eventHash", code="record_not_found")
         return await _in_thread(node.record_at, namespace, found.index)
+
+    # --- cross-namespace messages (docs/messaging.md) ---------------------------------
+    @app.post(
+        "/v1/namespaces/{namespace}/messages",
+        responses={
+            200: {"description": "Delivered: the delivery (and the answer of a query or"
+                                 " invoke), each with its receipt and tlog-proof"},
+            202: {"description": "Relayed to the target's home node; poll the delivery URL"},
+            **_errors(400, 403, 404, 409, 413, 422, 429, 503),
+            500: {"model": ErrorResponse, "description": "An invoke handler failed or is unavailable"},
+            502: {"model": ErrorResponse, "description": "The target's home node did not take the relay"},
+            504: {"model": ErrorResponse, "description": "An invoke handler did not answer in time"},
+        },
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["record"], "additionalProperties": False,
+            "properties": {"record": {"type": "object"}, "proof": {"type": "string"}}}}}}},
+        summary="Deliver a cross-namespace message (namespace.message@1.0.0) into NAMESPACE",
+    )  # fmt: skip
+    async def deliver_message(
+        request: Request, namespace: str, wait: float = Query(default=10.0, ge=0, le=60)
+    ) -> JSONResponse:
+        """``{"record": <message record>, "proof": <tlog-proof text>}``.  The target
+        verifies the proof under its ``trusted_sources`` policy and records the
+        delivery; a refusal changes nothing.  Without ``proof`` the message must be
+        in a log hosted here, and this node attaches the proof (waiting up to
+        ``wait`` seconds for cosignatures).  A target hosted elsewhere in the
+        federation gets the message relayed (``202``)."""
+        _check_ns(namespace)
+        if node.namespace_limits.take(namespace) > 0:  # a delivery writes records there
+            raise PushbackError(
+                f"{namespace} is over its record rate", code="rate_limited", retry_after=1
+            )
+        status, view = await node.messaging.post(namespace, await read_body(request), wait)
+        return JSONResponse(view, status_code=status)
+
+    @app.get("/v1/namespaces/{namespace}/messages/{event_hash}", responses=_errors(400, 404))
+    async def message_delivery(namespace: str, event_hash: str) -> dict[str, Any]:
+        """The delivery into NAMESPACE of the message with this ``eventHash`` (and
+        its answer), with receipts and tlog-proofs at the latest checkpoint."""
+        _check_ns(namespace)
+        return await node.messaging.delivery_view(namespace, parse_sha256_hex(event_hash))
 
     # --- proofs ------------------------------------------------------------------
     @app.get("/v1/namespaces/{namespace}/proofs/inclusion",
@@ -415,9 +462,65 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     async def federation_status() -> dict[str, Any]:
         return await _in_thread(_federation().status)
 
+    @app.get(
+        "/v1/federation/anchoring",
+        responses=_errors(404),
+        summary="Collaborative anchoring: epoch, coordinators, pending delegations, aggregates",
+    )
+    async def federation_anchoring() -> dict[str, Any]:
+        _federation()
+        assert node.collaborative is not None
+        return node.collaborative.status()
+
     @app.get("/v1/federation/receipts", responses=_errors(404), summary="Final federation receipts")
     async def federation_receipts(namespace: str | None = None) -> dict[str, Any]:
         return {"receipts": await _in_thread(_federation().receipts, namespace)}
+
+    # --- replicas (anti-entropy, docs/anti-entropy.md) ---------------------------------
+    def _replicas() -> Any:
+        _federation()
+        if node.replicator is None:
+            raise NotFoundError("this node keeps no replicas", code="replicas_not_configured")
+        return node.replicator
+
+    @app.get("/v1/federation/replicas", responses=_errors(404),
+             summary="Replicas of the witnessed logs: size, root, lag, anchors, receipts, errors")  # fmt: skip
+    async def federation_replicas() -> dict[str, Any]:
+        return await _in_thread(_replicas().status)
+
+    @app.get("/v1/replicas/{origin:path}/checkpoint",
+             responses={200: {"content": {"text/plain": {}}}, **_errors(404)})  # fmt: skip
+    async def replica_checkpoint(origin: str) -> Response:
+        """A mirrored log's checkpoint (the one its mirrored tiles are complete for)."""
+        note = await _in_thread(_replicas().engine.mirror_checkpoint, origin)
+        return Response(note, media_type="text/plain; charset=utf-8",
+                        headers={"Cache-Control": MUTABLE})  # fmt: skip
+
+    @app.get("/v1/replicas/{origin:path}/tile/{tile_path:path}",
+             responses={200: {"content": {"application/octet-stream": {}}}, **_errors(400, 404)})  # fmt: skip
+    async def replica_tile(origin: str, tile_path: str) -> Response:
+        """A mirrored log's tlog-tiles, read-only (``tile/<L>/<N>``, ``tile/entries/<N>``)."""
+        data, full = await _in_thread(_replicas().engine.mirror_tile, origin, "tile/" + tile_path)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Cache-Control": IMMUTABLE if full else MUTABLE})  # fmt: skip
+
+    @app.get("/v1/replicas/{origin:path}/anchors", responses=_errors(404))
+    async def replica_anchors(origin: str) -> dict[str, Any]:
+        """Every anchor claim this node holds on the log's checkpoints, in the conflict
+        order, with the anchors re-verified here (``reverified_here``)."""
+        engine = _replicas().engine
+        receipts = await _in_thread(engine.anchor_view, origin)
+        if not receipts and engine.head(origin) is None and origin not in engine.own_origins():
+            raise NotFoundError(f"no replica of {origin!r} here", code="replica_unknown")
+        return {"origin": origin, "receipts": receipts}
+
+    @app.post("/v1/admin/replicas/anchor", responses=_errors(400, 401, 404, 422, 503))
+    async def replica_anchor(request: Request, origin: str,
+                             target: str = Query(pattern="^(rfc3161|eip155|btc):[^\\s]{1,64}$")) -> dict[str, Any]:  # fmt: skip
+        """Anchor the replica's latest checkpoint of ``origin`` on this node's rail
+        ``target`` (needs the admin token); the claim spreads to the peers."""
+        _require_admin(node, request)
+        return await _replicas().engine.anchor_head(origin, target)  # type: ignore[no-any-return]
 
     @app.get(
         "/v1/federation/evidence",
@@ -523,12 +626,20 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     # --- operations --------------------------------------------------------------------
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        """Liveness: answers even while the store is unreachable (``storage`` says so)."""
         error = getattr(node.namespaces, "last_error", None)
-        anchoring = {
-            ns: h["status"] for ns, h in (await _in_thread(node.scheduler.health_all)).items()
-        }
-        return {"status": "ok", "uptime_s": round(time.time() - node.started, 1),
-                "config_error": error.to_dict() if error else None, "anchoring": anchoring}  # fmt: skip
+        try:
+            anchoring = {
+                ns: h["status"] for ns, h in (await _in_thread(node.scheduler.health_all)).items()
+            }
+        except StorageError as e:  # the anchoring state lives in the store
+            node.storage_failed(e)
+            anchoring = {ns: "unknown" for ns in node.namespaces.current()}
+        storage = dict(node.storage_health)
+        return {"status": "ok" if storage["status"] == "ok" else "degraded",
+                "uptime_s": round(time.time() - node.started, 1),
+                "config_error": error.to_dict() if error else None, "anchoring": anchoring,
+                "storage": storage}  # fmt: skip
 
     @app.get("/readyz", responses={200: {"description": "Ready"}, 503: {"model": ErrorResponse}})
     async def readyz() -> Response:
@@ -537,16 +648,22 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
                 PushbackError("starting or stopping", code="not_ready", retry_after=1)
             )
         try:
-            node.store.log_state("ready:check")
+            await _in_thread(node.store.log_state, "ready:check")
         except RemembrancerError as e:
-            return error_response(
-                StorageError(f"storage unavailable: {e.message}", code="storage_unavailable")
-            )
+            error = StorageError(f"storage unavailable: {e.message}", code="storage_unavailable")
+            node.storage_failed(error)
+            return error_response(error)
+        node.storage_ok(reads_only=True)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # --- explorer (docs/explorer.md) -------------------------------------------------
+    app.include_router(
+        create_explorer_router(node, status_for=status_for, responses=_errors(400, 404))
+    )
 
     return app
 

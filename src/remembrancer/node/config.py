@@ -50,6 +50,7 @@ class Limits:
 class WitnessedLog:
     origin: str
     vkeys: tuple[str, ...]
+    mirror: bool = False  # keep the log's entries as tiles too (docs/anti-entropy.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class NodeConfig:
     federation_file: Path | None = None
     federation_did: str | None = None
     heartbeat_seconds: float = 2.0
+    antientropy_seconds: float = 5.0
     witness_quorum: int | None = None
     scheduler_enabled: bool = True
     scheduler_tick_s: float = 1.0
@@ -173,7 +175,15 @@ def load_node_config(
         origin = entry.get("origin") or next(iter(names))
         if names != {origin}:
             raise _err(p, f"witness.logs[{i}]", "every vkey's name must be the log's origin")
-        witnessed.append(WitnessedLog(origin, tuple(vkeys)))
+        unknown_keys = sorted(set(entry) - {"vkey", "vkeys", "origin", "mirror"})
+        if unknown_keys:
+            raise _err(
+                p, f"witness.logs[{i}].{unknown_keys[0]}", "unknown key", "config_key_unknown"
+            )
+        mirror = entry.get("mirror", False)
+        if not isinstance(mirror, bool):
+            raise _err(p, f"witness.logs[{i}].mirror", "must be true or false")
+        witnessed.append(WitnessedLog(origin, tuple(vkeys), mirror))
 
     limits_raw = doc.get("limits") or {}
     defaults = Limits()
@@ -199,8 +209,19 @@ def load_node_config(
     ):
         raise _err(p, "witnessing.peers", "must be a list of {url, vkey}")
     fed = doc.get("federation") or {}
-    if not isinstance(fed, dict) or any(k not in ("file", "did", "heartbeat_seconds") for k in fed):
-        raise _err(p, "federation", "holds only file, did and heartbeat_seconds")
+    if not isinstance(fed, dict) or any(
+        k not in ("file", "did", "heartbeat_seconds", "antientropy_seconds") for k in fed
+    ):
+        raise _err(
+            p, "federation", "holds only file, did, heartbeat_seconds and antientropy_seconds"
+        )
+    antientropy = fed.get("antientropy_seconds", 5.0)
+    if (
+        isinstance(antientropy, bool)
+        or not isinstance(antientropy, int | float)
+        or not (0.1 <= antientropy <= 3600)
+    ):
+        raise _err(p, "federation.antientropy_seconds", "must be a number of seconds, 0.1 to 3600")
     if fed and not isinstance(fed.get("file"), str):
         raise _err(p, "federation.file", "must name the federation.yaml file")
     wq = witnessing.get("quorum")
@@ -218,6 +239,7 @@ def load_node_config(
         federation_file=(base / fed["file"]).resolve() if fed else None,
         federation_did=fed.get("did"),
         heartbeat_seconds=float(fed.get("heartbeat_seconds", 2.0)),
+        antientropy_seconds=float(antientropy),
         witness_quorum=wq,
         scheduler_enabled=bool(sched.get("enabled", True)),
         scheduler_tick_s=float(sched.get("tick_seconds", 1.0)),

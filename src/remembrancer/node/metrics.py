@@ -32,6 +32,28 @@ class NodeMetrics:
         }  # fmt: skip
         self.witness_requests = Counter("remembrancer_witness_requests_total",
                                         "add-checkpoint requests by outcome", ["outcome"], registry=r)  # fmt: skip
+        self.xns_delivered = Counter("remembrancer_xns_delivered_total",
+                                     "Cross-namespace messages delivered into a namespace here",
+                                     ["source", "target", "action"], registry=r)  # fmt: skip
+        self.xns_relayed = Counter("remembrancer_xns_relayed_total",
+                                   "Cross-namespace messages relayed to the target's home node",
+                                   ["target"], registry=r)  # fmt: skip
+        self.xns_rejected = Counter("remembrancer_xns_rejected_total",
+                                    "Cross-namespace messages refused, by error code", ["code"],
+                                    registry=r)  # fmt: skip
+        self.storage_errors = Counter("remembrancer_storage_errors_total",
+                                      "Storage failures seen by writes and readiness probes, by error code",
+                                      ["code"], registry=r)  # fmt: skip
+        self.storage_writable = Gauge("remembrancer_storage_writable",
+                                      "1 while storage takes writes, 0 after a failed write until one succeeds",
+                                      registry=r)  # fmt: skip
+        self.storage_writable.set(1)
+        self.aggregates = Counter("remembrancer_aggregates_total",
+                                  "Collaborative anchoring: delegated, made, received, refused, missed, fallback",
+                                  ["event", "target"], registry=r)  # fmt: skip
 
     def anchor_event(self, outcome: str, namespace: str, level: str, target: str) -> None:
         self.anchors[outcome].labels(namespace, level, target).inc()
+
+    def aggregate_event(self, event: str, target: str) -> None:
+        self.aggregates.labels(event, target).inc()

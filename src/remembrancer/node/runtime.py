@@ -20,7 +20,7 @@ from remembrancer import __version__
 from remembrancer.anchoring.base import RailRegistry
 from remembrancer.anchoring.scheduler import Scheduler
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey
-from remembrancer.core.errors import NotFoundError, RemembrancerError
+from remembrancer.core.errors import NotFoundError, RemembrancerError, StorageError
 from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.note import NoteVerifier, format_vkey, parse_vkey
 from remembrancer.core.record import Record
@@ -32,9 +32,12 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
+from remembrancer.federation.antientropy import ReplicaSpec, Replicator
+from remembrancer.federation.collaborative import CollaborativeAnchoring
 from remembrancer.federation.registry import load_federation_file
 from remembrancer.federation.service import FederationService
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
+from remembrancer.federation.xns import Messaging
 from remembrancer.log.namespaces import NamespaceSource
 from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
 from remembrancer.node.config import Limits, NodeConfig, WitnessedLog, check_data_dir
@@ -45,6 +48,9 @@ from remembrancer.storage.base import Store
 
 log = logging.getLogger("remembrancer.node")
 WITNESS_SCOPE = "witness"
+# storage error code -> the storage status /healthz reports (others: "failing")
+_STORAGE_STATUS = {"storage_full": "full", "unavailable": "unavailable",
+                   "storage_unavailable": "unavailable", "pool_exhausted": "unavailable"}  # fmt: skip
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Node:
     federation_registry: Any = None  # federation.registry.Registry
     federation_did: str | None = None
     heartbeat_seconds: float = 2.0
+    antientropy_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         self.witness_name = self.witness_name or f"{self.origin_prefix}/witness"
@@ -87,6 +94,8 @@ class Node:
         )
         self.sequencer.on_batch.append(self.witnessing.on_batch)
         self.federation: FederationService | None = None
+        self.collaborative: CollaborativeAnchoring | None = None
+        self.replicator: Replicator | None = None
         if self.federation_registry is not None:
             verifiers = {
                 o: [parse_vkey(v) for v in vk] for o, vk in self._witnessed_vkeys().items()
@@ -96,6 +105,18 @@ class Node:
                 self.sequencer, self.rails, verifiers, clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
             )  # fmt: skip
             self.scheduler.on_verified.append(self.federation.on_anchor_verified)
+            # Collaborative/hybrid anchoring: the scheduler's delegate and the service's
+            # checkpoint/receipt handlers; idle while the registry says independent.
+            self.collaborative = CollaborativeAnchoring(
+                self.federation, self.scheduler, metrics=self.metrics
+            )
+            # Anti-entropy: verified replicas of the witnessed logs (docs/anti-entropy.md).
+            self.replicator = Replicator(
+                self.federation, self.store,
+                [ReplicaSpec(w.origin, w.vkeys, w.mirror) for w in self.witnessed], self.rails,
+                own_receipts=self.scheduler.receipts, interval=self.antientropy_seconds,
+                metrics_registry=self.metrics.registry,
+            )  # fmt: skip
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
             self.limits.namespace_rate, self.limits.namespace_burst
@@ -104,7 +125,21 @@ class Node:
         for w in self.witnessed:
             self._witness_logs[w.origin] = [parse_vkey(v) for v in w.vkeys]
         self._witness_lock = asyncio.Lock()
+        # Cross-namespace messages (docs/messaging.md): delivery into our namespaces,
+        # relay through the federation, its xns handler.
+        m = self.metrics
+        self.messaging = Messaging(
+            self.sequencer, submit=self.submit, witnessed=self._witness_logs,
+            witnessed_note=self.witnessed_checkpoint, relay_quorum=self.witnessing.quorum,
+            relay_witnesses=[p.verifier for p in self.witness_peers], schemas=self.schemas,
+            clock=self.clock, on_rejected=lambda code: m.xns_rejected.labels(code).inc(),
+            on_delivered=lambda s, t, a: m.xns_delivered.labels(s, t, a).inc(),
+            on_relayed=lambda t: m.xns_relayed.labels(t).inc(),
+        )  # fmt: skip
+        if self.federation is not None:
+            self.messaging.attach(self.federation)
         self.pending: dict[str, asyncio.Task[Receipt]] = {}
+        self.storage_health: dict[str, Any] = {"status": "ok", "last_error": None, "since": None}
         self.started = time.time()
         self.ready = False
 
@@ -139,6 +174,7 @@ class Node:
             else None,
             federation_did=config.federation_did,
             heartbeat_seconds=config.heartbeat_seconds,
+            antientropy_seconds=config.antientropy_seconds,
         )
 
     async def start(self) -> None:
@@ -166,6 +202,33 @@ class Node:
         self.metrics.admitted.labels(namespace).inc(end - start)
         self.metrics.batch_size.observe(end - start)
         self.metrics.log_size.labels(namespace).set(end)
+        self.storage_ok()
+
+    # --- storage health (/healthz, /metrics) ---------------------------------------
+    def storage_failed(self, e: StorageError) -> None:
+        """A write (or a readiness probe) failed in the store: report it until a write succeeds."""
+        if e.code == "store_closed":
+            return  # shutting down
+        status = _STORAGE_STATUS.get(e.code, "failing")
+        self.metrics.storage_errors.labels(e.code).inc()
+        self.metrics.storage_writable.set(0)
+        if self.storage_health["status"] != status:
+            log.error("storage %s: %s", status, e.message)
+            self.storage_health = {"status": status, "last_error": e.to_dict(),
+                                   "since": int(self.clock())}  # fmt: skip
+        else:
+            self.storage_health["last_error"] = e.to_dict()
+
+    def storage_ok(self, *, reads_only: bool = False) -> None:
+        """A write succeeded (or, ``reads_only``, a read after an unreachable store)."""
+        if self.storage_health["status"] == "ok":
+            return
+        if reads_only and self.storage_health["status"] != "unavailable":
+            return  # a full or failing store is back only once a write succeeds
+        log.warning("storage is back after being %s", self.storage_health["status"])
+        self.storage_health = {"status": "ok", "last_error": None, "since": int(self.clock())}
+        if not reads_only:
+            self.metrics.storage_writable.set(1)
 
     # --- identity ------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -183,7 +246,11 @@ class Node:
     # --- records -------------------------------------------------------------------
     async def submit(self, data: bytes | Record) -> Receipt:
         started = time.perf_counter()
-        receipt = await self.sequencer.submit(data)
+        try:
+            receipt = await self.sequencer.submit(data)
+        except StorageError as e:
+            self.storage_failed(e)
+            raise
         self.metrics.integration_seconds.observe(time.perf_counter() - started)
         return receipt
 
@@ -195,6 +262,8 @@ class Node:
         def done(t: asyncio.Task[Receipt]) -> None:
             if not t.cancelled() and t.exception() is not None:
                 exc = t.exception()
+                if isinstance(exc, StorageError):
+                    self.storage_failed(exc)
                 code = exc.code if isinstance(exc, RemembrancerError) else "internal"
                 self.metrics.rejected.labels(record.namespace, code).inc()
             # keep finished tasks briefly so the receipt URL can report a refusal

@@ -7,15 +7,19 @@ batch before it changes anything.
 Layout, per log: its entry bundles (a list of the encoded tlog-tiles bundles,
 the last one possibly partial, exactly the bytes the durable backends store),
 and for entries with keys only, the index of each event id and event hash
-and the event hash of each index; ``(actor, nonce)`` pairs are indexed across
+and the keys of each index; ``(actor, nonce)`` pairs are indexed across
 logs.  Tiles and checkpoints are dictionaries.
+
+:meth:`MemoryStore.snapshot` copies the (immutable) rows under the lock;
+:meth:`MemoryStore.load` builds a new store aside and swaps it in at the end.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -26,12 +30,16 @@ from remembrancer.storage.base import (
     AppendBatch,
     Expect,
     FoundEntry,
+    LoadChecks,
     LogState,
+    RecordRow,
     StoredCheckpoint,
     StoreStats,
     _AnyValue,
     find_reuse,
+    load_invalid,
     merge_tile,
+    not_empty,
     plan_bundles,
     slice_bundles,
     validate_batch,
@@ -45,7 +53,7 @@ class _Log:
     state: LogState
     bundles: list[bytes] = field(default_factory=list)  # bundle N holds entries N*256..
     tiles: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    event_hashes: dict[int, bytes | None] = field(default_factory=dict)  # entries with keys
+    records: dict[int, RecordRow] = field(default_factory=dict)  # entries with keys
     by_event_id: dict[str, int] = field(default_factory=dict)
     by_event_hash: dict[bytes, int] = field(default_factory=dict)
     checkpoint_sizes: list[int] = field(default_factory=list)  # sorted
@@ -147,7 +155,9 @@ class MemoryStore:
                 if not entry.has_keys:
                     continue
                 index = batch.start + offset
-                log.event_hashes[index] = entry.event_hash
+                log.records[index] = RecordRow(
+                    index, entry.event_hash, entry.event_id, entry.actor, entry.nonce
+                )
                 if entry.event_id is not None:
                     log.by_event_id[entry.event_id] = index
                 if entry.event_hash is not None:
@@ -207,7 +217,7 @@ class MemoryStore:
             index = None if log is None else log.by_event_id.get(event_id)
             if log is None or index is None:
                 return None
-            return FoundEntry(namespace, index, log.event_hashes[index])
+            return FoundEntry(namespace, index, log.records[index].event_hash)
 
     def find_nonce(self, actor: str, nonce: str) -> FoundEntry | None:
         with self._lock:
@@ -219,7 +229,7 @@ class MemoryStore:
         if found is None:
             return None
         ns, index = found
-        return FoundEntry(ns, index, self._logs[ns].event_hashes[index])
+        return FoundEntry(ns, index, self._logs[ns].records[index].event_hash)
 
     def find_keys(
         self,
@@ -235,7 +245,9 @@ class MemoryStore:
                 for event_id in event_ids:
                     index = log.by_event_id.get(event_id)
                     if index is not None:
-                        by_id[event_id] = FoundEntry(namespace, index, log.event_hashes[index])
+                        by_id[event_id] = FoundEntry(
+                            namespace, index, log.records[index].event_hash
+                        )
             by_nonce: dict[tuple[str, str], FoundEntry] = {}
             for actor, nonce in nonces:
                 found = self._found_nonce((actor, nonce))
@@ -291,3 +303,135 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             return {k: v for (s, k), v in sorted(self._state.items()) if s == scope}
+
+    # --- export and import -----------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_MemorySnapshot]:
+        with self._lock:
+            self._check_open()
+            logs = {
+                ns: _Log(
+                    state=log.state,
+                    bundles=list(log.bundles),
+                    tiles=dict(log.tiles),
+                    records=dict(log.records),
+                    checkpoint_sizes=list(log.checkpoint_sizes),
+                    checkpoints=dict(log.checkpoints),
+                )
+                for ns, log in self._logs.items()
+            }
+            state = sorted((s, k, v) for (s, k), v in self._state.items())
+        yield _MemorySnapshot(logs, state)
+
+    @contextmanager
+    def load(self) -> Iterator[_MemoryLoader]:
+        with self._lock:
+            self._check_open()
+            if self._logs or self._state:
+                raise not_empty("the in-memory store")
+        loader = _MemoryLoader()
+        yield loader
+        loader.checks.finish()
+        with self._lock:
+            self._check_open()
+            if self._logs or self._state:
+                raise not_empty("the in-memory store")
+            self._logs = loader.logs
+            self._nonces = loader.nonces
+            self._state = loader.state
+
+
+class _MemorySnapshot:
+    def __init__(self, logs: dict[str, _Log], state: list[tuple[str, str, bytes]]) -> None:
+        self._logs = logs
+        self._state = state
+
+    def logs(self) -> list[LogState]:
+        return [self._logs[ns].state for ns in sorted(self._logs)]
+
+    def bundles(self, namespace: str) -> Iterator[tuple[int, bytes]]:
+        log = self._logs.get(namespace)
+        return iter(enumerate(log.bundles) if log else ())
+
+    def records(self, namespace: str) -> Iterator[RecordRow]:
+        log = self._logs.get(namespace)
+        return iter([log.records[i] for i in sorted(log.records)] if log else ())
+
+    def tiles(self, namespace: str) -> Iterator[tuple[int, int, bytes]]:
+        log = self._logs.get(namespace)
+        return iter(sorted((lv, ix, h) for (lv, ix), h in log.tiles.items()) if log else ())
+
+    def checkpoints(self, namespace: str) -> Iterator[StoredCheckpoint]:
+        log = self._logs.get(namespace)
+        return iter([log.checkpoints[s] for s in log.checkpoint_sizes] if log else ())
+
+    def state(self) -> Iterator[tuple[str, str, bytes]]:
+        return iter(self._state)
+
+
+class _MemoryLoader:
+    """Builds the contents of a store aside; :meth:`MemoryStore.load` swaps them in."""
+
+    def __init__(self) -> None:
+        self.checks = LoadChecks()
+        self.logs: dict[str, _Log] = {}
+        self.nonces: dict[tuple[str, str], tuple[str, int]] = {}
+        self.state: dict[tuple[str, str], bytes] = {}
+
+    def add_log(self, state: LogState) -> None:
+        self.checks.log(state)
+        self.logs[state.namespace] = _Log(state=state)
+
+    def add_bundles(self, namespace: str, bundles: Iterable[tuple[int, bytes]]) -> None:
+        log = self.logs.get(namespace)
+        for _, data in self.checks.bundles(namespace, bundles):
+            assert log is not None  # the checks refuse rows of unknown logs
+            log.bundles.append(bytes(data))
+
+    def add_records(self, namespace: str, rows: Iterable[RecordRow]) -> None:
+        log = self.logs.get(namespace)
+        for row in self.checks.records(namespace, rows):
+            assert log is not None
+            index = row.index
+            if index in log.records:
+                raise load_invalid(f"record {index} of {namespace} is loaded twice")
+            if row.event_id is not None:
+                if row.event_id in log.by_event_id:
+                    raise load_invalid(
+                        f"event id {row.event_id!r} is used twice in {namespace}", index=index
+                    )
+                log.by_event_id[row.event_id] = index
+            if row.event_hash is not None:
+                found = log.by_event_hash.get(row.event_hash)
+                if found is None or index < found:
+                    log.by_event_hash[row.event_hash] = index
+            if row.actor is not None and row.nonce is not None:
+                pair = (row.actor, row.nonce)
+                if pair in self.nonces:
+                    raise load_invalid(f"nonce {row.nonce!r} of {row.actor} is used twice")
+                self.nonces[pair] = (namespace, index)
+            log.records[index] = row
+
+    def add_tiles(self, namespace: str, tiles: Iterable[tuple[int, int, bytes]]) -> None:
+        log = self.logs.get(namespace)
+        for level, index, hashes in self.checks.tiles(namespace, tiles):
+            assert log is not None
+            if (level, index) in log.tiles:
+                raise load_invalid(f"tile {level}/{index} of {namespace} is loaded twice")
+            log.tiles[(level, index)] = bytes(hashes)
+
+    def add_checkpoints(self, namespace: str, checkpoints: Iterable[StoredCheckpoint]) -> None:
+        log = self.logs.get(namespace)
+        for cp in self.checks.checkpoints(namespace, checkpoints):
+            assert log is not None
+            if cp.size in log.checkpoints:
+                raise load_invalid(f"the checkpoint of {namespace} at {cp.size} is loaded twice")
+            bisect.insort(log.checkpoint_sizes, cp.size)
+            log.checkpoints[cp.size] = StoredCheckpoint(namespace, cp.size, bytes(cp.note), cp.time)
+
+    def add_state(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
+        for scope, key, value in self.checks.state(rows):
+            if (scope, key) in self.state:
+                raise load_invalid(f"the state {scope}/{key} is loaded twice")
+            self.state[(scope, key)] = bytes(value)

@@ -28,6 +28,13 @@ Durability: ``append`` returns after ``COMMIT``; a connection whose
 Isolation: ``schema=`` (or ``?schema=`` in the store URL) puts every table in
 that PostgreSQL schema, created if missing; tests use a fresh one each.
 
+Export: :meth:`PostgresStore.snapshot` is one ``REPEATABLE READ, READ ONLY``
+transaction on a connection of its own, whose rows stream through
+server-side cursors.  Import: :meth:`PostgresStore.load` is one transaction
+that first locks every table (``SHARE ROW EXCLUSIVE``: readers go on,
+writers wait) and checks that they are empty, then streams the rows in with
+binary ``COPY``.
+
 Tables (schema version 1)::
 
     meta        (key text PRIMARY KEY, value bigint)          -- 'schema_version'
@@ -53,7 +60,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
@@ -65,12 +72,16 @@ from remembrancer.storage.base import (
     AppendBatch,
     Expect,
     FoundEntry,
+    LoadChecks,
     LogState,
+    RecordRow,
     StoredCheckpoint,
     StoreStats,
     _AnyValue,
     find_reuse,
+    load_invalid,
     merge_tile,
+    not_empty,
     plan_bundles,
     record_rows,
     slice_bundles,
@@ -172,6 +183,7 @@ _UPSERT_CHECKPOINT: Final = (
     "INSERT INTO checkpoints (log_id, size, note, time) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (log_id, size) DO UPDATE SET note = excluded.note, time = excluded.time"
 )
+_TABLES: Final = ("logs", "bundles", "records", "tiles", "checkpoints", "state")
 _READ_TILES: Final = (
     "SELECT level, idx, hashes FROM tiles"
     " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
@@ -345,6 +357,12 @@ class PostgresStore:
                 details={"sqlstate": e.sqlstate},
             ) from e
         except pg.Error as e:
+            if e.sqlstate == "53100":  # disk_full
+                raise StorageError(
+                    f"the disk holding the PostgreSQL database is full: cannot {what}",
+                    code="storage_full",
+                    details={"sqlstate": e.sqlstate},
+                ) from e
             raise StorageError(
                 f"PostgreSQL failed to {what}: {_first_line(e)}",
                 details={"sqlstate": e.sqlstate},
@@ -740,6 +758,36 @@ class PostgresStore:
             ).fetchall()
         return {r[0]: bytes(r[1]) for r in rows}
 
+    # --- export and import -----------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_PgSnapshot]:
+        with self._conn("read a snapshot") as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snap = _PgSnapshot(conn)
+            snap.ids = {ns: int(i) for ns, i in conn.execute("SELECT namespace, id FROM logs")}
+            yield snap
+
+    @contextmanager
+    def load(self) -> Iterator[_PgLoader]:
+        pg = self._pg
+        where = f"PostgreSQL schema {self.schema}" if self.schema else "the PostgreSQL database"
+        with self._conn("load rows") as conn:
+            try:
+                with conn.transaction():
+                    conn.execute(f"LOCK TABLE {', '.join(_TABLES)} IN SHARE ROW EXCLUSIVE MODE")
+                    exists = " OR ".join(f"EXISTS (SELECT 1 FROM {t})" for t in _TABLES)
+                    row = conn.execute(f"SELECT {exists}").fetchone()
+                    if row is None or row[0]:
+                        raise not_empty(where)
+                    loader = _PgLoader(conn)
+                    yield loader
+                    loader.checks.finish()
+            except pg.errors.IntegrityError as e:
+                raise load_invalid(
+                    f"the rows break a uniqueness rule of the store: {_first_line(e)}"
+                ) from e
+
 
 def _lookup_event_ids(
     conn: Conn, namespace: str, event_ids: Sequence[str]
@@ -791,3 +839,137 @@ def _bundle_compression(conn: Conn) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class _PgSnapshot:
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+        self._cursors = 0
+        self.ids: dict[str, int] = {}
+
+    def _rows(self, sql: str, params: tuple[object, ...], batch: int) -> Iterator[tuple[Any, ...]]:
+        """Stream a query through a server-side cursor, ``batch`` rows per fetch."""
+        self._cursors += 1
+        with self._conn.cursor(name=f"remembrancer_export_{self._cursors}", binary=True) as cur:
+            cur.itersize = batch
+            cur.execute(sql, params)
+            yield from cur
+
+    def logs(self) -> list[LogState]:
+        rows = self._conn.execute(
+            "SELECT namespace, size, root_hash, checkpoint FROM logs ORDER BY namespace",
+            binary=True,
+        ).fetchall()
+        return [LogState(r[0], int(r[1]), bytes(r[2]), bytes(r[3])) for r in rows]
+
+    def bundles(self, namespace: str) -> Iterator[tuple[int, bytes]]:
+        for idx, data in self._rows(
+            "SELECT idx, data FROM bundles WHERE log_id = %s ORDER BY idx",
+            (self.ids.get(namespace, -1),),
+            16,  # a bundle is up to 16 MiB; usually tens of KiB
+        ):
+            yield int(idx), bytes(data)
+
+    def records(self, namespace: str) -> Iterator[RecordRow]:
+        for idx, event_hash, event_id, actor, nonce in self._rows(
+            "SELECT idx, event_hash, event_id, actor, nonce FROM records WHERE log_id = %s"
+            " ORDER BY idx",
+            (self.ids.get(namespace, -1),),
+            2000,
+        ):
+            yield RecordRow(
+                int(idx), None if event_hash is None else bytes(event_hash), event_id, actor, nonce
+            )
+
+    def tiles(self, namespace: str) -> Iterator[tuple[int, int, bytes]]:
+        for level, idx, hashes in self._rows(
+            "SELECT level, idx, hashes FROM tiles WHERE log_id = %s ORDER BY level, idx",
+            (self.ids.get(namespace, -1),),
+            200,
+        ):
+            yield int(level), int(idx), bytes(hashes)
+
+    def checkpoints(self, namespace: str) -> Iterator[StoredCheckpoint]:
+        for size, note, time_ in self._rows(
+            "SELECT size, note, time FROM checkpoints WHERE log_id = %s ORDER BY size",
+            (self.ids.get(namespace, -1),),
+            1000,
+        ):
+            yield StoredCheckpoint(namespace, int(size), bytes(note), int(time_))
+
+    def state(self) -> Iterator[tuple[str, str, bytes]]:
+        for scope, key, value in self._rows(
+            "SELECT scope, key, value FROM state ORDER BY scope, key", (), 1000
+        ):
+            yield scope, key, bytes(value)
+
+
+class _PgLoader:
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+        self._ids: dict[str, int] = {}
+        self.checks = LoadChecks()
+
+    def _copy(
+        self, table: str, columns: str, types: list[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        with (
+            self._conn.cursor() as cur,
+            cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+        ):
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+
+    def add_log(self, state: LogState) -> None:
+        self.checks.log(state)
+        row = self._conn.execute(
+            "INSERT INTO logs (namespace, size, root_hash, checkpoint) VALUES (%s, %s, %s, %s)"
+            " RETURNING id",
+            (state.namespace, state.size, state.root_hash, state.checkpoint),
+        ).fetchone()
+        assert row is not None
+        self._ids[state.namespace] = int(row[0])
+
+    def add_bundles(self, namespace: str, bundles: Iterable[tuple[int, bytes]]) -> None:
+        rows = self.checks.bundles(namespace, bundles)
+        log_id = self._ids.get(namespace)
+        self._copy(
+            "bundles",
+            "log_id, idx, data",
+            ["int8", "int8", "bytea"],
+            ((log_id, i, d) for i, d in rows),
+        )
+
+    def add_records(self, namespace: str, rows: Iterable[RecordRow]) -> None:
+        checked = self.checks.records(namespace, rows)
+        log_id = self._ids.get(namespace)
+        self._copy(
+            "records",
+            "log_id, idx, event_hash, event_id, actor, nonce",
+            _COPY_TYPES,
+            ((log_id, r.index, r.event_hash, r.event_id, r.actor, r.nonce) for r in checked),
+        )
+
+    def add_tiles(self, namespace: str, tiles: Iterable[tuple[int, int, bytes]]) -> None:
+        rows = self.checks.tiles(namespace, tiles)
+        log_id = self._ids.get(namespace)
+        self._copy(
+            "tiles",
+            "log_id, level, idx, hashes",
+            ["int8", "int4", "int8", "bytea"],
+            ((log_id, lv, ix, h) for lv, ix, h in rows),
+        )
+
+    def add_checkpoints(self, namespace: str, checkpoints: Iterable[StoredCheckpoint]) -> None:
+        rows = self.checks.checkpoints(namespace, checkpoints)
+        log_id = self._ids.get(namespace)
+        self._copy(
+            "checkpoints",
+            "log_id, size, note, time",
+            ["int8", "int8", "bytea", "int8"],
+            ((log_id, c.size, c.note, c.time) for c in rows),
+        )
+
+    def add_state(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
+        self._copy("state", "scope, key, value", ["text", "text", "bytea"], self.checks.state(rows))

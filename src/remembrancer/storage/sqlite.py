@@ -17,6 +17,12 @@ starts in (read, widened and written back inside its transaction), so a raw
 entry costs its bytes plus 2, and no index entry.  Entries with keys (records)
 also take one row each in ``records``, which every lookup queries.
 
+Export: :meth:`SqliteStore.snapshot` opens a connection of its own and holds
+one read transaction (a WAL snapshot) while its rows stream out; the writer
+goes on meanwhile, though the WAL cannot be checkpointed past the snapshot
+until it ends.  Import: :meth:`SqliteStore.load` holds one ``BEGIN
+IMMEDIATE`` transaction on the writer for the whole load.
+
 Tables (schema version 1)::
 
     meta        (key TEXT PRIMARY KEY, value INTEGER)        -- 'schema_version'
@@ -39,10 +45,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from remembrancer.core.errors import ConflictError, RemembrancerError, StorageError
 from remembrancer.storage.base import (
@@ -51,12 +57,16 @@ from remembrancer.storage.base import (
     AppendBatch,
     Expect,
     FoundEntry,
+    LoadChecks,
     LogState,
+    RecordRow,
     StoredCheckpoint,
     StoreStats,
     _AnyValue,
     find_reuse,
+    load_invalid,
     merge_tile,
+    not_empty,
     plan_bundles,
     record_rows,
     slice_bundles,
@@ -254,6 +264,12 @@ class SqliteStore:
         except sqlite3.Error as e:
             if self._closed:
                 raise StorageError("the SQLite store is closed", code="store_closed") from e
+            if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise StorageError(
+                    f"the disk holding the SQLite database is full: cannot {what}",
+                    code="storage_full",
+                    details={"path": str(self.path)},
+                ) from e
             raise StorageError(
                 f"SQLite failed to {what}: {e}",
                 details={"path": str(self.path), "sqlite_error": type(e).__name__},
@@ -653,6 +669,35 @@ class SqliteStore:
             ).fetchall()
         return {r[0]: bytes(r[1]) for r in rows}
 
+    # --- export and import -----------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_SqliteSnapshot]:
+        self._check_open()
+        conn = self._connect()
+        try:
+            with self._errors("start a snapshot"):
+                conn.execute("PRAGMA query_only = ON")
+                conn.execute("BEGIN")
+                # The first read fixes the snapshot (a deferred BEGIN reads nothing).
+                ids = dict(conn.execute("SELECT namespace, id FROM logs").fetchall())
+            yield _SqliteSnapshot(self, conn, ids)
+        finally:
+            conn.close()
+
+    @contextmanager
+    def load(self) -> Iterator[_SqliteLoader]:
+        with self._write("load rows") as conn:
+            for table in ("logs", "state", "bundles", "records", "tiles", "checkpoints"):
+                if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+                    raise not_empty(str(self.path))
+            loader = _SqliteLoader(conn)
+            try:
+                yield loader
+            except sqlite3.IntegrityError as e:
+                raise load_invalid(f"the rows break a uniqueness rule of the store: {e}") from e
+            loader.checks.finish()
+
 
 def _lookup_event_ids(
     conn: sqlite3.Connection, namespace: str, log_id: int | None, event_ids: Sequence[str]
@@ -694,3 +739,117 @@ def _lookup_nonces(
         ):
             found[(actor, nonce)] = FoundEntry(namespace, index, event_hash)
     return found
+
+
+class _SqliteSnapshot:
+    def __init__(self, store: SqliteStore, conn: sqlite3.Connection, ids: dict[str, int]) -> None:
+        self._store = store
+        self._conn = conn
+        self._ids = ids
+
+    def _rows(self, what: str, sql: str, params: tuple[object, ...]) -> Iterator[tuple[Any, ...]]:
+        with self._store._errors(what):
+            yield from self._conn.execute(sql, params)
+
+    def logs(self) -> list[LogState]:
+        rows = self._rows(
+            "export logs",
+            "SELECT namespace, size, root_hash, checkpoint FROM logs ORDER BY namespace",
+            (),
+        )
+        return [LogState(r[0], r[1], bytes(r[2]), bytes(r[3])) for r in rows]
+
+    def bundles(self, namespace: str) -> Iterator[tuple[int, bytes]]:
+        log_id = self._ids.get(namespace, -1)
+        for idx, data in self._rows(
+            "export entry bundles",
+            "SELECT idx, data FROM bundles WHERE log_id = ? ORDER BY idx",
+            (log_id,),
+        ):
+            yield idx, bytes(data)
+
+    def records(self, namespace: str) -> Iterator[RecordRow]:
+        log_id = self._ids.get(namespace, -1)
+        for idx, event_hash, event_id, actor, nonce in self._rows(
+            "export records",
+            "SELECT idx, event_hash, event_id, actor, nonce FROM records WHERE log_id = ?"
+            " ORDER BY idx",
+            (log_id,),
+        ):
+            yield RecordRow(
+                idx, None if event_hash is None else bytes(event_hash), event_id, actor, nonce
+            )
+
+    def tiles(self, namespace: str) -> Iterator[tuple[int, int, bytes]]:
+        log_id = self._ids.get(namespace, -1)
+        for level, idx, hashes in self._rows(
+            "export tiles",
+            "SELECT level, idx, hashes FROM tiles WHERE log_id = ? ORDER BY level, idx",
+            (log_id,),
+        ):
+            yield level, idx, bytes(hashes)
+
+    def checkpoints(self, namespace: str) -> Iterator[StoredCheckpoint]:
+        log_id = self._ids.get(namespace, -1)
+        for size, note, time in self._rows(
+            "export checkpoints",
+            "SELECT size, note, time FROM checkpoints WHERE log_id = ? ORDER BY size",
+            (log_id,),
+        ):
+            yield StoredCheckpoint(namespace, size, bytes(note), time)
+
+    def state(self) -> Iterator[tuple[str, str, bytes]]:
+        for scope, key, value in self._rows(
+            "export state", "SELECT scope, key, value FROM state ORDER BY scope, key", ()
+        ):
+            yield scope, key, bytes(value)
+
+
+class _SqliteLoader:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._ids: dict[str, int] = {}
+        self.checks = LoadChecks()
+
+    def add_log(self, state: LogState) -> None:
+        self.checks.log(state)
+        cur = self._conn.execute(
+            "INSERT INTO logs (namespace, size, root_hash, checkpoint) VALUES (?, ?, ?, ?)",
+            (state.namespace, state.size, state.root_hash, state.checkpoint),
+        )
+        assert cur.lastrowid is not None
+        self._ids[state.namespace] = cur.lastrowid
+
+    def add_bundles(self, namespace: str, bundles: Iterable[tuple[int, bytes]]) -> None:
+        rows = self.checks.bundles(namespace, bundles)
+        log_id = self._ids.get(namespace)
+        self._conn.executemany(_INSERT_BUNDLE, ((log_id, i, d) for i, d in rows))
+
+    def add_records(self, namespace: str, rows: Iterable[RecordRow]) -> None:
+        checked = self.checks.records(namespace, rows)
+        log_id = self._ids.get(namespace)
+        self._conn.executemany(
+            _INSERT_RECORD,
+            ((log_id, r.index, r.event_hash, r.event_id, r.actor, r.nonce) for r in checked),
+        )
+
+    def add_tiles(self, namespace: str, tiles: Iterable[tuple[int, int, bytes]]) -> None:
+        rows = self.checks.tiles(namespace, tiles)
+        log_id = self._ids.get(namespace)
+        self._conn.executemany(
+            "INSERT INTO tiles (log_id, level, idx, hashes) VALUES (?, ?, ?, ?)",
+            ((log_id, lv, ix, h) for lv, ix, h in rows),
+        )
+
+    def add_checkpoints(self, namespace: str, checkpoints: Iterable[StoredCheckpoint]) -> None:
+        rows = self.checks.checkpoints(namespace, checkpoints)
+        log_id = self._ids.get(namespace)
+        self._conn.executemany(
+            "INSERT INTO checkpoints (log_id, size, note, time) VALUES (?, ?, ?, ?)",
+            ((log_id, c.size, c.note, c.time) for c in rows),
+        )
+
+    def add_state(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
+        self._conn.executemany(
+            "INSERT INTO state (scope, key, value) VALUES (?, ?, ?)", self.checks.state(rows)
+        )

@@ -15,8 +15,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 NPM_ANVIL = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "anvil"
-# anvil's first default development account (a public test key, funded).
-DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+# anvil's default development accounts (public test keys of its default
+# mnemonic, each funded with 10,000 ETH), in anvil's order.
+DEV_KEYS = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+)
+DEV_KEY = DEV_KEYS[0]
 
 
 def find_anvil() -> str | None:
@@ -65,12 +72,19 @@ class Anvil:
 
 
 def start_anvil(
-    binary: str, port: int, log_path: Path, *, chain_id: int = 31337, timeout: float = 20
-) -> Anvil:
-    with open(log_path, "wb") as log:
+    binary: str, port: int, log_path: Path, *, chain_id: int = 31337, timeout: float = 20,
+    state: Path | None = None, state_interval: int = 5,
+) -> Anvil:  # fmt: skip
+    """Start anvil on 127.0.0.1:``port``.  With ``state``, the chain (blocks,
+    transactions, receipts, balances) is loaded from that file if it exists,
+    written to it every ``state_interval`` seconds and again on exit, so it
+    survives a restart (``anvil --state``)."""
+    args = [binary, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)]
+    if state is not None:
+        args += ["--state", str(state), "--state-interval", str(state_interval)]
+    with open(log_path, "ab" if state is not None else "wb") as log:
         proc = subprocess.Popen(
-            [binary, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     anvil = Anvil(proc, port, chain_id)
     deadline = time.monotonic() + timeout

@@ -39,14 +39,28 @@ def cli(
 
 @dataclass
 class NodeProcess:
+    """A node process.  ``host`` is the address this process reaches it at;
+    ``peer_host`` the one its peers use (federation endpoints, witnessing URLs;
+    default ``host``); ``prefix`` runs the command under another one, e.g.
+    ``("ip", "netns", "exec", "<namespace>")``; ``new_session`` starts it in its
+    own session, so a terminal's Ctrl-C reaches only whoever stops it."""
+
     directory: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    peer_host: str | None = None
+    prefix: tuple[str, ...] = ()
+    new_session: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.peer_host or self.host}:{self.port}"
 
     @property
     def config(self) -> Path:
@@ -60,8 +74,10 @@ class NodeProcess:
     def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> NodeProcess:
         log = (self.directory / "node.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "remembrancer.cli", "serve", "--config", str(self.config)],
+            [*self.prefix, sys.executable, "-m", "remembrancer.cli", "serve", "--config",
+             str(self.config)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            start_new_session=self.new_session,
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + timeout
@@ -100,9 +116,10 @@ class NodeProcess:
 
 
 def init_node(
-    directory: Path, *, demo_keys: bool = True, origin_prefix: str | None = None
-) -> NodeProcess:
-    port = free_port()
+    directory: Path, *, demo_keys: bool = True, origin_prefix: str | None = None,
+    port: int | None = None,
+) -> NodeProcess:  # fmt: skip
+    port = port or free_port()
     args = ["init", str(directory), "--listen", f"127.0.0.1:{port}"]
     if demo_keys:
         args.append("--demo-keys")
@@ -112,9 +129,12 @@ def init_node(
     return NodeProcess(directory, port)
 
 
-def wire_witnessing(nodes: list[NodeProcess], *, quorum: int | None = None) -> None:
+def wire_witnessing(
+    nodes: list[NodeProcess], *, quorum: int | None = None, mirror: bool = False
+) -> None:
     """Make every node witness every other node's logs and ask them all for
-    cosignatures (edits each node.yaml; call before starting the nodes)."""
+    cosignatures (edits each node.yaml; call before starting the nodes).
+    ``mirror``: also keep the witnessed logs' entries (docs/anti-entropy.md)."""
     from remembrancer.core.cosignature import format_cosigner_vkey
     from remembrancer.core.keys import read_key_file
     from remembrancer.core.note import format_vkey
@@ -129,37 +149,45 @@ def wire_witnessing(nodes: list[NodeProcess], *, quorum: int | None = None) -> N
         info.append({
             "node": n,
             "log_vkeys": [format_vkey(f"{prefix}/{ns}", key.public) for ns in spaces],
-            "witness": {"url": f"{n.url}/witness", "vkey": format_cosigner_vkey(witness_name, key.public)},
+            "witness": {"url": f"{n.peer_url}/witness", "vkey": format_cosigner_vkey(witness_name, key.public)},
             "witness_name": witness_name,
         })  # fmt: skip
     for me in info:
         others = [o for o in info if o is not me]
         me["node"].edit_config(
-            witness={"name": me["witness_name"], "logs": [{"vkey": v} for o in others for v in o["log_vkeys"]]},
+            witness={"name": me["witness_name"],
+                     "logs": [{"vkey": v, **({"mirror": True} if mirror else {})}
+                              for o in others for v in o["log_vkeys"]]},
             witnessing={"peers": [o["witness"] for o in others],
                         **({"quorum": quorum} if quorum is not None else {})},
         )  # fmt: skip
 
 
 def wire_federation(nodes: list[NodeProcess], *, quorum: int, federation_id: str = "test-federation",
-                    heartbeat_seconds: float = 0.5, extra_peers: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
-    """Write one federation.yaml listing every node (did:key DIDs, all roles)
-    into each node's directory and point node.yaml at it."""
+                    heartbeat_seconds: float = 0.5, extra_peers: list[dict[str, Any]] | None = None,
+                    anchor_strategy: str = "independent", epoch_seconds: int | None = None,
+                    roles: list[str] | None = None) -> None:  # fmt: skip
+    """Write one federation.yaml listing every node (did:key DIDs, ``roles``,
+    default all five) into each node's directory and point node.yaml at it.
+    ``anchor_strategy`` and ``epoch_seconds`` (``anchor_propagation.epoch_seconds``)
+    set the collaborative-anchoring mode."""
     from remembrancer.core.keys import read_key_file
 
     peers = []
     for n in nodes:
         doc = yaml.safe_load(n.config.read_text())
         key = read_key_file(n.directory / doc["node_key"])
-        peers.append({"did": key.did, "endpoint": n.url, "pubkey": key.did, "status": "active",
-                      "roles": ["witness", "anchor", "countersign", "relay", "coordinator"]})  # fmt: skip
+        peers.append({"did": key.did, "endpoint": n.peer_url, "pubkey": key.did, "status": "active",
+                      "roles": roles or ["witness", "anchor", "countersign", "relay", "coordinator"]})  # fmt: skip
     peers += list(extra_peers or [])
     registry = {
         "federation_id": federation_id,
         "quorum": quorum,
-        "anchor_strategy": "independent",
+        "anchor_strategy": anchor_strategy,
         "peers": peers,
     }
+    if epoch_seconds is not None:
+        registry["anchor_propagation"] = {"epoch_seconds": epoch_seconds}
     for n in nodes:
         (n.directory / "federation.yaml").write_text(yaml.safe_dump(registry))
         n.edit_config(
@@ -180,3 +208,25 @@ def anchor_to_tsa(node: NodeProcess, tsa_url: str, trust_bundle: Path, *, every:
         anchoring={"rfc3161": {"tsa": {"url": tsa_url, "trust_bundle": str(trust_bundle)}}},
         scheduler=scheduler or {"tick_seconds": 0.2, "reverify_seconds": 0.5},
     )
+
+
+def anchor_to_evm(node: NodeProcess, rpc_url: str, key_hex: str, *, chain_id: int = 31337,
+                  every: str = "1s", confirmations: int = 1,
+                  scheduler: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Give every namespace of ``node`` one cadence level, ``fast`` to
+    ``eip155:<chain_id>`` every ``every``, sending from the key ``key_hex``
+    (written to keys/evm.key), and configure that chain (edits the files)."""
+    key = node.directory / "keys" / "evm.key"
+    key.write_text(key_hex + "\n")
+    key.chmod(0o600)
+    ns_file = node.directory / "namespaces.yaml"
+    doc = yaml.safe_load(ns_file.read_text())
+    for ns in doc["namespaces"].values():
+        ns["cadence"] = {"fast": {"target": f"eip155:{chain_id}", "every": every,
+                                  "confirmations": confirmations}}  # fmt: skip
+    ns_file.write_text(yaml.safe_dump(doc))
+    node.edit_config(
+        anchoring={"eip155": {str(chain_id): {"rpc": rpc_url, "key_file": "keys/evm.key",
+                                              "confirmations": confirmations}}},
+        scheduler=scheduler or {"tick_seconds": 0.2, "reverify_seconds": 0.5},
+    )  # fmt: skip

@@ -51,3 +51,24 @@ def ledger_payload(i: int, size: int = 300) -> dict[str, Any]:
         "data": {"entry": i, "amount": f"{i % 997}.{i % 100:02d}", "memo": memo},
         "sequence": i,
     }
+
+
+# The demo record witnesses each example namespace requires (examples/namespaces.yaml).
+EXAMPLE_WITNESSES: dict[str, tuple[str, ...]] = {
+    "dao:vaultmesh": ("did:vm:arbiter:prod-us-east-1", "did:vm:arbiter:prod-eu-west-1"),
+    "fin:clearing": (
+        "did:vm:arbiter:prod-clearing-a",
+        "did:vm:arbiter:prod-clearing-b",
+        "did:vm:arbiter:prod-clearing-c",
+    ),
+}
+
+
+def example_record(namespace: str, i: int, *, timestamp: int) -> Record:
+    """A ``ledger.append`` record that the example namespace ``namespace`` admits,
+    by the demo actor with the demo witnesses it requires."""
+    from remembrancer.testing.demo import demo_key
+
+    witnesses = [demo_key(alias) for alias in EXAMPLE_WITNESSES[namespace]]
+    return make_record(namespace, "ledger.append@1.0.0", ledger_payload(i), demo_key("did:vm:actor:demo"),
+                       witnesses, timestamp=timestamp)  # fmt: skip

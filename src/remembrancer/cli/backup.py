@@ -1,0 +1,134 @@
+"""``remembrancer backup create|verify|restore|extract-config``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from remembrancer.cli.common import echo_json, errors_as_one_line
+
+
+@click.group()
+def backup() -> None:
+    """Back up a node and restore it (docs/operations.md).
+
+    A backup is one tar archive: every log's entries, checkpoints and record
+    keys, the node's state (witness, anchoring, federation, governance) and
+    its configuration files.  It restores into SQLite or PostgreSQL, whatever
+    it was taken from.
+    """
+
+
+def _config(path: str) -> Any:
+    from remembrancer.node.config import load_node_config
+
+    return load_node_config(path, dict(os.environ))
+
+
+def _summary(manifest: Any) -> dict[str, Any]:
+    doc = manifest.to_dict()
+    return {key: doc[key] for key in ("format", "created", "origin_prefix", "node_did",
+                                      "source_backend", "includes_keys", "logs", "state_rows")}  # fmt: skip
+
+
+@backup.command("create")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The node's node.yaml.")  # fmt: skip
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The archive to write (must not exist).")  # fmt: skip
+@click.option("--include-keys", is_flag=True,
+              help="Also archive the SECRETS: the node key, the admin token file and anchoring "
+                   "key files. Off by default; the archive has mode 0600 either way.")  # fmt: skip
+@click.option("--log-key", "log_keys", multiple=True, metavar="DID",
+              help="An earlier node key (did:key) that signed checkpoints the logs still hold "
+                   "(after a key rotation). Repeatable.")  # fmt: skip
+@errors_as_one_line
+def create(config_path: str, out: str, include_keys: bool, log_keys: tuple[str, ...]) -> None:
+    """Write a backup of a node, running or not, and verify it.
+
+    The store is read through one consistent snapshot while the node goes on
+    serving and writing; the archive is written beside OUT, verified in full
+    (as `backup verify` does) and only then renamed to OUT.
+    """
+    from remembrancer.node.backup import create_backup
+
+    manifest = create_backup(
+        _config(config_path), out, include_keys=include_keys, log_keys=log_keys
+    )
+    echo_json({"file": out, "bytes": os.path.getsize(out), **_summary(manifest)})
+
+
+@backup.command("verify")
+@click.argument("archive", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest's summary as JSON.")
+@errors_as_one_line
+def verify(archive: str, as_json: bool) -> None:
+    """Check a backup offline, completely.
+
+    Every member's SHA-256, every log's entries against the root hash of
+    every stored checkpoint, and every checkpoint's signature.
+
+    Exit 0 if it checks out, 1 if something does not verify, 2 if it is not a
+    readable backup.
+    """
+    from remembrancer.node.backup import verify_backup
+
+    manifest = verify_backup(archive)
+    if as_json:
+        echo_json(_summary(manifest))
+        return
+    entries = sum(g.size for g in manifest.logs)
+    click.echo(f"OK: {archive}: {len(manifest.logs)} logs, {entries} entries, "
+               f"{manifest.state_rows} state rows, taken {manifest.to_dict()['created']} "
+               f"from {manifest.origin_prefix} ({manifest.node_did})")  # fmt: skip
+    for g in manifest.logs:
+        click.echo(f"  {g.origin}: size {g.size}, {g.checkpoints} checkpoints")
+
+
+@backup.command("restore")
+@click.argument("archive", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="node.yaml of the node to restore into (its store must be empty).")  # fmt: skip
+@click.option("--allow-new-node-key", is_flag=True,
+              help="Restore although the node's key is not the one that signed the backup's "
+                   "checkpoints (a key rotation; see docs/operations.md).")  # fmt: skip
+@errors_as_one_line
+def restore(archive: str, config_path: str, allow_new_node_key: bool) -> None:
+    """Load a backup into the empty store of a stopped node.
+
+    The store comes from --config (storage:, or REMEMBRANCER_STORAGE), so a
+    backup of a SQLite node restores into PostgreSQL too.  Every check of
+    `backup verify` runs inside the store's load transaction: if one fails,
+    the store stays empty.  Configuration files are not written; see
+    `backup extract-config`.
+    """
+    from remembrancer.node.backup import restore_backup
+
+    report = restore_backup(_config(config_path), archive, allow_new_node_key=allow_new_node_key)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    echo_json({"restored": archive, "backend": report.backend, **_summary(report.manifest)})
+
+
+@backup.command("extract-config")
+@click.argument("archive", type=click.Path(dir_okay=False))
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
+              help="Where to write node.yaml and the files beside it.")  # fmt: skip
+@errors_as_one_line
+def extract_config(archive: str, directory: str) -> None:
+    """Write a backup's configuration files into DIR.
+
+    node.yaml and the files beside it (with the keys, if the backup has
+    them) go to their paths relative to node.yaml; key files get mode 0600.
+    Refuses to overwrite anything; files that lay outside node.yaml's
+    directory are listed, not written.
+    """
+    from remembrancer.node.backup import extract_files
+
+    for line in extract_files(archive, directory):
+        click.echo(line)
+
+
+COMMANDS = [backup]

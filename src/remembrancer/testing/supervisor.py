@@ -1,0 +1,979 @@
+"""The supervisor behind ``remembrancer demo`` (``make run``): a local
+federation (:mod:`remembrancer.testing.localfed`) run, fed and watched until
+a signal or ``duration`` ends it.
+
+1. It takes the data directory's lock (one supervisor per directory), stops
+   processes a killed earlier run left behind, creates the three nodes on
+   the first start and writes this run's configuration.
+2. It starts the development TSA, anvil when it is installed (its chain is
+   saved in the data directory, so EVM anchors stay verifiable across
+   restarts), and the three nodes; then checks each log's head against the
+   checkpoint saved at the previous stop (signature, and an RFC 6962
+   consistency proof once the log grew), and says so.
+3. It feeds a steady stream of signed records (:mod:`remembrancer.testing.workload`)
+   to every node over HTTP, sends a cross-namespace message between nodes
+   every ``message_seconds`` (notify, query, invoke in turn), writes proof
+   files to ``proofs/`` once they exist (a record's tlog-proof cosigned by
+   both witnesses, an anchor receipt of a checkpoint holding it, that
+   anchor's federation receipt, a message delivery) and prints the commands
+   that check them offline.
+4. Every ``progress_seconds`` it prints one line read from the nodes' APIs:
+   entries per node, cosignatures, anchors verified, final federation
+   receipts, messages delivered; and saves each log's checkpoint.
+5. On stop: feeding stops, the nodes get SIGTERM (they drain and exit 0;
+   SIGKILL after 30 s), then the TSA and anvil; one summary line.
+
+Nothing here is simulated: every record, proof, anchor and receipt comes
+from the real processes, as a user of the API would get it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import importlib.util
+import json
+import math
+import os
+import shlex
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import yaml
+
+from remembrancer.core.checkpoint import open_checkpoint
+from remembrancer.core.cosignature import parse_cosigner_vkey
+from remembrancer.core.errors import (
+    ConfigError,
+    PeerError,
+    RemembrancerError,
+    VerificationError,
+)
+from remembrancer.core.jcs import canonicalize
+from remembrancer.core.note import parse_vkey
+from remembrancer.core.record import Record
+from remembrancer.core.rfc6962 import verify_consistency
+from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
+from remembrancer.core.xns import MESSAGE_SCHEMA
+from remembrancer.testing.anvil import find_anvil
+from remembrancer.testing.demo import demo_key
+from remembrancer.testing.localfed import (
+    EVM_TARGET,
+    FEDERATION_ID,
+    NAMES,
+    QUORUM,
+    TSA_TARGET,
+    DemoCadence,
+    LocalFederation,
+    NodeIdentity,
+    choose_ports,
+)
+from remembrancer.testing.procs import NodeProcess
+from remembrancer.testing.records import EXAMPLE_WITNESSES, make_record
+from remembrancer.testing.workload import Workload
+
+STATE_FILE = "demo.json"
+STATE_FORMAT = 1
+SAMPLE_NAMESPACE = "dao:vaultmesh"  # the namespace of the sample record (on alpha)
+RETRYABLE_XNS = ("xns_cosignatures_missing", "xns_proof_stale")
+MAX_RESTARTS = 3
+ANVIL_HELP = ("install it with `bash .ci/install-anvil.sh` (npm @foundry-rs/anvil) or Foundry's"
+              " foundryup, or set REMEMBRANCER_ANVIL to its path, and start again")  # fmt: skip
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    data: Path = Path("demo-data")
+    duration: float | None = None  # seconds of feeding; None: until stopped
+    records_per_second: float = 30.0  # for the whole federation
+    use_anvil: bool = True
+    base_port: int | None = None  # None: 8080-8084 or free ports; 0: free ports
+    progress_seconds: float = 5.0
+    message_seconds: float = 20.0
+    cadence: DemoCadence = field(default_factory=DemoCadence)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One progress reading, from the nodes' APIs."""
+
+    entries: dict[str, int | None]  # per node, all its logs; None: did not answer
+    cosignatures: int  # cosignatures the nodes' witnesses made (since they started)
+    anchors_verified: int  # verified anchors of the nodes' own logs
+    receipts_final: int  # final federation receipts (as many as any node holds)
+    messages_delivered: int  # cross-namespace deliveries (since the nodes started)
+
+    def line(self) -> str:
+        per = " · ".join(f"{n} {'?' if v is None else f'{v:,}'}" for n, v in self.entries.items())
+        return (f"entries {per} | anchors verified {self.anchors_verified:,} | federation"
+                f" receipts final {self.receipts_final:,} | since start: cosignatures"
+                f" {self.cosignatures:,}, messages delivered {self.messages_delivered:,}")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSummary:
+    seconds: float
+    admitted: dict[str, int]  # records admitted this run, per node
+    messages_sent: int
+    snapshot: Snapshot | None
+    exit_codes: dict[str, int | None]
+    consistent_logs: int  # logs proven to extend the previous run's checkpoint
+    files: dict[str, Path]
+
+
+class DemoApiError(RemembrancerError):
+    """A node answered with an error (its code is kept)."""
+
+
+class Api:
+    """JSON over HTTP for one thread (an httpx client is not shared)."""
+
+    def __init__(self, timeout: float = 15.0) -> None:
+        self.client = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, url: str, body: bytes | None = None) -> httpx.Response:
+        try:
+            return self.client.request(method, url, content=body,
+                                       headers={"Content-Type": "application/json"})  # fmt: skip
+        except httpx.HTTPError as e:
+            raise PeerError(f"cannot reach {url}: {e}", code="node_unreachable") from e
+
+    def text(self, url: str) -> str:
+        r = self.request("GET", url)
+        _raise_for(r, url)
+        return r.text
+
+    def get(self, url: str) -> Any:
+        r = self.request("GET", url)
+        _raise_for(r, url)
+        return r.json()
+
+    def post(self, url: str, body: bytes) -> Any:
+        r = self.request("POST", url, body)
+        _raise_for(r, url)
+        return r.json()
+
+
+def _raise_for(r: httpx.Response, url: str) -> None:
+    if r.status_code < 400:
+        return
+    try:
+        err = r.json().get("error", {})
+    except ValueError:
+        err = {}
+    raise DemoApiError(f"{err.get('message') or r.text[:200]} (HTTP {r.status_code}, {url})",
+                       code=err.get("code") or f"http_{r.status_code}")  # fmt: skip
+
+
+def metric_sum(text: str, name: str, labels: str = "") -> float:
+    """The sum of a Prometheus metric's samples whose labels contain ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            series, _, value = line.rpartition(" ")
+            if labels in series:
+                with contextlib.suppress(ValueError):
+                    total += float(value)
+    return total
+
+
+def clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def shown(path: Path) -> str:
+    """A path as a user would type it here: relative below the working
+    directory, absolute elsewhere, quoted for a shell."""
+    try:
+        text = str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        text = str(path.resolve())
+    return shlex.quote(text)
+
+
+class Feeder(threading.Thread):
+    """Submits records to one node at a steady ``rate`` (records per second)
+    until ``stop`` is set.  Pushback (429/503) waits as the node asks; an
+    unreachable node is retried every second."""
+
+    def __init__(self, name: str, url: str, rate: float, workload: Workload,
+                 stop: threading.Event, on_admitted: Callable[[str, Record, dict[str, Any]], None]) -> None:  # fmt: skip
+        super().__init__(name=f"feed-{name}", daemon=True)
+        self.node, self.url, self.rate, self.workload = name, url, rate, workload
+        self.stop_event, self.on_admitted = stop, on_admitted
+        self.admitted = 0
+        self.pushback = 0
+        self.unreachable = 0
+        self.refused: Counter[str] = Counter()
+
+    def run(self) -> None:
+        api = Api()
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                delay = next_at - time.monotonic()
+                if delay > 0 and self.stop_event.wait(delay):
+                    break
+                next_at = max(next_at + interval, time.monotonic() - 1.0)  # no bursts after a stall
+                record = self.workload.next()
+                url = f"{self.url}/v1/namespaces/{record.namespace}/records"
+                try:
+                    r = api.request("POST", url, record.leaf)
+                except PeerError:
+                    self.unreachable += 1
+                    self.stop_event.wait(1.0)
+                    continue
+                if r.status_code == 200:
+                    self.admitted += 1
+                    self.on_admitted(self.node, record, r.json())
+                elif r.status_code in (429, 503):
+                    self.pushback += 1
+                    self.stop_event.wait(min(5.0, float(r.headers.get("Retry-After") or 1)))
+                else:
+                    try:
+                        code = r.json()["error"]["code"]
+                    except (ValueError, KeyError, TypeError):
+                        code = f"http_{r.status_code}"
+                    self.refused[code] += 1
+        finally:
+            api.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One cross-namespace message: from ``source`` on node ``src`` to
+    ``target`` on node ``dst`` (indexes into the nodes)."""
+
+    src: int
+    source: str
+    dst: int
+    target: str
+    action: str
+    operation: str
+    parameters: dict[str, Any]
+
+
+ROUTES = (
+    Route(0, "dao:vaultmesh", 1, "fin:clearing", "notify", "status.update",
+          {"status": "completed", "proposal": "VMP-alpha-0"}),
+    Route(1, "fin:clearing", 2, "dao:vaultmesh", "query", "log.head", {}),
+    Route(2, "dao:vaultmesh", 0, "fin:clearing", "invoke", "ping", {"hello": "from gamma"}),
+)  # fmt: skip
+
+
+def send_message(api: Api, src: NodeProcess, dst: NodeProcess, route: Route,
+                 deadline: float) -> tuple[Record, dict[str, Any]]:  # fmt: skip
+    """What ``remembrancer namespace message --url SRC --to-url DST`` does:
+    record the message in the source log (signed by the demo actor and the
+    source's demo witnesses), fetch its tlog-proof, deliver it to the target's
+    node; a proof refused for missing cosignatures or as stale is fetched
+    again until ``deadline``.  Returns the message and the delivery view."""
+    witnesses = [demo_key(a) for a in EXAMPLE_WITNESSES[route.source]]
+    payload = {"source": route.source, "target": route.target, "action": route.action,
+               "payload": {"operation": route.operation, "parameters": route.parameters}}  # fmt: skip
+    record = make_record(route.source, MESSAGE_SCHEMA, payload, demo_key("did:vm:actor:demo"),
+                         witnesses, timestamp=int(time.time()), event_id=str(uuid.uuid4()))  # fmt: skip
+    receipt = api.post(f"{src.url}/v1/namespaces/{route.source}/records", record.leaf)
+    proof_url = (f"{src.url}/v1/namespaces/{route.source}/proofs/inclusion"
+                 f"?index={receipt['index']}&format=tlog-proof")  # fmt: skip
+    while True:
+        proof = api.text(proof_url)
+        body = json.dumps({"record": record.envelope(), "proof": proof}).encode()
+        try:
+            view: dict[str, Any] = api.post(
+                f"{dst.url}/v1/namespaces/{route.target}/messages", body
+            )
+            return record, view
+        except DemoApiError as e:
+            if e.code not in RETRYABLE_XNS or time.monotonic() > deadline:
+                raise
+        time.sleep(0.3)
+
+
+def check_extends(api: Api, node: NodeProcess, namespace: str, vkey: str,
+                  old_note: bytes) -> tuple[int, int]:  # fmt: skip
+    """Check the node's current checkpoint of ``namespace`` against one saved
+    earlier: both signed by the log's key ``vkey``, and the current one equal
+    to it or proven (RFC 6962 consistency proof) to extend it.  Returns the
+    old and new sizes; raises VerificationError if the log forked or shrank."""
+    verifier = parse_vkey(vkey)
+    old = open_checkpoint(old_note, verifier).checkpoint
+    new_note = api.text(f"{node.url}/logs/{namespace}/checkpoint").encode()
+    new = open_checkpoint(new_note, verifier).checkpoint
+    if new.size < old.size:
+        raise VerificationError(f"{new.origin} shrank from {old.size} to {new.size} entries",
+                                code="demo_log_inconsistent")  # fmt: skip
+    if new.size == old.size:
+        if new.root_hash != old.root_hash:
+            raise VerificationError(f"{new.origin} has another root at size {old.size}",
+                                    code="demo_log_inconsistent")  # fmt: skip
+        return old.size, new.size
+    answer = api.get(f"{node.url}/v1/namespaces/{namespace}/proofs/consistency"
+                     f"?old={old.size}&new={new.size}")  # fmt: skip
+    proof = [base64.b64decode(h) for h in answer["proof"]]
+    try:
+        verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+    except VerificationError as e:
+        raise VerificationError(f"{new.origin} at size {new.size} does not extend its checkpoint"
+                                f" at size {old.size}: {e.message}", code="demo_log_inconsistent") from e  # fmt: skip
+    return old.size, new.size
+
+
+class Supervisor:
+    """Runs the demo; ``stop`` (set by a signal handler, or a test) ends it."""
+
+    def __init__(self, options: DemoOptions, *, echo: Echo = print,
+                 stop: threading.Event | None = None) -> None:  # fmt: skip
+        self.options = options
+        self.stop = stop or threading.Event()
+        self._echo = echo
+        self._echo_lock = threading.RLock()  # a signal handler may echo
+        self._halt = threading.Event()  # stops this run's threads
+        self._sample_lock = threading.Lock()
+        self.sample: tuple[Record, dict[str, Any]] | None = None
+        self.fed: LocalFederation | None = None
+        self.identities: dict[str, NodeIdentity] = {}
+        self.feeders: list[Feeder] = []
+        self.helpers: list[threading.Thread] = []
+        self.files: dict[str, Path] = {}
+        self.messages_sent = 0
+        self.consistent_logs = 0
+        self.started = time.monotonic()
+        self.ready = threading.Event()  # set once the federation is up and fed
+        self.restarts: Counter[str] = Counter()
+        self.no_anvil_reason = ""
+        self.failure: BaseException | None = None
+
+    # --- output ---------------------------------------------------------------------
+    def echo(self, text: str) -> None:
+        """Print a line; a closed output (``| head``) never stops a run, nor
+        keeps it from stopping its processes."""
+        with self._echo_lock:
+            try:
+                self._echo(text)
+            except OSError:
+                pass
+
+    def event(self, text: str) -> None:
+        self.echo(f"[{clock(time.monotonic() - self.started)}] {text}")
+
+    @property
+    def data(self) -> Path:
+        return self.options.data.resolve()
+
+    @property
+    def proofs(self) -> Path:
+        return self.data / "proofs"
+
+    @property
+    def nodes(self) -> list[NodeProcess]:
+        assert self.fed is not None
+        return self.fed.nodes
+
+    # --- the run ------------------------------------------------------------------------
+    def run(self) -> DemoSummary:
+        self.data.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            return self._run()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One supervisor per data directory (an advisory lock, released by
+        the system if this process dies)."""
+        path = self.data / ".lock"
+        f: IO[str] = open(path, "a+")  # noqa: SIM115 (held for the whole run)
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "?"
+                raise ConfigError(
+                    f"another `remembrancer demo` (pid {holder}) is running on {self.data};"
+                    " stop it first (Ctrl-C), or use another --data", code="demo_running",
+                ) from None  # fmt: skip
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            f.close()
+
+    def _run(self) -> DemoSummary:
+        o = self.options
+        state = self._load_state()
+        ports, note = choose_ports(o.base_port)
+        anvil = find_anvil() if o.use_anvil else None
+        self.no_anvil_reason = "anvil is not installed"
+        if anvil is not None and importlib.util.find_spec("eth_account") is None:
+            anvil = None  # the nodes' eip155 rail needs it
+            self.no_anvil_reason = ("anvil is installed but the `evm` extra is not (pip install"
+                                    " 'remembrancer[evm]')")  # fmt: skip
+        self.fed = fed = LocalFederation(self.data, ports, anvil_binary=anvil, cadence=o.cadence)
+        left = fed.stop_leftovers()
+        if left:
+            self.echo(f"stopped processes left running by a run that was killed: {', '.join(left)}")
+        if note:
+            self.echo(f"note: {note}")
+        if (self.data / "remembrancer.db").exists():
+            self.echo(f"note: {shown(self.data / 'remembrancer.db')} is the log of the earlier"
+                      " single-process demo; it is left as it is (the federation's logs are under"
+                      f" {shown(self.data / 'nodes')})")  # fmt: skip
+        created = fed.init()
+        fed.configure()
+        self.identities = fed.identities()
+        self._check_identities(state)
+        first = bool(created) or not state.get("checkpoints")
+        self.echo(("Starting" if first else "Restarting") + " a local federation of three nodes"
+                  f" (data in {shown(self.data)}, kept between runs)")  # fmt: skip
+        self.started = time.monotonic()
+        codes: dict[str, int | None] = {}
+        snapshot: Snapshot | None = None
+        serving = False
+        try:
+            self._start(fed, anvil)
+            if not self.stop.is_set():
+                self._check_previous(state)
+                self._where_to_look(fed, anvil)
+                serving = True
+                snapshot = self._serve(state)
+        finally:
+            self._halt.set()
+            for t in [*self.feeders, *self.helpers]:
+                t.join(30)
+            if serving:
+                with contextlib.suppress(RemembrancerError):
+                    snapshot = self.snapshot()
+                with contextlib.suppress(RemembrancerError, OSError):
+                    self._save_checkpoints(state)
+            self.echo("stopping: the nodes drain their queues and exit, then the TSA"
+                      + (" and anvil (its chain is saved)" if fed.anvil is not None else ""))  # fmt: skip
+            codes = fed.stop()
+            if serving:
+                state["runs"] = int(state.get("runs", 0)) + 1
+                state["last_stop"] = {"at": int(time.time()), "exit_codes": codes}
+                self._write_state(state)
+        if self.failure is not None:
+            raise self.failure
+        summary = DemoSummary(
+            seconds=time.monotonic() - self.started,
+            admitted={n: sum(f.admitted for f in self.feeders if f.node == n) for n in NAMES},
+            messages_sent=self.messages_sent, snapshot=snapshot, exit_codes=codes,
+            consistent_logs=self.consistent_logs, files=dict(self.files),
+        )  # fmt: skip
+        self._summary(summary)
+        return summary
+
+    def _start(self, fed: LocalFederation, anvil: str | None) -> None:
+        t = time.monotonic()
+        fed.start_tsa()
+        fed.record_children()
+        self.event(f"development TSA up at {fed.tsa_url} (its CA: {shown(fed.trust_bundle)})")
+        if anvil is not None:
+            fed.start_anvil()
+            fed.record_children()
+            self.event(f"anvil up at {fed.anvil_url} (EVM chain 31337; its state is kept in"
+                       f" {shown(fed.anvil_dir / 'state.json')})")  # fmt: skip
+        elif self.options.use_anvil:
+            fix = (
+                f"; to add it, {ANVIL_HELP}"
+                if self.no_anvil_reason.endswith("not installed")
+                else ""
+            )
+            self.event(f"{self.no_anvil_reason}: EVM anchoring is skipped (the TSA anchors every"
+                       f" log){fix}")  # fmt: skip
+        else:
+            self.event("--no-anvil: EVM anchoring is skipped (the TSA anchors every log)")
+        fed.start_nodes()
+        fed.record_children()
+        self.event(f"nodes {', '.join(NAMES)} up ({time.monotonic() - t:.1f} s)")
+
+    def _where_to_look(self, fed: LocalFederation, anvil: str | None) -> None:
+        c = self.options.cadence
+        rails = "the TSA" + (" and anvil" if anvil else "")
+        lines = [
+            f"Federation {FEDERATION_ID}: quorum {QUORUM} of 3, hybrid collaborative anchoring"
+            f" ({c.epoch_seconds} s epochs) to {rails}; every node witnesses and mirrors the"
+            " others' logs.",
+            "Where to look:",
+        ]
+        for name, n in zip(NAMES, fed.nodes, strict=True):
+            lines.append(f"  {name:<6} explorer {n.url}/explorer   API {n.url}/v1/namespaces"
+                         f"   log {shown(n.directory / 'node.log')}")  # fmt: skip
+        n0 = fed.nodes[0].url
+        lines += [
+            f"  API reference {n0}/docs; federation status: remembrancer federation status --url {n0}",
+            f"  development TSA {fed.tsa_url}" + (f"; anvil {fed.anvil_url}" if anvil else ""),
+        ]
+        rate = self.options.records_per_second
+        feeding = (f"Feeding {rate:g} signed records/s to the three nodes (the seed's schemas,"
+                   " demo actors and record witnesses)" if rate > 0 else "Not feeding records")  # fmt: skip
+        stop = (f"for {self.options.duration:g} s" if self.options.duration is not None
+                else "until Ctrl-C")  # fmt: skip
+        lines.append(f"{feeding}; a message between namespaces every"
+                     f" {self.options.message_seconds:g} s; running {stop} (the data stays).")  # fmt: skip
+        self.echo("\n".join(lines))
+
+    def _serve(self, state: dict[str, Any]) -> Snapshot | None:
+        """Feed, message, write proofs and report until stopped."""
+        o = self.options
+        sizes = self._sizes()
+        if o.records_per_second > 0:
+            per_node = o.records_per_second / len(self.nodes)
+            workers = max(1, min(8, math.ceil(per_node / 40)))
+            for name, n in zip(NAMES, self.nodes, strict=True):
+                for w in range(workers):
+                    seed = name if workers == 1 else f"{name}-{w}"
+                    workload = Workload(seed, start=sizes.get(name) or 0)
+                    self.feeders.append(Feeder(name, n.url, per_node / workers, workload,
+                                               self._halt, self._admitted))  # fmt: skip
+        self.helpers = [
+            threading.Thread(target=self._guard, args=(self._messenger,), name="messages", daemon=True),
+            threading.Thread(target=self._guard, args=(self._checks, state), name="checks", daemon=True),
+        ]  # fmt: skip
+        for t in [*self.feeders, *self.helpers]:
+            t.start()
+        self.started = time.monotonic()
+        self.ready.set()
+        next_progress = self.started + o.progress_seconds
+        snapshot: Snapshot | None = None
+        while not self.stop.is_set() and self.failure is None:
+            if o.duration is not None and time.monotonic() - self.started >= o.duration:
+                break
+            self._watch()
+            if time.monotonic() >= next_progress:
+                next_progress += o.progress_seconds
+                try:
+                    snapshot = self.snapshot()
+                    self.event(self._progress(snapshot))
+                    self._save_checkpoints(state)
+                except RemembrancerError as e:
+                    self.event(f"progress unavailable: {e.explain()}")
+            self.stop.wait(0.25)
+        return snapshot or Snapshot({n: None for n in NAMES}, 0, 0, 0, 0)
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a helper thread; an unexpected failure stops the demo with it."""
+        try:
+            fn(*args)
+        except VerificationError as e:
+            self.failure = e
+        except Exception as e:  # reported, and the run goes on without it
+            self.event(f"warning: {threading.current_thread().name} stopped: {e!r}")
+
+    def _progress(self, s: Snapshot) -> str:
+        line = s.line()
+        refused: Counter[str] = Counter()
+        for f in self.feeders:
+            refused.update(f.refused)
+        if refused:
+            top = ", ".join(f"{c} x{k}" for c, k in refused.most_common(2))
+            line += f" | refused {sum(refused.values())} ({top})"
+        unreachable = sum(f.unreachable for f in self.feeders)
+        if unreachable:
+            line += f" | unreachable {unreachable}"
+        return line
+
+    def _admitted(self, node: str, record: Record, receipt: dict[str, Any]) -> None:
+        if node == NAMES[0] and record.namespace == SAMPLE_NAMESPACE and self.sample is None:
+            with self._sample_lock:
+                if self.sample is None:
+                    self.sample = (record, receipt)
+
+    def _watch(self) -> None:
+        """Restart a child that exited on its own (up to MAX_RESTARTS times)."""
+        assert self.fed is not None
+        fed = self.fed
+        for what, proc in fed.children():
+            if proc.poll() is None:
+                continue
+            self.restarts[what] += 1
+            where = {"tsa": fed.tsa_dir / "tsa.log", "anvil": fed.anvil_dir / "anvil.log"}.get(
+                what, fed.data / "nodes" / what / "node.log")  # fmt: skip
+            if self.restarts[what] > MAX_RESTARTS:
+                raise PeerError(f"{what} keeps exiting (code {proc.returncode}); see {shown(where)}",
+                                code="demo_child_failed")  # fmt: skip
+            self.event(f"{what} exited on its own (code {proc.returncode}; see {shown(where)});"
+                       " starting it again")  # fmt: skip
+            if what == "tsa":
+                fed.start_tsa()
+            elif what == "anvil":
+                fed.start_anvil()
+            else:
+                node = next(n for n in fed.nodes if fed.name(n) == what)
+                node.proc = None
+                try:
+                    node.start(timeout=90)
+                except AssertionError as e:
+                    raise PeerError(f"{what} did not start again: {str(e)[-800:]}",
+                                    code="demo_child_failed") from e  # fmt: skip
+            fed.record_children()
+
+    # --- reading the nodes ----------------------------------------------------------------
+    def _sizes(self) -> dict[str, int | None]:
+        api = Api()
+        try:
+            out: dict[str, int | None] = {}
+            for name, n in zip(NAMES, self.nodes, strict=True):
+                try:
+                    spaces = api.get(f"{n.url}/v1/namespaces")["namespaces"]
+                    out[name] = sum(int(s["size"]) for s in spaces)
+                except RemembrancerError:
+                    out[name] = None
+            return out
+        finally:
+            api.close()
+
+    def snapshot(self) -> Snapshot:
+        """Read the progress figures from the nodes' APIs."""
+        api = Api()
+        try:
+            entries = self._sizes()
+            cosignatures = delivered = anchors = receipts = 0
+            overview_read = False
+            for n in self.nodes:
+                try:
+                    metrics = api.text(f"{n.url}/metrics")
+                    cosignatures += int(metric_sum(metrics, "remembrancer_witness_requests_total",
+                                                   'outcome="cosigned"'))  # fmt: skip
+                    delivered += int(metric_sum(metrics, "remembrancer_xns_delivered_total"))
+                    view = api.get(f"{n.url}/v1/explorer/anchors?limit=1")
+                    anchors += sum(int(r["statuses"].get("verified", 0))
+                                   for ns in view["namespaces"] for r in ns["rails"])  # fmt: skip
+                    if not overview_read:  # every node holds every final receipt
+                        overview = api.get(f"{n.url}/v1/explorer/overview")
+                        receipts = int(overview["totals"]["federation_receipts"])
+                        overview_read = True
+                except RemembrancerError:
+                    continue
+            return Snapshot(entries, cosignatures, anchors, receipts, delivered)
+        finally:
+            api.close()
+
+    # --- state kept between runs ------------------------------------------------------------
+    def _load_state(self) -> dict[str, Any]:
+        path = self.data / STATE_FILE
+        if not path.exists():
+            return {"format": STATE_FORMAT, "federation_id": FEDERATION_ID,
+                    "created_at": int(time.time())}  # fmt: skip
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: unreadable ({e}); move it away to start afresh",
+                              code="demo_state_invalid") from e  # fmt: skip
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ConfigError(f"{path}: not a demo state file of format {STATE_FORMAT}",
+                              code="demo_state_invalid")  # fmt: skip
+        return state
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        path = self.data / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+
+    def _check_identities(self, state: dict[str, Any]) -> None:
+        """The nodes' keys are the ones of the previous runs (the saved
+        checkpoints are checked with the saved vkeys, not the nodes' word)."""
+        saved = state.get("nodes") or {}
+        for name, ident in self.identities.items():
+            before = saved.get(name)
+            if before is not None and before.get("vkeys") != ident.vkeys:
+                raise ConfigError(
+                    f"node {name}'s log keys changed since the last run ({shown(self.data / STATE_FILE)}"
+                    " holds the old ones): restore its keys/node.key, or move the data directory"
+                    " away to start afresh", code="demo_node_key_changed")  # fmt: skip
+        state["nodes"] = {name: ident.to_dict() for name, ident in self.identities.items()}
+        self._write_state(state)
+
+    def _save_checkpoints(self, state: dict[str, Any]) -> None:
+        """Keep each log's latest signed checkpoint, checked with its key."""
+        api = Api()
+        saved = state.setdefault("checkpoints", {})
+        try:
+            for name, n in zip(NAMES, self.nodes, strict=True):
+                for ns, vkey in self.identities[name].vkeys.items():
+                    try:
+                        note = api.text(f"{n.url}/logs/{ns}/checkpoint")
+                        size = open_checkpoint(note.encode(), parse_vkey(vkey)).checkpoint.size
+                    except RemembrancerError:
+                        continue
+                    if size >= int((saved.get(f"{name}/{ns}") or {}).get("size", 0)):
+                        saved[f"{name}/{ns}"] = {"size": size, "note": note,
+                                                 "saved_at": int(time.time())}  # fmt: skip
+        finally:
+            api.close()
+        self._write_state(state)
+
+    def _check_previous(self, state: dict[str, Any]) -> None:
+        """Each log's head against the checkpoint saved by the previous run."""
+        saved = state.get("checkpoints") or {}
+        if not saved:
+            return
+        api = Api()
+        try:
+            total = 0
+            for name, n in zip(NAMES, self.nodes, strict=True):
+                for ns, vkey in self.identities[name].vkeys.items():
+                    entry = saved.get(f"{name}/{ns}")
+                    if entry:
+                        _, new = check_extends(api, n, ns, vkey, entry["note"].encode())
+                        total += new
+        finally:
+            api.close()
+        self.event(f"the {len(saved)} logs of the previous run are back ({total:,} entries): each"
+                   " head is signed by its log's saved key and equals, or provably extends, the"
+                   " checkpoint saved when the demo last ran")  # fmt: skip
+
+    # --- messages -------------------------------------------------------------------------
+    def _messenger(self) -> None:
+        api = Api(timeout=30)
+        try:
+            if self._halt.wait(2.0):
+                return
+            turn = 0
+            while not self._halt.is_set():
+                route = ROUTES[turn % len(ROUTES)]
+                turn += 1
+                src, dst = self.nodes[route.src], self.nodes[route.dst]
+                try:
+                    record, view = send_message(api, src, dst, route, time.monotonic() + 20)
+                except RemembrancerError as e:
+                    self.event(f"message {route.source}@{NAMES[route.src]} -> {route.target}@"
+                               f"{NAMES[route.dst]} not delivered: {e.explain()}")  # fmt: skip
+                else:
+                    self.messages_sent += 1
+                    if self.messages_sent == 1:
+                        self._message_files(api, src, dst, route, record, view)
+                if self._halt.wait(self.options.message_seconds):
+                    return
+        finally:
+            api.close()
+
+    def _message_files(self, api: Api, src: NodeProcess, dst: NodeProcess, route: Route,
+                       record: Record, view: dict[str, Any]) -> None:  # fmt: skip
+        out = self.proofs / "message"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "message.json").write_bytes(record.leaf + b"\n")
+        for part in ("delivery", "answer"):
+            value = view.get(part)
+            if value:
+                (out / f"{part}.json").write_bytes(canonicalize(value["record"]) + b"\n")
+                (out / f"{part}.tlog-proof").write_text(value["proof"])
+        self._write_trust()
+        delivery = view["delivery"]["receipt"]
+        self.files["message"] = out / "delivery.json"
+        self.event(
+            f"message delivered: {route.source} on {NAMES[route.src]} -> {route.target} on"
+            f" {NAMES[route.dst]} ({route.action} {route.operation}), entry {delivery['index']} of"
+            f" {delivery['origin']}; by hand: remembrancer namespace message --from {route.source}"
+            f" --to {route.target} --action {route.action} --operation {route.operation}"
+            f" --payload {shlex.quote(json.dumps(route.parameters, separators=(',', ':')))}"
+            f" --url {src.url} --to-url {dst.url}")  # fmt: skip
+
+    # --- proof files and consistency --------------------------------------------------------
+    def _write_trust(self) -> Path:
+        """proofs/trust.yaml: every log's vkey and every witness's, from the key
+        files (a verifier's own copy of the keys, not the nodes' word)."""
+        self.proofs.mkdir(parents=True, exist_ok=True)
+        path = self.proofs / "trust.yaml"
+        doc = {"log_vkeys": [v for i in self.identities.values() for v in i.vkeys.values()],
+               "witness_vkeys": [i.witness_vkey for i in self.identities.values()],
+               "min_cosigners": 0}  # fmt: skip
+        path.write_text("# The keys of the demo federation (`remembrancer verify --trust`).\n"
+                        + yaml.safe_dump(doc, sort_keys=False))  # fmt: skip
+        return path
+
+    def _checks(self, state: dict[str, Any]) -> None:
+        """Proof files once they exist, and the consistency of the grown logs
+        with the previous run's checkpoints; prints the commands when done."""
+        api = Api(timeout=60)
+        saved = dict(state.get("checkpoints") or {})
+        pending_consistency = {k: v for k, v in saved.items() if v}
+        have_record = have_anchor = False
+        announced = False
+        try:
+            while not self._halt.wait(1.0):
+                if pending_consistency:
+                    self._check_grown(api, pending_consistency, saved)
+                sample = self.sample
+                if sample is not None and not have_record:
+                    have_record = self._record_files(api, *sample)
+                if sample is not None and have_record and not have_anchor:
+                    have_anchor = self._anchor_files(api, *sample)
+                if have_record and have_anchor and "message" in self.files and not announced:
+                    announced = True
+                    self._announce_commands()
+                if announced and not pending_consistency:
+                    return
+        finally:
+            api.close()
+
+    def _check_grown(self, api: Api, pending: dict[str, Any], saved: dict[str, Any]) -> None:
+        for key in list(pending):
+            name, ns = key.split("/", 1)
+            node = self.nodes[NAMES.index(name)]
+            try:
+                old, new = check_extends(api, node, ns, self.identities[name].vkeys[ns],
+                                         pending[key]["note"].encode())  # fmt: skip
+            except VerificationError:
+                raise
+            except RemembrancerError:
+                continue
+            if new > old:
+                del pending[key]
+                self.consistent_logs += 1
+        if not pending and saved:
+            self.event(f"all {len(saved)} logs grew consistently: each new checkpoint is proven"
+                       " (RFC 6962 consistency proof, verified here) to extend the one saved by the"
+                       " previous run")  # fmt: skip
+
+    def _record_files(self, api: Api, record: Record, receipt: dict[str, Any]) -> bool:
+        """proofs/record.json and record.tlog-proof: the sample record in a
+        checkpoint that both other nodes' witnesses cosigned."""
+        alpha = self.nodes[0]
+        ident = self.identities[NAMES[0]]
+        note = api.text(f"{alpha.url}/logs/{SAMPLE_NAMESPACE}/checkpoint").encode()
+        witnesses = [parse_cosigner_vkey(i.witness_vkey) for i in self.identities.values()]
+        signed = open_checkpoint(note, parse_vkey(ident.vkeys[SAMPLE_NAMESPACE]), witnesses)
+        if signed.checkpoint.size <= receipt["index"] or len(signed.cosignatures) < 2:
+            return False
+        proof = api.text(f"{alpha.url}/v1/namespaces/{SAMPLE_NAMESPACE}/proofs/inclusion?index="
+                         f"{receipt['index']}&size={signed.checkpoint.size}&format=tlog-proof")  # fmt: skip
+        checked = verify_tlog_proof(TlogProof.parse(proof.encode()), record.leaf,
+                                    parse_vkey(ident.vkeys[SAMPLE_NAMESPACE]), witnesses, 2)  # fmt: skip
+        self.proofs.mkdir(parents=True, exist_ok=True)
+        (self.proofs / "record.json").write_bytes(record.leaf + b"\n")
+        (self.proofs / "record.tlog-proof").write_text(proof)
+        self._write_trust()
+        self.files["record"] = self.proofs / "record.json"
+        self.files["record_proof"] = self.proofs / "record.tlog-proof"
+        self.event(f"record {record.event_hash_hex[:23]}… is entry {checked.index} of"
+                   f" {checked.checkpoint.origin}, in a checkpoint cosigned by"
+                   f" {len(checked.cosigners)} witnesses (verified here)")  # fmt: skip
+        return True
+
+    def _anchor_files(self, api: Api, record: Record, receipt: dict[str, Any]) -> bool:
+        """proofs/anchor-receipt.json, record.anchored.tlog-proof and
+        federation-receipt.json: the first checkpoint holding the sample record
+        whose TSA anchor the federation countersigned."""
+        alpha = self.nodes[0]
+        ident = self.identities[NAMES[0]]
+        index = receipt["index"]
+        page = api.get(
+            f"{alpha.url}/v1/namespaces/{SAMPLE_NAMESPACE}/anchors?after={index}&limit=50"
+        )
+        sizes = [r["size"] for r in page["receipts"]
+                 if any(a["target"] == TSA_TARGET and a["status"] == "verified" for a in r["anchors"])]  # fmt: skip
+        if not sizes:
+            return False
+        origin = f"{ident.origin_prefix}/{SAMPLE_NAMESPACE}"
+        finals = api.get(f"{alpha.url}/v1/federation/receipts?namespace={SAMPLE_NAMESPACE}")
+        by_size: dict[int, dict[str, Any]] = {}
+        for r in finals["receipts"]:
+            if (
+                r.get("origin") != origin
+                or not r.get("quorum_met")
+                or r["anchor"]["target"] != TSA_TARGET
+            ):
+                continue
+            held = open_checkpoint(r["evidence"]["checkpoint"].encode(),
+                                   parse_vkey(ident.vkeys[SAMPLE_NAMESPACE])).checkpoint.size  # fmt: skip
+            by_size.setdefault(held, r)
+        found = next((s for s in sizes if s in by_size), None)
+        if found is None:
+            return False
+        size = int(found)
+        anchors = api.get(f"{alpha.url}/v1/namespaces/{SAMPLE_NAMESPACE}/anchors/{size}")
+        proof = api.text(f"{alpha.url}/v1/namespaces/{SAMPLE_NAMESPACE}/proofs/inclusion?index="
+                         f"{index}&size={size}&format=tlog-proof")  # fmt: skip
+        verify_tlog_proof(TlogProof.parse(proof.encode()), record.leaf,
+                          parse_vkey(ident.vkeys[SAMPLE_NAMESPACE]))  # fmt: skip
+        (self.proofs / "anchor-receipt.json").write_text(json.dumps(anchors, indent=2) + "\n")
+        (self.proofs / "record.anchored.tlog-proof").write_text(proof)
+        (self.proofs / "federation-receipt.json").write_text(
+            json.dumps(by_size[size], indent=2) + "\n"
+        )
+        self.files["anchor_receipt"] = self.proofs / "anchor-receipt.json"
+        self.files["federation_receipt"] = self.proofs / "federation-receipt.json"
+        signers = len({s["node"] for s in by_size[size]["signatures"]})
+        self.event(f"checkpoint {size} of {origin} (it holds the record) is anchored to the TSA,"
+                   f" and {signers} nodes countersigned that anchor: a final federation receipt")  # fmt: skip
+        return True
+
+    def commands(self) -> list[str]:
+        """The commands that check the proof files offline (as printed)."""
+        assert self.fed is not None
+        p = self.proofs
+        trust = shown(p / "trust.yaml")
+        out = [
+            f"remembrancer verify {shown(p / 'record.json')} --proof {shown(p / 'record.tlog-proof')}"
+            f" --trust {trust} --min-cosigners 2",
+            f"remembrancer verify {shown(p / 'record.json')} --proof"
+            f" {shown(p / 'record.anchored.tlog-proof')} --trust {trust}",
+            f"remembrancer anchor verify {shown(p / 'anchor-receipt.json')} --tsa-trust"
+            f" {shown(self.fed.trust_bundle)}",
+            f"remembrancer federation verify {shown(p / 'federation-receipt.json')} --registry"
+            f" {shown(self.fed.registry_file)}",
+        ]
+        if "message" in self.files:
+            m = p / "message"
+            out.append(f"remembrancer verify {shown(m / 'delivery.json')} --proof"
+                       f" {shown(m / 'delivery.tlog-proof')} --trust {trust}")  # fmt: skip
+        return out
+
+    def _announce_commands(self) -> None:
+        assert self.fed is not None
+        receipt = json.loads(self.files["anchor_receipt"].read_text())
+        evm = self.fed.anvil is not None and any(
+            a["target"] == EVM_TARGET for a in receipt["anchors"]
+        )
+        notes = ["the record, in a checkpoint cosigned by both other nodes",
+                 "the record, in the checkpoint that was anchored",
+                 "that checkpoint's RFC 3161 timestamp, against the TSA's CA"
+                 + (f" (add --evm-rpc {self.fed.anvil_url} to check its EVM anchor too, while"
+                    " anvil runs)" if evm else ""),
+                 "the federation's countersignatures on that anchor",
+                 "a cross-namespace message's delivery, in the target's log"]  # fmt: skip
+        lines = [f"[{clock(time.monotonic() - self.started)}] proof files are in"
+                 f" {shown(self.proofs)}; check them yourself, offline:"]  # fmt: skip
+        for note, command in zip(notes, self.commands(), strict=False):
+            lines.append(f"  # {note}\n  $ {command}")
+        self.echo("\n".join(lines))
+
+    # --- the end --------------------------------------------------------------------------
+    def _summary(self, s: DemoSummary) -> None:
+        admitted = sum(s.admitted.values())
+        per = " · ".join(f"{n} {v:,}" for n, v in s.admitted.items())
+        codes = {k: v for k, v in s.exit_codes.items() if k in NAMES}
+        clean = all(v == 0 for v in codes.values())
+        figures = ""
+        if s.snapshot is not None:
+            total = sum(v or 0 for v in s.snapshot.entries.values())
+            figures = (f"; the logs hold {total:,} entries, {s.snapshot.anchors_verified:,} anchors"
+                       f" verified, {s.snapshot.receipts_final:,} federation receipts final")  # fmt: skip
+        again = "make run" if self.data == (Path.cwd() / "demo-data").resolve() else (
+            f"remembrancer demo --data {shown(self.data)}")  # fmt: skip
+        self.echo(
+            f"stopped after {clock(s.seconds)}"
+            f" ({'every node exited cleanly' if clean else f'node exit codes {codes}'}):"
+            f" {admitted:,} records admitted this run ({per}), {s.messages_sent}"
+            f" message{'' if s.messages_sent == 1 else 's'} delivered{figures}. Data kept in"
+            f" {shown(self.data)}; `{again}` starts the federation again and extends the same"
+            " logs.")  # fmt: skip

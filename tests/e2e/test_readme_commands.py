@@ -94,9 +94,10 @@ class Running:
     reason="builds a fresh .venv (set RUN_SLOW=1, or CI)",
 )
 def test_make_run_from_a_clean_copy(tmp_path: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
+    files = subprocess.run(  # the working tree as a clone of it would have it
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
     copy = tmp_path / "checkout"
     for name in files:
         src = ROOT / name

@@ -311,7 +311,7 @@ async def _fuzz(w: Any, rel: Any, n: int) -> dict[str, Counter[int]]:
                 if route.path == "/witness/add-checkpoint" and answer.status == 200:
                     w.foreign_size = int(body.split(b"\n\n", 1)[1].split(b"\n")[1])
                 if route.path == "/v1/federation/proposals":
-                    gen.values["proposal_id"].append(answer.json().get("proposal", "evt-none"))
+                    gen.values["proposal_id"].append(answer.json().get("proposal_id", "evt-none"))
     # The node still works: it answers, admits a record, and logged no unhandled error.
     assert (await w.get("/readyz")).status == 200
     fresh = w.record("dao:vaultmesh", 10**7)

@@ -329,13 +329,17 @@ def require_covers(anchor: Anchor, digest: bytes, *, code: str = "anchor_root_mi
     )
 
 
-def conflict_key(anchor: Anchor) -> tuple[int, int, float, bytes]:
-    """Sort key of the conflict order: smaller wins."""
+def conflict_key(anchor: Anchor) -> tuple[int, int, float, bytes, bytes]:
+    """Sort key of the conflict order: smaller wins.  The last member (the
+    byte-wise target) only breaks ties the design's order leaves open: two
+    TSAs of one scheme can issue tokens with the same serial (txRef) and
+    genTime, and the winner must not depend on arrival order."""
     return (
         0 if anchor.status == "verified" else 1,
         _RANK[anchor.scheme],
         float(anchor.anchor_ts) if anchor.anchor_ts is not None else float("inf"),
         anchor.tx_ref.encode("utf-8"),
+        anchor.target.encode("utf-8"),
     )
 
 

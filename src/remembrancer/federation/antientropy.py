@@ -120,7 +120,7 @@ from remembrancer.federation.protocol import (
     RequestContent,
 )
 from remembrancer.federation.receipts import TYPE as FEDERATION_RECEIPT_TYPE
-from remembrancer.federation.receipts import FederationReceipt, verify_federation_receipt
+from remembrancer.federation.receipts import FederationReceipt
 from remembrancer.federation.service import RECEIPT_SCOPE, FederationService
 from remembrancer.federation.transport import FederationClient, RetryPolicy
 from remembrancer.log.tiles import TileWriter
@@ -1503,10 +1503,7 @@ class Replicator:
                                     code="replica_receipt_invalid")  # fmt: skip
         # Against the registry, as `remembrancer federation verify --registry` does:
         # a countersigner that missed heartbeats since is still a valid signer.
-        registry = self.service.registry
-        verify_federation_receipt(receipt, {p.did: p.pubkey for p in registry.peers},
-                                  registry.quorum,
-                                  active=[p.did for p in registry.peers if p.status == "active"])  # fmt: skip
+        self.service.verify_final(receipt)
         value = json.dumps(receipt.to_dict(quorum=self.service.registry.quorum)).encode()
         return await asyncio.to_thread(self.store.put_state, RECEIPT_SCOPE, key, value, expect=None)
 

@@ -372,7 +372,7 @@ class FederationService:
                 isinstance(content, ReceiptContent) and content.receipt.get("type") == RECEIPT_TYPE
             ):
                 receipt = FederationReceipt.from_dict(content.receipt)
-                self._verify_final(receipt)
+                self.verify_final(receipt)
                 await asyncio.to_thread(self._store_receipt, receipt)
             for handler in self.handlers.get(type(content), ()):
                 await handler(sender, content, msg.raw)
@@ -471,10 +471,14 @@ class FederationService:
         peer = next((p for p in self._peers() if p.did == content.signature.node), None)
         return peer is not None and verify_countersignature(receipt, content.signature, peer.pubkey)
 
-    def _verify_final(self, receipt: FederationReceipt) -> None:
-        peers = {p.did: p.pubkey for p in self._peers()}
-        verify_federation_receipt(receipt, peers, self.registry.quorum,
-                                  active=[p.did for p in self._peers() if p.status == "active"])  # fmt: skip
+    def verify_final(self, receipt: FederationReceipt) -> None:
+        """Check a finished receipt against the registry.  Registry statuses,
+        not our own scores: a countersigner we put on probation during a
+        partition still made a valid countersignature while it was active in
+        the registry, and every node must judge a receipt the same way."""
+        peers = self.registry.peers
+        verify_federation_receipt(receipt, {p.did: p.pubkey for p in peers}, self.registry.quorum,
+                                  active=[p.did for p in peers if p.status == "active"])  # fmt: skip
 
     def _countersignature(
         self, receipt: FederationReceipt, role: Role, now: int

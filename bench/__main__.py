@@ -81,8 +81,9 @@ def to_markdown(results: dict[str, list[dict]], quick: bool) -> str:
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `python -m bench{' --quick' if quick else ''}` (`make bench`) on "
-        f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}, commit {commit or '?'}.",
+        "Written by `python -m bench` (`make bench`, every suite in one command; "
+        "`--only a,b` re-measures those suites and keeps the others). Each section "
+        "says when and at which commit it was measured.",
         "",
         f"Machine: {machine()}.",
         "",
@@ -92,20 +93,44 @@ def to_markdown(results: dict[str, list[dict]], quick: bool) -> str:
         "",
     ]
     for suite, rows in results.items():
-        lines += [
-            f"## {suite}",
-            "",
-            "| benchmark | ours | reference | ratio | goal | met |",
-            "|---|---:|---:|---:|---:|:---:|",
-        ]
-        for r in rows:
-            goal = r["goal"]
-            met = "-" if goal is None else ("yes" if r["ratio"] >= goal else "**no**")
-            unit = f" {r.get('unit', '')}".rstrip()
-            lines.append(f"| {r['name']} | {r['ours']:,.1f}{unit} | {r['reference']:,.1f} | {r['ratio']:.3g} | "
-                         f"{'-' if goal is None else goal} | {met} |")  # fmt: skip
-        lines.append("")
+        lines += suite_section(suite, rows, quick, commit)
     return "\n".join(lines)
+
+
+def suite_section(suite: str, rows: list[dict], quick: bool, commit: str) -> list[str]:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## {suite}",
+        "",
+        f"Measured {stamp}, commit {commit or '?'}{' (quick sizes)' if quick else ''}.",
+        "",
+        "| benchmark | ours | reference | ratio | goal | met |",
+        "|---|---:|---:|---:|---:|:---:|",
+    ]
+    for r in rows:
+        goal = r["goal"]
+        met = "-" if goal is None else ("yes" if r["ratio"] >= goal else "**no**")
+        unit = f" {r.get('unit', '')}".rstrip()
+        lines.append(f"| {r['name']} | {r['ours']:,.1f}{unit} | {r['reference']:,.1f} | {r['ratio']:.3g} | "
+                     f"{'-' if goal is None else goal} | {met} |")  # fmt: skip
+    lines.append("")
+    return lines
+
+
+def merge_sections(old: str, new: str) -> str:
+    """``new`` with the suites it lacks taken from ``old`` (a partial run with
+    ``--only`` updates its own sections and keeps the others' last results),
+    in the order of SUITES."""
+
+    def sections(text: str) -> tuple[str, dict[str, str]]:
+        head, *parts = text.split("\n## ")
+        return head, {p.split("\n", 1)[0].strip(): "## " + p.rstrip("\n") + "\n" for p in parts}
+
+    head, fresh = sections(new)
+    _, kept = sections(old)
+    merged = {**kept, **fresh}
+    order = [s for s in SUITES if s in merged] + [s for s in merged if s not in SUITES]
+    return head.rstrip("\n") + "\n\n" + "\n".join(merged[s] for s in order)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = SUITES[name].run(args.quick)
         print(format_rows(results[name]), flush=True)
     if not args.no_write:
-        Path(args.out).write_text(to_markdown(results, args.quick) + "\n")
+        text = to_markdown(results, args.quick) + "\n"
+        out = Path(args.out)
+        if args.only and out.exists():
+            text = merge_sections(out.read_text(), text)
+        out.write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

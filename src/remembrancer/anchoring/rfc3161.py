@@ -1015,6 +1015,7 @@ class Rfc3161Rail:
     policy_oid: str | None = None
     pinned_cert: x509.Certificate | None = None
     timeout: float = 10.0
+    nonce_source: Callable[[], int] = new_nonce  # seedable for deterministic simulations
 
     @classmethod
     def from_config(cls, target: str, settings: Mapping[str, Any]) -> Rfc3161Rail:
@@ -1130,7 +1131,7 @@ class Rfc3161Rail:
                 error_class="validation",
             )
         imprint = Imprint.for_digest(digest)
-        nonce = new_nonce()
+        nonce = self.nonce_source()
         response = self._post(build_request(imprint, nonce=nonce, policy_oid=self.policy_oid))
         try:
             report = self._verify(response, imprint, nonce, now)

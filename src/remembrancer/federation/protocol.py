@@ -49,7 +49,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal, Protocol, TypeAlias, cast
 
@@ -1027,6 +1027,9 @@ class MessageVerifier:
         self.limiter = limiter
         self.skew = skew
         self.max_bytes = max_bytes
+        # Called with an authentic message refused at check 8 (suspended sender),
+        # e.g. to count a suspended peer's heartbeat toward its recovery.
+        self.on_suspended: Callable[[Message], None] | None = None
         self._peers: dict[str, PeerInfo] = {}
         self.set_peers(peers)
 
@@ -1081,6 +1084,8 @@ class MessageVerifier:
             )
         # From here on the message is authentic: refusals may count against the sender.
         if peer.status == "suspended":
+            if self.on_suspended is not None:
+                self.on_suspended(msg)
             raise PolicyError(f"{sender} is suspended", code="peer_suspended")
         allowed = ALLOWED_ROLES[msg.type]
         if allowed is not None and allowed.isdisjoint(peer.roles):

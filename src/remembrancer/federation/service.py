@@ -199,6 +199,8 @@ class FederationService:
         # the sender like the built-in handlers' errors.
         self.handlers: dict[type, list[Handler]] = {}
         self._extensions: list[Any] = []  # objects with async start()/stop()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.verifier.on_suspended = self._suspended_heartbeat
 
     def add_handler(self, content_type: type, handler: Handler) -> None:
         """Call ``handler(sender, content, raw)`` for every accepted message of that type."""
@@ -288,6 +290,7 @@ class FederationService:
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.get_running_loop().create_task(
             self._heartbeats(), name="federation-heartbeats"
         )
@@ -333,7 +336,38 @@ class FederationService:
                     LogSummary(self.logs.origin(ns), head.size, "sha256:" + head.root_hash.hex())
                 )
         msg = await asyncio.to_thread(self._sign, HeartbeatContent(tuple(summaries)))
-        await self.beats.broadcast(self._others(), msg)
+        await self.beats.broadcast(self._heartbeat_targets(), msg)
+
+    def _heartbeat_targets(self) -> list[Any]:
+        """Every peer the registry has not suspended, whatever our scores say:
+        two sides of a long partition put each other on probation, and if
+        heartbeats went only to active peers they would never hear from each
+        other again after it heals."""
+        return [p for p in self.registry.peers
+                if p.did != self.self_did and p.status != "suspended"]  # fmt: skip
+
+    def _suspended_heartbeat(self, msg: Message) -> None:
+        """The verifier refused an authentic message from a peer that is
+        suspended (worker thread).  A heartbeat from a peer suspended only by
+        its score still counts for liveness (docs/federation-scoring.md), so
+        a peer that was merely offline recovers without help."""
+        if msg.type != "heartbeat" or self._loop is None:
+            return
+        listed = self.registry.get(msg.sender)
+        if listed is None or listed.status == "suspended":
+            return
+        self._loop.call_soon_threadsafe(self._count_heartbeat, msg.sender)
+
+    def _count_heartbeat(self, sender: str) -> None:
+        now = int(self.clock())
+        self.heads.setdefault(sender, {"logs": {}})
+        self.heads[sender].update({"at": now, "at_precise": self.clock()})
+        if self.scores.on_heartbeat(sender, now) is not None:
+            self._loop_task(self._save_scores())
+
+    def _loop_task(self, coro: Any) -> None:
+        if self._loop is not None:
+            self._loop.create_task(coro)
 
     # --- receiving ---------------------------------------------------------------
     async def handle(self, body: bytes, content_type: str | None) -> Reply:
@@ -449,6 +483,8 @@ class FederationService:
         if proposal is None or content.signature.node != sender:
             return
         receipt = proposal.receipt.with_signature(content.signature)
+        if not self._valid_signature(receipt, content):
+            return  # never kept, even once the quorum is met without it
         peers = {p.did: p.pubkey for p in self._peers()}
         try:
             verify_federation_receipt(
@@ -458,11 +494,8 @@ class FederationService:
                 active=[p.did for p in self._peers() if p.status == "active"],
             )
         except RemembrancerError as e:
-            if e.code != "receipt_quorum_not_met":
-                return
-            proposal.receipt = (
-                receipt if self._valid_signature(receipt, content) else proposal.receipt
-            )
+            if e.code == "receipt_quorum_not_met":
+                proposal.receipt = receipt
             return
         proposal.receipt = replace(receipt, finalized_at=int(self.clock()))
         proposal.done.set()

@@ -111,6 +111,7 @@ from remembrancer.storage.memory import MemoryStore
 
 __all__ = [
     "EPOCH",
+    "SCENARIOS",
     "SIZES",
     "AntiEntropy",
     "Byzantine",
@@ -118,6 +119,8 @@ __all__ = [
     "PartitionResult",
     "ReceiptResult",
     "SimLog",
+    "SimNetwork",
+    "SimNode",
     "SimulationConfig",
     "SimulationError",
     "SimulationReport",
@@ -470,7 +473,7 @@ class _Served:
 
 
 @dataclass(frozen=True, slots=True)
-class Arrival:
+class _Arrival:
     """A watched delivery: a countersign request, or an add-checkpoint answer."""
 
     at: float
@@ -512,7 +515,7 @@ class SimNetwork:
         self.bytes: Counter[str] = Counter()  # phase -> bytes
         self.lost = 0
         self.refused: Counter[tuple[str, str]] = Counter()  # (phase, code)
-        self.arrivals: list[Arrival] = []
+        self.arrivals: list[_Arrival] = []
         self.errors: list[str] = []
         self._trace = hashlib.sha256()
 
@@ -586,7 +589,7 @@ class SimNetwork:
             )
         await asyncio.sleep(self._delay(src.index, dst.index))
         if kind == "countersign":
-            self.arrivals.append(Arrival(self.loop.time(), kind, src.index, dst.index, None))
+            self.arrivals.append(_Arrival(self.loop.time(), kind, src.index, dst.index, None))
         served = await dst.serve(request, body)
         if served.code is not None:
             self.refused[(self.phase, served.code)] += 1
@@ -601,7 +604,7 @@ class SimNetwork:
         await asyncio.sleep(self._delay(dst.index, src.index))
         if kind == "add-checkpoint":
             self.arrivals.append(
-                Arrival(self.loop.time(), kind, dst.index, src.index, served.status)
+                _Arrival(self.loop.time(), kind, dst.index, src.index, served.status)
             )
         return httpx.Response(
             served.status,
@@ -1148,7 +1151,9 @@ class FederationSimulation:
         holders: list[int] = []
         invalid: list[int] = []
         ideal: list[float] = []
-        rail = _InProcessTsaRail(TSA_TARGET, None, [self.tsa.ca_cert])
+        nonces = random.Random(f"remembrancer-sim/{self.config.seed}/tsa-nonce")
+        rail = _InProcessTsaRail(TSA_TARGET, None, [self.tsa.ca_cert],
+                                 nonce_source=lambda: nonces.getrandbits(63) | (1 << 63))  # fmt: skip
         rail.tsa = self.tsa
         for k in range(self.config.receipts):
             node = proposers[k % len(proposers)]

@@ -190,7 +190,9 @@ class World:
         c = self.observer
         c.execute("BEGIN")
         try:
-            logs = c.execute("SELECT namespace, size, root_hash, checkpoint FROM logs ORDER BY namespace").fetchall()
+            logs = c.execute(
+                "SELECT namespace, size, root_hash, checkpoint FROM logs ORDER BY namespace"
+            ).fetchall()
             counts = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                       for t in ("bundles", "records", "tiles", "checkpoints")}  # fmt: skip
             rows = c.execute(
@@ -227,8 +229,14 @@ class World:
         value.pop("signatures", None)
         value.pop("eventHash", None)
         ns = value.get("namespace")
-        aliases = EXAMPLE_WITNESSES.get(ns, EXAMPLE_WITNESSES["dao:vaultmesh"]) if isinstance(ns, str) else ()
-        actor = PEER if isinstance(ns, str) and ns.startswith("fed:") else demo_key("did:vm:actor:demo")
+        aliases = (
+            EXAMPLE_WITNESSES.get(ns, EXAMPLE_WITNESSES["dao:vaultmesh"])
+            if isinstance(ns, str)
+            else ()
+        )
+        actor = (
+            PEER if isinstance(ns, str) and ns.startswith("fed:") else demo_key("did:vm:actor:demo")
+        )
         if actor is PEER:
             value["actor"] = PEER.did
         return sign_envelope(value, actor, [demo_key(a) for a in aliases]).leaf
@@ -248,11 +256,16 @@ class World:
         if not isinstance(value, dict):
             return canonicalize(value)
         value.pop("signature", None)
-        key = next((k for k in (PEER, WITNESS_ONLY, SUSPENDED, OUTSIDER) if k.did == value.get("sender")), None)
+        key = next(
+            (k for k in (PEER, WITNESS_ONLY, SUSPENDED, OUTSIDER) if k.did == value.get("sender")),
+            None,
+        )
         if key is not None:
             if isinstance(value.get("seq"), int) and value["seq"] > 1000:
                 sender = value["sender"]
-                value["seq"] = self.seq[sender] = max(self.seq.get(sender, 0) + 1, int(time.time() * 1e6))
+                value["seq"] = self.seq[sender] = max(
+                    self.seq.get(sender, 0) + 1, int(time.time() * 1e6)
+                )
             value["signature"] = b64url_encode(key.sign(canonicalize(value)))
         return canonicalize(value)
 
@@ -288,7 +301,13 @@ def _long_lived(task: asyncio.Task[Any]) -> bool:
 
 def registry_doc(node_key: SigningKey) -> dict[str, Any]:
     def peer(key: SigningKey, roles: list[str], status: str = "active") -> dict[str, Any]:
-        return {"did": key.did, "endpoint": CLOSED, "pubkey": key.did, "status": status, "roles": roles}
+        return {
+            "did": key.did,
+            "endpoint": CLOSED,
+            "pubkey": key.did,
+            "status": status,
+            "roles": roles,
+        }
 
     return {"federation_id": FED, "quorum": 3, "anchor_strategy": "independent", "peers": [
         peer(node_key, ALL_ROLES), peer(PEER, ALL_ROLES), peer(WITNESS_ONLY, ["witness"]),
@@ -326,7 +345,9 @@ async def make_world(tmp_path: Path, *, records: int = 12) -> World:
     foreign = NaiveTree.from_entries([b"foreign entry %d" % i for i in range(4000)])
     w = World(node, app, tmp_path, db, capture, foreign)
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _loop, ctx: w.loop_errors.append(str(ctx.get("exception") or ctx)))
+    loop.set_exception_handler(
+        lambda _loop, ctx: w.loop_errors.append(str(ctx.get("exception") or ctx))
+    )
     await node.start()
     for i in range(records):
         await node.submit(w.record("dao:vaultmesh", i).leaf)

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -113,7 +114,9 @@ def check_nothing_acknowledged_lost(node: NodeProcess, load: RecordLoad) -> int:
     assert load.acked, "nothing was acknowledged: the test tested nothing"
     for ack in load.acked:
         status, entry = fetch(f"{node.url}/v1/namespaces/{NS}/events/{ack.event_hash}")
-        assert status == 200, f"acknowledged record {ack.event_hash} (index {ack.index}) is lost: {entry}"
+        assert status == 200, (
+            f"acknowledged record {ack.event_hash} (index {ack.index}) is lost: {entry}"
+        )
         assert entry["index"] == ack.index
     seen = {ack.size: ack.checkpoint for ack in load.acked}
     for size, note in sorted(seen.items()):
@@ -122,7 +125,9 @@ def check_nothing_acknowledged_lost(node: NodeProcess, load: RecordLoad) -> int:
         if size == final:
             assert cp.root_hash == root
             continue
-        status, proof = fetch(f"{node.url}/v1/namespaces/{NS}/proofs/consistency?old={size}&new={final}")
+        status, proof = fetch(
+            f"{node.url}/v1/namespaces/{NS}/proofs/consistency?old={size}&new={final}"
+        )
         assert status == 200, proof
         hashes = [base64.b64decode(h) for h in proof["proof"]]
         verify_consistency(size, final, cp.root_hash, root, hashes)
@@ -217,7 +222,9 @@ def test_a_full_disk_refuses_writes_clearly_and_recovers(tmp_path: Path, small_d
             assert node.proc is not None and node.proc.poll() is None
             codes = {k for k in load.refused if k[:1] == "5"}
             assert codes <= {"507 storage_full"}, load.refused
-            full = next(e for e in reversed(load.errors) if e.get("error", {}).get("code") == "storage_full")
+            full = next(
+                e for e in reversed(load.errors) if e.get("error", {}).get("code") == "storage_full"
+            )
             assert "full" in full["error"]["message"]
             health = fetch(node.url + "/healthz")[1]
             assert health["storage"]["status"] == "full", health
@@ -231,7 +238,10 @@ def test_a_full_disk_refuses_writes_clearly_and_recovers(tmp_path: Path, small_d
             ballast.unlink()
             load.wait_for_acks(50)
             assert load.acks() > acked_while_full
-            health = wait_until("storage ok", lambda: (h := fetch(node.url + "/healthz")[1])["storage"]["status"] == "ok" and h)
+            health = wait_until(
+                "storage ok",
+                lambda: (h := fetch(node.url + "/healthz")[1])["storage"]["status"] == "ok" and h,
+            )
             assert metric(node, "remembrancer_storage_writable") == 1
         check_nothing_acknowledged_lost(node, load)
         # And after a restart too.
@@ -258,10 +268,6 @@ class PrivatePostgres:
         self.port = free_port()
         directory.mkdir(parents=True, exist_ok=True)
         shutil.chown(directory, "postgres", "postgres")
-        for parent in directory.parents:  # postgres must be able to reach it
-            if parent == Path("/"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o001)
         self._as_postgres(self.bin / "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
                           "--no-sync", "-E", "UTF8")  # fmt: skip
 
@@ -291,15 +297,22 @@ class PrivatePostgres:
 
 
 @pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
+def private_pg() -> Iterator[PrivatePostgres]:
     pytest.importorskip("psycopg")
-    pg = PrivatePostgres(tmp_path / "pg")
-    pg.start()
+    # Not under pytest's temp tree: the postgres user must reach it, and other
+    # pytest sessions reset that tree to mode 0700.
+    base = Path(tempfile.mkdtemp(prefix="remembrancer-pg-"))
+    os.chmod(base, 0o711)
     try:
-        yield pg
+        pg = PrivatePostgres(base / "pg")
+        pg.start()
+        try:
+            yield pg
+        finally:
+            if pg.running():
+                pg.stop("immediate")
     finally:
-        if pg.running():
-            pg.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_postgresql_restart_under_load_loses_nothing_acknowledged(
@@ -315,9 +328,15 @@ def test_a_postgresql_restart_under_load_loses_nothing_acknowledged(
                 failed_before = metric(node, "remembrancer_storage_errors_total")
                 private_pg.stop(mode)  # a crash, then a clean restart
                 # The outage shows: readyz 503 storage_unavailable, health and metrics.
-                status, body = wait_until("readyz 503", lambda: (r := fetch(node.url + "/readyz"))[0] == 503 and r)
+                _, body = wait_until(
+                    "readyz 503", lambda: (r := fetch(node.url + "/readyz"))[0] == 503 and r
+                )
                 assert body["error"]["code"] == "storage_unavailable", body
-                wait_until("the storage errors", lambda: fetch(node.url + "/healthz")[1]["storage"]["status"] == "unavailable", node=node)
+                wait_until(
+                    "the storage errors",
+                    lambda: fetch(node.url + "/healthz")[1]["storage"]["status"] == "unavailable",
+                    node=node,
+                )
                 assert metric(node, "remembrancer_storage_errors_total") > failed_before
                 time.sleep(1.0)
                 private_pg.start()
@@ -326,7 +345,10 @@ def test_a_postgresql_restart_under_load_loses_nothing_acknowledged(
                 assert fetch(node.url + "/healthz")[1]["storage"]["status"] == "ok"
             assert node.proc is not None and node.proc.poll() is None
             # While the server was down the load saw clear 503s, nothing else of 5xx.
-            assert {k for k in load.refused if k[:1] == "5"} <= {"503 unavailable", "503 storage_unavailable"}, load.refused
+            assert {k for k in load.refused if k[:1] == "5"} <= {
+                "503 unavailable",
+                "503 storage_unavailable",
+            }, load.refused
         check_nothing_acknowledged_lost(node, load)
     finally:
         node.stop()
@@ -385,7 +407,11 @@ def test_a_rail_outage_backs_off_reports_and_recovers(tmp_path: Path) -> None:
     try:
         with RecordLoad(node.url, threads=2, timeout=10) as load:
             load.wait_for_acks(30)
-            wait_until("a first anchor", lambda: metric(node, "remembrancer_anchors_succeeded_total", **labels) >= 1, node=node)
+            wait_until(
+                "a first anchor",
+                lambda: metric(node, "remembrancer_anchors_succeeded_total", **labels) >= 1,
+                node=node,
+            )
             tsa.kill()
             # Forced attempts while the rail is down: each fails, the level backs off.
             failed = metric(node, "remembrancer_anchors_failed_total", **labels)
@@ -413,7 +439,9 @@ def test_a_rail_outage_backs_off_reports_and_recovers(tmp_path: Path) -> None:
         check_nothing_acknowledged_lost(node, load)
         receipts = fetch(f"{node.url}/v1/namespaces/{NS}/anchors?limit=500")[1]["receipts"]
         verified = [r for r in receipts if any(a["status"] == "verified" for a in r["anchors"])]
-        assert verified and verified[-1]["size"] >= max(a.size for a in load.acked[:acked_in_outage])
+        assert verified and verified[-1]["size"] >= max(
+            a.size for a in load.acked[:acked_in_outage]
+        )
     finally:
         node.stop()
         tsa.kill()
@@ -453,7 +481,9 @@ def test_a_commit_whose_answer_was_lost_does_not_wedge_the_log(rel: Any, tmp_pat
             answer = await w.post("/v1/namespaces/dao:vaultmesh/records", first.leaf)
             assert answer.status == 503 and answer.json()["error"]["code"] == "unavailable"
             assert store.log_state("dao:vaultmesh").size == 1  # it was committed all the same
-            second = await w.post("/v1/namespaces/dao:vaultmesh/records", w.record("dao:vaultmesh", 2).leaf)
+            second = await w.post(
+                "/v1/namespaces/dao:vaultmesh/records", w.record("dao:vaultmesh", 2).leaf
+            )
             assert second.status == 200, second.body
             assert second.json()["index"] == 1
             again = await w.post("/v1/namespaces/dao:vaultmesh/records", first.leaf)

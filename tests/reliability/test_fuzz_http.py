@@ -23,6 +23,7 @@ inputs derived from valid ones.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import time
@@ -66,18 +67,24 @@ class Requests:
         self.mut = Mutator(seed ^ 0x5EED)
         node = world.node
         self.origin_dao = node.sequencer.origin("dao:vaultmesh")
-        self.hashes = [
-            node.record_at("dao:vaultmesh", i)["eventHash"] for i in range(3)
-        ]
+        self.hashes = [node.record_at("dao:vaultmesh", i)["eventHash"] for i in range(3)]
         self.xns = rel.xns_message_record()
         self.route_path = ""
         self.values: dict[str, list[str]] = {
             "namespace": ["dao:vaultmesh", "fin:clearing", "ops:none", f"fed:{rel.FED}"],
-            "event_hash": self.hashes + ["sha256:" + "0" * 64],
+            "event_hash": [*self.hashes, "sha256:" + "0" * 64],
             "index": ["0", "3", "11", "12"],
             "size": ["1", "5", "12"],
-            "tile_path": ["0/000", "0/000.p/5", "0/000.p/12", "1/000.p/1", "entries/000.p/5",
-                          "entries/000.p/12", "0/x001/000", "2/000.p/1"],  # fmt: skip
+            "tile_path": [
+                "0/000",
+                "0/000.p/5",
+                "0/000.p/12",
+                "1/000.p/1",
+                "entries/000.p/5",
+                "entries/000.p/12",
+                "0/x001/000",
+                "2/000.p/1",
+            ],
             "origin": [rel.FOREIGN, self.origin_dao, "unknown.test/dao:vaultmesh"],
             "proposal_id": ["evt-none"],
             "name": ["explorer.js", "explorer.css", "verify.js"],
@@ -169,7 +176,11 @@ class Requests:
         w, r = self.w, self.rng
         if route_path == "/v1/namespaces/{namespace}/records":
             ns = chosen.get("namespace", "")
-            ns = ns if ns in ("dao:vaultmesh", "fin:clearing") else r.choice(["dao:vaultmesh", "fin:clearing"])
+            ns = (
+                ns
+                if ns in ("dao:vaultmesh", "fin:clearing")
+                else r.choice(["dao:vaultmesh", "fin:clearing"])
+            )
             return self._json_body(lambda: w.record(ns, r.randrange(10**6)).leaf, w.resign_record)
         if route_path == "/witness/add-checkpoint":
             sample = w.witness_request(r.choice([0, 1, 3, 40]))
@@ -224,10 +235,14 @@ class Requests:
         return self.mut.mutate_bytes(data)
 
     def _bytes_or_lines(self, sample: bytes) -> bytes:
-        return self.mut._line_op(sample) if self.rng.random() < 0.4 else self.mut.mutate_bytes(sample)
+        return (
+            self.mut._line_op(sample) if self.rng.random() < 0.4 else self.mut.mutate_bytes(sample)
+        )
 
     # --- whole requests -------------------------------------------------------------------
-    def request(self, route: Any, params: list[dict[str, Any]]) -> tuple[str, str, str, bytes, list[tuple[bytes, bytes]]]:
+    def request(
+        self, route: Any, params: list[dict[str, Any]]
+    ) -> tuple[str, str, str, bytes, list[tuple[bytes, bytes]]]:
         r = self.rng
         path = self.route_path = route.path
         chosen: dict[str, str] = {}
@@ -289,6 +304,9 @@ async def _fuzz(w: Any, rel: Any, n: int) -> dict[str, Counter[int]]:
     await w.settle()
     seen: dict[str, Counter[int]] = {r.path: Counter() for r, _ in routes}
     codes: dict[str, Counter[str]] = {r.path: Counter() for r, _ in routes}
+    seed = w.node.node_key.to_bytes()
+    secrets = [rel.ADMIN_TOKEN.encode(), seed, seed.hex().encode(), base64.b64encode(seed).rstrip(b"="),
+               base64.urlsafe_b64encode(seed).rstrip(b"=")]  # fmt: skip
     before = w.state()
     for i in range(n):
         route, params = routes[i % len(routes)]
@@ -299,11 +317,16 @@ async def _fuzz(w: Any, rel: Any, n: int) -> dict[str, Counter[int]]:
             codes[route.path][answer.json()["error"]["code"]] += 1
         where = f"request {i}: {method} {path}?{query} body={body[:300]!r} -> {answer.status} {answer.body[:500]!r}"
         assert answer.status < 500, where
+        assert not any(secret in answer.body for secret in secrets), (
+            f"a secret in the answer: {where}"
+        )
         if answer.status >= 400:
             assert _is_error_body(answer) or answer.headers.get("content-type", "").startswith(
                 "text/x.tlog.size"), where  # fmt: skip
             after = w.state()
-            assert after == before, f"a refused request changed the state: {where}\n{_diff(before, after)}"
+            assert after == before, (
+                f"a refused request changed the state: {where}\n{_diff(before, after)}"
+            )
         else:
             if method != "GET":
                 await w.settle()
@@ -319,6 +342,8 @@ async def _fuzz(w: Any, rel: Any, n: int) -> dict[str, Counter[int]]:
     assert ok.status == 200, ok.body
     assert not w.loop_errors, w.loop_errors[:5]
     assert not w.logs.tracebacks(), "\n".join(w.logs.tracebacks()[:5])
+    logged = w.logs.text().encode()
+    assert not any(secret in logged for secret in secrets), "a secret in the node's log"
     # Every route was reached, and the valid requests among the mutations got through.
     assert all(sum(c.values()) > 0 for c in seen.values())
     ok_routes = {p for p, c in seen.items() if any(s < 400 for s in c)}

@@ -85,7 +85,10 @@ NAMESPACES = parse_namespaces(NAMESPACES_DOC, known_schemas=frozenset(SCHEMAS.na
 DAO = NAMESPACES["dao:vaultmesh"]
 FIN = NAMESPACES["fin:clearing"]
 ACTOR = demo_key("did:vm:actor:demo")
-DAO_WITNESSES = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]
+DAO_WITNESSES = [
+    demo_key("did:vm:arbiter:prod-us-east-1"),
+    demo_key("did:vm:arbiter:prod-eu-west-1"),
+]
 
 JSON_DICTIONARY = [
     b'"type"', b'"namespace"', b'"sha256:', b"did:key:z6Mk", b'":', b"null", b"true", b"1e400",
@@ -130,7 +133,7 @@ def _note(size: int, *, cosigned: bool = False, tree: NaiveTree | None = None) -
 
 
 @cache
-def CORPUS() -> Corpus:  # noqa: N802 (a constant, built once on first use)
+def CORPUS() -> Corpus:
     c = Corpus()
     c.work = Path(tempfile.mkdtemp(prefix="remembrancer-fuzz-"))
     c.records = [example_record("dao:vaultmesh", i, timestamp=NOW) for i in range(6)]
@@ -139,7 +142,9 @@ def CORPUS() -> Corpus:  # noqa: N802 (a constant, built once on first use)
                 "payload": {"operation": "status.update", "parameters": {"status": "done"}}}  # fmt: skip
     c.xns_record = make_record("dao:vaultmesh", "namespace.message@1.0.0", msg_body, ACTOR,
                                DAO_WITNESSES, timestamp=NOW)  # fmt: skip
-    leaves = [r.leaf for r in c.records] + [c.xns_record.leaf] + [b"raw entry %d" % i for i in range(9)]
+    leaves = (
+        [r.leaf for r in c.records] + [c.xns_record.leaf] + [b"raw entry %d" % i for i in range(9)]
+    )
     c.tree = NaiveTree.from_entries(leaves)
     c.leaves = leaves
     size = len(leaves)
@@ -147,7 +152,9 @@ def CORPUS() -> Corpus:  # noqa: N802 (a constant, built once on first use)
     for i in (0, 3, 6, 7):
         hashes = tuple(c.tree.inclusion_proof(i, size))
         extra = leaves[i] if i % 2 else None
-        c.proofs.append(TlogProof(i, hashes, _note(size, cosigned=True, tree=c.tree), extra).to_bytes())
+        c.proofs.append(
+            TlogProof(i, hashes, _note(size, cosigned=True, tree=c.tree), extra).to_bytes()
+        )
     xi = leaves.index(c.xns_record.leaf)
     c.xns_proof = TlogProof(xi, tuple(c.tree.inclusion_proof(xi, size)),
                             _note(size, cosigned=True, tree=c.tree)).to_bytes()  # fmt: skip
@@ -196,8 +203,12 @@ def CORPUS() -> Corpus:  # noqa: N802 (a constant, built once on first use)
         EquivocationEvidence.build(VKEY, na, nb10).to_bytes(),
     ]
     real = fr.countersign(PEERS[3], "witness", NOW + 2)
-    forged = fr.with_signature(Countersignature(real.node, real.role, real.timestamp, PEERS[0].sign(b"x")))
-    anchor_msg = _sign_message("anchor", {"namespace": "dao:vaultmesh", "receipt": forged.to_dict()}, key=PEERS[1])
+    forged = fr.with_signature(
+        Countersignature(real.node, real.role, real.timestamp, PEERS[0].sign(b"x"))
+    )
+    anchor_msg = _sign_message(
+        "anchor", {"namespace": "dao:vaultmesh", "receipt": forged.to_dict()}, key=PEERS[1]
+    )
     c.evidence.append(ClaimEvidence.create(
         kind="forged_countersignature", federation_id=FED, accused=PEERS[1].did, message=anchor_msg,
         receipt_at="/content/receipt", countersigner=PEERS[3].did, finding="signature_invalid",
@@ -612,32 +623,15 @@ def _resign_record(value: Any) -> bytes:
     return sign_envelope(value, ACTOR, witnesses).leaf
 
 
-def _unsigned(rec: Record) -> dict[str, Any]:
-    doc = json.loads(rec.leaf)
-    doc.pop("signatures", None)
-    doc.pop("eventHash", None)
-    return doc  # type: ignore[no-any-return]
-
-
-def _archive_member_mutations() -> list[bytes]:
-    """Archives whose members are edited with the manifest's hashes fixed, so the
-    row parsers (not just the hash check) see the edits."""
-    c = CORPUS()
-    out = []
-    for member in ("state.jsonl", "logs/dao:vaultmesh/checkpoints.jsonl", "logs/dao:vaultmesh/records.jsonl"):
-        out.append(_rewrite_archive(c.backup, member, lambda d: d.replace(b'"', b"'", 1)))
-    return out
-
-
 def _rewrite_archive(archive: bytes, member: str, change: Callable[[bytes], bytes]) -> bytes:
-    src = tarfile.open(fileobj=io.BytesIO(archive))
     out = io.BytesIO()
     sums: dict[str, tuple[int, str]] = {}
     members = []
-    for info in src.getmembers():
-        f = src.extractfile(info)
-        assert f is not None
-        members.append((info, f.read()))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as src:
+        for info in src.getmembers():
+            f = src.extractfile(info)
+            assert f is not None
+            members.append((info, f.read()))
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as dst:
         for info, data in members:
             if info.name == member:
@@ -654,25 +648,21 @@ def _rewrite_archive(archive: bytes, member: str, change: Callable[[bytes], byte
     return out.getvalue()
 
 
-def _manifest_of(archive: bytes) -> bytes:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        f = tar.extractfile("manifest.json")
-        assert f is not None
-        return f.read()
-
-
 def _finish_manifest(value: Any) -> bytes:
     return json.dumps(value, indent=2, sort_keys=True).encode()
 
 
-def _finish_archive(value: Any) -> bytes:
-    """A whole archive with a JSON-level mutation of its manifest."""
-    data = json.dumps(value).encode()
-    return _rewrite_archive(CORPUS().backup, "manifest.json", lambda _: data)
+def _member_target(member: str) -> Callable[[bytes], object]:
+    """Verify an archive whose ``member`` is the input (the manifest's hash fixed,
+    so the row parsers see every edit)."""
+    return lambda data: t_backup_archive(_rewrite_archive(CORPUS().backup, member, lambda _: data))
 
 
-def _archive_with_member_edit(value: Any) -> bytes:
-    return _finish_archive(value)
+def _member_of(archive: bytes, name: str) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        f = tar.extractfile(name)
+        assert f is not None
+        return f.read()
 
 
 def _fixtures(name: str) -> bytes:
@@ -750,10 +740,15 @@ TARGETS: dict[str, T] = {
                      quick=300, long=10000),
     "node.config": T(t_node_config, lambda: [(CORPUS().work / "node" / "node.yaml").read_bytes()],
                      lines=True, quick=150, long=4000),
-    "backup.manifest": T(t_backup_manifest, lambda: [_manifest_of(CORPUS().backup)], json_level=True,
+    "backup.manifest": T(t_backup_manifest, lambda: [_member_of(CORPUS().backup, "manifest.json")], json_level=True,
                          finish=_finish_manifest, quick=600, long=20000),
     "backup.archive": T(t_backup_archive, lambda: [CORPUS().backup], json_level=False, quick=60, long=3000),
     "backup.archive_manifest": T(t_backup_archive, lambda: [CORPUS().backup], quick=40, long=2000),
+    **{f"backup.{what}": T(_member_target(member), lambda member=member: [_member_of(CORPUS().backup, member)],
+                          lines=what != "entries", quick=40, long=2500)
+       for what, member in (("state_rows", "state.jsonl"), ("checkpoint_rows", "logs/dao:vaultmesh/checkpoints.jsonl"),
+                            ("record_rows", "logs/dao:vaultmesh/records.jsonl"),
+                            ("entries", "logs/dao:vaultmesh/entries.bin"))},
 }  # fmt: skip
 
 
@@ -763,7 +758,7 @@ def test_parser_raises_only_its_documented_errors(name: str) -> None:
     samples = t.samples()
     if name == "backup.archive_manifest":
         # JSON-level mutations of the manifest inside a whole archive.
-        manifest = _manifest_of(CORPUS().backup)
+        manifest = _member_of(CORPUS().backup, "manifest.json")
         backup = CORPUS().backup
         result = fuzz(name, lambda d: t_backup_archive(_rewrite_archive(backup, "manifest.json", lambda _: d)),
                       [manifest], budget(t.quick, t.long), json_level=True,

@@ -1096,7 +1096,8 @@ def extract_files(path: str | os.PathLike[str], directory: str | os.PathLike[str
 
     Files from node.yaml's directory go to the same relative paths (key
     files with mode 0600); none may exist yet (``ConfigError``
-    ``file_exists``, nothing written).  Files that lay outside it are not
+    ``file_exists``, nothing written), nor lead out of ``directory`` through a
+    symlink in it (``file_outside_directory``, nothing written).  Files that lay outside it are not
     written; the returned lines say where each belongs.
     """
     target = Path(directory)
@@ -1114,9 +1115,19 @@ def extract_files(path: str | os.PathLike[str], directory: str | os.PathLike[str
             plan.append((f, target / f.path, data))
     finally:
         archive.close()
+    root = target.resolve()
     for _, dest, _ in plan:
         if dest.exists() or dest.is_symlink():
             raise ConfigError(f"{dest} exists; refusing to overwrite it", code="file_exists")
+        existing = dest.parent
+        while not existing.exists() and existing != target:
+            existing = existing.parent
+        where = existing.resolve()
+        if where != root and root not in where.parents:  # a symlink leads out of ``directory``
+            raise ConfigError(
+                f"{dest} would be written outside {target} (through {existing} -> {where})",
+                code="file_outside_directory",
+            )
     for f, dest, data in plan:
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if f.secret else 0o755)
         mode = 0o600 if f.secret else 0o644

@@ -9,6 +9,7 @@ what it saw when it fails (or does not come true in time).
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -151,12 +152,22 @@ def check_delivery(urls: Sequence[str], message_file: Path) -> dict[str, Any]:
 
 def check_explorer(url: str, peers: Sequence[str], federation_id: str) -> None:
     """The node's explorer pages answer 200 with the API's facts: the
-    federation and every peer's DID on the overview, both namespaces, a record
+    federation, every peer's DID and the totals (peers; entries and final
+    federation receipts between two API readings) on the overview, both
+    namespaces, a record
     page showing the record the API has at index 0 and only federation
     receipts of this node's own log, the anchors and witness pages."""
+    before = get_json(f"{url}/v1/explorer/overview")["totals"]
     status, body = fetch(f"{url}/explorer")
+    after = get_json(f"{url}/v1/explorer/overview")["totals"]
     page = body.decode()
     assert status == 200 and federation_id in page, (status, page[:500])
+    shown = {k: int(v) for k, v in re.findall(
+        r'data-stat="(\w+)"><span class="num" data-field="\w+" data-value="(\d+)"', page)}  # fmt: skip
+    assert shown["peers"] == shown["active_peers"] == after["peers"] == len(peers), shown
+    for key in ("entries", "federation_receipts"):  # they grow while the demo runs
+        assert before[key] <= shown[key] <= after[key], (key, before[key], shown[key], after[key])
+    assert shown["federation_receipts"] >= 1, shown
     for p in peers:
         did = get_json(f"{p}/v1/node")["did"]
         assert did in page, f"the overview of {url} does not show peer {did}"

@@ -86,7 +86,7 @@ def count(name: str, inputs: int, seconds: float = 0.0, **extra: Any) -> None:
 
 # --- mutations ------------------------------------------------------------------------------
 
-_INTERESTING_BYTES = b"\x00\x01\x7f\x80\xff\n\r\t \"\\/{}[],:0-+.eE\xc3\xe2\xf0"
+_INTERESTING_BYTES = b'\x00\x01\x7f\x80\xff\n\r\t "\\/{}[],:0-+.eE\xc3\xe2\xf0'
 _INTERESTING_NUMBERS = (
     b"0", b"-0", b"1", b"-1", b"00", b"01", b"255", b"256", b"65535", b"65536",
     b"2147483648", b"4294967296", b"9007199254740991", b"9007199254740992",
@@ -254,7 +254,9 @@ class Mutator:
             del parent[key]
         elif op == 1:  # add a member or an item
             if isinstance(parent, dict):
-                parent[r.choice(("extra", "", "type", "x" * 40, str(key) + "_"))] = self._new_value(old)
+                parent[r.choice(("extra", "", "type", "x" * 40, str(key) + "_"))] = self._new_value(
+                    old
+                )
             else:
                 parent.insert(r.randrange(len(parent) + 1), self._new_value(old))
         elif op == 2 and isinstance(old, str):  # mutate a string's bytes

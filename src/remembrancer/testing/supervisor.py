@@ -115,7 +115,7 @@ class Snapshot:
 
     def line(self) -> str:
         per = " · ".join(f"{n} {'?' if v is None else f'{v:,}'}" for n, v in self.entries.items())
-        return (f"entries {per} | anchors verified {self.anchors_verified:,} | federation"
+        return (f"records {per} | anchors verified {self.anchors_verified:,} | federation"
                 f" receipts final {self.receipts_final:,} | since start: cosignatures"
                 f" {self.cosignatures:,}, messages delivered {self.messages_delivered:,}")  # fmt: skip
 

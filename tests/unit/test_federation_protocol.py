@@ -28,6 +28,7 @@ from remembrancer.federation.protocol import (
     ALLOWED_ROLES,
     MAX_MESSAGE_BYTES,
     MESSAGE_TYPES,
+    REPLAY_WINDOW,
     AnchorContent,
     BundleContent,
     CheckpointContent,
@@ -41,6 +42,7 @@ from remembrancer.federation.protocol import (
     Message,
     MessageVerifier,
     ReceiptContent,
+    ReplayWindow,
     RequestContent,
     SeqCounter,
     XnsContent,
@@ -261,8 +263,12 @@ def test_replayed_seq() -> None:
     e = refused(v, make(seq=10).raw)
     assert isinstance(e, ConflictError) and e.code == "replayed"
     assert e.details == {"seq": 10, "last_seq": 10}
-    assert refused(v, make(seq=9).raw).code == "replayed"
     v.verify(make(seq=12).raw, NOW)  # gaps are fine
+    # Messages may overtake each other: an unseen seq inside the window is
+    # accepted once, and only once.
+    v.verify(make(seq=9).raw, NOW)
+    assert refused(v, make(seq=9).raw).code == "replayed"
+    assert refused(v, make(seq=12).raw).details == {"seq": 12, "last_seq": 12}
     # Per sender: west1 starts from zero.
     v.verify(make(key=WEST, sender="did:vm:node:west1", seq=1).raw, NOW)
 
@@ -511,7 +517,37 @@ def test_replay_state_compare_and_set_is_exclusive() -> None:
     for t in threads:
         t.join()
     assert wins == [1] and state.snapshot() == {"p": 7}
-    assert not state.advance("p", 6) and state.advance("p", 8)
+    assert not state.advance("p", 7) and state.advance("p", 6) and state.advance("p", 8)
+    assert state.snapshot() == {"p": 8}
+
+
+def test_replay_window_keeps_the_last_seqs_and_refuses_below_it() -> None:
+    w = ReplayWindow()
+    for seq in range(100, 100 + REPLAY_WINDOW):
+        w = w.accepted(seq)
+    assert w.floor == 0 and w.last == 100 + REPLAY_WINDOW - 1
+    assert w.seen(100) and not w.seen(50)  # below the window but above the floor: still fresh
+    w = w.accepted(1000)  # the window is full: 100 falls out and becomes the floor
+    assert w.floor == 100 and w.seen(50) and w.seen(100) and not w.seen(999)
+    assert len(w.recent) == REPLAY_WINDOW
+    assert ReplayWindow.from_bytes(w.to_bytes()) == w
+    assert ReplayWindow.from_bytes(b"42") == ReplayWindow(42)  # the stored form before windows
+    assert ReplayWindow.from_bytes(b"42").seen(42) and not ReplayWindow.from_bytes(b"42").seen(43)
+
+
+def test_store_replay_state_is_durable_and_exclusive(tmp_path: Path) -> None:
+    from remembrancer.federation.service import StoreReplayState
+    from remembrancer.storage.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "db.sqlite")
+    try:
+        state = StoreReplayState(store)
+        assert state.advance("p", 10) and state.advance("p", 8)
+        assert not state.advance("p", 8) and not state.advance("p", 10)
+        again = StoreReplayState(store)  # as after a restart
+        assert again.seen("p", 8) and again.last_seq("p") == 10 and not again.seen("p", 9)
+    finally:
+        store.close()
 
 
 def test_concurrent_copies_of_one_message_are_accepted_once() -> None:

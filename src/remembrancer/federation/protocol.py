@@ -95,6 +95,7 @@ __all__ = [
     "RateLimiter",
     "ReceiptContent",
     "ReplayState",
+    "ReplayWindow",
     "RequestContent",
     "SeqCounter",
     "XnsContent",
@@ -959,15 +960,63 @@ class KnownPeer:
         object.__setattr__(self, "roles", frozenset(self.roles))
 
 
+REPLAY_WINDOW: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayWindow:
+    """One sender's replay state: the last :data:`REPLAY_WINDOW` seqs accepted
+    (``recent``, ascending) and ``floor``, the greatest seq that fell out of
+    the window.  A seq is fresh when it is above ``floor`` and not in
+    ``recent``.  The window lets a sender's messages overtake each other on
+    the way (concurrent sends share one counter) without opening replays: each
+    seq is accepted at most once, and nothing at or below ``floor`` ever."""
+
+    floor: int = 0
+    recent: tuple[int, ...] = ()
+
+    @property
+    def last(self) -> int:
+        return self.recent[-1] if self.recent else self.floor
+
+    def seen(self, seq: int) -> bool:
+        return seq <= self.floor or seq in self.recent
+
+    def accepted(self, seq: int) -> ReplayWindow:
+        recent = sorted((*self.recent, seq))
+        floor = self.floor
+        while len(recent) > REPLAY_WINDOW:
+            floor = recent.pop(0)
+        return ReplayWindow(floor, tuple(recent))
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"floor": self.floor, "recent": list(self.recent)},
+                          separators=(",", ":")).encode()  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> ReplayWindow:
+        """Parse a stored window; a bare integer (the format before the window)
+        is a floor: everything up to it was accepted or is refused."""
+        if not raw:
+            return cls()
+        text = raw.decode("ascii")
+        if text.isdigit():
+            return cls(int(text))
+        doc = json.loads(text)
+        return cls(int(doc["floor"]), tuple(sorted(int(x) for x in doc["recent"])))
+
+
 class ReplayState(Protocol):
-    """Per-sender last accepted ``seq``; the node keeps it durable in its store.
+    """Per-sender :class:`ReplayWindow`; the node keeps it durable in its store.
 
     ``advance`` is an atomic compare-and-set: it records ``seq`` and returns
-    True only if ``seq`` is greater than the sender's last accepted seq.  A
-    receiver must not answer 202 before the new value is durable.
+    True only if ``seq`` was fresh for the sender.  A receiver must not answer
+    202 before the new value is durable.
     """
 
     def last_seq(self, sender: str) -> int: ...
+
+    def seen(self, sender: str, seq: int) -> bool: ...
 
     def advance(self, sender: str, seq: int) -> bool: ...
 
@@ -976,22 +1025,27 @@ class MemoryReplayState:
     """:class:`ReplayState` in memory (tests, or a node that snapshots it)."""
 
     def __init__(self, initial: Mapping[str, int] | None = None) -> None:
-        self._last: dict[str, int] = dict(initial or {})
+        self._windows = {k: ReplayWindow(0, (v,)) for k, v in (initial or {}).items()}
         self._lock = threading.Lock()
 
     def last_seq(self, sender: str) -> int:
-        return self._last.get(sender, 0)
+        return self._windows.get(sender, ReplayWindow()).last
+
+    def seen(self, sender: str, seq: int) -> bool:
+        return self._windows.get(sender, ReplayWindow()).seen(seq)
 
     def advance(self, sender: str, seq: int) -> bool:
         with self._lock:
-            if seq <= self._last.get(sender, 0):
+            window = self._windows.get(sender, ReplayWindow())
+            if window.seen(seq):
                 return False
-            self._last[sender] = seq
+            self._windows[sender] = window.accepted(seq)
             return True
 
     def snapshot(self) -> dict[str, int]:
+        """The greatest seq accepted per sender."""
         with self._lock:
-            return dict(self._last)
+            return {k: w.last for k, w in self._windows.items()}
 
 
 class RateLimiter(Protocol):
@@ -1073,9 +1127,8 @@ class MessageVerifier:
                 code="stale",
                 details={"timestamp": msg.timestamp, "now": int(now), "window": self.skew},
             )
-        last = self.replay.last_seq(sender)
-        if msg.seq <= last:
-            raise _replayed(sender, msg.seq, last)
+        if self.replay.seen(sender, msg.seq):
+            raise _replayed(sender, msg.seq, self.replay.last_seq(sender))
         if not peer.pubkey.verify(msg.signing_input, msg.signature):
             raise VerificationError(
                 f"the signature does not verify with the registered key of {sender}",
@@ -1111,7 +1164,8 @@ class MessageVerifier:
 
 def _replayed(sender: str, seq: int, last: int) -> ConflictError:
     return ConflictError(
-        f"seq {seq} from {sender} is not above the last accepted seq {last}",
+        f"seq {seq} from {sender} was accepted before or is below the replay window"
+        f" (greatest accepted: {last})",
         code="replayed",
         details={"seq": seq, "last_seq": last},
     )

@@ -74,6 +74,7 @@ from remembrancer.federation.protocol import (
     Message,
     MessageVerifier,
     ReceiptContent,
+    ReplayWindow,
     SeqCounter,
 )
 from remembrancer.federation.receipts import (
@@ -115,21 +116,27 @@ REGISTRY_KEY = "state"
 
 
 class StoreReplayState:
-    """Per-sender last accepted seq, durable in the store (compare-and-swap)."""
+    """Per-sender replay windows, durable in the store (compare-and-swap)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def _window(self, sender: str) -> ReplayWindow:
+        return ReplayWindow.from_bytes(self.store.get_state(SEQ_SCOPE, sender))
+
     def last_seq(self, sender: str) -> int:
-        raw = self.store.get_state(SEQ_SCOPE, sender)
-        return int(raw) if raw else 0
+        return self._window(sender).last
+
+    def seen(self, sender: str, seq: int) -> bool:
+        return self._window(sender).seen(seq)
 
     def advance(self, sender: str, seq: int) -> bool:
         for _ in range(8):
             raw = self.store.get_state(SEQ_SCOPE, sender)
-            if raw is not None and int(raw) >= seq:
+            window = ReplayWindow.from_bytes(raw)
+            if window.seen(seq):
                 return False
-            if self.store.put_state(SEQ_SCOPE, sender, str(seq).encode(), expect=raw):
+            if self.store.put_state(SEQ_SCOPE, sender, window.accepted(seq).to_bytes(), expect=raw):
                 return True
         return False
 

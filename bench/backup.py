@@ -160,8 +160,15 @@ def run(quick: bool) -> list[Row]:
         _, small_mib = small[phase]
         _, big_mib = big[phase]
         if small_mib is not None and big_mib is not None:
-            rows.append(_row(f"peak memory added by {phase}: {entries // 10:,} vs {entries:,} entries",
-                             max(small_mib, 1.0), max(big_mib, 1.0), None if quick else 0.5, "MiB"))  # fmt: skip
+            # Restore writes through SQLite, whose page cache (cache_size, 64 MiB)
+            # fills as the database grows: bounded, but not flat between the two
+            # sizes, so that row is for information; create's must stay flat.
+            goal = None if quick or phase == "restore" else 0.5
+            note = (
+                " (includes SQLite's page cache, bounded at 64 MiB)" if phase == "restore" else ""
+            )
+            rows.append(_row(f"peak memory added by {phase}{note}: {entries // 10:,} vs {entries:,} entries",
+                             max(small_mib, 1.0), max(big_mib, 1.0), goal, "MiB"))  # fmt: skip
     rows.append(_row(f"archive size vs the SQLite database, {entries:,} entries",
                      big["archive MiB"][0], big["database MiB"][0], None, "MiB"))  # fmt: skip
     return rows

@@ -546,10 +546,12 @@ class FederationService:
         receipt = receipt.with_signature(own)
         proposal = _Proposal(receipt, time.perf_counter())
         self._proposals[receipt.id] = proposal
+        # Deliver to every peer while waiting for the quorum: a slow or lost
+        # delivery to one peer (retried) must not hold back a quorum of others.
+        sending = asyncio.ensure_future(
+            self.deliver(self._others("countersign"), AnchorContent(namespace, receipt.to_dict()))
+        )
         try:
-            await self.deliver(
-                self._others("countersign"), AnchorContent(namespace, receipt.to_dict())
-            )
             try:
                 await asyncio.wait_for(proposal.done.wait(), timeout)
             except TimeoutError as e:
@@ -567,6 +569,9 @@ class FederationService:
             return final
         finally:
             self._proposals.pop(receipt.id, None)
+            if not sending.done():
+                sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
 
     # --- misbehaviour ------------------------------------------------------------------
     async def report_equivocation(

@@ -138,21 +138,32 @@ class CheckpointWitnessing:
             return 0
         origin = self.logs.origin(namespace)
         note = Note.from_bytes(head.checkpoint)
-        results = await asyncio.gather(*(self._ask(p, namespace, origin, head) for p in self.peers))
-        sigs = [s for s in results if s is not None]
-        if not sigs:
-            return 0
-        cosigned = note.with_signatures(sigs).to_bytes()
-        attached = await asyncio.to_thread(
-            self.logs.attach_cosignatures, namespace, head.size, cosigned
-        )
-        if attached and len(sigs) >= self.quorum and r is not None:
-            created = r.created.pop(head.size, None)
-            if created is not None:
-                self.latencies.append(time.perf_counter() - created)
-            for size in [s for s in r.created if s < head.size]:
-                r.created.pop(size, None)
-        return len(sigs) if attached else 0
+        # Attach as soon as a quorum has answered, then again with the
+        # stragglers: one slow or lost witness must not hold back the
+        # cosigned checkpoint that clients wait for.
+        pending = {asyncio.ensure_future(self._ask(p, namespace, origin, head)) for p in self.peers}
+        sigs: list[NoteSignature] = []
+        attached_count = 0
+        need = min(self.quorum, len(self.peers))
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            sigs += [s for s in (t.result() for t in done) if s is not None]
+            if len(sigs) > attached_count and (len(sigs) >= need or not pending):
+                cosigned = note.with_signatures(sigs).to_bytes()
+                if not await asyncio.to_thread(
+                    self.logs.attach_cosignatures, namespace, head.size, cosigned
+                ):
+                    break  # the log moved on; the next round cosigns the new head
+                if attached_count < need <= len(sigs) and r is not None:
+                    created = r.created.pop(head.size, None)
+                    if created is not None:
+                        self.latencies.append(time.perf_counter() - created)
+                    for size in [s for s in r.created if s < head.size]:
+                        r.created.pop(size, None)
+                attached_count = len(sigs)
+        for t in pending:
+            t.cancel()
+        return attached_count
 
     async def _ask(
         self, peer: WitnessPeer, namespace: str, origin: str, head: LogState

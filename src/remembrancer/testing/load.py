@@ -8,6 +8,7 @@ else (a refusal, a reset connection, a timeout) is counted by kind in
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import threading
@@ -100,7 +101,11 @@ class RecordLoad:
                     self.refused[f"{e.code} {code}"] += 1
                     self.errors = [*self.errors[-199:], body]
                 time.sleep(0.05)
-            except (OSError, ValueError) as e:  # refused, reset, timed out, torn answer
+            except (
+                OSError,
+                ValueError,
+                http.client.HTTPException,
+            ) as e:  # refused, reset, timed out, torn answer
                 with self._lock:
                     self.refused[f"transport {type(e).__name__}"] += 1
                 time.sleep(0.05)

@@ -329,7 +329,7 @@ class WitnessingResult:
     bytes: int
     quorum_ms: tuple[float | None, ...]  # per checkpoint: until the quorum-th verified
     # cosignature arrived (None: no quorum)
-    round_ms: tuple[float, ...]  # per checkpoint: until CheckpointWitnessing attached them
+    round_ms: tuple[float, ...]  # per checkpoint: until CheckpointWitnessing first attached some
     cosignatures: tuple[int, ...]  # verified cosignatures attached, per checkpoint
     ideal_ms: float  # the quorum-th shortest round trip without jitter or loss
 
@@ -656,6 +656,7 @@ class SimLog:
         self._nodes: dict[NodeId, bytes] = {}
         self._head: LogState | None = None
         self.cosigned: dict[int, bytes] = {}  # size -> checkpoint with the attached cosignatures
+        self.first_attached: dict[int, float] = {}  # size -> virtual time of the first attach
 
     def append(self, count: int) -> LogState:
         """Append ``count`` entries and sign a checkpoint of the new size."""
@@ -683,6 +684,7 @@ class SimLog:
         if self._head is None or size != self._head.size:
             return False
         self.cosigned[size] = note
+        self.first_attached.setdefault(size, asyncio.get_running_loop().time())
         return True
 
 
@@ -1113,7 +1115,7 @@ class FederationSimulation:
             self.network.arrivals.clear()
             start = self.loop.time()
             await node.witnessing.witness_latest(node.namespace)
-            round_ms.append(_ms(self.loop.time() - start))
+            round_ms.append(_ms(node.log.first_attached.get(head.size, self.loop.time()) - start))
             note = node.log.cosigned.get(head.size)
             verified: tuple[Cosignature, ...] = ()
             if note is not None:

@@ -4,11 +4,13 @@
 (``quick``, the default, is what ``make test`` runs); the summary at the end
 of the session gives the number of generated inputs per target and in total.
 
-The ``world`` fixture is one real node in process (SQLite store in a temp
-directory, the example namespaces, a witnessed foreign log, a federation
-registry with peers of limited roles and an admin token), driven through its
-ASGI application with raw requests (exact ``raw_path`` bytes, as uvicorn
-passes them), and able to say whether the node's state changed.
+``await rel.make_world(tmp_path)`` (the ``rel`` fixture is this module: test
+modules cannot import a conftest) starts one real node in process (SQLite
+store in a temp directory, the example namespaces, a witnessed foreign log, a
+federation registry with peers of limited roles, an admin token): a
+:class:`World`, driven through its ASGI application with raw requests (exact
+``raw_path`` bytes, as uvicorn passes them), that can say whether the node's
+durable state changed.  ``await rel.close_world(w)`` stops it.
 """
 
 from __future__ import annotations
@@ -196,7 +198,8 @@ class World:
             counts = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                       for t in ("bundles", "records", "tiles", "checkpoints")}  # fmt: skip
             rows = c.execute(
-                "SELECT scope, key, value FROM state WHERE NOT (scope = 'federation-scores')"
+                "SELECT scope, key, value FROM state"
+                " WHERE NOT (scope = 'federation' AND key IN ('scores', 'own-seq'))"
                 " ORDER BY scope, key"
             ).fetchall()
         finally:
@@ -294,6 +297,21 @@ class World:
         return [(b"authorization", f"Bearer {ADMIN_TOKEN}".encode())]
 
 
+def all_routes(app: Any) -> list[Any]:
+    """Every route of the app, including those of included routers (the explorer's),
+    which FastAPI keeps inside an ``_IncludedRouter`` entry of ``app.routes``."""
+    out = []
+    todo = list(app.routes)
+    while todo:
+        route = todo.pop(0)
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            todo = list(inner.routes) + todo
+        elif getattr(route, "path", None) is not None:
+            out.append(route)
+    return out
+
+
 def _long_lived(task: asyncio.Task[Any]) -> bool:
     name = task.get_name()
     return name.startswith(("sequencer:", "federation-heartbeats")) or "loop" in name.lower()
@@ -352,8 +370,8 @@ async def make_world(tmp_path: Path, *, records: int = 12) -> World:
     for i in range(records):
         await node.submit(w.record("dao:vaultmesh", i).leaf)
     await node.submit(w.record("fin:clearing", 0).leaf)
-    await asyncio.sleep(0.2)  # the first heartbeat round
-    await w.settle()
+    await asyncio.sleep(0.1)  # the first heartbeat round starts (its deliveries to the
+    # closed peer endpoints retry for seconds: they are part of the baseline, not awaited)
     w.baseline_tasks = set(asyncio.all_tasks())
     return w
 

@@ -44,7 +44,13 @@ from remembrancer.testing.load import RecordLoad
 from remembrancer.testing.procs import NodeProcess, anchor_to_tsa, free_port, init_node
 
 NS = "dao:vaultmesh"
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.environ.get("CI") or os.environ.get("RUN_SLOW")),
+        reason="fault tests with real processes under load (about 40 s): set RUN_SLOW=1, or CI",
+    ),
+]
 
 
 def _in_ci() -> bool:
@@ -231,7 +237,8 @@ def test_a_full_disk_refuses_writes_clearly_and_recovers(tmp_path: Path, small_d
             assert health["storage"]["last_error"]["code"] == "storage_full"
             assert metric(node, "remembrancer_storage_errors_total", code="storage_full") >= 1
             assert metric(node, "remembrancer_storage_writable") == 0
-            assert fetch(f"{node.url}/v1/namespaces/{NS}")[0] == 200
+            view = fetch(f"{node.url}/v1/namespaces/{NS}")
+            assert view[0] == 200, view
             assert fetch(node.url + "/readyz")[0] == 200  # it still serves reads and proofs
             acked_while_full = load.acks()
             # Space comes back: writes resume without a restart.
@@ -315,6 +322,7 @@ def private_pg() -> Iterator[PrivatePostgres]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.postgres
 def test_a_postgresql_restart_under_load_loses_nothing_acknowledged(
     tmp_path: Path, private_pg: PrivatePostgres
 ) -> None:
@@ -445,52 +453,3 @@ def test_a_rail_outage_backs_off_reports_and_recovers(tmp_path: Path) -> None:
     finally:
         node.stop()
         tsa.kill()
-
-
-# --- a commit whose answer is lost --------------------------------------------------------------
-
-
-def test_a_commit_whose_answer_was_lost_does_not_wedge_the_log(rel: Any, tmp_path: Path) -> None:
-    """Regression: when the store committed a batch but the answer never arrived
-    (a PostgreSQL connection dropped during COMMIT), the sequencer kept its
-    pre-batch tree and every later append failed with ``log_size_moved`` until a
-    restart.  Now it re-reads the durable state: the next record goes in after
-    the committed ones, and resubmitting the unacknowledged record returns the
-    receipt of the copy that was committed."""
-    import asyncio
-
-    from remembrancer.core.errors import StorageError
-    from remembrancer.storage.sqlite import SqliteStore
-
-    class LosesOneAnswer(SqliteStore):
-        lose = False
-
-        def append(self, batch: Any) -> None:
-            super().append(batch)
-            if self.lose and batch.entries:
-                self.lose = False
-                raise StorageError("server closed the connection unexpectedly", code="unavailable")
-
-    async def go() -> None:
-        w = await rel.make_world(tmp_path, records=0)  # dao:vaultmesh untouched so far
-        store = LosesOneAnswer(tmp_path / "lost.db")
-        w.node.sequencer.store = store  # its log goes to a store of its own
-        try:
-            first = w.record("dao:vaultmesh", 1)
-            store.lose = True
-            answer = await w.post("/v1/namespaces/dao:vaultmesh/records", first.leaf)
-            assert answer.status == 503 and answer.json()["error"]["code"] == "unavailable"
-            assert store.log_state("dao:vaultmesh").size == 1  # it was committed all the same
-            second = await w.post(
-                "/v1/namespaces/dao:vaultmesh/records", w.record("dao:vaultmesh", 2).leaf
-            )
-            assert second.status == 200, second.body
-            assert second.json()["index"] == 1
-            again = await w.post("/v1/namespaces/dao:vaultmesh/records", first.leaf)
-            assert again.status == 200 and again.json()["index"] == 0
-        finally:
-            w.node.sequencer.store = w.node.store
-            store.close()
-            await rel.close_world(w)
-
-    asyncio.run(go())

@@ -64,7 +64,12 @@ from remembrancer.core.xns import parse_proof, verify_message
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.fuzz import budget, fuzz
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import example_record, make_record
+from remembrancer.testing.records import (
+    EXAMPLE_WITNESSES,
+    example_record,
+    ledger_payload,
+    make_record,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "src" / "remembrancer" / "examples"
@@ -132,16 +137,25 @@ def _note(size: int, *, cosigned: bool = False, tree: NaiveTree | None = None) -
     return n.with_signatures([cosign(n.text, WITNESS_KEY, WITNESS_NAME, NOW)]).to_bytes()
 
 
+def _record(ns: str, schema: str, payload: dict[str, Any], i: int) -> Record:
+    """A record the example namespace admits, the same in every run (fixed ids)."""
+    witnesses = [demo_key(a) for a in EXAMPLE_WITNESSES[ns]]
+    nonce = base64.urlsafe_b64encode(hashlib.sha256(b"%d" % i).digest()[:12]).decode()
+    return make_record(ns, schema, payload, ACTOR, witnesses, timestamp=NOW,
+                       event_id=f"fuzz-{i}", nonce=nonce)  # fmt: skip
+
+
 @cache
 def CORPUS() -> Corpus:
     c = Corpus()
     c.work = Path(tempfile.mkdtemp(prefix="remembrancer-fuzz-"))
-    c.records = [example_record("dao:vaultmesh", i, timestamp=NOW) for i in range(6)]
-    c.records.append(example_record("fin:clearing", 99, timestamp=NOW))
+    c.records = [
+        _record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(i), i) for i in range(6)
+    ]
+    c.records.append(_record("fin:clearing", "ledger.append@1.0.0", ledger_payload(99), 99))
     msg_body = {"source": "dao:vaultmesh", "target": "fin:clearing", "action": "notify",
                 "payload": {"operation": "status.update", "parameters": {"status": "done"}}}  # fmt: skip
-    c.xns_record = make_record("dao:vaultmesh", "namespace.message@1.0.0", msg_body, ACTOR,
-                               DAO_WITNESSES, timestamp=NOW)  # fmt: skip
+    c.xns_record = _record("dao:vaultmesh", "namespace.message@1.0.0", msg_body, 1000)
     leaves = (
         [r.leaf for r in c.records] + [c.xns_record.leaf] + [b"raw entry %d" % i for i in range(9)]
     )

@@ -1,8 +1,8 @@
 """Regression tests for the bugs the reliability suite found (docs/reliability.md),
 each named after the bug it pins.  The fault and security modules hold the
-ones that need processes or a filesystem (a lost commit answer wedging a log,
-/healthz failing while the store is down, extracting a backup through a
-symlink)."""
+ones that need processes or a filesystem (/healthz failing while the store is
+down, a full disk reported as a generic storage failure, extracting a backup
+through a symlink)."""
 
 from __future__ import annotations
 
@@ -96,3 +96,47 @@ def test_the_dev_tsa_rejects_what_it_cannot_timestamp(request_der: bytes, why: s
     with pytest.raises(VerificationError) as e:
         parse_response(tsa.respond(request_der))
     assert e.value.code == "tsa_status_rejected" and why in e.value.message
+
+
+def test_a_commit_whose_answer_was_lost_does_not_wedge_the_log(rel: Any, tmp_path: Path) -> None:
+    """Regression: when the store committed a batch but the answer never arrived
+    (a PostgreSQL connection dropped during COMMIT), the sequencer kept its
+    pre-batch tree and every later append failed with ``log_size_moved`` until a
+    restart.  Now it re-reads the durable state: the next record goes in after
+    the committed ones, and resubmitting the unacknowledged record returns the
+    receipt of the copy that was committed."""
+    from remembrancer.core.errors import StorageError
+    from remembrancer.storage.sqlite import SqliteStore
+
+    class LosesOneAnswer(SqliteStore):
+        lose = False
+
+        def append(self, batch: Any) -> None:
+            super().append(batch)
+            if self.lose and batch.entries:
+                self.lose = False
+                raise StorageError("server closed the connection unexpectedly", code="unavailable")
+
+    async def go() -> None:
+        w = await rel.make_world(tmp_path, records=0)  # dao:vaultmesh untouched so far
+        store = LosesOneAnswer(tmp_path / "lost.db")
+        w.node.sequencer.store = store  # its log goes to a store of its own
+        try:
+            first = w.record("dao:vaultmesh", 1)
+            store.lose = True
+            answer = await w.post("/v1/namespaces/dao:vaultmesh/records", first.leaf)
+            assert answer.status == 503 and answer.json()["error"]["code"] == "unavailable"
+            assert store.log_state("dao:vaultmesh").size == 1  # it was committed all the same
+            second = await w.post(
+                "/v1/namespaces/dao:vaultmesh/records", w.record("dao:vaultmesh", 2).leaf
+            )
+            assert second.status == 200, second.body
+            assert second.json()["index"] == 1
+            again = await w.post("/v1/namespaces/dao:vaultmesh/records", first.leaf)
+            assert again.status == 200 and again.json()["index"] == 0
+        finally:
+            w.node.sequencer.store = w.node.store
+            store.close()
+            await rel.close_world(w)
+
+    asyncio.run(go())

@@ -437,8 +437,8 @@ class CountersignContent:
         sig = value["signature"]
         where = "content.signature"
         _object(sig, where, ("node", "role", "timestamp", "sig"))
-        role = sig["role"]
-        if not isinstance(role, str) or role not in COUNTERSIGNATURE_ROLES:
+        role = sig["role"]  # the type first: a list or an object is not hashable
+        if not isinstance(sig["role"], str) or role not in COUNTERSIGNATURE_ROLES:
             raise _malformed(f"{where}.role", 'must be "anchor" or "witness"')
         signature = Countersignature(
             _did(sig["node"], f"{where}.node"),

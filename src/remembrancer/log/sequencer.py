@@ -495,7 +495,10 @@ class Sequencer:
                         except RemembrancerError:
                             continue
                         state = governance.fold(state, rec, ns)
-                self._save_governance(namespace, state, size)
+                try:
+                    self._save_governance(namespace, state, size)
+                except StorageError as e:  # only a shortcut for the next load: reads go on
+                    log.warning("could not save the governance state of %s: %s", namespace, e)
         return state
 
     def _save_governance(

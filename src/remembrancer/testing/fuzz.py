@@ -31,6 +31,7 @@ session can print the total number of generated inputs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -284,8 +285,8 @@ class Mutator:
 
     def _new_value(self, old: Any) -> Any:
         r = self.rng
-        if r.random() < 0.7:
-            return r.choice(_INTERESTING_VALUES)
+        if r.random() < 0.7:  # copied: later edits must not change (or nest) the constant
+            return copy.deepcopy(r.choice(_INTERESTING_VALUES))
         if isinstance(old, str):
             return old * r.choice((0, 2, 100))
         if isinstance(old, dict):

@@ -33,7 +33,7 @@ from bench import (
     simulation,
     storage,
 )
-from bench.merkle import format_rows
+from bench.common import format_rows
 
 SUITES = {
     "merkle": merkle,

@@ -30,7 +30,6 @@ batch; raw entries carry no record keys).  Then, in one run:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import sqlite3
@@ -42,7 +41,8 @@ from typing import Any
 
 import yaml
 
-from bench.merkle import format_rows
+from bench.common import Row, suite_main
+from bench.common import row as _row
 from remembrancer.core.keys import read_key_file
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.log.namespaces import StaticNamespaces
@@ -51,15 +51,9 @@ from remembrancer.node.backup import create_backup, restore_backup, verify_backu
 from remembrancer.node.config import check_data_dir, load_node_config, write_initial_config
 from remembrancer.storage import open_store
 
-Row = dict[str, Any]
 BATCH = 5_000
 ENTRIES = 1_000_000
 NS = "dao:vaultmesh"
-
-
-def _row(name: str, ours: float, reference: float, goal: float | None, unit: str) -> Row:
-    return {"name": name, "ours": ours, "reference": reference,
-            "ratio": ours / reference if reference else float("inf"), "goal": goal, "unit": unit}  # fmt: skip
 
 
 def _fill(directory: Path, entries: int) -> Path:
@@ -175,13 +169,13 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.backup", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="100,000 entries instead of 1,000,000")
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    print(format_rows(rows))
-    failed = [r for r in rows if r["goal"] is not None and r["ratio"] < r["goal"]]
-    return 1 if failed else 0
+    return suite_main(
+        run,
+        "python -m bench.backup",
+        __doc__,
+        argv,
+        quick_help="100,000 entries instead of 1,000,000",
+    )
 
 
 if __name__ == "__main__":

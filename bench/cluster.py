@@ -20,13 +20,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.records import _row
+from bench.common import Row
+from bench.common import row as _row
 from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.procs import anchor_to_tsa, init_node, wire_federation, wire_witnessing
 from remembrancer.testing.records import ledger_payload, make_record
-
-Row = dict[str, Any]
 
 
 def _call(url: str, body: bytes | None = None, token: str | None = None) -> Any:
@@ -100,6 +99,6 @@ def run(quick: bool) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from bench.merkle import format_rows
+    from bench.common import format_rows
 
     print(format_rows(run(True)))

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-from bench.records import _row
+from bench.common import Row
+from bench.common import row as _row
 from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
 from remembrancer.cli.client import api_json
 from remembrancer.testing.anvil import find_anvil, start_anvil
@@ -36,7 +36,6 @@ from remembrancer.testing.procs import (
 )
 from remembrancer.testing.records import example_record
 
-Row = dict[str, Any]
 NAMESPACES = ("dao:vaultmesh", "fin:clearing")
 N_NODES = 3
 EPOCH = 3
@@ -141,7 +140,7 @@ def run(quick: bool) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from bench.merkle import format_rows
+    from bench.common import format_rows
 
     parser = argparse.ArgumentParser(prog="python -m bench.collab", description=__doc__)
     parser.add_argument("--quick", action="store_true")

@@ -18,7 +18,6 @@ endpoint's server time per poll.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from bench.common import Row, suite_main
 from remembrancer.core.keys import read_key_file
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
@@ -36,7 +36,6 @@ from remembrancer.storage import open_store
 from remembrancer.testing.browser import NAMESPACE, chromium_path, launch, post_record
 from remembrancer.testing.procs import NodeProcess, init_node
 
-Row = dict[str, Any]
 BUDGET_MS = 1000.0
 LOADS = 7
 SIGNED = 50
@@ -152,13 +151,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.merkle import format_rows
-
-    parser = argparse.ArgumentParser(prog="python -m bench.explorer", description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    print(format_rows(run(args.quick)))
-    return 0
+    return suite_main(run, "python -m bench.explorer", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ reference, to damp the noise of a shared machine.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
 
 from nacl.signing import VerifyKey
 
-from bench.merkle import format_rows
+from bench.common import Row, suite_main
+from bench.common import row as _row
 from remembrancer.core.keys import SigningKey
 from remembrancer.federation.protocol import (
     BundleContent,
@@ -40,17 +39,10 @@ from remembrancer.federation.protocol import (
 )
 from remembrancer.federation.receipts import Countersignature
 
-Row = dict[str, Any]
-
 FED = "vaultmesh-primary"
 SENDER = "did:vm:node:east1"
 NOW = 1_764_100_000
 ROLES = frozenset({"witness", "anchor", "countersign", "relay", "coordinator"})
-
-
-def _row(name: str, ours: float, reference: float, goal: float | None, unit: str) -> Row:
-    return {"name": name, "ours": ours, "reference": reference,
-            "ratio": ours / reference if reference else float("inf"), "goal": goal, "unit": unit}  # fmt: skip
 
 
 def _root(i: int) -> str:
@@ -141,13 +133,9 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.federation", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer messages (seconds)")
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    print(format_rows(rows))
-    failed = [r for r in rows if r["goal"] is not None and r["ratio"] < r["goal"]]
-    return 1 if failed else 0
+    return suite_main(
+        run, "python -m bench.federation", __doc__, argv, quick_help="fewer messages (seconds)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ reference, to damp the noise of a shared machine.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import random
@@ -34,10 +33,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.common import Row, suite_main
+from bench.common import row as _row
 from remembrancer.core.rfc6962 import inclusion_proof, verify_inclusion
 from remembrancer.core.tiles import Tile, TileNodeReader, TileTree, tiles_for_size
-
-Row = dict[str, Any]
 
 _sha256 = hashlib.sha256
 
@@ -49,17 +48,6 @@ def _best(fn: Callable[[], object], repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def _row(name: str, ours: float, reference: float, goal: float | None, unit: str) -> Row:
-    return {
-        "name": name,
-        "ours": ours,
-        "reference": reference,
-        "ratio": ours / reference if reference else float("inf"),
-        "goal": goal,
-        "unit": unit,
-    }
 
 
 def _entries(n: int, size: int = 100) -> list[bytes]:
@@ -292,35 +280,14 @@ def run(quick: bool) -> list[Row]:
     ]
 
 
-def _fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 1:
-        return f"{value:,.2f}"
-    return f"{value:.4g}"
-
-
-def format_rows(rows: list[Row]) -> str:
-    """A plain-text table of benchmark rows."""
-    lines = [f"{'benchmark':<92} {'ours':>12} {'reference':>12} {'ratio':>9} {'goal':>6}  ok"]
-    for r in rows:
-        goal = r["goal"]
-        ok = "-" if goal is None else ("yes" if r["ratio"] >= goal else "NO")
-        lines.append(
-            f"{r['name']:<92} {_fmt(r['ours']):>12} {_fmt(r['reference']):>12} "
-            f"{_fmt(r['ratio']):>9} {'-' if goal is None else _fmt(goal):>6}  {ok}"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.merkle", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes (seconds, not a minute)")
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    print(format_rows(rows))
-    failed = [r for r in rows if r["goal"] is not None and r["ratio"] < r["goal"]]
-    return 1 if failed else 0
+    return suite_main(
+        run,
+        "python -m bench.merkle",
+        __doc__,
+        argv,
+        quick_help="small sizes (seconds, not a minute)",
+    )
 
 
 if __name__ == "__main__":

@@ -22,16 +22,15 @@ Run ``python -m bench.messaging`` (``--quick`` for fewer messages).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from bench.merkle import format_rows
+from bench.common import Row, suite_main
+from bench.common import row as _row
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey, parse_cosigner_vkey
 from remembrancer.core.keys import SigningKey
@@ -48,18 +47,12 @@ from remembrancer.testing.demo import demo_key
 from remembrancer.testing.naive_merkle import NaiveTree
 from remembrancer.testing.records import ledger_payload, make_record
 
-Row = dict[str, Any]
 EXAMPLE = (
     Path(__file__).resolve().parents[1] / "src" / "remembrancer" / "examples" / "namespaces.yaml"
 )
 ACTOR = demo_key("did:vm:actor:demo")
 DAO_W = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]
 FIN_W = [demo_key(f"did:vm:arbiter:prod-clearing-{x}") for x in "abc"]
-
-
-def _row(name: str, ours: float, reference: float, goal: float | None, unit: str) -> Row:
-    return {"name": name, "ours": ours, "reference": reference,
-            "ratio": ours / reference if reference else float("inf"), "goal": goal, "unit": unit}  # fmt: skip
 
 
 def _message(i: int, now: int) -> Record:
@@ -156,11 +149,9 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.messaging", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer messages (seconds)")
-    args = parser.parse_args(argv)
-    print(format_rows(run(args.quick)))
-    return 0
+    return suite_main(
+        run, "python -m bench.messaging", __doc__, argv, quick_help="fewer messages (seconds)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,18 +14,18 @@ server; its cost is included in what the server gets.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from bench.common import Row, suite_main
+from bench.common import row as _row
 from bench.loadgen import load, request_bytes
-from bench.records import _row, bench_signed
+from bench.records import bench_signed
 from remembrancer.core.keys import read_key_file
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
@@ -34,7 +34,6 @@ from remembrancer.testing.demo import demo_key
 from remembrancer.testing.procs import init_node
 from remembrancer.testing.records import ledger_payload, make_record
 
-Row = dict[str, Any]
 HOST = "127.0.0.1"
 
 
@@ -132,13 +131,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.merkle import format_rows
-
-    parser = argparse.ArgumentParser(prog="python -m bench.node", description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    print(format_rows(run(args.quick)))
-    return 0
+    return suite_main(run, "python -m bench.node", __doc__, argv)
 
 
 if __name__ == "__main__":

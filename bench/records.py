@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import resource
@@ -26,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from bench.common import Row, suite_main
+from bench.common import row as _row
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.log.namespaces import StaticNamespaces
@@ -33,13 +34,6 @@ from remembrancer.log.sequencer import Sequencer
 from remembrancer.storage import open_store
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.records import ledger_payload, make_record
-
-Row = dict[str, Any]
-
-
-def _row(name: str, ours: float, reference: float, goal: float | None, unit: str) -> Row:
-    return {"name": name, "ours": ours, "reference": reference,
-            "ratio": ours / reference if reference else float("inf"), "goal": goal, "unit": unit}  # fmt: skip
 
 
 def _namespaces() -> StaticNamespaces:
@@ -200,13 +194,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.merkle import format_rows
-
-    parser = argparse.ArgumentParser(prog="python -m bench.records", description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    print(format_rows(run(args.quick)))
-    return 0
+    return suite_main(run, "python -m bench.records", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Run ``python -m bench.replication`` (``--quick``: 20,000 entries).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -29,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from bench.merkle import format_rows
-from bench.records import _row
+from bench.common import Row, suite_main
+from bench.common import row as _row
 from remembrancer.core.keys import read_key_file
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.tiles import TILE_WIDTH, Tile
@@ -40,7 +39,6 @@ from remembrancer.node.config import check_data_dir, load_node_config
 from remembrancer.storage import open_store
 from remembrancer.testing.procs import NodeProcess, init_node, wire_federation, wire_witnessing
 
-Row = dict[str, Any]
 GOAL_S = 10.0
 NS = "dao:vaultmesh"
 
@@ -148,12 +146,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.replication", description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    print(format_rows(rows))
-    return 0
+    return suite_main(run, "python -m bench.replication", __doc__, argv)
 
 
 if __name__ == "__main__":

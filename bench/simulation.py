@@ -30,12 +30,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from bench.merkle import format_rows
+from bench.common import Row, format_rows
 from remembrancer.testing.simulation import SIZES, SimulationConfig, SimulationReport, simulate
 
-Row = dict[str, Any]
 INF = float("inf")
 LONG_PARTITION_N = 10
 LONG_PARTITION_S = 30.0

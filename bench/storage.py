@@ -60,12 +60,10 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any
 
+from bench.common import Row
 from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
 from remembrancer.storage.sqlite import SqliteStore
-
-Row = dict[str, Any]
 
 NAMESPACE = "bench:storage"
 BATCH = 1_000

@@ -27,8 +27,9 @@ then compare-and-swap the new state, retrying on a lost race.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from remembrancer.core.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
 from remembrancer.core.errors import FormatError, RemembrancerError, VerificationError
@@ -38,6 +39,18 @@ from remembrancer.core.rfc6962 import verify_consistency
 MAX_PROOF_LINES = 63
 MAX_REQUEST_BYTES = 1 << 20
 _OLD_RE = re.compile(r"old (0|[1-9][0-9]{0,19})")
+
+
+# The HTTP status the C2SP tlog-witness spec gives each refusal (table above).
+WITNESS_STATUS: Final[Mapping[str, int]] = {
+    "witness_request_malformed": 400,
+    "witness_origin_unknown": 404,
+    "witness_signature_invalid": 403,
+    "witness_old_size_too_large": 400,
+    "witness_old_size_mismatch": 409,
+    "witness_root_mismatch": 409,
+    "witness_proof_invalid": 422,
+}
 
 
 class WitnessRefusal(RemembrancerError):

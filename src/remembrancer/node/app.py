@@ -42,6 +42,7 @@ from remembrancer.core.tiles import (
     parse_tile_path,
 )
 from remembrancer.core.tlogproof import TlogProof
+from remembrancer.core.witness import WITNESS_STATUS
 from remembrancer.explorer.routes import create_router as create_explorer_router
 from remembrancer.node.runtime import Node
 
@@ -60,13 +61,7 @@ _STATUS_BY_CODE = {
     "namespace_mismatch": 400,
     "body_too_large": 413,
     "rate_limited": 429,
-    "witness_request_malformed": 400,
-    "witness_origin_unknown": 404,
-    "witness_signature_invalid": 403,
-    "witness_old_size_too_large": 400,
-    "witness_old_size_mismatch": 409,
-    "witness_root_mismatch": 409,
-    "witness_proof_invalid": 422,
+    **WITNESS_STATUS,
     "unauthorized": 401,
     "quorum_not_reached": 504,
     "federation_not_configured": 404,

@@ -83,6 +83,7 @@ from remembrancer.core.rfc6962 import (
     verify_consistency,
 )
 from remembrancer.core.witness import (
+    WITNESS_STATUS,
     AddCheckpointRequest,
     CosignedState,
     WitnessRefusal,
@@ -138,15 +139,6 @@ FEDERATION_ID: Final = "sim-federation"
 TSA_TARGET: Final = "rfc3161:sim-tsa"
 _LOST_WAIT: Final = 30.0  # seconds a sender without a timeout waits for a lost message
 _WITNESS_TIMEOUT: Final = 5.0  # CheckpointWitnessing's default
-_WITNESS_STATUS: Final[Mapping[str, int]] = {  # core.witness's table (C2SP tlog-witness)
-    "witness_request_malformed": 400,
-    "witness_origin_unknown": 404,
-    "witness_signature_invalid": 403,
-    "witness_old_size_too_large": 400,
-    "witness_old_size_mismatch": 409,
-    "witness_root_mismatch": 409,
-    "witness_proof_invalid": 422,
-}
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -713,7 +705,7 @@ class _Witness:
             if e.code == "witness_old_size_mismatch":
                 size = f"{e.details['size']}\n".encode()
                 return _Served(409, "text/x.tlog.size", size, e.code)
-            status = _WITNESS_STATUS.get(e.code, 400)
+            status = WITNESS_STATUS.get(e.code, 400)
             return _Served(status, "application/json", _error(e), e.code)
         line = cosign(signed.body, self._key, self.name, int(self._clock())).to_line()
         cp = signed.checkpoint

@@ -59,7 +59,7 @@ from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import PublicKey, public_from_did_key
 from remembrancer.core.namespace import NamespaceConfig, TrustedSource
 from remembrancer.core.note import NoteVerifier, Verifier, parse_vkey
-from remembrancer.core.record import HASH_RE, Record
+from remembrancer.core.record import HASH_RE, Record, unsigned_envelope
 from remembrancer.core.rfc6962 import hash_leaf, root_from_inclusion_proof
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tlogproof import TlogProof
@@ -453,27 +453,18 @@ def delivery_envelope(
 ) -> dict[str, Any]:
     """The unsigned delivery record, for the target's log (sign it with the node key)."""
     m = verified.message
-    return {
-        "vm:version": "1.0",
-        "event:id": delivery_event_id(m.event_hash),
-        "event:type": MESSAGE_NAME,
-        "schema": MESSAGE_SCHEMA,
-        "namespace": m.target,
-        "actor": actor,
-        "timestamp": timestamp,
-        "nonce": nonce,
-        "prev": None,
+    payload = {
+        "source": m.source,
+        "target": m.target,
+        "action": m.action,
         "payload": {
-            "source": m.source,
-            "target": m.target,
-            "action": m.action,
-            "payload": {
-                "operation": m.operation,
-                "parameters": m.parameters,
-                "proof": verified.delivery_proof(),
-            },
+            "operation": m.operation,
+            "parameters": m.parameters,
+            "proof": verified.delivery_proof(),
         },
     }
+    return unsigned_envelope(namespace=m.target, schema=MESSAGE_SCHEMA, payload=payload, actor=actor,
+                             event_id=delivery_event_id(m.event_hash), timestamp=timestamp, nonce=nonce)  # fmt: skip
 
 
 def answer_envelope(
@@ -495,31 +486,22 @@ def answer_envelope(
             code="xns_result_too_large",
             details={"size": size, "limit": MAX_RESULT_BYTES},
         )
-    return {
-        "vm:version": "1.0",
-        "event:id": answer_event_id(m.event_hash),
-        "event:type": MESSAGE_NAME,
-        "schema": MESSAGE_SCHEMA,
-        "namespace": m.target,
-        "actor": actor,
-        "timestamp": timestamp,
-        "nonce": nonce,
-        "prev": None,
+    payload = {
+        "source": m.target,
+        "target": m.source,
+        "action": "notify",
         "payload": {
-            "source": m.target,
-            "target": m.source,
-            "action": "notify",
-            "payload": {
-                "operation": m.operation,
-                "parameters": {
-                    "inReplyTo": delivery.event_hash_hex,
-                    "message": m.record.event_hash_hex,
-                    "action": m.action,
-                    "result": dict(result),
-                },
+            "operation": m.operation,
+            "parameters": {
+                "inReplyTo": delivery.event_hash_hex,
+                "message": m.record.event_hash_hex,
+                "action": m.action,
+                "result": dict(result),
             },
         },
     }
+    return unsigned_envelope(namespace=m.target, schema=MESSAGE_SCHEMA, payload=payload, actor=actor,
+                             event_id=answer_event_id(m.event_hash), timestamp=timestamp, nonce=nonce)  # fmt: skip
 
 
 def node_message_kind(record: Record, ns: NamespaceConfig) -> Literal["delivery", "answer"] | None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +51,22 @@ def pg_dsn() -> str:
             pytest.fail(f"{reason} [CI is set: a missing server fails instead of skipping]")
         pytest.skip(reason)
     return dsn
+
+
+@pytest.fixture
+def anvil(tmp_path: Path) -> Iterator[Any]:
+    """A fresh anvil chain (a real EVM node) on a free port, stopped after the test.
+
+    Skips without the anvil binary, except under CI, where that is a failure.
+    """
+    from remembrancer.testing.anvil import find_anvil, start_anvil
+    from remembrancer.testing.procs import free_port
+
+    binary = find_anvil()
+    if binary is None:
+        if _in_ci():
+            pytest.fail("anvil is missing (bash .ci/install-anvil.sh) [CI is set]")
+        pytest.skip("anvil not found: run `bash .ci/install-anvil.sh`")
+    chain = start_anvil(binary, free_port(), tmp_path / "anvil.log")
+    yield chain
+    chain.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,7 @@ from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.rfc6962 import hash_leaf, verify_inclusion
-from remembrancer.testing.anvil import DEV_KEY, find_anvil, start_anvil
+from remembrancer.testing.anvil import DEV_KEY
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.procs import cli, free_port, init_node
 from remembrancer.testing.records import ledger_payload, make_record
@@ -36,18 +35,6 @@ def _post(url: str, body: bytes) -> dict:  # type: ignore[type-arg]
     )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
-    binary = find_anvil()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing (bash .ci/install-anvil.sh) [CI is set]")
-        pytest.skip("anvil not found: run `bash .ci/install-anvil.sh`")
-    chain = start_anvil(binary, free_port(), tmp_path / "anvil.log")
-    yield chain
-    chain.stop()
 
 
 def test_node_anchors_on_cadence_and_receipts_verify_offline(tmp_path: Path, anvil) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -39,13 +38,11 @@ from remembrancer.core.anchor import checkpoint_digest
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
 from remembrancer.federation.protocol import CheckpointContent, Message, ReceiptContent
-from remembrancer.testing.anvil import find_anvil, start_anvil
 from remembrancer.testing.procs import (
     NodeProcess,
     anchor_to_evm,
     anchor_to_tsa,
     cli,
-    free_port,
     init_node,
     wire_federation,
     wire_witnessing,
@@ -229,18 +226,6 @@ def test_rfc3161_tokens_collaborative_vs_independent(tmp_path: Path, strategy: s
 # --------------------------------------------------------------------------
 # One transaction per target per epoch: a real anvil
 # --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
-    binary = find_anvil()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing (bash .ci/install-anvil.sh) [CI is set]")
-        pytest.skip("anvil not found: run `bash .ci/install-anvil.sh`")
-    chain = start_anvil(binary, free_port(), tmp_path / "anvil.log")
-    yield chain
-    chain.stop()
 
 
 @pytest.mark.parametrize("strategy", ["independent", "collaborative"])

@@ -15,7 +15,7 @@ def row(name: str, ours: float, reference: float, goal: float | None, unit: str)
             "ratio": ours / reference if reference else float("inf"), "goal": goal, "unit": unit}  # fmt: skip
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     if value >= 1:
@@ -30,8 +30,8 @@ def format_rows(rows: list[Row]) -> str:
         goal = r["goal"]
         ok = "-" if goal is None else ("yes" if r["ratio"] >= goal else "NO")
         lines.append(
-            f"{r['name']:<92} {_fmt(r['ours']):>12} {_fmt(r['reference']):>12} "
-            f"{_fmt(r['ratio']):>9} {'-' if goal is None else _fmt(goal):>6}  {ok}"
+            f"{r['name']:<92} {fmt(r['ours']):>12} {fmt(r['reference']):>12} "
+            f"{fmt(r['ratio']):>9} {'-' if goal is None else fmt(goal):>6}  {ok}"
         )
     return "\n".join(lines)
 

@@ -61,7 +61,7 @@ import tempfile
 import time
 import uuid
 
-from bench.common import Row
+from bench.common import Row, fmt
 from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
 from remembrancer.storage.sqlite import SqliteStore
 
@@ -364,14 +364,6 @@ def run(quick: bool, *, raw_only: bool = False, raw_entries: int | None = None) 
     return rows + bench_raw(total)
 
 
-def _fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 1:
-        return f"{value:,.2f}"
-    return f"{value:.4g}"
-
-
 def format_rows(rows: list[Row]) -> str:
     """A plain-text table of benchmark rows (with per-batch latency)."""
     lines = [
@@ -382,8 +374,8 @@ def format_rows(rows: list[Row]) -> str:
         goal = r["goal"]
         ok = "-" if goal is None else ("yes" if r["ratio"] >= goal else "NO")
         lines.append(
-            f"{r['name']:<84} {_fmt(r['ours']):>10} {_fmt(r['reference']):>10} "
-            f"{_fmt(r['ratio']):>7} {'-' if goal is None else _fmt(goal):>5}  {ok:<3}"
+            f"{r['name']:<84} {fmt(r['ours']):>10} {fmt(r['reference']):>10} "
+            f"{fmt(r['ratio']):>7} {'-' if goal is None else fmt(goal):>5}  {ok:<3}"
             f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f}"
             f" {1e6 / r['ours']:>8.2f} {1e6 / r['reference']:>7.2f}"
         )

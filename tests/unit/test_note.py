@@ -34,7 +34,7 @@ from remembrancer.core.note import (
     verify_note,
 )
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 EM = "\u2014"
 
 # golang.org/x/mod/sumdb/note, note_test.go (BSD-3-Clause, The Go Authors).
@@ -60,7 +60,7 @@ SUMDB_NOTE = (
 
 def c2sp_example() -> dict[str, str]:
     path = VECTORS / "signed-note" / "c2sp-example.json"
-    assert path.is_file(), f"shared vector missing: {path}"
+    assert path.is_file(), f"test vector missing: {path}"
     data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
     return data
 

@@ -1,7 +1,7 @@
 """RFC 6962 proofs against transparency-dev/merkle's public test vectors.
 
-The vectors live beside the project in ``../shared/vectors/rfc6962`` (see
-``shared/vectors/README.md``): 98 inclusion and 98 consistency cases, good and
+The vectors are copied into the repository under ``tests/vectors/rfc6962`` (see
+``tests/vectors/README.md`` for their origin and licence): 98 inclusion and 98 consistency cases, good and
 bad.  Every one must give the expected verdict, and every bad one must fail
 with a typed :class:`VerificationError`, never anything else.
 """
@@ -30,7 +30,7 @@ from remembrancer.core.rfc6962 import (
 from remembrancer.core.tiles import TileTree
 from remembrancer.testing.naive_merkle import NaiveTree
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 RFC6962 = VECTORS / "rfc6962"
 
 INCLUSION_CODES = {
@@ -50,7 +50,7 @@ CONSISTENCY_CODES = {
     "consistency_root2_mismatch",
 }
 
-# RFC 6962's classic 8-leaf tree (shared/vectors/README.md).
+# RFC 6962's classic 8-leaf tree (tests/vectors/README.md).
 CLASSIC_LEAVES = [
     bytes.fromhex(h)
     for h in (
@@ -68,7 +68,7 @@ CLASSIC_ROOT = bytes.fromhex("5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cf
 
 
 def _load(kind: str) -> list[tuple[str, dict[str, Any]]]:
-    if not RFC6962.is_dir():  # fail, never skip: CI must have shared/ beside the clone
+    if not RFC6962.is_dir():  # fail, never skip: they are part of the repository
         raise FileNotFoundError(f"test vectors not found at {RFC6962}")
     out = []
     for path in sorted((RFC6962 / kind).rglob("*.json")):

@@ -3,7 +3,7 @@ Playwright, and a real three-node federation (witnessing, countersigning,
 anchoring to the development TSA) started once for the module.
 
 Without Chromium (``/usr/bin/chromium``) or the ``playwright`` package the
-tests skip with a message, except under CI (``CI`` set), where they fail."""
+tests skip with a message (a failure under CI, like every skip: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,6 @@ from remembrancer.testing.procs import (
 RECORDS = 30
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """A headless Chromium driven by Playwright."""
@@ -49,8 +45,6 @@ def browser() -> Iterator[Any]:
     if reason is None and chromium_path() is None:
         reason = "Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
     if reason is not None:
-        if _in_ci():
-            pytest.fail(f"{reason} [CI is set: the browser tests must run]")
         pytest.skip(reason)
     with launch() as b:
         yield b

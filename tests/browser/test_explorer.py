@@ -124,6 +124,14 @@ def test_a_record_verifies_in_the_browser(page: Any, federation: list[NodeProces
         )
     assert status["anchor-evidence"] == "skip" and status["consistency"] == "skip"
     assert "not checked" in page.locator('[data-check="anchor-evidence"]').inner_text()
+    # Every check, passed or not checked, can be seen: scrolled to, it lies inside the
+    # viewport (the "not checked" ones once shared the skip link's off-screen class).
+    width = page.viewport_size["width"]
+    for li in page.locator("#checks li").all():
+        li.scroll_into_view_if_needed()
+        box = li.bounding_box()
+        assert box is not None and box["width"] > 0 and box["height"] > 0, li.inner_text()
+        assert 0 <= box["x"] and box["x"] + box["width"] <= width, (li.inner_text(), box)
     # The keys used are on the page, as the node states them.
     info = get_json(f"{alpha.url}/v1/node")
     assert (

@@ -89,10 +89,7 @@ class Running:
         return code
 
 
-@pytest.mark.skipif(
-    not (os.environ.get("CI") or os.environ.get("RUN_SLOW")),
-    reason="builds a fresh .venv (set RUN_SLOW=1, or CI)",
-)
+@pytest.mark.slow
 def test_make_run_from_a_clean_copy(tmp_path: Path) -> None:
     files = subprocess.run(  # the working tree as a clone of it would have it
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],

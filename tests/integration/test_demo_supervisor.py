@@ -12,7 +12,9 @@ of the first run (anvil's chain was saved), and exits 0 with its data kept.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -146,3 +148,56 @@ def test_a_second_supervisor_on_the_same_data_is_refused(tmp_path: Path) -> None
         out = cli("demo", "--data", str(data), "--duration", "1", check=False)
     assert out.returncode == 2 and "demo_running" in out.stderr and "12345" in out.stderr
     assert not (data / "nodes").exists()
+
+
+def test_a_frozen_node_stalls_neither_the_others_feed_nor_the_progress(tmp_path: Path) -> None:
+    """A node frozen with SIGSTOP (it neither answers nor closes connections): the
+    other nodes keep being fed, and a progress line keeps coming every
+    ``progress_seconds``, showing the frozen node as not answering."""
+    progress = 2.0
+    stamped: list[tuple[float, str]] = []
+    sup = Supervisor(DemoOptions(data=tmp_path / "demo-data", base_port=0, records_per_second=24,
+                                 progress_seconds=progress, message_seconds=600, use_anvil=False),
+                     echo=lambda line: stamped.append((time.monotonic(), line)))  # fmt: skip
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["summary"] = sup.run()
+        except BaseException as e:
+            outcome["error"] = e
+
+    def progress_lines(after: float) -> list[tuple[float, str]]:
+        return [(t, x) for t, x in list(stamped) if t > after and "| anchors verified" in x]
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    frozen = None
+    try:
+        wait_for(lambda: sup.ready.is_set() or "error" in outcome, 90, "the federation up")
+        assert "error" not in outcome, outcome
+        wait_for(lambda: all(f.admitted > 0 for f in sup.feeders), 60, "every node fed")
+        frozen = sup.nodes[1]
+        assert frozen.proc is not None
+        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        at = time.monotonic()
+        fed_before = {n: sum(f.admitted for f in sup.feeders if f.node == n) for n in NAMES}
+        wait_for(
+            lambda: len(progress_lines(at)) >= 6, 60, "six progress lines while beta is frozen"
+        )
+        lines = progress_lines(at)
+        fed_after = {n: sum(f.admitted for f in sup.feeders if f.node == n) for n in NAMES}
+    finally:
+        if frozen is not None and frozen.proc is not None:
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+        sup.stop.set()
+        thread.join(120)
+    assert "error" not in outcome, outcome.get("error")
+    times = [at] + [t for t, _ in lines]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # Before the fix, a frozen node held each reading for its 15 s timeouts (~30 s a line).
+    assert max(gaps) < 2 * progress + 1.5, (gaps, [x for _, x in lines])
+    assert "beta ? (not answering)" in lines[-1][1], lines[-1][1]
+    # While beta was frozen, alpha and gamma went on admitting records.
+    for name in (NAMES[0], NAMES[2]):
+        assert fed_after[name] > fed_before[name] + 10, (fed_before, fed_after)

@@ -380,8 +380,8 @@ def test_cli_verifies_a_token_whose_tsa_cert_expired_unlike_openssl(tmp_path: Pa
     report = json.loads(_cli("tsa", "verify", "--json", "--data", str(data), "--token", str(token),
                              "--trust", str(tsa.ca_cert_path)).stdout)  # fmt: skip
     assert report["validAtGenTime"] is True and report["certExpiredNow"] is True
-    if OPENSSL is None:
-        return
+    if OPENSSL is None:  # the checks above ran; the cross-check with openssl cannot
+        pytest.skip("the openssl binary is not installed: no cross-check at genTime")
     verify = [
         OPENSSL,
         "ts",

@@ -15,6 +15,10 @@ def main() -> None:
     Namespaced append-only Merkle logs whose records pass an admission
     policy, whose checkpoints are C2SP signed notes, and whose every claim
     comes with a proof that anyone can check offline.
+
+    Commands in this help and in the docs are written `remembrancer ...`. In
+    a checkout where `make run` or `make test` built `.venv/`, either activate
+    it once (`. .venv/bin/activate`) or type `.venv/bin/remembrancer ...`.
     """
 
 

@@ -21,6 +21,7 @@ from remembrancer.core.record import Record, sign_envelope, unsigned_envelope
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.xns import MAX_PARAMETERS_BYTES, MESSAGE_SCHEMA
 from remembrancer.log.namespaces import load_namespaces_file
+from remembrancer.program import invocation
 
 
 def example_namespaces_path() -> str:
@@ -251,9 +252,10 @@ def _write_files(out: Path, record: Record, result: dict[str, Any], node_url: st
             write_output(str(out / f"{name}.json"), canonicalize(part["record"]) + b"\n")
             write_output(str(out / f"{name}.tlog-proof"), part["proof"].encode())
     vkey = api_json("GET", f"{node_url}/v1/node")["vkeys"].get(target, "<the target log's vkey>")
+    program = invocation()
     for name, part in parts:
         if part:
-            click.echo(f"check: remembrancer verify {out / (name + '.json')} --proof"
+            click.echo(f"check: {program} verify {out / (name + '.json')} --proof"
                        f" {out / (name + '.tlog-proof')} --vkey '{vkey}'", err=True)  # fmt: skip
 
 

@@ -63,7 +63,9 @@ def init(directory: str, demo_keys: bool, origin_prefix: str | None, listen: str
         Path(directory), demo_keys=keys, origin_prefix=origin_prefix, listen=listen
     )
     echo_json(out)
-    click.echo(f"start it with: remembrancer serve --config {out['config']}", err=True)
+    from remembrancer.program import invocation
+
+    click.echo(f"start it with: {invocation()} serve --config {out['config']}", err=True)
 
 
 @click.command()

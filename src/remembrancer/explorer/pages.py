@@ -198,7 +198,7 @@ def layout(*, title: str, active: str, main: Html, json_url: str, node: Mapping[
         '<link rel="alternate" type="application/json" href="{json}">'
         '<script type="module" src="/explorer/static/explorer.js?v={v}"></script>'
         '</head><body data-live="{live}" data-page="{page}" data-json="{json}">'
-        '<a class="skip" href="#main">Skip to content</a>'
+        '<a class="skip-link" href="#main">Skip to content</a>'
         '<header class="top"><p class="brand"><a href="/explorer">Remembrancer</a> explorer</p>'
         '<nav aria-label="Explorer sections"><ul>{nav}</ul></nav>'
         '<p class="node">Node <code title="{did}">{did_short}</code> · {prefix}</p></header>'

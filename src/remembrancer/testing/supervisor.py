@@ -63,6 +63,7 @@ from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import verify_consistency
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.core.xns import MESSAGE_SCHEMA
+from remembrancer.program import invocation
 from remembrancer.testing.anvil import find_anvil
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.localfed import (
@@ -85,6 +86,9 @@ STATE_FORMAT = 1
 SAMPLE_NAMESPACE = "dao:vaultmesh"  # the namespace of the sample record (on alpha)
 RETRYABLE_XNS = ("xns_cosignatures_missing", "xns_proof_stale")
 MAX_RESTARTS = 3
+READ_TIMEOUT = 2.0  # seconds per request when reading a node's figures
+READ_DEADLINE = 4.0  # seconds a reading of all nodes waits at most
+FEED_TIMEOUT = 5.0  # seconds per submitted record before the node counts as unreachable
 ANVIL_HELP = ("install it with `bash .ci/install-anvil.sh` (npm @foundry-rs/anvil) or Foundry's"
               " foundryup, or set REMEMBRANCER_ANVIL to its path, and start again")  # fmt: skip
 
@@ -114,10 +118,24 @@ class Snapshot:
     messages_delivered: int  # cross-namespace deliveries (since the nodes started)
 
     def line(self) -> str:
-        per = " · ".join(f"{n} {'?' if v is None else f'{v:,}'}" for n, v in self.entries.items())
+        per = " · ".join(
+            f"{n} {'? (not answering)' if v is None else f'{v:,}'}" for n, v in self.entries.items()
+        )
         return (f"records {per} | anchors verified {self.anchors_verified:,} | federation"
                 f" receipts final {self.receipts_final:,} | since start: cosignatures"
                 f" {self.cosignatures:,}, messages delivered {self.messages_delivered:,}")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReading:
+    """What one node's API said at one reading."""
+
+    entries: int
+    cosignatures: int
+    delivered: int
+    anchors: int
+    receipts: int
+    checkpoints: dict[str, str]  # namespace -> signed checkpoint note
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +239,7 @@ class Feeder(threading.Thread):
         self.refused: Counter[str] = Counter()
 
     def run(self) -> None:
-        api = Api()
+        api = Api(timeout=FEED_TIMEOUT)
         interval = 1.0 / self.rate
         next_at = time.monotonic()
         try:
@@ -357,6 +375,8 @@ class Supervisor:
         self.ready = threading.Event()  # set once the federation is up and fed
         self.restarts: Counter[str] = Counter()
         self.no_anvil_reason = ""
+        self._reading: set[str] = set()  # nodes with a reader in flight
+        self._reading_lock = threading.Lock()
         self.failure: BaseException | None = None
 
     # --- output ---------------------------------------------------------------------
@@ -458,10 +478,10 @@ class Supervisor:
             for t in [*self.feeders, *self.helpers]:
                 t.join(30)
             if serving:
-                with contextlib.suppress(RemembrancerError):
-                    snapshot = self.snapshot()
-                with contextlib.suppress(RemembrancerError, OSError):
-                    self._save_checkpoints(state)
+                readings = self.read_nodes()
+                snapshot = self.snapshot(readings)
+                with contextlib.suppress(OSError):
+                    self._save_checkpoints(state, readings)
             self.echo("stopping: the nodes drain their queues and exit, then the TSA"
                       + (" and anvil (its chain is saved)" if fed.anvil is not None else ""))  # fmt: skip
             codes = fed.stop()
@@ -558,13 +578,12 @@ class Supervisor:
                 break
             self._watch()
             if time.monotonic() >= next_progress:
-                next_progress += o.progress_seconds
-                try:
-                    snapshot = self.snapshot()
-                    self.event(self._progress(snapshot))
-                    self._save_checkpoints(state)
-                except RemembrancerError as e:
-                    self.event(f"progress unavailable: {e.explain()}")
+                next_progress = max(next_progress + o.progress_seconds, time.monotonic())
+                readings = self.read_nodes(min(READ_DEADLINE, o.progress_seconds / 2))
+                snapshot = self.snapshot(readings)
+                self.event(self._progress(snapshot))
+                with contextlib.suppress(OSError):
+                    self._save_checkpoints(state, readings)
             self.stop.wait(0.25)
         return snapshot or Snapshot({n: None for n in NAMES}, 0, 0, 0, 0)
 
@@ -626,45 +645,81 @@ class Supervisor:
             fed.record_children()
 
     # --- reading the nodes ----------------------------------------------------------------
-    def _sizes(self) -> dict[str, int | None]:
-        api = Api()
+    #
+    # Each node is read by its own short-lived thread with a short per-request timeout,
+    # and a reading waits for them only until a deadline: a node that does not answer
+    # (stopped, frozen by SIGSTOP, overloaded) shows as "?" and never delays the figures
+    # of the others or the next progress line.  At most one reader per node is in
+    # flight, so a frozen node cannot pile up threads.
+
+    def _read_node(self, name: str, node: NodeProcess) -> NodeReading:
+        api = Api(timeout=READ_TIMEOUT)
         try:
-            out: dict[str, int | None] = {}
-            for name, n in zip(NAMES, self.nodes, strict=True):
-                try:
-                    spaces = api.get(f"{n.url}/v1/namespaces")["namespaces"]
-                    out[name] = sum(int(s["size"]) for s in spaces)
-                except RemembrancerError:
-                    out[name] = None
-            return out
+            spaces = api.get(f"{node.url}/v1/namespaces")["namespaces"]
+            entries = sum(int(s["size"]) for s in spaces)
+            metrics = api.text(f"{node.url}/metrics")
+            view = api.get(f"{node.url}/v1/explorer/anchors?limit=1")
+            overview = api.get(f"{node.url}/v1/explorer/overview")
+            notes = {}
+            for ns in self.identities[name].vkeys if name in self.identities else ():
+                with contextlib.suppress(RemembrancerError):
+                    notes[ns] = api.text(f"{node.url}/logs/{ns}/checkpoint")
+            return NodeReading(
+                entries=entries,
+                cosignatures=int(metric_sum(metrics, "remembrancer_witness_requests_total",
+                                            'outcome="cosigned"')),
+                delivered=int(metric_sum(metrics, "remembrancer_xns_delivered_total")),
+                anchors=sum(int(r["statuses"].get("verified", 0))
+                            for ns in view["namespaces"] for r in ns["rails"]),
+                receipts=int(overview["totals"]["federation_receipts"]),
+                checkpoints=notes,
+            )  # fmt: skip
         finally:
             api.close()
 
-    def snapshot(self) -> Snapshot:
-        """Read the progress figures from the nodes' APIs."""
-        api = Api()
-        try:
-            entries = self._sizes()
-            cosignatures = delivered = anchors = receipts = 0
-            overview_read = False
-            for n in self.nodes:
+    def read_nodes(self, deadline: float = READ_DEADLINE) -> dict[str, NodeReading | None]:
+        """Every node's figures, read in parallel; None for a node that did not
+        answer within ``deadline`` seconds (or is still busy with an earlier reading)."""
+        results: dict[str, NodeReading | None] = {name: None for name in NAMES}
+        threads: list[tuple[str, threading.Thread]] = []
+        for name, n in zip(NAMES, self.nodes, strict=True):
+            with self._reading_lock:
+                if name in self._reading:
+                    continue  # the previous reading of this node has not come back
+                self._reading.add(name)
+
+            def read(name: str = name, n: NodeProcess = n) -> None:
                 try:
-                    metrics = api.text(f"{n.url}/metrics")
-                    cosignatures += int(metric_sum(metrics, "remembrancer_witness_requests_total",
-                                                   'outcome="cosigned"'))  # fmt: skip
-                    delivered += int(metric_sum(metrics, "remembrancer_xns_delivered_total"))
-                    view = api.get(f"{n.url}/v1/explorer/anchors?limit=1")
-                    anchors += sum(int(r["statuses"].get("verified", 0))
-                                   for ns in view["namespaces"] for r in ns["rails"])  # fmt: skip
-                    if not overview_read:  # every node holds every final receipt
-                        overview = api.get(f"{n.url}/v1/explorer/overview")
-                        receipts = int(overview["totals"]["federation_receipts"])
-                        overview_read = True
-                except RemembrancerError:
-                    continue
-            return Snapshot(entries, cosignatures, anchors, receipts, delivered)
-        finally:
-            api.close()
+                    results[name] = self._read_node(name, n)
+                except (RemembrancerError, KeyError, TypeError, ValueError):
+                    pass
+                finally:
+                    with self._reading_lock:
+                        self._reading.discard(name)
+
+            t = threading.Thread(target=read, name=f"read-{name}", daemon=True)
+            t.start()
+            threads.append((name, t))
+        until = time.monotonic() + deadline
+        for _, t in threads:
+            t.join(max(0.0, until - time.monotonic()))
+        return {name: results[name] for name in NAMES}
+
+    def _sizes(self) -> dict[str, int | None]:
+        return {name: (r.entries if r else None) for name, r in self.read_nodes().items()}
+
+    def snapshot(self, readings: dict[str, NodeReading | None] | None = None) -> Snapshot:
+        """The progress figures, from the nodes' APIs (``readings``, or a fresh reading)."""
+        readings = self.read_nodes() if readings is None else readings
+        got = [r for r in readings.values() if r is not None]
+        return Snapshot(
+            {name: (r.entries if r else None) for name, r in readings.items()},
+            cosignatures=sum(r.cosignatures for r in got),
+            anchors_verified=sum(r.anchors for r in got),
+            # every node holds every final receipt: the most any node reports
+            receipts_final=max((r.receipts for r in got), default=0),
+            messages_delivered=sum(r.delivered for r in got),
+        )
 
     # --- state kept between runs ------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -702,23 +757,25 @@ class Supervisor:
         state["nodes"] = {name: ident.to_dict() for name, ident in self.identities.items()}
         self._write_state(state)
 
-    def _save_checkpoints(self, state: dict[str, Any]) -> None:
+    def _save_checkpoints(self, state: dict[str, Any],
+                          readings: dict[str, NodeReading | None] | None = None) -> None:  # fmt: skip
         """Keep each log's latest signed checkpoint, checked with its key."""
-        api = Api()
+        readings = self.read_nodes() if readings is None else readings
         saved = state.setdefault("checkpoints", {})
-        try:
-            for name, n in zip(NAMES, self.nodes, strict=True):
-                for ns, vkey in self.identities[name].vkeys.items():
-                    try:
-                        note = api.text(f"{n.url}/logs/{ns}/checkpoint")
-                        size = open_checkpoint(note.encode(), parse_vkey(vkey)).checkpoint.size
-                    except RemembrancerError:
-                        continue
-                    if size >= int((saved.get(f"{name}/{ns}") or {}).get("size", 0)):
-                        saved[f"{name}/{ns}"] = {"size": size, "note": note,
-                                                 "saved_at": int(time.time())}  # fmt: skip
-        finally:
-            api.close()
+        for name, reading in readings.items():
+            if reading is None:
+                continue
+            for ns, note in reading.checkpoints.items():
+                vkey = self.identities[name].vkeys.get(ns)
+                if vkey is None:
+                    continue
+                try:
+                    size = open_checkpoint(note.encode(), parse_vkey(vkey)).checkpoint.size
+                except RemembrancerError:
+                    continue
+                if size >= int((saved.get(f"{name}/{ns}") or {}).get("size", 0)):
+                    saved[f"{name}/{ns}"] = {"size": size, "note": note,
+                                             "saved_at": int(time.time())}  # fmt: skip
         self._write_state(state)
 
     def _check_previous(self, state: dict[str, Any]) -> None:
@@ -782,7 +839,7 @@ class Supervisor:
         self.event(
             f"message delivered: {route.source} on {NAMES[route.src]} -> {route.target} on"
             f" {NAMES[route.dst]} ({route.action} {route.operation}), entry {delivery['index']} of"
-            f" {delivery['origin']}; by hand: remembrancer namespace message --from {route.source}"
+            f" {delivery['origin']}; by hand: {invocation()} namespace message --from {route.source}"
             f" --to {route.target} --action {route.action} --operation {route.operation}"
             f" --payload {shlex.quote(json.dumps(route.parameters, separators=(',', ':')))}"
             f" --url {src.url} --to-url {dst.url}")  # fmt: skip
@@ -922,19 +979,20 @@ class Supervisor:
         assert self.fed is not None
         p = self.proofs
         trust = shown(p / "trust.yaml")
+        rv = invocation()
         out = [
-            f"remembrancer verify {shown(p / 'record.json')} --proof {shown(p / 'record.tlog-proof')}"
+            f"{rv} verify {shown(p / 'record.json')} --proof {shown(p / 'record.tlog-proof')}"
             f" --trust {trust} --min-cosigners 2",
-            f"remembrancer verify {shown(p / 'record.json')} --proof"
+            f"{rv} verify {shown(p / 'record.json')} --proof"
             f" {shown(p / 'record.anchored.tlog-proof')} --trust {trust}",
-            f"remembrancer anchor verify {shown(p / 'anchor-receipt.json')} --tsa-trust"
+            f"{rv} anchor verify {shown(p / 'anchor-receipt.json')} --tsa-trust"
             f" {shown(self.fed.trust_bundle)}",
-            f"remembrancer federation verify {shown(p / 'federation-receipt.json')} --registry"
+            f"{rv} federation verify {shown(p / 'federation-receipt.json')} --registry"
             f" {shown(self.fed.registry_file)}",
         ]
         if "message" in self.files:
             m = p / "message"
-            out.append(f"remembrancer verify {shown(m / 'delivery.json')} --proof"
+            out.append(f"{rv} verify {shown(m / 'delivery.json')} --proof"
                        f" {shown(m / 'delivery.tlog-proof')} --trust {trust}")  # fmt: skip
         return out
 
@@ -969,7 +1027,7 @@ class Supervisor:
             figures = (f"; the logs hold {total:,} entries, {s.snapshot.anchors_verified:,} anchors"
                        f" verified, {s.snapshot.receipts_final:,} federation receipts final")  # fmt: skip
         again = "make run" if self.data == (Path.cwd() / "demo-data").resolve() else (
-            f"remembrancer demo --data {shown(self.data)}")  # fmt: skip
+            f"{invocation()} demo --data {shown(self.data)}")  # fmt: skip
         self.echo(
             f"stopped after {clock(s.seconds)}"
             f" ({'every node exited cleanly' if clean else f'node exit codes {codes}'}):"

@@ -131,7 +131,7 @@ def test_a_record_verifies_in_the_browser(page: Any, federation: list[NodeProces
         li.scroll_into_view_if_needed()
         box = li.bounding_box()
         assert box is not None and box["width"] > 0 and box["height"] > 0, li.inner_text()
-        assert 0 <= box["x"] and box["x"] + box["width"] <= width, (li.inner_text(), box)
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, (li.inner_text(), box)
     # The keys used are on the page, as the node states them.
     info = get_json(f"{alpha.url}/v1/node")
     assert (

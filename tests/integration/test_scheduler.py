@@ -235,10 +235,19 @@ def test_anchor_now_and_unknown_targets(tmp_path: Path) -> None:
         clock, store, seq, sched, _evm, _tsa = setup(tmp_path, edit)
         await add(seq, clock)
         results = dict(await sched.anchor_now("dao:vaultmesh"))
-        assert results["fast"] == "submitted" and results["strong"] == "failed"
-        assert (
-            "rail_not_configured" in sched.health("dao:vaultmesh")["levels"]["strong"]["last_error"]
-        )
+        # A target without a rail is a state of the configuration, not a failure.
+        assert results["fast"] == "submitted" and results["strong"] == "not_configured"
+        health = sched.health("dao:vaultmesh")
+        assert health["status"] == "ok"
+        assert health["levels"]["strong"]["state"] == "not_configured"
+        assert health["levels"]["strong"]["failures"] == 0
+        assert health["levels"]["fast"]["state"] == "ok"
+        for _ in range(6):  # never backs off, however often it comes round
+            clock.now += 3600
+            await add(seq, clock, 1)
+            await sched.tick()
+        assert sched.health("dao:vaultmesh")["levels"]["strong"]["failures"] == 0
+        assert sched.health("dao:vaultmesh")["status"] != "backing_off"
         from remembrancer.core.errors import NotFoundError
 
         with pytest.raises(NotFoundError):

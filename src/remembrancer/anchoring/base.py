@@ -97,6 +97,12 @@ class RailRegistry:
         configured = [f"{s}:{n}" for s, names in self.config.items() for n in names]
         return sorted(set(configured) | set(self._rails))
 
+    def is_configured(self, target: str) -> bool:
+        """Whether the node's configuration has a rail for ``target`` (a cadence
+        level whose target has none is *not configured*: a state, not a failure)."""
+        scheme, _, name = target.partition(":")
+        return target in self._rails or name in self.config.get(scheme, {})
+
     def get(self, target: str) -> Rail:
         rail = self._rails.get(target)
         if rail is not None:

@@ -17,7 +17,10 @@ State (per namespace and level) and anchor receipts (per namespace and
 checkpoint size) live in the store, so they survive restarts.  Health per
 namespace: ``ok``, ``backing_off`` (more than 3 failures in a row on a
 level), ``stale`` (the newest verified anchor is over an hour old while the
-log has grown since).
+log has grown since), ``not_configured`` (no level's target has a rail in
+the node's ``anchoring`` configuration: nothing is attempted, nothing
+fails).  Each level also has its own ``state``: ``ok``, ``backing_off`` or
+``not_configured``.
 
 Delegation.  A :class:`AnchorDelegate` (collaborative anchoring, in the
 federation layer; the scheduler knows nothing of it) may take a due level
@@ -279,6 +282,8 @@ class Scheduler:
             return "backing_off"
         if not force and state.last_anchor_at and now < state.last_anchor_at + period:
             return "not_due"
+        if not self.rails.is_configured(target):
+            return "not_configured"
         head = self.sequencer.head(namespace)
         if head is None or head.size == 0:
             return "empty"
@@ -452,19 +457,32 @@ class Scheduler:
         levels: dict[str, Any] = {}
         status = "ok"
         newest_verified = 0
+        configured = 0
         for spec in cadence.levels:
             st = self.level_state(namespace, spec.level)
             newest_verified = max(newest_verified, st.last_verified_at)
-            if st.failures > BACKING_OFF_AFTER:
-                status = "backing_off"
+            if not self.rails.is_configured(spec.target):
+                state = "not_configured"
+            elif st.failures > BACKING_OFF_AFTER:
+                state = status = "backing_off"
+            else:
+                state = "ok"
+            configured += state != "not_configured"
             levels[spec.level] = {
+                "state": state,
                 "target": spec.target, "every": spec.every, "period": spec.period,
                 "confirmations": spec.confirmations, "last_anchor_at": st.last_anchor_at or None,
                 "last_size": st.last_size, "next_due": (max(st.last_anchor_at + spec.period, st.retry_at)
                                                         if st.last_anchor_at else st.retry_at or now),
                 "failures": st.failures, "retry_at": st.retry_at or None, "last_error": st.last_error,
             }  # fmt: skip
-        grown = head is not None and any(head.size != lv["last_size"] for lv in levels.values())
+        if cadence.levels and not configured:
+            return {"namespace": namespace, "status": "not_configured", "levels": levels}
+        grown = head is not None and any(
+            head.size != lv["last_size"]
+            for lv in levels.values()
+            if lv["state"] != "not_configured"
+        )
         if (
             status == "ok"
             and cadence.levels

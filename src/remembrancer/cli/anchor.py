@@ -11,7 +11,13 @@ import click
 from remembrancer.cli.client import admin_post, admin_token, api_json
 from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
 from remembrancer.core.anchor import Anchor, AnchorReceipt
-from remembrancer.core.errors import FormatError, RemembrancerError, VerificationError
+from remembrancer.core.errors import (
+    AnchoringError,
+    ConfigError,
+    FormatError,
+    RemembrancerError,
+    VerificationError,
+)
 from remembrancer.core.jcs import loads_strict
 
 
@@ -36,10 +42,30 @@ def anchor() -> None:
 def anchor_now(
     namespace: str, level: str | None, url: str, token: str | None, token_file: str | None
 ) -> None:
-    """Anchor NAMESPACE's latest checkpoint now (an unchanged log is not re-anchored)."""
+    """Anchor NAMESPACE's latest checkpoint now (an unchanged log is not re-anchored).
+
+    Prints each level's outcome; exits 0 when no level failed, 3 when a level's
+    rail failed (its error is in the printed `anchoring` health), 2 when no
+    requested level has a rail configured on the node."""
     token = admin_token(token, token_file)
     query = f"?level={level}" if level else ""
-    echo_json(admin_post(f"{url.rstrip('/')}/v1/admin/anchor/{namespace}{query}", token))
+    answer = admin_post(f"{url.rstrip('/')}/v1/admin/anchor/{namespace}{query}", token)
+    echo_json(answer)
+    results: dict[str, str] = answer.get("results") or {}
+    failed = sorted(lv for lv, outcome in results.items() if outcome == "failed")
+    if failed:
+        levels = answer.get("anchoring", {}).get("levels", {})
+        why = "; ".join(
+            f"{lv}: {levels.get(lv, {}).get('last_error') or 'failed'}" for lv in failed
+        )
+        raise AnchoringError(f"{namespace}: anchoring failed at level {', '.join(failed)} ({why})",
+                             code="anchor_now_failed")  # fmt: skip
+    if results and all(outcome == "not_configured" for outcome in results.values()):
+        raise ConfigError(
+            f"{namespace}: no rail is configured for {', '.join(sorted(results))} on this node"
+            " (add the target under `anchoring:` in node.yaml; see docs/node.md)",
+            code="rail_not_configured",
+        )
 
 
 @anchor.command("status")
@@ -54,8 +80,13 @@ def anchor_status(url: str, as_json: bool) -> None:
         return
     now = int(time.time())
     for ns, health in value["namespaces"].items():
-        click.echo(f"{ns}: {health['status']}")
+        click.echo(f"{ns}: {health['status'].replace('_', ' ')}")
         for level, lv in health["levels"].items():
+            if lv.get("state") == "not_configured":
+                scheme, _, name = lv["target"].partition(":")
+                click.echo(f"  {level:<6} {lv['target']:<16} not configured (no anchoring.{scheme}"
+                           f".{name} in the node's configuration)")  # fmt: skip
+                continue
             due = lv.get("next_due") or now
             err = f"  last error: {lv['last_error']}" if lv.get("last_error") else ""
             click.echo(f"  {level:<6} {lv['target']:<16} every {lv['every']:<8} size {lv['last_size']:<8} "

@@ -22,7 +22,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Libraries that log a line per request at INFO (httpx: one per federation message,
+# about 1.3 MB an hour of a three-node demo): heard only at DEBUG.
+CHATTY_LIBRARIES = ("httpx", "httpcore", "urllib3", "uvicorn.access", "asyncio")
+
+
 def setup_logging(fmt: str, level: str = "INFO") -> None:
+    """One handler on stderr (text or JSON lines) at ``level`` for the node's own
+    loggers; the chatty libraries above log at WARNING unless ``level`` is DEBUG."""
+    level = level.upper()
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -31,6 +40,9 @@ def setup_logging(fmt: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    quiet = logging.NOTSET if level == "DEBUG" else logging.WARNING
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
 
 
 @click.command()
@@ -75,7 +87,14 @@ def init(directory: str, demo_keys: bool, origin_prefix: str | None, listen: str
 @click.option(
     "--listen", default=None, help="HOST:PORT (overrides the config and REMEMBRANCER_LISTEN)."
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="INFO: the node's own events; DEBUG adds every HTTP request the node makes"
+    " (httpx) and library detail.",
+)
 @errors_as_one_line
 def serve(config_path: str, listen: str | None, log_level: str) -> None:
     """Run a node: the HTTP API, tlog-tiles and the witness endpoint."""

@@ -59,9 +59,11 @@ def submit(url: str, record: Record) -> dict[str, object]:
 def record_cmd(namespace: str, schema: str, payload: str, actor_key: str, witness_key: tuple[str, ...],
                event_id: str | None, subject: str | None, prev: str | None, timestamp: int | None,
                url: str | None, out: str | None) -> None:  # fmt: skip
-    """Build and sign a record envelope; submit it to a node or write it to a file."""
-    if (url is None) == (out is None):
-        raise FormatError("give exactly one of --url and --out", code="usage")
+    """Build and sign a record envelope; submit it to a node (--url), write it
+    to a file (--out), or both: the file is written first, so the signed record
+    is kept whatever the node answers (check it later with `verify`)."""
+    if url is None and out is None:
+        raise FormatError("give --url (submit), --out (write the file) or both", code="usage")
     if payload.startswith("@"):
         from remembrancer.cli.common import read_input
 
@@ -86,10 +88,9 @@ def record_cmd(namespace: str, schema: str, payload: str, actor_key: str, witnes
     rec = sign_envelope(env, actor, witnesses)
     if out is not None:
         write_output(out, rec.leaf + b"\n")
-        click.echo(f"{rec.event_hash_hex} written to {out}")
-        return
-    assert url is not None
-    echo_json(submit(url, rec))
+        click.echo(f"{rec.event_hash_hex} written to {out}", err=url is not None)
+    if url is not None:
+        echo_json(submit(url, rec))
 
 
 COMMANDS = [record_cmd]

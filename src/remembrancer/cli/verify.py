@@ -13,9 +13,10 @@ from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
 from remembrancer.core.checkpoint import Checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
 from remembrancer.core.errors import FormatError, VerificationError
-from remembrancer.core.jcs import loads_strict
+from remembrancer.core.jcs import canonicalize, loads_strict
 from remembrancer.core.note import Note, parse_vkey
 from remembrancer.core.record import Record
+from remembrancer.core.rfc6962 import hash_leaf
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 
 
@@ -34,6 +35,40 @@ def proof_from_receipt(receipt: Any) -> TlogProof:
     if type(index) is not int:
         raise FormatError("receipt index must be an integer", code="receipt_malformed")
     return TlogProof(index, tuple(hashes), note)
+
+
+def record_leaf(data: bytes) -> bytes:
+    """The record's leaf bytes from what a user has at hand: the record itself
+    (its canonical JSON, as ``record --out`` writes it) or the JSON a node
+    serves for an entry (``GET /v1/namespaces/NS/records/INDEX`` or
+    ``.../events/HASH``: ``{"namespace", "index", "leafHash", "eventHash",
+    "record"}``), whose ``record`` is re-encoded canonically and checked
+    against its ``leafHash``."""
+    try:
+        doc = loads_strict(data)
+    except FormatError:
+        return data  # not JSON at all: Record.from_bytes says what is wrong
+    if not isinstance(doc, dict) or "vm:version" in doc:
+        return data
+    if isinstance(doc.get("record"), dict):
+        leaf = canonicalize(doc["record"])
+        stated = doc.get("leafHash")
+        if stated is not None and stated != base64.b64encode(hash_leaf(leaf)).decode():
+            raise VerificationError(
+                "the entry's record does not hash to the leafHash it comes with",
+                code="entry_leaf_mismatch",
+            )
+        return leaf
+    if "entry" in doc:
+        raise FormatError(
+            "this entry of the log is not a record (the node serves it as base64 `entry`)",
+            code="entry_not_a_record",
+        )
+    raise FormatError(
+        "not a record: give the record's JSON (as `remembrancer record --out` writes it) or"
+        " the JSON of GET /v1/namespaces/NS/records/INDEX",
+        code="record_malformed",
+    )
 
 
 def load_trust(path: str | None, vkeys: tuple[str, ...], witness_vkeys: tuple[str, ...],
@@ -80,7 +115,9 @@ def verify(record_file: str, proof_file: str | None, receipt_file: str | None, v
            witness_vkey: tuple[str, ...], min_cosigners: int | None, trust_file: str | None,
            registry_file: str | None, as_json: bool) -> None:  # fmt: skip
     """Verify RECORD_FILE is in a log, offline: its proof, the checkpoint's
-    log signature and enough witness cosignatures.  With --registry, the file
+    log signature and enough witness cosignatures.  RECORD_FILE is the record
+    (as `record --out` writes it) or a node's JSON for it (GET
+    /v1/namespaces/NS/records/INDEX).  With --registry, the file
     is a federation receipt, checked against the registry's keys and quorum.
     Exit 0 only if valid."""
     if registry_file is not None:
@@ -90,7 +127,7 @@ def verify(record_file: str, proof_file: str | None, receipt_file: str | None, v
         return
     if (proof_file is None) == (receipt_file is None):
         raise FormatError("give exactly one of --proof and --receipt", code="usage")
-    record = Record.from_bytes(read_input(record_file, what="record"))
+    record = Record.from_bytes(record_leaf(read_input(record_file, what="record")))
     if proof_file is not None:
         proof = TlogProof.parse(read_input(proof_file, what="proof"))
     else:

@@ -33,7 +33,7 @@ NAV = (
 _BADGES = {
     "ok": "good", "active": "good", "verified": "good", "final": "good", "pass": "good",
     "pending": "wait", "submitted": "wait", "stale": "warn", "probation": "warn",
-    "backing_off": "warn", "failed": "bad", "reorged": "bad", "suspended": "bad", "lost": "bad",
+    "backing_off": "warn", "not_configured": "wait", "failed": "bad", "reorged": "bad", "suspended": "bad", "lost": "bad",
 }  # fmt: skip
 
 

@@ -9,8 +9,8 @@ the commands it printed check its proof files; a second start extends the
 same logs and stops cleanly on SIGINT.
 
 (`make test` is what runs this suite; CI runs it from the README too.)
-This takes a few minutes (a fresh virtual environment), so it runs under
-CI or with RUN_SLOW=1.
+This takes a few minutes (a fresh virtual environment): it is marked
+``slow``, and has a timeout of its own.
 """
 
 from __future__ import annotations
@@ -89,22 +89,46 @@ class Running:
         return code
 
 
-@pytest.mark.slow
-def test_make_run_from_a_clean_copy(tmp_path: Path) -> None:
-    files = subprocess.run(  # the working tree as a clone of it would have it
+@pytest.fixture(scope="module")
+def clean_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of the repository in an empty folder (nothing beside it: no
+    ``shared/``, no ``.venv``, no ``.cache``).  A real ``git clone`` when the
+    working tree has no uncommitted changes (as in CI); otherwise a copy of the
+    files a clone of the working tree would have."""
+    copy = tmp_path_factory.mktemp("empty") / "checkout"
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.strip()  # fmt: skip
+    if not dirty:
+        subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(copy)],
+                       check=True, timeout=300)  # fmt: skip
+        return copy
+    files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
-    copy = tmp_path / "checkout"
     for name in files:
         src = ROOT / name
         if src.is_file():
             dest = copy / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest)
+    return copy
+
+
+def fresh_shell_env() -> dict[str, str]:
+    """The environment of a user's shell: no virtual environment active, no anvil set."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("VIRTUAL_ENV") and k != "REMEMBRANCER_ANVIL"}  # fmt: skip
+           if not k.startswith("VIRTUAL_ENV") and k not in ("REMEMBRANCER_ANVIL", "PYTEST_ADDOPTS")}  # fmt: skip
     env["PATH"] = ":".join(p for p in env["PATH"].split(":") if ".venv" not in p)
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_make_run_from_a_clean_copy(clean_copy: Path) -> None:
+    copy = clean_copy
+    assert not (copy.parent / "shared").exists() and len(list(copy.parent.iterdir())) == 1
+    env = fresh_shell_env()
     # A fresh machine: the copy has no .cache/npm, so anvil is found only on PATH.
     anvil_on_path = shutil.which("anvil", path=env["PATH"]) is not None
 
@@ -129,12 +153,14 @@ def test_make_run_from_a_clean_copy(tmp_path: Path) -> None:
     assert "every node exited cleanly" in out and "Data kept in demo-data" in out, out[-2000:]
     assert (copy / ".venv" / "bin" / "remembrancer").exists()
     assert (copy / "demo-data" / "nodes" / "alpha" / "node.yaml").exists()
-    # The commands it printed work as printed, after it stopped.
-    commands = [x.strip()[2:] for x in run.lines if x.strip().startswith("$ remembrancer ")]
+    # The commands it printed work as printed, pasted in the checkout after it
+    # stopped: the venv is not active, so they name .venv/bin/remembrancer.
+    commands = [x.strip()[2:] for x in run.lines if x.strip().startswith("$ ")]
     assert len(commands) >= 5, out
     for command in commands:
-        check = subprocess.run(f".venv/bin/{command}", shell=True, cwd=copy, capture_output=True,
-                               text=True, env=env, timeout=120)  # fmt: skip
+        assert command.startswith(".venv/bin/remembrancer "), command
+        check = subprocess.run(command, shell=True, cwd=copy, capture_output=True, text=True,
+                               env=env, timeout=120)  # fmt: skip
         assert check.returncode == 0, (command, check.stdout, check.stderr)
     state = json.loads((copy / "demo-data" / "demo.json").read_text())
     sizes = {k: v["size"] for k, v in state["checkpoints"].items()}
@@ -159,3 +185,19 @@ def test_make_run_from_a_clean_copy(tmp_path: Path) -> None:
     state = json.loads((copy / "demo-data" / "demo.json").read_text())
     assert state["runs"] == 2
     assert all(state["checkpoints"][k]["size"] > v for k, v in sizes.items())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_unit_tests_pass_in_a_clean_clone_through_make_test(clean_copy: Path) -> None:
+    """The README's test command, run in a clone with nothing beside it: the
+    suite needs nothing outside the checkout (the vectors are in tests/vectors)."""
+    env = fresh_shell_env()
+    proc = subprocess.run(["make", "test", "PYTEST_ARGS=tests/unit -q -p no:cacheprovider"],
+                          cwd=clean_copy, env=env, capture_output=True, text=True, timeout=1700)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    summary = re.search(r"(\d+) passed", out)
+    assert summary and int(summary.group(1)) > 500, out[-2000:]
+    assert "skipped" not in out.splitlines()[-1], out[-2000:]
+    assert (clean_copy / ".venv" / "bin" / "pytest").exists()

@@ -6,6 +6,7 @@ the team's ``shared/`` folder beside the checkout, or a machine-specific path.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,8 +27,13 @@ def _tracked_files() -> list[Path]:
             return [ROOT / n for n in names if (ROOT / n).is_file()]
     except (OSError, subprocess.CalledProcessError):
         pass
-    skip = {".git", ".venv", "__pycache__", ".cache", "node_modules", "demo-data"}
-    return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.parts)]
+    skip = {".git", ".venv", "__pycache__", ".cache", "node_modules", "demo-data",
+            ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}  # fmt: skip
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip and not d.endswith(".egg-info")]
+        found += [Path(folder) / f for f in files]
+    return found
 
 
 def _text(path: Path) -> str | None:

@@ -175,6 +175,7 @@ class Scheduler:
         # async callables (namespace, anchor, checkpoint note) run when an anchor becomes verified
         self.on_verified: list[Callable[[str, Anchor, bytes], Coroutine[Any, Any, object]]] = []
         self.delegate: AnchorDelegate | None = None  # collaborative anchoring, when set
+        self._cadences: dict[str, dict[str, Any]] = {}  # cadence in effect at the last tick
 
     # --- state -------------------------------------------------------------------
     def level_state(self, namespace: str, level: str) -> LevelState:
@@ -248,11 +249,21 @@ class Scheduler:
                 cadence = governance.effective_cadence(
                     ns, self.sequencer.governance_state(namespace), now
                 )
+                self._note_cadence(namespace, cadence.to_dict())
                 for spec in cadence.levels:
                     outcome = await self._maybe_anchor(namespace, spec.level, spec.target, spec.period,
                                                        spec.confirmations or 0, now, force=False)  # fmt: skip
                     out.append((namespace, spec.level, outcome))
         return out
+
+    def _note_cadence(self, namespace: str, cadence: dict[str, Any]) -> None:
+        """Log the moment a namespace's cadence in effect changes (a governance
+        change reaching its ``effective_after``, or an edited namespaces file)."""
+        before = self._cadences.get(namespace)
+        self._cadences[namespace] = cadence
+        if before is not None and before != cadence:
+            log.info("cadence of %s now in effect: %s (was %s)", namespace,
+                     json.dumps(cadence, sort_keys=True), json.dumps(before, sort_keys=True))  # fmt: skip
 
     async def anchor_now(self, namespace: str, level: str | None = None) -> list[tuple[str, str]]:
         """Anchor now (ignoring the period and backoff; an unchanged log is still skipped)."""

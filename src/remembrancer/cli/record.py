@@ -6,6 +6,8 @@ import base64
 import os
 import time
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
 import click
 
@@ -24,6 +26,28 @@ def submit(url: str, record: Record) -> dict[str, object]:
         "POST", f"{url.rstrip('/')}/v1/namespaces/{record.namespace}/records", record.leaf
     )
     return answer
+
+
+def build_record(namespace: str, schema: str, payload: dict[str, Any], actor_key: str,
+                 witness_keys: Iterable[str], *, event_id: str | None = None,
+                 subject: str | None = None, prev: str | None = None,
+                 timestamp: int | None = None) -> Record:  # fmt: skip
+    """A record envelope signed by the actor's key file and each witness key file
+    (a fresh UUID event id, now as timestamp and a random nonce by default)."""
+    actor = read_key_file(actor_key)
+    witnesses = [read_key_file(p) for p in witness_keys]
+    env = unsigned_envelope(
+        namespace=namespace,
+        schema=schema,
+        payload=payload,
+        actor=actor.did,
+        event_id=event_id or str(uuid.uuid4()),
+        timestamp=int(time.time()) if timestamp is None else timestamp,
+        nonce=base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="),
+        prev=prev,
+        subject=subject,
+    )
+    return sign_envelope(env, actor, witnesses)
 
 
 @click.command("record")
@@ -72,20 +96,8 @@ def record_cmd(namespace: str, schema: str, payload: str, actor_key: str, witnes
         payload_value = loads_strict(payload.encode())
     if not isinstance(payload_value, dict):
         raise FormatError("--payload must be a JSON object", code="payload_invalid")
-    actor = read_key_file(actor_key)
-    witnesses = [read_key_file(p) for p in witness_key]
-    env = unsigned_envelope(
-        namespace=namespace,
-        schema=schema,
-        payload=payload_value,
-        actor=actor.did,
-        event_id=event_id or str(uuid.uuid4()),
-        timestamp=int(time.time()) if timestamp is None else timestamp,
-        nonce=base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="),
-        prev=prev,
-        subject=subject,
-    )
-    rec = sign_envelope(env, actor, witnesses)
+    rec = build_record(namespace, schema, payload_value, actor_key, witness_key,
+                       event_id=event_id, subject=subject, prev=prev, timestamp=timestamp)  # fmt: skip
     if out is not None:
         write_output(out, rec.leaf + b"\n")
         click.echo(f"{rec.event_hash_hex} written to {out}", err=url is not None)

@@ -168,6 +168,31 @@ def _apply(state: GovernanceState, p: Proposal, by: tuple[str, ...], now: int) -
     return replace(state, applied=(*state.applied, change))
 
 
+def view(ns: NamespaceConfig, state: GovernanceState, now: int) -> dict[str, Any]:
+    """What a user asks of a namespace's governance at time ``now``: its rule,
+    the proposals waiting for votes (with who voted and how many more are
+    needed), the approved changes (in effect, or scheduled), and the cadence
+    in effect."""
+    gov = ns.governance
+    return {
+        "rule": {"admins": list(gov.admins), "voters": list(gov.voters),
+                 "vote_threshold": gov.vote_threshold},
+        "pending": [
+            {"proposal": p.event_id, "eventHash": p.event_hash, "actor": p.actor,
+             "cadence": p.cadence, "effective_after": p.effective_after, "memo": p.memo,
+             "votes": list(p.votes), "votes_needed": max(0, gov.vote_threshold - len(p.votes))}
+            for p in state.pending.values()
+        ],
+        "applied": [
+            {"proposal": a.proposal, "eventHash": a.event_hash, "cadence": a.cadence,
+             "effective_from": a.effective_from, "approved_by": list(a.approved_by),
+             "memo": a.memo, "state": "in_effect" if a.effective_from <= now else "scheduled"}
+            for a in state.applied
+        ],
+        "cadence": effective_cadence(ns, state, now).to_dict(),
+    }  # fmt: skip
+
+
 def effective_cadence(ns: NamespaceConfig, state: GovernanceState, now: int) -> Cadence:
     """The namespace's cadence at time ``now``: the configured one with every
     applied change whose time has come, in the order they were approved."""

@@ -401,6 +401,7 @@ class Sequencer:
                 handle.gov = governance.fold(handle.gov, rec, ns)
             if handle.gov is not gov_before:
                 self._save_governance(handle.namespace, handle.gov, writer.size)
+                _log_governance(handle.namespace, gov_before, handle.gov)
             reader: Any = BatchNodeReader(edge_before, leaf_hashes)
         else:
             reader = None
@@ -514,6 +515,16 @@ class Sequencer:
         state = self.store.log_state(namespace)
         return self._load_governance(namespace, state.size if state else 0)
 
+    def governance_view(self, namespace: str) -> dict[str, Any]:
+        """The namespace's governance rule, pending proposals and applied changes."""
+        ns = self.namespaces.current().get(namespace)
+        if ns is None:
+            raise NotFoundError(
+                f"namespace {namespace} is not hosted here", code="namespace_unknown"
+            )
+        out = governance.view(ns, self.governance_state(namespace), int(self.clock()))
+        return {"namespace": namespace, **out}
+
     def effective_config(self, namespace: str) -> dict[str, Any]:
         ns = self.namespaces.current().get(namespace)
         if ns is None:
@@ -584,3 +595,23 @@ def _set_exception(fut: asyncio.Future[Receipt], e: BaseException) -> None:
 
 
 __all__ = ["Receipt", "Sequencer"]
+
+
+def _log_governance(
+    namespace: str, before: governance.GovernanceState, after: governance.GovernanceState
+) -> None:
+    """One log line per governance event a batch brought: a proposal waiting for
+    votes, a vote counted, a change approved (and when it takes effect)."""
+    for change in after.applied[len(before.applied) :]:
+        log.info("governance: %s approved cadence change %s (proposal %s, approved by %s);"
+                 " in effect from %d%s", namespace, json.dumps(change.cadence, sort_keys=True),
+                 change.proposal, ", ".join(change.approved_by), change.effective_from,
+                 f" ({change.memo})" if change.memo else "")  # fmt: skip
+    for key, p in after.pending.items():
+        old = before.pending.get(key)
+        if old is None:
+            log.info("governance: %s proposal %s by %s is waiting for votes: cadence %s",
+                     namespace, key, p.actor, json.dumps(p.cadence, sort_keys=True))  # fmt: skip
+        elif len(p.votes) > len(old.votes):
+            log.info("governance: %s proposal %s has %d vote(s): %s", namespace, key,
+                     len(p.votes), ", ".join(p.votes))  # fmt: skip

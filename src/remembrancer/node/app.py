@@ -264,6 +264,13 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         _check_ns(namespace)
         return node.namespace_view(namespace)
 
+    @app.get("/v1/namespaces/{namespace}/governance", responses=_errors(400, 404))
+    async def namespace_governance(namespace: str) -> dict[str, Any]:
+        """Governance of a namespace: its rule (admins, voters, threshold), proposals
+        waiting for votes, approved changes (in effect or scheduled), the cadence now."""
+        _check_ns(namespace)
+        return await _in_thread(node.sequencer.governance_view, namespace)
+
     @app.get("/v1/namespaces/{namespace}/records/{index}", responses=_errors(400, 404))
     async def record_at(namespace: str, index: int) -> dict[str, Any]:
         _check_ns(namespace)

@@ -206,9 +206,11 @@ function utf8Decode(bytes, code, what) {
 
 const codePoints = (text) => [...text].length;
 
-// Whole numbers as BigInt: a BigInt, a safe integer Number or a decimal string.
+// Whole numbers as BigInt: a BigInt, a safe integer Number, an UnsafeInteger
+// (from parseJson) or a decimal string.
 function big(value, what) {
   if (typeof value === "bigint") return value;
+  if (value instanceof UnsafeInteger) return BigInt(value.text);
   if (typeof value === "number" && Number.isSafeInteger(value)) return BigInt(value);
   if (typeof value === "string" && /^-?(0|[1-9][0-9]*)$/.test(value)) return BigInt(value);
   throw malformed("number_invalid", `${what} is not a whole number`);
@@ -1610,7 +1612,13 @@ function parseProofHashes(input) {
   if (lines.length > MAX_PROOF_HASHES) {
     throw malformed("consistency_proof_malformed", `a consistency proof has at most ${MAX_PROOF_HASHES} hashes`);
   }
-  return lines.map((line) => decodeBase64(line, "a proof hash", "consistency_proof_malformed"));
+  return lines.map(proofHash);
+}
+
+function proofHash(text) {
+  const h = decodeBase64(text, "a proof hash", "consistency_proof_malformed");
+  if (h.length !== 32) throw malformed("consistency_proof_malformed", "a proof hash is 32 bytes");
+  return h;
 }
 
 // That one log's newer checkpoint extends its older one: both signed by the
@@ -1631,7 +1639,7 @@ export async function verifyConsistencyProof({ proof, old = null, new: latest = 
     if (doc.proof.length > MAX_PROOF_HASHES) {
       throw malformed("consistency_proof_malformed", `a consistency proof has at most ${MAX_PROOF_HASHES} hashes`);
     }
-    hashes = doc.proof.map((h) => decodeBase64(h, "a proof hash", "consistency_proof_malformed"));
+    hashes = doc.proof.map(proofHash);
   } else {
     hashes = parseProofHashes(bytes);
   }

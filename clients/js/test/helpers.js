@@ -190,3 +190,45 @@ export function cli(...args) {
   const m = /^error: ([a-z0-9_]+):/m.exec(r.stderr);
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, code: m ? m[1] : null };
 }
+
+// Writes a log's files into `dir` for the Python side to check (the pytest
+// suite runs this): a record, its tlog-proof and JSON receipt, the cosigned
+// checkpoint, an older checkpoint with a consistency proof to it, a trust
+// policy, and manifest.json naming the keys.
+export async function writeLog(dir, n = 13) {
+  const log = await makeLog(n, "js.example/dao:test");
+  const { note } = await log.checkpointAt(n);
+  const old = await log.checkpointAt(5);
+  const index = 7;
+  const r = log.records[index];
+  const proof = tlogProof(index, log.leaves, note);
+  const other = await newKey();
+  const files = {
+    record: write(dir, "record.json", r.leaf),
+    proof: write(dir, "record.tlog-proof", proof),
+    receipt: write(dir, "receipt.json", JSON.stringify({
+      eventHash: r.eventHash,
+      index,
+      proof: proof.split("\n\n")[0].split("\n").slice(2),
+      checkpoint: note,
+    })),
+    checkpoint: write(dir, "checkpoint", note),
+    old_checkpoint: write(dir, "checkpoint.old", old.note),
+    consistency: write(dir, "consistency.json", JSON.stringify({
+      namespace: "dao:test",
+      old: 5,
+      new: n,
+      proof: consistency(5, log.leaves).map(b64),
+      checkpoints: { 5: old.note, [n]: note },
+    })),
+  };
+  const manifest = {
+    files,
+    vkey: log.vkey,
+    witness_vkeys: [log.w1vkey, log.w2vkey],
+    other_vkey: vkeyOf(log.origin, 0x01, other.pub),
+    foreign_vkey: vkeyOf("elsewhere.example/dao:test", 0x01, other.pub),
+  };
+  write(dir, "manifest.json", JSON.stringify(manifest, null, 2));
+  return manifest;
+}

@@ -519,8 +519,9 @@ def _small_order_did() -> str:
 def test_a_hostile_log_with_a_forged_record_fails_on_both_sides(node_bin: str, tmp_path: Path, forgery: str) -> None:
     """A log may include whatever it likes and sign it: the record's own actor
     signature is what shows who wrote it.  With the neutral element as key, one
-    'signature' (R = identity, S = 0) satisfies WebCrypto's Ed25519 for every
-    message; PyNaCl (libsodium) refuses such keys, and so must the JS side."""
+    'signature' satisfies WebCrypto's Ed25519 for every
+    message (R = B, S = 1); PyNaCl (libsodium) refuses such keys, and so must
+    the JS side."""
     actor = demo_key("did:vm:actor:demo")
     rec = make_record("dao:hostile", "ledger.append@1.0.0", ledger_payload(1), actor, timestamp=1764100000)
     env = rec.envelope()
@@ -529,8 +530,9 @@ def test_a_hostile_log_with_a_forged_record_fails_on_both_sides(node_bin: str, t
     else:
         did = _small_order_did()
         env["actor"] = did
+        base_point = bytes([0x58]) + bytes([0x66]) * 31  # R = B and S = 1: [S]B = R + [k]A when A = 0
         env["signatures"] = [{"alg": "Ed25519", "kid": did, "role": "actor",
-                              "sig": b64url_encode(bytes([1]) + bytes(63))}]  # fmt: skip
+                              "sig": b64url_encode(base_point + bytes([1]) + bytes(31))}]  # fmt: skip
     forged = Record.from_value(env)
     log_key = SigningKey.generate()
     origin = "hostile.example/dao:hostile"
@@ -542,6 +544,55 @@ def test_a_hostile_log_with_a_forged_record_fails_on_both_sides(node_bin: str, t
     want = (1, "actor_signature_invalid")
     assert _verdict(js(node_bin, "verify", *args)) == want
     assert _verdict(py("verify", *args)) == want
+
+
+def test_ed25519_edge_cases_get_pynacls_verdicts(node_bin: str) -> None:
+    """WebCrypto (OpenSSL) accepts signatures that PyNaCl (libsodium) refuses:
+    small-order keys and R, S >= L.  verify.js applies libsodium's rules first;
+    here both libraries judge the same edge cases."""
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
+
+    p = 2**255 - 19
+    order_8 = (0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+               0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7)  # fmt: skip
+    small = [y.to_bytes(32, "little") for y in (0, 1, p - 1, p, p + 1, *order_8)]
+    small += [bytes([*e[:31], e[31] | 0x80]) for e in small]
+    base_point = bytes([0x58]) + bytes([0x66]) * 31
+    key = SigningKey.generate()
+    message = b"a message"
+    sig = key.sign(message)
+    s_plus_l = (int.from_bytes(sig[32:], "little") + 2**252 + 27742317777372353535851937790883648493).to_bytes(33, "little")
+    cases = [(key.public.raw, sig), (key.public.raw, sig[:32] + bytes(32))]
+    cases += [(k, base_point + bytes([1]) + bytes(31)) for k in small]  # R = B, S = 1
+    cases += [(k, bytes([1]) + bytes(63)) for k in small]  # R = identity, S = 0
+    cases += [(key.public.raw, r + sig[32:]) for r in small]  # a small-order R
+    if s_plus_l[32] == 0:
+        cases.append((key.public.raw, sig[:32] + s_plus_l[:32]))  # S + L: the same point, S not reduced
+
+    def nacl(k: bytes, s: bytes) -> bool:
+        try:
+            VerifyKey(k).verify(message, s)
+        except (BadSignatureError, ValueError):
+            return False
+        return True
+
+    script = """
+        const v = await import(process.argv[1]);
+        const cases = JSON.parse(process.argv[2]);
+        const hex = (h) => Uint8Array.from(Buffer.from(h, "hex"));
+        const out = [];
+        for (const [k, s] of cases) out.push(await v.ed25519Verify(hex(k), hex(s), hex(process.argv[3])));
+        console.log(JSON.stringify(out));
+    """
+    proc = subprocess.run([node_bin, "--input-type=module", "-e", script, str(JS / "verify.js"),
+                           json.dumps([[k.hex(), s.hex()] for k, s in cases]), message.hex()],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    theirs = json.loads(proc.stdout)
+    mine = [nacl(k, s) for k, s in cases]
+    assert mine[0] is True and not any(mine[1:])
+    assert theirs == mine
 
 
 def test_the_explorer_serves_the_package_file(node_log: Log) -> None:

@@ -129,6 +129,7 @@ test("cosignature/v1: the time is signed, and the timestamp is at most 2^63 - 1"
 
 // --- Ed25519 as libsodium (PyNaCl) decides it ------------------------------------------
 
+const BASE_POINT = Uint8Array.from([0x58, ...new Array(31).fill(0x66)]);
 const SMALL_ORDER = [
   "0000000000000000000000000000000000000000000000000000000000000000",
   "0100000000000000000000000000000000000000000000000000000000000000",
@@ -142,7 +143,8 @@ const SMALL_ORDER = [
 test("a small-order public key verifies nothing (WebCrypto alone would accept a forgery)", async () => {
   const identity = SMALL_ORDER[1];
   const forgery = new Uint8Array(64);
-  forgery.set(identity); // R = the identity, S = 0: [S]B = R + [k]A for every message
+  forgery.set(BASE_POINT); // R = B, S = 1: [S]B = R + [k]A for every message when A is the identity
+  forgery[32] = 1;
   const message = utf8("anything at all");
   const raw = await crypto.subtle.importKey("raw", identity, { name: "Ed25519" }, false, ["verify"]);
   const webcrypto = await crypto.subtle.verify({ name: "Ed25519" }, raw, forgery, message);
@@ -169,9 +171,13 @@ test("Ed25519: non-canonical keys, small-order R and S >= L are refused", async 
   let t = s + L;
   for (let i = 32; i < 64; i++, t >>= 8n) big[i] = Number(t & 0xffn);
   if (t === 0n) assert.equal(await v.ed25519Verify(key.pub, big, message), false); // S + L fits in 32 bytes
-  const smallR = sig.slice();
-  smallR.set(SMALL_ORDER[0], 0);
+  // A small-order R: with R = the identity and S = 0, the neutral key "signs" everything.
+  const smallR = new Uint8Array(64);
+  smallR.set(SMALL_ORDER[1]);
+  const raw = await crypto.subtle.importKey("raw", SMALL_ORDER[1], { name: "Ed25519" }, false, ["verify"]);
+  assert.equal(await crypto.subtle.verify({ name: "Ed25519" }, raw, smallR, message), true);
   assert.equal(v.ed25519Acceptable(key.pub, smallR), false);
+  assert.equal(v.ed25519Acceptable(key.pub, sig), true);
   const nonCanonical = new Uint8Array(32).fill(0xff);
   nonCanonical[31] = 0x7f; // y = 2^255 - 1 >= p
   assert.equal(await v.ed25519Verify(nonCanonical, sig, message), false);
@@ -308,7 +314,7 @@ function base58(bytes) {
 
 test("records: an actor whose key has small order signs nothing", async () => {
   const did = base58(Uint8Array.of(0xed, 0x01, ...SMALL_ORDER[1]));
-  const forged = { sign: async () => Uint8Array.of(...SMALL_ORDER[1], ...new Uint8Array(32)), did: `did:key:z${did}` };
+  const forged = { sign: async () => Uint8Array.of(...BASE_POINT, 1, ...new Uint8Array(31)), did: `did:key:z${did}` };
   const { leaf } = await makeRecord(forged, [], 1);
   const parsed = await v.parseRecord(leaf);
   await assert.rejects(v.checkActorSignature(parsed), code("actor_signature_invalid"));

@@ -68,7 +68,9 @@ def node_bin() -> str:
     if path is None:
         reason = "Node.js is not installed: clients/js needs Node.js 20 or newer"
     else:
-        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        version = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
         if int(version.strip().lstrip("v").split(".")[0] or 0) < 20:
             reason = f"Node.js {version.strip()} is too old: clients/js needs 20 or newer"
     if reason is not None:
@@ -150,7 +152,10 @@ def py_cosignature(note: bytes, witnesses: list[str]) -> Verdict:
 def py_consistency(proof: bytes, vkey: str) -> Verdict:
     def run() -> None:
         doc = json.loads(proof)
-        hashes = [decode_base64(h, what="a proof hash", code="consistency_proof_malformed") for h in doc["proof"]]
+        hashes = [
+            decode_base64(h, what="a proof hash", code="consistency_proof_malformed")
+            for h in doc["proof"]
+        ]
         notes = [doc["checkpoints"][str(doc[k])].encode() for k in ("old", "new")]
         verifier = parse_vkey(vkey)
         old, new = (open_checkpoint(n, verifier).checkpoint for n in notes)
@@ -191,7 +196,9 @@ def _get(url: str) -> bytes:
 
 
 def _post(url: str, body: bytes) -> dict[str, Any]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())  # type: ignore[no-any-return]
 
@@ -212,7 +219,9 @@ def node_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
     """Two real node processes that witness each other; 12 records on the first,
     whose files are written by the node and the Python client."""
     tmp = tmp_path_factory.mktemp("js-verifier-nodes")
-    nodes: list[NodeProcess] = [init_node(tmp / f"n{i}", origin_prefix=f"n{i}.test") for i in range(2)]
+    nodes: list[NodeProcess] = [
+        init_node(tmp / f"n{i}", origin_prefix=f"n{i}.test") for i in range(2)
+    ]
     for n in nodes:
         n.edit_config(scheduler={"enabled": False})
     wire_witnessing(nodes)
@@ -221,7 +230,10 @@ def node_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
     try:
         alpha, beta = nodes
         actor = demo_key("did:vm:actor:demo")
-        witnesses = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]
+        witnesses = [
+            demo_key("did:vm:arbiter:prod-us-east-1"),
+            demo_key("did:vm:arbiter:prod-eu-west-1"),
+        ]
         records: list[Record] = []
         receipts: list[dict[str, Any]] = []
 
@@ -279,7 +291,11 @@ def node_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
             witness_vkeys=[witness_vkey],
             other_vkey=format_vkey(parse_vkey(vkey).name, stranger.public),
             foreign_vkey=beta.info["vkeys"][NAMESPACE],
-            extra={"node": alpha, "old_checkpoint": d / "checkpoint.old", "record_value": json.loads(records[index].leaf)},
+            extra={
+                "node": alpha,
+                "old_checkpoint": d / "checkpoint.old",
+                "record_value": json.loads(records[index].leaf),
+            },
         )
     finally:
         for n in nodes:
@@ -311,31 +327,69 @@ def log(request: pytest.FixtureRequest) -> Log:
 
 
 def test_both_verifiers_accept_the_genuine_files(node_bin: str, log: Log) -> None:
-    args = [log.record, "--proof", log.proof, "--vkey", log.vkey, *_witness_args(log), "--min-cosigners", "1", "--json"]
+    args = [
+        log.record,
+        "--proof",
+        log.proof,
+        "--vkey",
+        log.vkey,
+        *_witness_args(log),
+        "--min-cosigners",
+        "1",
+        "--json",
+    ]
     mine, theirs = js(node_bin, "verify", *args), py("verify", *args)
     assert mine.returncode == 0, mine.stderr
     assert theirs.returncode == 0, theirs.stderr
     a, b = json.loads(mine.stdout), json.loads(theirs.stdout)
-    for key in ("valid", "eventHash", "namespace", "origin", "index", "treeSize", "cosigners", "checked"):
+    for key in (
+        "valid",
+        "eventHash",
+        "namespace",
+        "origin",
+        "index",
+        "treeSize",
+        "cosigners",
+        "checked",
+    ):
         assert a[key] == b[key], key
     assert a["cosigners"] >= 1 and a["canonical"] is True
     assert [s["valid"] for s in a["signatures"]] == [True] * len(a["signatures"])
     receipt = [log.record, "--receipt", log.receipt, "--vkey", log.vkey]
-    assert _verdict(js(node_bin, "verify", *receipt)) == _verdict(py("verify", *receipt)) == (0, None)
+    assert (
+        _verdict(js(node_bin, "verify", *receipt)) == _verdict(py("verify", *receipt)) == (0, None)
+    )
     trust = log.file("trust.json", json.dumps({"log_vkeys": [log.vkey], "witness_vkeys": log.witness_vkeys,
                                                "min_cosigners": 1}))  # fmt: skip
     policy = [log.record, "--proof", log.proof, "--trust", trust]
     assert _verdict(js(node_bin, "verify", *policy)) == _verdict(py("verify", *policy)) == (0, None)
     # The checkpoint, each witness's cosignature and the consistency proof.
     note = log.checkpoint.read_bytes()
-    ok = js(node_bin, "checkpoint", log.checkpoint, "--vkey", log.vkey, *_witness_args(log), "--min-cosigners", "1")
-    assert _verdict(ok) == py_checkpoint(note, [log.vkey], log.witness_vkeys, 1) == (0, None), ok.stderr
+    ok = js(
+        node_bin,
+        "checkpoint",
+        log.checkpoint,
+        "--vkey",
+        log.vkey,
+        *_witness_args(log),
+        "--min-cosigners",
+        "1",
+    )
+    assert _verdict(ok) == py_checkpoint(note, [log.vkey], log.witness_vkeys, 1) == (0, None), (
+        ok.stderr
+    )
     ok = js(node_bin, "cosignature", log.checkpoint, *_witness_args(log))
     assert _verdict(ok) == py_cosignature(note, log.witness_vkeys) == (0, None), ok.stderr
     ok = js(node_bin, "consistency", log.consistency, "--vkey", log.vkey, "--json")
-    assert _verdict(ok) == py_consistency(log.consistency.read_bytes(), log.vkey) == (0, None), ok.stderr
+    assert _verdict(ok) == py_consistency(log.consistency.read_bytes(), log.vkey) == (0, None), (
+        ok.stderr
+    )
     doc = json.loads(log.consistency.read_bytes())
-    assert json.loads(ok.stdout)["old"]["treeSize"] == doc["old"] < json.loads(ok.stdout)["new"]["treeSize"]
+    assert (
+        json.loads(ok.stdout)["old"]["treeSize"]
+        == doc["old"]
+        < json.loads(ok.stdout)["new"]["treeSize"]
+    )
 
 
 def _witness_args(log: Log) -> list[str]:
@@ -383,7 +437,9 @@ def _variants(log: Log) -> list[tuple[str, list[str | Path], Verdict]]:
     proof = ["--proof", log.proof]
     changed = dict(value, payload={**value["payload"], "tampered": True})
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    noncanonical = head[2][:-2] + alphabet[alphabet.index(head[2][-2]) + 1] + "="  # a padding bit set
+    noncanonical = (
+        head[2][:-2] + alphabet[alphabet.index(head[2][-2]) + 1] + "="
+    )  # a padding bit set
     bad_root = body.split("\n")
     bad_root[2] = _flip_b64(bad_root[2])
     receipt = json.loads(log.receipt.read_text())
@@ -465,12 +521,19 @@ def test_tampered_checkpoints_and_consistency_proofs_agree(node_bin: str, log: L
         path = log.file("cp", text)
         args = [path, "--vkey", log.vkey, *[a for v in witnesses for a in ("--witness-vkey", v)],
                 "--min-cosigners", str(minimum)]  # fmt: skip
-        mine, theirs = _verdict(js(node_bin, "checkpoint", *args)), py_checkpoint(text.encode(), [log.vkey], witnesses, minimum)
+        mine, theirs = (
+            _verdict(js(node_bin, "checkpoint", *args)),
+            py_checkpoint(text.encode(), [log.vkey], witnesses, minimum),
+        )
         if not mine == theirs == want:
             wrong.append(f"checkpoint {name}: JavaScript {mine}, Python {theirs}, expected {want}")
     cosignatures = [
         ("genuine", note, (0, None)),
-        ("forged", _note(body, [lines[0], _tamper_cosignature(lines[1]), *lines[2:]]), (1, "cosignature_invalid")),
+        (
+            "forged",
+            _note(body, [lines[0], _tamper_cosignature(lines[1]), *lines[2:]]),
+            (1, "cosignature_invalid"),
+        ),
         ("absent", _note(body, lines[:1]), (1, "cosignature_missing")),
     ]
     for name, text, want in cosignatures:
@@ -516,21 +579,27 @@ def _small_order_did() -> str:
 
 
 @pytest.mark.parametrize("forgery", ["wrong signature", "small-order key"])
-def test_a_hostile_log_with_a_forged_record_fails_on_both_sides(node_bin: str, tmp_path: Path, forgery: str) -> None:
+def test_a_hostile_log_with_a_forged_record_fails_on_both_sides(
+    node_bin: str, tmp_path: Path, forgery: str
+) -> None:
     """A log may include whatever it likes and sign it: the record's own actor
     signature is what shows who wrote it.  With the neutral element as key, one
     'signature' satisfies WebCrypto's Ed25519 for every
     message (R = B, S = 1); PyNaCl (libsodium) refuses such keys, and so must
     the JS side."""
     actor = demo_key("did:vm:actor:demo")
-    rec = make_record("dao:hostile", "ledger.append@1.0.0", ledger_payload(1), actor, timestamp=1764100000)
+    rec = make_record(
+        "dao:hostile", "ledger.append@1.0.0", ledger_payload(1), actor, timestamp=1764100000
+    )
     env = rec.envelope()
     if forgery == "wrong signature":
         env["signatures"][0]["sig"] = b64url_encode(actor.sign(b"something else"))
     else:
         did = _small_order_did()
         env["actor"] = did
-        base_point = bytes([0x58]) + bytes([0x66]) * 31  # R = B and S = 1: [S]B = R + [k]A when A = 0
+        base_point = (
+            bytes([0x58]) + bytes([0x66]) * 31
+        )  # R = B and S = 1: [S]B = R + [k]A when A = 0
         env["signatures"] = [{"alg": "Ed25519", "kid": did, "role": "actor",
                               "sig": b64url_encode(base_point + bytes([1]) + bytes(31))}]  # fmt: skip
     forged = Record.from_value(env)
@@ -562,13 +631,17 @@ def test_ed25519_edge_cases_get_pynacls_verdicts(node_bin: str) -> None:
     key = SigningKey.generate()
     message = b"a message"
     sig = key.sign(message)
-    s_plus_l = (int.from_bytes(sig[32:], "little") + 2**252 + 27742317777372353535851937790883648493).to_bytes(33, "little")
+    s_plus_l = (
+        int.from_bytes(sig[32:], "little") + 2**252 + 27742317777372353535851937790883648493
+    ).to_bytes(33, "little")
     cases = [(key.public.raw, sig), (key.public.raw, sig[:32] + bytes(32))]
     cases += [(k, base_point + bytes([1]) + bytes(31)) for k in small]  # R = B, S = 1
     cases += [(k, bytes([1]) + bytes(63)) for k in small]  # R = identity, S = 0
     cases += [(key.public.raw, r + sig[32:]) for r in small]  # a small-order R
     if s_plus_l[32] == 0:
-        cases.append((key.public.raw, sig[:32] + s_plus_l[:32]))  # S + L: the same point, S not reduced
+        cases.append(
+            (key.public.raw, sig[:32] + s_plus_l[:32])
+        )  # S + L: the same point, S not reduced
 
     def nacl(k: bytes, s: bytes) -> bool:
         try:

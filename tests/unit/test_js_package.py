@@ -25,7 +25,9 @@ STATIC = ROOT / "src" / "remembrancer" / "explorer" / "static" / "verify.js"
 
 
 def test_the_explorer_serves_the_package_module_itself() -> None:
-    assert STATIC.is_symlink(), "explorer/static/verify.js must link to clients/js/verify.js, not copy it"
+    assert STATIC.is_symlink(), (
+        "explorer/static/verify.js must link to clients/js/verify.js, not copy it"
+    )
     assert STATIC.resolve() == (PACKAGE / "verify.js").resolve()
     assert pages.static_file("verify.js") == (PACKAGE / "verify.js").read_bytes()
     assert "verify.js" in pages.STATIC_FILES

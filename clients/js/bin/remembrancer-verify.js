@@ -155,7 +155,7 @@ async function run(command, [file], o) {
     const checkpoint = await readInput(file, "checkpoint");
     const signatures = await optional(o.signature, "signature lines");
     const r = await verifyCosignatures({ checkpoint, signatures, witnessVkeys: trust.witnessVkeys });
-    const when = r.witnesses.map((w) => `${w.name} at ${new Date(Number(w.timestamp) * 1000).toISOString()}`);
+    const when = r.witnesses.map((w) => `${w.name} at ${time(w.timestamp)}`);
     return [r, `OK: checkpoint of ${r.origin} at size ${r.treeSize} cosigned by ${when.join(", ")}`];
   }
   const proof = await readInput(file, "consistency proof");
@@ -164,6 +164,12 @@ async function run(command, [file], o) {
   const policy = await optional(o.trust, "trust policy");
   const r = await verifyConsistencyProof({ proof, old, new: latest, trust: policy, logVkeys: trust.logVkeys });
   return [r, `OK: ${r.origin} at size ${r.new.treeSize} extends size ${r.old.treeSize}, both signed by the log`];
+}
+
+// A cosignature's POSIX time as ISO 8601, or as seconds beyond Date's range.
+function time(seconds) {
+  const ms = Number(seconds) * 1000;
+  return Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : `${seconds} s after 1970`;
 }
 
 function sorted(value) {

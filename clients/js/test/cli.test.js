@@ -172,6 +172,11 @@ test("cosignature: a witness's cosignature, in the note or in its answer", async
   assert.equal(wrong.status, 1);
   assert.equal(wrong.code, "cosignature_invalid");
   assert.equal(cli("cosignature", files.checkpoint).code, "usage");
+  // A time beyond what Date can show is still a valid cosignature/v1 time.
+  const far = write(dir, "far", await cosignatureLine("w3.example", log.w1, body, (2n ** 62n).toString()));
+  const future = cli("cosignature", logOnly, "--witness-vkey", w3, "--signature", far);
+  assert.equal(future.status, 0, future.stderr);
+  assert.match(future.stdout, /at 4611686018427387904 s after 1970/);
 });
 
 test("consistency: the new checkpoint extends the old one, and a fork does not", async () => {

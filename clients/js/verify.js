@@ -1537,6 +1537,27 @@ export async function verifyRecordProof({ record, proof = null, receipt = null, 
   };
 }
 
+// A record alone: well formed, its canonical form and eventHash, and its
+// actor signature verifies; `eventHash`, if given, must be the record's
+// (event_hash_mismatch).  Every signature is reported.
+export async function verifyRecordAlone({ record, eventHash = null }) {
+  const rec = await parseRecord(record);
+  if (eventHash !== null && eventHash !== rec.eventHashHex) {
+    throw invalid("event_hash_mismatch", `the record's eventHash is ${rec.eventHashHex}, not ${eventHash}`);
+  }
+  await checkActorSignature(rec);
+  return {
+    valid: true,
+    eventHash: rec.eventHashHex,
+    leafHash: b64encode(await leafHash(rec.leaf)),
+    namespace: rec.namespace,
+    actor: rec.actor,
+    canonical: rec.canonical,
+    signatures: await recordSignatures(rec),
+    checked: ["record canonical form", "actor signature"],
+  };
+}
+
 // A checkpoint note: signed by a trusted log key named after its origin, with
 // at least `minCosigners` distinct witness cosignatures.
 export async function verifyCheckpointNote({ checkpoint, ...trust }) {

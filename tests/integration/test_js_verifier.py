@@ -363,6 +363,12 @@ def test_both_verifiers_accept_the_genuine_files(node_bin: str, log: Log) -> Non
                                                "min_cosigners": 1}))  # fmt: skip
     policy = [log.record, "--proof", log.proof, "--trust", trust]
     assert _verdict(js(node_bin, "verify", *policy)) == _verdict(py("verify", *policy)) == (0, None)
+    # The record alone: the same eventHash and leaf hash as the Python core's.
+    alone = js(node_bin, "record", log.record, "--json")
+    assert alone.returncode == 0, alone.stderr
+    record = Record.from_bytes(log.record.read_bytes())
+    assert json.loads(alone.stdout)["eventHash"] == record.event_hash_hex
+    assert json.loads(alone.stdout)["leafHash"] == base64.b64encode(hash_leaf(record.leaf)).decode()
     # The checkpoint, each witness's cosignature and the consistency proof.
     note = log.checkpoint.read_bytes()
     ok = js(

@@ -16,6 +16,7 @@ import {
   verifyCheckpointNote,
   verifyConsistencyProof,
   verifyCosignatures,
+  verifyRecordAlone,
   verifyRecordProof,
 } from "../verify.js";
 
@@ -33,6 +34,10 @@ commands:
       receipt), the checkpoint's log signature, at least N distinct witness
       cosignatures, and the record's actor signature (witness signatures are
       reported).
+  record RECORD [--event-hash sha256:HEX] [--json]
+      RECORD alone: well formed, its RFC 8785 canonical form, eventHash and
+      leaf hash, its actor signature verifies (every signature is reported),
+      and its eventHash is the one given.
   checkpoint CHECKPOINT (--vkey VKEY ... | --trust FILE) [--witness-vkey VKEY ...]
          [--min-cosigners N] [--json]
       A checkpoint (C2SP signed note) signed by the log key named after its
@@ -68,6 +73,7 @@ const OPTIONS = {
   signature: { type: "string" },
   old: { type: "string" },
   new: { type: "string" },
+  "event-hash": { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 };
@@ -75,6 +81,7 @@ const OPTIONS = {
 // Which options each command takes, and how many positional arguments.
 const COMMANDS = {
   verify: { args: ["RECORD"], options: ["proof", "receipt", "vkey", "witness-vkey", "min-cosigners", "trust"] },
+  record: { args: ["RECORD"], options: ["event-hash"] },
   checkpoint: { args: ["CHECKPOINT"], options: ["vkey", "witness-vkey", "min-cosigners", "trust"] },
   cosignature: { args: ["CHECKPOINT"], options: ["witness-vkey", "signature"] },
   consistency: { args: ["PROOF"], options: ["vkey", "trust", "old", "new"] },
@@ -144,6 +151,12 @@ async function run(command, [file], o) {
     const policy = await optional(o.trust, "trust policy");
     const r = await verifyRecordProof({ record, proof, receipt, trust: policy, ...trust });
     return [r, `OK: ${r.eventHash} is entry ${r.index} of ${r.origin} at size ${r.treeSize}, signed by the log, ${r.cosigners} cosigners`];
+  }
+  if (command === "record") {
+    const record = await readInput(file, "record");
+    const r = await verifyRecordAlone({ record, eventHash: o["event-hash"] ?? null });
+    const valid = r.signatures.filter((x) => x.valid).length;
+    return [r, `OK: ${r.eventHash} (leaf hash ${r.leafHash}), signed by its actor; ${valid} of ${r.signatures.length} signatures verify`];
   }
   if (command === "checkpoint") {
     const checkpoint = await readInput(file, "checkpoint");

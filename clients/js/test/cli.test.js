@@ -13,6 +13,7 @@ import {
   checkpointBody,
   cli,
   consistency,
+  leafHashOf,
   makeLog,
   noteSignature,
   tlogProof,
@@ -135,6 +136,24 @@ test("verify: malformed input exits 2 with its code", () => {
   const help = cli("--help");
   assert.equal(help.status, 0);
   assert.match(help.stdout, /^usage: remembrancer-verify/);
+});
+
+test("record: a record alone, its eventHash and signatures", async () => {
+  const r = log.records[5];
+  const ok = cli("record", files.pretty, "--event-hash", r.eventHash, "--json");
+  assert.equal(ok.status, 0, ok.stderr);
+  const report = JSON.parse(ok.stdout);
+  assert.equal(report.eventHash, r.eventHash);
+  assert.equal(report.leafHash, b64(leafHashOf(r.leaf)));
+  assert.equal(report.canonical, false);
+  assert.match(cli("record", files.record).stdout, /^OK: sha256:[0-9a-f]{64} \(leaf hash .*\), signed by its actor; 2 of 2 signatures verify\n$/);
+  const other = cli("record", files.record, "--event-hash", log.records[4].eventHash);
+  assert.deepEqual([other.status, other.code], [1, "event_hash_mismatch"]);
+  const forged = structuredClone(r.record);
+  forged.payload.amount = 99;
+  const bad = cli("record", write(dir, "forged.json", canon(forged)));
+  assert.deepEqual([bad.status, bad.code], [1, "actor_signature_invalid"]);
+  assert.deepEqual([cli("record", files.proof).status, cli("record", files.proof).code], [2, "json_malformed"]);
 });
 
 test("checkpoint: the log signature and the witnesses' cosignatures", async () => {

@@ -4,7 +4,8 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { before, test } from "node:test";
+import { rmSync } from "node:fs";
+import { after, before, test } from "node:test";
 
 import {
   BIN,
@@ -55,6 +56,8 @@ before(async () => {
     trust: write(dir, "trust.json", JSON.stringify({ log_vkeys: [log.vkey], witness_vkeys: [log.w1vkey, log.w2vkey], min_cosigners: 2 })),
   };
 });
+
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 test("verify: a record with its tlog-proof or receipt", () => {
   const ok = cli("verify", files.record, "--proof", files.proof, "--vkey", log.vkey);

@@ -121,6 +121,19 @@ def test_wrong_types_everywhere() -> None:
         assert e.value.code in ("record_field_type", "event_type_mismatch"), field
 
 
+def test_a_trailing_newline_does_not_pass_the_field_patterns() -> None:
+    """Regression: the patterns ended in ``$``, which also matches before a
+    final newline, so ``"dao:vaultmesh\\n"`` passed as a namespace (and the
+    JavaScript verifier, whose ``$`` does not, disagreed)."""
+    rec = good()
+    env = json.loads(rec.leaf)
+    for field in ("namespace", "schema", "actor", "nonce", "prev", "payload:hash"):
+        value = env.get(field) or "sha256:" + "0" * 64
+        with pytest.raises(FormatError) as e:
+            Record.from_bytes(_mutate(rec, **{field: value + "\n"}))
+        assert e.value.code == "record_field_type", field
+
+
 def test_unknown_namespace() -> None:
     rec = make_record(
         "dao:other", "ledger.append@1.0.0", ledger_payload(1), ACTOR, (W1, W2), timestamp=NOW

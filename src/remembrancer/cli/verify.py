@@ -10,6 +10,7 @@ import click
 import yaml
 
 from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
+from remembrancer.core.admission import check_actor_signature
 from remembrancer.core.checkpoint import Checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
 from remembrancer.core.errors import FormatError, VerificationError
@@ -115,11 +116,12 @@ def verify(record_file: str, proof_file: str | None, receipt_file: str | None, v
            witness_vkey: tuple[str, ...], min_cosigners: int | None, trust_file: str | None,
            registry_file: str | None, as_json: bool) -> None:  # fmt: skip
     """Verify RECORD_FILE is in a log, offline: its proof, the checkpoint's
-    log signature and enough witness cosignatures.  RECORD_FILE is the record
-    (as `record --out` writes it) or a node's JSON for it (GET
-    /v1/namespaces/NS/records/INDEX).  With --registry, the file
-    is a federation receipt, checked against the registry's keys and quorum.
-    Exit 0 only if valid."""
+    log signature, enough witness cosignatures and the record's actor
+    signature.  RECORD_FILE is the record (as `record --out` writes it) or a
+    node's JSON for it (GET /v1/namespaces/NS/records/INDEX).  With --registry,
+    the file is a federation receipt, checked against the registry's keys and
+    quorum.  Exit 0 only if valid; 1 if something does not verify; 2 for bad
+    input.  The same checks without Python: clients/js (remembrancer-verify)."""
     if registry_file is not None:
         from remembrancer.cli.federation import verify_federation_receipt_file
 
@@ -147,6 +149,7 @@ def verify(record_file: str, proof_file: str | None, receipt_file: str | None, v
         raise VerificationError(f"no trusted log key for origin {origin!r}", code="log_key_unknown")
     cosigners = [parse_cosigner_vkey(v) for v in witnesses]
     result = verify_tlog_proof(proof, record.leaf, log_verifier, cosigners, minimum)
+    check_actor_signature(record)
     report = {
         "valid": True,
         "eventHash": record.event_hash_hex,
@@ -156,7 +159,8 @@ def verify(record_file: str, proof_file: str | None, receipt_file: str | None, v
         "treeSize": result.checkpoint.size,
         "cosigners": len(result.cosigners),
         "checked": ["record canonical form", "RFC 6962 inclusion", "checkpoint log signature",
-                    f"{len(result.cosigners)} witness cosignatures (needed {minimum})"],
+                    f"{len(result.cosigners)} witness cosignatures (needed {minimum})",
+                    "actor signature"],
     }  # fmt: skip
     if as_json:
         echo_json(report)

@@ -85,13 +85,10 @@ class SignatureReport:
     ignored: tuple[tuple[str, str], ...]  # (kid, reason)
 
 
-def check_signatures(
-    record: Record, ns: NamespaceConfig, *, node_did: str | None = None
-) -> SignatureReport:
-    """Rules 5 and 6.  Thread-safe; PyNaCl releases the GIL while verifying.
-
-    ``node_did`` is this node's key, the only actor whose message deliveries
-    and answers rule 6 exempts (see the module docstring)."""
+def check_actor_signature(record: Record) -> None:
+    """Rule 5 alone, needing no namespace: exactly one actor signature, by the
+    record's actor, and it verifies.  What an offline verifier checks too
+    (``remembrancer verify``, and the JavaScript verifier in ``clients/js``)."""
     actor_sigs = [s for s in record.signatures if s.role == "actor"]
     if not actor_sigs:
         raise VerificationError("the record has no actor signature", code="actor_signature_missing")
@@ -100,13 +97,23 @@ def check_signatures(
             "a record carries exactly one actor signature, by its actor",
             code="actor_signature_duplicate" if len(actor_sigs) > 1 else "actor_signature_mismatch",
         )
-    message = record.signing_input
-    if not _public(record.actor).verify(message, actor_sigs[0].sig):
+    if not _public(record.actor).verify(record.signing_input, actor_sigs[0].sig):
         raise VerificationError(
             "the actor signature does not verify",
             code="actor_signature_invalid",
             details={"actor": record.actor},
         )
+
+
+def check_signatures(
+    record: Record, ns: NamespaceConfig, *, node_did: str | None = None
+) -> SignatureReport:
+    """Rules 5 and 6.  Thread-safe; PyNaCl releases the GIL while verifying.
+
+    ``node_did`` is this node's key, the only actor whose message deliveries
+    and answers rule 6 exempts (see the module docstring)."""
+    check_actor_signature(record)
+    message = record.signing_input
     if node_did is not None and record.actor == node_did and node_message_kind(record, ns):
         return SignatureReport((), ())
     counted: list[str] = []

@@ -37,14 +37,14 @@ MAX_INPUT_BYTES = 256 * 1024  # what a parser reads before refusing outright
 MAX_SIGNATURES = 64
 VM_VERSION = "1.0"
 
-NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}:[a-z0-9][a-z0-9-]{0,62}$")
+NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}:[a-z0-9][a-z0-9-]{0,62}\Z")
 SCHEMA_RE = re.compile(
-    r"^([a-z][a-z0-9]*(?:\.[a-z][a-z0-9]*)*)@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
+    r"^([a-z][a-z0-9]*(?:\.[a-z][a-z0-9]*)*)@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z"
 )
-DID_KEY_RE = re.compile(r"^did:key:z[1-9A-HJ-NP-Za-km-z]{40,60}$")
-NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
-B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
-HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DID_KEY_RE = re.compile(r"^did:key:z[1-9A-HJ-NP-Za-km-z]{40,60}\Z")
+NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}\Z")
+B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*\Z")
+HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 REQUIRED = ("vm:version", "event:id", "event:type", "schema", "namespace", "actor",
             "timestamp", "nonce", "payload", "signatures")  # fmt: skip

@@ -12,7 +12,9 @@
   inclusion proof, the checkpoint's log signature and cosignatures, the
   record's own signatures and the federation receipts' countersignatures
   (SHA-256 and Ed25519 through WebCrypto), against keys the visitor sees and
-  can replace.  ``static/explorer.js`` keeps pages live by polling one cheap
+  can replace.  It is a symbolic link to ``clients/js/verify.js``, the npm
+  package ``remembrancer-verify`` (one file, no copy; wheels carry the file
+  itself).  ``static/explorer.js`` keeps pages live by polling one cheap
   endpoint and re-fetching a page's live regions when something changed.
 
 The layer sits above ``federation`` and below ``node``: it reads the node

@@ -140,6 +140,32 @@ def test_a_stale_checkpoint_whose_partial_tiles_were_deleted(tmp_path: Path) -> 
         assert cli("verify", str(got), "--raw", "--proof", str(proof), "--vkey", naive.vkey).stdout
 
 
+def test_a_checkpoint_with_extension_lines(tmp_path: Path) -> None:
+    """tlog-checkpoint extension lines are opaque: kept, signed over, and carried
+    verbatim into the tlog-proof (and cosigned by the naive writer's witness)."""
+    naive = NaiveLog(ORIGIN, LOG_SEED, cosigners=[WITNESS], extensions=["timestamp 1760000000"])
+    naive.append(entry(i) for i in range(20))
+    naive.publish(tmp_path / "log")
+    assert b"\ntimestamp 1760000000\n\n" in naive.checkpoint()
+    with StaticServer(tmp_path) as server:
+        prefix = server.url + "/log"
+        assert cli("checkpoint", "--tiles", prefix, "--vkey", naive.vkey).stdout.encode() == (
+            naive.checkpoint()
+        )
+        got = tmp_path / "e"
+        ok = cli("verify", str(got.with_name("none")), "--raw", "--tiles", prefix, "--index", "3",
+                 "--vkey", naive.vkey, check=False)  # fmt: skip
+        assert ok.returncode == 2 and "file_not_found" in ok.stderr
+        got.write_bytes(entry(3))
+        ok = cli("verify", str(got), "--raw", "--tiles", prefix, "--index", "3", "--vkey",
+                 naive.vkey, "--witness-vkey", WITNESS_VKEY, "--min-cosigners", "1")  # fmt: skip
+        assert "is entry 3 of" in ok.stdout and "1 cosigners" in ok.stdout
+        state = tmp_path / "state.json"
+        mon = cli("monitor", "--tiles", prefix, "--vkey", naive.vkey, "--state", str(state),
+                  "--witness", WITNESS_VKEY, "--once")  # fmt: skip
+        assert " size 20 " in mon.stdout
+
+
 def test_a_host_serving_a_wrong_tile_is_caught(tmp_path: Path) -> None:
     naive = NaiveLog(ORIGIN, LOG_SEED)
     naive.append(entry(i) for i in range(1000))

@@ -78,15 +78,18 @@ class NaiveLog:
 
     ``seed`` is the 32-byte Ed25519 seed of the log key, named ``origin``
     (or ``key_name``).  ``cosigners`` are ``(name, seed, timestamp)`` of
-    witnesses whose cosignature/v1 lines :meth:`checkpoint` adds.
+    witnesses whose cosignature/v1 lines :meth:`checkpoint` adds;
+    ``extensions`` are checkpoint extension lines (opaque, signed with the rest).
     """
 
     def __init__(self, origin: str, seed: bytes, *, key_name: str | None = None,
-                 cosigners: Iterable[tuple[str, bytes, int]] = ()) -> None:  # fmt: skip
+                 cosigners: Iterable[tuple[str, bytes, int]] = (),
+                 extensions: Iterable[str] = ()) -> None:  # fmt: skip
         self.origin = origin
         self.key_name = key_name or origin
         self._key = nacl.signing.SigningKey(seed)
         self.cosigners = list(cosigners)
+        self.extensions = list(extensions)
         self.entries: list[bytes] = []
         self.leaves: list[bytes] = []
         self._memo: dict[tuple[int, int], bytes] = {}
@@ -127,6 +130,7 @@ class NaiveLog:
         """The signed checkpoint note (with cosignatures) at ``size`` (default: all)."""
         size = len(self.entries) if size is None else size
         body = f"{self.origin}\n{size}\n{base64.b64encode(self.root(size)).decode()}\n"
+        body += "".join(line + "\n" for line in self.extensions)
         sig = self._key.sign(body.encode()).signature
         kid = _key_id(self.key_name, 0x01, bytes(self._key.verify_key))
         lines = [f"\u2014 {self.key_name} {base64.b64encode(kid + sig).decode()}\n"]

@@ -123,7 +123,7 @@ def _source_options(fn: Any) -> Any:
 
 @proof.command("inclusion")
 @_source_options
-@click.option("--index", required=True, type=click.IntRange(0))
+@click.option("--index", required=True, type=click.IntRange(0), help="The entry's index.")
 @click.option("--size", type=click.IntRange(1), default=None,
               help="Tree size (default: the latest; a node only).")  # fmt: skip
 @click.option(

@@ -162,8 +162,8 @@ class TiledLog:
         data = self.get("checkpoint", MAX_CHECKPOINT_BYTES, missing_ok=True)
         if data is None:
             raise NotFoundError(
-                f"no checkpoint at {self.prefix}/checkpoint: give the tlog-tiles prefix of a "
-                "log (--tiles), or a node's URL with --namespace",
+                f"no checkpoint at {self.prefix}/checkpoint: not the tlog-tiles prefix of a "
+                "log (for a Remembrancer node, give its URL and the --namespace of one of its logs)",
                 code="log_checkpoint_missing",
             )
         return data

@@ -281,20 +281,32 @@ def test_follows_a_node_log(tmp_path: Path) -> None:
         vkey = node.info["vkeys"]["dao:vaultmesh"]
         demo = node.directory / "keys" / "demo"
 
-        def record(i: int) -> None:
+        def record(i: int, *where: str) -> None:
             cli("record", "--namespace", "dao:vaultmesh", "--schema", "ledger.append@1.0.0",
                 "--payload", json.dumps({"stream": "ops", "data": {"i": i}}),
                 "--actor-key", str(demo / "demo.key"),
                 "--witness-key", str(demo / "prod-us-east-1.key"),
-                "--witness-key", str(demo / "prod-eu-west-1.key"), "--url", node.url)  # fmt: skip
+                "--witness-key", str(demo / "prod-eu-west-1.key"), *where)  # fmt: skip
 
-        record(0)
+        record_file = tmp_path / "rec.json"
+        record(0, "--out", str(record_file))
+        from remembrancer.cli.record import submit
+        from remembrancer.core.record import Record
+
+        submit(node.url, Record.from_bytes(record_file.read_bytes().strip()))
+        # verify, proving now from the node's tiles (--url with --namespace).
+        ok = cli("verify", str(record_file), "--url", node.url, "--namespace", "dao:vaultmesh",
+                 "--index", "0", "--vkey", vkey)  # fmt: skip
+        assert (
+            ok.stdout.startswith("OK: sha256:")
+            and "entry 0 of alpha.test/dao:vaultmesh" in ok.stdout
+        )
         state = tmp_path / "state.json"
         args = ["monitor", "--url", node.url, "--namespace", "dao:vaultmesh", "--vkey", vkey,
                 "--state", str(state), "--once"]  # fmt: skip
         assert "alpha.test/dao:vaultmesh size 1 " in cli(*args).stdout
         for i in range(1, 4):
-            record(i)
+            record(i, "--url", node.url)
         assert "size 4 root" in cli(*args).stdout
     finally:
         node.stop()

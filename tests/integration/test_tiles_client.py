@@ -274,3 +274,32 @@ def test_a_server_that_never_answers_meets_the_deadline() -> None:
         out = cli("checkpoint", "--tiles", f"http://127.0.0.1:{port}/log", "--timeout", "2",
                   check=False, timeout=60)  # fmt: skip
     assert out.returncode == 3 and "log_fetch_timeout" in out.stderr
+
+
+def test_a_gzip_bomb_is_never_inflated_past_the_cap(
+    custom_server: tuple[str, dict[str, tuple[bytes, dict[str, str]]]],
+) -> None:
+    """In process, with tracemalloc: a 512 MiB bomb behind one small bundle costs
+    about the bundle cap in memory, not the bomb's size."""
+    import tracemalloc
+    import zlib
+
+    from remembrancer.cli.tiledlog import MAX_BUNDLE_BYTES, TiledLog
+    from remembrancer.core.errors import PeerError
+    from remembrancer.core.tiles import Tile
+
+    url, files = custom_server
+    packer = zlib.compressobj(1, wbits=31)  # gzip, built without holding 512 MiB
+    zeros = bytes(1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(512)) + packer.flush()
+    files["/log/tile/entries/000"] = (bomb, {"Content-Encoding": "gzip"})
+    with TiledLog(url + "/log", timeout=60) as log:
+        tracemalloc.start()
+        try:
+            with pytest.raises(PeerError) as e:
+                log.fetch_bundles([Tile(0, 0)])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert e.value.code == "log_answer_too_large"
+    assert peak < 3 * MAX_BUNDLE_BYTES, peak

@@ -1,4 +1,9 @@
-"""Commands that talk to a running node: ``proof``, ``checkpoint``, ``witness``."""
+"""Commands that read a log or talk to a node: ``proof``, ``checkpoint``, ``witness``.
+
+``checkpoint`` and ``proof`` read a Remembrancer node (``--url URL --namespace
+NS``) or any static tlog-tiles log (``--tiles PREFIX``, or ``--url PREFIX``
+alone), through :mod:`remembrancer.cli.tiledlog`.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,23 @@ from typing import Any
 import click
 
 from remembrancer.cli.common import errors_as_one_line, write_output
-from remembrancer.core.checkpoint import Checkpoint, open_checkpoint
+from remembrancer.core.checkpoint import Checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
-from remembrancer.core.errors import FormatError, PeerError, RemembrancerError, VerificationError
+from remembrancer.core.errors import (
+    FormatError,
+    NotFoundError,
+    PeerError,
+    RemembrancerError,
+    VerificationError,
+)
 from remembrancer.core.note import Note, open_note, parse_vkey
+from remembrancer.core.rfc6962 import (
+    consistency_proof,
+    inclusion_proof,
+    root_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from remembrancer.core.witness import AddCheckpointRequest
 
 MAX_ANSWER = 8 << 20
@@ -84,52 +102,132 @@ def admin_post(url: str, token: str, *, timeout: float = 120.0) -> Any:
 
 @click.group()
 def proof() -> None:
-    """Fetch proofs from a node."""
+    """Fetch or compute proofs from a node or any tlog-tiles log."""
+
+
+_URL_HELP = "A Remembrancer node's base URL (with --namespace), or a log's tlog-tiles prefix."
+_TILES_HELP = "The tlog-tiles prefix of any log (the URL that /checkpoint and /tile/... extend)."
+_TIMEOUT_HELP = "Deadline for all the fetches, in seconds."
+
+
+def _source_options(fn: Any) -> Any:
+    """--url, --namespace, --tiles, --timeout: where the log is."""
+    fn = click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0,
+                      show_default=True, help=_TIMEOUT_HELP)(fn)  # fmt: skip
+    fn = click.option("--tiles", default=None, help=_TILES_HELP)(fn)
+    fn = click.option("--namespace", default=None, help="The log's namespace on a node (--url).")(
+        fn
+    )
+    return click.option("--url", default=None, help=_URL_HELP)(fn)
 
 
 @proof.command("inclusion")
-@click.option("--url", required=True, help="Node base URL.")
-@click.option("--namespace", required=True)
-@click.option("--index", required=True, type=click.IntRange(0))
-@click.option(
-    "--size", type=click.IntRange(1), default=None, help="Tree size (default: the latest)."
-)
+@_source_options
+@click.option("--index", required=True, type=click.IntRange(0), help="The entry's index.")
+@click.option("--size", type=click.IntRange(1), default=None,
+              help="Tree size (default: the latest; a node only).")  # fmt: skip
 @click.option(
     "--out",
     required=True,
     type=click.Path(dir_okay=False),
     help="Write a c2sp.org/tlog-proof@v1 file here.",
 )
+@click.option("--vkey", default=None,
+              help="Verify the checkpoint's log signature with this vkey first (tiles).")  # fmt: skip
+@click.option("--entry-out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the entry itself, read from its entry bundle and checked (tiles).")  # fmt: skip
 @errors_as_one_line
-def proof_inclusion(url: str, namespace: str, index: int, size: int | None, out: str) -> None:
-    """Write the tlog-proof file for entry INDEX (check it with `remembrancer verify`)."""
-    query = f"index={index}&format=tlog-proof" + (f"&size={size}" if size else "")
-    status, _, data = http(
-        "GET", f"{url.rstrip('/')}/v1/namespaces/{namespace}/proofs/inclusion?{query}"
-    )
-    if status != 200:
-        api_json("GET", f"{url.rstrip('/')}/v1/namespaces/{namespace}/proofs/inclusion?{query}")
-    write_output(out, data)
-    click.echo(f"wrote {out}")
+def proof_inclusion(url: str | None, namespace: str | None, tiles: str | None, timeout: float,
+                    index: int, size: int | None, out: str, vkey: str | None,
+                    entry_out: str | None) -> None:  # fmt: skip
+    """Write the tlog-proof file for entry INDEX (check it with `remembrancer verify`).
+
+    From a node (--url URL --namespace NS) the node builds the proof.  From any
+    tlog-tiles log (--tiles PREFIX, or --url PREFIX alone) the proof is computed
+    from the log's tiles, each checked against the checkpoint's root, and is for
+    the latest checkpoint."""
+    if tiles is None and url is not None and namespace is not None and not (vkey or entry_out):
+        base = url.rstrip("/")
+        query = f"index={index}&format=tlog-proof" + (f"&size={size}" if size else "")
+        status, _, data = http("GET", f"{base}/v1/namespaces/{namespace}/proofs/inclusion?{query}",
+                               timeout=timeout)  # fmt: skip
+        if status != 200:
+            api_json("GET", f"{base}/v1/namespaces/{namespace}/proofs/inclusion?{query}")
+        write_output(out, data)
+        click.echo(f"wrote {out}")
+        return
+    from remembrancer.cli.tiledlog import TiledLog, log_prefix, read_head
+    from remembrancer.core.tlogproof import TlogProof
+
+    with TiledLog(log_prefix(url, namespace, tiles), timeout=timeout) as log:
+        head = read_head(log, parse_vkey(vkey) if vkey else None)
+        cp = head.checkpoint
+        if size is not None and size != cp.size:
+            raise FormatError(f"a tiled log serves its latest checkpoint only (size {cp.size}); "
+                              f"--size {size} needs a node", code="usage")  # fmt: skip
+        if index >= cp.size:
+            raise NotFoundError(f"entry {index} is not in the log (size {cp.size})",
+                                code="index_out_of_range")  # fmt: skip
+        hashes = inclusion_proof(index, cp.size, head.reader)
+        leaf = head.reader.read_nodes([(0, index)])[0]
+        verify_inclusion(index, cp.size, leaf, hashes, cp.root_hash)
+        entry = (
+            head.reader.read_entries(index, index + 1, log.fetch_bundles)[0] if entry_out else b""
+        )
+    write_output(out, TlogProof(index, tuple(hashes), head.note).to_bytes())
+    click.echo(f"wrote {out}" + (" (signature verified)" if head.signed else ""))
+    if entry_out:
+        write_output(entry_out, entry)
+        click.echo(f"wrote {entry_out} ({len(entry)} bytes)")
 
 
 @proof.command("consistency")
-@click.option("--url", required=True)
-@click.option("--namespace", required=True)
+@_source_options
 @click.option("--old", required=True, type=click.IntRange(1))
-@click.option("--new", required=True, type=click.IntRange(1))
+@click.option("--new", default=None, type=click.IntRange(1),
+              help="The newer size (default: the latest checkpoint's).")  # fmt: skip
 @click.option(
     "--out",
     default=None,
     type=click.Path(dir_okay=False),
     help="Write the JSON here (default: print).",
 )
+@click.option("--vkey", default=None,
+              help="Verify the latest checkpoint's log signature with this vkey first (tiles).")  # fmt: skip
 @errors_as_one_line
-def proof_consistency(url: str, namespace: str, old: int, new: int, out: str | None) -> None:
-    """Fetch a consistency proof between two tree sizes (JSON with both checkpoints)."""
-    value = api_json(
-        "GET", f"{url.rstrip('/')}/v1/namespaces/{namespace}/proofs/consistency?old={old}&new={new}"
-    )
+def proof_consistency(url: str | None, namespace: str | None, tiles: str | None, timeout: float,
+                      old: int, new: int | None, out: str | None, vkey: str | None) -> None:  # fmt: skip
+    """Fetch a consistency proof between two tree sizes (JSON).
+
+    From a node: the proof and both checkpoints.  From a tlog-tiles log: the
+    proof computed from the tiles of the latest checkpoint (each tile checked
+    against its root), both root hashes, and that checkpoint."""
+    if tiles is None and url is not None and namespace is not None and not vkey:
+        base = url.rstrip("/")
+        if new is None:
+            note = _node_checkpoint(base, namespace, timeout)
+            new = Checkpoint.parse(Note.from_bytes(note).text).size
+        value = api_json(
+            "GET", f"{base}/v1/namespaces/{namespace}/proofs/consistency?old={old}&new={new}"
+        )
+    else:
+        from remembrancer.cli.tiledlog import TiledLog, log_prefix, read_head
+
+        with TiledLog(log_prefix(url, namespace, tiles), timeout=timeout) as log:
+            head = read_head(log, parse_vkey(vkey) if vkey else None)
+            cp = head.checkpoint
+            new = cp.size if new is None else new
+            if not old <= new <= cp.size:
+                raise NotFoundError(f"need old <= new <= {cp.size} (the latest size)",
+                                    code="size_out_of_range")  # fmt: skip
+            hashes = consistency_proof(old, new, head.reader)
+            roots = {s: root_hash(s, head.reader) for s in (old, new)}
+        verify_consistency(old, new, roots[old], roots[new], hashes)
+        value = {"origin": cp.origin, "old": old, "new": new,
+                 "proof": [base64.b64encode(h).decode() for h in hashes],
+                 "roots": {str(s): base64.b64encode(r).decode() for s, r in roots.items()},
+                 "checkpoints": {str(s): (head.note.decode() if s == cp.size else None)
+                                 for s in (old, new)}}  # fmt: skip
     text = json.dumps(value, indent=2) + "\n"
     if out:
         write_output(out, text.encode())
@@ -138,20 +236,36 @@ def proof_consistency(url: str, namespace: str, old: int, new: int, out: str | N
         click.echo(text, nl=False)
 
 
-@click.command()
-@click.option("--url", required=True)
-@click.option("--namespace", required=True)
-@click.option("--vkey", default=None, help="Verify the log signature with this vkey.")
-@errors_as_one_line
-def checkpoint(url: str, namespace: str, vkey: str | None) -> None:
-    """Print a log's latest checkpoint (verified if --vkey is given)."""
-    status, _, data = http("GET", f"{url.rstrip('/')}/logs/{namespace}/checkpoint")
+def _node_checkpoint(base: str, namespace: str, timeout: float) -> bytes:
+    status, _, data = http("GET", f"{base}/logs/{namespace}/checkpoint", timeout=timeout)
     if status != 200:
-        api_json("GET", f"{url.rstrip('/')}/logs/{namespace}/checkpoint")
-    if vkey:
-        open_checkpoint(data, parse_vkey(vkey))
-        click.echo("verified: signed by " + parse_vkey(vkey).name, err=True)
-    click.echo(data.decode(), nl=False)
+        api_json("GET", f"{base}/logs/{namespace}/checkpoint")
+    return data
+
+
+@click.command()
+@_source_options
+@click.option("--vkey", default=None,
+              help="Verify the log signature with this vkey (its key name is the origin).")  # fmt: skip
+@errors_as_one_line
+def checkpoint(url: str | None, namespace: str | None, tiles: str | None, timeout: float,
+               vkey: str | None) -> None:  # fmt: skip
+    """Print a log's latest checkpoint, from a node (--url URL --namespace NS) or
+    any tlog-tiles log (--tiles PREFIX, or --url PREFIX alone).
+
+    With --vkey the log signature is verified; the log's right-edge tiles are
+    checked against the checkpoint's root either way (a log whose tiles do not
+    match what it signed is an error)."""
+    from remembrancer.cli.tiledlog import TiledLog, log_prefix, read_head
+
+    with TiledLog(log_prefix(url, namespace, tiles), timeout=timeout) as log:
+        head = read_head(log, parse_vkey(vkey) if vkey else None)
+        edge = head.reader.verify()
+    if head.signed is not None:
+        click.echo(f"verified: signed by {head.signed.log_signature.name}", err=True)
+    click.echo(f"verified: {len(edge)} right-edge tiles hash to the root at size "
+               f"{head.checkpoint.size}", err=True)  # fmt: skip
+    click.echo(head.note.decode("utf-8"), nl=False)
 
 
 @click.group()

@@ -600,9 +600,9 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
             lines = await node.add_checkpoint(body)
         except RemembrancerError as e:
             if e.code == "witness_old_size_mismatch":
-                return Response(
-                    f"{e.details['size']}\n", status_code=409, media_type="text/x.tlog.size"
-                )
+                # The spec's body for this refusal; its status comes from the one table.
+                return Response(f"{e.details['size']}\n", status_code=status_for(e),
+                                media_type="text/x.tlog.size")  # fmt: skip
             raise
         return Response(lines, media_type="text/plain; charset=utf-8")
 

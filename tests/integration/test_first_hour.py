@@ -171,3 +171,47 @@ def test_node_log_stays_quiet_while_a_federation_talks(tmp_path: Path) -> None:
         text = (n.directory / "node.log").read_text()
         assert "serving n" in text  # the node's own INFO lines are there
         assert "HTTP Request:" not in text, text[-1500:]
+
+
+def test_proof_consistency_verifies_both_checkpoints_and_the_proof(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    """`proof consistency --vkey/--trust` checks what the explorer says it checks:
+    both checkpoints signed by the log, and the proof from one root to the other."""
+    from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+    from remembrancer.core.keys import read_key_file
+    from remembrancer.core.note import Note
+
+    vkey = node.info["vkeys"][NS]
+    cli(*record_args(node, "--url", node.url))
+    with urllib.request.urlopen(f"{node.url}/logs/{NS}/checkpoint", timeout=10) as r:
+        kept_note = r.read()
+    kept = tmp_path / "kept.checkpoint"
+    kept.write_bytes(kept_note)
+    old = Checkpoint.parse(Note.from_bytes(kept_note).text)
+    for _ in range(2):
+        cli(*record_args(node, "--url", node.url))
+    base = ["proof", "consistency", "--url", node.url, "--namespace", NS]
+
+    ok = cli(*base, "--old-checkpoint", str(kept), "--vkey", vkey)
+    assert json.loads(ok.stdout)["old"] == old.size
+    assert f"extends its checkpoint at {old.size}" in ok.stderr and "verified:" in ok.stderr
+    trust = tmp_path / "trust.yaml"
+    trust.write_text(f"log_vkeys: ['{vkey}']\nmin_cosigners: 0\n")
+    assert cli(*base, "--old", str(old.size), "--trust", str(trust)).returncode == 0
+    # Without a key, it only fetches (and says nothing was verified).
+    plain = cli(*base, "--old", str(old.size))
+    assert "verified:" not in plain.stderr
+
+    # A checkpoint the log's key signed at the same size with another root (a
+    # split view): the node's proof cannot take it to the current root.
+    key = read_key_file(node.directory / "keys" / "node.key")
+    forged = Checkpoint(old.origin, old.size, bytes(32))
+    (tmp_path / "forged.checkpoint").write_bytes(sign_checkpoint(forged, key))
+    bad = cli(*base, "--old-checkpoint", str(tmp_path / "forged.checkpoint"), "--vkey", vkey,
+              check=False)  # fmt: skip
+    assert bad.returncode == 1 and "consistency" in bad.stderr, bad.stderr
+    # A key that is not the log's.
+    other = cli(*base, "--old-checkpoint", str(kept), "--vkey",
+                vkey.replace(vkey.split("+")[2], "AQ" + "A" * 42 + "="), check=False)  # fmt: skip
+    assert other.returncode in (1, 2) and "error:" in other.stderr, other.stderr

@@ -183,7 +183,8 @@ def proof_inclusion(url: str | None, namespace: str | None, tiles: str | None, t
 
 @proof.command("consistency")
 @_source_options
-@click.option("--old", required=True, type=click.IntRange(1))
+@click.option("--old", default=None, type=click.IntRange(1),
+              help="The older size (default: the size of --old-checkpoint).")  # fmt: skip
 @click.option("--new", default=None, type=click.IntRange(1),
               help="The newer size (default: the latest checkpoint's).")  # fmt: skip
 @click.option(
@@ -192,17 +193,55 @@ def proof_inclusion(url: str | None, namespace: str | None, tiles: str | None, t
     type=click.Path(dir_okay=False),
     help="Write the JSON here (default: print).",
 )
-@click.option("--vkey", default=None,
-              help="Verify the latest checkpoint's log signature with this vkey first (tiles).")  # fmt: skip
+@click.option("--vkey", multiple=True,
+              help="Verify: the log's vkey (repeatable; the one named after the origin is used).")  # fmt: skip
+@click.option("--trust", "trust_file", default=None,
+              help="Verify: a trust policy YAML (log_vkeys, witness_vkeys, min_cosigners).")  # fmt: skip
+@click.option("--witness-vkey", multiple=True,
+              help="Verify: a witness's cosignature/v1 vkey (repeatable).")  # fmt: skip
+@click.option("--min-cosigners", type=click.IntRange(0), default=None,
+              help="Verify: distinct witness cosignatures each checkpoint needs.")  # fmt: skip
+@click.option("--old-checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Verify: a checkpoint you kept (its note file), proven to be extended by the new one.")  # fmt: skip
 @errors_as_one_line
 def proof_consistency(url: str | None, namespace: str | None, tiles: str | None, timeout: float,
-                      old: int, new: int | None, out: str | None, vkey: str | None) -> None:  # fmt: skip
-    """Fetch a consistency proof between two tree sizes (JSON).
+                      old: int | None, new: int | None, out: str | None, vkey: tuple[str, ...],
+                      trust_file: str | None, witness_vkey: tuple[str, ...],
+                      min_cosigners: int | None, old_checkpoint: str | None) -> None:  # fmt: skip
+    """Fetch a consistency proof between two tree sizes (JSON), and with
+    --vkey/--trust verify it.
 
     From a node: the proof and both checkpoints.  From a tlog-tiles log: the
     proof computed from the tiles of the latest checkpoint (each tile checked
-    against its root), both root hashes, and that checkpoint."""
-    if tiles is None and url is not None and namespace is not None and not vkey:
+    against its root), both root hashes, and that checkpoint.
+
+    With --vkey or --trust (and --old-checkpoint FILE, a checkpoint you kept),
+    both checkpoints are verified (log signature, and the witness cosignatures
+    the policy asks for) and the proof must take the old one's root to the new
+    one's: exit 0 only if so, 1 if something does not verify, 2 for bad input,
+    as `remembrancer verify`."""
+    from remembrancer.cli.verify import load_trust
+
+    verifying = bool(vkey or trust_file or old_checkpoint or witness_vkey or min_cosigners)
+    logs, witnesses, minimum = (
+        load_trust(trust_file, vkey, witness_vkey, min_cosigners) if verifying else ([], [], 0)
+    )
+    verifiers = [parse_vkey(v) for v in logs]
+    cosigners = [parse_cosigner_vkey(v) for v in witnesses]
+    kept = None
+    if old_checkpoint is not None:
+        from remembrancer.cli.common import read_input
+
+        kept = read_input(old_checkpoint, what="checkpoint")
+        kept_size = Checkpoint.parse(Note.from_bytes(kept).text).size
+        if old is not None and old != kept_size:
+            raise FormatError(f"--old {old} is not the size of {old_checkpoint} ({kept_size})",
+                              code="usage")  # fmt: skip
+        old = kept_size
+    if old is None:
+        raise FormatError("give --old SIZE or --old-checkpoint FILE", code="usage")
+    checked: list[str] = []
+    if tiles is None and url is not None and namespace is not None:
         base = url.rstrip("/")
         if new is None:
             note = _node_checkpoint(base, namespace, timeout)
@@ -210,11 +249,44 @@ def proof_consistency(url: str | None, namespace: str | None, tiles: str | None,
         value = api_json(
             "GET", f"{base}/v1/namespaces/{namespace}/proofs/consistency?old={old}&new={new}"
         )
+        if verifying:
+            notes = {s: (value.get("checkpoints") or {}).get(str(s)) for s in (old, new)}
+            old_note = kept if kept is not None else notes[old]
+            new_note = notes[new]
+            if old_note is None or new_note is None:
+                missing = old if old_note is None else new
+                raise FormatError(
+                    f"the node has no signed checkpoint at size {missing} to verify; give sizes"
+                    " it signed, or --old-checkpoint FILE with a checkpoint you kept",
+                    code="checkpoint_missing",
+                )
+            opened = [_open_trusted(n.encode() if isinstance(n, str) else n, verifiers,
+                                    cosigners, minimum) for n in (old_note, new_note)]  # fmt: skip
+            old_cp, new_cp = (o.checkpoint for o in opened)
+            if old_cp.origin != new_cp.origin or (old_cp.size, new_cp.size) != (old, new):
+                raise VerificationError(
+                    f"the checkpoints are of {old_cp.origin} at {old_cp.size} and {new_cp.origin}"
+                    f" at {new_cp.size}, not of one log at {old} and {new}",
+                    code="checkpoint_mismatch",
+                )
+            hashes = [base64.b64decode(h, validate=True) for h in value["proof"]]
+            verify_consistency(old, new, old_cp.root_hash, new_cp.root_hash, hashes)
+            checked = [f"checkpoint at {old}: log signature", f"checkpoint at {new}: log signature",
+                       f"{minimum} witness cosignatures each", "RFC 6962 consistency"]  # fmt: skip
     else:
         from remembrancer.cli.tiledlog import TiledLog, log_prefix, read_head
 
         with TiledLog(log_prefix(url, namespace, tiles), timeout=timeout) as log:
-            head = read_head(log, parse_vkey(vkey) if vkey else None)
+            head = None
+            if verifying:
+                origin = Checkpoint.parse(Note.from_bytes(log.checkpoint()).text).origin
+                verifier = next((v for v in verifiers if v.name == origin), None)
+                if verifier is None:
+                    raise VerificationError(f"no trusted log key for origin {origin!r}",
+                                            code="log_key_unknown")  # fmt: skip
+                head = read_head(log, verifier, cosigners, minimum)
+            else:
+                head = read_head(log, None)
             cp = head.checkpoint
             new = cp.size if new is None else new
             if not old <= new <= cp.size:
@@ -223,6 +295,20 @@ def proof_consistency(url: str | None, namespace: str | None, tiles: str | None,
             hashes = consistency_proof(old, new, head.reader)
             roots = {s: root_hash(s, head.reader) for s in (old, new)}
         verify_consistency(old, new, roots[old], roots[new], hashes)
+        if kept is not None:
+            saved = _open_trusted(kept, verifiers, cosigners, minimum).checkpoint
+            if saved.origin != cp.origin or saved.root_hash != roots[old]:
+                raise VerificationError(
+                    f"the log's tiles give another root at size {old} than the checkpoint you"
+                    " kept: the log does not extend it (a split view or a fork)",
+                    code="consistency_root1_mismatch",
+                )
+        if verifying:
+            checked = [f"checkpoint at {cp.size}: log signature",
+                       f"{minimum} witness cosignatures", "tiles against the checkpoint root",
+                       "RFC 6962 consistency"]  # fmt: skip
+            if kept is not None:
+                checked.insert(1, f"kept checkpoint at {old}: log signature, root")
         value = {"origin": cp.origin, "old": old, "new": new,
                  "proof": [base64.b64encode(h).decode() for h in hashes],
                  "roots": {str(s): base64.b64encode(r).decode() for s, r in roots.items()},
@@ -234,6 +320,24 @@ def proof_consistency(url: str | None, namespace: str | None, tiles: str | None,
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)
+    if checked:
+        click.echo(f"verified: the log at {new} extends its checkpoint at {old} ("
+                   + ", ".join(checked) + ")", err=True)  # fmt: skip
+
+
+def _open_trusted(note: bytes, verifiers: list[Any], cosigners: list[Any], minimum: int) -> Any:
+    """A checkpoint note opened with the trusted key named after its origin, with
+    ``minimum`` distinct witness cosignatures."""
+    from remembrancer.cli.tiledlog import check_cosigners
+    from remembrancer.core.checkpoint import open_checkpoint
+
+    origin = Checkpoint.parse(Note.from_bytes(note).text).origin
+    verifier = next((v for v in verifiers if v.name == origin), None)
+    if verifier is None:
+        raise VerificationError(f"no trusted log key for origin {origin!r}", code="log_key_unknown")
+    signed = open_checkpoint(note, verifier, cosigners)
+    check_cosigners(signed, verifier, minimum)
+    return signed
 
 
 def _node_checkpoint(base: str, namespace: str, timeout: float) -> bytes:

@@ -532,7 +532,7 @@ def test_too_many_pending() -> None:
 
 P = "did:vm:node:west1"
 EVIDENCE = Misbehaviour("equivocation", "sha256:" + "aa" * 32, "sha256:" + "01" * 32)
-EVIDENCE_2 = Misbehaviour("forged_countersignature", "sha256:" + "bb" * 32, "sha256:" + "02" * 32)
+EVIDENCE_2 = Misbehaviour("invalid_anchor_claim", "sha256:" + "bb" * 32, "sha256:" + "02" * 32)
 
 
 def test_heartbeats_and_misses_move_the_score() -> None:

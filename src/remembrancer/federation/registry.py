@@ -130,7 +130,10 @@ AnchorStrategy: TypeAlias = Literal["independent", "collaborative", "hybrid"]
 STATUSES: Final[tuple[PeerStatus, ...]] = ("active", "probation", "suspended")
 ROLES: Final[tuple[Role, ...]] = ("witness", "anchor", "countersign", "relay", "coordinator")
 STRATEGIES: Final[tuple[AnchorStrategy, ...]] = ("independent", "collaborative", "hybrid")
-MISBEHAVIOUR_KINDS: Final = ("equivocation", "forged_countersignature", "invalid_anchor_claim")
+# What a peer can be proven to have done (docs/spec/federation.md, "Evidence"): each
+# is a statement it signed that is false on its face.  A countersignature that
+# does not verify is nobody's statement, so "forged_countersignature" is none.
+MISBEHAVIOUR_KINDS: Final = ("equivocation", "invalid_anchor_claim")
 
 REGISTRY_SCHEMA: Final = "federation.registry.set"
 VOTE_SCHEMA: Final = "vote.cast"

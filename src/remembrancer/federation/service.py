@@ -176,7 +176,7 @@ class FederationService:
         self.clock = clock
         self.heartbeat_seconds = heartbeat_seconds
         self.schemas = SchemaRegistry.bundled()
-        self.registry_state, self._records = _load_registry_state(store, registry)
+        self.registry_state, self._records = _load_registry_state(store, registry, int(clock()))
         self.registry = self.registry_state.registry
         self._registry_lock = asyncio.Lock()
         raw = store.get_state(SCORES_SCOPE, "scores")
@@ -844,7 +844,7 @@ class FederationService:
 
     def _fold_proposal(self, record: Record) -> dict[str, Any]:
         """Fold a verified proposal record (or a resubmission with more approvals)."""
-        state = self.registry_state
+        state = self.registry_state.expire(int(self.clock()))
         pid = record.event_id
         done = next((a for a in state.applied if a.proposal_id == pid), None)
         if done is not None:
@@ -857,7 +857,7 @@ class FederationService:
             return self._proposal_view(pid)
         existing = state.pending.get(pid)
         if existing is None:
-            state = state.propose(record)
+            state = state.propose(record, int(self.clock()))
             merged = record
         else:
             if existing.event_hash != record.event_hash_hex:
@@ -872,7 +872,8 @@ class FederationService:
                 if s.role != "witness" or peer is None or not peer.active:
                     continue
                 state = state.approve(pid, peer.did, s.sig)
-        records = {**self._records, pid: merged}
+        records = {k: r for k, r in self._records.items() if k in state.pending}
+        records[pid] = merged
         applied = False
         if state.ready(pid):
             state = state.apply(pid, int(self.clock()))
@@ -905,6 +906,9 @@ class FederationService:
             "applied": [a.to_dict() for a in state.applied],
             "history": [h.to_dict() for h in state.history],
             "records": {pid: r.leaf.decode("utf-8") for pid, r in sorted(self._records.items())},
+            # When each pending proposal was received here (expiry counts from it).
+            "received": {pid: p.received_at for pid, p in sorted(state.pending.items())},
+            "dropped": list(state.dropped),
         }
         self.store.put_state(REGISTRY_SCOPE, REGISTRY_KEY, json.dumps(doc).encode())
 
@@ -912,11 +916,13 @@ class FederationService:
         state = self.registry_state
         quorum = state.registry.quorum
         pending = state.pending.get(pid)
-        if pending is not None:
+        if pending is not None and pending.expires_at > int(self.clock()):
             counted = state.approvals(pid)
             return {"proposal_id": pid, "event_hash": pending.event_hash, "state": "pending",
                     "applied": False, "approvals": list(counted), "approval_count": len(counted),
                     "quorum": quorum, "proposer": pending.proposer, "memo": pending.memo,
+                    "sponsor": pending.sponsor, "received_at": pending.received_at,
+                    "expires_at": pending.expires_at,
                     "registry": pending.registry.to_dict()}  # fmt: skip
         for a in state.applied:
             if a.proposal_id == pid:
@@ -927,6 +933,8 @@ class FederationService:
                         "memo": a.memo}  # fmt: skip
         if any(pid in a.superseded for a in state.applied):
             return {"proposal_id": pid, "state": "superseded", "applied": False, "quorum": quorum}
+        if pid in state.dropped:
+            return {"proposal_id": pid, "state": "dropped", "applied": False, "quorum": quorum}
         raise NotFoundError(
             f"no proposal {pid!r}", code="proposal_unknown", details={"proposal": pid[:128]}
         )
@@ -937,11 +945,27 @@ class FederationService:
         async with self._registry_lock:
             return await asyncio.to_thread(self._fold_proposal, record)
 
+    async def drop_proposal(self, proposal_id: str) -> dict[str, Any]:
+        """``POST /v1/admin/federation/proposals/{id}/drop``: remove a pending
+        proposal here (an operator's decision, local to this node), and refuse
+        it if it comes again."""
+        async with self._registry_lock:
+            state = self.registry_state.expire(int(self.clock())).drop(proposal_id)
+            self.registry_state = state
+            self._records = {k: r for k, r in self._records.items() if k in state.pending}
+            await asyncio.to_thread(self._save_registry_state)
+            log.warning("registry proposal %s dropped by the operator", proposal_id)
+            return self._proposal_view(proposal_id)
+
     async def approve_proposal(self, proposal_id: str) -> dict[str, Any]:
         """Sign a pending proposal with the node key (a witness signature), fold it
         here and forward the record with every approval gathered to every peer."""
         async with self._registry_lock:
             record = self._records.get(proposal_id)
+            if proposal_id in self.registry_state.pending and (
+                self.registry_state.pending[proposal_id].expires_at <= int(self.clock())
+            ):
+                record = None  # expired: _proposal_view says so
             if record is None:
                 return {**self._proposal_view(proposal_id), "forwarded": {}}
             me = self.registry.peer_by_key(self.key.public)
@@ -985,11 +1009,13 @@ class FederationService:
 
     def proposals(self) -> dict[str, Any]:
         state = self.registry_state
+        now = int(self.clock())
+        live = [pid for pid, p in state.pending.items() if p.expires_at > now]
         return {
             "federation_id": state.registry.federation_id,
             "registry_digest": state.registry.digest(),
             "quorum": state.registry.quorum,
-            "pending": [self._proposal_view(pid) for pid in state.pending],
+            "pending": [self._proposal_view(pid) for pid in live],
             "applied": [a.to_dict() for a in state.applied],
             "history": [h.to_dict() for h in state.history],
         }
@@ -1051,7 +1077,7 @@ def _applied_from_dict(d: Any) -> AppliedChange:
 
 
 def _load_registry_state(
-    store: Store, configured: Registry
+    store: Store, configured: Registry, now: int
 ) -> tuple[RegistryState, dict[str, Record]]:
     """The registry state kept in the store (it takes precedence over
     ``federation.yaml``), or a fresh one from the configured registry."""
@@ -1069,17 +1095,23 @@ def _load_registry_state(
             registry,
             applied=tuple(_applied_from_dict(a) for a in doc["applied"]),
             history=tuple(StatusChange.from_dict(h) for h in doc["history"]),
+            dropped=tuple(str(d) for d in doc.get("dropped", [])),
         )
     except (RemembrancerError, ValueError, KeyError, TypeError) as e:
         log.error("the stored federation registry is unreadable (%s); using federation.yaml", e)
         return RegistryState(configured), {}
     records: dict[str, Record] = {}
-    for pid, text in doc.get("records", {}).items():
+    received = doc.get("received", {})
+    stored = doc.get("records", {})
+    # In the order they were received, each at its time (a state written before
+    # expiry existed has no times: they count from now).
+    for pid in sorted(stored, key=lambda k: (int(received.get(k, now)), k)):
         try:
-            record = Record.from_bytes(text.encode("utf-8"))
-            state = state.propose(record)
-        except RemembrancerError as e:
-            log.warning("dropping stored proposal %s: %s", pid, e.explain())
+            record = Record.from_bytes(stored[pid].encode("utf-8"))
+            state = state.propose(record, int(received.get(pid, now)))
+        except (RemembrancerError, ValueError, TypeError) as e:
+            log.warning("dropping stored proposal %s: %s", pid, e)
             continue
         records[record.event_id] = record
-    return state, records
+    state = state.expire(now)
+    return state, {k: r for k, r in records.items() if k in state.pending}

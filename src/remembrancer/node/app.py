@@ -584,6 +584,18 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         return await service.approve_proposal(proposal_id)  # type: ignore[no-any-return]
 
     @app.post(
+        "/v1/admin/federation/proposals/{proposal_id}/drop",
+        responses=_errors(401, 404),
+    )
+    async def drop_proposal(request: Request, proposal_id: str) -> dict[str, Any]:
+        """Drop a pending registry change on this node (needs the admin token): it
+        frees its slot, and the same proposal is refused here if it comes again
+        (409 ``proposal_dropped``).  404 ``proposal_unknown`` if it is not pending."""
+        _require_admin(node, request)
+        service = _federation()
+        return await service.drop_proposal(proposal_id)  # type: ignore[no-any-return]
+
+    @app.post(
         "/v1/admin/federation/propagate/{namespace}", responses=_errors(400, 401, 404, 503, 504)
     )
     async def propagate_anchor(request: Request, namespace: str) -> dict[str, Any]:

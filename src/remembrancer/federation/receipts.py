@@ -212,10 +212,10 @@ def verified_countersignatures(
         key = peers.get(cs.node)
         if key is None:
             dropped.append((cs, "countersignature_signer_unknown"))
-        elif key.raw in keys_seen:
-            dropped.append((cs, "countersignature_duplicate"))
         elif not verify_countersignature(receipt, cs, key):
             dropped.append((cs, "countersignature_invalid"))
+        elif key.raw in keys_seen:
+            dropped.append((cs, "countersignature_duplicate"))
         else:
             kept.append(cs)
             keys_seen.add(key.raw)

@@ -712,7 +712,11 @@ class FederationService:
         try:
             await self.report_claim(evidence)
         except RemembrancerError as e:
+            # The claim was false, but not by a countersignature of the sender's:
+            # an invalid message of the sender's, no evidence.
             log.warning("evidence against %s not kept: %s", accused, e.explain())
+            if self.scores.on_invalid(peer.did, e.code, now) is not None:
+                await self._save_scores()
 
     async def report_claim(self, evidence: ClaimEvidence, *, gossip: bool = True) -> dict[str, Any]:
         """Verify claim evidence (re-checking rail failures on our own rails),

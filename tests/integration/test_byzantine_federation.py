@@ -16,6 +16,7 @@ import json
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -173,6 +174,18 @@ def test_a_relay_cannot_be_framed_with_a_junk_countersignature(world: dict[str, 
     for r in stored:  # nothing stored: no junk, and every countersignature verifies
         assert not {s["node"] for s in r["signatures"]} & set(junk[:2])
         assert verified_countersignatures(FederationReceipt.from_dict(r), keys)[1] == ()
+    paged, cursor = [], None  # the same list, a page at a time (anchors keep coming)
+    while True:
+        after = f"&after={urllib.parse.quote(cursor, safe='')}" if cursor else ""
+        page = _get(f"{beta.url}/v1/federation/receipts?namespace={NS}&limit=1{after}")
+        assert len(page["receipts"]) <= 1
+        paged += page["receipts"]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    ids = [(r["origin"], r["anchor"]["tx_hash"]) for r in paged]
+    assert len(set(ids)) == len(ids)
+    assert {(r["origin"], r["anchor"]["tx_hash"]) for r in stored} <= set(ids)
 
     # 2. Beta relays what it holds, in bundles it signs: only verified countersignatures.
     assert mallory.call("request", to=beta.url, namespace=NS)["status"] == 202

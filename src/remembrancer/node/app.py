@@ -476,7 +476,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     @app.get("/v1/federation/receipts", responses=_errors(400, 404),
              summary="Final federation receipts, a page at a time")  # fmt: skip
     async def federation_receipts(
-        namespace: str | None = None,
+        namespace: str | None = Query(None, description="Only the receipts of this namespace."),
         after: str | None = Query(None, max_length=MAX_CURSOR, description=CURSOR_DOC),
         limit: int = Query(PAGE_DEFAULT, ge=1, le=PAGE_MAX, description=LIMIT_DOC),
     ) -> dict[str, Any]:

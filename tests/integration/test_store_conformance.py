@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from remembrancer.core.errors import ConfigError, ConflictError, StorageError
+from remembrancer.core.errors import ConfigError, ConflictError, FormatError, StorageError
 from remembrancer.core.tiles import decode_entry_bundle, encode_entry_bundle
 from remembrancer.storage import open_store
 from remembrancer.storage.base import (
@@ -775,6 +775,36 @@ def test_state_compare_and_swap(store: Store) -> None:
     assert store.delete_state("witness", "empty") is True
     assert store.list_state("witness") == {}
     assert store.get_state("scheduler", "log-a") == b"other scope"
+
+
+def test_state_pages_in_code_point_order_with_a_prefix(store: Store) -> None:
+    # Keys chosen so that a locale collation would order them differently.
+    keys = ["a/B", "a/a", "a/\u00e9", "a/\U0001f600", "a/_", "a", "ab/x", "b/1", "A/z", ""]
+    for k in keys:
+        assert store.put_state("paged", k, k.encode("utf-8"))
+    store.put_state("other", "a/zz", b"not this scope")
+    want = sorted(keys)
+    got: list[str] = []
+    after: str | None = None
+    while True:
+        page = store.list_state_page("paged", after=after, limit=3)
+        assert len(page) <= 3
+        if not page:
+            break
+        got += [k for k, _ in page]
+        assert all(v == k.encode("utf-8") for k, v in page)
+        after = page[-1][0]
+    assert got == want
+    prefixed = [k for k, _ in store.list_state_page("paged", prefix="a/", limit=100)]
+    assert prefixed == sorted(k for k in keys if k.startswith("a/"))
+    rest = store.list_state_page("paged", prefix="a/", after=prefixed[1], limit=2)
+    assert [k for k, _ in rest] == prefixed[2:4]
+    assert store.list_state_page("paged", prefix="zz", limit=5) == []
+    assert store.list_state_page("nothing", limit=5) == []
+    for bad in (0, -1, 10_001, True):
+        with pytest.raises(FormatError) as e:
+            store.list_state_page("paged", limit=bad)
+        assert e.value.code == "state_page_invalid"
 
 
 def test_racing_compare_and_swap_has_exactly_one_winner(opener: Opener) -> None:

@@ -187,7 +187,7 @@ def CORPUS() -> Corpus:
         canonicalize(AnchorReceipt(ORIGIN, size, c.notes[-1], digest, anchors).to_dict()),
         canonicalize(AnchorReceipt(ORIGIN, size, c.notes[-1], digest, ()).to_dict()),
     ]
-    from remembrancer.federation.receipts import Countersignature, FederationReceipt
+    from remembrancer.federation.receipts import FederationReceipt
 
     fr = FederationReceipt(FED, "dao:vaultmesh", ORIGIN, c.notes[-1], anchors[0])
     fr = fr.with_signature(fr.countersign(PEERS[0], "anchor", NOW))
@@ -216,16 +216,17 @@ def CORPUS() -> Corpus:
         EquivocationEvidence.build(VKEY, na, nb, tb).to_bytes(),
         EquivocationEvidence.build(VKEY, na, nb10).to_bytes(),
     ]
-    real = fr.countersign(PEERS[3], "witness", NOW + 2)
-    forged = fr.with_signature(
-        Countersignature(real.node, real.role, real.timestamp, PEERS[0].sign(b"x"))
-    )
+    # A receipt PEERS[1] countersigned although its anchor does not cover the checkpoint.
+    false = FederationReceipt(FED, "dao:vaultmesh", ORIGIN, c.notes[-1],
+                              Anchor("rfc3161:tsa", bytes(32), "verified", tx_ref="tsr-x",
+                                     anchor_ts=NOW, evidence={"tsr": "AAAA"}))  # fmt: skip
+    false = false.with_signature(false.countersign(PEERS[1], "anchor", NOW))
     anchor_msg = _sign_message(
-        "anchor", {"namespace": "dao:vaultmesh", "receipt": forged.to_dict()}, key=PEERS[1]
+        "anchor", {"namespace": "dao:vaultmesh", "receipt": false.to_dict()}, key=PEERS[1]
     )
     c.evidence.append(ClaimEvidence.create(
-        kind="forged_countersignature", federation_id=FED, accused=PEERS[1].did, message=anchor_msg,
-        receipt_at="/content/receipt", countersigner=PEERS[3].did, finding="signature_invalid",
+        kind="invalid_anchor_claim", federation_id=FED, accused=PEERS[1].did, message=anchor_msg,
+        receipt_at="/content/receipt", countersigner=PEERS[1].did, finding="root_mismatch",
         reporter_key=PEERS[0], reported_at=NOW + 60).to_bytes())  # fmt: skip
     # Aggregate anchors (collaborative anchoring).
     from remembrancer.core.aggregation import AggregateAnchor, AggregationTree

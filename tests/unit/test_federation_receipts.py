@@ -14,6 +14,7 @@ from remembrancer.core.note import Note
 from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,
+    verified_countersignatures,
     verify_federation_receipt,
 )
 
@@ -85,3 +86,31 @@ def test_tampering_with_the_evidence_breaks_every_signature() -> None:
     d["anchor"]["tx_hash"] = "zzz"  # the summary no longer matches the evidence
     with pytest.raises(FormatError):
         FederationReceipt.from_dict(d)
+
+
+def test_the_relay_filter_keeps_only_countersignatures_that_verify_against_the_registry() -> None:
+    r = receipt()
+    stranger = SigningKey.generate()
+    junk = [
+        Countersignature(stranger.did, "witness", 3, r.countersign(stranger, "witness", 3).sig),
+        Countersignature(PEERS[3].did, "witness", 3, bytes(64)),  # in a peer's name
+        # a peer's real signature under another peer's DID
+        Countersignature(PEERS[3].did, "witness", 4,
+                         PEERS[0].sign(r.signing_input(PEERS[3].did, "witness", 4))),
+        # a second valid signature by a key already kept
+        r.countersign(PEERS[1], "witness", 9),
+    ]  # fmt: skip
+    carrying = replace(r, signatures=(*r.signatures, *junk))
+    kept, dropped = verified_countersignatures(carrying, KEYS)
+    assert kept.signatures == r.signatures
+    assert [code for _, code in dropped] == [
+        "countersignature_signer_unknown",
+        "countersignature_invalid",
+        "countersignature_invalid",
+        "countersignature_duplicate",
+    ]
+    assert [cs for cs, _ in dropped] == junk
+    # A receipt with nothing to drop is returned as it is.
+    assert verified_countersignatures(r, KEYS) == (r, ())
+    # A peer on probation or suspended still signs validly: kept (quorum is another matter).
+    assert verified_countersignatures(r, {k.did: k.public for k in PEERS[:3]})[1] == ()

@@ -24,6 +24,11 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.federation.registry import (
+    CANDIDATE_TTL,
+    MAX_CANDIDATES,
+    MAX_DROPPED,
+    MAX_PENDING_PER_SPONSOR,
+    PROPOSAL_TTL,
     ROLES,
     Misbehaviour,
     Peer,
@@ -519,20 +524,119 @@ def test_proposal_ids_and_superseding() -> None:
         s.propose(b)  # already applied
 
 
-def test_too_many_pending() -> None:
+def test_strangers_cannot_fill_the_pending_slots() -> None:
+    """Regression (issue 14, rule 3): 64 proposals signed by throwaway keys
+    filled every pending slot, and a genuine change was refused
+    ``too_many_pending``.  Proposals no member signed are candidates, in a pool
+    of their own; a member's proposal always finds a slot."""
     s = STATE
-    for i in range(64):
-        s = s.propose(proposal(REG.with_peer(joiner_peer()), JOINER, event_id=f"p{i}"))
+    throwaway = [SigningKey.generate() for _ in range(MAX_CANDIDATES + 48)]
+    refused: dict[str, int] = {}
+    for i, key in enumerate(throwaway):
+        try:
+            s = s.propose(proposal(REG.with_peer(joiner_peer()), key, event_id=f"junk{i}"))
+        except PolicyError as e:
+            refused[e.code] = refused.get(e.code, 0) + 1
+    assert refused == {"too_many_candidates": 48}
+    assert len(s.pending) == MAX_CANDIDATES
+    assert all(p.sponsor is None for p in s.pending.values())
+    with pytest.raises(PolicyError) as e:  # one candidate per key
+        s.propose(proposal(REG.with_peer(joiner_peer()), throwaway[0], event_id="again"))
+    assert e.value.code == "candidate_pending"
+    # The genuine change, proposed by a member and approved by another, is applied.
+    genuine = proposal(REG.without_peer("did:vm:node:north1"), EAST, event_id="genuine")
+    s = s.propose(genuine)
+    assert s.pending["genuine"].sponsor == "did:vm:node:east1"
+    s = s.approve("genuine", "did:vm:node:west1", WEST.sign(genuine.signing_input))
+    assert s.ready("genuine")
+    s = s.apply("genuine", NOW + 1)
+    assert "did:vm:node:north1" not in s.registry and s.pending == {}
+    assert len(s.applied[-1].superseded) == MAX_CANDIDATES
+
+
+def test_a_stranger_s_proposal_carrying_a_member_s_signature_takes_a_member_slot() -> None:
+    s = STATE.propose(proposal(REG.with_peer(joiner_peer()), JOINER, (WEST,)))
+    assert s.pending["prop-1"].sponsor == "did:vm:node:west1"
+    # A suspended member's signature sponsors nothing; a probation member's does.
+    reg = REG.with_status("did:vm:node:north1", "suspended").with_status(
+        "did:vm:node:west1", "probation"
+    )
+    state = RegistryState(Registry.from_dict({**reg.to_dict(), "quorum": 1}))
+    changed = state.registry.with_peer(joiner_peer())
+    assert state.propose(proposal(changed, STRANGER, (NORTH,))).pending["prop-1"].sponsor is None
+    assert state.propose(proposal(changed, STRANGER, (WEST,))).pending["prop-1"].sponsor == (
+        "did:vm:node:west1"
+    )
+
+
+def test_each_member_sponsors_a_bounded_number_of_proposals() -> None:
+    s = STATE
+    for i in range(MAX_PENDING_PER_SPONSOR):
+        s = s.propose(proposal(REG.with_peer(joiner_peer()), EAST, event_id=f"e{i}"))
     with pytest.raises(PolicyError) as e:
-        s.propose(proposal(REG.with_peer(joiner_peer()), JOINER, event_id="p64"))
-    assert e.value.code == "too_many_pending"
+        s.propose(proposal(REG.with_peer(joiner_peer()), EAST, event_id="e-more"))
+    assert e.value.code == "sponsor_quota_exceeded" and e.value.details["members"] == [
+        "did:vm:node:east1"
+    ]
+    # A throwaway actor with East's witness signature is charged to East too.
+    with pytest.raises(PolicyError) as e:
+        s.propose(proposal(REG.with_peer(joiner_peer()), STRANGER, (EAST,), event_id="x"))
+    assert e.value.code == "sponsor_quota_exceeded"
+    # A second member signer with room sponsors it instead.
+    both = s.propose(proposal(REG.with_peer(joiner_peer()), EAST, (WEST,), event_id="e-west"))
+    assert both.pending["e-west"].sponsor == "did:vm:node:west1"
+    # Approving a candidate sponsors it, within the approver's own quota.
+    cand = proposal(REG.with_peer(joiner_peer()), JOINER, event_id="cand")
+    s = s.propose(cand)
+    assert s.pending["cand"].sponsor is None
+    with pytest.raises(PolicyError) as e:
+        s.approve("cand", "did:vm:node:east1", EAST.sign(cand.signing_input))
+    assert e.value.code == "sponsor_quota_exceeded"
+    s = s.approve("cand", "did:vm:node:west1", WEST.sign(cand.signing_input))
+    assert s.pending["cand"].sponsor == "did:vm:node:west1"
+
+
+def test_pending_proposals_expire_from_when_they_were_received() -> None:
+    # The record claims a timestamp long past; expiry counts from receipt here.
+    old = proposal(REG.with_peer(joiner_peer()), JOINER, event_id="cand")
+    member = proposal(REG.without_peer("did:vm:node:north1"), EAST, event_id="member")
+    t = NOW + 10 * PROPOSAL_TTL
+    s = STATE.propose(old, now=t).propose(member, now=t)
+    assert s.pending["cand"].expires_at == t + CANDIDATE_TTL
+    assert s.pending["member"].expires_at == t + PROPOSAL_TTL
+    assert set(s.expire(t + CANDIDATE_TTL - 1).pending) == {"cand", "member"}
+    assert set(s.expire(t + CANDIDATE_TTL).pending) == {"member"}
+    assert s.expire(t + PROPOSAL_TTL).pending == {}
+    # An expired candidate no longer holds its key's candidate slot.
+    again = proposal(REG.with_peer(joiner_peer()), JOINER, event_id="cand-2")
+    with pytest.raises(PolicyError):
+        s.propose(again, now=t + 1)
+    assert "cand-2" in s.propose(again, now=t + CANDIDATE_TTL).pending
+    json.dumps(s.to_dict())
+
+
+def test_an_operator_drops_a_proposal_and_it_stays_dropped() -> None:
+    junk = proposal(REG.with_peer(joiner_peer()), STRANGER, event_id="junk")
+    s = STATE.propose(junk).drop("junk")
+    assert s.pending == {} and s.dropped == ("junk",)
+    with pytest.raises(ConflictError) as e:
+        s.propose(junk)
+    assert e.value.code == "proposal_dropped"
+    with pytest.raises(NotFoundError) as ne:
+        s.drop("junk")
+    assert ne.value.code == "proposal_unknown"
+    # Dropped ids survive an applied change; their number is bounded.
+    for i in range(MAX_DROPPED + 3):
+        s = s.propose(proposal(REG.with_peer(joiner_peer()), STRANGER, event_id=f"d{i}"))
+        s = s.drop(f"d{i}")
+    assert len(s.dropped) == MAX_DROPPED and s.dropped[-1] == f"d{MAX_DROPPED + 2}"
 
 
 # --- scoring -----------------------------------------------------------------------------------
 
 P = "did:vm:node:west1"
 EVIDENCE = Misbehaviour("equivocation", "sha256:" + "aa" * 32, "sha256:" + "01" * 32)
-EVIDENCE_2 = Misbehaviour("forged_countersignature", "sha256:" + "bb" * 32, "sha256:" + "02" * 32)
+EVIDENCE_2 = Misbehaviour("invalid_anchor_claim", "sha256:" + "bb" * 32, "sha256:" + "02" * 32)
 
 
 def test_heartbeats_and_misses_move_the_score() -> None:

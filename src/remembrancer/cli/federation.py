@@ -1,4 +1,4 @@
-"""``remembrancer federation status|propagate-anchor|verify|join|leave|approve``."""
+"""``remembrancer federation status|propagate-anchor|verify|join|leave|approve|drop``."""
 
 from __future__ import annotations
 
@@ -252,6 +252,22 @@ def approve(proposal_id: str, url: str, token: str | None, token_file: str | Non
 
     token = admin_token(token, token_file)
     url = f"{url.rstrip('/')}/v1/admin/federation/proposals/{quote(proposal_id, safe='')}/approve"
+    echo_json(admin_post(url, token))
+
+
+@federation.command("drop")
+@click.argument("proposal_id")
+@click.option("--url", required=True, help="Your node's URL.")
+@click.option("--token", envvar="REMEMBRANCER_ADMIN_TOKEN", default=None)
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None)
+@errors_as_one_line
+def drop(proposal_id: str, url: str, token: str | None, token_file: str | None) -> None:
+    """Drop a pending registry change on your node: it frees its slot, and the
+    same proposal is refused there if it is submitted again."""
+    from urllib.parse import quote
+
+    token = admin_token(token, token_file)
+    url = f"{url.rstrip('/')}/v1/admin/federation/proposals/{quote(proposal_id, safe='')}/drop"
     echo_json(admin_post(url, token))
 
 

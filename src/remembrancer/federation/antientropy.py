@@ -1439,15 +1439,29 @@ class Replicator:
 
     def _receipt_items(self, namespace: str, from_ts: int | None,
                        to_ts: int | None) -> list[tuple[int, dict[str, Any]]]:  # fmt: skip
-        out = []
-        for k, v in self.store.list_state(RECEIPT_SCOPE).items():
-            if not k.startswith(namespace + "/"):
-                continue
-            d = json.loads(v)
-            t = federation_receipt_time(d)
-            if (from_ts is None or t >= from_ts) and (to_ts is None or t <= to_ts):
-                out.append((t, d))
-        return out
+        """The final receipts of ``namespace`` to relay, each through the relay
+        filter (:meth:`FederationService.checked_receipt`) against the registry in
+        force now: a node relays only countersignatures it verified, and only
+        receipts that are final."""
+        out: list[tuple[int, dict[str, Any]]] = []
+        after: str | None = None
+        while True:
+            page = self.store.list_state_page(RECEIPT_SCOPE, prefix=namespace + "/", after=after,
+                                              limit=256)  # fmt: skip
+            if not page:
+                return out
+            after = page[-1][0]
+            for _, v in page:
+                d = json.loads(v)
+                t = federation_receipt_time(d)
+                if (from_ts is not None and t < from_ts) or (to_ts is not None and t > to_ts):
+                    continue
+                try:
+                    receipt = self.service.checked_receipt(FederationReceipt.from_dict(d))
+                except (FormatError, VerificationError) as e:
+                    log.info("not relaying a stored receipt of %s: %s", namespace, e.explain())
+                    continue
+                out.append((t, receipt.to_dict(quorum=self.service.registry.quorum)))
 
     async def _on_bundle(self, sender: str, content: BundleContent, raw: bytes) -> None:
         cursor = self._cursors.get((sender, content.namespace))
@@ -1486,13 +1500,11 @@ class Replicator:
             log.exception("merging a bundle from %s failed", sender)
 
     async def _merge_receipt(self, d: Mapping[str, Any]) -> bool:
-        """Verify a final federation receipt of a log we follow and keep it with ours."""
+        """Verify a final federation receipt of a log we follow and keep it with ours
+        (only its countersignatures that verify: the relay filter)."""
         receipt = FederationReceipt.from_dict(d)
         spec = self.engine.spec_for(receipt.origin)
         if spec is None or namespace_of(receipt.origin) != receipt.namespace:
-            return False
-        key = f"{receipt.namespace}/{receipt.id}"
-        if await asyncio.to_thread(self.store.get_state, RECEIPT_SCOPE, key) is not None:
             return False
         if receipt.federation_id != self.service.registry.federation_id:
             raise VerificationError("a receipt of another federation",
@@ -1503,9 +1515,8 @@ class Replicator:
                                     code="replica_receipt_invalid")  # fmt: skip
         # Against the registry, as `remembrancer federation verify --registry` does:
         # a countersigner that missed heartbeats since is still a valid signer.
-        self.service.verify_final(receipt)
-        value = json.dumps(receipt.to_dict(quorum=self.service.registry.quorum)).encode()
-        return await asyncio.to_thread(self.store.put_state, RECEIPT_SCOPE, key, value, expect=None)
+        checked = self.service.checked_receipt(receipt)
+        return await asyncio.to_thread(self.service.keep_receipt, checked)
 
     # --- status ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

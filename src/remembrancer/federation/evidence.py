@@ -43,34 +43,29 @@ by itself (it may be a bug or a corrupted transfer, and it is unsigned); the
 holder computes the proof above from B's tiles instead, which either shows
 the fork or shows there is none.
 
-Forged countersignatures and invalid anchor claims
---------------------------------------------------
-Both concern federation receipts (:mod:`remembrancer.federation.receipts`).
-The evidence is a JSON object, signed by the reporting peer (RFC 8785 of the
-object without ``signature``, Ed25519, unpadded base64url)::
+Invalid anchor claims (and why "forged countersignatures" prove nothing)
+-----------------------------------------------------------------------
+Evidence proves misbehaviour only through a statement the accused itself
+signed that is false on its face (docs/spec/federation.md, "Evidence").
+Equivocation (above) is one.  The other is a countersignature, or a
+coordinator's signed aggregate claim, over an anchor that does not hold.
+The evidence is a JSON object, signed by the reporting peer (RFC 8785 of
+the object without ``signature``, Ed25519, unpadded base64url)::
 
     {
       "type": "remembrancer.evidence/v1",
-      "kind": "forged_countersignature" | "invalid_anchor_claim",
+      "kind": "invalid_anchor_claim" | "forged_countersignature",
       "federation_id": "vaultmesh-primary",
       "accused": "did:key:z6Mk…",               the accused peer's key
       "message": "<base64 of the exact bytes received>",
       "receipt_at": "/content/receipt",          RFC 6901 pointer to the receipt
       "countersigner": "did:key:z6Mk…",         the countersignature at issue
-      "finding": "signature_invalid" | "root_mismatch" | "rail_failed",
+      "finding": "root_mismatch" | "rail_failed" | "signature_invalid",
       "reporter": "did:key:z6Mk…",
       "reported_at": 1764100000,
       "signature": "<base64url>"
     }
 
-- ``forged_countersignature`` / ``signature_invalid``: ``message`` is a
-  federation message signed by the accused (checked with ``open_message``,
-  by default :func:`open_signed_message`, the DESIGN 3.10 rule), which
-  carries at ``receipt_at`` a federation receipt with a countersignature of
-  ``countersigner`` that does not verify under that signer's key.  A peer
-  vouches for every countersignature it sends; peers verify before they
-  relay.  Messages of type ``evidence`` are never attributed (they carry
-  other peers' offences by design).
 - ``invalid_anchor_claim``: ``message`` holds (at ``receipt_at``) a receipt
   that the accused itself countersigned, validly, although its claim is
   false: ``root_mismatch`` - the anchored root is not the SHA-256 of the
@@ -78,18 +73,26 @@ object without ``signature``, Ed25519, unpadded base64url)::
   ``rail_failed`` - the anchor, claimed ``verified``, comes back ``failed``
   from the verifier's own rail (offline for ``rfc3161`` with the verifier's
   trust bundle; chains need the verifier's RPC).  The countersignature
-  itself attributes the claim, so no message signature is needed.  The
-  anchor "covers" the checkpoint as :func:`remembrancer.core.anchor.covers`
-  says: its root is the checkpoint's digest, or (aggregated) its path leads
-  from that digest to the root; a covering anchor is no ``root_mismatch``.
+  itself attributes the claim, wherever the receipt travelled, so no message
+  signature is needed.  The anchor "covers" the checkpoint as
+  :func:`remembrancer.core.anchor.covers` says: its root is the checkpoint's
+  digest, or (aggregated) its path leads from that digest to the root; a
+  covering anchor is no ``root_mismatch``.
 - ``invalid_anchor_claim`` by a collaborative-anchoring coordinator:
   ``message`` is a ``receipt`` message signed by the accused (checked with
-  ``open_message``) that carries at ``receipt_at`` a
-  ``remembrancer.aggregate-anchor/v1`` claim (docs/spec/aggregate-anchor.md)
-  whose ``coordinator`` is the accused.  ``root_mismatch``: the claim's
-  aggregation path does not lead from its ``checkpoint`` digest to the
-  anchored root (offline, conclusive); ``rail_failed``: its anchor, claimed
-  ``verified``, comes back ``failed`` from the verifier's own rail.
+  ``open_message``) that carries at ``/content/receipt`` (the only place
+  where a coordinator makes a claim) a ``remembrancer.aggregate-anchor/v1``
+  claim (docs/spec/aggregate-anchor.md) whose ``coordinator`` is the
+  accused.  ``root_mismatch``: the claim's aggregation path does not lead
+  from its ``checkpoint`` digest to the anchored root (offline, conclusive);
+  ``rail_failed``: its anchor, claimed ``verified``, comes back ``failed``
+  from the verifier's own rail.
+- ``forged_countersignature`` still parses (older nodes made such files)
+  but never verifies (``evidence_not_attributable``): a countersignature
+  that does not verify is nobody's statement, and a message that carries
+  one, in whatever envelope its sender signed, is a relay; relaying is never
+  misbehaviour.  Nodes drop such countersignatures on arrival instead
+  (:func:`remembrancer.federation.receipts.verified_countersignatures`).
 
 The reporter's signature makes the report accountable; it is not what makes
 it true: the verifier re-derives every finding.
@@ -589,7 +592,7 @@ def _resolve_pointer(doc: Any, pointer: str) -> Any:
 
 
 # --------------------------------------------------------------------------
-# Claim evidence: forged countersignatures and invalid anchor claims
+# Claim evidence: invalid anchor claims
 # --------------------------------------------------------------------------
 
 _CLAIM_FIELDS: Final = frozenset(
@@ -824,7 +827,8 @@ def verify_claim_evidence(
     open_message: MessageOpener = open_signed_message,
     reverify: AnchorReverifier | None = None,
 ) -> ClaimReport:
-    """Re-check forged-countersignature or invalid-anchor-claim evidence.
+    """Re-check invalid-anchor-claim evidence (``forged_countersignature`` never
+    verifies: ``evidence_not_attributable``).
 
     ``registry`` maps keys to peers (the accused must be one);
     ``open_message`` checks a federation message's sender signature (the
@@ -835,10 +839,12 @@ def verify_claim_evidence(
     VerificationError codes: ``evidence_report_signature_invalid``,
     ``evidence_federation_mismatch``, ``evidence_accused_unknown``,
     ``evidence_message_unsigned`` (details ``cause``),
-    ``evidence_not_attributable`` (the message is an ``evidence`` message,
-    or its sender is someone else, or the accused's countersignature is
-    not valid), ``evidence_claim_malformed``, ``evidence_claim_not_found``,
-    ``evidence_signer_unknown``, ``evidence_rail_unavailable``,
+    ``evidence_not_attributable`` (a ``forged_countersignature`` report; the
+    message is an ``evidence`` message; its sender is someone else; the
+    accused's countersignature is not valid; an aggregate claim not made as
+    the receipt of the accused's own ``receipt`` message),
+    ``evidence_claim_malformed``, ``evidence_claim_not_found``,
+    ``evidence_rail_unavailable``,
     ``evidence_not_misbehaviour`` (the claim checks out: nothing is proven).
     Errors raised by ``reverify`` propagate.
     """
@@ -858,15 +864,16 @@ def verify_claim_evidence(
             f"{evidence.accused} is not a peer of {registry.federation_id}",
             "evidence_accused_unknown",
         )
+    if evidence.kind != "invalid_anchor_claim":
+        raise _claim_error(
+            "a countersignature that does not verify is nobody's statement, and carrying one"
+            " is a relay: it proves nothing about the accused",
+            "evidence_not_attributable",
+        )
     detail: dict[str, Any] = {"receipt_at": evidence.receipt_at}
-    if evidence.kind == "forged_countersignature":
-        incident = _verify_forged(
-            evidence, registry, accused_key, accused.did, open_message, detail
-        )
-    else:
-        incident = _verify_anchor_claim(
-            evidence, registry, accused_key, accused.did, open_message, reverify, detail
-        )
+    incident = _verify_anchor_claim(
+        evidence, registry, accused_key, accused.did, open_message, reverify, detail
+    )
     return ClaimReport(
         kind=evidence.kind,
         finding=evidence.finding,
@@ -879,67 +886,6 @@ def verify_claim_evidence(
         evidence_ref=evidence.evidence_ref,
         incident=incident,
         detail=detail,
-    )
-
-
-def _verify_forged(
-    evidence: ClaimEvidence,
-    registry: Registry,
-    accused_key: PublicKey,
-    accused_did: str,
-    open_message: MessageOpener,
-    detail: dict[str, Any],
-) -> str:
-    try:
-        message = open_message(evidence.message, accused_key)
-    except VerificationError as e:
-        raise _claim_error(
-            f"the message is not signed by the accused: {e.message}",
-            "evidence_message_unsigned",
-            cause=e.code,
-        ) from e
-    except FormatError as e:
-        raise _claim_error(
-            f"the message cannot be read: {e.message}", "evidence_message_unsigned", cause=e.code
-        ) from e
-    if message.get("type") == "evidence":
-        raise _claim_error("evidence messages carry others' offences; they are not claims",
-                           "evidence_not_attributable")  # fmt: skip
-    if "federation_id" in message and message["federation_id"] != evidence.federation_id:
-        raise _claim_error("the message is for another federation", "evidence_federation_mismatch")
-    sender = message.get("sender")
-    if sender is not None:
-        peer = registry.get(sender) if isinstance(sender, str) else None
-        if peer is None or peer.did != accused_did:
-            raise _claim_error(
-                "the message's sender is not the accused", "evidence_not_attributable"
-            )
-    receipt = _receipt_at(message, evidence.receipt_at, evidence.federation_id)
-    at_issue = [cs for cs in receipt.signatures if cs.node == evidence.countersigner]
-    if not at_issue:
-        raise _claim_error(
-            f"the receipt has no countersignature by {evidence.countersigner}",
-            "evidence_claim_not_found",
-        )
-    key = _signer_key(evidence.countersigner, registry)
-    if key is None:
-        raise _claim_error(
-            f"{evidence.countersigner} is neither a did:key nor a peer",
-            "evidence_signer_unknown",
-        )
-    forged = [cs for cs in at_issue if not verify_countersignature(receipt, cs, key)]
-    if not forged:
-        raise _claim_error(
-            f"the countersignature of {evidence.countersigner} verifies",
-            "evidence_not_misbehaviour",
-        )
-    detail.update(message_type=str(message.get("type")), receipt=receipt.id,
-                  role=forged[0].role, timestamp=forged[0].timestamp)  # fmt: skip
-    return _incident(
-        "forged_countersignature",
-        canonicalize(receipt.statement()),
-        evidence.countersigner.encode("utf-8"),
-        forged[0].sig,
     )
 
 
@@ -1042,6 +988,10 @@ def _verify_aggregate_claim(
     peer = registry.get(sender) if isinstance(sender, str) else None
     if peer is None or peer.did != accused_did:
         raise _claim_error("the message's sender is not the accused", "evidence_not_attributable")
+    if message.get("type") != "receipt" or evidence.receipt_at != "/content/receipt":
+        # Anything else the accused signed around the claim (a bundle, say) is a relay.
+        raise _claim_error("a coordinator claims an aggregate only as the receipt of a receipt"
+                           " message", "evidence_not_attributable")  # fmt: skip
     try:
         claim = AggregateAnchor.from_dict(_resolve_pointer(message, evidence.receipt_at))
     except FormatError as e:

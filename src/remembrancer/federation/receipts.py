@@ -191,6 +191,39 @@ def verify_countersignature(
     return key.verify(receipt.signing_input(cs.node, cs.role, cs.timestamp), cs.sig)
 
 
+def verified_countersignatures(
+    receipt: FederationReceipt, peers: Mapping[str, PublicKey]
+) -> tuple[FederationReceipt, tuple[tuple[Countersignature, str], ...]]:
+    """``receipt`` with only the countersignatures that verify against the registry.
+
+    ``peers`` maps each registry peer's DID to its key (every status: a peer on
+    probation still made a valid signature).  A countersignature is kept when
+    its ``node`` is a registry DID and it verifies under that peer's key, once
+    per key.  What a node stores and relays goes through this filter, so a
+    node never vouches for a signature it did not check (docs/spec/federation.md,
+    "Evidence").  Returns the filtered receipt and each dropped countersignature
+    with why: ``countersignature_signer_unknown``, ``countersignature_invalid``
+    or ``countersignature_duplicate``.
+    """
+    kept: list[Countersignature] = []
+    dropped: list[tuple[Countersignature, str]] = []
+    keys_seen: set[bytes] = set()
+    for cs in receipt.signatures:
+        key = peers.get(cs.node)
+        if key is None:
+            dropped.append((cs, "countersignature_signer_unknown"))
+        elif not verify_countersignature(receipt, cs, key):
+            dropped.append((cs, "countersignature_invalid"))
+        elif key.raw in keys_seen:
+            dropped.append((cs, "countersignature_duplicate"))
+        else:
+            kept.append(cs)
+            keys_seen.add(key.raw)
+    if not dropped:
+        return receipt, ()
+    return replace(receipt, signatures=tuple(kept)), tuple(dropped)
+
+
 def verify_federation_receipt(
     receipt: FederationReceipt,
     peers: Mapping[str, PublicKey],

@@ -43,6 +43,22 @@ same records reaches the same registry:
   signature, and any ``witness`` signatures the record carries, count as
   approvals when their keys belong to active peers.  Anyone may propose (a
   joining node proposes its own addition); only active peers' approvals count.
+- Pending slots (so that strangers cannot block the registry's changes):
+  a proposal signed (as actor or witness) by a *member*, a peer that the
+  registry in force does not list as ``suspended``, is *sponsored* by the
+  first such signer that has room: each member sponsors at most
+  :data:`MAX_PENDING_PER_SPONSOR` pending proposals (PolicyError
+  ``sponsor_quota_exceeded`` when all its member signers are full).  A
+  proposal no member signed is a *candidate*: at most
+  :data:`MAX_CANDIDATES` of them (``too_many_candidates``) and one per
+  actor key (``candidate_pending``), in a pool apart, so they never take a
+  sponsored proposal's place; a member's approval sponsors it.  Pending
+  proposals expire :data:`PROPOSAL_TTL` (sponsored) or
+  :data:`CANDIDATE_TTL` (candidates) seconds after they were received
+  (:meth:`RegistryState.expire`; the receiver's time, never the record's
+  claim), and an operator may drop one (:meth:`RegistryState.drop`; the
+  last :data:`MAX_DROPPED` dropped ids are refused again,
+  ``proposal_dropped``).
 - :meth:`RegistryState.approve` adds an approval: an Ed25519 signature by the
   approver's key over the proposal record's signing input (the bytes a record
   witness signs), or a ``vote.cast`` record with ``proposalId`` equal to the
@@ -130,7 +146,10 @@ AnchorStrategy: TypeAlias = Literal["independent", "collaborative", "hybrid"]
 STATUSES: Final[tuple[PeerStatus, ...]] = ("active", "probation", "suspended")
 ROLES: Final[tuple[Role, ...]] = ("witness", "anchor", "countersign", "relay", "coordinator")
 STRATEGIES: Final[tuple[AnchorStrategy, ...]] = ("independent", "collaborative", "hybrid")
-MISBEHAVIOUR_KINDS: Final = ("equivocation", "forged_countersignature", "invalid_anchor_claim")
+# What a peer can be proven to have done (docs/spec/federation.md, "Evidence"): each
+# is a statement it signed that is false on its face.  A countersignature that
+# does not verify is nobody's statement, so "forged_countersignature" is none.
+MISBEHAVIOUR_KINDS: Final = ("equivocation", "invalid_anchor_claim")
 
 REGISTRY_SCHEMA: Final = "federation.registry.set"
 VOTE_SCHEMA: Final = "vote.cast"
@@ -141,7 +160,11 @@ MAX_PEERS: Final = 256
 MAX_DID_CHARS: Final = 512
 MAX_ENDPOINT_CHARS: Final = 512
 MAX_MEMO_CHARS: Final = 280
-MAX_PENDING: Final = 64
+MAX_PENDING_PER_SPONSOR: Final = 4  # pending proposals one member may sponsor
+MAX_CANDIDATES: Final = 16  # pending proposals that no member signed
+PROPOSAL_TTL: Final = 7 * 86400  # seconds a sponsored proposal stays pending
+CANDIDATE_TTL: Final = 86400  # seconds a candidate stays pending
+MAX_DROPPED: Final = 256  # dropped proposal ids remembered (and refused again)
 
 _FEDERATION_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # W3C DID syntax: did:<method>:<method-specific id>, without DID URL parts.
@@ -808,12 +831,18 @@ class Proposal:
     proposer: str  # the actor's did:key
     registry: Registry
     memo: str | None
-    proposed_at: int
+    proposed_at: int  # the record's timestamp (a claim: never used for expiry)
     signing_input: bytes
     approvals: tuple[Approval, ...] = ()
+    sponsor: str | None = None  # the member whose slot it takes; None: a candidate
+    received_at: int = 0  # when this node took it (expiry counts from here)
 
     def approvers(self) -> tuple[str, ...]:
         return tuple(a.peer for a in self.approvals)
+
+    @property
+    def expires_at(self) -> int:
+        return self.received_at + (PROPOSAL_TTL if self.sponsor is not None else CANDIDATE_TTL)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -825,6 +854,9 @@ class Proposal:
             "memo": self.memo,
             "proposed_at": self.proposed_at,
             "approvals": [a.to_dict() for a in self.approvals],
+            "sponsor": self.sponsor,
+            "received_at": self.received_at,
+            "expires_at": self.expires_at,
         }
 
 
@@ -876,6 +908,7 @@ class RegistryState:
     pending: Mapping[str, Proposal] = field(default_factory=dict)
     applied: tuple[AppliedChange, ...] = ()
     history: tuple[StatusChange, ...] = ()
+    dropped: tuple[str, ...] = ()
 
     # --- proposals ------------------------------------------------------------
 
@@ -926,14 +959,22 @@ class RegistryState:
             )
         return proposed
 
-    def propose(self, record: Record) -> RegistryState:
-        """Add a proposal; count its proposer and witnesses that are active peers.
+    def propose(self, record: Record, now: int | None = None) -> RegistryState:
+        """Add a proposal received at ``now`` (default: the record's timestamp, as
+        when folding a log); count its proposer and witnesses that are active peers.
 
-        A byte-identical proposal already pending changes nothing; another
+        Proposals expired at ``now`` are dropped first (:meth:`expire`).  A
+        byte-identical proposal already pending changes nothing; another
         record with the same ``event:id`` is ConflictError
-        ``proposal_id_conflict``.  More than 64 pending proposals is
-        PolicyError ``too_many_pending``.  See :meth:`check_proposal`.
+        ``proposal_id_conflict``; a dropped one ConflictError
+        ``proposal_dropped``.  Slots (see the module docstring): PolicyError
+        ``sponsor_quota_exceeded``, ``too_many_candidates``,
+        ``candidate_pending``.  See :meth:`check_proposal`.
         """
+        now = record.timestamp if now is None else now
+        return self.expire(now)._propose(record, now)
+
+    def _propose(self, record: Record, now: int) -> RegistryState:
         existing = self.pending.get(record.event_id)
         if existing is not None:
             if existing.event_hash == record.event_hash_hex:
@@ -949,23 +990,54 @@ class RegistryState:
                 code="proposal_id_conflict",
                 details={"proposal": record.event_id},
             )
-        proposed = self.check_proposal(record)
-        if len(self.pending) >= MAX_PENDING:
-            raise PolicyError(
-                f"{MAX_PENDING} proposals are already pending", code="too_many_pending"
+        if record.event_id in self.dropped:
+            raise ConflictError(
+                f"proposal {record.event_id} was dropped by this node's operator",
+                code="proposal_dropped",
+                details={"proposal": record.event_id},
             )
+        proposed = self.check_proposal(record)
         approvals: list[Approval] = []
         seen: set[str] = set()
+        signers: list[tuple[bool, str]] = []  # (not the actor, DID) of members that signed
         for s in record.signatures:
             peer = self.registry.peer_by_key(s.kid)
-            if peer is None or peer.status != "active" or peer.did in seen:
+            if peer is None or peer.did in seen:
                 continue
             key = PublicKey.from_did(s.kid)
             if not key.verify(record.signing_input, s.sig):
                 continue  # a bad witness signature approves nothing
+            seen.add(peer.did)
+            if peer.status != "suspended":
+                signers.append((s.role != "actor", peer.did))
+            if peer.status != "active":
+                continue
             via: Literal["proposer", "witness"] = "proposer" if s.role == "actor" else "witness"
             approvals.append(Approval(peer.did, peer.key_did, via, record.event_hash_hex))
-            seen.add(peer.did)
+        members = [did for _, did in sorted(signers, key=lambda x: x[0])]  # the actor first
+        sponsor = next((m for m in members if self._room(m)), None)
+        if sponsor is None and members:
+            raise PolicyError(
+                f"{', '.join(members)} already sponsor {MAX_PENDING_PER_SPONSOR} pending proposals"
+                " each",
+                code="sponsor_quota_exceeded",
+                details={"proposal": record.event_id, "members": members},
+            )
+        if sponsor is None:
+            candidates = [p for p in self.pending.values() if p.sponsor is None]
+            if any(p.proposer == record.actor for p in candidates):
+                raise PolicyError(
+                    f"{record.actor} already has a proposal pending that no member signed",
+                    code="candidate_pending",
+                    details={"proposal": record.event_id},
+                )
+            if len(candidates) >= MAX_CANDIDATES:
+                raise PolicyError(
+                    f"{MAX_CANDIDATES} proposals that no member signed are pending; ask a"
+                    " member to sign (approve) yours",
+                    code="too_many_candidates",
+                    details={"proposal": record.event_id},
+                )
         memo = record.payload.get("memo")
         proposal = Proposal(
             proposal_id=record.event_id,
@@ -977,8 +1049,28 @@ class RegistryState:
             proposed_at=record.timestamp,
             signing_input=record.signing_input,
             approvals=tuple(approvals),
+            sponsor=sponsor,
+            received_at=now,
         )
         return replace(self, pending={**self.pending, proposal.proposal_id: proposal})
+
+    def _room(self, member: str) -> bool:
+        held = sum(1 for p in self.pending.values() if p.sponsor == member)
+        return held < MAX_PENDING_PER_SPONSOR
+
+    def expire(self, now: int) -> RegistryState:
+        """Drop the proposals whose time ran out at ``now`` (see :attr:`Proposal.expires_at`)."""
+        keep = {k: p for k, p in self.pending.items() if p.expires_at > now}
+        return self if len(keep) == len(self.pending) else replace(self, pending=keep)
+
+    def drop(self, proposal_id: str) -> RegistryState:
+        """Remove a pending proposal (an operator's decision); NotFoundError
+        ``proposal_unknown`` if it is not pending.  The id is remembered, so the
+        same proposal is refused again (``proposal_dropped``)."""
+        self._proposal(proposal_id)
+        pending = {k: p for k, p in self.pending.items() if k != proposal_id}
+        dropped = (*[d for d in self.dropped if d != proposal_id], proposal_id)[-MAX_DROPPED:]
+        return replace(self, pending=pending, dropped=dropped)
 
     # --- approvals ------------------------------------------------------------
 
@@ -1041,7 +1133,16 @@ class RegistryState:
             )
         if peer.did in proposal.approvers():
             return self
-        updated = replace(proposal, approvals=(*proposal.approvals, approval))
+        sponsor = proposal.sponsor
+        if sponsor is None:  # a candidate: the approving member sponsors it
+            if not self._room(peer.did):
+                raise PolicyError(
+                    f"{peer.did} already sponsors {MAX_PENDING_PER_SPONSOR} pending proposals",
+                    code="sponsor_quota_exceeded",
+                    details={"proposal": proposal_id, "members": [peer.did]},
+                )
+            sponsor = peer.did
+        updated = replace(proposal, approvals=(*proposal.approvals, approval), sponsor=sponsor)
         return replace(self, pending={**self.pending, proposal_id: updated})
 
     def _approval_from_vote(self, proposal: Proposal, peer: Peer, vote: Record) -> Approval:
@@ -1130,6 +1231,7 @@ class RegistryState:
             pending={},
             applied=(*self.applied, change),
             history=(*self.history, *changes),
+            dropped=self.dropped,
         )
 
     def fold(self, record: Record) -> tuple[RegistryState, RemembrancerError | None]:

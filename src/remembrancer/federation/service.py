@@ -32,6 +32,7 @@ countersigned federation receipts and peer status.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
+from prometheus_client import Counter
 
 from remembrancer.anchoring.base import RailRegistry, VerifyContext
 from remembrancer.core.anchor import Anchor, checkpoint_digest, covers
@@ -54,7 +56,7 @@ from remembrancer.core.errors import (
     VerificationError,
 )
 from remembrancer.core.keys import PublicKey, SigningKey
-from remembrancer.core.note import NoteVerifier
+from remembrancer.core.note import NoteVerifier, Verifier
 from remembrancer.core.record import Record, RecordSignature
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.federation.evidence import (
@@ -65,6 +67,7 @@ from remembrancer.federation.evidence import (
     verify_claim_evidence,
     verify_equivocation,
 )
+from remembrancer.federation.evidence_store import EvidenceStore
 from remembrancer.federation.protocol import (
     AnchorContent,
     CountersignContent,
@@ -84,6 +87,7 @@ from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,
     Role,
+    verified_countersignatures,
     verify_countersignature,
     verify_federation_receipt,
 )
@@ -110,7 +114,6 @@ Handler = Callable[[str, Any, bytes], Awaitable[None]]
 SEQ_SCOPE = "federation-seq"
 RECEIPT_SCOPE = "federation-receipts"
 SCORES_SCOPE = "federation"
-EVIDENCE_SCOPE = "federation-evidence"
 REGISTRY_SCOPE = "federation-registry"
 REGISTRY_KEY = "state"
 
@@ -161,6 +164,7 @@ class FederationService:
         *,
         clock: Callable[[], float] = time.time,
         heartbeat_seconds: float = 2.0,
+        metrics_registry: Any = None,
     ) -> None:
         self.registry = registry
         self.self_did = self_did
@@ -172,7 +176,7 @@ class FederationService:
         self.clock = clock
         self.heartbeat_seconds = heartbeat_seconds
         self.schemas = SchemaRegistry.bundled()
-        self.registry_state, self._records = _load_registry_state(store, registry)
+        self.registry_state, self._records = _load_registry_state(store, registry, int(clock()))
         self.registry = self.registry_state.registry
         self._registry_lock = asyncio.Lock()
         raw = store.get_state(SCORES_SCOPE, "scores")
@@ -208,6 +212,24 @@ class FederationService:
         self._extensions: list[Any] = []  # objects with async start()/stop()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.verifier.on_suspended = self._suspended_heartbeat
+        self.evidence_store = EvidenceStore(store)
+        # What arrived in accepted messages and was dropped instead of kept or
+        # relayed (item, code): countersignatures that do not verify, evidence
+        # about strangers or beyond the per-subject bound.  Nobody is blamed.
+        self.dropped: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._dropped_metric = (
+            None
+            if metrics_registry is None
+            else Counter("remembrancer_federation_dropped_total",
+                         "Items of accepted federation messages dropped instead of kept or relayed",
+                         ["item", "code"], registry=metrics_registry)
+        )  # fmt: skip
+
+    def count_dropped(self, item: str, code: str) -> None:
+        """Count one dropped ``item`` (``countersignature``, ``evidence``) and why."""
+        self.dropped[(item, code)] += 1
+        if self._dropped_metric is not None:
+            self._dropped_metric.labels(item, code).inc()
 
     def add_handler(self, content_type: type, handler: Handler) -> None:
         """Call ``handler(sender, content, raw)`` for every accepted message of that type."""
@@ -399,22 +421,12 @@ class FederationService:
             elif isinstance(content, CountersignContent):
                 self._collect(sender, content)
             elif isinstance(content, EvidenceContent):
-                ev = parse_evidence(content.file.encode("utf-8"))
-                if isinstance(ev, EquivocationEvidence):
-                    await self.report_equivocation(ev, gossip=False)
-                else:
-                    try:
-                        await self.report_claim(ev, gossip=False)
-                    except (ConfigError, VerificationError) as e:
-                        # We cannot judge it (no such rail here) or it proves nothing:
-                        # neither the accused nor the reporter is blamed for that.
-                        log.info("evidence from %s not acted on: %s", sender, e.explain())
+                await self._on_evidence(sender, content)
             elif (
                 isinstance(content, ReceiptContent) and content.receipt.get("type") == RECEIPT_TYPE
             ):
-                receipt = FederationReceipt.from_dict(content.receipt)
-                self.verify_final(receipt)
-                await asyncio.to_thread(self._store_receipt, receipt)
+                receipt = self.checked_receipt(FederationReceipt.from_dict(content.receipt))
+                await asyncio.to_thread(self.keep_receipt, receipt)
             for handler in self.handlers.get(type(content), ()):
                 await handler(sender, content, msg.raw)
         except RemembrancerError as e:
@@ -424,6 +436,32 @@ class FederationService:
             if self.scores.on_invalid(sender, e.code, now) is not None:
                 await self._save_scores()
         return reply
+
+    async def _on_evidence(self, sender: str, content: EvidenceContent) -> None:
+        """Evidence gossiped by ``sender``: act on it only when it proves, by a
+        statement the accused signed, that a peer of ours misbehaved.
+
+        A file that cannot be read, or equivocation evidence that does not
+        verify, is the sender's own fault (every node checks before it
+        gossips; the check is pure) and raises.  Evidence we cannot judge
+        (no such rail here), that proves nothing (a relayed countersignature,
+        a claim that holds), about a stranger, or beyond the per-subject bound
+        is dropped and counted: nobody is blamed for it, not the accused, and
+        not the sender, which may be relaying what an older node believed."""
+        ev = parse_evidence(content.file.encode("utf-8"))
+        try:
+            if isinstance(ev, EquivocationEvidence):
+                await self.report_equivocation(ev, gossip=False)
+            else:
+                await self.report_claim(ev, gossip=False)
+        except (ConfigError, PolicyError) as e:
+            self.count_dropped("evidence", e.code)
+            log.info("evidence from %s not acted on: %s", sender, e.explain())
+        except VerificationError as e:
+            if isinstance(ev, EquivocationEvidence):
+                raise
+            self.count_dropped("evidence", e.code)
+            log.info("evidence from %s not acted on: %s", sender, e.explain())
 
     async def _countersign(self, sender: str, content: AnchorContent, raw: bytes = b"") -> None:
         """Re-verify a peer's anchor claim with our own settings; countersign it.
@@ -520,6 +558,48 @@ class FederationService:
         verify_federation_receipt(receipt, {p.did: p.pubkey for p in peers}, self.registry.quorum,
                                   active=[p.did for p in peers if p.status == "active"])  # fmt: skip
 
+    def registry_keys(self) -> dict[str, PublicKey]:
+        """Each registry peer's DID -> key (every status), what countersignatures verify against."""
+        return {p.did: p.pubkey for p in self.registry.peers}
+
+    def checked_receipt(self, receipt: FederationReceipt) -> FederationReceipt:
+        """The relay filter: ``receipt`` with only the countersignatures that verify
+        against the registry (the others are dropped and counted, and nobody is
+        blamed for them), checked final with :meth:`verify_final`.  Everything a
+        node stores, and so everything it relays, has been through here."""
+        kept, dropped = verified_countersignatures(receipt, self.registry_keys())
+        for cs, code in dropped:
+            self.count_dropped("countersignature", code)
+            log.info("dropped a countersignature by %s on %s: %s", cs.node[:80], receipt.id, code)
+        self.verify_final(kept)
+        return kept
+
+    def keep_receipt(self, receipt: FederationReceipt) -> bool:
+        """Store a final receipt that went through :meth:`checked_receipt`, or add
+        its countersignatures to the stored receipt of the same statement (a
+        receipt with the same id and another statement leaves the stored one as
+        it is).  Blocking; whether anything changed."""
+        key = f"{receipt.namespace}/{receipt.id}"
+        for _ in range(8):
+            raw = self.store.get_state(RECEIPT_SCOPE, key)
+            merged = receipt
+            if raw is not None:
+                held = FederationReceipt.from_dict(json.loads(raw))
+                if held.statement() != receipt.statement():
+                    return False
+                merged = held
+                for cs in receipt.signatures:
+                    if all(s.node != cs.node for s in held.signatures):
+                        merged = merged.with_signature(cs)
+                # Whatever an older version kept goes through the filter too.
+                merged, _ = verified_countersignatures(merged, self.registry_keys())
+                if merged == held:
+                    return False
+            value = json.dumps(merged.to_dict(quorum=self.registry.quorum)).encode()
+            if self.store.put_state(RECEIPT_SCOPE, key, value, expect=raw):
+                return True
+        return False
+
     def _countersignature(
         self, receipt: FederationReceipt, role: Role, now: int
     ) -> Countersignature:
@@ -581,8 +661,18 @@ class FederationService:
         (the scoring rule), and tell every peer."""
         report = verify_equivocation(evidence)
         peer = self.registry.peer_by_key(report.log_key)
-        ref = report.evidence_ref
-        await asyncio.to_thread(self.store.put_state, EVIDENCE_SCOPE, ref, evidence.to_bytes())
+        if peer is None and not self._witnesses(report.origin, report.log_key):
+            raise PolicyError(
+                f"{report.origin} is signed by {report.log_key.did}, which is no peer of"
+                f" {self.registry.federation_id} and no log this node witnesses",
+                code="evidence_subject_unknown",
+                details={"origin": report.origin, "key": report.log_key.did},
+            )
+        subject = peer.did if peer is not None else report.origin
+        ref = await asyncio.to_thread(
+            self.evidence_store.keep, subject, report.incident, report.evidence_ref,
+            evidence.to_bytes(),
+        )  # fmt: skip
         out: dict[str, Any] = {
             "evidence_ref": ref,
             "report": report.to_dict(),
@@ -595,21 +685,38 @@ class FederationService:
             log.error(
                 "equivocation by %s (%s): %s -> %s", peer.did, report.origin, change.old, change.new
             )
-        if gossip:
+        if gossip and peer is not None:
+            # A log that is no peer's concerns only the nodes that witness it: the
+            # others would refuse the evidence (evidence_subject_unknown).
             msg = await asyncio.to_thread(
-                self._sign, EvidenceContent("equivocation", peer.did if peer else report.origin,
+                self._sign, EvidenceContent("equivocation", peer.did,
                                             evidence.to_bytes().decode("utf-8")))  # fmt: skip
             await self.client.broadcast(self._others(), msg)
         return out
 
+    def _witnesses(self, origin: str, key: PublicKey) -> bool:
+        """Whether ``origin`` signed by ``key`` is one of the logs this node witnesses."""
+        return any(isinstance(v, Verifier) and v.name == origin and v.public_key == key
+                   for v in self.log_verifiers.get(origin, ()))  # fmt: skip
+
     async def _report_claim(self, accused: str, raw: bytes, finding: Finding, now: int) -> None:
+        peer = self.registry.get(accused)
+        if peer is None:
+            return
         evidence = ClaimEvidence.create(
-            kind="invalid_anchor_claim", federation_id=self.registry.federation_id, accused=accused,
-            message=raw, receipt_at="/content/receipt", countersigner=accused,
-            finding=finding,
+            kind="invalid_anchor_claim", federation_id=self.registry.federation_id,
+            accused=peer.key_did, message=raw, receipt_at="/content/receipt",
+            countersigner=peer.key_did, finding=finding,
             reporter_key=self.key, reported_at=now,
         )  # fmt: skip
-        await self.report_claim(evidence)
+        try:
+            await self.report_claim(evidence)
+        except RemembrancerError as e:
+            # The claim was false, but not by a countersignature of the sender's:
+            # an invalid message of the sender's, no evidence.
+            log.warning("evidence against %s not kept: %s", accused, e.explain())
+            if self.scores.on_invalid(peer.did, e.code, now) is not None:
+                await self._save_scores()
 
     async def report_claim(self, evidence: ClaimEvidence, *, gossip: bool = True) -> dict[str, Any]:
         """Verify claim evidence (re-checking rail failures on our own rails),
@@ -625,8 +732,10 @@ class FederationService:
             verify_claim_evidence, evidence, self.registry, reverify=reverify
         )
         data = evidence.to_bytes()
-        await asyncio.to_thread(self.store.put_state, EVIDENCE_SCOPE, report.evidence_ref, data)
-        out: dict[str, Any] = {"evidence_ref": report.evidence_ref, "accused": report.accused}
+        ref = await asyncio.to_thread(
+            self.evidence_store.keep, report.accused, report.incident, report.evidence_ref, data
+        )
+        out: dict[str, Any] = {"evidence_ref": ref, "accused": report.accused}
         if report.accused != self.self_did:
             change = self.scores.on_misbehaviour(report.accused, report, now)
             out["status_change"] = change.to_dict()
@@ -640,16 +749,31 @@ class FederationService:
             await self.client.broadcast(self._others(), msg)
         return out
 
-    def evidence(self) -> list[dict[str, Any]]:
+    def evidence_page(self, *, after: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """``GET /v1/federation/evidence``: kept evidence files in ``evidence_ref``
+        order, ``limit`` per page after the cursor ``after``; ``next`` is the
+        cursor of the next page (None on the last)."""
+        rows, cursor = self.evidence_store.page(after=after, limit=limit)
         out = []
-        for ref, data in sorted(self.store.list_state(EVIDENCE_SCOPE).items()):
+        for ref, data in rows:
             try:
                 ev = parse_evidence(data)
-                out.append({"evidence_ref": ref, "file": data.decode("utf-8", "replace"),
-                            "kind": "equivocation" if isinstance(ev, EquivocationEvidence) else "claim"})  # fmt: skip
             except RemembrancerError:
                 continue
-        return out
+            out.append({"evidence_ref": ref, "file": data.decode("utf-8", "replace"),
+                        "kind": "equivocation" if isinstance(ev, EquivocationEvidence) else "claim"})  # fmt: skip
+        return {"evidence": out, "next": cursor}
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """Every kept evidence file (bounded per subject: see EvidenceStore)."""
+        out: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            page = self.evidence_page(after=after, limit=1000)
+            out += page["evidence"]
+            if page["next"] is None:
+                return out
+            after = page["next"]
 
     async def on_anchor_verified(self, namespace: str, anchor: Anchor, checkpoint: bytes) -> None:
         """Scheduler hook: countersign every newly verified anchor of our logs."""
@@ -673,6 +797,20 @@ class FederationService:
         out = [json.loads(v) for k, v in sorted(self.store.list_state(RECEIPT_SCOPE).items())
                if namespace is None or k.startswith(namespace + "/")]  # fmt: skip
         return out
+
+    def receipts_page(
+        self, namespace: str | None = None, *, after: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """``GET /v1/federation/receipts``: final receipts (of ``namespace``) in
+        ``<namespace>/<receipt id>`` order, ``limit`` per page after the cursor
+        ``after``; ``next`` is the cursor of the next page (None on the last)."""
+        prefix = "" if namespace is None else namespace + "/"
+        rows = self.store.list_state_page(RECEIPT_SCOPE, prefix=prefix, after=after,
+                                          limit=limit + 1)  # fmt: skip
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"receipts": [json.loads(v) for _, v in rows],
+                "next": rows[-1][0] if more and rows else None}  # fmt: skip
 
     # --- registry changes ------------------------------------------------------------
     @property
@@ -710,7 +848,7 @@ class FederationService:
 
     def _fold_proposal(self, record: Record) -> dict[str, Any]:
         """Fold a verified proposal record (or a resubmission with more approvals)."""
-        state = self.registry_state
+        state = self.registry_state.expire(int(self.clock()))
         pid = record.event_id
         done = next((a for a in state.applied if a.proposal_id == pid), None)
         if done is not None:
@@ -723,7 +861,7 @@ class FederationService:
             return self._proposal_view(pid)
         existing = state.pending.get(pid)
         if existing is None:
-            state = state.propose(record)
+            state = state.propose(record, int(self.clock()))
             merged = record
         else:
             if existing.event_hash != record.event_hash_hex:
@@ -738,7 +876,8 @@ class FederationService:
                 if s.role != "witness" or peer is None or not peer.active:
                     continue
                 state = state.approve(pid, peer.did, s.sig)
-        records = {**self._records, pid: merged}
+        records = {k: r for k, r in self._records.items() if k in state.pending}
+        records[pid] = merged
         applied = False
         if state.ready(pid):
             state = state.apply(pid, int(self.clock()))
@@ -771,6 +910,9 @@ class FederationService:
             "applied": [a.to_dict() for a in state.applied],
             "history": [h.to_dict() for h in state.history],
             "records": {pid: r.leaf.decode("utf-8") for pid, r in sorted(self._records.items())},
+            # When each pending proposal was received here (expiry counts from it).
+            "received": {pid: p.received_at for pid, p in sorted(state.pending.items())},
+            "dropped": list(state.dropped),
         }
         self.store.put_state(REGISTRY_SCOPE, REGISTRY_KEY, json.dumps(doc).encode())
 
@@ -778,11 +920,13 @@ class FederationService:
         state = self.registry_state
         quorum = state.registry.quorum
         pending = state.pending.get(pid)
-        if pending is not None:
+        if pending is not None and pending.expires_at > int(self.clock()):
             counted = state.approvals(pid)
             return {"proposal_id": pid, "event_hash": pending.event_hash, "state": "pending",
                     "applied": False, "approvals": list(counted), "approval_count": len(counted),
                     "quorum": quorum, "proposer": pending.proposer, "memo": pending.memo,
+                    "sponsor": pending.sponsor, "received_at": pending.received_at,
+                    "expires_at": pending.expires_at,
                     "registry": pending.registry.to_dict()}  # fmt: skip
         for a in state.applied:
             if a.proposal_id == pid:
@@ -793,6 +937,8 @@ class FederationService:
                         "memo": a.memo}  # fmt: skip
         if any(pid in a.superseded for a in state.applied):
             return {"proposal_id": pid, "state": "superseded", "applied": False, "quorum": quorum}
+        if pid in state.dropped:
+            return {"proposal_id": pid, "state": "dropped", "applied": False, "quorum": quorum}
         raise NotFoundError(
             f"no proposal {pid!r}", code="proposal_unknown", details={"proposal": pid[:128]}
         )
@@ -803,11 +949,27 @@ class FederationService:
         async with self._registry_lock:
             return await asyncio.to_thread(self._fold_proposal, record)
 
+    async def drop_proposal(self, proposal_id: str) -> dict[str, Any]:
+        """``POST /v1/admin/federation/proposals/{id}/drop``: remove a pending
+        proposal here (an operator's decision, local to this node), and refuse
+        it if it comes again."""
+        async with self._registry_lock:
+            state = self.registry_state.expire(int(self.clock())).drop(proposal_id)
+            self.registry_state = state
+            self._records = {k: r for k, r in self._records.items() if k in state.pending}
+            await asyncio.to_thread(self._save_registry_state)
+            log.warning("registry proposal %s dropped by the operator", proposal_id)
+            return self._proposal_view(proposal_id)
+
     async def approve_proposal(self, proposal_id: str) -> dict[str, Any]:
         """Sign a pending proposal with the node key (a witness signature), fold it
         here and forward the record with every approval gathered to every peer."""
         async with self._registry_lock:
             record = self._records.get(proposal_id)
+            if proposal_id in self.registry_state.pending and (
+                self.registry_state.pending[proposal_id].expires_at <= int(self.clock())
+            ):
+                record = None  # expired: _proposal_view says so
             if record is None:
                 return {**self._proposal_view(proposal_id), "forwarded": {}}
             me = self.registry.peer_by_key(self.key.public)
@@ -851,11 +1013,13 @@ class FederationService:
 
     def proposals(self) -> dict[str, Any]:
         state = self.registry_state
+        now = int(self.clock())
+        live = [pid for pid, p in state.pending.items() if p.expires_at > now]
         return {
             "federation_id": state.registry.federation_id,
             "registry_digest": state.registry.digest(),
             "quorum": state.registry.quorum,
-            "pending": [self._proposal_view(pid) for pid in state.pending],
+            "pending": [self._proposal_view(pid) for pid in live],
             "applied": [a.to_dict() for a in state.applied],
             "history": [h.to_dict() for h in state.history],
         }
@@ -917,7 +1081,7 @@ def _applied_from_dict(d: Any) -> AppliedChange:
 
 
 def _load_registry_state(
-    store: Store, configured: Registry
+    store: Store, configured: Registry, now: int
 ) -> tuple[RegistryState, dict[str, Record]]:
     """The registry state kept in the store (it takes precedence over
     ``federation.yaml``), or a fresh one from the configured registry."""
@@ -935,17 +1099,23 @@ def _load_registry_state(
             registry,
             applied=tuple(_applied_from_dict(a) for a in doc["applied"]),
             history=tuple(StatusChange.from_dict(h) for h in doc["history"]),
+            dropped=tuple(str(d) for d in doc.get("dropped", [])),
         )
     except (RemembrancerError, ValueError, KeyError, TypeError) as e:
         log.error("the stored federation registry is unreadable (%s); using federation.yaml", e)
         return RegistryState(configured), {}
     records: dict[str, Record] = {}
-    for pid, text in doc.get("records", {}).items():
+    received = doc.get("received", {})
+    stored = doc.get("records", {})
+    # In the order they were received, each at its time (a state written before
+    # expiry existed has no times: they count from now).
+    for pid in sorted(stored, key=lambda k: (int(received.get(k, now)), k)):
         try:
-            record = Record.from_bytes(text.encode("utf-8"))
-            state = state.propose(record)
-        except RemembrancerError as e:
-            log.warning("dropping stored proposal %s: %s", pid, e.explain())
+            record = Record.from_bytes(stored[pid].encode("utf-8"))
+            state = state.propose(record, int(received.get(pid, now)))
+        except (RemembrancerError, ValueError, TypeError) as e:
+            log.warning("dropping stored proposal %s: %s", pid, e)
             continue
         records[record.event_id] = record
-    return state, records
+    state = state.expire(now)
+    return state, {k: r for k, r in records.items() if k in state.pending}

@@ -50,6 +50,12 @@ log = logging.getLogger("remembrancer.http")
 T = TypeVar("T")
 
 TLOG_PROOF_TYPE = "text/x.tlog-proof"
+# Paged lists (/v1/federation/receipts, /v1/federation/evidence).
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+MAX_CURSOR = 1024
+CURSOR_DOC = "Start after this item: the `next` of the previous page (absent: from the start)."
+LIMIT_DOC = f"Items per page, 1 to {PAGE_MAX}."
 IMMUTABLE = "public, max-age=31536000, immutable"
 MUTABLE = "no-cache"
 
@@ -474,9 +480,17 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         assert node.collaborative is not None
         return node.collaborative.status()
 
-    @app.get("/v1/federation/receipts", responses=_errors(404), summary="Final federation receipts")
-    async def federation_receipts(namespace: str | None = None) -> dict[str, Any]:
-        return {"receipts": await _in_thread(_federation().receipts, namespace)}
+    @app.get("/v1/federation/receipts", responses=_errors(400, 404),
+             summary="Final federation receipts, a page at a time")  # fmt: skip
+    async def federation_receipts(
+        namespace: str | None = Query(None, description="Only the receipts of this namespace."),
+        after: str | None = Query(None, max_length=MAX_CURSOR, description=CURSOR_DOC),
+        limit: int = Query(PAGE_DEFAULT, ge=1, le=PAGE_MAX, description=LIMIT_DOC),
+    ) -> dict[str, Any]:
+        """``receipts`` (of ``namespace`` when given) in ``<namespace>/<receipt id>``
+        order and ``next``, the cursor of the next page (``null`` on the last)."""
+        service = _federation()
+        return await _in_thread(lambda: service.receipts_page(namespace, after=after, limit=limit))
 
     # --- replicas (anti-entropy, docs/anti-entropy.md) ---------------------------------
     def _replicas() -> Any:
@@ -526,11 +540,17 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
 
     @app.get(
         "/v1/federation/evidence",
-        responses=_errors(404),
-        summary="Misbehaviour evidence files kept",
+        responses=_errors(400, 404),
+        summary="Misbehaviour evidence files kept, a page at a time",
     )
-    async def federation_evidence() -> dict[str, Any]:
-        return {"evidence": await _in_thread(_federation().evidence)}
+    async def federation_evidence(
+        after: str | None = Query(None, max_length=MAX_CURSOR, description=CURSOR_DOC),
+        limit: int = Query(PAGE_DEFAULT, ge=1, le=PAGE_MAX, description=LIMIT_DOC),
+    ) -> dict[str, Any]:
+        """``evidence`` in ``evidence_ref`` order and ``next``, the cursor of the
+        next page (``null`` on the last)."""
+        service = _federation()
+        return await _in_thread(lambda: service.evidence_page(after=after, limit=limit))
 
     @app.get(
         "/v1/federation/registry",
@@ -569,6 +589,18 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         _require_admin(node, request)
         service = _federation()
         return await service.approve_proposal(proposal_id)  # type: ignore[no-any-return]
+
+    @app.post(
+        "/v1/admin/federation/proposals/{proposal_id}/drop",
+        responses=_errors(401, 404),
+    )
+    async def drop_proposal(request: Request, proposal_id: str) -> dict[str, Any]:
+        """Drop a pending registry change on this node (needs the admin token): it
+        frees its slot, and the same proposal is refused here if it comes again
+        (409 ``proposal_dropped``).  404 ``proposal_unknown`` if it is not pending."""
+        _require_admin(node, request)
+        service = _federation()
+        return await service.drop_proposal(proposal_id)  # type: ignore[no-any-return]
 
     @app.post(
         "/v1/admin/federation/propagate/{namespace}", responses=_errors(400, 401, 404, 503, 504)

@@ -103,6 +103,7 @@ class Node:
             self.federation = FederationService(
                 self.federation_registry, self.federation_did or self.node_key.did, self.node_key, self.store,
                 self.sequencer, self.rails, verifiers, clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
+                metrics_registry=self.metrics.registry,
             )  # fmt: skip
             self.scheduler.on_verified.append(self.federation.on_anchor_verified)
             # Collaborative/hybrid anchoring: the scheduler's delegate and the service's
@@ -373,10 +374,11 @@ class Node:
                     await self.federation.report_equivocation(evidence)
                 else:
                     from remembrancer.federation.evidence import verify_equivocation
+                    from remembrancer.federation.evidence_store import EvidenceStore
 
                     report = verify_equivocation(evidence)
-                    await asyncio.to_thread(self.store.put_state, "federation-evidence", report.evidence_ref,
-                                            evidence.to_bytes())  # fmt: skip
+                    await asyncio.to_thread(EvidenceStore(self.store).keep, origin, report.incident,
+                                            report.evidence_ref, evidence.to_bytes())  # fmt: skip
                 log.error(
                     "split view: %s signed two checkpoints of the same size with different roots",
                     origin,

@@ -45,6 +45,10 @@ Invariants every backend upholds (the conformance suite in
   atomic check-and-update and for scheduler state: ``put_state(...,
   expect=ANY)`` always writes, ``expect=None`` writes only if the key is
   absent, ``expect=b"..."`` writes only if the stored value equals it.
+  :meth:`Store.list_state_page` reads a scope a page at a time, in code
+  point order of the keys on every backend (a cursor is the last key read);
+  ``limit`` is 1 to :data:`MAX_STATE_PAGE` (``FormatError``
+  ``state_page_invalid`` otherwise).
 - A store refuses to open a database written by a newer schema version
   (``StorageError``, code ``schema_too_new``), and a database that holds
   tables but no Remembrancer schema marker (code ``schema_unknown``).
@@ -81,6 +85,7 @@ HASH_SIZE: Final = 32
 TILE_WIDTH: Final = 256  # hashes per full tile (C2SP tlog-tiles)
 BUNDLE_WIDTH: Final = 256  # entries per full entry bundle (C2SP tlog-tiles)
 MAX_ENTRY_SIZE: Final = 65535  # the tlog-tiles entry bundle limit
+MAX_STATE_PAGE: Final = 10_000  # rows one list_state_page call returns at most
 
 
 class _AnyValue(enum.Enum):
@@ -95,6 +100,12 @@ ANY: Final = _AnyValue.ANY
 
 Expect: TypeAlias = bytes | Literal[_AnyValue.ANY] | None
 """What ``put_state`` compares with: ``ANY``, ``None`` (absent) or the exact bytes."""
+
+
+def check_page(limit: int) -> None:
+    """The ``limit`` of :meth:`Store.list_state_page`: an int from 1 to :data:`MAX_STATE_PAGE`."""
+    if type(limit) is not int or not 1 <= limit <= MAX_STATE_PAGE:
+        raise FormatError(f"a page holds 1 to {MAX_STATE_PAGE} rows", code="state_page_invalid")
 
 
 class EntryRow(NamedTuple):
@@ -286,6 +297,14 @@ class Store(Protocol):
         ...
 
     def list_state(self, scope: str) -> dict[str, bytes]: ...
+
+    def list_state_page(
+        self, scope: str, *, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, bytes]]:
+        """At most ``limit`` ``(key, value)`` pairs of ``scope`` whose key starts with
+        ``prefix`` and sorts after ``after`` (all when None), in ascending key order
+        by code point.  The last key of a page is the ``after`` of the next one."""
+        ...
 
     # --- export and import --------------------------------------------------------
     def snapshot(self) -> AbstractContextManager[StoreSnapshot]:

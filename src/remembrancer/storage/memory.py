@@ -36,6 +36,7 @@ from remembrancer.storage.base import (
     StoredCheckpoint,
     StoreStats,
     _AnyValue,
+    check_page,
     find_reuse,
     load_invalid,
     merge_tile,
@@ -303,6 +304,16 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             return {k: v for (s, k), v in sorted(self._state.items()) if s == scope}
+
+    def list_state_page(
+        self, scope: str, *, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, bytes]]:
+        check_page(limit)
+        with self._lock:
+            self._check_open()
+            keys = sorted(k for (s, k) in self._state if s == scope and k.startswith(prefix)
+                          and (after is None or k > after))  # fmt: skip
+            return [(k, self._state[(scope, k)]) for k in keys[:limit]]
 
     # --- export and import -----------------------------------------------------------
 

@@ -78,6 +78,7 @@ from remembrancer.storage.base import (
     StoredCheckpoint,
     StoreStats,
     _AnyValue,
+    check_page,
     find_reuse,
     load_invalid,
     merge_tile,
@@ -757,6 +758,22 @@ class PostgresStore:
                 "SELECT key, value FROM state WHERE scope = %s ORDER BY key", (scope,), binary=True
             ).fetchall()
         return {r[0]: bytes(r[1]) for r in rows}
+
+    def list_state_page(
+        self, scope: str, *, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, bytes]]:
+        check_page(limit)
+        # The "C" collation orders by code point whatever the database's collation is.
+        sql = ('SELECT key, value FROM state WHERE scope = %s AND key COLLATE "C" >= %s'
+               " AND left(key, %s) = %s")  # fmt: skip
+        args: list[Any] = [scope, prefix, len(prefix), prefix]
+        if after is not None:
+            sql += ' AND key COLLATE "C" > %s'
+            args.append(after)
+        with self._conn("list state") as conn:
+            rows = conn.execute(sql + ' ORDER BY key COLLATE "C" LIMIT %s', (*args, limit),
+                                binary=True).fetchall()  # fmt: skip
+        return [(r[0], bytes(r[1])) for r in rows]
 
     # --- export and import -----------------------------------------------------------
 

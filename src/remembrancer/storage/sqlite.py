@@ -63,6 +63,7 @@ from remembrancer.storage.base import (
     StoredCheckpoint,
     StoreStats,
     _AnyValue,
+    check_page,
     find_reuse,
     load_invalid,
     merge_tile,
@@ -668,6 +669,20 @@ class SqliteStore:
                 "SELECT key, value FROM state WHERE scope = ? ORDER BY key", (scope,)
             ).fetchall()
         return {r[0]: bytes(r[1]) for r in rows}
+
+    def list_state_page(
+        self, scope: str, *, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, bytes]]:
+        check_page(limit)
+        # TEXT compares with the BINARY collation: UTF-8 byte order, which is code point order.
+        sql = "SELECT key, value FROM state WHERE scope = ? AND key >= ? AND substr(key, 1, ?) = ?"
+        args: list[Any] = [scope, prefix, len(prefix), prefix]
+        if after is not None:
+            sql += " AND key > ?"
+            args.append(after)
+        with self._read("list state") as conn:
+            rows = conn.execute(sql + " ORDER BY key LIMIT ?", (*args, limit)).fetchall()
+        return [(r[0], bytes(r[1])) for r in rows]
 
     # --- export and import -----------------------------------------------------------
 

@@ -39,6 +39,7 @@ import os
 import shlex
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -941,9 +942,17 @@ class Supervisor:
         if not sizes:
             return False
         origin = f"{ident.origin_prefix}/{SAMPLE_NAMESPACE}"
-        finals = api.get(f"{alpha.url}/v1/federation/receipts?namespace={SAMPLE_NAMESPACE}")
+        finals: list[dict[str, Any]] = []
+        after = ""
+        while True:  # every page (the list is paged: follow ``next``)
+            page = api.get(f"{alpha.url}/v1/federation/receipts?namespace={SAMPLE_NAMESPACE}"
+                           f"&limit=1000{after}")  # fmt: skip
+            finals += page["receipts"]
+            if page.get("next") is None:
+                break
+            after = "&after=" + urllib.parse.quote(page["next"], safe="")
         by_size: dict[int, dict[str, Any]] = {}
-        for r in finals["receipts"]:
+        for r in finals:
             if (
                 r.get("origin") != origin
                 or not r.get("quorum_met")

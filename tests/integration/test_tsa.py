@@ -292,7 +292,7 @@ def test_cli_tsa_verify_on_both_tsas(
                   "--nonce", str(nonce))  # fmt: skip
         assert ok.exit_code == 0, ok.output
         lines = ok.stdout.splitlines()
-        assert [ln.split(":")[0] for ln in lines[:3]] == ["ok  parse", "ok  signature", "ok  ess"]
+        assert [ln.split(":")[0] for ln in lines[:3]] == ["ok  parse", "ok  signature", "ok  eku"]
         assert any(ln.startswith("ok  chain:") and "valid at genTime" in ln for ln in lines)
         assert lines[-1].startswith("OK: valid RFC 3161 token")
         as_json = _cli("tsa", "verify", "--data", str(data), "--token", str(token), "--trust",

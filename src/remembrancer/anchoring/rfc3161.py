@@ -423,9 +423,9 @@ def _parse(data: bytes, top: ber.Tlv) -> _Parsed:
         tags = [(t.tag_class, t.tag_number) for t in status_parts]
         if tags not in ([(0, 2)], [(0, 2), (0, 16)], [(0, 2), (0, 3)], [(0, 2), (0, 16), (0, 3)]):
             _malformed("the PKIStatusInfo is not the expected structure")
-        if len(status_parts) > 1 and status_parts[1].is_(0, 16):
-            if any(not text.is_(0, 12) for text in status_parts[1].children):
-                _malformed("the PKIStatusInfo's statusString is not a list of UTF8String")
+        texts = status_parts[1].children if status_parts[1:] and status_parts[1].is_(0, 16) else ()
+        if any(not text.is_(0, 12) for text in texts):
+            _malformed("the PKIStatusInfo's statusString is not a list of UTF8String")
         status_info = tsp.PKIStatusInfo.load(parts[0].raw(data), strict=True)
         status = int(status_info["status"])
         if status not in (0, 1):

@@ -563,7 +563,10 @@ def crafted_cases(root: Path) -> dict[str, Case]:
 
 @pytest.fixture(scope="module")
 def java_and_bc(require_tool: Callable[[str | None, str], str]) -> tuple[str, str]:
-    java = require_tool(shutil.which("java"), "java (a JDK, 11 or later) is not installed")
+    java = require_tool(
+        shutil.which("java") if shutil.which("javac") else None,
+        "a JDK (java and javac, 11 or later) is not installed",
+    )
     classpath = require_tool(
         bc_classpath(),
         f"Bouncy Castle jars not found: apt-get install libbcpkix-java, or set {BC_CLASSPATH_ENV}",

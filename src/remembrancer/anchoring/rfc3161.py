@@ -77,6 +77,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import http.client
 import importlib.metadata
@@ -139,6 +140,7 @@ def _fail(code: str, message: str, **details: Any) -> NoReturn:
     raise VerificationError(message, code=code, details=details or None)
 
 
+@functools.cache
 def _lib_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -511,16 +513,19 @@ def _parse(data: bytes, top: ber.Tlv) -> _Parsed:
         if not values.is_(0, 17) or encodings != sorted(encodings):
             _malformed("a signed attribute's values are not a SET OF in DER order")
     signed_attrs_der = b"\x31" + attrs_tlv.raw(data)[1:]
+    # Read lazily: the attributes verification uses are read then (an unreadable one
+    # fails its step); others stay unread, as OpenSSL leaves them.
     signed_attrs = cms.CMSAttributes.load(signed_attrs_der, strict=True)
-    signed_attrs.native  # noqa: B018
+    for attr in signed_attrs:
+        attr["type"].native  # noqa: B018
     signer_info = cms.SignerInfo.load(si.raw(data), strict=True)
     for name in ("version", "sid", "signature", "unsigned_attrs"):
         signer_info[name].native  # noqa: B018  (algorithm parameters stay unread, as OpenSSL)
     for name in ("digest_algorithm", "signature_algorithm"):
         signer_info[name]["algorithm"].native  # noqa: B018
     signed_data = cms.SignedData.load(sd.raw(data), strict=True)
-    for name in ("version", "digest_algorithms", "encap_content_info", "crls"):
-        signed_data[name].native  # noqa: B018  (the certificates are read below)
+    for name in ("version", "digest_algorithms", "crls"):
+        signed_data[name].native  # noqa: B018  (the TSTInfo and certificates are read apart)
     listed = set()
     for algorithm in signed_data["digest_algorithms"]:
         name = algorithm["algorithm"].native
@@ -613,7 +618,7 @@ def _signer_certificate(
 def _same_name(name: x509.Name, asn1_name: Any) -> bool:
     try:
         der = name.public_bytes()
-        if der == asn1_name.dump():
+        if der == asn1_name.untag().dump():  # the same bytes: no need to normalise
             return True
         return bool(asn1_x509.Name.load(der) == asn1_name)
     except Exception:

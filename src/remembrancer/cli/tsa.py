@@ -159,7 +159,9 @@ def _token_hash_algorithm(token: bytes) -> str:
 
 @tsa.command("verify")
 @click.option("--data", "data_file", required=True, help="The timestamped file (- for stdin).")
-@click.option("--token", "token_file", required=True, help="A TimeStampResp or TimeStampToken (DER or BER).")
+@click.option(
+    "--token", "token_file", required=True, help="A TimeStampResp or TimeStampToken (DER or BER)."
+)
 @click.option(
     "--trust",
     "trust_file",

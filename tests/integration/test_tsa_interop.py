@@ -407,7 +407,7 @@ def make_pki(d: Path, kind: str = "ec", *, key_usage: tuple[str, ...] = ("digita
 
 
 def make_tst_info(nonce: int | None, *, tsa_name: Any = None, explicit_default: bool = False,
-                  hash_name: str = "sha256") -> bytes:  # fmt: skip
+                  hash_name: str = "sha256", imprint_parameters: bytes = b"") -> bytes:  # fmt: skip
     info: dict[str, Any] = {
         "version": "v1",
         "policy": "1.2.3.4.1",
@@ -420,6 +420,14 @@ def make_tst_info(nonce: int | None, *, tsa_name: Any = None, explicit_default: 
     if tsa_name is not None:
         info["tsa"] = tsa_name
     der = bytes(tsp.TSTInfo(info).dump())
+    if imprint_parameters:  # parameters after the hash OID (RFC 3161 wants none, or NULL)
+        t = tsp.TSTInfo.load(der)
+        algorithm = _tlv(0x30, t["message_imprint"]["hash_algorithm"]["algorithm"].dump()
+                         + imprint_parameters)  # fmt: skip
+        imprint = _tlv(0x30, algorithm + t["message_imprint"]["hashed_message"].dump())
+        fields = [t[n].dump() for n in ("version", "policy")] + [imprint] + [
+            t[n].dump() for n in ("serial_number", "gen_time", "nonce")]  # fmt: skip
+        return _tlv(0x30, b"".join(fields))
     if not explicit_default:
         return der
     # ordering BOOLEAN FALSE spelled out although it is the DEFAULT: BER, not DER.
@@ -431,16 +439,22 @@ def make_tst_info(nonce: int | None, *, tsa_name: Any = None, explicit_default: 
 
 def craft(pki: Pki, tst_der: bytes, *, ess: str = "v2", sid: str = "issuer_serial",
           scheme: str = "pkcs1", attrs: str = "der", certs: bool = True,
-          digest: str = "sha256") -> bytes:  # fmt: skip
+          digest: str = "sha256", ess_extra: bytes | None = None,
+          ess_serial_offset: int = 0) -> bytes:  # fmt: skip
     """A TimeStampResp signed by ``pki``'s TSA key, laid out byte by byte.
 
     ``attrs``: "der" (sorted), "reversed" (sent and signed in reverse order),
-    "reordered" (signed sorted, sent reversed).  ``ess``: "v1", "v2", "both", "none"."""
+    "reordered" (signed sorted, sent reversed), "long-length" (one attribute's
+    length in the long form, signed as sent), "values-unsorted" (an extra
+    attribute whose two values are not in DER order, signed as sent).
+    ``ess``: "v1", "v2", "both", "none"; ``ess_extra``: a second ESSCertIDv2
+    for this DER certificate; ``ess_serial_offset``: added to the serial the
+    issuerSerial names."""
     cert = pki.tsa_cert
     cert_der = cert.public_bytes(serialization.Encoding.DER)
     acert = asn1_x509.Certificate.load(cert_der)
     issuer_serial = {"issuer": [asn1_x509.GeneralName(name="directory_name", value=acert.issuer)],
-                     "serial_number": acert.serial_number}  # fmt: skip
+                     "serial_number": acert.serial_number + ess_serial_offset}  # fmt: skip
     parts = [
         cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}).dump(),
         cms.CMSAttribute({"type": "message_digest",
@@ -450,9 +464,17 @@ def craft(pki: Pki, tst_der: bytes, *, ess: str = "v2", sid: str = "issuer_seria
         parts.append(cms.CMSAttribute({"type": "signing_certificate", "values": [{"certs": [
             {"cert_hash": hashlib.sha1(cert_der).digest(), "issuer_serial": issuer_serial}]}]}).dump())  # fmt: skip
     if ess in ("v2", "both"):
-        parts.append(cms.CMSAttribute({"type": "signing_certificate_v2", "values": [{"certs": [
-            {"cert_hash": hashlib.sha256(cert_der).digest(), "issuer_serial": issuer_serial}]}]}).dump())  # fmt: skip
+        ids = [{"cert_hash": hashlib.sha256(cert_der).digest(), "issuer_serial": issuer_serial}]
+        if ess_extra is not None:
+            ids.append({"cert_hash": hashlib.sha256(ess_extra).digest()})
+        parts.append(cms.CMSAttribute({"type": "signing_certificate_v2",
+                                       "values": [{"certs": ids}]}).dump())  # fmt: skip
+    if attrs == "values-unsorted":  # SET OF { INTEGER 2, INTEGER 1 }: not DER's order
+        oid = core.ObjectIdentifier("1.3.6.1.4.1.55555.9").dump()
+        parts.append(_tlv(0x30, oid + _tlv(0x31, b"\x02\x01\x02\x02\x01\x01")))
     ordered = sorted(parts)
+    if attrs == "long-length":  # 0x30 0x81 n: the long form where the short one fits
+        ordered[0] = b"\x30\x81" + ordered[0][1:]
     sent = ordered[::-1] if attrs in ("reversed", "reordered") else ordered
     signed = _tlv(0x31, b"".join(ordered if attrs == "reordered" else sent))
     h = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}[digest]
@@ -528,6 +550,27 @@ def crafted_cases(root: Path) -> dict[str, Case]:
         lambda n: craft(pki, make_tst_info(n), attrs="reversed"))  # fmt: skip
     add("crafted-signed-attrs-reordered-after-signing", pki,
         lambda n: craft(pki, make_tst_info(n), attrs="reordered"), False, "tsa_signature_invalid")  # fmt: skip
+    add("crafted-signed-attrs-long-form-length", pki,
+        lambda n: craft(pki, make_tst_info(n), attrs="long-length"), False,
+        "tsa_response_malformed")  # fmt: skip
+    add("crafted-signed-attr-values-not-in-der-order", pki,
+        lambda n: craft(pki, make_tst_info(n), attrs="values-unsorted"), False,
+        "tsa_response_malformed")  # fmt: skip
+    stranger = rsa_pki.tsa_cert.public_bytes(serialization.Encoding.DER)
+    add("crafted-ess-names-a-certificate-outside-the-chain", pki,
+        lambda n: craft(pki, make_tst_info(n), ess_extra=stranger), False,
+        "tsa_signer_cert_mismatch")  # fmt: skip
+    root_der = pki.ca_cert.public_bytes(serialization.Encoding.DER)
+    add("crafted-ess-names-the-root-second", pki,
+        lambda n: craft(pki, make_tst_info(n), ess_extra=root_der))  # fmt: skip
+    add("crafted-ess-issuer-serial-not-the-signer", pki,
+        lambda n: craft(pki, make_tst_info(n), ess_serial_offset=1), False,
+        "tsa_signer_cert_mismatch")  # fmt: skip
+    add("crafted-imprint-hash-parameters-null", pki,
+        lambda n: craft(pki, make_tst_info(n, imprint_parameters=b"\x05\x00")))  # fmt: skip
+    add("crafted-imprint-hash-parameters-integer", pki,
+        lambda n: craft(pki, make_tst_info(n, imprint_parameters=b"\x02\x01\x05")), False,
+        "tsa_response_malformed")  # fmt: skip
     add("crafted-tstinfo-explicit-default", pki,
         lambda n: craft(pki, make_tst_info(n, explicit_default=True)))  # fmt: skip
     add("crafted-indefinite-lengths", rsa_pki,
@@ -598,6 +641,10 @@ CASES = [
     "crafted-subject-key-identifier-sid", "crafted-nonce-missing", "crafted-ed25519",
     "crafted-key-usage-key-encipherment", "crafted-unknown-critical-extension",
     "crafted-tsa-name-in-subject-alt-name", "crafted-tsa-name-not-the-signer",
+    "crafted-signed-attrs-long-form-length", "crafted-signed-attr-values-not-in-der-order",
+    "crafted-ess-names-a-certificate-outside-the-chain", "crafted-ess-names-the-root-second",
+    "crafted-ess-issuer-serial-not-the-signer", "crafted-imprint-hash-parameters-null",
+    "crafted-imprint-hash-parameters-integer",
 ]  # fmt: skip
 
 

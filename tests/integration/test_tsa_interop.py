@@ -440,7 +440,8 @@ def make_tst_info(nonce: int | None, *, tsa_name: Any = None, explicit_default: 
 def craft(pki: Pki, tst_der: bytes, *, ess: str = "v2", sid: str = "issuer_serial",
           scheme: str = "pkcs1", attrs: str = "der", certs: bool = True,
           digest: str = "sha256", ess_extra: bytes | None = None,
-          ess_serial_offset: int = 0) -> bytes:  # fmt: skip
+          ess_serial_offset: int = 0, listed: list[bytes] | None = None, signers: int = 1,
+          detached: bool = False) -> bytes:  # fmt: skip
     """A TimeStampResp signed by ``pki``'s TSA key, laid out byte by byte.
 
     ``attrs``: "der" (sorted), "reversed" (sent and signed in reverse order),
@@ -449,7 +450,9 @@ def craft(pki: Pki, tst_der: bytes, *, ess: str = "v2", sid: str = "issuer_seria
     attribute whose two values are not in DER order, signed as sent).
     ``ess``: "v1", "v2", "both", "none"; ``ess_extra``: a second ESSCertIDv2
     for this DER certificate; ``ess_serial_offset``: added to the serial the
-    issuerSerial names."""
+    issuerSerial names.  ``listed``: the SignedData's digestAlgorithms (DER
+    AlgorithmIdentifiers); ``signers``: how many copies of the SignerInfo;
+    ``detached``: no eContent."""
     cert = pki.tsa_cert
     cert_der = cert.public_bytes(serialization.Encoding.DER)
     acert = asn1_x509.Certificate.load(cert_der)
@@ -502,9 +505,11 @@ def craft(pki: Pki, tst_der: bytes, *, ess: str = "v2", sid: str = "issuer_seria
     signer_info = _tlv(0x30, version + sid_der + digest_alg + _tlv(0xA0, b"".join(sent))
                        + algos.SignedDigestAlgorithm(sig_alg).dump() + _tlv(0x04, signature))  # fmt: skip
     encap = _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.9.16.1.4").dump()
-                 + _tlv(0xA0, _tlv(0x04, tst_der)))  # fmt: skip
-    signed_data = _tlv(0x30, b"\x02\x01\x03" + _tlv(0x31, digest_alg) + encap
-                       + (_tlv(0xA0, cert_der) if certs else b"") + _tlv(0x31, signer_info))  # fmt: skip
+                 + (b"" if detached else _tlv(0xA0, _tlv(0x04, tst_der))))  # fmt: skip
+    digests = b"".join(sorted(listed)) if listed is not None else digest_alg
+    signed_data = _tlv(0x30, b"\x02\x01\x03" + _tlv(0x31, digests) + encap
+                       + (_tlv(0xA0, cert_der) if certs else b"")
+                       + _tlv(0x31, signer_info * signers))  # fmt: skip
     token = _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.7.2").dump()
                  + _tlv(0xA0, signed_data))  # fmt: skip
     return response_for_token(token)
@@ -571,6 +576,21 @@ def crafted_cases(root: Path) -> dict[str, Case]:
     add("crafted-imprint-hash-parameters-integer", pki,
         lambda n: craft(pki, make_tst_info(n, imprint_parameters=b"\x02\x01\x05")), False,
         "tsa_response_malformed")  # fmt: skip
+    sha256 = algos.DigestAlgorithm({"algorithm": "sha256"}).dump()
+    sha384 = algos.DigestAlgorithm({"algorithm": "sha384"}).dump()
+    unknown = _tlv(0x30, core.ObjectIdentifier("1.3.6.1.4.1.55555.3").dump())
+    add("crafted-digest-algorithms-lack-the-signers", pki,
+        lambda n: craft(pki, make_tst_info(n), listed=[sha384]), False,
+        "tsa_response_malformed")  # fmt: skip
+    add("crafted-digest-algorithms-list-an-unknown-one", pki,
+        lambda n: craft(pki, make_tst_info(n), listed=[sha256, unknown]), False,
+        "tsa_response_malformed")  # fmt: skip
+    add("crafted-digest-algorithms-list-two-known", pki,
+        lambda n: craft(pki, make_tst_info(n), listed=[sha256, sha384]))  # fmt: skip
+    add("crafted-two-signers", pki, lambda n: craft(pki, make_tst_info(n), signers=2), False,
+        "tsa_response_malformed")  # fmt: skip
+    add("crafted-detached-content", pki, lambda n: craft(pki, make_tst_info(n), detached=True),
+        False, "tsa_response_malformed")  # fmt: skip
     add("crafted-tstinfo-explicit-default", pki,
         lambda n: craft(pki, make_tst_info(n, explicit_default=True)))  # fmt: skip
     add("crafted-indefinite-lengths", rsa_pki,
@@ -644,7 +664,9 @@ CASES = [
     "crafted-signed-attrs-long-form-length", "crafted-signed-attr-values-not-in-der-order",
     "crafted-ess-names-a-certificate-outside-the-chain", "crafted-ess-names-the-root-second",
     "crafted-ess-issuer-serial-not-the-signer", "crafted-imprint-hash-parameters-null",
-    "crafted-imprint-hash-parameters-integer",
+    "crafted-imprint-hash-parameters-integer", "crafted-digest-algorithms-lack-the-signers",
+    "crafted-digest-algorithms-list-an-unknown-one", "crafted-digest-algorithms-list-two-known",
+    "crafted-two-signers", "crafted-detached-content",
 ]  # fmt: skip
 
 

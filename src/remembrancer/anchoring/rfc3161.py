@@ -953,7 +953,7 @@ def _verify_token(
             "parse",
             f"{'TimeStampResp' if parsed.form == 'response' else 'TimeStampToken'}"
             f", status {status_name}, {len(parsed.certificates)} certificate(s) embedded"
-            f"{unreadable}; TSTInfo and signed attributes DER",
+            f"{unreadable}; TSTInfo and signed attributes DER-framed, verified as received",
         )
     )
     try:

@@ -266,9 +266,10 @@ def openssl_cases(openssl: str, root: Path) -> dict[str, Case]:
 def bc_classpath() -> str | None:
     configured = os.environ.get(BC_CLASSPATH_ENV)
     if configured:
-        return configured
-    jars = [Path("/usr/share/java", jar) for jar in BC_JARS]  # Debian's libbcpkix-java
-    return os.pathsep.join(map(str, jars)) if all(j.exists() for j in jars) else None
+        jars = [Path(p) for p in configured.split(os.pathsep) if p]
+    else:
+        jars = [Path("/usr/share/java", jar) for jar in BC_JARS]  # Debian's libbcpkix-java
+    return os.pathsep.join(map(str, jars)) if jars and all(j.exists() for j in jars) else None
 
 
 def run_bc_tsa(java: str, classpath: str, d: Path, key: str, valid: tuple[int, int],

@@ -32,6 +32,7 @@ from bench import (
     replication,
     simulation,
     storage,
+    tsa,
 )
 from bench.common import format_rows
 
@@ -48,6 +49,7 @@ SUITES = {
     "explorer": explorer,
     "messaging": messaging,
     "simulation": simulation,
+    "tsa": tsa,
 }
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,25 @@ def anvil(tmp_path: Path) -> Iterator[Any]:
     chain = start_anvil(binary, free_port(), tmp_path / "anvil.log")
     yield chain
     chain.stop()
+
+
+# --- external tools -------------------------------------------------------------
+
+
+def _require(found: str | None, reason: str) -> str:
+    """``found``, or skip the test for ``reason`` (a failure under CI, like every skip)."""
+    if found is None:
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture(scope="session")
+def require_tool() -> Callable[[str | None, str], str]:
+    """``require_tool(path_or_None, reason)``: the path, or skip (fail under CI)."""
+    return _require
+
+
+@pytest.fixture(scope="session")
+def openssl_bin() -> str:
+    """The openssl binary (a second, independent RFC 3161 TSA and verifier)."""
+    return _require(shutil.which("openssl"), "the openssl binary is not installed")

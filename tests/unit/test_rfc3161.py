@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from remembrancer.anchoring import ber
 from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext
 from remembrancer.anchoring.devtsa import DEV_POLICY_OID, DevTsa, rejection, response_for_token
 from remembrancer.anchoring.rfc3161 import (
@@ -93,8 +94,8 @@ def test_good_token_verifies_with_a_full_report(tsa: DevTsa) -> None:
     )
     assert "Remembrancer dev TSA" in (report.tsa_name or "")
     names = [c.name for c in report.checks]
-    assert names == ["parse", "signature", "ess", "eku", "chain", "tsa-name", "imprint",
-                     "nonce", "policy", "rfc3161-client"]  # fmt: skip
+    assert names == ["parse", "signature", "eku", "chain", "ess", "tsa-name", "imprint",
+                     "nonce", "policy"]  # fmt: skip
     assert f"sha256:{trust_bundle_fingerprint(roots(tsa))}" in report.verifier
     doc = json.loads(json.dumps(report.to_dict()))
     assert doc["valid"] and doc["validAtGenTime"] and not doc["certExpiredNow"]
@@ -305,15 +306,17 @@ def test_token_outlives_its_tsa_certificate(tmp_path: Path) -> None:
 
 def test_every_bit_flip_in_the_signed_parts_is_caught(tsa: DevTsa) -> None:
     """Flip one bit in each byte of the response: the signature, the signed
-    attributes and the TSTInfo fail with a specific code; the only flip that
-    still verifies is the unsigned PKIStatus (granted -> grantedWithMods)."""
+    attributes and the TSTInfo fail with a specific code; a flip that still
+    verifies touches only unsigned fields (the PKIStatus, a version number, the
+    case of the signer's issuer name, the signature algorithm's label, which
+    OpenSSL ignores too) and leaves every signed byte as it was."""
     resp, imprint, nonce = issue(tsa)
     parsed = parse_response(resp)
-    signer_info = parsed.signed_data["signer_infos"][0]
+    signature = parsed.signer_info["signature"].native
     regions = {
         "tst_info": parsed.tst_info_der,
-        "signature": signer_info["signature"].native,
-        "signed_attrs": signer_info["signed_attrs"].dump()[4:],
+        "signature": signature,
+        "signed_attrs": parsed.signed_attrs_der[4:],
     }
     spans = {name: (resp.find(raw), resp.find(raw) + len(raw)) for name, raw in regions.items()}
     assert all(start > 0 for start, _ in spans.values())
@@ -330,9 +333,15 @@ def test_every_bit_flip_in_the_signed_parts_is_caught(tsa: DevTsa) -> None:
             for name, (start, end) in spans.items():
                 if start <= i < end:
                     assert e.code in ("tsa_signature_invalid", "tsa_response_malformed"), (name, i)
-    status_byte = 8  # SEQUENCE, SEQUENCE { INTEGER 0 }
+            continue
+        again = parse_response(bytes(flipped))
+        assert again.tst_info_der == parsed.tst_info_der
+        assert again.signed_attrs_der == parsed.signed_attrs_der
+        assert again.signer_info["signature"].native == signature
+    status_byte = 8  # SEQUENCE, SEQUENCE { INTEGER 0 }: granted -> grantedWithMods
     assert resp[status_byte] == 0
-    assert still_valid in ([], [status_byte])
+    assert status_byte in still_valid
+    assert not any(start <= i < end for i in still_valid for start, end in spans.values())
 
 
 # -- only our errors, for any bytes ---------------------------------------------------
@@ -384,8 +393,11 @@ def test_mutated_responses_raise_only_our_error(
         report = verify_token(bytes(data), imprint, nonce=nonce, trust_roots=roots(tsa))
     except VerificationError as e:
         assert e.code in ERROR_CODES
-    else:  # a mutation that still verifies may only touch the unsigned status
-        assert parse_response(bytes(data)).token_der == parse_response(resp).token_der
+    else:  # a mutation that still verifies may only touch unsigned fields
+        before, after = parse_response(resp), parse_response(bytes(data))
+        assert after.tst_info_der == before.tst_info_der
+        assert after.signed_attrs_der == before.signed_attrs_der
+        assert after.signer_info["signature"].native == before.signer_info["signature"].native
         assert report.imprint == imprint and report.nonce == nonce
 
 
@@ -489,3 +501,108 @@ def test_rail_verify_is_offline_and_binds_the_root(tsa: DevTsa, foreign: DevTsa)
     # A final status stays final.
     already = _anchor_for(tsa, root, status="failed")
     assert rail.verify(already, ctx).status == "failed"
+
+
+# -- the unsigned parts: lenient, bounded ---------------------------------------------
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + content
+
+
+def _with_certificates(resp: bytes, entries: list[bytes]) -> bytes:
+    """``resp`` with its certificate set's entries replaced (nothing signed changes)."""
+    status, token = ber.read(resp).children
+    content_type, explicit = token.children
+    fields = explicit.children[0].children
+    rebuilt = b"".join(
+        _tlv(0xA0, b"".join(entries)) if f.is_(2, 0) else f.raw(resp) for f in fields
+    )
+    signed_data = _tlv(0x30, rebuilt)
+    return _tlv(
+        0x30, status.raw(resp) + _tlv(0x30, content_type.raw(resp) + _tlv(0xA0, signed_data))
+    )
+
+
+def test_certificates_in_any_order_unreadable_ones_ignored(tsa: DevTsa) -> None:
+    resp, imprint, nonce = issue(tsa)
+    signer = tsa.tsa_cert.public_bytes(serialization.Encoding.DER)
+    root = tsa.ca_cert.public_bytes(serialization.Encoding.DER)
+    junk = b"\x30\x03\x02\x01\x05"  # a SEQUENCE, not a certificate
+    for entries in ([root, signer], [signer, root], [junk, signer], [signer, junk, junk]):
+        token = _with_certificates(resp, entries)
+        report = verify_token(token, imprint, nonce=nonce, trust_roots=roots(tsa))
+        assert report.chain[0] == tsa.tsa_cert.subject.rfc4514_string()
+        unreadable = entries.count(junk)
+        assert parse_response(token).unreadable_certificates == unreadable
+        assert ("unreadable (ignored)" in report.checks[0].detail) == bool(unreadable)
+    # Only junk: the signer is nowhere.
+    only_junk = _with_certificates(resp, [junk])
+    assert code_of(
+        lambda: verify_token(only_junk, imprint, nonce=nonce, trust_roots=roots(tsa))
+    ) == ("tsa_signer_unknown")
+
+
+def test_certificate_choices_other_than_x509_and_too_many_are_malformed(tsa: DevTsa) -> None:
+    resp, imprint, nonce = issue(tsa)
+    signer = tsa.tsa_cert.public_bytes(serialization.Encoding.DER)
+    attribute_cert = b"\xa1" + signer[1:]  # [1]: an attribute certificate (v1), not X.509
+    for entries in ([attribute_cert, signer], [signer] * 33):
+        token = _with_certificates(resp, entries)
+        assert code_of(
+            lambda: verify_token(token, imprint, nonce=nonce, trust_roots=roots(tsa))  # noqa: B023
+        ) == ("tsa_response_malformed")
+    at_cap = _with_certificates(resp, [signer] * 32)
+    verify_token(at_cap, imprint, nonce=nonce, trust_roots=roots(tsa))
+
+
+def test_status_info_text_is_checked_for_shape_and_read_only_on_rejection(tsa: DevTsa) -> None:
+    resp, imprint, nonce = issue(tsa)
+    token = parse_response(resp).token_der
+    ok_text = _tlv(0x30, _tlv(0x0C, b"Operation Okay"))
+    granted = _tlv(0x30, _tlv(0x30, b"\x02\x01\x00" + ok_text) + token)
+    verify_token(granted, imprint, nonce=nonce, trust_roots=roots(tsa))
+    not_utf8 = _tlv(0x30, _tlv(0x0C, b"\xff\xfe"))  # unread when granted, as OpenSSL
+    granted = _tlv(0x30, _tlv(0x30, b"\x02\x01\x00" + not_utf8) + token)
+    verify_token(granted, imprint, nonce=nonce, trust_roots=roots(tsa))
+    rejected = _tlv(0x30, _tlv(0x30, b"\x02\x01\x02" + not_utf8))
+    with pytest.raises(VerificationError) as info:
+        verify_token(rejected, imprint, nonce=nonce, trust_roots=roots(tsa))
+    assert info.value.code == "tsa_status_rejected"
+    assert info.value.details["status_string"] == ["(statusString not readable)"]
+    wrong_type = _tlv(0x30, _tlv(0x13, b"printable"))
+    for status_info in (b"\x02\x01\x00" + wrong_type, b"\x02\x01\x00\x02\x01\x00", b"\x04\x00"):
+        bad = _tlv(0x30, _tlv(0x30, status_info) + token)
+        assert code_of(lambda: verify_token(bad, imprint, nonce=nonce, trust_roots=roots(tsa))) == (  # noqa: B023
+            "tsa_response_malformed"
+        )
+
+
+def test_signed_attributes_are_capped(tsa: DevTsa) -> None:
+    """32 signed attributes are read (then the signature fails: they were added
+    after signing); 33 are refused before any work."""
+    resp, imprint, nonce = issue(tsa)
+    token = parse_response(resp).token_der
+    top = ber.read(token)
+    signed_data = top.children[1].children[0]
+    signer_info = signed_data.children[-1].children[0]
+    attrs = next(c for c in signer_info.children if c.is_(2, 0))
+    assert len(attrs.children) == 3
+    extra = _tlv(0x30, b"\x06\x03\x2a\x03\x04" + _tlv(0x31, b"\x05\x00"))
+    for count, code in ((29, "tsa_signature_invalid"), (30, "tsa_response_malformed")):
+        new_attrs = _tlv(0xA0, attrs.content(token) + extra * count)
+        new_si = b"".join(new_attrs if c is attrs else c.raw(token) for c in signer_info.children)
+        fields = [f.raw(token) for f in signed_data.children[:-1]]
+        fields.append(_tlv(0x31, _tlv(0x30, new_si)))
+        content = _tlv(0xA0, _tlv(0x30, b"".join(fields)))
+        bloated = response_for_token(_tlv(0x30, top.children[0].raw(token) + content))
+        assert (
+            code_of(
+                lambda: verify_token(bloated, imprint, nonce=nonce, trust_roots=roots(tsa))  # noqa: B023
+            )
+            == code
+        )

@@ -3,7 +3,9 @@
 ``tsa serve`` runs :class:`~remembrancer.anchoring.devtsa.DevTsa` over HTTP.
 ``tsa verify`` checks any RFC 3161 token (a TimeStampResp or a bare
 TimeStampToken, from any TSA) like ``openssl ts -verify``, but with the chain
-evaluated at the token's genTime; it prints one line per check.  Exit codes:
+evaluated at the token's genTime; it prints one line per check.  The trust
+bundle's self-issued certificates are the trust anchors; its other
+certificates complete the chain of a token that does not embed them.  Exit codes:
 0 valid, 1 not valid (including bytes that are not a token), 2 bad input
 (missing or unreadable files, an unusable trust bundle, a malformed option).
 """
@@ -157,8 +159,16 @@ def _token_hash_algorithm(token: bytes) -> str:
 
 @tsa.command("verify")
 @click.option("--data", "data_file", required=True, help="The timestamped file (- for stdin).")
-@click.option("--token", "token_file", required=True, help="A DER TimeStampResp or TimeStampToken.")
-@click.option("--trust", "trust_file", required=True, help="PEM bundle of trusted root CAs.")
+@click.option(
+    "--token", "token_file", required=True, help="A TimeStampResp or TimeStampToken (DER or BER)."
+)
+@click.option(
+    "--trust",
+    "trust_file",
+    required=True,
+    help="PEM bundle: the trusted root CAs, plus any intermediate or TSA certificate "
+    "the token does not embed.",
+)
 @click.option("--nonce", default=None, help="The request's nonce (decimal or 0x-hex).")
 @click.option("--policy", "policy_oid", default=None, help="Require this TSA policy OID.")
 @click.option("--pin", "pin_file", default=None, help="Require this TSA signing certificate (PEM).")
@@ -178,9 +188,10 @@ def verify(data_file: str, token_file: str, trust_file: str, nonce: str | None,
            as_json: bool) -> None:  # fmt: skip
     """Verify an RFC 3161 token over a file, offline, with the chain checked at genTime.
 
-    Like `openssl ts -verify -data FILE -in TOKEN -CAfile BUNDLE`, except that
-    a token stays valid after its TSA certificate expires.  Exit 0 if valid,
-    1 if not, 2 for bad input."""
+    Like `openssl ts -verify -data FILE -in TOKEN -CAfile BUNDLE -untrusted
+    BUNDLE`, except that a token stays valid after its TSA certificate
+    expires (the chain is judged at genTime, as with `-attime`).  Exit 0 if
+    valid, 1 if not, 2 for bad input."""
     token = read_input(token_file, limit=MAX_TOKEN_BYTES, what="token")
     trust_roots = load_trust_bundle(trust_file)
     pinned = load_certificate(pin_file) if pin_file else None

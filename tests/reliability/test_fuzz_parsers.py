@@ -519,7 +519,7 @@ def t_xns(data: bytes) -> None:
     """A cross-namespace message record (its proof fixed) into fin:clearing."""
     rec = Record.from_bytes(data)
     XnsMessage.from_record(rec, SCHEMAS)
-    verify_message(rec, CORPUS().xns_proof, FIN, SCHEMAS, {ORIGIN: [VERIFIER]})
+    verify_message(rec, CORPUS().xns_proof, FIN, SCHEMAS, {ORIGIN: [VERIFIER]}, hosted=NAMESPACES)
 
 
 def t_xns_proof(data: bytes) -> None:
@@ -527,7 +527,7 @@ def t_xns_proof(data: bytes) -> None:
     parse_proof(data)
     c = CORPUS()
     assert c.xns_record is not None
-    verify_message(c.xns_record, data, FIN, SCHEMAS, {ORIGIN: [VERIFIER]})
+    verify_message(c.xns_record, data, FIN, SCHEMAS, {ORIGIN: [VERIFIER]}, hosted=NAMESPACES)
 
 
 def t_tsa_response(data: bytes) -> None:

@@ -584,7 +584,9 @@ def _parse_request(body: bytes) -> tuple[Record, bytes | None]:
         value = loads_strict(body, max_bytes=MAX_REQUEST_BYTES)
     except FormatError as e:
         raise FormatError(
-            f"the request is not JSON: {e.message}", code="xns_request_malformed"
+            f"the request is not strict JSON: {e.message}",
+            code="xns_request_malformed",
+            details={"cause": e.code},
         ) from e
     if (
         not isinstance(value, dict)

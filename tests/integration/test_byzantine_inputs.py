@@ -421,15 +421,18 @@ def _bundle(entries: list[bytes]) -> bytes:
     return b"".join(len(e).to_bytes(2, "big") + e for e in entries)
 
 
-def forge(source: Path, dest: Path, *, manifest_key: SigningKey | None,
-          log_key: SigningKey | None = None, empty_index: bool = False) -> None:  # fmt: skip
+def forge(source: Path, dest: Path, *, manifest_key: SigningKey | str | None,
+          log_key: SigningKey | None = None, empty_index: bool = False,
+          state_row: dict[str, str] | None = None) -> None:  # fmt: skip
     """Write a hostile copy of an archive.
 
     ``log_key``: rewrite dao:vaultmesh's history (its first record replaced by one
     no honest node would admit) and sign every checkpoint with ``log_key``, which
     the manifest then lists as the log key.  ``empty_index``: empty its replay
-    index.  Member hashes and counts are fixed; the manifest is signed by
-    ``manifest_key`` (format v2), or left unsigned as format v1 (None)."""
+    index.  ``state_row``: add a row to the node's state.  Member hashes and
+    counts are fixed; the manifest is signed by ``manifest_key`` (format v2),
+    left unsigned as format v1 (None), or, for ``"keep"``, left with the
+    genuine signature (which no longer matches)."""
     members = _members(source)
     manifest = json.loads(members[-1][1])
     data = {i.name: d for i, d in members[:-1]}
@@ -462,12 +465,18 @@ def forge(source: Path, dest: Path, *, manifest_key: SigningKey | None,
     if empty_index:
         data[rec_name] = b""
         log["records"] = 0
+    if state_row is not None:
+        data["state.jsonl"] += json.dumps(state_row).encode() + b"\n"
+        manifest["state_rows"] += 1
     for m in manifest["members"]:
         m["size"], m["sha256"] = len(data[m["name"]]), hashlib.sha256(data[m["name"]]).hexdigest()
-    manifest.pop("signature")
-    if manifest_key is None:
+    genuine = manifest.pop("signature")
+    if manifest_key == "keep":
+        manifest["signature"] = genuine
+    elif manifest_key is None:
         manifest["format"] = "remembrancer-backup/v1"
     else:
+        assert isinstance(manifest_key, SigningKey)
         sig = manifest_key.sign(MANIFEST_DOMAIN + canonicalize(manifest))
         manifest["signature"] = {"alg": "Ed25519", "kid": manifest_key.did,
                                  "sig": b64url_encode(sig)}  # fmt: skip
@@ -514,6 +523,13 @@ HOSTILE = {
     "forged key list, unsigned v1 the operator vouches for": (
         lambda alpha_key, forger: {"manifest_key": None, "log_key": forger},
         ["--allow-unsigned"], "backup_checkpoint_invalid"),
+    # alpha would believe it had accepted mallory's fin:clearing far ahead, and refuse
+    # every genuine proof of that log as stale
+    "forged state, hashes fixed, the genuine signature kept": (
+        lambda alpha_key, forger: {"manifest_key": "keep", "state_row": {
+            "scope": "xns-sources", "key": "mallory.test/fin:clearing",
+            "value": base64.b64encode(json.dumps({"size": 10**9, "root": "00" * 32}).encode()).decode()}},
+        [], "backup_manifest_signature_invalid"),
     "emptied replay index, re-signed with the node key": (
         lambda alpha_key, forger: {"manifest_key": alpha_key, "empty_index": True}, [],
         "backup_records_mismatch"),

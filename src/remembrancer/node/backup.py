@@ -197,7 +197,7 @@ class Manifest:
     members: tuple[BackupMember, ...]
     format: str = FORMAT
     signature: ManifestSignature | None = None
-    signing_input: bytes = field(default=b"", repr=False)
+    signing_input: bytes = field(default=b"", repr=False, compare=False)
 
     def expected_members(self) -> list[str]:
         """Every member but the manifest, in archive order."""

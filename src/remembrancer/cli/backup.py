@@ -32,9 +32,9 @@ def _config(path: str) -> Any:
 _TRUST_HELP = ("A did:key that may sign the manifest and the checkpoints: the node's key, or an "
                "earlier node key after a rotation. Repeatable. The archive's own key list is "
                "never trusted.")  # fmt: skip
-_UNSIGNED_HELP = ("Accept a format v1 archive, whose manifest is not signed: its state, "
-                  "configuration and replay index are then on your word (its logs are still "
-                  "checked against the trusted keys).")  # fmt: skip
+_UNSIGNED_HELP = ("Accept a format v1 archive, whose manifest is not signed: its state and "
+                  "configuration are then on your word (its logs are still checked against "
+                  "the trusted keys, and its replay index against the entries).")  # fmt: skip
 
 
 def _node_did(config_path: str) -> str:

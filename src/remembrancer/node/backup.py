@@ -264,10 +264,10 @@ class Manifest:
             if allow_unsigned:
                 return
             raise VerificationError(
-                f"the manifest of this {self.format} archive is not signed, so its state,"
-                " configuration and replay index are not authenticated (the logs still are,"
-                " by their checkpoints); pass --allow-unsigned if you know where it came"
-                " from, or take a new backup",
+                f"the manifest of this {self.format} archive is not signed, so its state and"
+                " configuration are not authenticated (the logs still are, by their"
+                " checkpoints); pass --allow-unsigned if you know where it came from, or take"
+                " a new backup",
                 code="backup_manifest_unsigned",
                 details={"format": self.format},
             )

@@ -3,11 +3,12 @@
 Run ``python -m bench.messaging`` (``--quick`` for fewer messages).
 
 - **verify**: the rate of :func:`remembrancer.core.xns.verify_message` on one
-  core (schema and policy checks, actor signature, strict proof parsing, the
-  checkpoint's log signature and one witness cosignature, the inclusion
-  proof) against what an offline verifier must do at least with the same
-  inputs, measured in the same run: the actor's signature, then parsing and
-  verifying the proof file (:func:`verify_tlog_proof`, as ``remembrancer
+  core (schema and policy checks, actor signature, the source namespace's
+  record-witness quorum, strict proof parsing, the checkpoint's log
+  signature and one witness cosignature, the inclusion proof) against what
+  an offline verifier must do at least with the same inputs, measured in the
+  same run: the actor's and the record witnesses' signatures, then parsing
+  and verifying the proof file (:func:`verify_tlog_proof`, as ``remembrancer
   verify`` does).  Goal 0.7: the policy checks around it cost little.
 - **deliver**: deliveries per second through a node in process (verify,
   replay and freshness checks, sign, and admission through the sequencer to
@@ -52,6 +53,7 @@ EXAMPLE = (
 )
 ACTOR = demo_key("did:vm:actor:demo")
 DAO_W = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]
+DAO_W_KEYS = {k.did: k.public for k in DAO_W}
 FIN_W = [demo_key(f"did:vm:arbiter:prod-clearing-{x}") for x in "abc"]
 
 
@@ -72,7 +74,8 @@ def bench_verify(n: int, repeats: int) -> Row:
     doc["namespaces"]["fin:clearing"]["trusted_sources"] = [
         {"namespace": "dao:vaultmesh", "witnesses": [witness_vkey]}
     ]
-    fin = parse_namespaces(doc)["fin:clearing"]
+    hosted = parse_namespaces(doc)
+    fin = hosted["fin:clearing"]
     schemas = SchemaRegistry.bundled()
     records = [_message(i, now) for i in range(n)]
     tree = NaiveTree.from_entries([r.leaf for r in records])
@@ -88,15 +91,18 @@ def bench_verify(n: int, repeats: int) -> Row:
     def ours() -> float:
         t = time.perf_counter()
         for r, p in zip(records, proofs, strict=True):
-            verify_message(r, p, fin, schemas, known)
+            verify_message(r, p, fin, schemas, known, hosted=hosted)
         return n / (time.perf_counter() - t)
 
     sigs = [r.signatures[0].sig for r in records]
+    witness_sigs = [[(DAO_W_KEYS[s.kid], s.sig) for s in r.signatures[1:]] for r in records]
 
     def reference() -> float:
         t = time.perf_counter()
-        for r, p, s in zip(records, proofs, sigs, strict=True):
+        for r, p, s, ws in zip(records, proofs, sigs, witness_sigs, strict=True):
             actor_key.verify(r.signing_input, s)
+            for key, sig in ws:
+                key.verify(r.signing_input, sig)
             verify_tlog_proof(TlogProof.parse(p), r.leaf, log_verifier, [cosigner], 1)
         return n / (time.perf_counter() - t)
 

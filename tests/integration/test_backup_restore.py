@@ -207,13 +207,18 @@ def _status(url: str) -> int:
         return e.code
 
 
-def new_node_from(archive: Path, directory: Path, **config: Any) -> NodeProcess:
-    """A new node directory made from an archive's configuration files (and keys).
+def alpha_did(scenario: Scenario) -> str:
+    return str(scenario.alpha.info["did"])
+
+
+def new_node_from(archive: Path, directory: Path, did: str, **config: Any) -> NodeProcess:
+    """A new node directory made from an archive's configuration files (and keys),
+    trusting the node key ``did``.
 
     It runs next to the original with the same key and origins, so it asks no
     witness to cosign (docs/operations.md: a restored copy never runs next to
     the original with its witnessing configuration intact)."""
-    out = cli("backup", "extract-config", str(archive), "--dir", str(directory))
+    out = cli("backup", "extract-config", str(archive), "--dir", str(directory), "--trust", did)
     assert f"wrote {directory / 'keys' / 'node.key'} (secret, mode 0600)" in out.stdout
     node = NodeProcess(directory, free_port())
     node.edit_config(listen=f"127.0.0.1:{node.port}", witnessing={}, **config)
@@ -230,8 +235,11 @@ def test_a_backup_under_load_restores_into_a_new_node_serving_the_same_proofs(
         modes = {m.name: stat.S_IMODE(m.mode) for m in tar.getmembers()}
     assert modes["node/keys/node.key"] == modes["node/keys/admin.token"] == 0o600
     assert modes["node/node.yaml"] == 0o644 and list(modes)[-1] == "manifest.json"
-    ok = cli("backup", "verify", str(archive))
+    ok = cli("backup", "verify", str(archive), "--config", str(alpha.config))
     assert ok.stdout.startswith(f"OK: {archive}: 2 logs")
+    # Without a key to trust there is nothing to check it against.
+    out = cli("backup", "verify", str(archive), check=False)
+    assert out.returncode == 2 and out.stderr.startswith("error: backup_trust_missing:")
 
     manifest = read_manifest(archive)
     size = {g.namespace: g.size for g in manifest.logs}
@@ -239,7 +247,7 @@ def test_a_backup_under_load_restores_into_a_new_node_serving_the_same_proofs(
     assert size[DAO] >= max(r["index"] for r in dao_before) + 1
     assert size[DAO] < head_size(alpha, DAO), "writes went on after the snapshot"
 
-    node = new_node_from(archive, tmp_path / "restored")
+    node = new_node_from(archive, tmp_path / "restored", alpha_did(scenario))
     out = cli("backup", "restore", str(archive), "--config", str(node.config))
     assert json.loads(out.stdout)["backend"] == "sqlite"
     assert (tmp_path / "restored" / "data" / "remembrancer.db").is_file()
@@ -297,7 +305,8 @@ def test_a_quiet_backup_restores_into_postgresql_byte_for_byte(
     import psycopg
 
     schema = f"restore_{os.getpid()}_{random.randrange(1 << 30)}"
-    node = new_node_from(scenario.quiet, tmp_path / "pg-node", storage=f"{pg_dsn}?schema={schema}")
+    node = new_node_from(scenario.quiet, tmp_path / "pg-node", alpha_did(scenario),
+                         storage=f"{pg_dsn}?schema={schema}")  # fmt: skip
     try:
         out = cli("backup", "restore", str(scenario.quiet), "--config", str(node.config))
         assert json.loads(out.stdout)["backend"] == "postgresql"
@@ -343,19 +352,41 @@ def _rewrite(source: Path, dest: Path, change: Any) -> None:
                 out.addfile(info, io.BytesIO(data))
 
 
-def _edit_manifest(source: Path, dest: Path, edit: Any) -> None:
+def _key_of(node: NodeProcess) -> Any:
+    from remembrancer.core.keys import read_key_file
+
+    return read_key_file(node.directory / "keys" / "node.key")
+
+
+def sign_manifest(doc: dict[str, Any], key: Any) -> None:
+    """(Re-)sign a manifest dict as ``backup create`` does (format v2)."""
+    from remembrancer.core.jcs import canonicalize
+    from remembrancer.core.record import b64url_encode
+    from remembrancer.node.backup import MANIFEST_DOMAIN
+
+    doc.pop("signature", None)
+    sig = key.sign(MANIFEST_DOMAIN + canonicalize(doc))
+    doc["signature"] = {"alg": "Ed25519", "kid": key.did, "sig": b64url_encode(sig)}
+
+
+def _edit_manifest(source: Path, dest: Path, edit: Any, resign: Any = None) -> None:
+    """Edit the manifest; re-sign it with ``resign`` (a key), so that what is checked
+    is the edit itself, not the signature (which any edit breaks)."""
+
     def change(name: str, data: bytes) -> bytes:
         if name != "manifest.json":
             return data
         doc = json.loads(data)
         edit(doc)
+        if resign is not None:
+            sign_manifest(doc, resign)
         return json.dumps(doc).encode()
 
     _rewrite(source, dest, change)
 
 
 def _flip_byte(member: str, where: float) -> Any:
-    def corrupt(source: Path, dest: Path) -> None:
+    def corrupt(source: Path, dest: Path, *_: Any) -> None:
         shutil.copyfile(source, dest)
         with tarfile.open(source) as tar:
             info = tar.getmember(member)
@@ -372,7 +403,7 @@ def _flip_byte(member: str, where: float) -> Any:
 def _truncate(fraction: float, member: str | None = None) -> Any:
     """Cut the archive at ``fraction`` of its length, or of ``member``'s data."""
 
-    def corrupt(source: Path, dest: Path) -> None:
+    def corrupt(source: Path, dest: Path, *_: Any) -> None:
         data = source.read_bytes()
         end = int(len(data) * fraction)
         if member is not None:
@@ -391,8 +422,9 @@ def _swap_roots(doc: dict[str, Any]) -> None:
     )
 
 
-def _forge_entry(source: Path, dest: Path) -> None:
-    """Change an entry and fix the manifest's hash of it: only the Merkle check can tell."""
+def _forge_entry(source: Path, dest: Path, key: Any) -> None:
+    """Change an entry and fix the manifest's hash of it (re-signed by the node key):
+    only the Merkle check can tell."""
     import hashlib
 
     sums: dict[str, str] = {}
@@ -405,35 +437,44 @@ def _forge_entry(source: Path, dest: Path) -> None:
             doc = json.loads(data)
             for m in doc["members"]:
                 m["sha256"] = sums.get(m["name"], m["sha256"])
+            sign_manifest(doc, key)
             data = json.dumps(doc).encode()
         return data
 
     _rewrite(source, dest, change)
 
 
-def _forge_checkpoint(source: Path, dest: Path) -> None:
-    """Replace the log key by another one: no checkpoint verifies under it."""
+def _resigned(edit: Any) -> Any:
+    return lambda s, d, key: _edit_manifest(s, d, edit, resign=key)
+
+
+def _other_key_signs(source: Path, dest: Path, key: Any) -> None:
     from remembrancer.core.keys import SigningKey
 
-    other = SigningKey.generate().did
-    _edit_manifest(source, dest, lambda doc: doc.update(log_keys=[other]))
+    _edit_manifest(source, dest, lambda doc: None, resign=SigningKey.generate())
 
 
-CORRUPTIONS = {
+# Each corruption gets (source, dest, the node key); the node key lets a case re-sign
+# the manifest, as a faulty writer holding it would, so that the deeper check is the
+# one that trips.
+CORRUPTIONS: dict[str, tuple[Any, str]] = {
     "flipped byte in the entries": (_flip_byte(f"logs/{DAO}/entries.bin", 0.5), "backup_member_corrupt"),
     "flipped byte in a checkpoint": (_flip_byte(f"logs/{FIN}/checkpoints.jsonl", 0.3), "backup_member_corrupt"),
     "flipped byte in the state": (_flip_byte("state.jsonl", 0.9), "backup_member_corrupt"),
     "truncated": (_truncate(0.6), "backup_truncated"),
     "truncated in the manifest": (_truncate(0.5, "manifest.json"), "backup_truncated"),
-    "no manifest": (lambda s, d: _rewrite(s, d, lambda n, b: None if n == "manifest.json" else b), "backup_truncated"),
-    "a member missing": (lambda s, d: _rewrite(s, d, lambda n, b: None if n == "state.jsonl" else b), "backup_members_mismatch"),
-    "wrong member hash in the manifest": (lambda s, d: _edit_manifest(s, d, lambda m: m["members"][-1].update(sha256="0" * 64)), "backup_member_corrupt"),
-    "wrong root in the manifest": (lambda s, d: _edit_manifest(s, d, _swap_roots), "backup_root_mismatch"),
-    "wrong log key in the manifest": (_forge_checkpoint, "backup_checkpoint_invalid"),
+    "no manifest": (lambda s, d, *_: _rewrite(s, d, lambda n, b: None if n == "manifest.json" else b), "backup_truncated"),
+    "a member missing": (lambda s, d, *_: _rewrite(s, d, lambda n, b: None if n == "state.jsonl" else b), "backup_members_mismatch"),
+    "wrong member hash in the manifest": (_resigned(lambda m: m["members"][-1].update(sha256="0" * 64)), "backup_member_corrupt"),
+    "wrong root in the manifest": (_resigned(_swap_roots), "backup_root_mismatch"),
     "an entry changed, hashes fixed": (_forge_entry, "backup_root_mismatch"),
-    "a log key that is no did:key": (lambda s, d: _edit_manifest(s, d, lambda m: m.update(log_keys=["did:web:example.org"])), "backup_manifest_invalid"),
-    "manifest of a newer format": (lambda s, d: _edit_manifest(s, d, lambda m: m.update(format="remembrancer-backup/v9")), "backup_format_unsupported"),
-    "not a tar archive": (lambda s, d: d.write_bytes(b"hello" * 1000), "backup_malformed"),
+    "a log key that is no did:key": (_resigned(lambda m: m.update(log_keys=["did:web:example.org"])), "backup_manifest_invalid"),
+    "manifest of a newer format": (_resigned(lambda m: m.update(format="remembrancer-backup/v9")), "backup_format_unsupported"),
+    "not a tar archive": (lambda s, d, k: d.write_bytes(b"hello" * 1000), "backup_malformed"),
+    "manifest edited, not re-signed": (lambda s, d, k: _edit_manifest(s, d, _swap_roots), "backup_manifest_signature_invalid"),
+    "manifest signed by another key": (_other_key_signs, "backup_manifest_untrusted"),
+    "manifest without its signature": (lambda s, d, k: _edit_manifest(s, d, lambda m: m.pop("signature")), "backup_manifest_invalid"),
+    "the signature stripped, called v1": (lambda s, d, k: _edit_manifest(s, d, lambda m: (m.pop("signature"), m.update(format="remembrancer-backup/v1"))), "backup_manifest_unsigned"),
 }  # fmt: skip
 
 
@@ -441,7 +482,7 @@ CORRUPTIONS = {
 def empty_target(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """node.yaml of a node made from the quiet backup, whose store is still empty."""
     directory = tmp_path_factory.mktemp("target") / "node"
-    extract_files(scenario.quiet, directory)
+    extract_files(scenario.quiet, directory, trust=[alpha_did(scenario)])
     return directory / "node.yaml"
 
 
@@ -451,9 +492,9 @@ def test_a_damaged_archive_is_refused_and_the_target_stays_empty(
 ) -> None:
     corrupt, code = CORRUPTIONS[case]
     damaged = tmp_path / "damaged.tar"
-    corrupt(scenario.quiet, damaged)
+    corrupt(scenario.quiet, damaged, _key_of(scenario.alpha))
     with pytest.raises(RemembrancerError) as info:
-        verify_backup(damaged)
+        verify_backup(damaged, trust=[alpha_did(scenario)])
     assert info.value.code == code, info.value.explain()
     config = load_node_config(empty_target)
     with pytest.raises(RemembrancerError) as again:
@@ -473,14 +514,14 @@ def test_the_cli_names_the_damage_and_exits_non_zero(scenario: Scenario, empty_t
     damaged = tmp_path / "damaged.tar"
     _flip_byte(f"logs/{DAO}/entries.bin", 0.2)(scenario.quiet, damaged)
     for args in (
-        ["verify", str(damaged)],
+        ["verify", str(damaged), "--trust", alpha_did(scenario)],
         ["restore", str(damaged), "--config", str(empty_target)],
     ):
         out = cli("backup", *args, check=False)
         assert out.returncode == 1
         assert out.stderr.startswith(f"error: backup_member_corrupt: member logs/{DAO}/entries.bin")
     _truncate(0.5)(scenario.quiet, damaged)
-    out = cli("backup", "verify", str(damaged), check=False)
+    out = cli("backup", "verify", str(damaged), "--trust", alpha_did(scenario), check=False)
     assert out.returncode == 2 and out.stderr.startswith("error: backup_truncated:")
 
 
@@ -504,19 +545,21 @@ def test_a_restore_refuses_a_store_in_use_or_another_node(
         "backup", "create", "--config", str(alpha.config), "--out", str(scenario.quiet), check=False
     )
     assert out.returncode == 2 and "error: backup_exists:" in out.stderr
-    out = cli(
-        "backup", "extract-config", str(scenario.quiet), "--dir", str(alpha.directory), check=False
-    )
+    out = cli("backup", "extract-config", str(scenario.quiet), "--dir", str(alpha.directory),
+              "--trust", alpha_did(scenario), check=False)  # fmt: skip
     assert out.returncode == 2 and "error: file_exists:" in out.stderr
-    # With --allow-new-node-key the rotation is the operator's call.
-    out = cli(
-        "backup",
-        "restore",
-        str(scenario.quiet),
-        "--config",
-        str(other.config),
-        "--allow-new-node-key",
+    # With --allow-new-node-key the rotation is the operator's call, and the earlier
+    # key, which signed the backup, is named with --trust: the new key alone (the
+    # only one in other's configuration) checks nothing in it.
+    restore = ["backup", "restore", str(scenario.quiet), "--config", str(other.config),
+               "--allow-new-node-key"]  # fmt: skip
+    out = cli(*restore, check=False)
+    assert out.returncode == 1 and "error: backup_manifest_untrusted:" in out.stderr
+    assert (
+        not (other.directory / "data" / "remembrancer.db").exists()
+        or not open_store(load_node_config(other.config).storage).namespaces()
     )
+    out = cli(*restore, "--trust", alpha_did(scenario))
     assert {g["namespace"] for g in json.loads(out.stdout)["logs"]} == {DAO, FIN}
 
 
@@ -586,4 +629,50 @@ def test_after_a_node_key_rotation_a_backup_names_the_earlier_key(tmp_path: Path
         old.did,
     )
     assert json.loads(out.stdout)["node_did"] == new.did
-    assert verify_backup(archive).log_keys == (new.did, old.did)
+    assert verify_backup(archive, trust=[new.did, old.did]).log_keys == (new.did, old.did)
+    # The archive lists the earlier key, but a reader trusts only the keys it names.
+    with pytest.raises(VerificationError) as info:
+        verify_backup(archive, trust=[new.did])
+    assert info.value.code == "backup_checkpoint_invalid" and old.did in info.value.message
+    out = cli("backup", "verify", str(archive), "--config", str(config.path), "--trust", old.did)
+    assert out.stdout.startswith("OK:")
+
+
+def _as_v1(source: Path, dest: Path) -> None:
+    """The archive as format v1 wrote it: the same members, an unsigned manifest."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc.pop("signature")
+        doc["format"] = "remembrancer-backup/v1"
+
+    _edit_manifest(source, dest, edit)
+
+
+def test_a_v1_archive_is_read_only_when_the_operator_vouches_for_it(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """A v1 manifest is unsigned: its state and configuration are on the operator's
+    word (--allow-unsigned); its logs are still checked against the trusted keys and
+    its replay index against the entries."""
+    v1 = tmp_path / "v1.tar"
+    _as_v1(scenario.quiet, v1)
+    did = alpha_did(scenario)
+    out = cli("backup", "verify", str(v1), "--trust", did, check=False)
+    assert out.returncode == 1 and out.stderr.startswith("error: backup_manifest_unsigned:")
+    assert "--allow-unsigned" in out.stderr
+    ok = cli("backup", "verify", str(v1), "--trust", did, "--allow-unsigned")
+    assert ok.stdout.startswith(f"OK: {v1}: 2 logs")
+    from remembrancer.core.keys import SigningKey
+
+    stranger = SigningKey.generate().did  # the logs still need a trusted key
+    out = cli("backup", "verify", str(v1), "--trust", stranger, "--allow-unsigned", check=False)
+    assert out.returncode == 1 and out.stderr.startswith("error: backup_checkpoint_invalid:")
+    out = cli("backup", "extract-config", str(v1), "--dir", str(tmp_path / "x"), "--trust", did,
+              check=False)  # fmt: skip
+    assert out.returncode == 1 and "backup_manifest_unsigned" in out.stderr
+    assert not (tmp_path / "x").exists()
+    node = new_node_from(scenario.quiet, tmp_path / "from-v1", did)
+    out = cli("backup", "restore", str(v1), "--config", str(node.config), check=False)
+    assert out.returncode == 1 and "backup_manifest_unsigned" in out.stderr
+    out = cli("backup", "restore", str(v1), "--config", str(node.config), "--allow-unsigned")
+    assert {g["namespace"] for g in json.loads(out.stdout)["logs"]} == {DAO, FIN}

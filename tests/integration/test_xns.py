@@ -417,13 +417,18 @@ def test_between_two_nodes_direct_and_relayed(
         "beta.test/witness", read_key_file(b.directory / "keys" / "node.key").public
     )
     # A is the home of dao:vaultmesh, B of fin:clearing; B takes messages from
-    # dao:vaultmesh only with its own cosignature on A's checkpoint.
-    _host_only(a, "dao:vaultmesh")
+    # dao:vaultmesh only with its own cosignature on A's checkpoint, and only those
+    # that dao:vaultmesh's admission policy, as B's operator states it, admits.
+    dao_policy = {"min_required": 2, "allowlist": [w.did for w in WITNESSES["dao:vaultmesh"]]}
+    fin_policy = {"min_required": 3, "allowlist": [w.did for w in WITNESSES["fin:clearing"]]}
+    _host_only(a, "dao:vaultmesh",
+               trusted_sources=[{"namespace": "fin:clearing", "record_witnesses": fin_policy}])  # fmt: skip
     _host_only(
         b,
         "fin:clearing",
-        trusted_sources=[{"namespace": "dao:vaultmesh", "witnesses": [b_witness]}],
-    )
+        trusted_sources=[{"namespace": "dao:vaultmesh", "witnesses": [b_witness],
+                          "record_witnesses": dao_policy}],
+    )  # fmt: skip
     for n in (a, b):
         n.edit_config(scheduler={"enabled": False})
     wire_witnessing([a, b])  # B witnesses A (and A B)

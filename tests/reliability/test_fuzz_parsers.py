@@ -520,7 +520,7 @@ def t_xns(data: bytes) -> None:
     """A cross-namespace message record (its proof fixed) into fin:clearing."""
     rec = Record.from_bytes(data)
     XnsMessage.from_record(rec, SCHEMAS)
-    verify_message(rec, CORPUS().xns_proof, FIN, SCHEMAS, {ORIGIN: [VERIFIER]})
+    verify_message(rec, CORPUS().xns_proof, FIN, SCHEMAS, {ORIGIN: [VERIFIER]}, hosted=NAMESPACES)
 
 
 def t_xns_proof(data: bytes) -> None:
@@ -528,7 +528,7 @@ def t_xns_proof(data: bytes) -> None:
     parse_proof(data)
     c = CORPUS()
     assert c.xns_record is not None
-    verify_message(c.xns_record, data, FIN, SCHEMAS, {ORIGIN: [VERIFIER]})
+    verify_message(c.xns_record, data, FIN, SCHEMAS, {ORIGIN: [VERIFIER]}, hosted=NAMESPACES)
 
 
 def t_tsa_response(data: bytes) -> None:
@@ -596,7 +596,13 @@ def t_backup_archive(data: bytes) -> None:
 
     path = CORPUS().work / "fuzz-archive.tar"
     path.write_bytes(data)
-    verify_backup(path)
+    verify_backup(path, trust=[_backup_key().did])
+
+
+def _backup_key() -> Any:
+    from remembrancer.core.keys import read_key_file
+
+    return read_key_file(CORPUS().work / "node" / "keys" / "node.key")
 
 
 # Samples.
@@ -653,10 +659,19 @@ def _rewrite_archive(archive: bytes, member: str, change: Callable[[bytes], byte
                 data = change(data)
                 sums[info.name] = (len(data), hashlib.sha256(data).hexdigest())
             if info.name == "manifest.json" and info.name != member:
+                from remembrancer.core.jcs import canonicalize
+                from remembrancer.core.record import b64url_encode
+                from remembrancer.node.backup import MANIFEST_DOMAIN
+
                 doc = json.loads(data)
                 for m in doc["members"]:
                     if m["name"] in sums:
                         m["size"], m["sha256"] = sums[m["name"]]
+                # re-signed by the node key, so that the row parsers see every edit
+                doc.pop("signature")
+                key = _backup_key()
+                sig = key.sign(MANIFEST_DOMAIN + canonicalize(doc))
+                doc["signature"] = {"alg": "Ed25519", "kid": key.did, "sig": b64url_encode(sig)}
                 data = json.dumps(doc).encode()
             info.size = len(data)
             dst.addfile(info, io.BytesIO(data))

@@ -337,9 +337,16 @@ def test_no_request_reaches_a_path_outside_the_data_directory(rel: Any, tmp_path
     _run(rel, tmp_path, body)
 
 
-def _archive_with(backup: bytes, edit: Any, extra: list[tarfile.TarInfo] | None = None) -> bytes:
-    """A copy of a backup archive with its manifest edited and hashes fixed."""
+def _archive_with(
+    backup: bytes, edit: Any, key: Any, extra: list[tarfile.TarInfo] | None = None
+) -> bytes:
+    """A copy of a backup archive with its manifest edited, hashes fixed and re-signed by
+    the node ``key`` (as a writer holding it would: what is tested is the edit)."""
     import hashlib
+
+    from remembrancer.core.jcs import canonicalize
+    from remembrancer.core.record import b64url_encode
+    from remembrancer.node.backup import MANIFEST_DOMAIN
 
     with tarfile.open(fileobj=io.BytesIO(backup)) as src:
         members = [(i, src.extractfile(i).read()) for i in src.getmembers()]  # type: ignore[union-attr]
@@ -352,6 +359,9 @@ def _archive_with(backup: bytes, edit: Any, extra: list[tarfile.TarInfo] | None 
         for m in manifest["members"]:
             d = data_by_name[m["name"]]
             m["size"], m["sha256"] = len(d), hashlib.sha256(d).hexdigest()
+        manifest.pop("signature")
+        sig = key.sign(MANIFEST_DOMAIN + canonicalize(manifest))
+        manifest["signature"] = {"alg": "Ed25519", "kid": key.did, "sig": b64url_encode(sig)}
         for info, data in members[:-1]:
             info.name = renames.get(info.name, info.name)
             info.size = len(data)
@@ -366,7 +376,8 @@ def _archive_with(backup: bytes, edit: Any, extra: list[tarfile.TarInfo] | None 
 
 
 @pytest.fixture(scope="module")
-def backup_archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A node directory and its backup (``backup.tar`` beside it)."""
     from remembrancer.node.backup import create_backup
     from remembrancer.node.config import check_data_dir, load_node_config, write_initial_config
     from remembrancer.storage import open_store
@@ -376,9 +387,20 @@ def backup_archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     config = load_node_config(directory / "node.yaml", env={})
     check_data_dir(config.data_dir)
     open_store(config.storage).close()
-    out = directory.parent / "backup.tar"
-    create_backup(config, out, include_keys=True)
-    return out.read_bytes()
+    create_backup(config, directory.parent / "backup.tar", include_keys=True)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def backup_archive(backed_up: Path) -> bytes:
+    return (backed_up.parent / "backup.tar").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def backup_key(backed_up: Path) -> Any:
+    from remembrancer.core.keys import read_key_file
+
+    return read_key_file(backed_up / "keys" / "node.key")
 
 
 def _rename_file(old: str, new_member: str, new_path: str) -> Any:
@@ -405,19 +427,19 @@ ESCAPES = {
 
 @pytest.mark.parametrize("case", list(ESCAPES))
 def test_a_backup_cannot_write_outside_the_directory_it_is_extracted_to(
-    case: str, backup_archive: bytes, tmp_path: Path
+    case: str, backup_archive: bytes, backup_key: Any, tmp_path: Path
 ) -> None:
     from remembrancer.core.errors import RemembrancerError
     from remembrancer.node.backup import extract_files, verify_backup
 
     archive = tmp_path / "a" / "b" / "evil.tar"
     archive.parent.mkdir(parents=True)
-    archive.write_bytes(_archive_with(backup_archive, ESCAPES[case]))
+    archive.write_bytes(_archive_with(backup_archive, ESCAPES[case], backup_key))
     target = tmp_path / "a" / "b" / "target"
     before = {p for p in tmp_path.rglob("*")} | set(Path("/tmp").glob("escaped*"))
     try:
-        verify_backup(archive)
-        written = extract_files(archive, target)
+        verify_backup(archive, trust=[backup_key.did])
+        written = extract_files(archive, target, trust=[backup_key.did])
     except RemembrancerError as e:
         assert e.code in ("backup_manifest_invalid", "backup_members_mismatch"), e.explain()
         written = []
@@ -427,7 +449,7 @@ def test_a_backup_cannot_write_outside_the_directory_it_is_extracted_to(
 
 
 def test_tar_members_that_are_links_or_devices_are_refused(
-    backup_archive: bytes, tmp_path: Path
+    backup_archive: bytes, backup_key: Any, tmp_path: Path
 ) -> None:
     from remembrancer.core.errors import RemembrancerError
     from remembrancer.node.backup import extract_files, verify_backup
@@ -437,8 +459,11 @@ def test_tar_members_that_are_links_or_devices_are_refused(
         link = tarfile.TarInfo("node/link")
         link.type, link.linkname = kind, "/etc/passwd"
         archive = tmp_path / f"link-{kind!r}.tar"
-        archive.write_bytes(_archive_with(backup_archive, lambda m, r: None, extra=[link]))
-        for action in (verify_backup, lambda a, t=target: extract_files(a, t)):
+        archive.write_bytes(_archive_with(backup_archive, lambda m, r: None, backup_key, [link]))
+        for action in (
+            lambda a: verify_backup(a, trust=[backup_key.did]),
+            lambda a, t=target: extract_files(a, t, trust=[backup_key.did]),
+        ):
             with pytest.raises(RemembrancerError) as e:
                 action(archive)
             assert e.value.code in ("backup_members_mismatch", "backup_truncated"), (
@@ -448,7 +473,7 @@ def test_tar_members_that_are_links_or_devices_are_refused(
 
 
 def test_extracting_a_backup_does_not_follow_a_symlink_out_of_the_target(
-    backup_archive: bytes, tmp_path: Path
+    backup_archive: bytes, backup_key: Any, tmp_path: Path
 ) -> None:
     from remembrancer.core.errors import RemembrancerError
     from remembrancer.node.backup import extract_files
@@ -461,7 +486,7 @@ def test_extracting_a_backup_does_not_follow_a_symlink_out_of_the_target(
     target.mkdir()
     (target / "keys").symlink_to(outside, target_is_directory=True)
     with pytest.raises(RemembrancerError) as e:
-        extract_files(archive, target)
+        extract_files(archive, target, trust=[backup_key.did])
     assert e.value.code == "file_outside_directory", e.value.explain()
     assert list(outside.iterdir()) == []
     assert [p.name for p in target.iterdir()] == ["keys"]

@@ -301,3 +301,33 @@ def test_mutated_records_never_crash(pos: int, byte: int) -> None:
         admit(Record.from_bytes(bytes(data)))
     except RemembrancerError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("number", "code"),
+    [
+        (b"NaN", "json_number_invalid"),
+        (b"Infinity", "json_number_invalid"),
+        (b"-Infinity", "json_number_invalid"),
+        (b"1e999", "json_number_invalid"),
+        (b"9007199254740993", "json_number_invalid"),
+        (b'"\\udfff"', "json_string_invalid"),
+    ],
+)
+@pytest.mark.parametrize("canonical", [True, False])
+def test_a_record_with_a_value_rfc8785_cannot_represent_is_refused(
+    number: bytes, code: str, canonical: bool
+) -> None:
+    """Regression: the canonical fast path parsed ``NaN`` (json.loads without
+    parse_constant) and re-encoded it as ``NaN``, so a record whose payload
+    held NaN was admitted, its API view showed null, and the eventHash
+    recomputed from the API differed from the signed one."""
+    from remembrancer.core.jcs import canonicalize
+
+    env = good().envelope()
+    env["payload"]["amount"] = "PLACEHOLDER"
+    data = canonicalize(env) if canonical else json.dumps(env, indent=1).encode()
+    data = data.replace(b'"PLACEHOLDER"', number)
+    with pytest.raises(FormatError) as e:
+        Record.from_bytes(data)
+    assert e.value.code == code

@@ -22,7 +22,11 @@ from remembrancer.core.errors import (
     RemembrancerError,
     VerificationError,
 )
-from remembrancer.core.jcs import canonicalize
+from remembrancer.core.jcs import (  # the fast path's pre-checks
+    _ints_exact,
+    _nesting_within,
+    canonicalize,
+)
 from remembrancer.core.keys import SigningKey
 from remembrancer.federation.protocol import (
     ALLOWED_ROLES,
@@ -46,8 +50,6 @@ from remembrancer.federation.protocol import (
     RequestContent,
     SeqCounter,
     XnsContent,
-    _ints_exact,
-    _nesting_within,
 )
 from remembrancer.federation.receipts import Countersignature
 from remembrancer.federation.transport import STATUS_FOR_CODE, receive

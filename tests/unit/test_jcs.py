@@ -145,7 +145,21 @@ def test_sha256_hex_round_trip() -> None:
     ("data", "code"),
     [
         (b'{"a":1,"a":2}', "json_duplicate_key"),
-        (b"[NaN]", "json_malformed"),
+        (b"[NaN]", "json_number_invalid"),
+        (b'{"a":Infinity}', "json_number_invalid"),
+        (b'{"a":-Infinity}', "json_number_invalid"),
+        (b"[1e400]", "json_number_invalid"),  # overflows a double: would read as Infinity
+        (b"[-1e400]", "json_number_invalid"),
+        (b"[9007199254740992]", "json_number_invalid"),  # 2**53
+        (b"[-9007199254740992]", "json_number_invalid"),
+        (b"[" + b"9" * 5000 + b"]", "json_number_invalid"),  # beyond int()'s digit limit
+        (b'["\\ud800"]', "json_string_invalid"),  # a lone high surrogate
+        (b'{"\\udc00":1}', "json_string_invalid"),  # a lone low surrogate, in a key
+        (b'["\\udc00\\ud800"]', "json_string_invalid"),  # a pair in the wrong order
+        (b'{"a":{"b":1,"b":1}}', "json_duplicate_key"),  # nested, even with equal values
+        (b"[1] [2]", "json_malformed"),  # trailing data
+        (b"\xef\xbb\xbf[1]", "json_malformed"),  # a byte order mark
+        (b"\xed\xa0\x80", "json_malformed"),  # an encoded surrogate is not UTF-8
         (b"\xff", "json_malformed"),
         (b"[1,", "json_malformed"),
         (b"[" * 100 + b"]" * 100, "json_too_deep"),
@@ -157,6 +171,79 @@ def test_loads_strict_rejects(data: bytes, code: str) -> None:
     with pytest.raises(FormatError) as e:
         loads_strict(data)
     assert e.value.code == code
+
+
+def test_loads_strict_keeps_what_rfc8785_represents() -> None:
+    text = (
+        b'{"big":9007199254740991,"neg":-9007199254740991,"f":1e308,"z":-0,"pair":"\\ud83d\\ude00"}'
+    )
+    value = loads_strict(text)
+    assert value == {
+        "big": 2**53 - 1,
+        "neg": -(2**53) + 1,
+        "f": 1e308,
+        "z": 0,
+        "pair": "\U0001f600",
+    }
+    assert (
+        canonicalize(value)
+        == (
+            '{"big":9007199254740991,"f":1e+308,"neg":-9007199254740991,"pair":"\U0001f600","z":0}'
+        ).encode()
+    )
+    assert loads_strict('["\\u00e9"]') == ["\u00e9"]  # text already decoded
+
+
+def test_loads_strict_refuses_a_decoded_lone_surrogate() -> None:
+    with pytest.raises(FormatError) as e:
+        loads_strict('["\ud800"]')
+    assert e.value.code == "json_string_invalid"
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b'{"a":NaN}', "json_number_invalid"),
+        (b'{"a":[Infinity]}', "json_number_invalid"),
+        (b"[" * 100 + b"]" * 100, "json_too_deep"),
+    ],
+)
+def test_the_canonical_fast_path_refuses_what_the_strict_parser_refuses(
+    data: bytes, code: str
+) -> None:
+    from remembrancer.core.jcs import parse_canonical
+
+    with pytest.raises(FormatError) as e:
+        parse_canonical(data)
+    assert e.value.code == code
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1,"a":1}',  # not canonical: duplicate
+        b'["\\ud800"]',  # a lone surrogate: for the strict parser to refuse
+        b"[9007199254740992]",  # out of range: ditto
+        b"[1.5]",  # a fraction: RFC 8785's text is not Python's in general
+        b'{"b":1,"a":2}',  # not sorted
+        b"[1, 2]",  # whitespace
+    ],
+)
+def test_the_canonical_fast_path_declines_what_it_cannot_prove(data: bytes) -> None:
+    from remembrancer.core.jcs import parse_canonical
+
+    assert parse_canonical(data) is None
+
+
+@given(json_values)
+def test_the_canonical_fast_path_agrees_with_the_strict_parser(value: object) -> None:
+    from remembrancer.core.jcs import parse_canonical
+
+    data = canonicalize(value)
+    fast = parse_canonical(data)
+    if fast is not None:
+        assert fast == loads_strict(data)
+        assert canonicalize(fast) == data
 
 
 @given(st.binary(max_size=200))

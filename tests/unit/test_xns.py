@@ -62,7 +62,8 @@ def namespaces(fin_trust: Any = None, **fin: Any) -> dict[str, NamespaceConfig]:
 
 
 STRICT = [{"namespace": "dao:vaultmesh", "witnesses": [WITNESS_VKEY], "max_lag": 2}]
-FIN = namespaces(STRICT)["fin:clearing"]
+HOSTED = namespaces(STRICT)  # where the target learns dao:vaultmesh's admission policy
+FIN = HOSTED["fin:clearing"]
 
 
 def message(
@@ -116,7 +117,7 @@ LOG = SourceLog([MSG, OTHER])
 def verify(record: Record = MSG, proof: bytes | None = None, ns: NamespaceConfig = FIN) -> Any:
     if proof is None:  # its own proof, or (for records not in the log) the message's
         proof = LOG.proof(record if record.leaf in LOG.leaves else MSG)
-    return verify_message(record, proof, ns, SCHEMAS, KNOWN)
+    return verify_message(record, proof, ns, SCHEMAS, KNOWN, hosted=HOSTED, node_did=NODE.did)
 
 
 def refused(code: str, **kw: Any) -> RemembrancerError:
@@ -325,7 +326,7 @@ def test_a_delivery_from_a_source_no_longer_trusted_is_not_exempt() -> None:
 def test_the_answer_is_a_notify_back_to_the_source_and_is_exempt() -> None:
     q = message(action="query", operation="log.head", parameters={})
     log = SourceLog([q])
-    v = verify_message(q, log.proof(q), FIN, SCHEMAS, KNOWN)
+    v = verify_message(q, log.proof(q), FIN, SCHEMAS, KNOWN, hosted=HOSTED)
     delivery = _delivery(v)
     env = answer_envelope(
         v, delivery, {"size": 7}, actor=NODE.did, timestamp=NOW, nonce="n0nce-xyz123"
@@ -382,9 +383,110 @@ def test_trusted_sources_plain_and_full_forms() -> None:
         ([42], {}, "trusted_source_invalid"),
         (None, {"handlers": {"ping": "os.system"}}, "handler_invalid"),
         (None, {"handlers": {"bad op!": "echo"}}, "handler_invalid"),
+        (["ext:elsewhere"], {}, "trusted_source_policy_unknown"),  # not hosted, no policy
+        ([{"namespace": "dao:vaultmesh", "record_witnesses": [1]}], {}, "config_invalid"),
+        ([{"namespace": "dao:vaultmesh", "record_witnesses": {"min_required": 2, "allowlist": [ACTOR.did]}}],
+         {}, "witness_quorum_impossible"),
+        ([{"namespace": "dao:vaultmesh", "record_witnesses": {"allowlist": ["did:vm:nobody"]}}], {},
+         "alias_unknown"),
     ],
 )  # fmt: skip
 def test_bad_trust_and_handler_configuration_is_refused(trust: Any, fin: Any, code: str) -> None:
     with pytest.raises(ConfigError) as e:
         namespaces(trust, **fin)
     assert e.value.code == code
+
+
+# --- the source's admission policy (check 3, issue 14 rule 4) ---------------------------
+
+THROWAWAY = SigningKey.generate(b"\x66" * 32)
+
+
+def _by(actor: SigningKey, witnesses: list[SigningKey], **kw: Any) -> Record:
+    """A message of dao:vaultmesh signed by ``actor`` and ``witnesses``, in its own log."""
+    body = {"source": "dao:vaultmesh", "target": "fin:clearing", "action": "invoke",
+            "payload": {"operation": "ping", "parameters": kw or {"n": 1}}}  # fmt: skip
+    return make_record("dao:vaultmesh", "namespace.message@1.0.0", body, actor, witnesses,
+                       timestamp=NOW)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("witnesses", "counted", "reasons"),
+    [
+        ([], [], []),  # the attack of issue 14: a throwaway actor, no witnesses
+        ([DAO_W[0]], [DAO_W[0].did], []),  # one short of min_required 2
+        ([DAO_W[0], DAO_W[0]], [DAO_W[0].did], ["duplicate"]),
+        ([DAO_W[0], THROWAWAY], [DAO_W[0].did], ["actor"]),  # the actor witnessing itself
+        ([DAO_W[0], SigningKey.generate(b"\x77" * 32)], [DAO_W[0].did], ["not_allowlisted"]),
+    ],
+)
+def test_a_message_its_source_namespace_would_not_admit_is_refused(
+    witnesses: list[SigningKey], counted: list[str], reasons: list[str]
+) -> None:
+    """The record is in a log the target knows, with a valid proof and a valid actor
+    signature, but lacks the record witnesses dao:vaultmesh requires (2 of its
+    allowlist): whoever keeps that log admitted it, dao:vaultmesh did not."""
+    rec = _by(THROWAWAY, witnesses)
+    e = refused("xns_source_policy_unmet", record=rec, proof=SourceLog([rec]).proof(rec))
+    assert e.details["required"] == 2 and e.details["counted"] == counted
+    assert [i["reason"] for i in e.details["ignored"]] == reasons
+    assert e.details["policy"] == "namespaces"
+
+
+def test_the_source_policy_comes_from_the_trust_entry_when_the_source_is_not_hosted() -> None:
+    pinned = [{"namespace": "dao:vaultmesh", "record_witnesses": {
+        "min_required": 1, "allowlist": ["did:vm:arbiter:prod-eu-west-1"]}}]  # fmt: skip
+    fin = namespaces(pinned)["fin:clearing"]
+    only_fin = {"fin:clearing": fin}  # dao:vaultmesh is not hosted here
+    one = _by(THROWAWAY, [DAO_W[1]])
+    v = verify_message(one, SourceLog([one]).proof(one), fin, SCHEMAS, KNOWN, hosted=only_fin)
+    assert v.message.record == one
+    # The hosted namespace's rule (2 witnesses) does not apply: the entry's does.
+    assert verify_message(one, SourceLog([one]).proof(one), fin, SCHEMAS, KNOWN,
+                          hosted=namespaces(pinned)).message.record == one  # fmt: skip
+    other = _by(THROWAWAY, [DAO_W[0]])  # allowlisted by dao:vaultmesh, not by the entry
+    with pytest.raises(VerificationError) as e:
+        verify_message(other, SourceLog([other]).proof(other), fin, SCHEMAS, KNOWN, hosted=only_fin)
+    assert e.value.code == "xns_source_policy_unmet"
+    assert e.value.details["policy"] == "trusted_sources"
+    assert fin.to_dict()["trusted_sources"][0]["record_witnesses"] == {
+        "min_required": 1,
+        "allowlist": [{"alias": "did:vm:arbiter:prod-eu-west-1", "did": DAO_W[1].did}],
+    }
+
+
+def test_without_a_known_policy_for_the_source_nothing_is_delivered() -> None:
+    """Configuration refuses such an entry (trusted_source_policy_unknown); verify_message
+    refuses too, for a configuration built by hand, or an empty ``hosted``."""
+    e = refused_with(hosted={})
+    assert e.code == "xns_source_policy_unknown"
+
+
+def refused_with(**kw: Any) -> RemembrancerError:
+    with pytest.raises(RemembrancerError) as e:
+        verify_message(MSG, LOG.proof(MSG), FIN, SCHEMAS, KNOWN, **kw)
+    return e.value
+
+
+def test_an_answer_by_this_nodes_key_from_a_hosted_source_is_admissions_own_exception() -> None:
+    """An answer (fin:clearing -> dao:vaultmesh, signed by the node key only) of a namespace
+    this node hosts meets fin:clearing's policy as its own admission did: the same
+    exception, under the same conditions; signed by another key it does not."""
+    q = message(action="query", operation="log.head", parameters={})
+    v = verify_message(q, SourceLog([q]).proof(q), FIN, SCHEMAS, KNOWN, hosted=HOSTED)
+    delivery = _delivery(v)
+    env = answer_envelope(v, delivery, {"size": 7}, actor=NODE.did, timestamp=NOW,
+                          nonce="n0nce-xyz123")  # fmt: skip
+    answer = sign_envelope(env, NODE)
+    dao = HOSTED["dao:vaultmesh"]
+    fin_origin = "alpha.test/fin:clearing"
+    log = SourceLog([answer], fin_origin, NODE)
+    known = {fin_origin: [Verifier(fin_origin, NODE.public)]}
+    got = verify_message(answer, log.proof(answer), dao, SCHEMAS, known, hosted=HOSTED,
+                         node_did=NODE.did)  # fmt: skip
+    assert got.message.action == "notify"
+    for did in (None, SigningKey.generate().did):
+        with pytest.raises(VerificationError) as e:
+            verify_message(answer, log.proof(answer), dao, SCHEMAS, known, hosted=HOSTED,
+                           node_did=did)  # fmt: skip
+        assert e.value.code == "xns_source_policy_unmet"

@@ -106,7 +106,8 @@ from typing import Any, Literal, Protocol
 
 from remembrancer.anchoring.base import ErrorClass, RailError, VerifyContext
 from remembrancer.core.anchor import Anchor, Finality, Status, allowed_transition
-from remembrancer.core.errors import ConfigError, VerificationError
+from remembrancer.core.errors import ConfigError, FormatError, VerificationError
+from remembrancer.core.jcs import loads_strict
 
 Mode = Literal["ots", "op_return"]
 
@@ -520,8 +521,8 @@ class BitcoinRpc:
                 error_class="auth",
             )
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            doc = loads_strict(raw, max_bytes=len(raw) + 1)  # read with a bound above
+        except FormatError:
             doc = None
         if not isinstance(doc, dict):
             raise RailError(

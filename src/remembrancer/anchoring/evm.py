@@ -106,6 +106,7 @@ from typing import Any, Literal
 from remembrancer.anchoring.base import ErrorClass, RailError, VerifyContext
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, FormatError
+from remembrancer.core.jcs import loads_strict
 
 PREFIX = b"RV"
 GAS_POLICIES = ("auto", "eip1559", "legacy")
@@ -123,6 +124,7 @@ _HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _GWEI = 10**9
 _POLL_SECONDS = 0.2
+MAX_RPC_ANSWER = 16 << 20  # bytes of one JSON-RPC answer
 
 
 def anchor_calldata(digest: bytes) -> bytes:
@@ -261,7 +263,7 @@ class JsonRpcClient:
         where = f"{method} at {self.display}"
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
+                raw = resp.read(MAX_RPC_ANSWER + 1)  # loads_strict refuses more
         except urllib.error.HTTPError as e:
             raw = _read_quietly(e)
             if e.code in (401, 403):
@@ -296,10 +298,10 @@ class JsonRpcClient:
                 error_class="transient",
             ) from e
         try:
-            answer = json.loads(raw)
-        except ValueError as e:
+            answer = loads_strict(raw, max_bytes=MAX_RPC_ANSWER)
+        except FormatError as e:
             raise RailError(
-                f"{where}: the answer is not JSON",
+                f"{where}: the answer is not strict JSON ({e.code})",
                 code="evm_rpc_malformed",
                 error_class="transient",
             ) from e
@@ -332,8 +334,8 @@ def _read_quietly(e: urllib.error.HTTPError) -> bytes:
 
 def _jsonrpc_error(raw: bytes) -> dict[str, Any] | None:
     try:
-        answer = json.loads(raw)
-    except ValueError:
+        answer = loads_strict(raw, max_bytes=MAX_RPC_ANSWER)
+    except FormatError:
         return None
     if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
         error: dict[str, Any] = answer["error"]

@@ -16,8 +16,10 @@ def backup() -> None:
 
     A backup is one tar archive: every log's entries, checkpoints and record
     keys, the node's state (witness, anchoring, federation, governance) and
-    its configuration files.  It restores into SQLite or PostgreSQL, whatever
-    it was taken from.
+    its configuration files, with a manifest signed by the node key.  It
+    restores into SQLite or PostgreSQL, whatever it was taken from.  Reading
+    an archive trusts only keys you name (the node's key, --trust), never the
+    keys the archive lists.
     """
 
 
@@ -25,6 +27,20 @@ def _config(path: str) -> Any:
     from remembrancer.node.config import load_node_config
 
     return load_node_config(path, dict(os.environ))
+
+
+_TRUST_HELP = ("A did:key that may sign the manifest and the checkpoints: the node's key, or an "
+               "earlier node key after a rotation. Repeatable. The archive's own key list is "
+               "never trusted.")  # fmt: skip
+_UNSIGNED_HELP = ("Accept a format v1 archive, whose manifest is not signed: its state and "
+                  "configuration are then on your word (its logs are still checked against "
+                  "the trusted keys, and its replay index against the entries).")  # fmt: skip
+
+
+def _node_did(config_path: str) -> str:
+    from remembrancer.core.keys import read_key_file
+
+    return read_key_file(_config(config_path).node_key).did
 
 
 def _summary(manifest: Any) -> dict[str, Any]:
@@ -62,20 +78,30 @@ def create(config_path: str, out: str, include_keys: bool, log_keys: tuple[str, 
 
 @backup.command("verify")
 @click.argument("archive", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A node.yaml whose node key to trust (the node the backup is of).")  # fmt: skip
+@click.option("--trust", "trust", multiple=True, metavar="DID", help=_TRUST_HELP)
+@click.option("--allow-unsigned", is_flag=True, help=_UNSIGNED_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest's summary as JSON.")
 @errors_as_one_line
-def verify(archive: str, as_json: bool) -> None:
-    """Check a backup offline, completely.
+def verify(
+    archive: str, config_path: str | None, trust: tuple[str, ...], allow_unsigned: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Check a backup offline, completely, against keys you trust.
 
-    Every member's SHA-256, every log's entries against the root hash of
-    every stored checkpoint, and every checkpoint's signature.
+    The manifest's signature, every member's SHA-256, every log's entries
+    against the root hash of every stored checkpoint, every checkpoint's
+    signature, and the replay index against the entries.  The keys come
+    from --config (its node key) and --trust; at least one is needed.
 
     Exit 0 if it checks out, 1 if something does not verify, 2 if it is not a
-    readable backup.
+    readable backup or no key was named.
     """
     from remembrancer.node.backup import verify_backup
 
-    manifest = verify_backup(archive)
+    keys = ([_node_did(config_path)] if config_path else []) + list(trust)
+    manifest = verify_backup(archive, trust=keys, allow_unsigned=allow_unsigned)
     if as_json:
         echo_json(_summary(manifest))
         return
@@ -91,22 +117,31 @@ def verify(archive: str, as_json: bool) -> None:
 @click.argument("archive", type=click.Path(dir_okay=False))
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="node.yaml of the node to restore into (its store must be empty).")  # fmt: skip
+@click.option("--trust", "trust", multiple=True, metavar="DID", help=_TRUST_HELP)
 @click.option("--allow-new-node-key", is_flag=True,
               help="Restore although the node's key is not the one that signed the backup's "
-                   "checkpoints (a key rotation; see docs/operations.md).")  # fmt: skip
+                   "checkpoints (a key rotation; see docs/operations.md). Name the earlier "
+                   "key with --trust.")  # fmt: skip
+@click.option("--allow-unsigned", is_flag=True, help=_UNSIGNED_HELP)
 @errors_as_one_line
-def restore(archive: str, config_path: str, allow_new_node_key: bool) -> None:
+def restore(
+    archive: str, config_path: str, trust: tuple[str, ...], allow_new_node_key: bool,
+    allow_unsigned: bool,
+) -> None:  # fmt: skip
     """Load a backup into the empty store of a stopped node.
 
     The store comes from --config (storage:, or REMEMBRANCER_STORAGE), so a
-    backup of a SQLite node restores into PostgreSQL too.  Every check of
-    `backup verify` runs inside the store's load transaction: if one fails,
-    the store stays empty.  Configuration files are not written; see
-    `backup extract-config`.
+    backup of a SQLite node restores into PostgreSQL too.  The manifest and
+    the checkpoints must be signed by the node's key (node_key: in --config)
+    or a key named with --trust.  Every check of `backup verify` runs inside
+    the store's load transaction: if one fails, the store stays empty.  The
+    replay index is rebuilt from the entries and must match the archive's.
+    Configuration files are not written; see `backup extract-config`.
     """
     from remembrancer.node.backup import restore_backup
 
-    report = restore_backup(_config(config_path), archive, allow_new_node_key=allow_new_node_key)
+    report = restore_backup(_config(config_path), archive, trust=trust,
+                            allow_new_node_key=allow_new_node_key, allow_unsigned=allow_unsigned)  # fmt: skip
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
     echo_json({"restored": archive, "backend": report.backend, **_summary(report.manifest)})
@@ -116,10 +151,16 @@ def restore(archive: str, config_path: str, allow_new_node_key: bool) -> None:
 @click.argument("archive", type=click.Path(dir_okay=False))
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
               help="Where to write node.yaml and the files beside it.")  # fmt: skip
+@click.option("--trust", "trust", multiple=True, metavar="DID", help=_TRUST_HELP)
+@click.option("--allow-unsigned", is_flag=True, help=_UNSIGNED_HELP)
 @errors_as_one_line
-def extract_config(archive: str, directory: str) -> None:
+def extract_config(
+    archive: str, directory: str, trust: tuple[str, ...], allow_unsigned: bool
+) -> None:
     """Write a backup's configuration files into DIR.
 
+    Only from an archive whose manifest is signed by a key named with --trust
+    (the node's DID): the configuration names keys to trust and code to run.
     node.yaml and the files beside it (with the keys, if the backup has
     them) go to their paths relative to node.yaml; key files get mode 0600.
     Refuses to overwrite anything; files that lay outside node.yaml's
@@ -127,7 +168,7 @@ def extract_config(archive: str, directory: str) -> None:
     """
     from remembrancer.node.backup import extract_files
 
-    for line in extract_files(archive, directory):
+    for line in extract_files(archive, directory, trust=trust, allow_unsigned=allow_unsigned):
         click.echo(line)
 
 

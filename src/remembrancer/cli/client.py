@@ -25,6 +25,7 @@ from remembrancer.core.errors import (
     RemembrancerError,
     VerificationError,
 )
+from remembrancer.core.jcs import loads_strict
 from remembrancer.core.note import Note, open_note, parse_vkey
 from remembrancer.core.rfc6962 import (
     consistency_proof,
@@ -56,8 +57,8 @@ def http(method: str, url: str, body: bytes | None = None, *, content_type: str 
 def api_json(method: str, url: str, body: bytes | None = None) -> Any:
     status, _, data = http(method, url, body)
     try:
-        value = json.loads(data)
-    except ValueError:
+        value = loads_strict(data, max_bytes=MAX_ANSWER)
+    except FormatError:
         value = None
     if status >= 400:
         err = value.get("error", {}) if isinstance(value, dict) else {}
@@ -88,11 +89,11 @@ def admin_post(url: str, token: str, *, timeout: float = 120.0) -> Any:
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read(MAX_ANSWER))
+            return loads_strict(resp.read(MAX_ANSWER), max_bytes=MAX_ANSWER)
     except urllib.error.HTTPError as e:
         try:
-            body = json.loads(e.read(1 << 16) or b"{}").get("error", {})
-        except ValueError:
+            body = loads_strict(e.read(1 << 16) or b"{}").get("error", {})
+        except (FormatError, AttributeError):
             body = {}
         raise RemembrancerError(f"{body.get('message', e.reason)} (HTTP {e.code})",
                                 code=body.get("code", f"http_{e.code}")) from e  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -137,7 +136,7 @@ def _propose(
             click.echo(f"  {peer}: refused (HTTP {status}): {data[:300].decode('utf-8', 'replace')}",
                        err=True)  # fmt: skip
         else:
-            view = json.loads(data)
+            view = loads_strict(data, max_bytes=len(data) + 1)
             click.echo(
                 f"  {peer}: {view['state']}, {view['approval_count']} of quorum {view['quorum']}"
             )

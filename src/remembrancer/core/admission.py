@@ -36,6 +36,7 @@ from functools import lru_cache
 from remembrancer.core.errors import FormatError, PolicyError, VerificationError
 from remembrancer.core.keys import PublicKey, public_from_did_key
 from remembrancer.core.namespace import NamespaceConfig
+from remembrancer.core.quorum import count_witnesses
 from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.xns import node_message_kind
@@ -116,35 +117,15 @@ def check_signatures(
     message = record.signing_input
     if node_did is not None and record.actor == node_did and node_message_kind(record, ns):
         return SignatureReport((), ())
-    counted: list[str] = []
-    ignored: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for sig in record.signatures:
-        if sig.role != "witness":
-            continue
-        if sig.kid == record.actor:
-            ignored.append((sig.kid, "actor"))
-        elif sig.kid not in ns.witnesses:
-            ignored.append((sig.kid, "not_allowlisted"))
-        elif sig.kid in seen:
-            ignored.append((sig.kid, "duplicate"))
-        elif not _public(sig.kid).verify(message, sig.sig):
-            ignored.append((sig.kid, "invalid"))
-        else:
-            seen.add(sig.kid)
-            counted.append(sig.kid)
-    if len(counted) < ns.min_required:
+    count = count_witnesses(record, ns.witnesses)
+    if len(count.counted) < ns.min_required:
         raise VerificationError(
-            f"{len(counted)} valid allowlisted witness signatures; {ns.name} requires"
+            f"{len(count.counted)} valid allowlisted witness signatures; {ns.name} requires"
             f" {ns.min_required}",
             code="witness_quorum_not_met",
-            details={
-                "required": ns.min_required,
-                "counted": counted,
-                "ignored": [{"kid": k, "reason": r} for k, r in ignored],
-            },
+            details=count.details(ns.min_required),
         )
-    return SignatureReport(tuple(counted), tuple(ignored))
+    return SignatureReport(count.counted, count.ignored)
 
 
 def check_replay(record: Record, by_event_id: bytes | None, by_nonce: bytes | None) -> bool:

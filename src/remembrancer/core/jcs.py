@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from json.encoder import encode_basestring as _encode_string
-from typing import Any
+from typing import Any, Final
 
 import rfc8785
 
@@ -163,8 +164,42 @@ def parse_sha256_hex(text: str) -> bytes:
     return bytes.fromhex(text[7:])
 
 
+# --- parsing: the one strict JSON parser --------------------------------------------------
+#
+# Every input from outside (records, federation messages, HTTP bodies, files the
+# command line reads, backup archives) is parsed here, by :func:`loads_strict`, or,
+# for input that is already canonical, by its fast path :func:`parse_canonical`.
+# Both refuse exactly what RFC 8785 cannot represent, so that anything they return
+# can be canonicalised and hashed as it was signed.
+
+_MAX_INT_DIGITS = 16  # 2**53 - 1 has 16 digits
+
+
+def _number_invalid(text: str, why: str) -> FormatError:
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return FormatError(
+        f"the JSON number {shown} {why}, which RFC 8785 cannot represent",
+        code="json_number_invalid",
+        details={"number": shown},
+    )
+
+
 def _reject_constant(name: str) -> Any:
-    raise FormatError(f"JSON constant {name} is not allowed", code="json_malformed")
+    raise _number_invalid(name, "is not a finite number")
+
+
+def _strict_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _number_invalid(text, "overflows an IEEE 754 double")
+    return value
+
+
+def _strict_int(text: str) -> int:
+    digits = len(text) - (text[0] == "-")
+    if digits > _MAX_INT_DIGITS or not -_MAX_SAFE <= (value := int(text)) <= _MAX_SAFE:
+        raise _number_invalid(text, "is an integer outside +-(2**53 - 1)")
+    return value
 
 
 def check_depth(value: Any, depth: int = 0) -> None:
@@ -189,6 +224,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _BRACKETS_ONLY = bytes(range(256)).translate(None, b"[]{}")
+# A \u escape of a UTF-16 surrogate (D800-DFFF): only such text can decode to a
+# string holding a lone surrogate (strict UTF-8 decoding refuses encoded ones).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def check_nesting(data: bytes, limit: int = MAX_DEPTH) -> None:
@@ -211,9 +249,56 @@ def check_nesting(data: bytes, limit: int = MAX_DEPTH) -> None:
             depth -= 1
 
 
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string (or key) in ``value`` holds a lone surrogate code point
+    (a surrogate pair written as two escapes decodes to one code point)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+_strict_decode = json.JSONDecoder(
+    object_pairs_hook=_no_duplicate_keys,
+    parse_constant=_reject_constant,
+    parse_float=_strict_float,
+    parse_int=_strict_int,
+).decode
+
+
 def loads_strict(data: bytes | str, *, max_bytes: int = 1 << 20) -> Any:
-    """Parse JSON strictly: UTF-8, no duplicate keys, no NaN/Infinity, bounded size and depth."""
-    if isinstance(data, bytes):
+    """Parse JSON text strictly: the one parser for everything that comes from outside.
+
+    Refused, each with a :class:`FormatError` and its own code:
+
+    - more than ``max_bytes`` (``json_too_large``), nested deeper than
+      :data:`MAX_DEPTH` (``json_too_deep``);
+    - not UTF-8 (RFC 8259 section 8.1), not JSON, or trailing data
+      (``json_malformed``);
+    - a member name twice in one object (``json_duplicate_key``: RFC 8785
+      section 3.1 needs unique names, and which value counts would be up to
+      the parser);
+    - ``NaN``, ``Infinity``, ``-Infinity``, a number that overflows a double
+      (``1e400``), or an integer outside +-(2**53 - 1) (``json_number_invalid``:
+      RFC 8785 section 3.2.2.3 represents numbers as IEEE 754 doubles, and
+      I-JSON's exact integer range is what survives a round trip);
+    - a string holding a lone surrogate, written as a ``\\uD800`` escape
+      (``json_string_invalid``: RFC 8785 section 3.2.2.2 serialises UTF-8).
+
+    So every value it returns can be canonicalised (:func:`canonicalize`)
+    and hashes as its signer hashed it.  The API is bytes in, value out
+    (``str`` is accepted for text already decoded), so that a faster
+    single-pass implementation can replace it.
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = bytes(data)
         if len(data) > max_bytes:
             raise FormatError(f"JSON larger than {max_bytes} bytes", code="json_too_large")
         try:
@@ -225,11 +310,13 @@ def loads_strict(data: bytes | str, *, max_bytes: int = 1 << 20) -> Any:
         text = data
         if len(text) > max_bytes:
             raise FormatError(f"JSON larger than {max_bytes} bytes", code="json_too_large")
-        check_nesting(text.encode("utf-8", "surrogatepass"))
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise FormatError("JSON text holds a lone surrogate", code="json_string_invalid") from e
+        check_nesting(raw)
     try:
-        value = json.loads(
-            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
-        )
+        value = _strict_decode(text)
     except FormatError:
         raise
     except RecursionError as e:
@@ -237,4 +324,121 @@ def loads_strict(data: bytes | str, *, max_bytes: int = 1 << 20) -> Any:
     except ValueError as e:
         raise FormatError(f"invalid JSON: {e}", code="json_malformed") from e
     check_depth(value)
+    if _SURROGATE_ESCAPE.search(text) is not None and _lone_surrogate(value):
+        raise FormatError(
+            "a JSON string holds a lone surrogate (an unpaired \\uD800-\\uDFFF escape),"
+            " which UTF-8 and RFC 8785 cannot represent",
+            code="json_string_invalid",
+        )
+    return value
+
+
+# --- the fast path for canonical input ------------------------------------------------------
+
+
+class _NotFast(Exception):
+    pass
+
+
+def _not_fast(text: str) -> Any:
+    raise _NotFast
+
+
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_SIXTEEN_DIGITS: Final = b"0" * 16
+_BELOW_F0: Final = bytes(range(0xF0))
+
+
+def _ints_exact(data: bytes) -> bool:
+    """False if ``data`` may hold a number outside the I-JSON exact range.
+
+    ``2**53 - 1`` has 16 digits, so only runs of 16 or more digits matter;
+    they are found at C speed.  A run counts when it starts a number token
+    (after ``:``, ``,`` or ``[``, maybe with ``-``); one inside a string that
+    looks like that only sends the input down the strict path.
+    """
+    zeros = data.translate(_DIGITS_TO_ZERO)
+    i = zeros.find(_SIXTEEN_DIGITS)
+    while i >= 0:
+        j = i + 16
+        while j < len(zeros) and zeros[j] == 48:
+            j += 1
+        start = i - 1 if data[i - 1 : i] == b"-" else i
+        if data[start - 1 : start] in (b":", b",", b"[") and (
+            j - i > 16 or int(data[i:j]) > _MAX_SAFE
+        ):
+            return False
+        i = zeros.find(_SIXTEEN_DIGITS, j)
+    return True
+
+
+_ALL_BUT_QUOTES_AND_BRACKETS: Final = bytes(c for c in range(256) if c not in b'"[]{}')
+
+
+def _nesting_within(data: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True if brackets outside strings nest at most ``limit`` deep (before parsing,
+    so the recursive decoder never goes deeper; same rule as :func:`check_nesting`).
+
+    Escaped backslashes and quotes are removed first (left to right, as a JSON
+    parser pairs them), the strings are then what lies between alternate quotes.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return True
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(data.translate(None, _ALL_BUT_QUOTES_AND_BRACKETS).split(b'"')[0::2])
+    depth = 0
+    for c in outside:
+        if c == 91 or c == 123:
+            depth += 1
+            if depth > limit:
+                return False
+        else:
+            depth -= 1
+    return True
+
+
+# Refuses what loads_strict refuses (constants); fractions and long integers
+# leave the fast path instead (their RFC 8785 text is not Python's).
+_fast_decode: Final = json.JSONDecoder(
+    parse_float=_not_fast, parse_constant=_reject_constant
+).decode
+_plain_dumps: Final = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False,
+    allow_nan=False,
+).encode  # fmt: skip
+
+
+def dumps_plain(value: Any) -> bytes:
+    """The standard library's sorted, compact, non-ASCII-escaping encoding of
+    ``value``; it equals :func:`canonicalize` for any value that
+    :func:`parse_canonical` returned (and for its members)."""
+    return _plain_dumps(value).encode("utf-8")
+
+
+def parse_canonical(data: bytes) -> Any | None:
+    """The value of ``data`` when ``data`` is provably its own RFC 8785 form, else None.
+
+    The fast path of :func:`loads_strict` for input that is usually canonical
+    already (signed records, federation messages, log entries).  For text
+    without fractions, integers of 16 digits or more, or characters beyond
+    U+FFFF (no UTF-8 lead byte 0xF0 or above), RFC 8785 equals the standard
+    library's sorted compact encoding without ASCII escaping (the same string
+    escapes; code point order is UTF-16 code unit order without surrogate
+    pairs), so byte equality with that re-encoding proves the input
+    canonical, free of duplicate keys, and free of lone surrogates.  None
+    means "not proven": the caller parses with :func:`loads_strict`.  Raises
+    the :class:`FormatError` of :func:`loads_strict` for ``NaN`` and
+    ``Infinity`` and for nesting deeper than :data:`MAX_DEPTH`.
+    """
+    if not (data.isascii() or not data.translate(None, _BELOW_F0)) or not _ints_exact(data):
+        return None
+    if not _nesting_within(data):
+        raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="json_too_deep")
+    try:
+        value = _fast_decode(data.decode("utf-8"))
+        if _plain_dumps(value).encode("utf-8") != data:
+            return None
+    except (_NotFast, ValueError, RecursionError):  # UnicodeError is a ValueError
+        return None
     return value

@@ -20,6 +20,9 @@ The document shape (YAML on disk, see ``examples/namespaces.yaml``)::
             witnesses: [witness.example.org+5e6f7a8b+BA...]          # cosigner vkeys
             min_cosigners: 1       # default: every listed witness
             max_lag: 1024          # staleness bound in entries (docs/messaging.md)
+            record_witnesses:      # the source's record-witness rule; needed when the
+              min_required: 1      # source is not a namespace of this file
+              allowlist: [did:vm:arbiter:audit-1]
         handlers:                  # optional: invoke operations -> handler
           ping: echo               # a built-in, or "package.module:function"
 
@@ -46,7 +49,14 @@ DEFAULT_DRIFT = 300
 MAX_DRIFT = 7 * 86400
 _NS_KEYS = {"description", "witnesses", "schema_policy", "cadence", "timestamp_drift",
             "governance", "trusted_sources", "handlers"}  # fmt: skip
-_SOURCE_KEYS = ("namespace", "log_vkeys", "witnesses", "min_cosigners", "max_lag")
+_SOURCE_KEYS = (
+    "namespace",
+    "log_vkeys",
+    "witnesses",
+    "min_cosigners",
+    "max_lag",
+    "record_witnesses",
+)
 DEFAULT_MAX_LAG = 1024
 MAX_TRUST_KEYS = 64
 BUILTIN_HANDLERS = frozenset({"echo"})
@@ -74,6 +84,21 @@ class Governance:
 
 
 @dataclass(frozen=True, slots=True)
+class WitnessPolicy:
+    """A namespace's record-witness rule (admission rule 6): ``min_required``
+    distinct keys of ``allowlist`` (did:key -> alias) must sign a record."""
+
+    min_required: int
+    allowlist: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "min_required": self.min_required,
+            "allowlist": [{"alias": a, "did": d} for d, a in self.allowlist.items()],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class TrustedSource:
     """One ``trusted_sources`` entry: a namespace whose messages are accepted here,
     and what a message's proof must show (docs/messaging.md).
@@ -85,6 +110,14 @@ class TrustedSource:
     the proof's checkpoint.  A proof whose checkpoint is more than ``max_lag``
     entries older than the newest source checkpoint already accepted here is
     stale.
+
+    ``record_witnesses`` is the source namespace's admission rule 6 as this
+    node's operator knows it: a message must carry ``min_required`` valid
+    signatures of distinct allowlisted record witnesses, or it is not a
+    message *of that namespace*, whatever log holds it.  When it is not
+    given, the source's own entry in this namespaces file (a namespace this
+    node hosts) is that policy; a source that is neither is a configuration
+    error (docs/adr/0005-cross-namespace-messages.md, "The source's policy").
     """
 
     namespace: str
@@ -92,6 +125,7 @@ class TrustedSource:
     witnesses: tuple[str, ...] = ()
     min_cosigners: int = 0
     max_lag: int = DEFAULT_MAX_LAG
+    record_witnesses: WitnessPolicy | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +134,9 @@ class TrustedSource:
             "witnesses": list(self.witnesses),
             "min_cosigners": self.min_cosigners,
             "max_lag": self.max_lag,
+            "record_witnesses": (
+                self.record_witnesses.to_dict() if self.record_witnesses is not None else None
+            ),
         }
 
 
@@ -186,6 +223,16 @@ def parse_namespaces(
                     f"{source}: namespace {ns.name}: trusted_sources lists the namespace itself",
                     code="trusted_source_invalid",
                 )
+            if src.record_witnesses is None and src.namespace not in out:
+                raise ConfigError(
+                    f"{source}: namespace {ns.name}: trusted_sources entry {src.namespace} is"
+                    " not a namespace of this file, so its admission policy is unknown here:"
+                    " give it record_witnesses {min_required, allowlist} (the source's"
+                    " record witnesses), or the messages of any log under that name would"
+                    " be taken on that log's word",
+                    code="trusted_source_policy_unknown",
+                    details={"namespace": ns.name, "source": src.namespace},
+                )
     return out
 
 
@@ -226,34 +273,7 @@ def _parse_one(
     if not isinstance(description, str) or len(description) > 1000:
         raise ConfigError(f"{at}: description must be a string", code="config_invalid")
 
-    w = body.get("witnesses") or {}
-    if not isinstance(w, Mapping) or any(k not in ("min_required", "allowlist") for k in w):
-        raise ConfigError(
-            f"{at}: witnesses must hold only min_required and allowlist", code="config_invalid"
-        )
-    allow_raw = w.get("allowlist") or []
-    if not isinstance(allow_raw, list):
-        raise ConfigError(f"{at}: witnesses.allowlist must be a list", code="config_invalid")
-    witnesses: dict[str, str] = {}
-    for i, entry in enumerate(allow_raw):
-        did, alias = _resolve(entry, aliases, f"{at}: witnesses.allowlist[{i}]")
-        if did in witnesses:
-            raise ConfigError(
-                f"{at}: witnesses.allowlist[{i}] {alias} is the same key as {witnesses[did]}",
-                code="witness_duplicate",
-            )
-        witnesses[did] = alias
-    min_required = w.get("min_required", 0)
-    if type(min_required) is not int or min_required < 0:
-        raise ConfigError(
-            f"{at}: witnesses.min_required must be an integer >= 0", code="config_invalid"
-        )
-    if min_required > len(witnesses):
-        raise ConfigError(
-            f"{at}: witnesses.min_required is {min_required} but the allowlist has only"
-            f" {len(witnesses)} keys, so no record could ever be admitted",
-            code="witness_quorum_impossible",
-        )
+    min_required, witnesses = _witness_policy(body.get("witnesses"), aliases, at, "witnesses")
 
     sp = body.get("schema_policy") or {}
     if not isinstance(sp, Mapping) or any(k != "allow" for k in sp):
@@ -318,7 +338,7 @@ def _parse_one(
 
     trusted: list[TrustedSource] = []
     for i, entry in enumerate(_list(body.get("trusted_sources"), f"{at}: trusted_sources")):
-        src = _trusted_source(entry, f"{at}: trusted_sources[{i}]")
+        src = _trusted_source(entry, aliases, f"{at}: trusted_sources[{i}]")
         if any(t.namespace == src.namespace for t in trusted):
             raise ConfigError(
                 f"{at}: trusted_sources[{i}] lists {src.namespace} a second time",
@@ -341,7 +361,42 @@ def _parse_one(
     )
 
 
-def _trusted_source(entry: Any, where: str) -> TrustedSource:
+def _witness_policy(
+    value: Any, aliases: Mapping[str, str], at: str, key: str
+) -> tuple[int, dict[str, str]]:
+    """A ``{min_required, allowlist}`` block: (min_required, did:key -> alias)."""
+    w = value or {}
+    if not isinstance(w, Mapping) or any(k not in ("min_required", "allowlist") for k in w):
+        raise ConfigError(
+            f"{at}: {key} must hold only min_required and allowlist", code="config_invalid"
+        )
+    allow_raw = w.get("allowlist") or []
+    if not isinstance(allow_raw, list):
+        raise ConfigError(f"{at}: {key}.allowlist must be a list", code="config_invalid")
+    witnesses: dict[str, str] = {}
+    for i, entry in enumerate(allow_raw):
+        did, alias = _resolve(entry, aliases, f"{at}: {key}.allowlist[{i}]")
+        if did in witnesses:
+            raise ConfigError(
+                f"{at}: {key}.allowlist[{i}] {alias} is the same key as {witnesses[did]}",
+                code="witness_duplicate",
+            )
+        witnesses[did] = alias
+    min_required = w.get("min_required", 0)
+    if type(min_required) is not int or min_required < 0:
+        raise ConfigError(
+            f"{at}: {key}.min_required must be an integer >= 0", code="config_invalid"
+        )
+    if min_required > len(witnesses):
+        raise ConfigError(
+            f"{at}: {key}.min_required is {min_required} but the allowlist has only"
+            f" {len(witnesses)} keys, so no record could ever be admitted",
+            code="witness_quorum_impossible",
+        )
+    return min_required, witnesses
+
+
+def _trusted_source(entry: Any, aliases: Mapping[str, str], where: str) -> TrustedSource:
     """A ``trusted_sources`` entry: a namespace name, or a mapping (see TrustedSource)."""
     if isinstance(entry, str):
         entry = {"namespace": entry}
@@ -393,7 +448,18 @@ def _trusted_source(entry: Any, where: str) -> TrustedSource:
     max_lag = entry.get("max_lag", DEFAULT_MAX_LAG)
     if type(max_lag) is not int or not 0 <= max_lag < 2**63:
         raise ConfigError(f"{where}.max_lag must be an integer >= 0", code="config_invalid")
-    return TrustedSource(name, tuple(log_vkeys), tuple(witnesses), minimum, max_lag)
+    record_witnesses = None
+    if "record_witnesses" in entry:
+        if not isinstance(entry["record_witnesses"], Mapping):
+            raise ConfigError(
+                f"{where}.record_witnesses must be a mapping of min_required and allowlist",
+                code="config_invalid",
+            )
+        record_witnesses = WitnessPolicy(
+            *_witness_policy(entry["record_witnesses"], aliases, where, "record_witnesses")
+        )
+    return TrustedSource(name, tuple(log_vkeys), tuple(witnesses), minimum, max_lag,
+                         record_witnesses)  # fmt: skip
 
 
 def _handlers(value: Any, where: str) -> dict[str, str]:

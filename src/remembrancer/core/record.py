@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from remembrancer.core.errors import FormatError
 from remembrancer.core.jcs import (
     canonical_members,
     check_depth,
-    check_nesting,
+    dumps_plain,
     join_members,
     loads_strict,
+    parse_canonical,
 )
 
 MAX_RECORD_BYTES = 65_535  # the tlog-tiles entry limit
@@ -246,46 +246,17 @@ class Record:
         )
 
 
-class _NotFast(Exception):
-    pass
-
-
-def _float(text: str) -> float:
-    raise _NotFast
-
-
-def _int(text: str) -> int:
-    value = int(text)
-    if not -(2**53 - 1) <= value <= 2**53 - 1:
-        raise _NotFast
-    return value
-
-
-_dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
-
-
 def _fast_canonical(data: bytes) -> tuple[dict[str, Any], tuple[bytes, bytes]] | None:
-    """Parse input that is already canonical ASCII JSON without floats, fast.
-
-    For such input, RFC 8785 output equals the standard library's sorted,
-    compact, non-ASCII-escaping encoding (same string escapes, integers in the
-    exact range print alike, and code point order is UTF-16 order for ASCII
-    keys).  Byte equality with the input then proves there were no duplicate
-    keys or other non-canonical forms.  Anything else returns None and takes
-    the strict path.
-    """
-    if not data.isascii() or data[:1] != b"{":
+    """The envelope and its canonical forms (leaf, signing input) when ``data``
+    is provably canonical already (:func:`~remembrancer.core.jcs.parse_canonical`,
+    which refuses what the strict parser refuses); None sends it down the
+    strict path."""
+    value = parse_canonical(data)
+    if type(value) is not dict:
         return None
-    check_nesting(data)
-    try:
-        value = json.loads(data, parse_float=_float, parse_int=_int)
-        if not isinstance(value, dict) or _dumps(value).encode() != data:
-            return None
-        check_depth(value.get("payload"))
-        body = {k: v for k, v in value.items() if k != "signatures"}
-        return value, (data, _dumps(body).encode())
-    except (_NotFast, ValueError, RecursionError, TypeError):
-        return None
+    check_depth(value.get("payload"))
+    body = {k: v for k, v in value.items() if k != "signatures"}
+    return value, (data, dumps_plain(body))
 
 
 def _type(field: str, message: str) -> FormatError:

@@ -10,8 +10,15 @@ the target checks, in this order, each failure with its own code:
    limits, and the target admits message records (``xns_record_invalid``,
    ``xns_not_a_message``, ``xns_source_mismatch``, ``xns_target_mismatch``,
    ``xns_message_too_large``, ``xns_schema_not_allowed``);
-2. the target trusts the source (``xns_source_untrusted``);
-3. the actor's signature verifies (``xns_signature_invalid``);
+2. the target trusts the source and knows its admission policy
+   (``xns_source_untrusted``, ``xns_source_policy_unknown``);
+3. the actor's signature verifies (``xns_signature_invalid``), and the record
+   meets the *source* namespace's admission policy as the target knows it
+   from its own configuration (:func:`source_policy`): enough distinct
+   allowlisted record witnesses signed it (``xns_source_policy_unmet``).  A
+   proof shows only that some log of that name holds the record; the log's
+   key holder decides what that log admits, so this is what makes it a
+   message *of the source namespace*;
 4. the proof is complete and well formed (``xns_proof_truncated``,
    ``xns_proof_malformed``);
 5. its checkpoint is of a log of the source namespace whose key the target
@@ -57,8 +64,9 @@ from remembrancer.core.errors import (
 )
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import PublicKey, public_from_did_key
-from remembrancer.core.namespace import NamespaceConfig, TrustedSource
+from remembrancer.core.namespace import NamespaceConfig, TrustedSource, WitnessPolicy
 from remembrancer.core.note import NoteVerifier, Verifier, parse_vkey
+from remembrancer.core.quorum import count_witnesses
 from remembrancer.core.record import HASH_RE, Record, unsigned_envelope
 from remembrancer.core.rfc6962 import hash_leaf, root_from_inclusion_proof
 from remembrancer.core.schema import SchemaRegistry
@@ -75,15 +83,18 @@ __all__ = [
     "QUERY_OPERATIONS",
     "KnownHead",
     "Message",
+    "SourcePolicy",
     "VerifiedMessage",
     "answer_envelope",
     "answer_event_id",
     "check_fresh",
+    "check_source_policy",
     "count_cosigners",
     "delivery_envelope",
     "delivery_event_id",
     "node_message_kind",
     "parse_proof",
+    "source_policy",
     "verify_message",
 ]
 
@@ -223,18 +234,97 @@ class VerifiedMessage:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SourcePolicy:
+    """The admission policy of a message's source namespace, as the target knows it.
+
+    ``rule`` is the source's record-witness rule; ``learned_from`` says
+    where the target's node learned it: the ``trusted_sources`` entry's
+    ``record_witnesses``, or the source's own entry in this node's namespaces
+    (a namespace it hosts).  Both are this node's operator configuration; a
+    peer, a proof or the message cannot change them.  ``hosted`` is the
+    source's configuration when this node hosts it (for the node-message
+    exception of admission rule 6: :func:`check_source_policy`).
+    """
+
+    namespace: str
+    rule: WitnessPolicy
+    learned_from: Literal["trusted_sources", "namespaces"]
+    hosted: NamespaceConfig | None = None
+
+
+def source_policy(trust: TrustedSource, hosted: NamespaceConfig | None) -> SourcePolicy:
+    """Check 2's second half: the source's admission policy, from this node's
+    configuration only (``xns_source_policy_unknown`` when it has none;
+    configuration loading refuses that already, ``trusted_source_policy_unknown``)."""
+    if trust.record_witnesses is not None:
+        return SourcePolicy(trust.namespace, trust.record_witnesses, "trusted_sources", hosted)
+    if hosted is not None and hosted.name == trust.namespace:
+        rule = WitnessPolicy(hosted.min_required, hosted.witnesses)
+        return SourcePolicy(trust.namespace, rule, "namespaces", hosted)
+    raise PolicyError(
+        f"this node does not know the admission policy of {trust.namespace}: it hosts no"
+        " such namespace and its trusted_sources entry has no record_witnesses",
+        code="xns_source_policy_unknown",
+        details={"source": trust.namespace},
+    )
+
+
+def check_source_policy(
+    record: Record, policy: SourcePolicy, *, node_did: str | None = None
+) -> tuple[str, ...]:
+    """Check 3's second half: the message record meets its source namespace's
+    admission rule 6 as ``policy`` states it; returns the record witnesses
+    that count, or raises ``xns_source_policy_unmet`` (422) with a
+    per-signature account, like admission's ``witness_quorum_not_met``.
+
+    The one exception is admission's own: a delivery or answer record written
+    by ``node_did`` (this node's key) into a namespace this node hosts
+    (:func:`node_message_kind` under that namespace's configuration), such
+    as an answer from one namespace of this node delivered to another."""
+    if (
+        node_did is not None
+        and policy.hosted is not None
+        and record.actor == node_did
+        and node_message_kind(record, policy.hosted) is not None
+    ):
+        return ()
+    count = count_witnesses(record, policy.rule.allowlist)
+    if len(count.counted) < policy.rule.min_required:
+        where = (
+            "its trusted_sources entry"
+            if policy.learned_from == "trusted_sources"
+            else "this node's namespaces"
+        )
+        raise VerificationError(
+            f"the message has {len(count.counted)} valid signatures of record witnesses"
+            f" that {policy.namespace} allowlists ({where}); its admission policy requires"
+            f" {policy.rule.min_required}, so it is not a message of {policy.namespace},"
+            " whatever log holds it",
+            code="xns_source_policy_unmet",
+            details={"source": policy.namespace, "policy": policy.learned_from,
+                     **count.details(policy.rule.min_required)},
+        )  # fmt: skip
+    return count.counted
+
+
 def verify_message(
     record: Record,
     proof_data: bytes,
     target: NamespaceConfig,
     schemas: SchemaRegistry,
     known_logs: Mapping[str, Sequence[NoteVerifier]],
+    *,
+    hosted: Mapping[str, NamespaceConfig] | None = None,
+    node_did: str | None = None,
 ) -> VerifiedMessage:
     """Checks 1 to 7 of the module docstring; raise at the first failure.
 
     ``known_logs`` maps log origins to the note keys this node knows for them
     (its own logs, the logs it witnesses); a ``trusted_sources`` entry with
-    ``log_vkeys`` replaces it for its source.
+    ``log_vkeys`` replaces it for its source.  ``hosted`` are the namespaces
+    this node hosts (where the source's admission policy may come from) and
+    ``node_did`` this node's key (see :func:`check_source_policy`).
     """
     msg = Message.from_record(record, schemas)
     if msg.target != target.name:
@@ -258,7 +348,9 @@ def verify_message(
                 "trusted": [t.namespace for t in target.trusted_sources],
             },
         )
+    policy = source_policy(trust, (hosted or {}).get(msg.source))
     _check_actor_signature(record)
+    check_source_policy(record, policy, node_did=node_did)
     proof = parse_proof(proof_data)
     # The parse checked the checkpoint: its first line is the origin.
     origin = proof.checkpoint_note.partition(b"\n")[0].decode("utf-8")

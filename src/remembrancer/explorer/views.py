@@ -26,6 +26,7 @@ from typing import Any
 
 from remembrancer.core.checkpoint import Checkpoint
 from remembrancer.core.errors import FormatError, NotFoundError, RemembrancerError
+from remembrancer.core.jcs import loads_strict
 from remembrancer.core.note import Note, NoteSignature, Verifier, parse_vkey
 from remembrancer.core.record import NAMESPACE_RE, Record
 from remembrancer.core.rfc6962 import hash_leaf
@@ -468,7 +469,7 @@ class Explorer:
                                "index": index, "entry": b64(leaf), **entry_summary(index, leaf),
                                "at": self.now()}  # fmt: skip
         if out["kind"] == "record":
-            envelope = json.loads(leaf)
+            envelope = loads_strict(leaf)  # a record: it parses strictly
             out["envelope"] = envelope
             out["signatures"] = [{k: s.get(k) for k in ("alg", "kid", "role")}
                                  for s in envelope.get("signatures", [])]  # fmt: skip

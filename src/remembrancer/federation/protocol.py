@@ -61,7 +61,7 @@ from remembrancer.core.errors import (
     PushbackError,
     VerificationError,
 )
-from remembrancer.core.jcs import MAX_DEPTH, canonicalize, loads_strict
+from remembrancer.core.jcs import canonicalize, loads_strict, parse_canonical
 from remembrancer.core.keys import PublicKey
 from remembrancer.core.note import check_note_text
 from remembrancer.federation.receipts import TYPE as FEDERATION_RECEIPT_TYPE
@@ -634,111 +634,20 @@ _CONTENT: Final[dict[str, Any]] = {
 # --------------------------------------------------------------------------
 
 
-class _NotFast(Exception):
-    pass
-
-
-def _no_float(text: str) -> float:
-    raise _NotFast
-
-
-_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
-_SIXTEEN_DIGITS: Final = b"0" * 16
-
-
-def _ints_exact(data: bytes) -> bool:
-    """False if ``data`` may hold a number outside the I-JSON exact range.
-
-    ``2**53 - 1`` has 16 digits, so only runs of 16 or more digits matter;
-    they are found at C speed.  A run counts when it starts a number token
-    (after ``:``, ``,`` or ``[``, maybe with ``-``); one inside a string that
-    looks like that only sends the message down the strict path.
-    """
-    zeros = data.translate(_DIGITS_TO_ZERO)
-    i = zeros.find(_SIXTEEN_DIGITS)
-    while i >= 0:
-        j = i + 16
-        while j < len(zeros) and zeros[j] == 48:
-            j += 1
-        start = i - 1 if data[i - 1 : i] == b"-" else i
-        if data[start - 1 : start] in (b":", b",", b"[") and (
-            j - i > 16 or int(data[i:j]) > MAX_SEQ
-        ):
-            return False
-        i = zeros.find(_SIXTEEN_DIGITS, j)
-    return True
-
-
-_ALL_BUT_QUOTES_AND_BRACKETS: Final = bytes(c for c in range(256) if c not in b'"[]{}')
-
-
-def _nesting_within(data: bytes, limit: int = MAX_DEPTH) -> bool:
-    """True if brackets outside strings nest at most ``limit`` deep (before parsing,
-    so the recursive decoder never goes deeper; same rule as ``jcs.check_nesting``).
-
-    Escaped backslashes and quotes are removed first (left to right, as a JSON
-    parser pairs them), the strings are then what lies between alternate quotes.
-    """
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return True
-    if b"\\" in data:
-        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside = b"".join(data.translate(None, _ALL_BUT_QUOTES_AND_BRACKETS).split(b'"')[0::2])
-    depth = 0
-    for c in outside:
-        if c == 91 or c == 123:
-            depth += 1
-            if depth > limit:
-                return False
-        else:
-            depth -= 1
-    return True
-
-
-_BELOW_F0: Final = bytes(range(0xF0))
-_json_decode: Final = json.JSONDecoder(parse_float=_no_float).decode
-
-
-_dumps: Final = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False
-).encode
-
-
 def _decode_canonical(data: bytes, max_bytes: int) -> dict[str, Any]:
     """Parse ``data`` and require it to be the RFC 8785 form of what it holds.
 
-    Fast path: for text without fractions, out-of-range integers or
-    characters beyond U+FFFF (no UTF-8 lead byte 0xF0 or above), RFC 8785 equals
-    the standard library's sorted compact encoding without ASCII escaping:
-    the same string escapes, and code point order is UTF-16 code unit order
-    when there are no surrogate pairs.  Byte equality with the re-encoding
-    then proves the input canonical, duplicate keys included.  Anything else
-    takes the strict parser and :func:`canonicalize`.
+    Fast path: :func:`remembrancer.core.jcs.parse_canonical` (byte equality
+    with the standard library's re-encoding, for text where that is RFC
+    8785).  Anything else takes the strict parser and :func:`canonicalize`;
+    both refuse what RFC 8785 cannot represent (``NaN``, ``Infinity``,
+    inexact integers, lone surrogates, duplicate keys).
     """
-    value: Any
-    if (data.isascii() or not data.translate(None, _BELOW_F0)) and _ints_exact(data):
-        if not _nesting_within(data):
-            raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="malformed")
-        try:
-            value = _json_decode(data.decode("utf-8"))
-            fast = True
-        except _NotFast:
-            fast = False
-        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-            raise FormatError(f"the body is not UTF-8 JSON: {e}", code="malformed") from e
-        if fast:
-            if type(value) is not dict:
-                raise FormatError("a message is a JSON object", code="malformed")
-            try:
-                canonical = _dumps(value).encode("utf-8") == data
-            except UnicodeEncodeError:  # a lone surrogate, written as a \u escape
-                canonical = False
-            if not canonical:
-                raise FormatError(
-                    "the body is not the RFC 8785 canonical form of the message",
-                    code="malformed",
-                )
-            return cast(dict[str, Any], value)
+    value = parse_canonical(data)
+    if value is not None:
+        if type(value) is not dict:
+            raise FormatError("a message is a JSON object", code="malformed")
+        return cast(dict[str, Any], value)
     value = loads_strict(data, max_bytes=max_bytes)
     if type(value) is not dict:
         raise FormatError("a message is a JSON object", code="malformed")

@@ -47,6 +47,7 @@ from remembrancer.core.errors import (
     PushbackError,
     RemembrancerError,
 )
+from remembrancer.core.jcs import loads_strict
 from remembrancer.federation.protocol import Message, MessageVerifier
 
 __all__ = [
@@ -230,13 +231,13 @@ def _retry_after(value: str | None, wall_now: float) -> float | None:
 
 def _error_fields(body: bytes) -> tuple[str | None, str, dict[str, Any]]:
     try:
-        err = json.loads(body)["error"]
+        err = loads_strict(body, max_bytes=1 << 20)["error"]
         code = err["code"]
         message = err.get("message", "")
         details = err.get("details") or {}
         if isinstance(code, str) and isinstance(message, str) and isinstance(details, dict):
             return code, message, details
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, FormatError):
         pass
     return None, body[:200].decode("utf-8", "replace"), {}
 

@@ -3,7 +3,9 @@
 :class:`Messaging` is what a node does with a message and its proof:
 
 - **deliver** it into a namespace hosted here: the checks of
-  :func:`remembrancer.core.xns.verify_message`, then replay (``xns_replayed``:
+  :func:`remembrancer.core.xns.verify_message` (among them, that the message
+  meets its *source* namespace's admission policy as this node's own
+  configuration states it), then replay (``xns_replayed``:
   the delivery's event id is derived from the message's event hash, so the
   sequencer's replay rule backs this check atomically) and freshness
   (:func:`~remembrancer.core.xns.check_fresh` against this node's own copy of
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import importlib
 import inspect
@@ -234,8 +237,9 @@ class Messaging:
         Raises at the first failed check (nothing is recorded then); returns
         the delivery view (see :func:`_view`)."""
         verified = await asyncio.to_thread(
-            verify_message, record, proof, ns, self.schemas, self._known_logs()
-        )
+            functools.partial(verify_message, hosted=self._namespaces(), node_did=self.did),
+            record, proof, ns, self.schemas, self._known_logs(),
+        )  # fmt: skip
         key = record.event_hash
         if key in self._inflight:
             raise _replayed(ns.name, record, None)
@@ -580,7 +584,9 @@ def _parse_request(body: bytes) -> tuple[Record, bytes | None]:
         value = loads_strict(body, max_bytes=MAX_REQUEST_BYTES)
     except FormatError as e:
         raise FormatError(
-            f"the request is not JSON: {e.message}", code="xns_request_malformed"
+            f"the request is not strict JSON: {e.message}",
+            code="xns_request_malformed",
+            details={"cause": e.code},
         ) from e
     if (
         not isinstance(value, dict)

@@ -21,21 +21,32 @@ was taken from.  Its members, in this order::
     state.jsonl                         the named state (witness, anchoring, federation,
                                         governance): {"key", "scope", "value": base64}
     manifest.json                       last: format, tool, creation time, origin prefix,
-                                        node DID, the keys that signed the checkpoints, the
-                                        files, each log's origin, size, root hash, head
-                                        checkpoint and row counts, and every other
-                                        member's size and SHA-256
+                                        node DID, the keys that signed the checkpoints (as
+                                        the writer says), the files, each log's origin,
+                                        size, root hash, head checkpoint and row counts,
+                                        every other member's size and SHA-256, and
+                                        (format v2) the node key's signature:
+                                        {"alg": "Ed25519", "kid": did:key, "sig": base64url}
+                                        over MANIFEST_DOMAIN + the RFC 8785 form of the
+                                        manifest without "signature"
 
 Tiles are not archived: they are a function of the entries, and a restore
 recomputes them (which is also how it proves that the entries are the ones
 the checkpoints sign).  Reading an archive (:func:`verify_backup`,
-:func:`restore_backup`) streams every member once, in bounded memory, and
-checks: every member's size and SHA-256 against the manifest; that each
-log's entries, hashed into an RFC 6962 tree, give the root of every stored
-checkpoint at its size and the manifest's root at the log's size; that every
-checkpoint is signed by one of the manifest's log keys under the log's
-origin; the row formats and counts.  A restore does this inside the target
-store's load transaction, so a failed check leaves the store empty.
+:func:`restore_backup`, :func:`extract_files`) trusts only the keys the
+reader names (the restoring node's key, ``--trust``), never the keys the
+archive lists, and checks: the manifest's signature by one of them (a v1
+manifest is unsigned: read only with ``allow_unsigned``); every member's
+size and SHA-256 against the manifest; that each log's entries, hashed into
+an RFC 6962 tree, give the root of every stored checkpoint at its size and
+the manifest's root at the log's size; that every checkpoint is signed by
+one of the trusted keys under the log's origin; that the replay index
+(``records.jsonl``) is exactly what the entries give, so that no logged
+record can be admitted again (the rows loaded are derived from the
+entries); the row formats and counts.  It streams every member once, in
+bounded memory, and every JSON line goes through the strict parser.  A
+restore does this inside the target store's load transaction, so a failed
+check leaves the store empty.
 
 Writing (:func:`create_backup`) reads the store through one consistent
 snapshot while the node goes on serving and writing, writes a hidden partial
@@ -55,7 +66,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
@@ -70,9 +81,10 @@ from remembrancer.core.errors import (
     RemembrancerError,
     VerificationError,
 )
-from remembrancer.core.keys import PublicKey, read_key_file
+from remembrancer.core.jcs import canonicalize, loads_strict
+from remembrancer.core.keys import PublicKey, SigningKey, read_key_file
 from remembrancer.core.note import Verifier
-from remembrancer.core.record import NAMESPACE_RE
+from remembrancer.core.record import NAMESPACE_RE, Record, b64url_decode, b64url_encode
 from remembrancer.core.rfc6962 import hash_leaf
 from remembrancer.log.tiles import TileWriter
 from remembrancer.node.config import NodeConfig, check_data_dir
@@ -87,7 +99,13 @@ from remembrancer.storage.base import (
     StoreSnapshot,
 )
 
-FORMAT: Final = "remembrancer-backup/v1"
+FORMAT: Final = "remembrancer-backup/v2"
+FORMAT_V1: Final = "remembrancer-backup/v1"  # unsigned manifest: read with allow_unsigned only
+READ_FORMATS: Final = (FORMAT, FORMAT_V1)
+# What the node key signs: this line, then the RFC 8785 form of the manifest
+# without its "signature" member.  No other signature of the node key (records,
+# federation messages: canonical JSON objects; notes: text lines) starts so.
+MANIFEST_DOMAIN: Final = b"remembrancer-backup-manifest/v2\n"
 MANIFEST: Final = "manifest.json"
 STATE_MEMBER: Final = "state.jsonl"
 MAX_FILE_BYTES: Final = 16 << 20  # a configuration or key file
@@ -147,8 +165,24 @@ class BackupMember:
 
 
 @dataclass(frozen=True, slots=True)
+class ManifestSignature:
+    """The node key's signature over the manifest (format v2)."""
+
+    kid: str  # the did:key that signed
+    sig: bytes
+
+    def to_dict(self) -> dict[str, str]:
+        return {"alg": "Ed25519", "kid": self.kid, "sig": b64url_encode(self.sig)}
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
-    """``manifest.json``: what the archive holds and how to check it."""
+    """``manifest.json``: what the archive holds and how to check it.
+
+    ``log_keys`` and ``node_did`` are what the writer says; readers never take
+    a key from them (they trust the restoring node's key and ``--trust``),
+    and name them only in error messages.  ``signing_input`` is what the
+    signature covers (empty for an unsigned v1 manifest)."""
 
     tool: str
     created: int
@@ -161,6 +195,9 @@ class Manifest:
     logs: tuple[BackupLog, ...]
     state_rows: int
     members: tuple[BackupMember, ...]
+    format: str = FORMAT
+    signature: ManifestSignature | None = None
+    signing_input: bytes = field(default=b"", repr=False, compare=False)
 
     def expected_members(self) -> list[str]:
         """Every member but the manifest, in archive order."""
@@ -171,8 +208,9 @@ class Manifest:
         return names
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest without its signature."""
         return {
-            "format": FORMAT,
+            "format": self.format,
             "tool": self.tool,
             "created": datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "origin_prefix": self.origin_prefix,
@@ -202,31 +240,101 @@ class Manifest:
             ],
         }
 
+    def signed(self, key: SigningKey) -> Manifest:
+        """This manifest, signed by ``key`` (the node key)."""
+        body = MANIFEST_DOMAIN + canonicalize(self.to_dict())
+        return replace(
+            self, signature=ManifestSignature(key.did, key.sign(body)), signing_input=body
+        )
+
     def to_bytes(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+        doc = self.to_dict()
+        if self.signature is not None:
+            doc["signature"] = self.signature.to_dict()
+        return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+    def check_signature(self, trusted: Sequence[str], *, allow_unsigned: bool = False) -> None:
+        """The manifest is signed by a key in ``trusted`` (did:keys: the restoring
+        node's key, ``--trust``), or it is a v1 manifest and ``allow_unsigned``.
+
+        ``backup_manifest_unsigned``, ``backup_manifest_untrusted`` (signed by
+        a key not in ``trusted``), ``backup_manifest_signature_invalid``
+        (``VerificationError``)."""
+        if self.signature is None:
+            if allow_unsigned:
+                return
+            raise VerificationError(
+                f"the manifest of this {self.format} archive is not signed, so its state and"
+                " configuration are not authenticated (the logs still are, by their"
+                " checkpoints); pass --allow-unsigned if you know where it came from, or take"
+                " a new backup",
+                code="backup_manifest_unsigned",
+                details={"format": self.format},
+            )
+        if self.signature.kid not in trusted:
+            raise VerificationError(
+                f"the manifest is signed by {self.signature.kid}, which is not a key this node"
+                " trusts (its own node key and --trust); if that was this node's key, pass"
+                " --trust with it",
+                code="backup_manifest_untrusted",
+                details={"kid": self.signature.kid, "trusted": list(trusted)},
+            )
+        if not PublicKey.from_did(self.signature.kid).verify(
+            self.signing_input, self.signature.sig
+        ):
+            raise VerificationError(
+                f"the manifest's signature by {self.signature.kid} does not verify: the"
+                " manifest was changed after it was signed",
+                code="backup_manifest_signature_invalid",
+                details={"kid": self.signature.kid},
+            )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
         """Parse and check ``manifest.json`` strictly (``FormatError``:
-        ``backup_manifest_invalid``, ``backup_format_unsupported``)."""
+        ``backup_manifest_invalid``, ``backup_format_unsupported``).  The
+        signature is parsed, not checked: see :meth:`check_signature`."""
         try:
-            doc = json.loads(data)
-        except ValueError as e:
-            raise _bad_manifest(f"not JSON ({e})") from e
+            doc = loads_strict(data, max_bytes=MAX_MANIFEST_BYTES)
+        except FormatError as e:
+            raise _bad_manifest(f"not strict JSON ({e.code}: {e.message})") from e
         if not isinstance(doc, dict):
             raise _bad_manifest("not a JSON object")
         fmt = doc.get("format")
-        if fmt != FORMAT:
+        if fmt not in READ_FORMATS:
             if isinstance(fmt, str) and fmt.startswith("remembrancer-backup/"):
                 raise FormatError(
-                    f"the archive is in format {fmt}; this Remembrancer reads {FORMAT} only "
-                    "(upgrade Remembrancer)",
+                    f"the archive is in format {fmt}; this Remembrancer reads"
+                    f" {' and '.join(READ_FORMATS)} only (upgrade Remembrancer)",
                     code="backup_format_unsupported",
                     details={"format": fmt},
                 )
             raise _bad_manifest("it is not a Remembrancer backup manifest")
+        raw_sig = doc.pop("signature", None)
+        if (raw_sig is None) != (fmt == FORMAT_V1):
+            raise _bad_manifest(
+                f"a {fmt} manifest {'has no' if raw_sig is None else 'has a'} signature"
+            )
         try:
             manifest = cls._parse(doc)
+            if raw_sig is not None:
+                if not isinstance(raw_sig, dict) or set(raw_sig) != {"alg", "kid", "sig"}:
+                    raise ValueError("the signature is not {alg, kid, sig}")
+                if raw_sig["alg"] != "Ed25519":
+                    raise ValueError("the signature is not Ed25519")
+                kid = _text(raw_sig["kid"])
+                PublicKey.from_did(kid)
+                sig = b64url_decode(_text(raw_sig["sig"]), what="signature.sig")
+                if len(sig) != 64:
+                    raise ValueError("the signature is not 64 bytes")
+                manifest = replace(
+                    manifest,
+                    format=fmt,
+                    signature=ManifestSignature(kid, sig),
+                    signing_input=MANIFEST_DOMAIN + canonicalize(doc),
+                )
+            else:
+                manifest = replace(manifest, format=fmt)
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise _bad_manifest(f"a field is missing or has the wrong type ({e!r})") from e
         except FormatError as e:  # a key that is not an Ed25519 did:key
@@ -481,7 +589,8 @@ def create_backup(
     target = Path(out)
     if target.exists() or target.is_symlink():
         raise ConfigError(f"{target} exists; refusing to overwrite it", code="backup_exists")
-    node_did = read_key_file(config.node_key).did
+    node_key = read_key_file(config.node_key)
+    node_did = node_key.did
     keys = [node_did]
     for did in log_keys:
         PublicKey.from_did(did)
@@ -513,14 +622,14 @@ def create_backup(
                     source_backend=store.backend, includes_keys=include_keys,
                     files=tuple(bf for bf, _ in files), logs=tuple(logs), state_rows=rows,
                     members=tuple(tar.members),
-                )  # fmt: skip
+                ).signed(node_key)  # fmt: skip
                 tar.add(MANIFEST, manifest.to_bytes())
                 tar.close()
                 f.flush()
                 os.fsync(f.fileno())
         finally:
             store.close()
-        verify_backup(partial)
+        verify_backup(partial, trust=keys)
         try:
             os.link(partial, target)
         except FileExistsError as e:
@@ -769,19 +878,45 @@ def _blame(*members: _Member) -> Iterator[None]:
         raise
 
 
-def _read_archive(path: Path, loader: StoreLoader | None) -> Manifest:
+def _trusted(trust: Sequence[str]) -> list[str]:
+    """The did:keys checkpoints and the manifest may be signed by (``backup_trust_missing``
+    when there are none: an archive's own key list is never one)."""
+    out: list[str] = []
+    for did in trust:
+        try:
+            PublicKey.from_did(did)
+        except FormatError as e:
+            raise ConfigError(
+                f"--trust {did!r} is not an Ed25519 did:key", code="backup_trust_invalid"
+            ) from e
+        if did not in out:
+            out.append(did)
+    if not out:
+        raise ConfigError(
+            "no key to check the archive with: name the node's key (--config node.yaml, or"
+            " --trust did:key:...); the keys an archive lists itself prove nothing",
+            code="backup_trust_missing",
+        )
+    return out
+
+
+def _read_archive(
+    path: Path, loader: StoreLoader | None, trust: Sequence[str], allow_unsigned: bool
+) -> Manifest:
     """Check the whole archive, streaming; with a loader, load every row into it."""
+    trusted = _trusted(trust)
     archive = _Archive(path)
     try:
         manifest = archive.manifest
+        manifest.check_signature(trusted, allow_unsigned=allow_unsigned)
         for f in manifest.files:
             m = archive.member(f.member)
             while m.read():
                 pass
             m.finish()
-        verifiers = [PublicKey.from_did(did) for did in manifest.log_keys]
+        verifiers = [PublicKey.from_did(did) for did in trusted]
         for log in manifest.logs:
-            _read_log(archive, log, verifiers, loader)
+            _read_log(archive, log, verifiers, loader, manifest.log_keys)
         _read_state(archive, manifest.state_rows, loader)
         return manifest
     finally:
@@ -789,15 +924,21 @@ def _read_archive(path: Path, loader: StoreLoader | None) -> Manifest:
 
 
 def _read_log(
-    archive: _Archive, log: BackupLog, keys: Sequence[PublicKey], loader: StoreLoader | None
+    archive: _Archive,
+    log: BackupLog,
+    keys: Sequence[PublicKey],
+    loader: StoreLoader | None,
+    claimed: Sequence[str] = (),
 ) -> None:
     ns = log.namespace
     if loader is not None:
         loader.add_log(LogState(ns, log.size, log.root_hash, log.checkpoint))
     cp_member, rec_member, ent_member = (archive.member(n) for n in log.members)
     verifiers = [Verifier(log.origin, k) for k in keys]
-    with _blame(cp_member, ent_member):
-        checkpoints = _checkpoints(cp_member, log, verifiers)
+    with _blame(cp_member, rec_member, ent_member):
+        checkpoints = _checkpoints(cp_member, log, verifiers, claimed)
+        replay = _ReplayIndex(rec_member, log)
+        records: list[RecordRow] = []
         writer = TileWriter.empty()
         partial: dict[tuple[int, int], bytes] = {}
         chunk: list[tuple[int, bytes]] = []
@@ -821,13 +962,16 @@ def _read_log(
                 loader.add_bundles(ns, chunk)
                 loader.add_tiles(ns, tiles)
                 loader.add_checkpoints(ns, cps)
+                loader.add_records(ns, records)
             chunk.clear()
             tiles.clear()
             cps.clear()
+            records.clear()
             held = 0
 
         passed(0)
         for index, data, entries in _bundles(ent_member, log.size):
+            records.extend(replay.entries(index * BUNDLE_WIDTH, entries))
             hashes = [hash_leaf(e) for e in entries]
             done = 0
             while done < len(hashes):
@@ -844,7 +988,7 @@ def _read_log(
                 passed(writer.size)
             chunk.append((index, data))
             held += len(data)
-            if held >= _FLUSH_BYTES:
+            if held >= _FLUSH_BYTES or len(records) >= _FLUSH_ROWS:
                 flush()
         if upcoming is not None:
             raise _malformed(
@@ -853,11 +997,10 @@ def _read_log(
         if writer.root() != log.root_hash:
             raise _root_mismatch(log, log.size, "the manifest's root hash")
         tiles.extend((lv, ix, t) for (lv, ix), t in sorted(partial.items()))
+        replay.finish()
         flush()
         ent_member.finish()
         cp_member.finish()
-    with _blame(rec_member):
-        _read_records(rec_member, log, loader)
         rec_member.finish()
 
 
@@ -870,18 +1013,19 @@ def _root_mismatch(log: BackupLog, size: int, what: str) -> VerificationError:
 
 
 def _checkpoints(
-    member: _Member, log: BackupLog, verifiers: Sequence[Verifier]
+    member: _Member, log: BackupLog, verifiers: Sequence[Verifier], claimed: Sequence[str] = ()
 ) -> Iterator[tuple[StoredCheckpoint, bytes]]:
-    """The checkpoint rows, each checked (signed by a log key under the log's origin,
-    sizes increasing, the last one the head), with its root hash."""
+    """The checkpoint rows, each checked (signed under the log's origin by a key the
+    reader trusts, sizes increasing, the last one the head), with its root hash.
+    ``claimed`` (the keys the archive lists) appear in the error message only."""
     count = 0
     last = -1
     head_seen = False
     for line in member.lines():
         try:
-            row = json.loads(line)
+            row = loads_strict(line, max_bytes=MAX_LINE_BYTES)
             note, size, when = _text(row["note"]).encode(), _count(row["size"]), _count(row["time"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, FormatError) as e:
             raise _malformed(member.name, f"row {count + 1} is not a checkpoint row ({e!r})") from e
         if size <= last or size > log.size:
             raise _malformed(
@@ -896,10 +1040,13 @@ def _checkpoints(
             except RemembrancerError:
                 continue
         if signed is None or signed.checkpoint.size != size:
+            untrusted = [k for k in claimed if k not in {v.public_key.did for v in verifiers}]
             raise VerificationError(
-                f"the checkpoint of {log.origin} at size {size} is not signed by the backup's "
-                f"log keys ({len(verifiers)} known); after a node key rotation, name the "
-                "earlier keys with --log-key",
+                f"the checkpoint of {log.origin} at size {size} is not signed by a key this "
+                f"node trusts ({len(verifiers)}: its node key and --trust); after a node key "
+                "rotation, name the earlier keys (--log-key when creating, --trust when "
+                "verifying or restoring)"
+                + (f"; the archive names, unverified: {', '.join(untrusted)}" if untrusted else ""),
                 code="backup_checkpoint_invalid",
                 details={"namespace": log.namespace, "size": size},
             )
@@ -953,38 +1100,111 @@ def _bundles(member: _Member, size: int) -> Iterator[tuple[int, bytes, list[byte
         yield index, bytes(buf[mark:pos]), entries
 
 
-def _read_records(member: _Member, log: BackupLog, loader: StoreLoader | None) -> None:
-    rows: list[RecordRow] = []
-    last = -1
-    count = 0
-    for line in member.lines():
-        try:
-            doc = json.loads(line)
-            index = _count(doc["index"])
-            digest = doc["event_hash"]
-            event_hash = None if digest is None else bytes.fromhex(_text(digest))
-            keys = [doc[k] for k in ("event_id", "actor", "nonce")]
-            if any(k is not None and not isinstance(k, str) for k in keys):
-                raise TypeError("a key is not text")
-        except (ValueError, KeyError, TypeError) as e:
-            raise _malformed(member.name, f"row {count + 1} is not a record row ({e!r})") from e
-        if index <= last or index >= log.size:
+def _record_row(index: int, entry: bytes, namespace: str) -> RecordRow | None:
+    """The replay-index row a node keeps for ``entry``: one for a record of
+    ``namespace`` stored in its canonical form (what admission appends), none
+    for anything else (raw entries are not indexed)."""
+    if entry[:1] != b"{":
+        return None
+    try:
+        rec = Record.from_bytes(entry)
+    except FormatError:
+        return None
+    if rec.namespace != namespace or rec.leaf != entry:
+        return None
+    return RecordRow(index, rec.event_hash, rec.event_id, rec.actor, rec.nonce)
+
+
+class _ReplayIndex:
+    """``records.jsonl`` checked against the entries as they stream past.
+
+    The replay index (admission rule 7) is what stops an already-logged record
+    from being admitted again.  Every record in the entries must have exactly
+    the row its own bytes give, and no other entry may have one; the rows
+    loaded are those derived from the (checkpoint-authenticated) entries.  So
+    an index that was emptied, thinned or forged is refused
+    (``backup_records_mismatch``), whatever the manifest says.  The first
+    mismatch is raised by :meth:`finish`, after the log's Merkle checks: an
+    entry that was changed is reported as that (``backup_root_mismatch``)."""
+
+    def __init__(self, member: _Member, log: BackupLog) -> None:
+        self._log = log
+        self._member = member
+        self._count = 0
+        self._error: VerificationError | None = None
+        self._rows = self._parse()
+        self._next = next(self._rows, None)
+
+    def _parse(self) -> Iterator[RecordRow]:
+        last = -1
+        for line in self._member.lines():
+            try:
+                doc = loads_strict(line, max_bytes=MAX_LINE_BYTES)
+                index = _count(doc["index"])
+                digest = doc["event_hash"]
+                event_hash = None if digest is None else bytes.fromhex(_text(digest))
+                keys = [doc[k] for k in ("event_id", "actor", "nonce")]
+                if any(k is not None and not isinstance(k, str) for k in keys):
+                    raise TypeError("a key is not text")
+            except (ValueError, KeyError, TypeError, FormatError) as e:
+                raise _malformed(
+                    self._member.name, f"row {self._count + 1} is not a record row ({e!r})"
+                ) from e
+            if index <= last or index >= self._log.size:
+                raise _malformed(
+                    self._member.name, f"record indexes are not increasing within the log ({index})"
+                )
+            if event_hash is not None and len(event_hash) != HASH_SIZE:
+                raise _malformed(
+                    self._member.name, f"the event hash of record {index} is not 32 bytes"
+                )
+            last = index
+            self._count += 1
+            yield RecordRow(index, event_hash, keys[0], keys[1], keys[2])
+
+    def _mismatch(self, index: int, why: str) -> VerificationError:
+        error = VerificationError(
+            f"the replay index of {self._log.namespace} ({self._member.name}) does not match"
+            f" its entries at index {index}: {why}",
+            code="backup_records_mismatch",
+            details={"namespace": self._log.namespace, "index": index},
+        )
+        self._error = self._error or error
+        return error
+
+    def entries(self, start: int, entries: Sequence[bytes]) -> list[RecordRow]:
+        """Check the rows of entries ``start, start + 1, ...``; their derived rows."""
+        out: list[RecordRow] = []
+        ns = self._log.namespace
+        for offset, entry in enumerate(entries):
+            index = start + offset
+            derived = _record_row(index, entry, ns)
+            row = self._next
+            if row is not None and row.index == index:
+                if derived is None:
+                    self._mismatch(index, "it has a row, but the entry is no record of " + ns)
+                elif row != derived:
+                    self._mismatch(index, "its row does not hold the record's keys")
+                self._next = next(self._rows, None)
+            elif derived is not None:
+                self._mismatch(
+                    index,
+                    f"the record {derived.event_id!r} has no row, so once restored it could be"
+                    " admitted again",
+                )
+            if derived is not None:
+                out.append(derived)
+        return out
+
+    def finish(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._next is not None:
+            raise self._mismatch(self._next.index, "a row beyond the entries read")
+        if self._count != self._log.records:
             raise _malformed(
-                member.name, f"record indexes are not increasing within the log ({index})"
+                self._member.name, f"{self._count} records, the manifest says {self._log.records}"
             )
-        if event_hash is not None and len(event_hash) != HASH_SIZE:
-            raise _malformed(member.name, f"the event hash of record {index} is not 32 bytes")
-        last = index
-        count += 1
-        rows.append(RecordRow(index, event_hash, keys[0], keys[1], keys[2]))
-        if len(rows) >= _FLUSH_ROWS:
-            if loader is not None:
-                loader.add_records(log.namespace, rows)
-            rows = []
-    if loader is not None and rows:
-        loader.add_records(log.namespace, rows)
-    if count != log.records:
-        raise _malformed(member.name, f"{count} records, the manifest says {log.records}")
 
 
 def _read_state(archive: _Archive, expected: int, loader: StoreLoader | None) -> None:
@@ -994,12 +1214,12 @@ def _read_state(archive: _Archive, expected: int, loader: StoreLoader | None) ->
     with _blame(member):
         for line in member.lines():
             try:
-                doc = json.loads(line)
+                doc = loads_strict(line, max_bytes=MAX_LINE_BYTES)
                 scope, key, text = doc["scope"], doc["key"], doc["value"]
                 if not all(isinstance(v, str) for v in (scope, key, text)):
                     raise TypeError("scope, key and value are text")
                 value = base64.b64decode(text, validate=True)
-            except (ValueError, KeyError, TypeError, binascii.Error) as e:
+            except (ValueError, KeyError, TypeError, binascii.Error, FormatError) as e:
                 raise _malformed(member.name, f"row {count + 1} is not a state row ({e!r})") from e
             rows.append((scope, key, value))
             count += 1
@@ -1024,17 +1244,25 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     return archive.manifest
 
 
-def verify_backup(path: str | os.PathLike[str]) -> Manifest:
-    """Check an archive completely, offline; raise on the first problem.
+def verify_backup(
+    path: str | os.PathLike[str], *, trust: Sequence[str], allow_unsigned: bool = False
+) -> Manifest:
+    """Check an archive completely, offline, against the keys in ``trust``
+    (did:keys the reader trusts: the node's key, earlier keys after a
+    rotation); raise on the first problem.  The keys the archive lists
+    itself are never used.
 
-    ``FormatError`` for an archive that is not one (``backup_malformed``,
-    ``backup_truncated``, ``backup_manifest_invalid``,
+    ``ConfigError`` without a trusted key (``backup_trust_missing``,
+    ``backup_trust_invalid``); ``FormatError`` for an archive that is not one
+    (``backup_malformed``, ``backup_truncated``, ``backup_manifest_invalid``,
     ``backup_format_unsupported``); ``VerificationError`` for one whose
-    contents do not check out (``backup_member_corrupt``,
+    contents do not check out (``backup_manifest_unsigned`` for a v1
+    archive unless ``allow_unsigned``, ``backup_manifest_untrusted``,
+    ``backup_manifest_signature_invalid``, ``backup_member_corrupt``,
     ``backup_members_mismatch``, ``backup_root_mismatch``,
-    ``backup_checkpoint_invalid``).
+    ``backup_checkpoint_invalid``, ``backup_records_mismatch``).
     """
-    return _read_archive(Path(path), None)
+    return _read_archive(Path(path), None, trust, allow_unsigned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1045,14 +1273,21 @@ class RestoreReport:
 
 
 def restore_backup(
-    config: NodeConfig, path: str | os.PathLike[str], *, allow_new_node_key: bool = False
+    config: NodeConfig,
+    path: str | os.PathLike[str],
+    *,
+    trust: Sequence[str] = (),
+    allow_new_node_key: bool = False,
+    allow_unsigned: bool = False,
 ) -> RestoreReport:
     """Load an archive into the empty store of the node ``config`` describes.
 
-    Refuses (``ConfigError``) a node with another origin prefix
-    (``backup_origin_mismatch``) or, unless ``allow_new_node_key``, another
-    node key (``backup_node_key_mismatch``); refuses a store that is not
-    empty (``StorageError`` ``store_not_empty``).  Every check of
+    The keys that may sign the manifest and the checkpoints are this node's
+    key (from ``config``, when its file exists) and ``trust``; never the
+    archive's own list.  Refuses (``ConfigError``) a node with another origin
+    prefix (``backup_origin_mismatch``) or, unless ``allow_new_node_key``,
+    another node key (``backup_node_key_mismatch``); refuses a store that is
+    not empty (``StorageError`` ``store_not_empty``).  Every check of
     :func:`verify_backup` runs inside the store's load transaction: on any
     failure the store stays empty.
     """
@@ -1065,8 +1300,10 @@ def restore_backup(
             details={"backup": manifest.origin_prefix, "node": config.origin_prefix},
         )
     notes = []
+    trusted = list(trust)
     if config.node_key.is_file():
         did = read_key_file(config.node_key).did
+        trusted.insert(0, did)
         if did != manifest.node_did and not allow_new_node_key:
             raise ConfigError(
                 f"the node key {config.node_key} is {did}, the backup's logs were signed by "
@@ -1084,25 +1321,36 @@ def restore_backup(
     store = open_store(config.storage)
     try:
         with store.load() as loader:
-            _read_archive(Path(path), loader)
+            _read_archive(Path(path), loader, trusted, allow_unsigned)
         backend = store.backend
     finally:
         store.close()
     return RestoreReport(manifest, backend, tuple(notes))
 
 
-def extract_files(path: str | os.PathLike[str], directory: str | os.PathLike[str]) -> list[str]:
+def extract_files(
+    path: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    *,
+    trust: Sequence[str],
+    allow_unsigned: bool = False,
+) -> list[str]:
     """Write the archive's configuration (and key) files into ``directory``.
 
-    Files from node.yaml's directory go to the same relative paths (key
-    files with mode 0600); none may exist yet (``ConfigError``
-    ``file_exists``, nothing written), nor lead out of ``directory`` through a
-    symlink in it (``file_outside_directory``, nothing written).  Files that lay outside it are not
-    written; the returned lines say where each belongs.
+    Only from a manifest signed by a key in ``trust`` (or a v1 archive with
+    ``allow_unsigned``): a node.yaml or namespaces file names code to run
+    (invoke handlers) and keys to trust.  Files from node.yaml's directory go
+    to the same relative paths (key files with mode 0600); none may exist yet
+    (``ConfigError`` ``file_exists``, nothing written), nor lead out of
+    ``directory`` through a symlink in it (``file_outside_directory``, nothing
+    written).  Files that lay outside it are not written; the returned lines
+    say where each belongs.
     """
     target = Path(directory)
+    trusted = _trusted(trust)
     archive = _Archive(Path(path))
     try:
+        archive.manifest.check_signature(trusted, allow_unsigned=allow_unsigned)
         plan: list[tuple[BackupFile, Path, bytes]] = []
         report: list[str] = []
         for f in archive.manifest.files:
@@ -1141,9 +1389,11 @@ def extract_files(path: str | os.PathLike[str], directory: str | os.PathLike[str
 
 __all__ = [
     "FORMAT",
+    "FORMAT_V1",
     "BackupFile",
     "BackupLog",
     "Manifest",
+    "ManifestSignature",
     "RestoreReport",
     "create_backup",
     "extract_files",

@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from remembrancer.core.errors import ConfigError
+from remembrancer.core.errors import ConfigError, FormatError
+from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import SigningKey, write_key_file
 from remembrancer.core.note import parse_vkey
 
@@ -294,8 +295,8 @@ def check_data_dir(data_dir: Path) -> None:
     marker = data_dir / DATA_MARKER
     if marker.exists():
         try:
-            found = int(json.loads(marker.read_text())["format"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            found = int(loads_strict(marker.read_bytes(), max_bytes=4096)["format"])
+        except (OSError, ValueError, KeyError, TypeError, FormatError) as e:
             raise ConfigError(
                 f"{marker}: unreadable data format marker", code="data_dir_invalid"
             ) from e

@@ -21,6 +21,7 @@ from remembrancer.anchoring.base import RailRegistry
 from remembrancer.anchoring.scheduler import Scheduler
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey
 from remembrancer.core.errors import NotFoundError, RemembrancerError, StorageError
+from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.note import NoteVerifier, format_vkey, parse_vkey
 from remembrancer.core.record import Record
@@ -420,7 +421,7 @@ def entry_view(namespace: str, index: int, leaf: bytes) -> dict[str, Any]:
     try:
         rec = Record.from_bytes(leaf)
         out["eventHash"] = rec.event_hash_hex
-        out["record"] = json.loads(leaf)
+        out["record"] = loads_strict(leaf)  # it parsed strictly just above
     except RemembrancerError:
         out["entry"] = base64.b64encode(leaf).decode()
         out["entryHash"] = "sha256:" + hashlib.sha256(leaf).hexdigest()

@@ -123,13 +123,12 @@ class MonitorState:
             "format": STATE_FORMAT,
             "origin": self.origin,
             "vkey": self.vkey,
-            "size": self.size,
+            "size": str(self.size),  # a decimal string: any tree size, up to 2^64 - 1
             "root": _b64(self.root_hash),
             "checkpoint": self.note.decode("utf-8"),
             "observed_at": self.observed_at,
             "checkpoints_seen": self.checkpoints_seen,
         }
-        # Plain JSON (not a signed form): sizes up to 2^64 - 1 must round-trip.
         return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
@@ -154,7 +153,7 @@ class MonitorState:
                               code="monitor_state_invalid")  # fmt: skip
         state = cls(doc["origin"], doc["vkey"], doc["checkpoint"].encode("utf-8"),
                     doc["observed_at"], doc["checkpoints_seen"])  # fmt: skip
-        if doc["size"] != state.size or doc["root"] != _b64(state.root_hash):
+        if doc["size"] != str(state.size) or doc["root"] != _b64(state.root_hash):
             raise FormatError("the state's size and root are not its checkpoint's",
                               code="monitor_state_invalid")  # fmt: skip
         return state

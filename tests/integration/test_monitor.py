@@ -211,22 +211,22 @@ def test_restarts_keep_state(site: Site, tmp_path: Path) -> None:
     assert " size 500 " in out.stdout and "consistent with size 300" in out.stdout
     assert cli(*monitor_args(site, state, "--once")).stdout == ""  # nothing new: no line
     saved = json.loads(state.read_text())
-    assert (saved["size"], saved["checkpoints_seen"], saved["origin"]) == (500, 2, ORIGIN)
+    assert (saved["size"], saved["checkpoints_seen"], saved["origin"]) == ("500", 2, ORIGIN)
     assert saved["checkpoint"] == honest(500).checkpoint().decode()
     assert not list(tmp_path.glob(".state.json.*.tmp"))  # the atomic write left nothing behind
     # A state file edited by hand is refused (exit 2) and left alone.
-    saved["size"] = 400
+    saved["size"] = "400"
     state.write_text(json.dumps(saved))
     bad = cli(*monitor_args(site, state, "--once"), check=False)
     assert bad.returncode == 2 and "monitor_state_invalid" in bad.stderr
-    assert json.loads(state.read_text())["size"] == 400
+    assert json.loads(state.read_text())["size"] == "400"
     # A state whose checkpoint the log's key did not sign is refused.
     impostor = NaiveLog(ORIGIN, b"\x53" * 32)
     impostor.append(b"record %d" % i for i in range(500))
     saved["checkpoint"] = impostor.checkpoint().decode()
     saved["root"] = json.loads(MonitorState(ORIGIN, honest(0).vkey, impostor.checkpoint(), 0)
                                .to_bytes())["root"]  # fmt: skip
-    saved["size"] = 500
+    saved["size"] = "500"
     state.write_text(json.dumps(saved))
     bad = cli(*monitor_args(site, state, "--once"), check=False)
     assert bad.returncode == 2 and "monitor_state_invalid" in bad.stderr and "verify" in bad.stderr

@@ -163,23 +163,32 @@ def judged(anchor: Anchor, verdict: Verdict, *, now: int, prior: Status | None) 
     gave the same anchor at its previous verification (None for someone
     else's claim): never from ``anchor.status`` or ``anchor.finality``.
 
-    ========== ============================ ============================
+    ========== ============================ ==================================
     verdict    prior None/pending/submitted prior verified
-    ========== ============================ ============================
+    ========== ============================ ==================================
     verified   verified                     verified (reorged if lost)
-    pending    submitted                    reorged (it lost its depth)
+    pending    submitted                    verified, not final, when only
+                                            this node's required depth grew;
+                                            otherwise reorged
     failed     failed                       reorged if lost, else failed
     unchecked  submitted                    verified (reorged if lost)
-    ========== ============================ ============================
+    ========== ============================ ==================================
 
-    ``failed`` and ``reorged`` priors are final: the anchor keeps them."""
+    ``failed`` and ``reorged`` priors are final: the anchor keeps them.  A
+    claim (``prior`` None) is verified only by a verified verdict."""
     if prior in ("failed", "reorged"):
         return replace(anchor, status=prior)
     outcome = verdict.outcome
+    if prior == "verified" and outcome == "pending" and not verdict.lost:
+        if verdict.code == DEPTH_INSUFFICIENT:  # e.g. a governance change asks for more depth
+            finality = Finality(verdict.observed_depth, verdict.required_depth, "pending")
+            return replace(anchor, observed_at=now, finality=finality, error=None,
+                           verifier=verdict.verifier or anchor.verifier)  # fmt: skip
     if prior == "verified" and (verdict.lost or outcome == "pending"):
         # Keep the facts of what was lost.
         finality = Finality(anchor.finality.observed_depth, verdict.required_depth, "lost")
-        return replace(anchor, status="reorged", observed_at=now, error=verdict.explain(),
+        why = f"anchor_moved: {verdict.message}" if verdict.verified else verdict.explain()
+        return replace(anchor, status="reorged", observed_at=now, error=why,
                        verifier=verdict.verifier or anchor.verifier, finality=finality)  # fmt: skip
     status: Status
     if outcome == "unchecked":  # nothing to go on: what this node knew stands
@@ -191,7 +200,11 @@ def judged(anchor: Anchor, verdict: Verdict, *, now: int, prior: Status | None) 
         raise FormatError(f"an anchor cannot go from {prior} to {status}",
                           code="anchor_transition_invalid")  # fmt: skip
     state: Literal["pending", "final", "lost"] = (
-        "final" if status == "verified" else "lost" if verdict.lost else "pending"
+        "final"
+        if status == "verified"
+        else "lost"
+        if status == "failed" and verdict.lost
+        else "pending"
     )
     return replace(
         anchor,

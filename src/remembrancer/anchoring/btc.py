@@ -109,7 +109,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -1487,10 +1487,21 @@ class BitcoinRail:
         # The transaction left the block the evidence names: an anchor verified
         # there is lost (reorged), whatever follows.
         lost = block_hash is not None and evidence.get("block_hash") != block_hash
+        moved = (
+            f"the transaction left block {block_hash} "
+            f"(now in {evidence.get('block_hash') or 'no block'}); "
+            if lost
+            else ""
+        )
+
+        def waiting(code: str, message: str, verifier: str = "", **facts: Any) -> Verdict:
+            return Verdict.pending("btc_block_not_canonical" if lost else code, moved + message,
+                                   verifier, required_depth=required, evidence=evidence,
+                                   lost=lost, **facts)  # fmt: skip
+
         tx_hex = evidence.get("tx")
         if not isinstance(tx_hex, str):
-            return Verdict.pending("btc_tx_not_found", "the transaction is not known (yet)",
-                                   required_depth=required, evidence=evidence, lost=lost)  # fmt: skip
+            return waiting("btc_tx_not_found", "the transaction is not known (yet)")
         try:
             tx = parse_tx(bytes.fromhex(tx_hex))
         except ValueError as e:
@@ -1501,8 +1512,7 @@ class BitcoinRail:
 
         proof_hex = evidence.get("txoutproof")
         if proof_hex is None:
-            return Verdict.pending("btc_tx_not_mined", "the transaction is not in a block (yet)",
-                                   required_depth=required, evidence=evidence, lost=lost)  # fmt: skip
+            return waiting("btc_tx_not_mined", "the transaction is not in a block (yet)")
         try:
             proof = parse_merkle_block(bytes.fromhex(str(proof_hex)))
         except ValueError as e:
@@ -1520,7 +1530,7 @@ class BitcoinRail:
         verifier = self._verifier(source.describe())
         canonical = source.header_at(height)
         if canonical is None:
-            return Verdict.unchecked("btc_header_unavailable", f"no header at height {height}",
+            return Verdict.unchecked("btc_header_unavailable", moved + f"no header at height {height}",
                                      verifier, required_depth=required, evidence=evidence,
                                      lost=lost)  # fmt: skip
         if canonical.raw != proof.header.raw:
@@ -1534,5 +1544,6 @@ class BitcoinRail:
                 lost=True,
             )
         depth = source.confirmations(height, canonical)
-        return self._depth_verdict(depth, required, verifier, evidence=evidence,
-                                   block_number=height, anchor_ts=canonical.time, lost=lost)  # fmt: skip
+        verdict = self._depth_verdict(depth, required, verifier, evidence=evidence,
+                                      block_number=height, anchor_ts=canonical.time, lost=lost)  # fmt: skip
+        return replace(verdict, message=moved + verdict.message) if lost else verdict

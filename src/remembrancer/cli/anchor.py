@@ -102,9 +102,13 @@ states (its status and requiredDepth are not read):
              not be reached
 
 \b
+With --target (repeatable), only the anchors of those targets are judged;
+the others are listed as skipped.
+
+\b
 Exit status:
-  0  every anchor verified
-  1  an anchor failed (or no anchor at all)
+  0  every anchor judged is verified
+  1  an anchor failed (or there is no anchor to judge)
   2  bad input or options
   {EXIT_UNCHECKED}  nothing failed, but some anchor is pending or unchecked
 """
@@ -124,10 +128,13 @@ Exit status:
 )
 @click.option("--confirmations", type=click.IntRange(min=1), default=1, show_default=True,
               help="Confirmations a chain anchor (eip155, btc) needs to count as verified.")  # fmt: skip
+@click.option("--target", "targets", multiple=True, metavar="TARGET",
+              help="Judge only the anchors of this target (repeatable), e.g. rfc3161:tsa.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 @errors_as_one_line
 def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None, btc_rpc: str | None,
-                  btc_headers: str | None, confirmations: int, as_json: bool) -> None:  # fmt: skip
+                  btc_headers: str | None, confirmations: int, targets: tuple[str, ...],
+                  as_json: bool) -> None:  # fmt: skip
     from remembrancer.anchoring.base import Verdict, VerifyContext
     from remembrancer.core.anchor import checkpoint_digest, covers
     from remembrancer.core.note import Note
@@ -145,6 +152,10 @@ def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None,
         )
     if not anchors:
         raise VerificationError("the receipt holds no anchors", code="no_anchors")
+    if targets and not any(a.target in targets for a in anchors):
+        raise VerificationError(
+            f"the receipt holds no anchor of {', '.join(targets)}", code="no_anchors"
+        )
     digest = checkpoint_digest(Note.from_bytes(note).text.encode())
     registry = _registry(tsa_trust, evm_rpc, btc_rpc, btc_headers, [a.target for a in anchors],
                          confirmations)  # fmt: skip
@@ -152,6 +163,9 @@ def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None,
     results = []
     for a in anchors:
         row: dict[str, Any] = {"target": a.target, "txRef": a.tx_ref}
+        if targets and a.target not in targets:
+            results.append({**row, "status": "skipped", "code": None, "reason": None})
+            continue
         if not covers(a, digest):
             reason = ("the aggregation path does not lead from this checkpoint's digest to the anchored root"
                       if a.aggregation else "the anchored root is not this checkpoint's digest")  # fmt: skip
@@ -167,7 +181,7 @@ def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None,
                         "reason": None if verdict.verified else verdict.message,
                         "observedDepth": verdict.observed_depth,
                         "requiredDepth": verdict.required_depth, "verifier": verdict.verifier})  # fmt: skip
-    outcomes = {r["status"] for r in results}
+    outcomes = {r["status"] for r in results} - {"skipped"}
     valid = outcomes == {"verified"}
     if as_json:
         echo_json({"valid": valid, "anchors": results})

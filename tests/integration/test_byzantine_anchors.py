@@ -37,6 +37,7 @@ from remembrancer.cli.client import api_json
 from remembrancer.core.aggregation import AggregateAnchor, AggregationTree
 from remembrancer.core.anchor import Anchor, AnchorReceipt, Finality, checkpoint_digest
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note, format_vkey
 from remembrancer.federation.protocol import (
@@ -337,7 +338,12 @@ def test_an_evm_anchor_one_block_deep_is_not_countersigned_where_12_are_required
 
 
 def replica_view(node: NodeProcess, origin: str, size: int) -> dict[str, Any] | None:
-    views = get(f"{node.url}/v1/replicas/{origin}/anchors")["receipts"]
+    try:
+        views = get(f"{node.url}/v1/replicas/{origin}/anchors")["receipts"]
+    except RemembrancerError as e:  # nothing held yet
+        if e.code != "replica_unknown":
+            raise
+        return None
     return next((v for v in views if v["size"] == size), None)
 
 

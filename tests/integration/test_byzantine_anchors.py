@@ -113,6 +113,23 @@ def refusals(node: NodeProcess, receipt_id: str) -> list[dict[str, Any]]:
             if r["receipt"] == receipt_id]  # fmt: skip
 
 
+def judged_claim(node: NodeProcess, mallory: ByzantinePeer, receipt_id: str,
+                 nodes: list[NodeProcess]) -> dict[str, Any]:  # fmt: skip
+    """Wait until ``node`` refused the claim ``receipt_id`` or countersigned it
+    (a ``countersign`` message reached mallory); fail if it countersigned,
+    else return the refusal."""
+
+    def done() -> Any:
+        signed = [m for m in mallory.inbox("countersign", sender=node.info["did"])
+                  if m["content"]["receipt_id"] == receipt_id]  # fmt: skip
+        return signed or refusals(node, receipt_id)
+
+    got = wait_until(done, f"{node.url} to judge {receipt_id}", nodes)
+    assert "code" in got[0], f"{node.url} countersigned the claim: {got[0]['content']}"
+    (refused,) = got
+    return refused  # type: ignore[no-any-return]
+
+
 def final_receipts(node: NodeProcess) -> list[dict[str, Any]]:
     return list(get(f"{node.url}/v1/federation/receipts")["receipts"])
 
@@ -238,7 +255,7 @@ def test_a_pending_only_ots_proof_claimed_verified_is_never_countersigned(
     for n in world.nodes:
         assert world.mallory.send(n.url, AnchorContent(NS, receipt.to_dict()))[0] == 202
     for n in world.nodes:
-        (refused,) = wait_until(lambda n=n: refusals(n, receipt.id), "the refusal", world.nodes)
+        refused = judged_claim(n, world.mallory, receipt.id, world.nodes)
         assert refused["code"] == "anchor_claim_unverified"
         assert refused["cause"] == "ots_pending_only"
     # No countersignature left the honest nodes; nothing was stored.
@@ -307,7 +324,7 @@ def test_an_evm_anchor_one_block_deep_is_not_countersigned_where_12_are_required
                 r = FederationReceipt(FED, NS, origin, note, claim)
                 r = r.with_signature(r.countersign(key, "anchor", int(time.time())))
                 assert mallory.send(n.url, AnchorContent(NS, r.to_dict()))[0] == 202, why
-                (refused,) = wait_until(lambda n=n, r=r: refusals(n, r.id), why, nodes)
+                refused = judged_claim(n, mallory, r.id, nodes)
                 assert refused["code"] == "anchor_claim_depth_insufficient", why
                 assert refused["cause"] == "anchor_depth_insufficient"
                 assert "1 confirmation(s), this node requires 12" in refused["reason"]
@@ -507,7 +524,7 @@ def test_zz_an_anchor_of_another_checkpoint_is_refused_as_proven(world: World) -
     receipt = world.receipt(note, genuine)
     countersigned = len(world.mallory.inbox("countersign"))
     assert world.mallory.send(world.alpha.url, AnchorContent(NS, receipt.to_dict()))[0] == 202
-    (refused,) = wait_until(lambda: refusals(world.alpha, receipt.id), "the refusal", world.nodes)
+    refused = judged_claim(world.alpha, world.mallory, receipt.id, world.nodes)
     assert refused["code"] == "anchor_claim_root_mismatch"
     assert len(world.mallory.inbox("countersign")) == countersigned
     assert not [r for r in final_receipts(world.alpha) if r["anchor"]["tx_hash"] == genuine.tx_ref]

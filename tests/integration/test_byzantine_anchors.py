@@ -465,7 +465,9 @@ def test_a_coordinators_unverifiable_anchor_never_enters_a_members_receipts(tmp_
             }
             rogue_rail = Rfc3161Rail.from_config(TSA, {"url": rogue_server.url,
                                                        "trust_bundle": str(tmp_path / "rogue" / "ca.pem")})  # fmt: skip
-            for target in (TSA, BTC):
+            # The pending proof first: the false TSA token is proven misbehaviour,
+            # and two proofs (both members gossip theirs) suspend mallory.
+            for target in (BTC, TSA):
                 mine = [m for m in handed if m["content"]["target"] == target]
                 digests = {m["sender"]: checkpoint_digest(Note.from_bytes(m["content"]["note"].encode()).text.encode())
                            for m in mine}  # fmt: skip
@@ -490,10 +492,14 @@ def test_a_coordinators_unverifiable_anchor_never_enters_a_members_receipts(tmp_
                 return {r["target"]: r["code"] + " " + r["reason"]
                         for r in get(f"{n.url}/v1/federation/anchoring")["refusals"]}  # fmt: skip
 
+            def judged(n: NodeProcess) -> Any:
+                codes = refused(n)
+                received = get(f"{n.url}/v1/federation/anchoring")["counters"]["received"]
+                return (len(codes) + received == 2) and (codes, received)
+
             for n in nodes:
-                codes = wait_until(
-                    lambda n=n: len(refused(n)) == 2 and refused(n), "both refusals", nodes
-                )
+                codes, received = wait_until(lambda n=n: judged(n), "both claims judged", nodes)
+                assert received == 0, f"{n.url} took a coordinator's claim: {codes}"
                 assert codes[TSA].startswith("aggregate_anchor_unverified")
                 assert "tsa_chain_untrusted" in codes[TSA]
                 assert codes[BTC].startswith("aggregate_anchor_unverified")

@@ -349,6 +349,23 @@ def test_an_evm_anchor_one_block_deep_is_not_countersigned_where_12_are_required
                 n.stop()
 
 
+def test_a_genuine_anchor_with_made_up_facts_is_not_countersigned(world: World) -> None:
+    """The TSA token is real and covers the checkpoint, but the claim states an
+    earlier anchor time (to win the conflict order) than the token's genTime:
+    a countersignature would commit to that time, so none is given."""
+    note, digest = world.note(12)
+    real = world.genuine_tsa(digest)
+    assert real.anchor_ts is not None
+    receipt = world.receipt(note, replace(real, anchor_ts=real.anchor_ts - 86_400))
+    countersigned = len(world.mallory.inbox("countersign"))
+    assert world.mallory.send(world.beta.url, AnchorContent(NS, receipt.to_dict()))[0] == 202
+    refused = judged_claim(world.beta, world.mallory, receipt.id, world.nodes)
+    assert (refused["code"], refused["cause"]) == ("anchor_claim_facts_mismatch", "anchor_verified")
+    assert "anchor time" in refused["reason"]
+    assert len(world.mallory.inbox("countersign")) == countersigned
+    assert not [r for r in final_receipts(world.beta) if r["anchor"]["tx_hash"] == real.tx_ref]
+
+
 # --------------------------------------------------------------------------
 # The replica view and the conflict order
 # --------------------------------------------------------------------------

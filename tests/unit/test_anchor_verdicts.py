@@ -274,3 +274,28 @@ def test_the_stored_status_comes_from_verdicts_only(
             assert out.finality == Finality(3, 3, "final") and out.block_number == 7
         if prior == "verified" and verdict is SHALLOW:  # only this node's requirement grew
             assert out.finality == Finality(2, 3, "pending")
+
+
+# --------------------------------------------------------------------------
+# Countersigning: what a node stands behind
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("verdict", "facts", "code"), [
+    (OK, {"block_number": 7, "anchor_ts": 5}, None),
+    (OK, {"block_number": 7, "anchor_ts": 4}, "anchor_claim_facts_mismatch"),
+    (OK, {"block_number": 6, "anchor_ts": 5}, "anchor_claim_facts_mismatch"),
+    (MOVED, {"block_number": 7, "anchor_ts": 5}, "anchor_claim_facts_mismatch"),
+    (SHALLOW, {}, "anchor_claim_depth_insufficient"),
+    (NOT_YET, {}, "anchor_claim_unverified"),
+    (FALSE, {}, "anchor_claim_unverified"),
+    (UNKNOWN, {}, "anchor_claim_unchecked"),
+])  # fmt: skip
+def test_a_claim_is_countersigned_only_on_a_verified_verdict_with_its_facts(
+    verdict: Verdict, facts: dict[str, Any], code: str | None
+) -> None:
+    from remembrancer.federation.service import judge_claim
+
+    for claim in claims(Anchor("eip155:1", bytes(32), tx_ref="t", **facts)):
+        refusal = judge_claim(claim, verdict)
+        assert (refusal[0] if refusal else None) == code, (claim.status, claim.finality)

@@ -18,9 +18,11 @@ the origin and the log's vkeys), a *replica*:
   digests that anyone made (the log's own scheduler, or a witness that
   anchored its replica), merged with :func:`core.anchor.resolve_conflicts`
   so every node applies the one conflict order; each claim's checkpoint must
-  verify with the log's key and each anchor must cover it; claims of
-  ``verified`` anchors are re-verified with this node's own rails when it has
-  the rail (``reverified_here``);
+  verify with the log's key and each anchor must cover it; claims are
+  judged with this node's own rails when it has the rail, never on their
+  ``status`` or ``requiredDepth`` (``reverified_here``: the anchors verified
+  here), a claim of ``verified`` that fails or shows no commitment here is
+  refused, and only anchors verified here rank as verified in the order;
 - the federation receipts of the log, verified with
   :func:`~remembrancer.federation.receipts.verify_federation_receipt` against
   the registry and kept with the node's own final receipts.

@@ -68,7 +68,9 @@ def test_a_claim_of_verified_that_this_node_did_not_verify_ranks_as_unverified()
     # Verified by nobody: the design's order among unverified claims applies.
     assert resolve_conflicts([tsa, fake_btc], verified=set())[0].key == fake_btc.key
     # And once this node verified the BTC anchor too, it wins (btc > rfc3161).
-    assert resolve_conflicts([tsa, fake_btc], verified={tsa.key, fake_btc.key})[0].key == fake_btc.key
+    assert (
+        resolve_conflicts([tsa, fake_btc], verified={tsa.key, fake_btc.key})[0].key == fake_btc.key
+    )
 
 
 @pytest.mark.parametrize(

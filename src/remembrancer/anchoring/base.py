@@ -179,11 +179,11 @@ def judged(anchor: Anchor, verdict: Verdict, *, now: int, prior: Status | None) 
     if prior in ("failed", "reorged"):
         return replace(anchor, status=prior)
     outcome = verdict.outcome
-    if prior == "verified" and outcome == "pending" and not verdict.lost:
-        if verdict.code == DEPTH_INSUFFICIENT:  # e.g. a governance change asks for more depth
-            finality = Finality(verdict.observed_depth, verdict.required_depth, "pending")
-            return replace(anchor, status="verified", observed_at=now, finality=finality, error=None,
-                           verifier=verdict.verifier or anchor.verifier)  # fmt: skip
+    if prior == "verified" and verdict.code == DEPTH_INSUFFICIENT and not verdict.lost:
+        # Only this node's required depth grew (e.g. a governance change).
+        finality = Finality(verdict.observed_depth, verdict.required_depth, "pending")
+        return replace(anchor, status="verified", observed_at=now, finality=finality, error=None,
+                       verifier=verdict.verifier or anchor.verifier)  # fmt: skip
     if prior == "verified" and (verdict.lost or outcome == "pending"):
         # Keep the facts of what was lost.
         finality = Finality(anchor.finality.observed_depth, verdict.required_depth, "lost")

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import os
 import subprocess
@@ -252,6 +253,9 @@ def _handler(peer: _Peer) -> type[BaseHTTPRequestHandler]:
                     400, {"error": {"code": "control_bad_request", "message": str(e)}}
                 )
             self._json(200, out)
+            self.wfile.flush()
+            if peer.stopping.is_set():
+                threading.Thread(target=self.server.shutdown, daemon=True).start()
 
         def _command(self, method: str, name: str, args: dict[str, Any]) -> Any:
             if name == "info":
@@ -290,9 +294,8 @@ def _handler(peer: _Peer) -> type[BaseHTTPRequestHandler]:
                               "logs": list(args.get("logs", [])), "next": 0.0}
                              if args.get("urls") else None)  # fmt: skip
                 return {"on": peer.beat is not None}
-            if name == "stop":
+            if name == "stop":  # the server shuts down once this answer is sent
                 peer.stopping.set()
-                threading.Thread(target=self.server.shutdown, daemon=True).start()
                 return {"stopping": True}
             raise KeyError(f"no control command {name!r}")
 
@@ -365,6 +368,7 @@ class ByzantinePeer:
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
+                proc.wait()
                 tail = (directory / "peer.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the byzantine peer did not start: {tail}")
             time.sleep(0.05)
@@ -459,16 +463,17 @@ class ByzantinePeer:
                                      "logs": [dict(x) for x in logs]})  # fmt: skip
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ask the process to stop; kill it if it does not within ``timeout``."""
         if self.proc.poll() is None:
             try:
                 self._control("stop", {})
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            except (OSError, http.client.HTTPException):
+                pass  # it may close the connection as it goes: wait below either way
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 # --------------------------------------------------------------------------

@@ -480,7 +480,7 @@ class TakeOver:
 def test_the_scheduler_hands_due_levels_to_its_delegate(tmp_path: Path) -> None:
     from importlib import resources
 
-    from remembrancer.anchoring.base import RailRegistry
+    from remembrancer.anchoring.base import RailRegistry, VerifyContext
     from remembrancer.anchoring.scheduler import Scheduler
     from remembrancer.core.errors import VerificationError
     from remembrancer.core.namespace import parse_namespaces
@@ -527,13 +527,25 @@ def test_the_scheduler_hands_due_levels_to_its_delegate(tmp_path: Path) -> None:
         rail = rails.get(TSA)
         tree = AggregationTree.build([req.digest, bytes(32)])
         made = rail.submit(tree.root, now=int(time.time()))
+        ctx = VerifyContext(int(time.time()))
+        other = replace(made, aggregation=tree.aggregation(bytes(32)))
         with pytest.raises(VerificationError):  # the path of the other leaf does not cover ours
-            await sched.add_anchor("dao:vaultmesh", req.size, req.checkpoint,
-                                   replace(made, aggregation=tree.aggregation(bytes(32))))  # fmt: skip
-        await sched.add_anchor("dao:vaultmesh", req.size, req.checkpoint,
-                               replace(made, aggregation=tree.aggregation(req.digest)))  # fmt: skip
+            await sched.add_anchor("dao:vaultmesh", req.size, req.checkpoint, other,
+                                   rail.verify(other, ctx))  # fmt: skip
+        # The stored status is this node's verdict, never the claim's: a claim
+        # of "verified" whose token does not verify here is kept as failed.
+        ours = replace(made, aggregation=tree.aggregation(req.digest))
+        broken = replace(ours, tx_ref="broken", evidence={**ours.evidence, "nonce": "1"})
+        kept = await sched.add_anchor("dao:vaultmesh", req.size, req.checkpoint, broken,
+                                      rail.verify(broken, ctx))  # fmt: skip
+        assert broken.status == "verified" and kept.status == "failed"
+        await asyncio.sleep(0.05)
+        assert notified == []
+        await sched.add_anchor("dao:vaultmesh", req.size, req.checkpoint, ours,
+                               rail.verify(ours, ctx))  # fmt: skip
         receipt = sched.receipt("dao:vaultmesh", req.size)
         assert receipt is not None and receipt.verified[0].aggregation is not None
+        assert receipt.verified[0].key == ours.key
         await asyncio.sleep(0.05)
         assert [ns for ns, _ in notified] == ["dao:vaultmesh"]
         covering = sched.covering("dao:vaultmesh", 0)

@@ -116,7 +116,8 @@ def test_demo_runs_keeps_its_data_and_extends_it(tmp_path: Path) -> None:
             anvil_url = (
                 next(x for x in output if "anvil up at " in x).split("anvil up at ")[1].split()[0]
             )
-            out = cli("anchor", "verify", str(evm_file), "--evm-rpc", anvil_url)
+            out = cli("anchor", "verify", str(evm_file), "--evm-rpc", anvil_url,
+                      "--target", EVM_TARGET)  # fmt: skip
             assert out.stdout.startswith("verified") and EVM_TARGET in out.stdout
         time.sleep(1)
     finally:

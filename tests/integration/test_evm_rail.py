@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext
+from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext, recheck
 from remembrancer.anchoring.evm import EvmRail, JsonRpcClient
 from remembrancer.core.anchor import Anchor, Finality
 
@@ -217,14 +217,14 @@ def test_submit_records_the_transaction_and_waits_for_depth(node: Node, rail: Ev
     assert len(bytes.fromhex(tx["input"][2:])) == 34 and tx["value"] == "0x0"
 
     ctx = VerifyContext(now=1001, required_depth=3)
-    a1 = rail.verify(anchor, ctx)
+    a1 = recheck(rail, anchor, ctx)
     assert a1.status == "submitted" and a1.finality == Finality(1, 3, "pending")
     assert a1.observed_at == 1001
     node.mine()
-    a2 = rail.verify(a1, ctx)
+    a2 = recheck(rail, a1, ctx)
     assert a2.status == "submitted" and a2.finality == Finality(2, 3, "pending")
     node.mine()
-    a3 = rail.verify(a2, ctx)
+    a3 = recheck(rail, a2, ctx)
     assert a3.status == "verified" and a3.finality == Finality(3, 3, "final")
     assert a3.error is None and a3.evidence == anchor.evidence
 
@@ -232,7 +232,7 @@ def test_submit_records_the_transaction_and_waits_for_depth(node: Node, rail: Ev
     stored = Anchor.from_dict(json.loads(json.dumps(a3.to_dict())))
     verify_only = EvmRail.from_config(TARGET, {"rpc": node.url})
     node.mine()
-    a4 = verify_only.verify(stored, ctx)
+    a4 = recheck(verify_only, stored, ctx)
     assert a4.status == "verified" and a4.finality == Finality(4, 3, "final")
 
 
@@ -250,12 +250,12 @@ def test_not_mined_within_the_wait_returns_submitted_without_block(
         assert anchor.status == "submitted" and anchor.tx_ref
         assert anchor.block_number is None and anchor.anchor_ts is None
         assert anchor.evidence["blockHash"] is None and anchor.evidence["blockNumber"] is None
-        pending = rail.verify(anchor, VerifyContext(now=6, required_depth=1))
+        pending = recheck(rail, anchor, VerifyContext(now=6, required_depth=1))
         assert pending.status == "submitted" and pending.finality == Finality(0, 1, "pending")
         node.mine()
     finally:
         node.rpc("evm_setAutomine", True)
-    mined = rail.verify(pending, VerifyContext(now=7, required_depth=1))
+    mined = recheck(rail, pending, VerifyContext(now=7, required_depth=1))
     assert mined.status == "verified" and mined.block_number == node.head()
     assert mined.evidence["blockHash"] and mined.anchor_ts is not None
 
@@ -271,7 +271,7 @@ def test_key_from_environment_and_legacy_gas_price(
     tx = node.rpc("eth_getTransactionByHash", anchor.tx_ref)
     assert tx["type"] == "0x0" and int(tx["chainId"], 16) == CHAIN  # EIP-155 legacy
     assert anchor.evidence["from"] == ADDR1
-    assert rail.verify(anchor, VerifyContext(now=2)).status == "verified"
+    assert recheck(rail, anchor, VerifyContext(now=2)).status == "verified"
 
 
 def test_fee_cap_refuses_to_overpay(node: Node, key_file: Path) -> None:
@@ -292,24 +292,24 @@ def test_a_transaction_committing_another_digest_fails(node: Node, rail: EvmRail
     claimed, sent = digest("claimed"), digest("actually sent")
     receipt = node.send(KEY0, data=b"RV" + sent, to=ADDR0)
     forged = node.anchor_for(receipt, claimed)
-    out = rail.verify(forged, VerifyContext(now=1, required_depth=1))
+    out = recheck(rail, forged, VerifyContext(now=1, required_depth=1))
     assert out.status == "failed"
     assert "digest mismatch" in (out.error or "")
     assert sent.hex() in (out.error or "")
     # The same transaction does verify for the digest it carries.
-    assert rail.verify(node.anchor_for(receipt, sent), VerifyContext(now=1)).status == "verified"
+    assert recheck(rail, node.anchor_for(receipt, sent), VerifyContext(now=1)).status == "verified"
 
     # Submitted by the rail, then claimed for another root: also refused.
     anchor = rail.submit(digest("mine"), now=1)
     swapped = dataclasses.replace(anchor, root=claimed)
-    assert rail.verify(swapped, VerifyContext(now=2)).status == "failed"
+    assert recheck(rail, swapped, VerifyContext(now=2)).status == "failed"
 
 
 def test_calldata_without_the_rv_prefix_fails(node: Node, rail: EvmRail) -> None:
     d = digest("prefix")
     for data in (b"XX" + d, d, b"RV" + d + b"\x00"):
         receipt = node.send(KEY0, data=data, to=ADDR0)
-        out = rail.verify(node.anchor_for(receipt, d), VerifyContext(now=1))
+        out = recheck(rail, node.anchor_for(receipt, d), VerifyContext(now=1))
         assert out.status == "failed" and "RV||digest" in (out.error or ""), data
 
 
@@ -317,18 +317,18 @@ def test_sender_and_recipient_must_match(node: Node, rail: EvmRail) -> None:
     anchor = rail.submit(digest("sender"), now=1)
     ctx = VerifyContext(now=2, required_depth=1)
     wrong_from = dataclasses.replace(anchor, evidence={**anchor.evidence, "from": ADDR1})
-    out = rail.verify(wrong_from, ctx)
+    out = recheck(rail, wrong_from, ctx)
     assert out.status == "failed" and "sender mismatch" in (out.error or "")
     wrong_to = dataclasses.replace(anchor, evidence={**anchor.evidence, "to": ADDR1})
-    assert "recipient mismatch" in (rail.verify(wrong_to, ctx).error or "")
+    assert "recipient mismatch" in (recheck(rail, wrong_to, ctx).error or "")
 
     pinned = EvmRail.from_config(TARGET, {"rpc": node.url, "senders": [ADDR1]})
-    out = pinned.verify(anchor, ctx)
+    out = recheck(pinned, anchor, ctx)
     assert out.status == "failed" and "configured senders" in (out.error or "")
     allowed = EvmRail.from_config(TARGET, {"rpc": node.url, "senders": [ADDR1, CHECKSUM0]})
-    assert allowed.verify(anchor, ctx).status == "verified"
+    assert recheck(allowed, anchor, ctx).status == "verified"
     sink = EvmRail.from_config(TARGET, {"rpc": node.url, "to": ADDR1})
-    assert "configured anchor address" in (sink.verify(anchor, ctx).error or "")
+    assert "configured anchor address" in (recheck(sink, anchor, ctx).error or "")
 
 
 def test_a_reverted_transaction_fails_and_never_verifies(
@@ -343,10 +343,10 @@ def test_a_reverted_transaction_fails_and_never_verifies(
     assert receipt["status"] == "0x0"
     anchor = node.anchor_for(receipt, d)
     node.mine(3)
-    out = rail.verify(anchor, VerifyContext(now=1, required_depth=1))
+    out = recheck(rail, anchor, VerifyContext(now=1, required_depth=1))
     assert out.status == "failed" and "reverted" in (out.error or "")
     node.mine()
-    assert rail.verify(out, VerifyContext(now=2, required_depth=1)).status == "failed"
+    assert recheck(rail, out, VerifyContext(now=2, required_depth=1)).status == "failed"
 
     # The rail itself refuses to anchor through a reverting recipient: the gas
     # estimate reverts, and with a fixed gas limit the mined revert is reported.
@@ -379,7 +379,7 @@ def test_snapshot_revert_reorg_makes_a_verified_anchor_reorged(node: Node, rail:
     snapshot = node.rpc("evm_snapshot")
     anchor = rail.submit(digest("reorg-snapshot"), now=1)
     node.mine(2)
-    verified = rail.verify(anchor, VerifyContext(now=2, required_depth=3))
+    verified = recheck(rail, anchor, VerifyContext(now=2, required_depth=3))
     assert verified.status == "verified"
     height, recorded = verified.block_number, verified.evidence["blockHash"]
     assert height is not None
@@ -394,31 +394,31 @@ def test_snapshot_revert_reorg_makes_a_verified_anchor_reorged(node: Node, rail:
     assert node.rpc("eth_getBlockByNumber", hex(height), False)["hash"] != recorded
     assert node.rpc("eth_getTransactionByHash", anchor.tx_ref) is None
 
-    out = rail.verify(verified, VerifyContext(now=3, required_depth=3))
+    out = recheck(rail, verified, VerifyContext(now=3, required_depth=3))
     assert out.status == "reorged"
     assert out.finality.state == "lost" and recorded in (out.error or "")
     # reorged is final
-    assert rail.verify(out, VerifyContext(now=4, required_depth=3)) == out
+    assert recheck(rail, out, VerifyContext(now=4, required_depth=3)) == out
 
 
 def test_anvil_reorg_makes_a_verified_anchor_reorged(node: Node, rail: EvmRail) -> None:
     anchor = rail.submit(digest("reorg-anvil"), now=1)
     node.mine(2)
-    verified = rail.verify(anchor, VerifyContext(now=2, required_depth=3))
+    verified = recheck(rail, anchor, VerifyContext(now=2, required_depth=3))
     assert verified.status == "verified"
     node.rpc("anvil_reorg", 4, [])  # replace the last 4 blocks (the anchor's among them)
-    out = rail.verify(verified, VerifyContext(now=3, required_depth=3))
+    out = recheck(rail, verified, VerifyContext(now=3, required_depth=3))
     assert out.status == "reorged"
 
 
 def test_a_submitted_anchor_reorged_out_before_its_depth_fails(node: Node, rail: EvmRail) -> None:
     snapshot = node.rpc("evm_snapshot")
     anchor = rail.submit(digest("reorg-early"), now=1)
-    waiting = rail.verify(anchor, VerifyContext(now=2, required_depth=10))
+    waiting = recheck(rail, anchor, VerifyContext(now=2, required_depth=10))
     assert waiting.status == "submitted"
     node.rpc("evm_revert", snapshot)
     node.send(KEY2, data=b"other", to=ADDR1)
-    out = rail.verify(waiting, VerifyContext(now=3, required_depth=10))
+    out = recheck(rail, waiting, VerifyContext(now=3, required_depth=10))
     # submitted -> reorged is not a transition of the status machine: failed, finality lost
     assert out.status == "failed" and out.finality.state == "lost"
     assert "unknown to the node" in (out.error or "")
@@ -442,13 +442,14 @@ def test_a_target_for_another_chain_is_refused(node: Node, key_file: Path) -> No
     a = local.submit(digest("for mainnet?"), now=1)
     claimed = Anchor.from_dict({**a.to_dict(), "target": "eip155:1"})
     claimed = dataclasses.replace(claimed, evidence={**claimed.evidence, "chainId": 1})
-    with pytest.raises(RailError) as e:
-        mainnet.verify(claimed, VerifyContext(now=2))
-    assert e.value.code == "evm_chain_mismatch"
+    verdict = mainnet.verify(claimed, VerifyContext(now=2))
+    assert verdict.outcome == "unchecked" and verdict.code == "evm_chain_mismatch"
     # and the 31337 rail does not verify anchors of another target
-    with pytest.raises(RailError) as e:
-        local.verify(claimed, VerifyContext(now=2))
-    assert e.value.code == "evm_target_mismatch"
+    verdict = local.verify(claimed, VerifyContext(now=2))
+    assert verdict.outcome == "unchecked" and verdict.code == "evm_target_mismatch"
+    # unchecked is never verified, whatever the claim says
+    assert recheck(local, dataclasses.replace(claimed, status="submitted"),
+                   VerifyContext(now=2)).status == "submitted"  # fmt: skip
 
 
 def test_an_unreachable_node_is_transient(key_file: Path) -> None:
@@ -464,9 +465,8 @@ def test_an_unreachable_node_is_transient(key_file: Path) -> None:
         tx_ref="0x" + "ab" * 32,
         evidence={"chainId": CHAIN, "txHash": "0x" + "ab" * 32, "from": ADDR0, "to": ADDR0},
     )
-    with pytest.raises(RailError) as e:
-        rail.verify(anchor, VerifyContext(now=1))
-    assert e.value.error_class == "transient"
+    verdict = rail.verify(anchor, VerifyContext(now=1))
+    assert verdict.outcome == "unchecked" and verdict.code == "evm_rpc_unreachable"
 
 
 def test_the_registry_builds_the_rail(node: Node, key_file: Path) -> None:
@@ -476,4 +476,4 @@ def test_the_registry_builds_the_rail(node: Node, key_file: Path) -> None:
     rail = registry.get(TARGET)
     assert isinstance(rail, EvmRail) and rail.target == TARGET
     anchor = rail.submit(digest("registry"), now=1)
-    assert rail.verify(anchor, VerifyContext(now=2, required_depth=1)).status == "verified"
+    assert recheck(rail, anchor, VerifyContext(now=2, required_depth=1)).status == "verified"

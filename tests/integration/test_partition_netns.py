@@ -231,7 +231,7 @@ def test_five_nodes_converge_after_a_partition(lab: Lab, tmp_path: Path) -> None
         assert {a.target for a in held} == {"rfc3161:tsa", "rfc3161:tsa2"}
         assert {a.tx_ref for a in held} == {c["anchor"]["txRef"] for c in claims.values()}
         winner, loser = held
-        assert conflict_key(winner) <= conflict_key(loser)
+        assert conflict_key(winner, verified=True) <= conflict_key(loser, verified=True)
         assert winner.superseded_by is None and loser.superseded_by == winner.key
         for n in nodes:
             (r,) = [r for r in anchors(n.url, quiet) if r["size"] == 20]

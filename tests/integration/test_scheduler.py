@@ -5,15 +5,20 @@ Bitcoin data elsewhere).  The clock is a parameter, so time is exact."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext
+from remembrancer.anchoring.base import (
+    DEPTH_INSUFFICIENT,
+    RailError,
+    RailRegistry,
+    Verdict,
+    VerifyContext,
+)
 from remembrancer.anchoring.scheduler import Scheduler
-from remembrancer.core.anchor import Anchor, Finality
+from remembrancer.core.anchor import Anchor
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.log.namespaces import StaticNamespaces
@@ -42,6 +47,7 @@ class ScriptedRail:
         self.submitted: list[bytes] = []
         self.fail_with: list[str] = []  # error classes to raise on the next submits
         self.reorg = False
+        self.asked: list[int] = []  # the required depth of every verification
 
     def submit(self, digest: bytes, *, now: int) -> Anchor:
         if self.fail_with:
@@ -50,15 +56,17 @@ class ScriptedRail:
         return Anchor(self.target, digest, "submitted", tx_ref=f"tx{len(self.submitted)}", anchor_ts=now,
                       observed_at=now, evidence={"n": len(self.submitted)})  # fmt: skip
 
-    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Anchor:
-        if self.reorg and anchor.status == "verified":
-            return anchor.moved("reorged", observed_at=ctx.now)
+    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Verdict:
+        # Depth grows by one every 10 s after the anchor; never reads anchor.status.
+        self.asked.append(ctx.required_depth)
+        if self.reorg:
+            return Verdict.failed("scripted_reorg", "the block is gone", lost=True)
         depth = 1 + (ctx.now - (anchor.anchor_ts or ctx.now)) // 10
-        fin = Finality(
-            depth, ctx.required_depth, "final" if depth >= ctx.required_depth else "pending"
-        )
-        status = "verified" if depth >= ctx.required_depth else "submitted"
-        return replace(anchor.moved(status), finality=fin, observed_at=ctx.now)
+        facts = {"observed_depth": depth, "required_depth": ctx.required_depth,
+                 "anchor_ts": anchor.anchor_ts}  # fmt: skip
+        if depth >= ctx.required_depth:
+            return Verdict.ok("scripted", **facts)
+        return Verdict.pending(DEPTH_INSUFFICIENT, f"{depth} < {ctx.required_depth}", **facts)
 
 
 def setup(tmp_path: Path, doc_edit=None):  # type: ignore[no-untyped-def]
@@ -218,6 +226,39 @@ def test_governance_change_is_picked_up_on_the_next_tick(tmp_path: Path) -> None
         clock.now += 21
         await sched.tick()
         assert len(evm.submitted) == 2  # would not be due yet with the old 60 s
+        await seq.close()
+        store.close()
+
+    asyncio.run(go())
+
+
+def test_reverify_judges_depth_with_the_governed_cadence(tmp_path: Path) -> None:
+    """Issue 16 item 7 (regression): after ``governance.cadence.set`` raises a
+    level's confirmations, re-verification judges depth with the new value,
+    not the configured one."""
+
+    async def go() -> None:
+        clock, store, seq, sched, evm, _tsa = setup(tmp_path)
+        await add(seq, clock)
+        await sched.tick()
+        admin = demo_key("did:vm:admin:dao-council")
+        w = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]
+        change = make_record("dao:vaultmesh", "governance.cadence.set@1.0.0",
+                             {"namespace": "dao:vaultmesh", "cadence": {"fast": {"confirmations": 6}}},
+                             admin, w, timestamp=int(clock.now))  # fmt: skip
+        await seq.submit(change.leaf)
+        assert sched.required_depth("dao:vaultmesh", "eip155:31337", int(clock.now)) == 6
+        clock.now += 30  # depth 4: final for the configured 2, not for the governed 6
+        await sched.reverify()
+        assert evm.asked[-1] == 6
+        (fast,) = [a for r in sched.receipts("dao:vaultmesh") for a in r.anchors
+                   if a.target == "eip155:31337"]  # fmt: skip
+        assert fast.status == "submitted" and fast.finality.required_depth == 6
+        clock.now += 20  # depth 6
+        await sched.reverify()
+        (fast,) = [a for r in sched.receipts("dao:vaultmesh") for a in r.anchors
+                   if a.target == "eip155:31337"]  # fmt: skip
+        assert fast.status == "verified" and fast.finality.state == "final"
         await seq.close()
         store.close()
 

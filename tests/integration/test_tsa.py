@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from remembrancer.anchoring.base import RailError, VerifyContext
+from remembrancer.anchoring.base import RailError, VerifyContext, recheck
 from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer, rejection
 from remembrancer.anchoring.rfc3161 import (
     Imprint,
@@ -79,7 +79,7 @@ def test_submit_returns_a_verified_anchor_that_reverifies(dev: tuple[DevTsa, Dev
     assert ev["serialNumber"] == anchor.tx_ref
     # Through the receipt's JSON and back, then verified offline again.
     restored = Anchor.from_dict(json.loads(json.dumps(anchor.to_dict())))
-    again = rail.verify(restored, VerifyContext(now=t + 10))
+    again = recheck(rail, restored, VerifyContext(now=t + 10))
     assert again.status == "verified" and again.observed_at == t + 10
     assert again.tx_ref == anchor.tx_ref and again.anchor_ts == anchor.anchor_ts
 
@@ -263,7 +263,7 @@ def test_rail_against_the_openssl_tsa_over_http(openssl_tsa: Path, stub: Any) ->
                     pinned_cert=str(openssl_tsa / "tsa.pem"))  # fmt: skip
     anchor = rail.submit(DIGEST, now=now())
     assert anchor.status == "verified" and anchor.evidence["policy"] == "1.2.3.4.5"
-    assert rail.verify(anchor, VerifyContext(now=now())).status == "verified"
+    assert recheck(rail, anchor, VerifyContext(now=now())).status == "verified"
 
 
 # -- the CLI on both TSAs -------------------------------------------------------------
@@ -474,4 +474,4 @@ def test_unreachable_rail_then_back(dev: tuple[DevTsa, DevTsaServer]) -> None:
         rail.submit(DIGEST, now=now())
     assert info.value.error_class == "transient"
     # Verification needs no network: the evidence alone suffices.
-    assert rail.verify(anchor, VerifyContext(now=now())).status == "verified"
+    assert recheck(rail, anchor, VerifyContext(now=now())).status == "verified"

@@ -34,9 +34,10 @@ def test_conflict_order_is_verified_then_rail_then_time_then_txref() -> None:
         a("btc:mainnet", ts=200, tx="a"),
         a("eip155:1", ts=10),
     ]
+    here = {x.key for x in anchors if x.status == "verified"}
     for _ in range(20):
         random.shuffle(anchors)
-        ordered = resolve_conflicts(anchors)
+        ordered = resolve_conflicts(anchors, verified=here)
         assert [(x.target, x.anchor_ts, x.tx_ref, x.status) for x in ordered] == [
             ("btc:mainnet", 200, "a", "verified"),
             ("btc:mainnet", 200, "b", "verified"),
@@ -52,8 +53,24 @@ def test_conflict_order_is_verified_then_rail_then_time_then_txref() -> None:
 def test_a_failed_claim_never_beats_a_verified_one() -> None:
     forged = a("btc:mainnet", status="failed", ts=0, tx="0")
     real = a("rfc3161:tsa", ts=999)
-    assert resolve_conflicts([forged, real])[0] == real
-    assert conflict_key(real) < conflict_key(forged)
+    assert resolve_conflicts([forged, real], verified={real.key})[0] == real
+    assert conflict_key(real, verified=True) < conflict_key(forged, verified=False)
+
+
+def test_a_claim_of_verified_that_this_node_did_not_verify_ranks_as_unverified() -> None:
+    """Issue 14 rule 1: a fake BTC anchor that merely *says* verified never
+    supersedes a TSA anchor this node verified itself; the order reads the
+    caller's own verdicts, never ``status``."""
+    fake_btc = a("btc:mainnet", status="verified", ts=0, tx="0")
+    tsa = a("rfc3161:tsa", status="submitted", ts=999)  # whatever its field says
+    ordered = resolve_conflicts([fake_btc, tsa], verified={tsa.key})
+    assert ordered[0] == tsa and ordered[1].superseded_by == tsa.key
+    # Verified by nobody: the design's order among unverified claims applies.
+    assert resolve_conflicts([tsa, fake_btc], verified=set())[0].key == fake_btc.key
+    # And once this node verified the BTC anchor too, it wins (btc > rfc3161).
+    assert (
+        resolve_conflicts([tsa, fake_btc], verified={tsa.key, fake_btc.key})[0].key == fake_btc.key
+    )
 
 
 @pytest.mark.parametrize(

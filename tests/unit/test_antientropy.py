@@ -160,16 +160,22 @@ anchors_st = st.lists(
 def test_the_merge_is_the_same_whatever_the_order_and_grouping(
     anchors: list[Anchor], rnd: Any
 ) -> None:
-    once = merge_anchors(anchors)
+    # The keys this node verified itself: any subset, whatever the statuses say.
+    here = {a.key for a in anchors if rnd.random() < 0.5}
+    once = merge_anchors(anchors, verified=here)
     shuffled = list(anchors)
     rnd.shuffle(shuffled)
     cut = rnd.randint(0, len(shuffled))
-    stepwise = merge_anchors(merge_anchors(shuffled[:cut]), shuffled[cut:])
+    stepwise = merge_anchors(merge_anchors(shuffled[:cut], verified=here), shuffled[cut:],
+                             verified=here)  # fmt: skip
     assert stepwise == once
-    assert merge_anchors(once, anchors) == once  # idempotent
+    assert merge_anchors(once, anchors, verified=here) == once  # idempotent
     # One version per anchor key: the greatest one; in the conflict order.
     assert len({a.key for a in once}) == len(once) == len({a.key for a in anchors})
-    assert [a.key for a in once] == [a.key for a in resolve_conflicts(once)]
+    assert [a.key for a in once] == [a.key for a in resolve_conflicts(once, verified=here)]
+    # Verified here comes first, whatever the claimed statuses.
+    ranks = [a.key in here for a in once]
+    assert ranks == sorted(ranks, reverse=True)
     if once:
         assert once[0].superseded_by is None
         assert all(a.superseded_by == once[0].key for a in once[1:])
@@ -178,10 +184,13 @@ def test_the_merge_is_the_same_whatever_the_order_and_grouping(
 def test_a_later_status_wins_whichever_arrives_first() -> None:
     submitted = _anchor("eip155:1", "0xaa", "submitted", depth=1)
     verified = _anchor("eip155:1", "0xaa", "verified", depth=3)
-    assert merge_anchors([submitted], [verified]) == merge_anchors([verified], [submitted])
-    assert merge_anchors([submitted], [verified])[0].status == "verified"
+    here = {verified.key}
+    assert merge_anchors([submitted], [verified], verified=here) == merge_anchors(
+        [verified], [submitted], verified=here
+    )
+    assert merge_anchors([submitted], [verified], verified=here)[0].status == "verified"
     reorged = replace(verified, status="reorged")
-    assert merge_anchors([reorged], [verified])[0].status == "reorged"
+    assert merge_anchors([reorged], [verified], verified=here)[0].status == "reorged"
 
 
 def test_the_conflict_order_picks_the_winner_and_names_it() -> None:
@@ -189,7 +198,9 @@ def test_the_conflict_order_picks_the_winner_and_names_it() -> None:
     tsa_early = _anchor("rfc3161:tsa2", "09", ts=100)
     chain = _anchor("eip155:1", "0x01", ts=300)
     pending_btc = _anchor("btc:testnet", "ff", "submitted", ts=50)
-    merged = merge_anchors([tsa_late, pending_btc], [chain, replace(tsa_early, superseded_by="x")])
+    here = {tsa_late.key, tsa_early.key, chain.key}
+    merged = merge_anchors([tsa_late, pending_btc], [chain, replace(tsa_early, superseded_by="x")],
+                           verified=here)  # fmt: skip
     assert [a.key for a in merged] == [chain.key, tsa_early.key, tsa_late.key, pending_btc.key]
     assert merged[0].superseded_by is None
     assert {a.superseded_by for a in merged[1:]} == {chain.key}
@@ -437,7 +448,8 @@ def test_anchor_claims_are_verified_merged_and_ordered_the_same_everywhere(
         )
         views.append([(a["target"], a["txRef"], a["superseded_by"]) for a in view["anchors"]])
     assert views[0] == views[1]
-    want = resolve_conflicts([*first.anchors, *second.anchors])
+    both = [*first.anchors, *second.anchors]
+    want = resolve_conflicts(both, verified={a.key for a in both})
     assert [(a.target, a.tx_ref, a.superseded_by) for a in want] == views[0]
     # Served in bundles with their anchor time.
     items = eng.bundle_items("dao:vaultmesh", None, None)

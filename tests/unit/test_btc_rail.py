@@ -54,7 +54,7 @@ from opentimestamps.core.op import OpAppend, OpPrepend, OpSHA256
 from opentimestamps.core.serialize import BytesSerializationContext
 from opentimestamps.core.timestamp import DetachedTimestampFile, Timestamp
 
-from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext
+from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext, recheck
 from remembrancer.anchoring.btc import (
     BitcoinRail,
     BlockHeader,
@@ -158,7 +158,7 @@ def test_fixture_proof_attests_block_358391_merkle_root() -> None:
 
 def test_real_proof_verifies_offline_against_real_header(offline: list[Any]) -> None:
     anchor = ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS)
-    out = mainnet_rail().verify(anchor, VerifyContext(now=NOW, required_depth=1))
+    out = recheck(mainnet_rail(), anchor, VerifyContext(now=NOW, required_depth=1))
     assert out.status == "verified"
     assert out.error is None
     assert out.block_number == 358391
@@ -173,7 +173,7 @@ def test_real_proof_verifies_offline_against_real_header(offline: list[Any]) -> 
 
 def test_real_proof_not_deep_enough_stays_submitted(offline: list[Any]) -> None:
     anchor = ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS)
-    out = mainnet_rail().verify(anchor, VerifyContext(now=NOW, required_depth=6))
+    out = recheck(mainnet_rail(), anchor, VerifyContext(now=NOW, required_depth=6))
     assert out.status == "submitted"
     assert out.block_number == 358391
     assert out.finality == Finality(1, 6, "pending")
@@ -183,7 +183,8 @@ def test_real_proof_against_wrong_header_fails(tmp_path: Path, offline: list[Any
     # a real header with valid proof of work, at the wrong height: the genesis block
     headers = write_headers(tmp_path / "h.txt", {358391: GENESIS.raw})
     rail = BitcoinRail.from_config("btc:mainnet", {"headers_file": str(headers)})
-    out = rail.verify(
+    out = recheck(
+        rail,
         ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS),
         VerifyContext(now=NOW, required_depth=1),
     )
@@ -196,7 +197,7 @@ def test_verified_proof_whose_block_changed_is_reorged(tmp_path: Path, offline: 
     headers = write_headers(tmp_path / "h.txt", {358391: GENESIS.raw})
     rail = BitcoinRail.from_config("btc:mainnet", {"headers_file": str(headers)})
     anchor = ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS, status="verified")
-    out = rail.verify(anchor, VerifyContext(now=NOW, required_depth=1))
+    out = recheck(rail, anchor, VerifyContext(now=NOW, required_depth=1))
     assert out.status == "reorged"
     assert out.finality.state == "lost"
 
@@ -206,10 +207,11 @@ def test_header_without_proof_of_work_is_refused(tmp_path: Path, offline: list[A
     forged[68] ^= 1  # another time: the hash no longer meets the target
     headers = write_headers(tmp_path / "h.txt", {358391: bytes(forged)})
     rail = BitcoinRail.from_config("btc:mainnet", {"headers_file": str(headers)})
-    with pytest.raises(RailError) as e:
-        rail.verify(ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS), VerifyContext(now=NOW))
-    assert e.value.code == "btc_header_pow_invalid"
-    assert e.value.error_class == "validation"
+    # The node's own headers are unusable: it cannot judge, so never "verified".
+    verdict = rail.verify(
+        ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS), VerifyContext(now=NOW)
+    )
+    assert verdict.outcome == "unchecked" and verdict.code == "btc_header_pow_invalid"
 
 
 def test_regtest_target_is_refused_on_mainnet() -> None:
@@ -225,8 +227,10 @@ def test_extra_bogus_attestation_does_not_spoil_a_valid_one(offline: list[Any]) 
     dtf = parse_ots(HELLO_OTS)
     dtf.timestamp.ops.add(OpSHA256()).attestations.add(BitcoinBlockHeaderAttestation(358391))
     proof = serialize_ots(dtf)
-    out = mainnet_rail().verify(
-        ots_anchor("btc:mainnet", sha256(HELLO), proof), VerifyContext(now=NOW, required_depth=1)
+    out = recheck(
+        mainnet_rail(),
+        ots_anchor("btc:mainnet", sha256(HELLO), proof),
+        VerifyContext(now=NOW, required_depth=1),
     )
     assert out.status == "verified"
     assert out.block_number == 358391
@@ -235,16 +239,19 @@ def test_extra_bogus_attestation_does_not_spoil_a_valid_one(offline: list[Any]) 
     stamp.ops.add(OpSHA256()).attestations.add(BitcoinBlockHeaderAttestation(358391))
     stamp.ops.add(OpAppend(b"x")).attestations.add(BitcoinBlockHeaderAttestation(999999))
     proof = serialize_ots(DetachedTimestampFile(OpSHA256(), stamp))
-    out = mainnet_rail().verify(
-        ots_anchor("btc:mainnet", sha256(HELLO), proof), VerifyContext(now=NOW)
+    out = recheck(
+        mainnet_rail(), ots_anchor("btc:mainnet", sha256(HELLO), proof), VerifyContext(now=NOW)
     )
     assert out.status == "submitted"
-    assert out.error is not None and "btc_merkle_root_mismatch" in out.error
+    assert out.error is not None and out.error.startswith("btc_header_unavailable")
+    assert "Merkle root differs at height(s) [358391]" in out.error
 
 
 def test_proof_for_another_digest_fails(offline: list[Any]) -> None:
-    out = mainnet_rail().verify(
-        ots_anchor("btc:mainnet", sha256(b"something else"), HELLO_OTS), VerifyContext(now=NOW)
+    out = recheck(
+        mainnet_rail(),
+        ots_anchor("btc:mainnet", sha256(b"something else"), HELLO_OTS),
+        VerifyContext(now=NOW),
     )
     assert out.status == "failed"
     assert out.error is not None and out.error.startswith("ots_digest_mismatch:")
@@ -252,8 +259,10 @@ def test_proof_for_another_digest_fails(offline: list[Any]) -> None:
 
 @pytest.mark.parametrize("cut", [1, 10, 31, 32, 33, 65, 66, 200, 600, 687])
 def test_truncated_proof_fails(cut: int, offline: list[Any]) -> None:
-    out = mainnet_rail().verify(
-        ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS[:cut]), VerifyContext(now=NOW)
+    out = recheck(
+        mainnet_rail(),
+        ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS[:cut]),
+        VerifyContext(now=NOW),
     )
     assert out.status == "failed"
     assert out.error is not None and out.error.startswith("ots_truncated:")
@@ -277,12 +286,14 @@ def test_proof_over_size_cap_fails(offline: list[Any]) -> None:
     tip.attestations.add(PendingAttestation("https://alice.btc.calendar.opentimestamps.org"))
     big = serialize_ots(DetachedTimestampFile(OpSHA256(), stamp))
     assert len(big) > 100 * 1024
-    out = mainnet_rail().verify(ots_anchor("btc:mainnet", digest, big), VerifyContext(now=NOW))
+    out = recheck(mainnet_rail(), ots_anchor("btc:mainnet", digest, big), VerifyContext(now=NOW))
     assert out.status == "failed"
     assert out.error is not None and out.error.startswith("ots_too_large:")
     # and the cap is a setting: the real 688-byte proof over a 600-byte cap
-    small = mainnet_rail(max_ots_bytes=600).verify(
-        ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS), VerifyContext(now=NOW)
+    small = recheck(
+        mainnet_rail(max_ots_bytes=600),
+        ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS),
+        VerifyContext(now=NOW),
     )
     assert small.status == "failed" and small.error is not None
     assert small.error.startswith("ots_too_large:")
@@ -292,7 +303,7 @@ def test_evidence_not_base64_fails() -> None:
     anchor = Anchor(
         "btc:mainnet", sha256(HELLO), "submitted", evidence={"mode": "ots", "ots": "not base64!"}
     )
-    out = mainnet_rail().verify(anchor, VerifyContext(now=NOW))
+    out = recheck(mainnet_rail(), anchor, VerifyContext(now=NOW))
     assert out.status == "failed"
     assert out.error is not None and out.error.startswith("ots_malformed:")
 
@@ -305,17 +316,19 @@ def test_random_bytes_never_verify(garbage: bytes, after_magic: bool) -> None:
         parse_ots(data)  # the rare garbage that parses must still not verify
     except VerificationError as e:
         assert e.code in OTS_CODES
-    out = mainnet_rail(upgrade=False).verify(
-        ots_anchor("btc:mainnet", sha256(HELLO), data), VerifyContext(now=NOW, required_depth=1)
+    out = recheck(
+        mainnet_rail(upgrade=False),
+        ots_anchor("btc:mainnet", sha256(HELLO), data),
+        VerifyContext(now=NOW, required_depth=1),
     )
     assert out.status == "failed"
 
 
 def test_pending_only_proof_stays_submitted(offline: list[Any]) -> None:
     anchor = ots_anchor("btc:mainnet", sha256(INCOMPLETE), INCOMPLETE_OTS)
-    out = mainnet_rail().verify(anchor, VerifyContext(now=NOW, required_depth=1))
+    out = recheck(mainnet_rail(), anchor, VerifyContext(now=NOW, required_depth=1))
     assert out.status == "submitted"
-    assert out.error is None
+    assert out.error is not None and out.error.startswith("ots_pending_only")
     assert out.block_number is None
     assert out.evidence["pending_calendars"] == ["https://alice.btc.calendar.opentimestamps.org"]
     assert out.evidence["ots"] == anchor.evidence["ots"]
@@ -325,8 +338,8 @@ def test_pending_only_proof_stays_submitted(offline: list[Any]) -> None:
 
 def test_pending_only_proof_without_upgrade_asks_nobody(offline: list[Any]) -> None:
     rail = mainnet_rail(upgrade=False)
-    out = rail.verify(
-        ots_anchor("btc:mainnet", sha256(INCOMPLETE), INCOMPLETE_OTS), VerifyContext(now=NOW)
+    out = recheck(
+        rail, ots_anchor("btc:mainnet", sha256(INCOMPLETE), INCOMPLETE_OTS), VerifyContext(now=NOW)
     )
     assert out.status == "submitted"
     assert offline == []
@@ -636,7 +649,7 @@ def test_submit_to_calendar_then_upgrade_and_verify(calendar: CalendarStub, tmp_
     assert isinstance(dtf.file_hash_op, OpSHA256)
     assert ots_attestations(dtf).pending == (calendar.url,)
 
-    pending = rail.verify(anchor, VerifyContext(now=NOW + 60, required_depth=3))
+    pending = recheck(rail, anchor, VerifyContext(now=NOW + 60, required_depth=3))
     assert pending.status == "submitted"
     assert pending.evidence["pending_calendars"] == [calendar.url]
     assert pending.evidence["ots"] == anchor.evidence["ots"]
@@ -644,7 +657,7 @@ def test_submit_to_calendar_then_upgrade_and_verify(calendar: CalendarStub, tmp_
     chain = RegtestChain()
     block = calendar.mine(chain, confirmations=3)
     write_headers(headers, chain.headers())
-    done = rail.verify(pending, VerifyContext(now=NOW + 7200, required_depth=3))
+    done = recheck(rail, pending, VerifyContext(now=NOW + 7200, required_depth=3))
     assert done.status == "verified", done.error
     assert done.block_number == block.height
     assert done.anchor_ts == block.header.time
@@ -658,7 +671,7 @@ def test_submit_to_calendar_then_upgrade_and_verify(calendar: CalendarStub, tmp_
 
     # the upgraded evidence verifies with the calendar gone and no network
     gone = regtest_rail([calendar.url], headers, upgrade=False)
-    again = gone.verify(done, VerifyContext(now=NOW + 9000, required_depth=3))
+    again = recheck(gone, done, VerifyContext(now=NOW + 9000, required_depth=3))
     assert again.status == "verified"
     assert again.block_number == block.height
 
@@ -673,12 +686,11 @@ def test_confirmations_stop_at_a_broken_header_chain(
     block = calendar.mine(chain, confirmations=1)
     stray = chain.add(prev=b"\x42" * 32)  # does not link to the block below
     write_headers(headers, chain.headers())
-    with pytest.raises(RailError) as e:
-        rail.verify(anchor, VerifyContext(now=NOW, required_depth=1))
-    assert e.value.code == "btc_header_chain_broken"
+    verdict = rail.verify(anchor, VerifyContext(now=NOW, required_depth=1))
+    assert verdict.outcome == "unchecked" and verdict.code == "btc_header_chain_broken"
     # a gap instead: the headers after it do not count
     write_headers(headers, {block.height: block.header.raw, stray.height + 1: stray.header.raw})
-    out = rail.verify(anchor, VerifyContext(now=NOW, required_depth=2))
+    out = recheck(rail, anchor, VerifyContext(now=NOW, required_depth=2))
     assert out.status == "submitted"
     assert out.finality.observed_depth == 1
 
@@ -690,7 +702,7 @@ def test_attestation_above_known_headers_stays_submitted(
     rail = regtest_rail([calendar.url], headers)
     anchor = rail.submit(sha256(b"y"), now=NOW)
     calendar.mine(RegtestChain(), confirmations=1)  # headers file stays empty
-    out = rail.verify(anchor, VerifyContext(now=NOW, required_depth=1))
+    out = recheck(rail, anchor, VerifyContext(now=NOW, required_depth=1))
     assert out.status == "submitted"
     assert out.error is not None and out.error.startswith("btc_header_unavailable")
 
@@ -747,7 +759,7 @@ def test_upgrade_asks_only_configured_or_whitelisted_calendars(
         stamp.ops.add(OpSHA256()).attestations.add(PendingAttestation(other.url))
         proof = serialize_ots(DetachedTimestampFile(OpSHA256(), stamp))
         rail = regtest_rail([calendar.url], write_headers(tmp_path / "h.txt", {}))
-        out = rail.verify(ots_anchor("btc:regtest", digest, proof), VerifyContext(now=NOW))
+        out = recheck(rail, ots_anchor("btc:regtest", digest, proof), VerifyContext(now=NOW))
         assert out.status == "submitted"
         assert other.requests == []
     finally:
@@ -1018,18 +1030,18 @@ def test_op_return_submit_and_verify(core: tuple[FakeBitcoinCore, str], tmp_path
     assert op_return_script(digest) in [bytes(o.scriptPubKey) for o in sent.vout]
     assert op_return_script(digest)[:4].hex() == "6a225256"  # OP_RETURN, push 34, "RV"
 
-    in_mempool = rail.verify(anchor, VerifyContext(now=NOW, required_depth=3))
+    in_mempool = recheck(rail, anchor, VerifyContext(now=NOW, required_depth=3))
     assert in_mempool.status == "submitted"
     assert in_mempool.block_number is None
 
     block = fake.mine(confirmations=2)
-    shallow = rail.verify(in_mempool, VerifyContext(now=NOW, required_depth=3))
+    shallow = recheck(rail, in_mempool, VerifyContext(now=NOW, required_depth=3))
     assert shallow.status == "submitted"
     assert shallow.finality == Finality(2, 3, "pending")
     assert shallow.block_number == block.height
 
     fake.chain.add()
-    done = rail.verify(shallow, VerifyContext(now=NOW + 1800, required_depth=3))
+    done = recheck(rail, shallow, VerifyContext(now=NOW + 1800, required_depth=3))
     assert done.status == "verified", done.error
     assert done.block_number == block.height
     assert done.anchor_ts == block.header.time
@@ -1041,7 +1053,7 @@ def test_op_return_submit_and_verify(core: tuple[FakeBitcoinCore, str], tmp_path
     # offline: the node is down, the stored evidence and a headers file suffice
     headers = write_headers(tmp_path / "regtest.txt", fake.chain.headers())
     offline_rail = op_return_rail(dead_url() + "/", headers_file=str(headers))
-    again = offline_rail.verify(done, VerifyContext(now=NOW + 3600, required_depth=3))
+    again = recheck(offline_rail, done, VerifyContext(now=NOW + 3600, required_depth=3))
     assert again.status == "verified"
     assert "headers_file" in again.verifier
 
@@ -1055,7 +1067,7 @@ def test_op_return_wrong_payload_fails(core: tuple[FakeBitcoinCore, str]) -> Non
         "btc:regtest", sha256(b"another digest"), "submitted", tx_ref=anchor.tx_ref,
         evidence=anchor.evidence,
     )  # fmt: skip
-    out = rail.verify(claimed, VerifyContext(now=NOW, required_depth=1))
+    out = recheck(rail, claimed, VerifyContext(now=NOW, required_depth=1))
     assert out.status == "failed"
     assert out.error is not None and out.error.startswith("btc_op_return_mismatch:")
 
@@ -1066,7 +1078,7 @@ def test_op_return_wrong_merkle_path_fails(core: tuple[FakeBitcoinCore, str]) ->
     anchor = rail.submit(sha256(b"d"), now=NOW)
     fake.mine(confirmations=1, extra=[coinbase(9000 + i) for i in range(4)])  # a real path
     fake.tamper_proof = True
-    out = rail.verify(anchor, VerifyContext(now=NOW, required_depth=1))
+    out = recheck(rail, anchor, VerifyContext(now=NOW, required_depth=1))
     assert out.status == "failed"
     assert out.error is not None and out.error.startswith("btc_merkle_path_invalid:")
 
@@ -1078,7 +1090,7 @@ def test_op_return_stored_tx_must_hash_to_txid(
     rail = op_return_rail(fake.url(base))
     anchor = rail.submit(sha256(b"e"), now=NOW)
     fake.mine(confirmations=1)
-    done = rail.verify(anchor, VerifyContext(now=NOW, required_depth=1))
+    done = recheck(rail, anchor, VerifyContext(now=NOW, required_depth=1))
     assert done.status == "verified"
     headers = write_headers(tmp_path / "h.txt", fake.chain.headers())
     other = fake.signed_tx(b"RV" + sha256(b"e")).serialize()[:-1] + b"\x01"  # another locktime
@@ -1086,8 +1098,10 @@ def test_op_return_stored_tx_must_hash_to_txid(
         "btc:regtest", done.root, "verified", tx_ref=done.tx_ref,
         evidence={**done.evidence, "tx": other.hex()},
     )  # fmt: skip
-    out = op_return_rail(dead_url() + "/", headers_file=str(headers)).verify(
-        forged, VerifyContext(now=NOW, required_depth=1)
+    out = recheck(
+        op_return_rail(dead_url() + "/", headers_file=str(headers)),
+        forged,
+        VerifyContext(now=NOW, required_depth=1),
     )
     assert out.status == "failed"
     assert out.error is not None and out.error.startswith("btc_tx_mismatch:")
@@ -1100,7 +1114,7 @@ def test_op_return_reorged_block(core: tuple[FakeBitcoinCore, str], tx_fate: str
     anchor = rail.submit(sha256(b"r"), now=NOW)
     tx = fake.mempool[anchor.tx_ref]
     block = fake.mine(confirmations=2)
-    done = rail.verify(anchor, VerifyContext(now=NOW, required_depth=2))
+    done = recheck(rail, anchor, VerifyContext(now=NOW, required_depth=2))
     assert done.status == "verified"
     # a competing chain replaces the block
     del fake.chain.blocks[block.height - fake.chain.base :]
@@ -1110,7 +1124,7 @@ def test_op_return_reorged_block(core: tuple[FakeBitcoinCore, str], tx_fate: str
         fake.mempool[anchor.tx_ref] = tx
     else:
         fake.wallet.clear()
-    out = rail.verify(done, VerifyContext(now=NOW, required_depth=2))
+    out = recheck(rail, done, VerifyContext(now=NOW, required_depth=2))
     assert out.status == "reorged"
     assert out.error is not None and out.error.startswith("btc_block_not_canonical:")
 
@@ -1152,9 +1166,8 @@ def test_rpc_unreachable_is_transient() -> None:
         "btc:regtest", sha256(b"x"), "submitted", tx_ref="ab" * 32,
         evidence={"mode": "op_return", "txid": "ab" * 32},
     )  # fmt: skip
-    with pytest.raises(RailError) as e:
-        rail.verify(anchor, VerifyContext(now=NOW))
-    assert e.value.error_class == "transient"
+    verdict = rail.verify(anchor, VerifyContext(now=NOW))
+    assert verdict.outcome == "unchecked" and verdict.code == "btc_unreachable"
 
 
 def test_ots_headers_from_rpc_with_the_real_header() -> None:
@@ -1166,7 +1179,8 @@ def test_ots_headers_from_rpc_with_the_real_header() -> None:
         rail = BitcoinRail.from_config(
             "btc:mainnet", {"bitcoin_rpc": fake.url(base), "calendars": []}
         )
-        out = rail.verify(
+        out = recheck(
+            rail,
             ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS),
             VerifyContext(now=NOW, required_depth=6),
         )
@@ -1177,7 +1191,8 @@ def test_ots_headers_from_rpc_with_the_real_header() -> None:
         assert out.verifier.endswith("headers: bitcoin_rpc")
         # a node that serves another header at that height
         fake.extra_headers = {358391: GENESIS.raw}
-        bad = rail.verify(
+        bad = recheck(
+            rail,
             ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS),
             VerifyContext(now=NOW, required_depth=6),
         )
@@ -1188,9 +1203,10 @@ def test_ots_headers_from_rpc_with_the_real_header() -> None:
 
 def test_ots_headers_from_unreachable_rpc_is_transient() -> None:
     rail = BitcoinRail.from_config("btc:mainnet", {"bitcoin_rpc": dead_url() + "/"})
-    with pytest.raises(RailError) as e:
-        rail.verify(ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS), VerifyContext(now=NOW))
-    assert e.value.error_class == "transient"
+    verdict = rail.verify(
+        ots_anchor("btc:mainnet", sha256(HELLO), HELLO_OTS), VerifyContext(now=NOW)
+    )
+    assert verdict.outcome == "unchecked" and verdict.code == "btc_unreachable"
 
 
 # --- configuration ---------------------------------------------------------------------
@@ -1225,7 +1241,7 @@ def test_registry_builds_the_rail() -> None:
 
 
 def test_anchor_for_another_target_is_refused() -> None:
-    with pytest.raises(RailError):
-        mainnet_rail().verify(
-            ots_anchor("btc:testnet", sha256(HELLO), HELLO_OTS), VerifyContext(now=NOW)
-        )
+    verdict = mainnet_rail().verify(
+        ots_anchor("btc:testnet", sha256(HELLO), HELLO_OTS), VerifyContext(now=NOW)
+    )
+    assert verdict.outcome == "unchecked" and verdict.code == "btc_target_mismatch"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext
+from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext, recheck
 from remembrancer.anchoring.evm import (
     EvmRail,
     JsonRpcClient,
@@ -373,9 +373,8 @@ def test_a_401_fails_a_submission_as_auth(stub: tuple[_Stub, str], tmp_path: Pat
     with pytest.raises(RailError) as e:
         rail.submit(DIGEST, now=1)
     assert e.value.error_class == "auth"
-    with pytest.raises(RailError) as e:
-        rail.verify(_anchor(), VerifyContext(now=1))
-    assert e.value.error_class == "auth"
+    verdict = rail.verify(_anchor(), VerifyContext(now=1))
+    assert verdict.outcome == "unchecked" and verdict.code == "evm_rpc_auth"
 
 
 @pytest.mark.parametrize(
@@ -538,24 +537,27 @@ def _canonical(**answers: Any) -> FakeNode:
 
 def test_depth_drives_submitted_then_verified() -> None:
     rail = _rail(_canonical())  # head 0x10 = 16: depth 9
-    assert rail.verify(_anchor(), VerifyContext(now=5, required_depth=10)).finality == Finality(
+    assert recheck(rail, _anchor(), VerifyContext(now=5, required_depth=10)).finality == Finality(
         9, 10, "pending"
     )
-    out = rail.verify(_anchor(), VerifyContext(now=5, required_depth=9))
+    out = recheck(rail, _anchor(), VerifyContext(now=5, required_depth=9))
     assert out.status == "verified" and out.finality == Finality(9, 9, "final")
     assert out.anchor_ts == 1_700_000_008 and out.block_number == 8 and out.observed_at == 5
     assert out.verifier.endswith("fake/1.0")
-    # required depth 0 means the rail's own default
-    assert (
-        _rail(_canonical(), confirmations=20).verify(_anchor(), VerifyContext(now=5)).status
-        == "submitted"
-    )
+    # The rail's own confirmations are a floor: a context asking for less
+    # (or nothing) does not lower it.
+    for asked in (0, 3):
+        verdict = _rail(_canonical(), confirmations=20).verify(
+            _anchor(), VerifyContext(now=5, required_depth=asked)
+        )
+        assert verdict.outcome == "pending" and verdict.code == "anchor_depth_insufficient"
+        assert (verdict.observed_depth, verdict.required_depth) == (9, 20)
 
 
 def test_a_verified_anchor_asked_for_more_depth_stays_verified() -> None:
     rail = _rail(_canonical())
-    verified = rail.verify(_anchor(), VerifyContext(now=5, required_depth=3))
-    again = rail.verify(verified, VerifyContext(now=6, required_depth=12))
+    verified = recheck(rail, _anchor(), VerifyContext(now=5, required_depth=3))
+    again = recheck(rail, verified, VerifyContext(now=6, required_depth=12))
     assert again.status == "verified" and again.finality == Finality(9, 12, "pending")
 
 
@@ -569,13 +571,12 @@ def test_a_verified_anchor_asked_for_more_depth_stays_verified() -> None:
         (_tx(to=None), "recipient mismatch"),
         (_tx(input="0x"), "RV||digest (0 bytes)"),
         (_tx(input="0x" + (b"RV" + bytes(32)).hex()), "digest mismatch"),
-        (_tx(hash="0x" + "cd" * 32), "another transaction"),
     ],
 )
 def test_transaction_checks_fail_the_anchor(tx: dict[str, Any], fragment: str) -> None:
     rail = _rail(_canonical(eth_getTransactionByHash=tx))
     for status in ("submitted", "verified"):
-        out = rail.verify(_anchor(status), VerifyContext(now=1, required_depth=1))
+        out = recheck(rail, _anchor(status), VerifyContext(now=1, required_depth=1))
         assert out.status == "failed" and fragment in (out.error or ""), (status, out.error)
 
 
@@ -588,19 +589,18 @@ def test_transaction_checks_fail_the_anchor(tx: dict[str, Any], fragment: str) -
         (_anchor(chainId="31337"), "chainId"),
         (_anchor(**{"from": None}), "from"),
         (_anchor(to="nobody"), "to"),
-        (_anchor("verified", blockHash=None), "without blockNumber"),
     ],
 )
 def test_malformed_evidence_fails_without_asking(anchor: Anchor, fragment: str) -> None:
     node = _canonical()
-    out = _rail(node).verify(anchor, VerifyContext(now=1))
+    out = recheck(_rail(node), anchor, VerifyContext(now=1))
     assert out.status == "failed" and fragment in (out.error or "")
     assert [m for m, _ in node.calls] in ([], ["web3_clientVersion"])
 
 
 def test_a_reverted_receipt_fails() -> None:
     rail = _rail(_canonical(eth_getTransactionReceipt=_receipt(status="0x0")))
-    out = rail.verify(_anchor(), VerifyContext(now=1, required_depth=1))
+    out = recheck(rail, _anchor(), VerifyContext(now=1, required_depth=1))
     assert out.status == "failed" and "reverted" in (out.error or "")
 
 
@@ -609,7 +609,7 @@ def test_a_verified_anchor_back_in_the_pool_is_reorged() -> None:
         eth_getTransactionByHash=_tx(blockHash=None, blockNumber=None),
         eth_getBlockByNumber=_blocks({8: BLOCK_A}),
     )
-    out = _rail(node).verify(_anchor("verified"), VerifyContext(now=1, required_depth=1))
+    out = recheck(_rail(node), _anchor("verified"), VerifyContext(now=1, required_depth=1))
     assert out.status == "reorged" and "pool" in (out.error or "")
 
 
@@ -621,13 +621,13 @@ def test_a_submitted_anchor_remined_elsewhere_is_refreshed() -> None:
         ),
         eth_getBlockByNumber=_blocks({8: "0x" + "cc" * 32, 9: BLOCK_B}),
     )
-    out = _rail(node).verify(_anchor(), VerifyContext(now=1, required_depth=20))
+    out = recheck(_rail(node), _anchor(), VerifyContext(now=1, required_depth=20))
     assert out.status == "submitted" and out.block_number == 9
     assert out.evidence["blockHash"] == BLOCK_B and out.evidence["transactionIndex"] == 2
     assert out.finality == Finality(8, 20, "pending")
     # ...while the same move makes a verified anchor reorged
     node.calls.clear()
-    assert _rail(node).verify(_anchor("verified"), VerifyContext(now=1)).status == "reorged"
+    assert recheck(_rail(node), _anchor("verified"), VerifyContext(now=1)).status == "reorged"
 
 
 def test_a_submitted_anchor_waiting_in_the_pool_again_stays_submitted() -> None:
@@ -635,7 +635,7 @@ def test_a_submitted_anchor_waiting_in_the_pool_again_stays_submitted() -> None:
         eth_getTransactionByHash=_tx(blockHash=None, blockNumber=None),
         eth_getBlockByNumber=_blocks({8: BLOCK_B}),
     )
-    out = _rail(node).verify(_anchor(), VerifyContext(now=1, required_depth=2))
+    out = recheck(_rail(node), _anchor(), VerifyContext(now=1, required_depth=2))
     assert out.status == "submitted" and out.block_number is None
     assert out.evidence["blockHash"] is None and out.finality == Finality(0, 2, "pending")
 
@@ -645,23 +645,26 @@ def test_final_states_are_returned_unchanged() -> None:
     rail = _rail(node)
     for status in ("failed", "reorged"):
         a = dataclasses.replace(_anchor(), status=status)
-        assert rail.verify(a, VerifyContext(now=1)) is a
+        assert recheck(rail, a, VerifyContext(now=1)) is a
     assert node.calls == []
 
 
-def test_a_node_whose_view_moves_mid_check_is_transient() -> None:
+def test_a_node_whose_view_moves_mid_check_is_unchecked() -> None:
     node = _canonical(eth_getBlockByNumber=_blocks({8: BLOCK_A}))
     node.answers["eth_getTransactionReceipt"] = _receipt(blockHash=BLOCK_B)
-    with pytest.raises(RailError) as e:
-        _rail(node).verify(_anchor(blockNumber=None, blockHash=None), VerifyContext(now=1))
-    assert e.value.error_class == "transient" and e.value.code == "evm_rpc_inconsistent"
+    verdict = _rail(node).verify(_anchor(blockNumber=None, blockHash=None), VerifyContext(now=1))
+    assert verdict.outcome == "unchecked" and verdict.code == "evm_rpc_inconsistent"
 
 
-def test_malformed_node_values_are_transient() -> None:
+def test_malformed_node_values_are_unchecked() -> None:
     node = _canonical(eth_blockNumber="sixteen")
-    with pytest.raises(RailError) as e:
-        _rail(node).verify(_anchor(), VerifyContext(now=1))
-    assert e.value.error_class == "transient" and e.value.code == "evm_rpc_malformed"
+    verdict = _rail(node).verify(_anchor(), VerifyContext(now=1))
+    assert verdict.outcome == "unchecked" and verdict.code == "evm_rpc_malformed"
+    # A node that answers with another transaction than the one asked for is
+    # this node's problem, not evidence against the anchor.
+    node = _canonical(eth_getTransactionByHash=_tx(hash="0x" + "cd" * 32))
+    verdict = _rail(node).verify(_anchor(), VerifyContext(now=1))
+    assert verdict.outcome == "unchecked" and "another transaction" in verdict.message
 
 
 # --- submit against a scripted node ------------------------------------------------------

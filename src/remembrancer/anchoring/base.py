@@ -10,21 +10,45 @@ Errors: :class:`RailError` (an ``AnchoringError``) carries ``error_class``,
 which drives the scheduler's backoff (DESIGN.md 3.9): ``transient``
 (network, timeouts, 5xx: base delay), ``auth`` (401/403, bad credentials:
 doubled), ``validation`` (the rail refused or returned evidence that does not
-verify: halved).  A rail never marks an anchor ``verified`` unless every
-check passed.
+verify: halved).
+
+Verification is a pure function of the evidence and this node's policy
+(docs/federation.md, "Threat model: anchors").  :meth:`Rail.verify` takes an
+anchor's *evidence* (root, target, txRef, evidence, aggregation) and the
+node's own settings (the rail's trust bundle, chain node, headers and
+``confirmations``, plus the :class:`VerifyContext`) and returns a
+:class:`Verdict`: ``verified``, ``pending`` (committed but not final here:
+too shallow, not mined yet, only a pending calendar attestation),
+``failed`` (the evidence is false) or ``unchecked`` (this node lacks what it
+needs to judge: headers, a reachable chain node, the rail itself).  It never
+reads what the anchor says about itself: its ``status``, its ``finality``
+(``requiredDepth`` included), its ``error`` or ``verifier``.  The required
+depth of a chain rail is ``max(rail confirmations, ctx.required_depth)``,
+both from this node's own configuration.
+
+What a node *stores* for an anchor follows from its own verdicts only:
+:func:`judged` turns a verdict into the anchor this node holds, given the
+status it gave the same anchor last time (``prior``: its own earlier verdict,
+never a claim); :func:`recheck` does both for an anchor the node already
+holds.  A rail never says ``verified`` unless every check passed.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from remembrancer.core.anchor import Anchor
-from remembrancer.core.errors import AnchoringError, ConfigError
+from remembrancer.core.anchor import Anchor, Finality, Status, allowed_transition
+from remembrancer.core.errors import AnchoringError, ConfigError, FormatError
 
 ErrorClass = Literal["transient", "auth", "validation"]
+Outcome = Literal["verified", "pending", "failed", "unchecked"]
+OUTCOMES: tuple[Outcome, ...] = ("verified", "pending", "failed", "unchecked")
+VERIFIED = "anchor_verified"  # the code of a verified verdict
+DEPTH_INSUFFICIENT = "anchor_depth_insufficient"  # committed, fewer confirmations than required
+_STATUS_OF: dict[str, Status] = {"verified": "verified", "pending": "submitted", "failed": "failed"}
 
 
 class RailError(AnchoringError):
@@ -44,10 +68,156 @@ class RailError(AnchoringError):
 
 @dataclass(frozen=True, slots=True)
 class VerifyContext:
-    """What a verification may depend on besides the evidence."""
+    """This node's policy for one verification, besides the rail's own settings.
+
+    ``required_depth`` is what this node's cadence level asks for (0: nothing
+    beyond the rail's ``confirmations``).  It comes from this node's
+    configuration (the governed cadence of one of its own namespaces, or a
+    member's own level in collaborative anchoring), never from the anchor
+    being verified."""
 
     now: int  # seconds since the epoch (the caller's clock)
-    required_depth: int = 0  # confirmations the namespace's cadence asks for
+    required_depth: int = 0
+
+    def __post_init__(self) -> None:
+        if type(self.required_depth) is not int or self.required_depth < 0:
+            raise ValueError("required_depth is an integer >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What this node's rail concluded about one anchor's evidence.
+
+    ``code`` is :data:`VERIFIED` for a verified verdict, otherwise why not
+    (``anchor_depth_insufficient``, ``ots_pending_only``,
+    ``btc_header_unavailable``, ``tsa_chain_untrusted``, ...).  The facts
+    (``tx_ref``, ``block_number``, ``anchor_ts``) are what the evidence shows,
+    ``evidence`` the evidence as checked (refreshed from the chain or
+    upgraded from a calendar; None: as given).  ``lost`` says the evidence
+    names a block that is no longer the canonical one at its height (or a
+    transaction the chain no longer holds there): an anchor this node had
+    verified is then ``reorged``."""
+
+    outcome: Outcome
+    code: str
+    message: str = ""
+    verifier: str = ""
+    observed_depth: int = 0
+    required_depth: int = 0
+    tx_ref: str | None = None
+    block_number: int | None = None
+    anchor_ts: int | None = None
+    evidence: Mapping[str, Any] | None = None
+    lost: bool = False
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown verdict outcome {self.outcome!r}")
+        if (self.outcome == "verified") != (self.code == VERIFIED):
+            raise ValueError("a verdict is verified exactly when its code is anchor_verified")
+
+    @property
+    def verified(self) -> bool:
+        return self.outcome == "verified"
+
+    def explain(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+    def disagreement(self, claim: Anchor) -> str | None:
+        """Why ``claim``'s own facts differ from what the evidence shows (None:
+        they agree).  For a verified verdict on someone else's claim: the
+        transaction reference, block and anchor time the claim states (what a
+        countersignature commits to and the conflict order uses) must be the
+        ones found, and the block it names must still be canonical."""
+        if self.lost:
+            return "the block the claim names is no longer the canonical one at its height"
+        if self.tx_ref is not None and self.tx_ref != claim.tx_ref:
+            return f"txRef is {self.tx_ref}, the claim says {claim.tx_ref}"
+        if self.block_number != claim.block_number:
+            return f"the block is {self.block_number}, the claim says {claim.block_number}"
+        if self.anchor_ts != claim.anchor_ts:
+            return f"the anchor time is {self.anchor_ts}, the claim says {claim.anchor_ts}"
+        return None
+
+    @classmethod
+    def ok(cls, verifier: str, **facts: Any) -> Verdict:
+        return cls("verified", VERIFIED, "", verifier, **facts)
+
+    @classmethod
+    def pending(cls, code: str, message: str, verifier: str = "", **facts: Any) -> Verdict:
+        return cls("pending", code, message, verifier, **facts)
+
+    @classmethod
+    def failed(cls, code: str, message: str, verifier: str = "", **facts: Any) -> Verdict:
+        return cls("failed", code, message, verifier, **facts)
+
+    @classmethod
+    def unchecked(cls, code: str, message: str, verifier: str = "", **facts: Any) -> Verdict:
+        return cls("unchecked", code, message, verifier, **facts)
+
+
+def judged(anchor: Anchor, verdict: Verdict, *, now: int, prior: Status | None) -> Anchor:
+    """The anchor as this node holds it after its own verification.
+
+    The status comes from ``verdict`` and from ``prior``, the status this node
+    gave the same anchor at its previous verification (None for someone
+    else's claim): never from ``anchor.status`` or ``anchor.finality``.
+
+    ========== ============================ ==================================
+    verdict    prior None/pending/submitted prior verified
+    ========== ============================ ==================================
+    verified   verified                     verified (reorged if lost)
+    pending    submitted                    verified, not final, when only
+                                            this node's required depth grew;
+                                            otherwise reorged
+    failed     failed                       reorged if lost, else failed
+    unchecked  submitted                    verified (reorged if lost)
+    ========== ============================ ==================================
+
+    ``failed`` and ``reorged`` priors are final: the anchor keeps them.  A
+    claim (``prior`` None) is verified only by a verified verdict."""
+    if prior in ("failed", "reorged"):
+        return replace(anchor, status=prior)
+    outcome = verdict.outcome
+    if prior == "verified" and verdict.code == DEPTH_INSUFFICIENT and not verdict.lost:
+        # Only this node's required depth grew (e.g. a governance change).
+        finality = Finality(verdict.observed_depth, verdict.required_depth, "pending")
+        return replace(anchor, status="verified", observed_at=now, finality=finality, error=None,
+                       verifier=verdict.verifier or anchor.verifier)  # fmt: skip
+    if prior == "verified" and (verdict.lost or outcome == "pending"):
+        # Keep the facts of what was lost.
+        finality = Finality(anchor.finality.observed_depth, verdict.required_depth, "lost")
+        why = f"anchor_moved: {verdict.message}" if verdict.verified else verdict.explain()
+        return replace(anchor, status="reorged", observed_at=now, error=why,
+                       verifier=verdict.verifier or anchor.verifier, finality=finality)  # fmt: skip
+    status: Status
+    if outcome == "unchecked":  # nothing to go on: what this node knew stands
+        status = "verified" if prior == "verified" else "submitted"
+        return replace(anchor, status=status,
+                       error=None if status == "verified" else verdict.explain())  # fmt: skip
+    status = _STATUS_OF[outcome]
+    if prior is not None and not allowed_transition(prior, status):  # pragma: no cover
+        raise FormatError(f"an anchor cannot go from {prior} to {status}",
+                          code="anchor_transition_invalid")  # fmt: skip
+    state: Literal["pending", "final", "lost"] = (
+        "final"
+        if status == "verified"
+        else "lost"
+        if status == "failed" and verdict.lost
+        else "pending"
+    )
+    return replace(
+        anchor,
+        status=status,
+        tx_ref=verdict.tx_ref if verdict.tx_ref is not None else anchor.tx_ref,
+        block_number=verdict.block_number,
+        anchor_ts=verdict.anchor_ts,
+        observed_at=now,
+        verifier=verdict.verifier or anchor.verifier,
+        finality=Finality(verdict.observed_depth, verdict.required_depth, state),
+        evidence=dict(verdict.evidence) if verdict.evidence is not None else anchor.evidence,
+        error=None if status == "verified" else verdict.explain(),
+    )
 
 
 class Rail(Protocol):
@@ -59,11 +229,21 @@ class Rail(Protocol):
         """Commit ``digest``; return the anchor (``submitted`` or already ``verified``)."""
         ...
 
-    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Anchor:
-        """Re-check an anchor's evidence and return it with updated status and
-        finality (``verified``, ``submitted`` while not deep enough, ``failed``
-        or ``reorged``); raise RailError only when the rail cannot be asked."""
+    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Verdict:
+        """Judge ``anchor``'s evidence with this rail's settings and ``ctx``
+        (see the module docstring).  Never reads ``anchor.status`` or
+        ``anchor.finality``; never raises for anything the evidence or the
+        chain says: a rail that cannot be asked gives an ``unchecked`` verdict
+        whose code says why."""
         ...
+
+
+def recheck(rail: Rail, held: Anchor, ctx: VerifyContext) -> Anchor:
+    """Re-verify an anchor this node holds, whose ``status`` is this node's own
+    earlier verdict (the scheduler's receipts), and return it updated."""
+    if held.status in ("failed", "reorged"):
+        return held
+    return judged(held, rail.verify(held, ctx), now=ctx.now, prior=held.status)
 
 
 # scheme -> (module, class, extra that provides its dependencies)

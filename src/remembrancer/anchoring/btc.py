@@ -24,9 +24,12 @@ root) to Bitcoin:
     reaches with the Merkle root of the block header at that height (at
     most 16 attestations, lowest heights first).  One matching attestation
     suffices (the ``ots`` client's rule); the lowest matching height gives
-    ``block_number`` and ``anchor_ts`` (header time).  With none matching,
-    a mismatch fails the anchor unless another attestation names a height
-    whose header is not known yet (then it waits, ``submitted``).
+    ``block_number`` and ``anchor_ts`` (header time).  A proof whose only
+    attestations are pending calendar promises is ``pending``
+    (``ots_pending_only``), never verified, whatever the anchor claims.
+    With none matching, a mismatch fails the anchor unless another
+    attestation names a height whose header this node does not have: then
+    the verdict is ``unchecked`` (``btc_header_unavailable``).
 
 ``op_return``: a transaction with the output ``OP_RETURN <"RV" || digest>``
     (minimal push, 34 bytes), built, funded, signed and sent by Bitcoin
@@ -58,20 +61,26 @@ is hashed here and must meet its own proof-of-work target, within the
 network's limit.  Confirmations are ``tip - height + 1``: the RPC's
 ``getblockcount`` as tip, or, for a headers file, the end of the run of
 consecutive headers that link (``hashPrevBlock``) upwards from the attested
-one; headers after a gap do not count.  An anchor is ``verified`` only when
-every check passed and the depth reaches ``max(1, ctx.required_depth)``;
-less deep, it stays ``submitted`` with ``finality.observedDepth``.
+one; headers after a gap do not count.  The verdict
+(:class:`~remembrancer.anchoring.base.Verdict`) is ``verified`` only when
+every check passed and the depth reaches ``max(confirmations,
+ctx.required_depth)``: the rail's ``confirmations`` setting (default 1, the
+least depth this node accepts for any anchor of the target) and the
+cadence level's, both this node's own; less deep, it is ``pending``
+(``anchor_depth_insufficient``).  Without the header an attestation or a
+transaction needs, it is ``unchecked``, never ``verified``.  The anchor's
+own ``status`` and ``finality`` are never read.
 
-Failures: a proof that does not verify gives the anchor ``failed`` (or
-``reorged`` when an anchor that was verified no longer is), with
-``error = "<code>: <message>"``; the codes come from the
-:class:`VerificationError` raised by the pure helpers here (``ots_too_large``,
-``ots_truncated``, ``ots_malformed``, ``ots_unsupported``,
-``ots_digest_mismatch``, ``btc_merkle_root_mismatch``,
+Failures: a proof that does not verify gives a ``failed`` verdict whose
+code comes from the :class:`VerificationError` raised by the pure helpers
+here (``ots_too_large``, ``ots_truncated``, ``ots_malformed``,
+``ots_unsupported``, ``ots_digest_mismatch``, ``btc_merkle_root_mismatch``,
 ``btc_op_return_mismatch``, ``btc_merkle_path_invalid``,
-``btc_tx_mismatch``, ...).  :class:`RailError` is raised only when the rail
-cannot be asked: calendars or the RPC unreachable or 5xx (``transient``),
-401/403 (``auth``), refusals and bad answers (``validation``).
+``btc_tx_mismatch``, ...); a block that is no longer canonical marks the
+verdict ``lost`` (an anchor this node had verified becomes ``reorged``).  A
+rail that cannot be asked (calendars or the RPC unreachable or 5xx,
+401/403, refusals and bad answers) gives an ``unchecked`` verdict with the
+:class:`RailError`'s code; ``submit`` raises those errors.
 
 Limitation: no Bitcoin Core binary can run where this was written, so
 ``op_return`` mode and the RPC header source were tested against a stub
@@ -104,8 +113,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from remembrancer.anchoring.base import ErrorClass, RailError, VerifyContext
-from remembrancer.core.anchor import Anchor, Finality, Status, allowed_transition
+from remembrancer.anchoring.base import (
+    DEPTH_INSUFFICIENT,
+    ErrorClass,
+    RailError,
+    Verdict,
+    VerifyContext,
+)
+from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, FormatError, VerificationError
 from remembrancer.core.jcs import loads_strict
 
@@ -862,6 +877,7 @@ def _bounded(n: int, limit: int) -> int:
 _KNOWN_SETTINGS = frozenset(
     {
         "mode",
+        "confirmations",
         "calendars",
         "min_calendars",
         "calendar_whitelist",
@@ -882,6 +898,7 @@ class BitcoinRailSettings:
     """``anchoring.btc.<network>`` settings (see the module docstring)."""
 
     mode: Mode = "ots"
+    confirmations: int = 1  # the least depth this node accepts for any anchor of the target
     calendars: tuple[str, ...] = DEFAULT_CALENDARS
     min_calendars: int | None = None  # default: min(2, len(calendars))
     calendar_whitelist: tuple[str, ...] = DEFAULT_CALENDAR_WHITELIST
@@ -943,8 +960,16 @@ class BitcoinRailSettings:
         fee_rate = settings.get("fee_rate")
         if fee_rate is not None:
             fee_rate = positive("fee_rate", 1.0, float)
+        confirmations = settings.get("confirmations", 1)
+        if (
+            isinstance(confirmations, bool)
+            or not isinstance(confirmations, int)
+            or confirmations < 1
+        ):
+            raise bad("confirmations must be an integer >= 1")
         out = cls(
             mode=mode,
+            confirmations=confirmations,
             calendars=calendars,
             min_calendars=min_calendars,
             calendar_whitelist=url_list("calendar_whitelist", DEFAULT_CALENDAR_WHITELIST),
@@ -974,14 +999,6 @@ def _library_versions() -> str:
         return f"opentimestamps {version('opentimestamps')}"
     except PackageNotFoundError:  # pragma: no cover - vendored installs
         return "opentimestamps"
-
-
-def _with_status(anchor: Anchor, status: Status, **changes: Any) -> Anchor:
-    """``anchor`` moved to ``status`` when the status machine allows it;
-    otherwise (a final state, or verified that lost depth) its status stays."""
-    if allowed_transition(anchor.status, status):
-        return anchor.moved(status, **changes)
-    return replace(anchor, **changes)
 
 
 class BitcoinRail:
@@ -1044,17 +1061,19 @@ class BitcoinRail:
             return self._headers_file
         return RpcHeaders(self._rpc_client(), self.network)
 
-    def _depth_fields(self, depth: int, ctx: VerifyContext) -> tuple[bool, Finality]:
-        required = max(1, ctx.required_depth)
-        final = depth >= required
-        return final, Finality(depth, ctx.required_depth, "final" if final else "pending")
+    def _required(self, ctx: VerifyContext) -> int:
+        return max(self.settings.confirmations, ctx.required_depth)
 
-    def _failed(self, anchor: Anchor, error: VerificationError, ctx: VerifyContext) -> Anchor:
-        reorged = anchor.status == "verified" and error.code in _REORG_CODES
-        status: Status = "reorged" if reorged else "failed"
-        finality = replace(anchor.finality, state="lost") if reorged else anchor.finality
-        return _with_status(
-            anchor, status, error=error.explain(), observed_at=ctx.now, finality=finality
+    def _depth_verdict(self, depth: int, required: int, verifier: str, **facts: Any) -> Verdict:
+        if depth >= required:
+            return Verdict.ok(verifier, observed_depth=depth, required_depth=required, **facts)
+        return Verdict.pending(
+            DEPTH_INSUFFICIENT,
+            f"{depth} confirmation(s), this node requires {required}",
+            verifier,
+            observed_depth=depth,
+            required_depth=required,
+            **facts,
         )
 
     # -- Rail protocol
@@ -1070,22 +1089,29 @@ class BitcoinRail:
             return self._submit_ots(digest, now)
         return self._submit_op_return(digest, now)
 
-    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Anchor:
+    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Verdict:
+        """Judge the anchor's evidence (see the module docstring).  Never reads
+        the anchor's status or finality: a proof with only pending
+        attestations is ``pending``, whatever the anchor says."""
+        required = self._required(ctx)
         if anchor.target != self.target:
-            raise RailError(
+            return Verdict.unchecked(
+                "btc_target_mismatch",
                 f"anchor for {anchor.target} given to the {self.target} rail",
-                code="btc_target_mismatch",
-                error_class="validation",
+                required_depth=required,
             )
         mode = anchor.evidence.get("mode")
         try:
             if mode == "ots":
-                return self._verify_ots(anchor, ctx)
+                return self._verify_ots(anchor, required)
             if mode == "op_return":
-                return self._verify_op_return(anchor, ctx)
+                return self._verify_op_return(anchor, required)
             raise _fail(f"unknown evidence mode {mode!r}", "btc_evidence_malformed")
         except VerificationError as e:
-            return self._failed(anchor, e, ctx)
+            return Verdict.failed(e.code, e.message, self._verifier("n/a"),
+                                  required_depth=required, lost=e.code in _REORG_CODES)  # fmt: skip
+        except RailError as e:
+            return Verdict.unchecked(e.code, e.message, required_depth=required)
 
     # -- OpenTimestamps
 
@@ -1254,7 +1280,7 @@ class BitcoinRail:
                 changed = True
         return changed
 
-    def _verify_ots(self, anchor: Anchor, ctx: VerifyContext) -> Anchor:
+    def _verify_ots(self, anchor: Anchor, required: int) -> Verdict:
         from opentimestamps.core.op import OpSHA256
 
         raw = self._decode_proof(anchor)
@@ -1270,6 +1296,7 @@ class BitcoinRail:
                 proof_digest=bytes(dtf.file_digest).hex(),
             )
         evidence = dict(anchor.evidence)
+        evidence.pop("bitcoin", None)  # what this node finds, never what the evidence says
         attestations = ots_attestations(dtf)
         if self.settings.upgrade and attestations.pending and self._upgrade(dtf):
             upgraded = serialize_ots(dtf)
@@ -1280,13 +1307,13 @@ class BitcoinRail:
                 attestations = ots_attestations(parse_ots(raw))
         evidence["pending_calendars"] = list(attestations.pending)
         if not attestations.bitcoin:
-            return _with_status(
-                anchor,
-                "submitted",
+            return Verdict.pending(
+                "ots_pending_only",
+                "the proof holds no Bitcoin attestation, only calendar promises "
+                f"({len(attestations.pending)})",
+                self._verifier("not needed"),
+                required_depth=required,
                 evidence=evidence,
-                observed_at=ctx.now,
-                error=None,
-                finality=Finality(0, ctx.required_depth, "pending"),
             )
 
         source = self._header_source()
@@ -1310,43 +1337,27 @@ class BitcoinRail:
                 )
         verifier = self._verifier(source.describe())
         if not matched:
-            mismatch = (
-                _fail(
+            if not unavailable:
+                raise _fail(
                     f"the Merkle root of block {mismatched[0]['height']} is not the one the "
                     "proof commits to",
                     "btc_merkle_root_mismatch",
                     mismatches=mismatched,
                 )
-                if mismatched
-                else None
-            )
-            if mismatch is not None and (anchor.status == "verified" or not unavailable):
-                raise mismatch
-            error = f"btc_header_unavailable: no header yet at height(s) {unavailable}"
-            return _with_status(
-                anchor,
-                "submitted",
-                evidence=evidence,
-                observed_at=ctx.now,
-                verifier=verifier,
-                error=error if mismatch is None else f"{error}; {mismatch.explain()}",
-                finality=Finality(0, ctx.required_depth, "pending"),
-            )
+            # Without the headers it names, this node cannot tell.
+            message = f"no header at height(s) {unavailable}"
+            if mismatched:
+                message += (
+                    f"; the Merkle root differs at height(s) {[m['height'] for m in mismatched]}"
+                )
+            return Verdict.unchecked("btc_header_unavailable", message, verifier,
+                                     required_depth=required, evidence=evidence,
+                                     lost=bool(mismatched))  # fmt: skip
         height, header = matched[0]
         depth = source.confirmations(height, header)
-        final, finality = self._depth_fields(depth, ctx)
         evidence["bitcoin"] = {"height": height, "block_hash": header.hash_hex}
-        return _with_status(
-            anchor,
-            "verified" if final else "submitted",
-            evidence=evidence,
-            block_number=height,
-            anchor_ts=header.time,
-            observed_at=ctx.now,
-            verifier=verifier,
-            finality=finality,
-            error=None,
-        )
+        return self._depth_verdict(depth, required, verifier, evidence=evidence,
+                                   block_number=height, anchor_ts=header.time)  # fmt: skip
 
     # -- OP_RETURN
 
@@ -1458,7 +1469,7 @@ class BitcoinRail:
             out["block_hash"] = located
         return out
 
-    def _verify_op_return(self, anchor: Anchor, ctx: VerifyContext) -> Anchor:
+    def _verify_op_return(self, anchor: Anchor, required: int) -> Verdict:
         ev = anchor.evidence
         txid = ev.get("txid")
         if not _is_hash_hex(txid) or txid != anchor.tx_ref:
@@ -1474,21 +1485,24 @@ class BitcoinRail:
                     raise
                 # the node is down, but the stored evidence and the headers suffice
 
-        if anchor.status == "verified" and evidence.get("block_hash") != ev.get("block_hash"):
-            raise _fail(
-                f"the transaction left block {ev.get('block_hash')}",
-                "btc_block_not_canonical",
-                now_in=evidence.get("block_hash"),
-            )
+        # The transaction left the block the evidence names: an anchor verified
+        # there is lost (reorged), whatever follows.
+        lost = block_hash is not None and evidence.get("block_hash") != block_hash
+        moved = (
+            f"the transaction left block {block_hash} "
+            f"(now in {evidence.get('block_hash') or 'no block'}); "
+            if lost
+            else ""
+        )
+
+        def waiting(code: str, message: str, verifier: str = "", **facts: Any) -> Verdict:
+            return Verdict.pending("btc_block_not_canonical" if lost else code, moved + message,
+                                   verifier, required_depth=required, evidence=evidence,
+                                   lost=lost, **facts)  # fmt: skip
+
         tx_hex = evidence.get("tx")
         if not isinstance(tx_hex, str):
-            return _with_status(
-                anchor,
-                "submitted",
-                evidence=evidence,
-                observed_at=ctx.now,
-                error="btc_tx_not_found: the transaction is not known (yet)",
-            )
+            return waiting("btc_tx_not_found", "the transaction is not known (yet)")
         try:
             tx = parse_tx(bytes.fromhex(tx_hex))
         except ValueError as e:
@@ -1499,14 +1513,7 @@ class BitcoinRail:
 
         proof_hex = evidence.get("txoutproof")
         if proof_hex is None:
-            return _with_status(
-                anchor,
-                "submitted",
-                evidence=evidence,
-                observed_at=ctx.now,
-                error=None,
-                finality=Finality(0, ctx.required_depth, "pending"),
-            )
+            return waiting("btc_tx_not_mined", "the transaction is not in a block (yet)")
         try:
             proof = parse_merkle_block(bytes.fromhex(str(proof_hex)))
         except ValueError as e:
@@ -1524,40 +1531,20 @@ class BitcoinRail:
         verifier = self._verifier(source.describe())
         canonical = source.header_at(height)
         if canonical is None:
-            return _with_status(
-                anchor,
-                "submitted",
-                evidence=evidence,
-                observed_at=ctx.now,
-                verifier=verifier,
-                error=f"btc_header_unavailable: no header yet at height {height}",
-            )
+            return Verdict.unchecked("btc_header_unavailable", moved + f"no header at height {height}",
+                                     verifier, required_depth=required, evidence=evidence,
+                                     lost=lost)  # fmt: skip
         if canonical.raw != proof.header.raw:
-            error = _fail(
-                f"block {proof.header.hash_hex} is not the canonical block at height {height}",
+            return Verdict.pending(
                 "btc_block_not_canonical",
-                canonical=canonical.hash_hex,
-            )
-            if anchor.status == "verified":
-                raise error
-            return _with_status(
-                anchor,
-                "submitted",
+                f"block {proof.header.hash_hex} is not the canonical block at height {height} "
+                f"({canonical.hash_hex} is)",
+                verifier,
+                required_depth=required,
                 evidence=evidence,
-                observed_at=ctx.now,
-                verifier=verifier,
-                error=error.explain(),
+                lost=True,
             )
         depth = source.confirmations(height, canonical)
-        final, finality = self._depth_fields(depth, ctx)
-        return _with_status(
-            anchor,
-            "verified" if final else "submitted",
-            evidence=evidence,
-            block_number=height,
-            anchor_ts=canonical.time,
-            observed_at=ctx.now,
-            verifier=verifier,
-            finality=finality,
-            error=None,
-        )
+        verdict = self._depth_verdict(depth, required, verifier, evidence=evidence,
+                                      block_number=height, anchor_ts=canonical.time, lost=lost)  # fmt: skip
+        return replace(verdict, message=moved + verdict.message) if lost else verdict

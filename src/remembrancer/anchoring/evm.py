@@ -24,27 +24,30 @@ Evidence (``Anchor.evidence``), lowercase hex, integers as JSON numbers::
 transaction is not mined.  ``txRef`` is the transaction hash and ``anchorTs``
 the block's timestamp.
 
-Verification (``verify``), against the node's current view:
+Verification (``verify``), against the node's current view, gives a
+:class:`~remembrancer.anchoring.base.Verdict` from the evidence alone (the
+anchor's ``status`` and ``finality`` are never read):
 
-- the node serves the target's chain (else :class:`RailError` ``validation``
-  code ``evm_chain_mismatch``: the rail cannot judge the anchor there);
+- the node serves the target's chain (else ``unchecked``, code
+  ``evm_chain_mismatch``: the rail cannot judge the anchor there; likewise
+  an unreachable node or an inconsistent answer);
 - the transaction exists, carries the target's chain id (EIP-155 / typed),
   was sent by the recorded ``from`` (and, if ``senders`` is configured, by
   one of those addresses), to the recorded ``to`` (and to the configured
-  ``to`` when there is one), with calldata ``RV || root``; any mismatch makes
-  the anchor ``failed`` with the reason in ``error``;
+  ``to`` when there is one), with calldata ``RV || root``; any mismatch is
+  ``failed`` with its own code (``evm_sender_mismatch``,
+  ``evm_digest_mismatch``, ...);
 - its receipt has status 1 (a reverted transaction is ``failed``);
-- confirmations ``head - block + 1`` against ``ctx.required_depth`` (or the
-  rail's ``confirmations`` when the context asks for 0): below it the anchor
-  stays ``submitted`` (finality observed/required), at or above it becomes
-  ``verified`` with finality ``final``;
+- confirmations ``head - block + 1`` against ``max(confirmations,
+  ctx.required_depth)``, both this node's settings: below it the verdict is
+  ``pending`` (``anchor_depth_insufficient``), at or above it ``verified``;
+  a transaction still in the pool is ``pending`` (``evm_tx_not_mined``);
 - the block recorded in the evidence is still the canonical one at its
-  height.  For a ``verified`` anchor a different block there, or a
-  transaction that vanished, makes it ``reorged`` (the scheduler anchors
-  again).  A ``submitted`` anchor cannot be ``reorged`` (the status machine
-  forbids it): its evidence is refreshed if the transaction was mined again,
-  it stays ``submitted`` while the transaction waits in the pool, and it is
-  ``failed`` (finality ``lost``) if the node no longer knows the transaction.
+  height; if not (or the transaction vanished or moved), the verdict is
+  ``lost``, and :func:`~remembrancer.anchoring.base.judged` makes an anchor
+  this node had verified ``reorged`` (the scheduler anchors again).  The
+  verdict carries the evidence refreshed with the block the transaction is
+  in now.
 
 Only the sender check of the *recorded* address is implicit: a federation
 peer verifies anchors sent with other nodes' keys, so the rail's own key is
@@ -61,7 +64,9 @@ Settings (``anchoring.eip155."<chain id>"``)::
     to:            address receiving the anchor transactions (default: sender)
     senders:       addresses accepted as senders when verifying (default: any,
                    as recorded)
-    confirmations: depth used when the cadence asks for none (default 1)
+    confirmations: the least depth this node accepts for any anchor of the
+                   target, its own or a peer's (default 1); a cadence level
+                   may ask for more
     timeout:       seconds per JSON-RPC request (default 10)
     receipt_wait:  seconds submit waits for the receipt (default 5); when it
                    is not mined by then, the anchor is returned ``submitted``
@@ -103,7 +108,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from remembrancer.anchoring.base import ErrorClass, RailError, VerifyContext
+from remembrancer.anchoring.base import (
+    DEPTH_INSUFFICIENT,
+    ErrorClass,
+    RailError,
+    Verdict,
+    VerifyContext,
+)
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, FormatError
 from remembrancer.core.jcs import loads_strict
@@ -737,94 +748,72 @@ class EvmRail:
         )
 
     # --- verify ---------------------------------------------------------------------------
-    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Anchor:
-        """Re-check ``anchor`` against the node (see the module doc for every check)."""
+    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Verdict:
+        """Judge ``anchor``'s evidence against the node (see the module doc for
+        every check).  The required depth is ``max(confirmations,
+        ctx.required_depth)``; the anchor's own status and finality are never read."""
+        required = max(self.confirmations, ctx.required_depth)
         if anchor.target != self.target:
-            raise RailError(
+            return Verdict.unchecked(
+                "evm_target_mismatch",
                 f"the {self.target} rail cannot verify an anchor for {anchor.target}",
-                code="evm_target_mismatch",
-                error_class="validation",
+                required_depth=required,
             )
-        if anchor.status in ("failed", "reorged"):
-            return anchor  # final states
-        required = ctx.required_depth if ctx.required_depth > 0 else self.confirmations
-        now = ctx.now
+        try:
+            return self._judge(anchor, required)
+        except RailError as e:
+            return Verdict.unchecked(e.code, e.message, required_depth=required)
+
+    def _judge(self, anchor: Anchor, required: int) -> Verdict:
         verifier = self._verifier()
+        lost_reason = ""
 
-        def failed(reason: str, lost: bool = False) -> Anchor:
-            fin = anchor.finality
-            return anchor.moved(
-                "failed",
-                error=reason,
-                observed_at=now,
-                verifier=verifier,
-                finality=Finality(fin.observed_depth, required, "lost" if lost else fin.state),
-            )
-
-        def reorged(reason: str) -> Anchor:
-            return anchor.moved(
-                "reorged",
-                error=reason,
-                observed_at=now,
-                verifier=verifier,
-                finality=Finality(0, required, "lost"),
-            )
+        def failed(code: str, reason: str, lost: bool = False) -> Verdict:
+            return Verdict.failed(code, lost_reason + reason, verifier,
+                                  required_depth=required, lost=lost)  # fmt: skip
 
         ev = anchor.evidence
         tx_hash = anchor.tx_ref.lower()
         if not _HASH.match(tx_hash) or _lower(ev.get("txHash")) != tx_hash:
-            return failed("evidence: txHash is missing, malformed or differs from txRef")
+            return failed(
+                "evm_evidence_malformed",
+                "evidence: txHash is missing, malformed or differs from txRef",
+            )
         if ev.get("chainId") != self.chain_id:
             return failed(
-                f"evidence: chainId {ev.get('chainId')!r} is not the target's {self.chain_id}"
+                "evm_evidence_malformed",
+                f"evidence: chainId {ev.get('chainId')!r} is not the target's {self.chain_id}",
             )
         recorded_from = _lower(ev.get("from"))
         recorded_to = _lower(ev.get("to"))
         if recorded_from is None or not _ADDRESS.match(recorded_from):
-            return failed("evidence: from is missing or malformed")
+            return failed("evm_evidence_malformed", "evidence: from is missing or malformed")
         if recorded_to is None or not _ADDRESS.match(recorded_to):
-            return failed("evidence: to is missing or malformed")
+            return failed("evm_evidence_malformed", "evidence: to is missing or malformed")
         recorded_number = ev.get("blockNumber")
         recorded_hash = _lower(ev.get("blockHash"))
-        has_block = isinstance(recorded_number, int) and recorded_hash is not None
-        if anchor.status == "verified" and not has_block:
-            return failed("evidence: a verified anchor without blockNumber/blockHash")
+        has_block = type(recorded_number) is int and recorded_hash is not None
 
         self._check_chain()
 
         # Reorg check: is the recorded block still the canonical one at its height?
+        lost = False
         if has_block:
             assert isinstance(recorded_number, int)
             canonical = self._block(recorded_number)
             canonical_hash = _lower(canonical.get("hash")) if canonical else None
             if canonical_hash != recorded_hash:
-                if anchor.status == "verified":
-                    return reorged(
-                        f"block {recorded_number} is now {canonical_hash or 'missing'}, "
-                        f"not the recorded {recorded_hash}"
-                    )
-                # submitted: forget the stale block and look at the transaction afresh
-                anchor = anchor.moved(
-                    "submitted",
-                    block_number=None,
-                    anchor_ts=None,
-                    evidence={
-                        **ev,
-                        "blockNumber": None,
-                        "blockHash": None,
-                        "transactionIndex": None,
-                    },
+                lost = True
+                lost_reason = (
+                    f"block {recorded_number} is now {canonical_hash or 'missing'}, "
+                    f"not the recorded {recorded_hash}; "
                 )
-                ev = anchor.evidence
-                has_block = False
 
         tx = self.client.call("eth_getTransactionByHash", [tx_hash])
         if tx is None:
-            if anchor.status == "verified":
-                return reorged(f"transaction {tx_hash} is no longer known to the node")
             return failed(
-                f"transaction {tx_hash} is unknown to the node (dropped, or reorged out "
-                "before reaching its depth)",
+                "evm_tx_unknown",
+                f"transaction {tx_hash} is unknown to the node (dropped, or reorged out)",
                 lost=True,
             )
         if not isinstance(tx, dict):
@@ -836,46 +825,63 @@ class EvmRail:
 
         # What the transaction says, independent of the block it is in.
         if "chainId" not in tx or tx["chainId"] is None:
-            return failed("transaction has no chain id (pre-EIP-155): replayable on any chain")
+            return failed(
+                "evm_tx_chain_mismatch",
+                "transaction has no chain id (pre-EIP-155): replayable on any chain",
+            )
         tx_chain = _quantity(tx["chainId"], "transaction chain id")
         if tx_chain != self.chain_id:
-            return failed(f"transaction chain id {tx_chain} is not the target's {self.chain_id}")
+            return failed(
+                "evm_tx_chain_mismatch",
+                f"transaction chain id {tx_chain} is not the target's {self.chain_id}",
+            )
         if _lower(tx.get("hash")) not in (None, tx_hash):
-            return failed("the node returned another transaction than the one asked for")
+            raise RailError(
+                "the node returned another transaction than the one asked for",
+                code="evm_rpc_malformed",
+                error_class="transient",
+            )
         tx_from = _lower(tx.get("from"))
         if tx_from != recorded_from:
             return failed(
-                f"sender mismatch: transaction from {tx_from}, evidence says {recorded_from}"
+                "evm_sender_mismatch",
+                f"sender mismatch: transaction from {tx_from}, evidence says {recorded_from}",
             )
         if self.senders and tx_from not in self.senders:
-            return failed(f"sender {tx_from} is not one of the configured senders")
+            return failed(
+                "evm_sender_not_allowed", f"sender {tx_from} is not one of the configured senders"
+            )
         tx_to = _lower(tx.get("to"))
         if tx_to != recorded_to:
             return failed(
-                f"recipient mismatch: transaction to {tx_to}, evidence says {recorded_to}"
+                "evm_recipient_mismatch",
+                f"recipient mismatch: transaction to {tx_to}, evidence says {recorded_to}",
             )
         if self.to is not None and tx_to != self.to:
-            return failed(f"recipient {tx_to} is not the configured anchor address {self.to}")
+            return failed(
+                "evm_recipient_not_allowed",
+                f"recipient {tx_to} is not the configured anchor address {self.to}",
+            )
         data = _data(tx.get("input", tx.get("data")), "transaction input")
         found = parse_calldata(data)
         if found is None:
-            return failed(f"calldata is not RV||digest ({len(data)} bytes)")
+            return failed("evm_calldata_invalid", f"calldata is not RV||digest ({len(data)} bytes)")
         if found != anchor.root:
             return failed(
+                "evm_digest_mismatch",
                 f"digest mismatch: the transaction commits {found.hex()}, "
-                f"the anchor claims {anchor.root.hex()}"
+                f"the anchor claims {anchor.root.hex()}",
             )
 
+        unmined = {**ev, "blockNumber": None, "blockHash": None, "transactionIndex": None}
         if tx.get("blockHash") is None:
-            # In the pool (again): a verified anchor was taken out of its block.
-            if anchor.status == "verified":
-                return reorged(f"transaction {tx_hash} left its block and waits in the pool")
-            return anchor.moved(
-                "submitted",
-                observed_at=now,
-                verifier=verifier,
-                finality=Finality(0, required, "pending"),
-                error=None,
+            return Verdict.pending(
+                "evm_tx_not_mined",
+                lost_reason + f"transaction {tx_hash} waits in the pool",
+                verifier,
+                required_depth=required,
+                evidence=unmined,
+                lost=has_block,
             )
         receipt = self.client.call("eth_getTransactionReceipt", [tx_hash])
         if not isinstance(receipt, dict) or not receipt.get("blockHash"):
@@ -885,7 +891,7 @@ class EvmRail:
                 error_class="transient",
             )
         if _quantity(receipt.get("status"), "receipt status") != 1:
-            return failed(f"transaction {tx_hash} reverted (receipt status 0)")
+            return failed("evm_tx_reverted", f"transaction {tx_hash} reverted (receipt status 0)")
         mined = self._mined(receipt)
         if mined is None:
             raise RailError(
@@ -893,16 +899,32 @@ class EvmRail:
                 code="evm_rpc_inconsistent",
                 error_class="transient",
             )
-        if has_block and mined.block_hash != recorded_hash and anchor.status == "verified":
-            # Only reachable when the tx was re-mined in a block at another height.
-            return reorged(f"transaction {tx_hash} moved to block {mined.block_hash}")
+        if has_block and mined.block_hash != recorded_hash:
+            lost = True
+            if not lost_reason:
+                lost_reason = f"transaction {tx_hash} moved to block {mined.block_hash}; "
         head = _quantity(self.client.call("eth_blockNumber"), "block number")
-        deep = head - mined.block_number + 1 >= required
-        status: Literal["submitted", "verified"] = (
-            "verified" if deep or anchor.status == "verified" else "submitted"
-        )
-        return self._with_block(anchor, mined, head, required, status).moved(
-            status, observed_at=now, verifier=verifier
+        depth = max(0, head - mined.block_number + 1)
+        facts: dict[str, Any] = {
+            "observed_depth": depth,
+            "required_depth": required,
+            "block_number": mined.block_number,
+            "anchor_ts": mined.timestamp,
+            "evidence": {
+                **ev,
+                "blockNumber": mined.block_number,
+                "blockHash": mined.block_hash,
+                "transactionIndex": mined.transaction_index,
+            },
+            "lost": lost,
+        }
+        if depth >= required:
+            return Verdict.ok(verifier, **facts)
+        return Verdict.pending(
+            DEPTH_INSUFFICIENT,
+            lost_reason + f"{depth} confirmation(s), this node requires {required}",
+            verifier,
+            **facts,
         )
 
 

@@ -87,7 +87,7 @@ import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -101,8 +101,8 @@ from cryptography.x509 import verification as x509v
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from remembrancer.anchoring import ber
-from remembrancer.anchoring.base import RailError, VerifyContext
-from remembrancer.core.anchor import Anchor, Finality, allowed_transition
+from remembrancer.anchoring.base import RailError, Verdict, VerifyContext
+from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, VerificationError
 
 MAX_RESPONSE_BYTES = 256 * 1024
@@ -1311,16 +1311,19 @@ class Rfc3161Rail:
             "url": self.url,
         }
 
-    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Anchor:
-        """Re-verify the stored TimeStampResp offline against this node's trust bundle.
+    def verify(self, anchor: Anchor, ctx: VerifyContext) -> Verdict:
+        """Judge the stored TimeStampResp offline against this node's trust bundle.
 
         The imprint is recomputed from ``anchor.root``; the nonce comes from the
-        evidence (it binds the response to our request, not to the root)."""
+        evidence (it binds the response to our request, not to the root).  The
+        verdict's facts are the token's serial number (``tx_ref``) and genTime
+        (``anchor_ts``).  The anchor's own status, finality, txRef and anchor
+        time are never read."""
+        if anchor.target != self.target:
+            return Verdict.unchecked(
+                "tsa_target_mismatch", f"anchor for {anchor.target}, not {self.target}"
+            )
         try:
-            if anchor.target != self.target:
-                raise VerificationError(
-                    f"anchor for {anchor.target}, not {self.target}", code="tsa_target_mismatch"
-                )
             evidence = anchor.evidence
             tsr_text = evidence.get("tsr")
             nonce_text = evidence.get("nonce")
@@ -1337,21 +1340,6 @@ class Rfc3161Rail:
                 ) from e
             report = self._verify(response, Imprint.for_digest(anchor.root), nonce, ctx.now)
         except (VerificationError, ConfigError) as e:
-            return _moved(anchor, "failed", error=f"{e.code}: {e.message}", observed_at=ctx.now)
-        return _moved(
-            anchor,
-            "verified",
-            tx_ref=report.serial_hex,
-            anchor_ts=report.gen_time_epoch,
-            observed_at=ctx.now,
-            verifier=report.verifier,
-            finality=Finality(0, 0, "final"),
-            error=None,
-        )
-
-
-def _moved(anchor: Anchor, status: Any, **changes: Any) -> Anchor:
-    """``anchor`` in ``status`` if the status machine allows it; a final status stays."""
-    if allowed_transition(anchor.status, status):
-        return anchor.moved(status, **changes)
-    return replace(anchor, observed_at=changes.get("observed_at", anchor.observed_at))
+            return Verdict.failed(e.code, e.message, self.verifier)
+        return Verdict.ok(report.verifier, tx_ref=report.serial_hex,
+                          anchor_ts=report.gen_time_epoch)  # fmt: skip

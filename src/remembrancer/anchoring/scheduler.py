@@ -25,10 +25,17 @@ fails).  Each level also has its own ``state``: ``ok``, ``backing_off`` or
 Delegation.  A :class:`AnchorDelegate` (collaborative anchoring, in the
 federation layer; the scheduler knows nothing of it) may take a due level
 over instead of this node's rail: the level then counts as anchored at that
-size, and the delegate later hands back a covering anchor with
-:meth:`Scheduler.add_anchor` (which fires ``on_verified`` once it is
-verified) or, if it gives up, asks for :meth:`Scheduler.anchor_direct`.
-``anchor_now`` never delegates.
+size, and the delegate later hands back a covering anchor with this node's
+own verdict on it, :meth:`Scheduler.add_anchor` (which fires ``on_verified``
+once it is verified) or, if it gives up, asks for
+:meth:`Scheduler.anchor_direct`.  ``anchor_now`` never delegates.
+
+Own verdicts only.  Every anchor status the scheduler stores is this node's
+own verdict (:func:`~remembrancer.anchoring.base.judged`): from its rail's
+``submit`` or ``verify``, never what an anchor made elsewhere says about
+itself.  Depths come from the *governed* cadence (after
+``governance.cadence.set``), the same accessor for anchoring and
+re-verification, and a rail requires at least its own ``confirmations``.
 """
 
 from __future__ import annotations
@@ -41,7 +48,15 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from remembrancer.anchoring.base import ErrorClass, RailError, RailRegistry, VerifyContext
+from remembrancer.anchoring.base import (
+    ErrorClass,
+    RailError,
+    RailRegistry,
+    Verdict,
+    VerifyContext,
+    judged,
+    recheck,
+)
 from remembrancer.core import governance
 from remembrancer.core.anchor import (
     MAX_ANCHORS,
@@ -52,7 +67,7 @@ from remembrancer.core.anchor import (
     require_covers,
     resolve_conflicts,
 )
-from remembrancer.core.cadence import backoff_delay
+from remembrancer.core.cadence import LevelSpec, backoff_delay
 from remembrancer.core.errors import ConfigError, ConflictError, NotFoundError
 from remembrancer.core.note import Note
 from remembrancer.storage.base import LogState, Store
@@ -197,7 +212,10 @@ class Scheduler:
         ]
 
     def _save_receipt(self, namespace: str, receipt: AnchorReceipt) -> None:
-        anchors = tuple(resolve_conflicts(receipt.anchors)) if receipt.anchors else ()
+        # Every status here is this node's own verdict, so "verified" in the
+        # conflict order is verified by this node.
+        here = {a.key for a in receipt.anchors if a.status == "verified"}
+        anchors = tuple(resolve_conflicts(receipt.anchors, verified=here))
         receipt = replace(receipt, anchors=anchors)
         self.store.put_state(
             ANCHOR_SCOPE, f"{namespace}/{receipt.size:020d}", json.dumps(receipt.to_dict()).encode()
@@ -322,7 +340,7 @@ class Scheduler:
             rail = self.rails.get(target)
             anchor = await asyncio.to_thread(rail.submit, digest, now=now)
             if anchor.status == "verified" and depth:
-                anchor = await asyncio.to_thread(rail.verify, anchor, VerifyContext(now, depth))
+                anchor = await asyncio.to_thread(recheck, rail, anchor, VerifyContext(now, depth))
         except (RailError, ConfigError) as e:
             error_class: ErrorClass = e.error_class if isinstance(e, RailError) else "validation"
             state.failures += 1
@@ -363,15 +381,18 @@ class Scheduler:
                                             spec.confirmations or 0, now, force=True, direct=True)  # fmt: skip
 
     async def add_anchor(
-        self, namespace: str, size: int, checkpoint: bytes, anchor: Anchor
-    ) -> None:
+        self, namespace: str, size: int, checkpoint: bytes, claim: Anchor, verdict: Verdict
+    ) -> Anchor:
         """Add an anchor made elsewhere (a collaborative aggregate) to the receipt
-        of ``namespace`` at ``size``; fire ``on_verified`` if it is verified.
+        of ``namespace`` at ``size``, with the status of ``verdict``, this node's
+        own rail's verdict on ``claim`` (never the claim's own status); fire
+        ``on_verified`` if it is verified.  Returns the anchor as stored.
 
         VerificationError ``anchor_root_mismatch`` unless the anchor covers the
         checkpoint (see :func:`remembrancer.core.anchor.covers`)."""
         digest = checkpoint_digest(Note.from_bytes(checkpoint).text.encode())
-        require_covers(anchor, digest)
+        require_covers(claim, digest)
+        anchor = judged(claim, verdict, now=int(self.clock()), prior=None)
         async with self._lock:
             receipt = await asyncio.to_thread(self.receipt, namespace, size) or AnchorReceipt(
                 self.sequencer.origin(namespace), size, checkpoint, digest
@@ -382,7 +403,7 @@ class Scheduler:
                     code="anchor_receipt_conflict",
                 )
             if any(a.key == anchor.key for a in receipt.anchors):
-                return
+                return anchor
             receipt = replace(receipt, anchors=_bounded((*receipt.anchors, anchor)))
             await asyncio.to_thread(self._save_receipt, namespace, receipt)
             if anchor.status == "verified":
@@ -401,6 +422,7 @@ class Scheduler:
                     await asyncio.to_thread(self._save_level, namespace, level, state)
         if anchor.status == "verified":
             self._notify(namespace, anchor, checkpoint)
+        return anchor
 
     def _notify(self, namespace: str, anchor: Anchor, checkpoint: bytes) -> None:
         """Tell listeners (federation countersigning) that an anchor became verified."""
@@ -410,13 +432,32 @@ class Scheduler:
             except Exception:
                 log.exception("on_verified hook failed")
 
+    def governed_levels(self, namespace: str, now: int) -> tuple[LevelSpec, ...]:
+        """The levels of ``namespace``'s cadence in force at ``now`` (after
+        governance changes): the one accessor for anchoring, re-verification
+        and resets."""
+        ns = self.sequencer.namespaces.current().get(namespace)
+        if ns is None:
+            return ()
+        cadence = governance.effective_cadence(ns, self.sequencer.governance_state(namespace), now)
+        return cadence.levels
+
+    def required_depth(self, namespace: str, target: str, now: int) -> int:
+        """The confirmations this node's governed cadence asks of ``target`` in
+        ``namespace`` (the most any of its levels on that target asks)."""
+        return max((s.confirmations or 0 for s in self.governed_levels(namespace, now)
+                    if s.target == target), default=0)  # fmt: skip
+
     async def reverify(self) -> int:
-        """Re-verify anchors that are not final yet; return how many changed."""
+        """Re-verify anchors that are not final yet; return how many changed.
+
+        Each anchor is judged by this node's rail with the depth of the
+        governed cadence; the stored status comes from that verdict and this
+        node's previous one (:func:`~remembrancer.anchoring.base.recheck`)."""
         self._last_reverify = self.clock()
         now = int(self.clock())
         changed = 0
-        for namespace, ns in self.sequencer.namespaces.current().items():
-            depth_for = {s.target: s.confirmations or 0 for s in ns.cadence.levels}
+        for namespace in list(self.sequencer.namespaces.current()):
             for receipt in await asyncio.to_thread(self.receipts, namespace):
                 updated = []
                 dirty = False
@@ -425,12 +466,15 @@ class Scheduler:
                         updated.append(a)
                         continue
                     try:
-                        new = await asyncio.to_thread(self.rails.get(a.target).verify, a,
-                                                      VerifyContext(now, depth_for.get(a.target, 0)))  # fmt: skip
-                    except (RailError, ConfigError) as e:
-                        log.info("re-verifying %s failed for now: %s", a.key, e.message)
+                        rail = self.rails.get(a.target)
+                    except ConfigError as e:
+                        log.info("cannot re-verify %s here: %s", a.key, e.message)
                         updated.append(a)
                         continue
+                    ctx = VerifyContext(now, self.required_depth(namespace, a.target, now))
+                    new = await asyncio.to_thread(recheck, rail, a, ctx)
+                    if new.error != a.error and new.status == a.status and new.status != "verified":
+                        log.info("re-verifying %s: %s", a.key, new.error)
                     dirty = dirty or new != a
                     updated.append(new)
                     if new.status == "verified" and a.status != "verified":
@@ -445,10 +489,7 @@ class Scheduler:
         return changed
 
     async def _reset_level_for(self, namespace: str, target: str, size: int) -> None:
-        ns = self.sequencer.namespaces.current().get(namespace)
-        if ns is None:
-            return
-        for spec in ns.cadence.levels:
+        for spec in self.governed_levels(namespace, int(self.clock())):
             if spec.target == target:
                 state = await asyncio.to_thread(self.level_state, namespace, spec.level)
                 if state.last_size == size:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
 import click
 
 from remembrancer.cli.client import admin_post, admin_token, api_json
-from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
+from remembrancer.cli.common import EXIT_UNCHECKED, echo_json, errors_as_one_line, read_input
 from remembrancer.core.anchor import Anchor, AnchorReceipt
 from remembrancer.core.errors import (
     AnchoringError,
@@ -94,7 +95,7 @@ def anchor_status(url: str, as_json: bool) -> None:
 
 
 def _registry(tsa_trust: str | None, evm_rpc: str | None, btc_rpc: str | None, btc_headers: str | None,
-              targets: list[str]) -> Any:  # fmt: skip
+              targets: list[str], confirmations: int) -> Any:  # fmt: skip
     from remembrancer.anchoring.base import RailRegistry
 
     config: dict[str, dict[str, dict[str, Any]]] = {}
@@ -103,9 +104,9 @@ def _registry(tsa_trust: str | None, evm_rpc: str | None, btc_rpc: str | None, b
         if scheme == "rfc3161" and tsa_trust:
             config.setdefault(scheme, {})[name] = {"trust_bundle": os.path.abspath(tsa_trust)}
         elif scheme == "eip155" and evm_rpc:
-            config.setdefault(scheme, {})[name] = {"rpc": evm_rpc}
+            config.setdefault(scheme, {})[name] = {"rpc": evm_rpc, "confirmations": confirmations}
         elif scheme == "btc" and (btc_rpc or btc_headers):
-            settings: dict[str, Any] = {}
+            settings: dict[str, Any] = {"confirmations": confirmations}
             if btc_rpc:
                 settings["bitcoin_rpc"] = btc_rpc
             if btc_headers:
@@ -114,7 +115,37 @@ def _registry(tsa_trust: str | None, evm_rpc: str | None, btc_rpc: str | None, b
     return RailRegistry(config)
 
 
-@anchor.command("verify")
+_VERIFY_HELP = f"""Re-verify every anchor of an anchor receipt (or of a record receipt with
+anchors) with your own trust settings and required depth.
+
+\b
+Each anchor gets this machine's own verdict, never the one the receipt
+states (its status and requiredDepth are not read):
+  verified   the evidence checks out, at least --confirmations deep
+  pending    committed but not final here: fewer confirmations, not
+             mined yet, or an OpenTimestamps proof with only pending
+             calendar attestations
+  failed     the evidence is false, or the anchor does not cover the
+             receipt's checkpoint (its root is the checkpoint's digest, or
+             an aggregation path leads from that digest to the root)
+  unchecked  this command lacks what it needs to judge: the trust bundle,
+             chain node or Bitcoin headers for the target, or they could
+             not be reached
+
+\b
+With --target (repeatable), only the anchors of those targets are judged;
+the others are listed as skipped.
+
+\b
+Exit status:
+  0  every anchor judged is verified
+  1  an anchor failed (or there is no anchor to judge)
+  2  bad input or options
+  {EXIT_UNCHECKED}  nothing failed, but some anchor is pending or unchecked
+"""
+
+
+@anchor.command("verify", help=_VERIFY_HELP)
 @click.argument("receipt_file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--tsa-trust", default=None, help="PEM trust bundle for rfc3161 anchors (verified offline)."
@@ -126,18 +157,16 @@ def _registry(tsa_trust: str | None, evm_rpc: str | None, btc_rpc: str | None, b
     default=None,
     help="A file of Bitcoin block headers for offline btc verification.",
 )
+@click.option("--confirmations", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Confirmations a chain anchor (eip155, btc) needs to count as verified.")  # fmt: skip
+@click.option("--target", "targets", multiple=True, metavar="TARGET",
+              help="Judge only the anchors of this target (repeatable), e.g. rfc3161:tsa.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 @errors_as_one_line
 def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None, btc_rpc: str | None,
-                  btc_headers: str | None, as_json: bool) -> None:  # fmt: skip
-    """Re-verify every anchor of an anchor receipt (or of a record receipt with
-    anchors) with your own trust settings; exit 0 only if at least one anchor
-    verifies and every anchor that could be checked agrees with the receipt.
-
-    An anchor must cover the receipt's checkpoint: its root is the
-    checkpoint's digest, or (a collaborative aggregate) its aggregation path
-    leads from that digest to the anchored root."""
-    from remembrancer.anchoring.base import VerifyContext
+                  btc_headers: str | None, confirmations: int, targets: tuple[str, ...],
+                  as_json: bool) -> None:  # fmt: skip
+    from remembrancer.anchoring.base import Verdict, VerifyContext
     from remembrancer.core.anchor import checkpoint_digest, covers
     from remembrancer.core.note import Note
 
@@ -154,37 +183,52 @@ def anchor_verify(receipt_file: str, tsa_trust: str | None, evm_rpc: str | None,
         )
     if not anchors:
         raise VerificationError("the receipt holds no anchors", code="no_anchors")
+    if targets and not any(a.target in targets for a in anchors):
+        raise VerificationError(
+            f"the receipt holds no anchor of {', '.join(targets)}", code="no_anchors"
+        )
     digest = checkpoint_digest(Note.from_bytes(note).text.encode())
-    registry = _registry(tsa_trust, evm_rpc, btc_rpc, btc_headers, [a.target for a in anchors])
+    registry = _registry(tsa_trust, evm_rpc, btc_rpc, btc_headers, [a.target for a in anchors],
+                         confirmations)  # fmt: skip
     now = int(time.time())
     results = []
     for a in anchors:
+        row: dict[str, Any] = {"target": a.target, "txRef": a.tx_ref}
+        if targets and a.target not in targets:
+            results.append({**row, "status": "skipped", "code": None, "reason": None})
+            continue
         if not covers(a, digest):
             reason = ("the aggregation path does not lead from this checkpoint's digest to the anchored root"
                       if a.aggregation else "the anchored root is not this checkpoint's digest")  # fmt: skip
-            results.append({"target": a.target, "txRef": a.tx_ref, "status": "failed",
+            results.append({**row, "status": "failed", "code": "anchor_root_mismatch",
                             "reason": reason})  # fmt: skip
             continue
         try:
-            rail = registry.get(a.target)
-            checked = rail.verify(a, VerifyContext(now, a.finality.required_depth))
-            results.append({"target": a.target, "txRef": a.tx_ref, "status": checked.status,
-                            "finality": checked.finality.to_dict(), "verifier": checked.verifier,
-                            "reason": checked.error})  # fmt: skip
-        except RemembrancerError as e:
-            results.append({"target": a.target, "txRef": a.tx_ref, "status": "unchecked",
-                            "reason": f"{e.code}: {e.message}"})  # fmt: skip
-    verified = [r for r in results if r["status"] == "verified"]
+            verdict: Verdict = registry.get(a.target).verify(a, VerifyContext(now))
+        except RemembrancerError as e:  # no rail for the target: nothing to judge with
+            results.append({**row, "status": "unchecked", "code": e.code, "reason": e.message})
+            continue
+        results.append({**row, "status": verdict.outcome, "code": verdict.code,
+                        "reason": None if verdict.verified else verdict.message,
+                        "observedDepth": verdict.observed_depth,
+                        "requiredDepth": verdict.required_depth, "verifier": verdict.verifier})  # fmt: skip
+    outcomes = {r["status"] for r in results} - {"skipped"}
+    valid = outcomes == {"verified"}
     if as_json:
-        echo_json({"valid": bool(verified), "anchors": results})
+        echo_json({"valid": valid, "anchors": results})
     else:
         for r in results:
-            extra = f" ({r['reason']})" if r.get("reason") else ""
+            extra = f" ({r['code']}: {r['reason']})" if r.get("reason") else ""
             click.echo(f"{r['status']:<10} {r['target']:<16} {r['txRef']}{extra}")
-    if not verified:
-        raise VerificationError("no anchor of this receipt verified", code="anchors_unverified")
-    if any(r["status"] in ("failed", "reorged") for r in results):
-        raise VerificationError("an anchor in the receipt no longer verifies", code="anchor_failed")
+    if "failed" in outcomes:
+        raise VerificationError("an anchor in the receipt does not verify", code="anchor_failed")
+    if not valid:
+        click.echo(
+            "error: anchors_unchecked: not every anchor could be verified here "
+            "(pending or unchecked)",
+            err=True,
+        )
+        sys.exit(EXIT_UNCHECKED)
 
 
 COMMANDS = [anchor]

@@ -2,7 +2,9 @@
 
 Every failure prints one readable line (``error: <code>: <message>``) and
 exits non-zero: 1 when something did not verify, 2 for bad input, usage or
-configuration, 3 for anything else (storage, network).
+configuration, 3 for anything else (storage, network), 4 when nothing was
+found false but not everything could be verified here (``anchor verify``:
+an anchor pending, or unchecked for want of chain data or trust).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INVALID = 1
 EXIT_INPUT = 2
 EXIT_OTHER = 3
+EXIT_UNCHECKED = 4
 
 
 def exit_code(e: RemembrancerError) -> int:

@@ -16,10 +16,18 @@ Status machine (``allowed_transition``)::
 ``reorged`` and ``failed`` are final for that anchor; the scheduler anchors
 again with a new one.
 
-The conflict order, the same on every node, for competing claims on the same
-digest: verified before unverified; then ``btc`` > ``eip155`` > ``rfc3161``;
-then the earliest anchor time; then the byte-wise smallest ``txRef``.  Losers
-are kept with ``superseded_by``.
+The conflict order, the same on every node that verified the same anchors,
+for competing claims on the same digest: verified before unverified; then
+``btc`` > ``eip155`` > ``rfc3161``; then the earliest anchor time; then the
+byte-wise smallest ``txRef``.  Losers are kept with ``superseded_by``.
+"Verified" means verified *by the node that orders*: the caller names the
+anchors its own rails verified (``verified=``); an anchor's own ``status``
+field, which a peer may have set to anything, is never read here, so a
+claim of ``verified`` that this node could not or did not verify never
+outranks an anchor it did verify.  Within the verified (and within the
+unverified) anchors the order uses the anchors' times and txRefs; a caller
+that orders someone else's claims first checks that the verdict's facts
+agree with them (:meth:`remembrancer.anchoring.base.Verdict.disagreement`).
 
 Direct and aggregated anchors.  A *direct* anchor commits the checkpoint
 digest itself (``root == checkpoint_digest(body)``).  An *aggregated* anchor
@@ -33,7 +41,7 @@ of "this anchor commits to this checkpoint": every verifier uses it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -329,13 +337,14 @@ def require_covers(anchor: Anchor, digest: bytes, *, code: str = "anchor_root_mi
     )
 
 
-def conflict_key(anchor: Anchor) -> tuple[int, int, float, bytes, bytes]:
-    """Sort key of the conflict order: smaller wins.  The last member (the
-    byte-wise target) only breaks ties the design's order leaves open: two
-    TSAs of one scheme can issue tokens with the same serial (txRef) and
-    genTime, and the winner must not depend on arrival order."""
+def conflict_key(anchor: Anchor, *, verified: bool) -> tuple[int, int, float, bytes, bytes]:
+    """Sort key of the conflict order: smaller wins.  ``verified``: whether the
+    node that orders verified ``anchor`` itself (never ``anchor.status``).  The
+    last member (the byte-wise target) only breaks ties the design's order
+    leaves open: two TSAs of one scheme can issue tokens with the same serial
+    (txRef) and genTime, and the winner must not depend on arrival order."""
     return (
-        0 if anchor.status == "verified" else 1,
+        0 if verified else 1,
         _RANK[anchor.scheme],
         float(anchor.anchor_ts) if anchor.anchor_ts is not None else float("inf"),
         anchor.tx_ref.encode("utf-8"),
@@ -343,10 +352,13 @@ def conflict_key(anchor: Anchor) -> tuple[int, int, float, bytes, bytes]:
     )
 
 
-def resolve_conflicts(anchors: Iterable[Anchor]) -> list[Anchor]:
+def resolve_conflicts(anchors: Iterable[Anchor], *, verified: Collection[str]) -> list[Anchor]:
     """Order competing anchors of one digest; every loser names the winner in
-    ``superseded_by``.  Deterministic: the same list on every node."""
-    ordered = sorted(anchors, key=conflict_key)
+    ``superseded_by``.  ``verified`` holds the keys (:attr:`Anchor.key`) of
+    the anchors the calling node verified itself; every other anchor ranks
+    as unverified, whatever its ``status`` says.  Deterministic: the same
+    list on every node with the same verdicts."""
+    ordered = sorted(anchors, key=lambda a: conflict_key(a, verified=a.key in verified))
     if not ordered:
         return []
     winner = ordered[0]

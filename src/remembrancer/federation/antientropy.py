@@ -18,9 +18,11 @@ the origin and the log's vkeys), a *replica*:
   digests that anyone made (the log's own scheduler, or a witness that
   anchored its replica), merged with :func:`core.anchor.resolve_conflicts`
   so every node applies the one conflict order; each claim's checkpoint must
-  verify with the log's key and each anchor must cover it; claims of
-  ``verified`` anchors are re-verified with this node's own rails when it has
-  the rail (``reverified_here``);
+  verify with the log's key and each anchor must cover it; claims are
+  judged with this node's own rails when it has the rail, never on their
+  ``status`` or ``requiredDepth`` (``reverified_here``: the anchors verified
+  here), a claim of ``verified`` that fails or shows no commitment here is
+  refused, and only anchors verified here rank as verified in the order;
 - the federation receipts of the log, verified with
   :func:`~remembrancer.federation.receipts.verify_federation_receipt` against
   the registry and kept with the node's own final receipts.
@@ -64,14 +66,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 import httpx
 from prometheus_client import Counter, Gauge
 
-from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext
+from remembrancer.anchoring.base import DEPTH_INSUFFICIENT, RailError, RailRegistry, VerifyContext
 from remembrancer.core.anchor import (
     MAX_ANCHORS,
     Anchor,
@@ -264,13 +266,15 @@ def _bounded(anchors: Iterable[Anchor]) -> list[Anchor]:
     return [a for a in out if a.key not in drop]
 
 
-def merge_anchors(*groups: Iterable[Anchor]) -> tuple[Anchor, ...]:
+def merge_anchors(*groups: Iterable[Anchor], verified: Collection[str]) -> tuple[Anchor, ...]:
     """Merge claims on one digest: one version per anchor (the latest, see
     :func:`_version_key`), in the conflict order of
     :func:`~remembrancer.core.anchor.resolve_conflicts`, losers naming the winner.
+    ``verified``: the keys of the anchors this node verified on its own
+    rails; only those rank as verified (a claim's own status does not).
 
     Commutative, associative and idempotent, so nodes that saw the same
-    claims in any order hold the same list."""
+    claims in any order, and verified the same anchors, hold the same list."""
     by_key: dict[str, Anchor] = {}
     for group in groups:
         for a in group:
@@ -281,7 +285,8 @@ def merge_anchors(*groups: Iterable[Anchor]) -> tuple[Anchor, ...]:
     # The conflict order ends with txRef; two targets can share one (two TSAs'
     # serial numbers): presorting by key (target/txRef) makes that last tie
     # break the same way on every node (resolve_conflicts sorts stably).
-    return tuple(resolve_conflicts(sorted(_bounded(by_key.values()), key=lambda a: a.key)))
+    return tuple(resolve_conflicts(sorted(_bounded(by_key.values()), key=lambda a: a.key),
+                                   verified=verified))  # fmt: skip
 
 
 def _note_rank(note: bytes) -> tuple[int, bytes]:
@@ -908,9 +913,12 @@ class ReplicaEngine:
             mine = own.get(size)
             base = mine or held
             assert base is not None
-            anchors = merge_anchors(held.anchors if held else (), mine.anchors if mine else ())
+            # Verified here: re-verified on this node's rails, or this node's own
+            # scheduler's verdict.  Only those rank as verified in the order.
             marks = set(doc["reverified"]) if doc else set()
             marks |= {a.key for a in (mine.anchors if mine else ()) if a.status == "verified"}
+            anchors = merge_anchors(held.anchors if held else (), mine.anchors if mine else (),
+                                    verified=marks)  # fmt: skip
             out.append((replace(base, anchors=anchors),
                         sorted(k for k in marks if any(a.key == k for a in anchors))))  # fmt: skip
         return out
@@ -986,6 +994,9 @@ class ReplicaEngine:
             await self._equivocation(spec, vkey, head.note, receipt.checkpoint, None)
         now = int(self.clock())
         marks = dict(doc["reverified"]) if doc else {}
+        here = set(marks) | {
+            a.key for a in (mine.anchors if mine else ()) if a.status == "verified"
+        }
         accepted: list[Anchor] = []
         for a in fresh:
             if not covers(a, digest):
@@ -994,12 +1005,17 @@ class ReplicaEngine:
                     code="replica_anchor_invalid",
                     details={"anchor": a.key},
                 )
-            if await self._reverify(a, known.get(a.key), now):
+            if await self._reverify(a, known.get(a.key), a.key in here, now):
                 marks[a.key] = now
+            elif a.key in here and a.status not in ("failed", "reorged"):
+                continue  # a version we cannot check does not displace one verified here
             else:
                 marks.pop(a.key, None)
             accepted.append(a)
-        claims = [a for a in merge_anchors(held.anchors if held else (), accepted)
+        here = set(marks) | {
+            a.key for a in (mine.anchors if mine else ()) if a.status == "verified"
+        }
+        claims = [a for a in merge_anchors(held.anchors if held else (), accepted, verified=here)
                   if mine is None or a.key not in {m.key for m in mine.anchors}]  # fmt: skip
         note = receipt.checkpoint
         if held is not None and _note_rank(held.checkpoint) >= _note_rank(note):
@@ -1012,55 +1028,72 @@ class ReplicaEngine:
                                 json.dumps(new_doc).encode())  # fmt: skip
         return True
 
-    async def _reverify(self, a: Anchor, held: Anchor | None, now: int) -> bool:
-        """Check a claimed anchor on our own rail; whether it was re-verified here.
+    async def _reverify(self, a: Anchor, held: Anchor | None, held_verified: bool,
+                        now: int) -> bool:  # fmt: skip
+        """Judge a claimed anchor on our own rail; whether it is verified here.
 
-        A claim of ``verified`` must come back verified with the same txRef and
-        anchor time (the fields the conflict order uses); one that comes back
-        ``failed`` or ``reorged``, or with other fields, is refused
-        (VerificationError ``replica_anchor_invalid``).  A claim that an anchor
-        we hold as verified has failed is accepted only if our rail agrees.
-        Without the rail, or when the rail cannot be asked now, the claim is
-        kept as made and not marked re-verified."""
+        The verdict (:meth:`~remembrancer.anchoring.base.Rail.verify`, with this
+        node's own required depth) never depends on what the claim says about
+        itself; the claim's status only decides whether the claimant told the
+        truth, and a claim that is false is refused (VerificationError):
+
+        - a claim of ``verified`` must come back verified with the facts it
+          states (txRef, block, anchor time: what the conflict order uses), or
+          committed but not yet as deep as this node requires (kept, not
+          verified here); one that fails here is ``replica_anchor_invalid``,
+          one that shows no commitment yet (an OTS proof with only pending
+          attestations, a transaction not mined) ``replica_anchor_unverified``;
+        - a claim that an anchor this node verified (``held_verified``) has
+          failed is refused if the held evidence still verifies here;
+        - any other claim is kept as made; it counts as verified here only if
+          this node's verdict is verified with the facts it states.
+
+        Without the rail, or when this node lacks what it needs to judge
+        (``unchecked``), the claim is kept as made and not verified here."""
         try:
             rail = self.rails.get(a.target)
         except ConfigError:
             return False
-        ctx = VerifyContext(now, a.finality.required_depth)
-        probe = a
+        ctx = VerifyContext(now)
         if a.status in ("failed", "reorged"):
-            if held is None or held.status != "verified":
+            if held is None or not held_verified:
                 return False
-            probe = replace(held, superseded_by=None)
-        elif a.status != "verified":
-            return False
-        try:
-            checked: Anchor = await asyncio.to_thread(rail.verify, probe, ctx)
-        except RailError as e:
-            log.info("cannot re-verify %s now: %s", a.key, e.explain())
-            return False
-        if a.status in ("failed", "reorged"):
-            if checked.status == "verified":
+            verdict = await asyncio.to_thread(rail.verify, replace(held, superseded_by=None), ctx)
+            if verdict.verified and not verdict.lost:
                 raise VerificationError(
                     f"anchor {a.key} is claimed {a.status} but verifies here",
                     code="replica_anchor_invalid",
                     details={"anchor": a.key},
                 )
-            return checked.status == a.status
-        if checked.status == "verified":
-            if checked.tx_ref != a.tx_ref or checked.anchor_ts != a.anchor_ts:
+            return False
+        verdict = await asyncio.to_thread(rail.verify, a, ctx)
+        if verdict.outcome == "unchecked":
+            log.info("cannot re-verify %s here: %s", a.key, verdict.explain())
+            return False
+        if verdict.verified:
+            why = verdict.disagreement(a)
+            if why is None:
+                return True
+            if a.status == "verified":
                 raise VerificationError(
-                    f"anchor {a.key} verifies here with other txRef or anchor time",
+                    f"anchor {a.key} verifies here with other facts: {why}",
                     code="replica_anchor_invalid",
                     details={"anchor": a.key},
                 )
-            return True
-        if checked.status in ("failed", "reorged"):
+            return False
+        if a.status != "verified":
+            return False  # an honest claim may lag behind the chain: kept as made
+        if verdict.outcome == "failed":
             raise VerificationError(
-                f"anchor {a.key} is claimed verified but is {checked.status} here:"
-                f" {checked.error or ''}",
+                f"anchor {a.key} is claimed verified but fails here: {verdict.explain()}",
                 code="replica_anchor_invalid",
-                details={"anchor": a.key},
+                details={"anchor": a.key, "cause": verdict.code},
+            )
+        if verdict.code != DEPTH_INSUFFICIENT:
+            raise VerificationError(
+                f"anchor {a.key} is claimed verified but is not committed: {verdict.explain()}",
+                code="replica_anchor_unverified",
+                details={"anchor": a.key, "cause": verdict.code},
             )
         return False  # not deep enough here yet
 

@@ -20,12 +20,20 @@ whose coordinator it trusts.  When an aggregate arrives it checks, in order:
    digest to the anchored root (else the coordinator lied: proven);
 2. the claim is about its own checkpoint (federation, target, origin, size,
    digest) and comes from the coordinator it delegated to;
-3. its own rail re-verifies the anchor with its own trust settings and the
-   level's confirmations (``failed`` for an anchor claimed ``verified``:
-   proven).
+3. its own rail judges the anchor's evidence with its own trust settings and
+   the level's confirmations, never reading the claim's ``status`` or
+   ``finality``: ``failed`` for an anchor claimed ``verified`` is proven
+   (``aggregate_anchor_unverified`` and evidence); a verdict that shows no
+   commitment yet (an OTS proof with only pending attestations, a
+   transaction not mined) is refused, as is one this member cannot check
+   (``aggregate_anchor_unchecked``, no blame) or whose facts differ from
+   the claim's (``aggregate_anchor_facts_mismatch``).  A refused aggregate
+   is never stored, and the member moves on at once.
 
 Only then is the anchor added to the member's anchor receipt for that
-checkpoint (:meth:`~remembrancer.anchoring.scheduler.Scheduler.add_anchor`),
+checkpoint, with the member's own verdict as its status (verified, or
+``submitted`` while not as deep as the level asks)
+(:meth:`~remembrancer.anchoring.scheduler.Scheduler.add_anchor`),
 which fires the scheduler's ``on_verified`` hooks: the federation receipt is
 proposed and countersigned as for any anchor (peers check the path too).  A
 proven lie becomes signed ``invalid_anchor_claim`` evidence (the
@@ -63,7 +71,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
-from remembrancer.anchoring.base import RailError, VerifyContext
+from remembrancer.anchoring.base import DEPTH_INSUFFICIENT, RailError, VerifyContext, recheck
 from remembrancer.anchoring.scheduler import Delegation, Scheduler
 from remembrancer.core import governance
 from remembrancer.core.aggregation import (
@@ -75,7 +83,7 @@ from remembrancer.core.aggregation import (
     coordinator_candidates,
     verify_aggregate,
 )
-from remembrancer.core.anchor import MAX_AGGREGATION_LEAVES, Anchor, checkpoint_digest
+from remembrancer.core.anchor import MAX_AGGREGATION_LEAVES, checkpoint_digest
 from remembrancer.core.checkpoint import SignedCheckpoint, open_checkpoint
 from remembrancer.core.errors import (
     ConfigError,
@@ -419,29 +427,45 @@ class CollaborativeAnchoring:
             else:
                 await self.service.score(sender, "invalid", e.code)
             return False
+        # Our own rail judges the evidence under our own settings and this
+        # level's depth; the claim's status and finality are never read.
+        claim = aggregate.anchor
         try:
             rail = self.service.rails.get(target)
-            checked: Anchor = await asyncio.to_thread(
-                rail.verify, aggregate.anchor, VerifyContext(int(self.clock()), p.depth)
-            )
-        except (ConfigError, RailError) as e:
-            # We cannot judge it (no such rail, or it cannot be asked now): no blame.
-            log.warning("cannot check the aggregate for %s@%d here: %s", p.namespace, p.size,
-                        e.explain())  # fmt: skip
+        except ConfigError as e:  # we cannot judge it: no blame
+            self._refuse(sender, aggregate, "aggregate_anchor_unchecked", e.explain())
+            p.deadline, p.refused = min(p.deadline, self.clock()), "aggregate_anchor_unchecked"
             return False
-        if checked.status in ("failed", "reorged"):
-            self._refuse(sender, aggregate, "aggregate_anchor_unverified",
-                         f"the anchor does not verify here: {checked.error or checked.status}")  # fmt: skip
-            if aggregate.anchor.status == "verified":
-                await self._prove(sender, raw, "rail_failed", p)
+        verdict = await asyncio.to_thread(
+            rail.verify, claim, VerifyContext(int(self.clock()), p.depth)
+        )
+        refusal: tuple[str, str] | None = None
+        if verdict.outcome == "unchecked":
+            refusal = ("aggregate_anchor_unchecked", f"cannot be checked here: {verdict.explain()}")
+        elif verdict.outcome == "failed" or (
+            verdict.outcome == "pending" and verdict.code != DEPTH_INSUFFICIENT
+        ):
+            refusal = ("aggregate_anchor_unverified",
+                       f"the anchor does not verify here: {verdict.explain()}")  # fmt: skip
+        elif verdict.outcome == "verified" and (why := verdict.disagreement(claim)) is not None:
+            refusal = ("aggregate_anchor_facts_mismatch", why)
+        if refusal is not None:
+            code, why = refusal
+            self._refuse(sender, aggregate, code, why)
+            if verdict.outcome == "failed" and claim.status == "verified" and not verdict.lost:
+                await self._prove(sender, raw, "rail_failed", p)  # its signed claim is false
             else:
-                await self.service.score(sender, "invalid", "aggregate_anchor_unverified")
+                p.deadline, p.refused = min(p.deadline, self.clock()), code  # move on now
+                if code != "aggregate_anchor_unchecked":
+                    await self.service.score(sender, "invalid", code)
             return False
+        # Verified here, or committed but not yet as deep as this level asks
+        # (then kept ``submitted`` and re-verified like any anchor of ours).
         if not await self._drop(p):
             return False  # expired while we checked: we moved on already
         try:
-            await self.scheduler.add_anchor(
-                p.namespace, p.size, p.checkpoint.encode("utf-8"), checked
+            checked = await self.scheduler.add_anchor(
+                p.namespace, p.size, p.checkpoint.encode("utf-8"), claim, verdict
             )
         except RemembrancerError as e:  # our own receipt disagrees: a local fault
             log.error("could not add the aggregate to %s@%d: %s", p.namespace, p.size, e.explain())
@@ -576,7 +600,7 @@ class CollaborativeAnchoring:
                                     code="aggregate_anchor_unverified")  # fmt: skip
                 await asyncio.sleep(0.25)
                 anchor = await asyncio.to_thread(
-                    rail.verify, anchor, VerifyContext(int(self.clock()), 0)
+                    recheck, rail, anchor, VerifyContext(int(self.clock()))
                 )
         except (RailError, ConfigError) as e:
             log.error("the aggregate of %d checkpoints for %s (epoch %d) was not anchored: %s",

@@ -36,6 +36,7 @@ import collections
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,7 +44,13 @@ from typing import Any
 import httpx
 from prometheus_client import Counter
 
-from remembrancer.anchoring.base import RailRegistry, VerifyContext
+from remembrancer.anchoring.base import (
+    DEPTH_INSUFFICIENT,
+    RailRegistry,
+    Verdict,
+    VerifyContext,
+    judged,
+)
 from remembrancer.core.anchor import Anchor, checkpoint_digest, covers
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.errors import (
@@ -116,6 +123,34 @@ RECEIPT_SCOPE = "federation-receipts"
 SCORES_SCOPE = "federation"
 REGISTRY_SCOPE = "federation-registry"
 REGISTRY_KEY = "state"
+
+
+MAX_CLAIM_REFUSALS = 100  # kept for GET /v1/federation
+# Refusals that say nothing against the claimant: this node lacks what it needs,
+# or its own policy asks for more depth than the claimant's.
+_NO_BLAME = frozenset({"anchor_claim_unchecked", "anchor_claim_depth_insufficient"})
+
+
+def judge_claim(claim: Anchor, verdict: Verdict) -> tuple[str, str] | None:
+    """Why this node does not stand behind ``claim`` given its own rail's
+    ``verdict`` on it (None: it does).  The claim's ``status`` and
+    ``finality`` play no part: only the verdict, and the facts the claim
+    states (txRef, block, anchor time), which must be what the evidence shows.
+
+    Codes: ``anchor_claim_unchecked`` (this node lacks the chain data, trust
+    or node it needs), ``anchor_claim_depth_insufficient`` (fewer
+    confirmations than this node requires), ``anchor_claim_unverified``
+    (the evidence is false, or shows no commitment yet: e.g. an OTS proof
+    with only pending attestations), ``anchor_claim_facts_mismatch``
+    (verified, but not with the facts the claim states)."""
+    if verdict.outcome == "verified":
+        why = verdict.disagreement(claim)
+        return None if why is None else ("anchor_claim_facts_mismatch", why)
+    if verdict.outcome == "unchecked":
+        return "anchor_claim_unchecked", f"the anchor cannot be checked here: {verdict.explain()}"
+    if verdict.code == DEPTH_INSUFFICIENT:
+        return "anchor_claim_depth_insufficient", f"not deep enough here: {verdict.explain()}"
+    return "anchor_claim_unverified", f"the anchor does not verify here: {verdict.explain()}"
 
 
 class StoreReplayState:
@@ -203,6 +238,8 @@ class FederationService:
         self._proposals: dict[str, _Proposal] = {}
         self._task: asyncio.Task[None] | None = None
         self.latencies: list[float] = []  # proposal -> final, seconds
+        # Anchor claims this node refused to countersign, newest last.
+        self.claim_refusals: deque[dict[str, Any]] = deque(maxlen=MAX_CLAIM_REFUSALS)
         # Extensions (collaborative anchoring, anti-entropy, cross-namespace
         # messages) register here: handlers[content class] are awaited with
         # (sender DID, content, raw wire bytes) after acceptance, in
@@ -466,16 +503,24 @@ class FederationService:
     async def _countersign(self, sender: str, content: AnchorContent, raw: bytes = b"") -> None:
         """Re-verify a peer's anchor claim with our own settings; countersign it.
 
-        A claim we cannot judge (a log we do not follow, a rail we do not
-        have) is simply not countersigned.  A claim that is false (the root is
-        not the checkpoint's digest, or the anchor fails on our rail) is never
+        The claim is judged by :func:`judge_claim`: our rail's verdict on its
+        evidence, under our own trust settings and required depth (never the
+        claim's ``status`` or ``finality``), must be ``verified`` with the
+        facts the claim states.  A claim we cannot judge (a log we do not
+        follow, a rail we do not have, chain data we lack) is simply not
+        countersigned.  A claim that is false (the root is not the
+        checkpoint's digest, or the anchor fails on our rail) is never
         countersigned and is proven misbehaviour: we keep signed
         ``invalid_anchor_claim`` evidence, put the claimant on probation and
-        tell the peers."""
+        tell the peers.  Every refusal is kept (bounded) in
+        :attr:`claim_refusals`, shown by ``GET /v1/federation``."""
         now = int(self.clock())
         finding: Finding | None = None
+        receipt_id = "?"
+        blame = True
         try:
             receipt = content.federation_receipt()
+            receipt_id = receipt.id
             verifiers = self.log_verifiers.get(receipt.origin)
             if not verifiers:
                 log.info(
@@ -503,19 +548,32 @@ class FederationService:
             try:
                 rail = self.rails.get(receipt.anchor.target)
             except ConfigError as e:
-                log.info("not countersigning %s: %s", receipt.id, e.explain())
-                return
-            ctx = VerifyContext(now, receipt.anchor.finality.required_depth)
-            checked: Anchor = await asyncio.to_thread(rail.verify, receipt.anchor, ctx)
-            if checked.status != "verified":
-                finding = "rail_failed" if checked.status in ("failed", "reorged") else None
-                raise RemembrancerError(f"the anchor does not verify here: {checked.error or checked.status}",
-                                        code="anchor_claim_unverified")  # fmt: skip
+                blame = False
+                raise RemembrancerError(
+                    f"no rail for {receipt.anchor.target} here: {e.message}",
+                    code="anchor_claim_unchecked",
+                    details={"cause": e.code},
+                ) from e
+            verdict = await asyncio.to_thread(rail.verify, receipt.anchor, VerifyContext(now))
+            refusal = judge_claim(receipt.anchor, verdict)
+            if refusal is not None:
+                code, why = refusal
+                blame = code not in _NO_BLAME
+                if verdict.outcome == "failed" and not verdict.lost:
+                    finding = "rail_failed"
+                raise RemembrancerError(why, code=code, details={"cause": verdict.code})
         except RemembrancerError as e:
             log.warning("refusing to countersign %s's anchor claim: %s", sender, e.explain())
+            self.claim_refusals.append({
+                "at": now, "sender": sender, "receipt": receipt_id, "code": e.code,
+                "cause": e.details.get("cause"), "reason": e.message,
+            })  # fmt: skip
             if finding and raw:
-                await self._report_claim(sender, raw, finding, now)
-            elif self.scores.on_invalid(sender, e.code, now) is not None:
+                try:
+                    await self._report_claim(sender, raw, finding, now)
+                except RemembrancerError as err:
+                    log.warning("our evidence against %s was not kept: %s", sender, err.explain())
+            elif blame and self.scores.on_invalid(sender, e.code, now) is not None:
                 await self._save_scores()
             return
         cs = self._countersignature(receipt, "witness", now)
@@ -724,9 +782,12 @@ class FederationService:
         now = int(self.clock())
 
         def reverify(anchor: Anchor) -> Anchor:
-            return self.rails.get(anchor.target).verify(
-                anchor, VerifyContext(now, anchor.finality.required_depth)
-            )
+            # This node's verdict under its own policy; never the claim's depth.
+            verdict = self.rails.get(anchor.target).verify(anchor, VerifyContext(now))
+            if verdict.outcome == "unchecked":
+                raise ConfigError(f"{anchor.key} cannot be checked here: {verdict.explain()}",
+                                  code="evidence_rail_unavailable")  # fmt: skip
+            return judged(anchor, verdict, now=now, prior=None)
 
         report = await asyncio.to_thread(
             verify_claim_evidence, evidence, self.registry, reverify=reverify
@@ -1053,6 +1114,7 @@ class FederationService:
             "registry_history": [c.to_dict() for c in self.registry_state.history][-100:],
             "registry_digest": self.registry.digest(),
             "receipts_final": len(self.store.list_state(RECEIPT_SCOPE)),
+            "claim_refusals": list(self.claim_refusals),
         }
 
 

@@ -995,7 +995,7 @@ class Supervisor:
             f"{rv} verify {shown(p / 'record.json')} --proof"
             f" {shown(p / 'record.anchored.tlog-proof')} --trust {trust}",
             f"{rv} anchor verify {shown(p / 'anchor-receipt.json')} --tsa-trust"
-            f" {shown(self.fed.trust_bundle)}",
+            f" {shown(self.fed.trust_bundle)} --target {TSA_TARGET}",
             f"{rv} federation verify {shown(p / 'federation-receipt.json')} --registry"
             f" {shown(self.fed.registry_file)}",
         ]

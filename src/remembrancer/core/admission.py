@@ -114,7 +114,6 @@ def check_signatures(
     ``node_did`` is this node's key, the only actor whose message deliveries
     and answers rule 6 exempts (see the module docstring)."""
     check_actor_signature(record)
-    message = record.signing_input
     if node_did is not None and record.actor == node_did and node_message_kind(record, ns):
         return SignatureReport((), ())
     count = count_witnesses(record, ns.witnesses)

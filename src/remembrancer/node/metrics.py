@@ -38,6 +38,8 @@ class NodeMetrics:
                                              registry=r)  # fmt: skip
         self.witness_requests = Counter("remembrancer_witness_requests_total",
                                         "add-checkpoint requests by outcome", ["outcome"], registry=r)  # fmt: skip
+        # Series that alerts watch with increase() exist from the start, at 0.
+        self.witness_requests.labels("witness_root_mismatch")
         self.xns_delivered = Counter("remembrancer_xns_delivered_total",
                                      "Cross-namespace messages delivered into a namespace here",
                                      ["source", "target", "action"], registry=r)  # fmt: skip
@@ -65,3 +67,9 @@ class NodeMetrics:
 
     def aggregate_event(self, event: str, target: str) -> None:
         self.aggregates.labels(event, target).inc()
+
+    def start_aggregates(self, targets: list[str]) -> None:
+        """Make the collaborative-anchoring series of ``targets`` exist, at 0."""
+        for target in targets:
+            for event in ("delegated", "made", "received", "refused", "missed", "fallback"):
+                self.aggregates.labels(event, target)

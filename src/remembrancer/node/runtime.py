@@ -114,6 +114,7 @@ class Node:
             self.collaborative = CollaborativeAnchoring(
                 self.federation, self.scheduler, metrics=self.metrics
             )
+            self.metrics.start_aggregates(self.rails.targets())
             # Anti-entropy: verified replicas of the witnessed logs (docs/anti-entropy.md).
             self.replicator = Replicator(
                 self.federation, self.store,

@@ -153,6 +153,17 @@ def test_a_hybrid_federation_reports_peers_latencies_receipts_evidence_and_deleg
                     assert present(s, "remembrancer_evidence_incidents", subject=peer, kind=kind)
                     assert value(s, "remembrancer_evidence_incidents", subject=peer, kind=kind) == 0
             assert value(s, "remembrancer_evidence_incidents") == 0
+            # Series that alerts watch with increase() exist from the start, at 0.
+            assert present(
+                s, "remembrancer_witness_requests_total", outcome="witness_root_mismatch"
+            )
+            assert (
+                value(s, "remembrancer_witness_requests_total", outcome="witness_root_mismatch")
+                == 0
+            )
+            for event in ("missed", "refused", "fallback"):
+                assert present(s, "remembrancer_aggregates_total", event=event, target=TSA)
+                assert value(s, "remembrancer_aggregates_total", event=event, target=TSA) == 0
             assert 0 < time.time() - value(s, "remembrancer_store_metrics_timestamp_seconds") < 60
         # The coordinators' aggregates were made, one per epoch with checkpoints.
         made = sum(

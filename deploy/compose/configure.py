@@ -30,15 +30,33 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from remembrancer.core.cosignature import format_cosigner_vkey
-from remembrancer.core.keys import read_key_file
+from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.note import format_vkey
 
 ROLES = ["witness", "anchor", "countersign", "relay", "coordinator"]
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # the compose service, also the host name peers use
+    directory: Path
+    key: SigningKey
+    prefix: str  # origin prefix of its logs
+    log_vkeys: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.name}:8080"
+
+    @property
+    def witness(self) -> str:
+        return f"{self.prefix}/witness"
 
 
 def main(root: Path) -> int:
@@ -58,51 +76,50 @@ def main(root: Path) -> int:
     for name in names:  # what an interrupted run left
         shutil.rmtree(root / name, ignore_errors=True)
 
-    nodes = []
+    nodes: list[Member] = []
     for name in names:
         directory = root / name
         prefix = f"{name}.{suffix}"
-        subprocess.run(["remembrancer", "init", str(directory), "--origin-prefix", prefix,
-                        "--listen", "0.0.0.0:8080"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        init = subprocess.run(["remembrancer", "init", str(directory), "--origin-prefix", prefix,
+                               "--listen", "0.0.0.0:8080"], capture_output=True, text=True)  # fmt: skip
+        if init.returncode != 0:
+            print(f"configure: remembrancer init {directory} failed: {init.stderr}", file=sys.stderr)
+            return 1
         key = read_key_file(directory / "keys" / "node.key")
         spaces_file = directory / "namespaces.yaml"
         spaces = yaml.safe_load(spaces_file.read_text())
         for ns in spaces["namespaces"].values():
             ns["cadence"] = {"cold": {"target": "rfc3161:tsa", "every": every}}
         spaces_file.write_text(yaml.safe_dump(spaces, sort_keys=False))
-        nodes.append({
-            "name": name, "dir": directory, "key": key, "prefix": prefix,
-            "url": f"http://{name}:8080",
-            "log_vkeys": [format_vkey(f"{prefix}/{ns}", key.public) for ns in spaces["namespaces"]],
-            "witness": f"{prefix}/witness",
-        })  # fmt: skip
+        vkeys = [format_vkey(f"{prefix}/{ns}", key.public) for ns in spaces["namespaces"]]
+        nodes.append(Member(name, directory, key, prefix, vkeys))
 
     registry = {
         "federation_id": federation_id,
         "quorum": quorum,
         "anchor_strategy": strategy,
-        "peers": [{"did": n["key"].did, "endpoint": n["url"], "pubkey": n["key"].did,
+        "peers": [{"did": n.key.did, "endpoint": n.url, "pubkey": n.key.did,
                    "status": "active", "roles": ROLES} for n in nodes],
     }  # fmt: skip
     for me in nodes:
         others = [n for n in nodes if n is not me]
-        config_file = me["dir"] / "node.yaml"
+        config_file = me.directory / "node.yaml"
         doc = yaml.safe_load(config_file.read_text())
         doc.update({
             "data_dir": "/var/lib/remembrancer",
             "log_format": "json",
-            "witness": {"name": me["witness"],
-                        "logs": [{"vkey": v} for o in others for v in o["log_vkeys"]]},
-            "witnessing": {"peers": [{"url": o["url"] + "/witness",
-                                      "vkey": format_cosigner_vkey(o["witness"], o["key"].public)}
+            "witness": {"name": me.witness,
+                        "logs": [{"vkey": v} for o in others for v in o.log_vkeys]},
+            "witnessing": {"peers": [{"url": o.url + "/witness",
+                                      "vkey": format_cosigner_vkey(o.witness, o.key.public)}
                                      for o in others], "quorum": 1},
             "federation": {"file": "federation.yaml", "heartbeat_seconds": 2},
             "anchoring": {"rfc3161": {"tsa": {"url": tsa_url, "trust_bundle": tsa_bundle}}},
         })  # fmt: skip
         config_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-        (me["dir"] / "federation.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
-        print(f"configure: {me['name']}: {me['key'].did} ({me['prefix']})")
-    done.write_text("\n".join(n["name"] for n in nodes) + "\n")
+        (me.directory / "federation.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+        print(f"configure: {me.name}: {me.key.did} ({me.prefix})")
+    done.write_text("\n".join(n.name for n in nodes) + "\n")
     return 0
 
 

@@ -83,7 +83,9 @@ def main(root: Path) -> int:
         init = subprocess.run(["remembrancer", "init", str(directory), "--origin-prefix", prefix,
                                "--listen", "0.0.0.0:8080"], capture_output=True, text=True)  # fmt: skip
         if init.returncode != 0:
-            print(f"configure: remembrancer init {directory} failed: {init.stderr}", file=sys.stderr)
+            print(
+                f"configure: remembrancer init {directory} failed: {init.stderr}", file=sys.stderr
+            )
             return 1
         key = read_key_file(directory / "keys" / "node.key")
         spaces_file = directory / "namespaces.yaml"

@@ -594,7 +594,8 @@ class FederationService:
         receipt = proposal.receipt.with_signature(content.signature)
         if not self._valid_signature(receipt, content):
             return  # never kept, even once the quorum is met without it
-        self.metrics.countersigned(sender, time.perf_counter() - proposal.started)
+        if all(s.node != sender for s in proposal.receipt.signatures):  # its first one
+            self.metrics.countersigned(sender, time.perf_counter() - proposal.started)
         peers = {p.did: p.pubkey for p in self._peers()}
         try:
             verify_federation_receipt(

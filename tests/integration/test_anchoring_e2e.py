@@ -132,7 +132,7 @@ def test_node_anchors_on_cadence_and_receipts_verify_offline(tmp_path: Path, anv
             assert health["anchoring"]["dao:vaultmesh"] == "ok"
             metrics = urllib.request.urlopen(f"{node.url}/metrics", timeout=5).read().decode()
             assert (
-                'remembrancer_anchors_succeeded_total{level="cold",namespace="dao:vaultmesh",target="rfc3161:tsa"}'
+                'remembrancer_anchors_succeeded_total{level="cold",namespace="dao:vaultmesh",target="rfc3161:tsa",via="direct"}'
                 in metrics
             )
             status = cli("anchor", "status", "--url", node.url)

@@ -47,6 +47,7 @@ from remembrancer.testing.procs import (
     wire_federation,
     wire_witnessing,
 )
+from remembrancer.testing.prom import scrape, value
 from remembrancer.testing.records import example_record
 
 NAMESPACES = ("dao:vaultmesh", "fin:clearing")
@@ -305,6 +306,29 @@ def test_a_killed_coordinator_costs_at_most_one_epoch(tmp_path: Path, strategy: 
                 assert not any("aggregation" in a for a in found)
                 assert dev.issued - before == 4
                 assert all(s["counters"]["fallback"] >= 1 for s in status)
+                # The anchor counters show it: a delegation failed, then a direct anchor.
+                for n in alive:
+                    samples = scrape(n.url)
+                    for ns in NAMESPACES:
+                        lv = {"namespace": ns, "target": TSA}
+                        assert (
+                            value(
+                                samples, "remembrancer_anchors_failed_total", **lv, via="delegated"
+                            )
+                            >= 1
+                        )
+                        assert (
+                            value(
+                                samples, "remembrancer_anchors_attempted_total", **lv, via="direct"
+                            )
+                            >= 1
+                        )
+                        assert (
+                            value(
+                                samples, "remembrancer_anchors_succeeded_total", **lv, via="direct"
+                            )
+                            >= 1
+                        )
             else:
                 # Each member went to the coordinator of the next epoch: one aggregate.
                 assert (
@@ -314,6 +338,41 @@ def test_a_killed_coordinator_costs_at_most_one_epoch(tmp_path: Path, strategy: 
                 epochs = {s["targets"][TSA]["last_received"]["epoch"] for s in status}
                 assert epochs == {nxt + 1}
                 assert all(s["counters"]["fallback"] == 0 for s in status)
+                # Delegated twice (the second coordinator answered), never anchored alone.
+                for n in alive:
+                    samples = scrape(n.url)
+                    for ns in NAMESPACES:
+                        lv = {"namespace": ns, "target": TSA}
+                        assert (
+                            value(
+                                samples,
+                                "remembrancer_anchors_attempted_total",
+                                **lv,
+                                via="delegated",
+                            )
+                            >= 2
+                        )
+                        assert (
+                            value(
+                                samples, "remembrancer_anchors_failed_total", **lv, via="delegated"
+                            )
+                            >= 1
+                        )
+                        assert (
+                            value(
+                                samples,
+                                "remembrancer_anchors_succeeded_total",
+                                **lv,
+                                via="delegated",
+                            )
+                            >= 1
+                        )
+                        assert (
+                            value(
+                                samples, "remembrancer_anchors_attempted_total", **lv, via="direct"
+                            )
+                            == 0
+                        )
 
 
 # --------------------------------------------------------------------------

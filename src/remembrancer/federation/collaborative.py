@@ -58,7 +58,11 @@ loses it, and its members move on at their deadline.
 
 Status: :meth:`CollaborativeAnchoring.status` (``GET /v1/federation/anchoring``);
 metrics through ``aggregate_event(event, target)`` with events
-``delegated``, ``made``, ``received``, ``refused``, ``missed``, ``fallback``.
+``delegated``, ``made``, ``received``, ``refused``, ``missed``, ``fallback``,
+and each delegation through ``anchor_event(outcome, namespace, level, target,
+"delegated")``: ``attempted`` when handed over (again, after a coordinator
+failed it), ``succeeded`` when its aggregate is accepted, ``failed`` when none
+was by the deadline.
 """
 
 from __future__ import annotations
@@ -111,9 +115,16 @@ Event = Literal["delegated", "made", "received", "refused", "missed", "fallback"
 class AggregateMetrics(Protocol):
     def aggregate_event(self, event: str, target: str) -> None: ...
 
+    def anchor_event(
+        self, outcome: str, namespace: str, level: str, target: str, via: str
+    ) -> None: ...
+
 
 class _NoMetrics:
     def aggregate_event(self, event: str, target: str) -> None:
+        return None
+
+    def anchor_event(self, outcome: str, namespace: str, level: str, target: str, via: str) -> None:
         return None
 
 
@@ -332,6 +343,7 @@ class CollaborativeAnchoring:
         self._pending[p.key] = p
         await asyncio.to_thread(self._save, p)
         self._event("delegated", p.target)
+        self.metrics.anchor_event("attempted", p.namespace, p.level, p.target, "delegated")
         self._spawn(self._hand_over(p))
         return True
 
@@ -364,6 +376,7 @@ class CollaborativeAnchoring:
     async def _expire(self, p: Pending) -> None:
         """No acceptable aggregate by the deadline (``p`` is dropped already):
         score the coordinator, then delegate again or anchor alone."""
+        self.metrics.anchor_event("failed", p.namespace, p.level, p.target, "delegated")
         newer = any(q.namespace == p.namespace and q.target == p.target and q.size > p.size
                     for q in self._pending.values())  # fmt: skip
         if newer:
@@ -384,6 +397,7 @@ class CollaborativeAnchoring:
                                 tried=[*p.tried, p.coordinator][-16:])  # fmt: skip
                 self._pending[again.key] = again
                 await asyncio.to_thread(self._save, again)
+                self.metrics.anchor_event("attempted", p.namespace, p.level, p.target, "delegated")
                 self._spawn(self._hand_over(again))
                 return
         self._event("fallback", p.target)
@@ -469,9 +483,11 @@ class CollaborativeAnchoring:
             )
         except RemembrancerError as e:  # our own receipt disagrees: a local fault
             log.error("could not add the aggregate to %s@%d: %s", p.namespace, p.size, e.explain())
+            self.metrics.anchor_event("failed", p.namespace, p.level, target, "delegated")
             return False
         await self.service.score(sender, "valid")
         self._event("received", target)
+        self.metrics.anchor_event("succeeded", p.namespace, p.level, target, "delegated")
         agg = checked.aggregation
         self.last_received[target] = {
             "epoch": aggregate.epoch, "coordinator": aggregate.coordinator,

@@ -75,6 +75,7 @@ from remembrancer.federation.evidence import (
     verify_equivocation,
 )
 from remembrancer.federation.evidence_store import EvidenceStore
+from remembrancer.federation.metrics import FederationMetrics
 from remembrancer.federation.protocol import (
     AnchorContent,
     CountersignContent,
@@ -261,6 +262,11 @@ class FederationService:
                          "Items of accepted federation messages dropped instead of kept or relayed",
                          ["item", "code"], registry=metrics_registry)
         )  # fmt: skip
+        self.metrics = FederationMetrics(metrics_registry, self)
+
+    def pending_receipts(self) -> int:
+        """Federation receipts proposed here and waiting for countersignatures."""
+        return len(self._proposals)
 
     def count_dropped(self, item: str, code: str) -> None:
         """Count one dropped ``item`` (``countersignature``, ``evidence``) and why."""
@@ -588,6 +594,8 @@ class FederationService:
         receipt = proposal.receipt.with_signature(content.signature)
         if not self._valid_signature(receipt, content):
             return  # never kept, even once the quorum is met without it
+        if all(s.node != sender for s in proposal.receipt.signatures):  # its first one
+            self.metrics.countersigned(sender, time.perf_counter() - proposal.started)
         peers = {p.did: p.pubkey for p in self._peers()}
         try:
             verify_federation_receipt(
@@ -693,12 +701,14 @@ class FederationService:
             try:
                 await asyncio.wait_for(proposal.done.wait(), timeout)
             except TimeoutError as e:
+                self.metrics.receipt(namespace, "not_final", time.perf_counter() - proposal.started)
                 raise PeerError(
                     f"{len(proposal.receipt.signatures)} countersignatures, quorum is {self.registry.quorum}",
                     code="quorum_not_reached",
                 ) from e
             final = proposal.receipt
             self.latencies.append(time.perf_counter() - proposal.started)
+            self.metrics.receipt(namespace, "final", self.latencies[-1])
             await asyncio.to_thread(self._store_receipt, final)
             await self.deliver(
                 self._others(),

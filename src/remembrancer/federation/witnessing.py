@@ -19,7 +19,7 @@ import base64
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -87,6 +87,8 @@ class CheckpointWitnessing:
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.latencies: list[float] = []  # seconds from signing to a quorum of cosignatures
+        # Called with each latency as it is measured (the node's histogram).
+        self.on_cosigned: Callable[[float], None] = lambda seconds: None
         self.split_views: list[dict[str, Any]] = []
 
     def start(self) -> None:
@@ -158,6 +160,7 @@ class CheckpointWitnessing:
                     created = r.created.pop(head.size, None)
                     if created is not None:
                         self.latencies.append(time.perf_counter() - created)
+                        self.on_cosigned(self.latencies[-1])
                     for size in [s for s in r.created if s < head.size]:
                         r.created.pop(size, None)
                 attached_count = len(sigs)

@@ -692,6 +692,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
 
     @app.get("/metrics", responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
+        await node.store_metrics.refresh()
         return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- explorer (docs/explorer.md) -------------------------------------------------

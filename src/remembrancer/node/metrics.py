@@ -25,13 +25,21 @@ class NodeMetrics:
         self.log_size = Gauge(
             "remembrancer_log_size", "Entries in each log", ["namespace"], registry=r
         )
+        # via="direct": this node's rail; via="delegated": handed to a collaborative
+        # coordinator (succeeded: its aggregate was accepted; failed: none by the deadline).
         self.anchors = {
             outcome: Counter(f"remembrancer_anchors_{outcome}_total", f"Anchors {outcome}",
-                             ["namespace", "level", "target"], registry=r)
+                             ["namespace", "level", "target", "via"], registry=r)
             for outcome in ("attempted", "succeeded", "failed")
         }  # fmt: skip
+        self.cosignature_seconds = Histogram("remembrancer_cosignature_seconds",
+                                             "Time from signing a checkpoint to a quorum of witness cosignatures",
+                                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                             registry=r)  # fmt: skip
         self.witness_requests = Counter("remembrancer_witness_requests_total",
                                         "add-checkpoint requests by outcome", ["outcome"], registry=r)  # fmt: skip
+        # Series that alerts watch with increase() exist from the start, at 0.
+        self.witness_requests.labels("witness_root_mismatch")
         self.xns_delivered = Counter("remembrancer_xns_delivered_total",
                                      "Cross-namespace messages delivered into a namespace here",
                                      ["source", "target", "action"], registry=r)  # fmt: skip
@@ -52,8 +60,16 @@ class NodeMetrics:
                                   "Collaborative anchoring: delegated, made, received, refused, missed, fallback",
                                   ["event", "target"], registry=r)  # fmt: skip
 
-    def anchor_event(self, outcome: str, namespace: str, level: str, target: str) -> None:
-        self.anchors[outcome].labels(namespace, level, target).inc()
+    def anchor_event(
+        self, outcome: str, namespace: str, level: str, target: str, via: str = "direct"
+    ) -> None:
+        self.anchors[outcome].labels(namespace, level, target, via).inc()
 
     def aggregate_event(self, event: str, target: str) -> None:
         self.aggregates.labels(event, target).inc()
+
+    def start_aggregates(self, targets: list[str]) -> None:
+        """Make the collaborative-anchoring series of ``targets`` exist, at 0."""
+        for target in targets:
+            for event in ("delegated", "made", "received", "refused", "missed", "fallback"):
+                self.aggregates.labels(event, target)

@@ -43,6 +43,7 @@ from remembrancer.log.namespaces import NamespaceSource
 from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
 from remembrancer.node.config import Limits, NodeConfig, WitnessedLog, check_data_dir
 from remembrancer.node.metrics import NodeMetrics
+from remembrancer.node.opsmetrics import StoreMetrics
 from remembrancer.node.ratelimit import TokenBuckets
 from remembrancer.storage import open_store
 from remembrancer.storage.base import Store
@@ -94,6 +95,7 @@ class Node:
             self.sequencer, self.witness_peers, quorum=self.witness_quorum
         )
         self.sequencer.on_batch.append(self.witnessing.on_batch)
+        self.witnessing.on_cosigned = self.metrics.cosignature_seconds.observe
         self.federation: FederationService | None = None
         self.collaborative: CollaborativeAnchoring | None = None
         self.replicator: Replicator | None = None
@@ -112,6 +114,7 @@ class Node:
             self.collaborative = CollaborativeAnchoring(
                 self.federation, self.scheduler, metrics=self.metrics
             )
+            self.metrics.start_aggregates(self.rails.targets())
             # Anti-entropy: verified replicas of the witnessed logs (docs/anti-entropy.md).
             self.replicator = Replicator(
                 self.federation, self.store,
@@ -144,6 +147,8 @@ class Node:
         self.storage_health: dict[str, Any] = {"status": "ok", "last_error": None, "since": None}
         self.started = time.time()
         self.ready = False
+        self.store_metrics = StoreMetrics(self)  # evidence, anchoring health (read at scrape time)
+        self.metrics.registry.register(self.store_metrics)
 
     def _witnessed_vkeys(self) -> dict[str, tuple[str, ...]]:
         return {w.origin: w.vkeys for w in self.witnessed}

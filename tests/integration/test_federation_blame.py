@@ -61,6 +61,7 @@ from remembrancer.node.config import Limits, WitnessedLog
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
 from remembrancer.testing.naive_merkle import NaiveTree
+from remembrancer.testing.waiting import heartbeats_under_way
 
 FED = "blame-federation"
 NS = "dao:vaultmesh"
@@ -163,7 +164,7 @@ class World:
         assert self.node.replicator is not None
         self.node.replicator.messages = FederationClient(timeout=2.0, connect_timeout=1.0,
                                                          retry=once)  # fmt: skip
-        await asyncio.sleep(0.05)
+        await heartbeats_under_way()
         self.baseline = set(asyncio.all_tasks())
 
     def deliver(self, bodies: list[bytes]) -> list[int]:

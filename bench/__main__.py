@@ -23,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from bench import (
@@ -90,6 +91,40 @@ def load_average() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
+class LoadSampler:
+    """Samples the 1-minute load average every few seconds while a suite runs
+    (the machine is shared: the load says how much of it the suite had)."""
+
+    def __init__(self, every: float = 3.0) -> None:
+        self.every = every
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.samples.append(os.getloadavg()[0])
+            except OSError:
+                return
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "?"
+        mean = sum(self.samples) / len(self.samples)
+        return f"mean {mean:.1f}, max {max(self.samples):.1f} (2 cores)"
+
+
 HEADER = """\
 Two kinds of figure, in two tables per section:
 
@@ -99,7 +134,9 @@ Two kinds of figure, in two tables per section:
 - **Absolute budgets**: a measured value against a constant (a latency budget,
   a rate an issue names, a theoretical count), with the side of it that meets
   the budget (`better`). These depend on the machine, here a shared one: read
-  them with the load noted below. Rows marked "(information)" have no goal.
+  them with the load average each section notes (a load above 2 means other
+  work was taking CPU time from the benchmark). Rows marked "(information)"
+  have no goal.
 
 Values measured for context only (fill rates, build times) follow the tables.
 `python -m bench` exits 1 when a goal or budget is missed. `--quick` (run in
@@ -107,7 +144,8 @@ CI by `tests/e2e/test_bench.py`) uses small sizes and does not check the
 goals that only full sizes can meet; they are listed at the end."""
 
 
-def to_markdown(results: dict[str, list[Row]], quick: bool, load: tuple[str, str]) -> str:
+def to_markdown(results: dict[str, list[Row]], quick: bool, load: tuple[str, str],
+                loads: dict[str, str]) -> str:  # fmt: skip
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -127,7 +165,9 @@ def to_markdown(results: dict[str, list[Row]], quick: bool, load: tuple[str, str
         "",
     ]
     for suite, rows in results.items():
-        lines += suite_section(suite, rows, quick, commit + ("+" if dirty else ""))
+        lines += suite_section(
+            suite, rows, quick, commit + ("+" if dirty else ""), loads.get(suite)
+        )
     return "\n".join(lines)
 
 
@@ -136,12 +176,15 @@ def _cell(value: float, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
-def suite_section(suite: str, rows: list[Row], quick: bool, commit: str) -> list[str]:
+def suite_section(suite: str, rows: list[Row], quick: bool, commit: str,
+                  load: str | None = None) -> list[str]:  # fmt: skip
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"## {suite}",
         "",
-        f"Measured {stamp}, commit {commit or '?'}{' (quick sizes)' if quick else ''}.",
+        f"Measured {stamp}, commit {commit or '?'}{' (quick sizes)' if quick else ''}"
+        + (f"; load average (1 min) while it ran: {load}" if load else "")
+        + ".",
         "",
     ]
     ratios = [r for r in rows if kind(r) == "ratio"]
@@ -222,14 +265,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown suite {unknown[0]!r}; the suites are {', '.join(SUITES)}")
     started = load_average()
     results: dict[str, list[Row]] = {}
+    loads: dict[str, str] = {}
     for name in chosen:
         print(f"== {name}", file=sys.stderr, flush=True)
-        results[name] = SUITES[name].run(args.quick)
+        with LoadSampler() as sampler:
+            results[name] = SUITES[name].run(args.quick)
+        loads[name] = sampler.summary()
         print(format_rows(results[name], args.quick), flush=True)
+        print(f"load average while it ran: {loads[name]}", file=sys.stderr, flush=True)
     load = (started, load_average())
     failed = [(suite, r) for suite, rows in results.items() for r in missed(rows, args.quick)]
     if not args.no_write:
-        text = to_markdown(results, args.quick, load) + "\n"
+        text = to_markdown(results, args.quick, load, loads) + "\n"
         out = Path(args.out)
         if args.only and out.exists():
             text = merge_sections(out.read_text(), text)

@@ -83,13 +83,13 @@ def unchanged_for_epochs(count: Callable[[], int], nodes: list[NodeProcess], epo
     def epoch() -> int:
         return min(get(f"{n.url}/v1/federation/anchoring")["epoch"] for n in nodes)
 
-    first, until = count(), epoch() + epochs
+    first, last = count(), epoch() + epochs
     deadline = time.monotonic() + (epochs + 2) * epoch_seconds + 10
-    while epoch() < until:
+    while epoch() < last:
         if (now := count()) != first:
             pytest.fail(f"{what}: {first} became {now} in the epochs that followed")
         if time.monotonic() > deadline:
-            pytest.fail(f"the nodes did not reach epoch {until} in time")
+            pytest.fail(f"the nodes did not reach epoch {last} in time")
         time.sleep(0.2)
     assert count() == first, what
     return first

@@ -216,7 +216,8 @@ def test_five_nodes_converge_after_a_partition(lab: Lab, tmp_path: Path) -> None
 
             wait_for(apart_for_rounds, 60,
                      "the majority to follow n0 five times while the cut nodes stay behind")  # fmt: skip
-            # (and n0 did not learn the minority's claim), while each side kept taking writes.
+            # n0 learns the claim made on its side, not the minority's, while each side
+            # kept taking writes.
             majority = claims[1]["anchor"]["txRef"]
             wait_for(lambda: [a["txRef"] for r in anchors(nodes[0].url, quiet) for a in r["anchors"]]
                      == [majority], 20, "n0 to learn the claim made on its side")  # fmt: skip

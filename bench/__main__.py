@@ -10,7 +10,7 @@ pymerkle, SQLite, the in-process node, ...), which mean the same on any
 machine; and absolute budgets, a measured value against a constant (a
 latency budget, a rate an issue names), which depend on the machine.
 
-Exits 1 when a goal or budget is missed.  With --quick the goals that only
+Exits 1 when a goal or budget is missed, or a suite fails (the others still run).  With --quick the goals that only
 full sizes can meet are not checked (each such row says why).
 """
 
@@ -24,6 +24,7 @@ import platform
 import subprocess
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 from bench import (
@@ -145,7 +146,7 @@ goals that only full sizes can meet; they are listed at the end."""
 
 
 def to_markdown(results: dict[str, list[Row]], quick: bool, load: tuple[str, str],
-                loads: dict[str, str]) -> str:  # fmt: skip
+                loads: dict[str, str], errors: dict[str, str]) -> str:  # fmt: skip
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -177,7 +178,7 @@ def _cell(value: float, unit: str = "") -> str:
 
 
 def suite_section(suite: str, rows: list[Row], quick: bool, commit: str,
-                  load: str | None = None) -> list[str]:  # fmt: skip
+                  load: str | None = None, error: str | None = None) -> list[str]:  # fmt: skip
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"## {suite}",
@@ -187,6 +188,8 @@ def suite_section(suite: str, rows: list[Row], quick: bool, commit: str,
         + ".",
         "",
     ]
+    if error:
+        lines += [f"**The suite failed** (the run exits 1): `{error}`", ""]
     ratios = [r for r in rows if kind(r) == "ratio"]
     budgets = [r for r in rows if kind(r) == "budget"]
     infos = [r for r in rows if kind(r) == "info"]
@@ -266,17 +269,23 @@ def main(argv: list[str] | None = None) -> int:
     started = load_average()
     results: dict[str, list[Row]] = {}
     loads: dict[str, str] = {}
+    errors: dict[str, str] = {}
     for name in chosen:
         print(f"== {name}", file=sys.stderr, flush=True)
         with LoadSampler() as sampler:
-            results[name] = SUITES[name].run(args.quick)
+            try:
+                results[name] = SUITES[name].run(args.quick)
+            except Exception as e:  # reported, and the other suites still run
+                traceback.print_exc()
+                errors[name] = f"{type(e).__name__}: {e}"
+                results[name] = []
         loads[name] = sampler.summary()
         print(format_rows(results[name], args.quick), flush=True)
         print(f"load average while it ran: {loads[name]}", file=sys.stderr, flush=True)
     load = (started, load_average())
     failed = [(suite, r) for suite, rows in results.items() for r in missed(rows, args.quick)]
     if not args.no_write:
-        text = to_markdown(results, args.quick, load, loads) + "\n"
+        text = to_markdown(results, args.quick, load, loads, errors) + "\n"
         out = Path(args.out)
         if args.only and out.exists():
             text = merge_sections(out.read_text(), text)
@@ -285,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)
     if args.json:
-        doc = {"quick": args.quick, "load": load, "suites": {
+        doc = {"quick": args.quick, "load": load, "errors": errors, "suites": {
             suite: [{**r, "met": met(r), "checked": checked(r, args.quick)} for r in rows]
             for suite, rows in results.items()}}  # fmt: skip
         Path(args.json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
@@ -297,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     for suite, r in failed:
         print(f"goal missed: {suite}: {r['name']}", file=sys.stderr)
-    return 1 if failed else 0
+    for suite, error in errors.items():
+        print(f"suite failed: {suite}: {error}", file=sys.stderr)
+    return 1 if failed or errors else 0
 
 
 if __name__ == "__main__":

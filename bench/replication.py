@@ -42,9 +42,15 @@ NS = "dao:vaultmesh"
 
 
 def _get(url: str, timeout: float = 10) -> Any:
+    """An API answer, parsed from JSON."""
     with urllib.request.urlopen(url, timeout=timeout) as r:
-        data = r.read()
-    return json.loads(data) if data[:1] in (b"{", b"[") else data
+        return json.loads(r.read())
+
+
+def _raw(url: str, timeout: float = 10) -> bytes:
+    """A tile or an entry bundle, as bytes (which may well start with ``{``)."""
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()  # type: ignore[no-any-return]
 
 
 def preload(node: NodeProcess, namespace: str, count: int, entry_size: int = 700) -> None:
@@ -120,15 +126,15 @@ def _compare_tiles(src: NodeProcess, mirror: NodeProcess, origin: str, size: int
     bundles = (size + TILE_WIDTH - 1) // TILE_WIDTH
     for i in sorted({0, bundles // 2, bundles - 1}):
         t = Tile(0, i, min(TILE_WIDTH, size - i * TILE_WIDTH))
-        a = _get(f"{src.url}/logs/{NS}/{t.entries_path()}")
-        b = _get(f"{mirror.url}/v1/replicas/{origin}/{t.entries_path()}")
+        a = _raw(f"{src.url}/logs/{NS}/{t.entries_path()}")
+        b = _raw(f"{mirror.url}/v1/replicas/{origin}/{t.entries_path()}")
         assert a == b, f"entry bundle {i} differs"
-        a = _get(f"{src.url}/logs/{NS}/{t.path()}")
-        b = _get(f"{mirror.url}/v1/replicas/{origin}/{t.path()}")
+        a = _raw(f"{src.url}/logs/{NS}/{t.path()}")
+        b = _raw(f"{mirror.url}/v1/replicas/{origin}/{t.path()}")
         assert a == b, f"tile 0/{i} differs"
     top = Tile(1, 0, min(TILE_WIDTH, size >> 8)) if size >= TILE_WIDTH else None
     if top is not None:
-        assert _get(f"{src.url}/logs/{NS}/{top.path()}") == _get(
+        assert _raw(f"{src.url}/logs/{NS}/{top.path()}") == _raw(
             f"{mirror.url}/v1/replicas/{origin}/{top.path()}"
         ), "tile 1/0 differs"
 

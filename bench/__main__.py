@@ -166,9 +166,8 @@ def to_markdown(results: dict[str, list[Row]], quick: bool, load: tuple[str, str
         "",
     ]
     for suite, rows in results.items():
-        lines += suite_section(
-            suite, rows, quick, commit + ("+" if dirty else ""), loads.get(suite)
-        )
+        lines += suite_section(suite, rows, quick, commit + ("+" if dirty else ""),
+                               loads.get(suite), errors.get(suite))  # fmt: skip
     return "\n".join(lines)
 
 

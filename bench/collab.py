@@ -96,8 +96,7 @@ def _compare(tmp: Path, epochs: int, target: str, label: str,
     collaborative = _run(tmp, "collaborative", epochs, target, wire_rail, count) / epochs
     per_epoch = N_NODES * len(NAMESPACES)
     return _row(f"{N_NODES} nodes x {len(NAMESPACES)} namespaces, {epochs} epochs of {EPOCH} s, {label}: "
-                f"rail transactions per epoch, independent {independent:.1f} / collaborative "
-                f"{collaborative:.1f} (goal N x M = {per_epoch})",
+                f"rail transactions per epoch, independent / collaborative (goal N x M = {per_epoch})",
                 independent, collaborative, per_epoch, "tx/epoch")  # fmt: skip
 
 
@@ -144,4 +143,5 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(prog="python -m bench.collab", description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    print(format_rows(run(parser.parse_args().quick)))
+    quick = parser.parse_args().quick
+    print(format_rows(run(quick), quick))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,6 +87,78 @@ def pg_dsn() -> str:
         )
         pytest.skip(reason)
     return dsn
+
+
+class StoreUrls:
+    """Fresh, empty stores on one backend: :meth:`new` gives the URL of another one."""
+
+    def __init__(self, backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.backend = backend  # "memory", "sqlite" or "postgres"
+        self._tmp = tmp_path
+        self._request = request
+        self._schemas: list[str] = []
+        self._dsn = ""
+
+    def new(self, name: str = "store") -> str:
+        """A store URL no one used: a SQLite file under the test's temporary
+        directory, or a new PostgreSQL schema (dropped after the test)."""
+        if self.backend == "memory":
+            return "memory://"
+        if self.backend == "sqlite":
+            return f"sqlite:///{self._tmp / f'{name}.db'}"
+        if not self._dsn:
+            self._dsn = self._request.getfixturevalue("pg_dsn")
+        schema = f"rmb_t_{secrets.token_hex(5)}_{len(self._schemas)}"
+        self._schemas.append(schema)
+        return f"{self._dsn}{'&' if '?' in self._dsn else '?'}schema={schema}"
+
+    def drop(self) -> None:
+        if not self._schemas:
+            return
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SET lock_timeout = '30s'")
+            for schema in self._schemas:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
+
+
+#: The durable backends a node runs on; PostgreSQL's runs need the server (``pg_dsn``).
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _store_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUrls]:
+    urls = StoreUrls(request.param, tmp_path, request)
+    if urls.backend == "postgres":
+        urls._dsn = request.getfixturevalue("pg_dsn")
+    yield urls
+    urls.drop()
+
+
+@pytest.fixture(params=["memory", *BACKENDS])
+def any_store_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUrls]:
+    """As ``store_urls``, and once more on the in-memory store."""
+    yield from _store_urls(request, tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def store_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUrls]:
+    """Run the test once per durable backend (SQLite, PostgreSQL): ``store_urls.new()``
+    gives the URL of a fresh, empty store (``store_urls.backend`` says which); the
+    PostgreSQL schemas are dropped after the test.  Without a reachable server the
+    PostgreSQL run skips (a failure under CI, like every skip)."""
+    yield from _store_urls(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_store_urls(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StoreUrls]:
+    """``store_urls`` for a module-scoped fixture: the module's tests run once per backend."""
+    yield from _store_urls(request, tmp_path_factory.mktemp("stores"))
 
 
 @pytest.fixture

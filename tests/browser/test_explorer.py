@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from remembrancer.core.rfc6962 import hash_leaf
+from remembrancer.core.errors import RemembrancerError
+from remembrancer.core.rfc6962 import hash_leaf, verify_consistency, verify_inclusion
 from remembrancer.testing.browser import (
     NAMESPACE,
     PHONE,
@@ -22,7 +23,7 @@ from remembrancer.testing.browser import (
 from remembrancer.testing.naive_merkle import NaiveTree
 from remembrancer.testing.procs import NodeProcess
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "rfc6962" / "inclusion"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "rfc6962"
 
 
 def _value(page: Any, selector: str) -> int:
@@ -292,31 +293,68 @@ def test_screenshots_of_the_main_pages(
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
+def _b64(value: str | None) -> bytes:
+    return base64.b64decode(value, validate=True) if value else b""
+
+
+def _python_verdict(kind: str, case: dict[str, Any]) -> list[str] | None:
+    """None if the Python core accepts the vector, else [error class, code]."""
+    proof = [_b64(p) for p in case["proof"] or []]
+    try:
+        if kind == "inclusion":
+            verify_inclusion(case["leafIdx"], case["treeSize"], _b64(case["leafHash"]), proof,
+                             _b64(case["root"]))  # fmt: skip
+        else:
+            verify_consistency(case["size1"], case["size2"], _b64(case["root1"]),
+                               _b64(case["root2"]), proof)  # fmt: skip
+    except RemembrancerError as e:
+        return [type(e).__name__, e.code]
+    return None
+
+
 def test_the_browser_verifier_passes_the_rfc6962_vectors(
     page: Any, federation: list[NodeProcess]
 ) -> None:
-    """The same inclusion vectors the Python core passes, run through verify.js."""
+    """The inclusion and consistency vectors the Python core passes, run through
+    verify.js (read with its own strict JSON parser, as the JavaScript
+    client's tests do): each good one verifies, and each bad one fails with
+    the same error class and code as in Python (a TypeError, a base64 error
+    or any other failure for the wrong reason does not count)."""
     cases = []
-    for path in sorted(VECTORS.rglob("*.json")):
-        case = json.loads(path.read_text())
-        cases.append({"name": str(path.relative_to(VECTORS)), **case})
+    for kind in ("inclusion", "consistency"):
+        for path in sorted((VECTORS / kind).rglob("*.json")):
+            case = json.loads(path.read_text())
+            expected = _python_verdict(kind, case)
+            assert (expected is not None) == bool(case["wantErr"]), path  # the vectors' verdict
+            cases.append({"name": f"{kind}/{path.relative_to(VECTORS / kind)}", "kind": kind,
+                          "expected": expected, "text": path.read_text()})  # fmt: skip
     page.goto(f"{federation[0].url}/explorer")
     results = page.evaluate("""async (cases) => {
         const v = await import('/explorer/static/verify.js');
+        const bytes = (text) => (text ? v.b64decode(text) : new Uint8Array(0));
         const out = [];
-        for (const c of cases) {
-            let ok;
+        for (const {name, kind, text} of cases) {
+            // The module's strict parser keeps integers beyond 2^53 (uint64 indices) exact.
+            const c = {kind, ...v.parseJson(text)};
+            let got = null;
             try {
-                const leaf = v.b64decode(c.leafHash);
-                const root = await v.rootFromInclusion(c.leafIdx, c.treeSize, leaf, (c.proof || []).map(v.b64decode));
-                ok = v.equal(root, v.b64decode(c.root));
-            } catch (e) { ok = false; }
-            out.push([c.name, ok, !!c.wantErr]);
+                const proof = (c.proof || []).map(bytes);
+                if (c.kind === 'inclusion') {
+                    await v.verifyInclusion(c.leafIdx, c.treeSize, bytes(c.leafHash), proof, bytes(c.root));
+                } else {
+                    await v.verifyConsistency(c.size1, c.size2, bytes(c.root1), bytes(c.root2), proof);
+                }
+            } catch (e) {
+                got = [String(e.name), String(e.code)];
+            }
+            out.push([name, got]);
         }
         return out;
     }""", cases)  # fmt: skip
-    assert len(results) >= 90
-    wrong = [name for name, ok, want_err in results if ok == want_err]
+    assert len(results) == len(cases) >= 190
+    assert sum(c["expected"] is not None for c in cases) >= 90  # bad vectors, each with its code
+    wrong = [(name, got, c["expected"]) for (name, got), c in zip(results, cases, strict=True)
+             if got != c["expected"]]  # fmt: skip
     assert wrong == []
 
 

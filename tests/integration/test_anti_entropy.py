@@ -94,7 +94,13 @@ def test_a_node_that_was_down_catches_up_after_restart(tmp_path: Path) -> None:
         try:
             n2.stop()
             _write(n0, 300)
-            time.sleep(1.2)  # the scheduler anchors this checkpoint
+
+            def anchored_at_300() -> bool:
+                got = http_json(f"{n0.url}/v1/namespaces/{NS}/anchors")["receipts"]
+                return any(r["size"] == 300 and any(a["status"] == "verified" for a in r["anchors"])
+                           for r in got)  # fmt: skip
+
+            wait_for(anchored_at_300, 30, "the scheduler to anchor n0's checkpoint at 300")
             _write(n0, 300, start=300)  # 600 entries: two full bundles and a partial one
 
             def settled() -> tuple[int, str] | None:

@@ -177,7 +177,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         cli("backup", "create", "--config", str(alpha.config), "--out", str(under_load),
             "--include-keys")  # fmt: skip
         finished = time.monotonic()
-        time.sleep(0.3)
+        wait_for("the writer to go on past the backup's end",
+                 lambda: sum(t > finished for t, _, _ in writer.acks) >= 5)  # fmt: skip
         writer.stop.set()
         writer.join(30)
         assert writer.error is None, writer.error

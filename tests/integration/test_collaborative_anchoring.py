@@ -49,6 +49,7 @@ from remembrancer.testing.procs import (
 )
 from remembrancer.testing.prom import scrape, value
 from remembrancer.testing.records import example_record
+from remembrancer.testing.waiting import until
 
 NAMESPACES = ("dao:vaultmesh", "fin:clearing")
 FEDERATION = "test-federation"
@@ -73,6 +74,26 @@ def wait_until(
                 for n in nodes)  # fmt: skip
             pytest.fail(f"timed out waiting for {what}\n{logs}")
         time.sleep(0.2)
+
+
+def unchanged_for_epochs(count: Callable[[], int], nodes: list[NodeProcess], epochs: int,
+                         epoch_seconds: int, what: str) -> int:  # fmt: skip
+    """An absence check: watch ``count`` until every node's federation reports
+    ``epochs`` epochs after the current one; it must not change meanwhile."""
+
+    def epoch() -> int:
+        return min(get(f"{n.url}/v1/federation/anchoring")["epoch"] for n in nodes)
+
+    first, last = count(), epoch() + epochs
+    deadline = time.monotonic() + (epochs + 2) * epoch_seconds + 10
+    while epoch() < last:
+        if (now := count()) != first:
+            pytest.fail(f"{what}: {first} became {now} in the epochs that followed")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the nodes did not reach epoch {last} in time")
+        time.sleep(0.2)
+    assert count() == first, what
+    return first
 
 
 def at_epoch_start(epoch_seconds: int, *, within: float = 0.15) -> int:
@@ -199,8 +220,9 @@ def test_rfc3161_tokens_collaborative_vs_independent(tmp_path: Path, strategy: s
             wait_until(
                 lambda: all_verified(nodes, NAMESPACES, TSA), 30, "every log anchored", nodes
             )
-            time.sleep(epoch)  # nothing more is anchored: the logs did not grow
-            tokens = dev.issued - before
+            # Nothing more is anchored in the next epochs: the logs did not grow.
+            tokens = unchanged_for_epochs(lambda: dev.issued, nodes, 3, epoch,
+                                          "TSA tokens issued") - before  # fmt: skip
             if strategy == "independent":
                 assert tokens == 6  # N x M
                 assert not any("aggregation" in a for n in nodes for ns in NAMESPACES
@@ -254,8 +276,8 @@ def test_evm_transactions_collaborative_vs_independent(
         at_epoch_start(epoch)
         append_everywhere(nodes, NAMESPACES)
         wait_until(lambda: all_verified(nodes, NAMESPACES, target), 40, "every log anchored", nodes)
-        time.sleep(epoch)
-        txs = sent() - before
+        # Nothing more is sent in the next epochs: the logs did not grow.
+        txs = unchanged_for_epochs(sent, nodes, 3, epoch, "transactions sent") - before
         if strategy == "independent":
             assert txs == 6
             return
@@ -475,7 +497,9 @@ def test_a_lying_or_silent_coordinator_is_refused_scored_and_costs_one_epoch(
                 "dao:vaultmesh",
                 claim(liar_path, replace(honest, aggregation=wrong)).to_dict(),
             )
-            time.sleep(0.5)
+            wait_until(lambda: any(r["code"] == "aggregate_path_invalid"
+                                   for r in get(f"{liar_path.url}/v1/federation/anchoring")["refusals"]),
+                       10, "the wrong path refused", nodes)  # fmt: skip
             # 2. A true path, but evidence that does not verify for that root.
             forged = replace(
                 honest,
@@ -598,15 +622,15 @@ def test_the_scheduler_hands_due_levels_to_its_delegate(tmp_path: Path) -> None:
         kept = await sched.add_anchor("dao:vaultmesh", req.size, req.checkpoint, broken,
                                       rail.verify(broken, ctx))  # fmt: skip
         assert broken.status == "verified" and kept.status == "failed"
-        await asyncio.sleep(0.05)
-        assert notified == []
         await sched.add_anchor("dao:vaultmesh", req.size, req.checkpoint, ours,
                                rail.verify(ours, ctx))  # fmt: skip
         receipt = sched.receipt("dao:vaultmesh", req.size)
         assert receipt is not None and receipt.verified[0].aggregation is not None
         assert receipt.verified[0].key == ours.key
-        await asyncio.sleep(0.05)
-        assert [ns for ns, _ in notified] == ["dao:vaultmesh"]
+        # The hooks run as tasks, in the order they were started: had the failed
+        # anchor notified, its call would be the first.
+        await until(lambda: notified, "the on_verified hook")
+        assert [(ns, a.key) for ns, a in notified] == [("dao:vaultmesh", ours.key)]
         covering = sched.covering("dao:vaultmesh", 0)
         assert covering is not None and covering.size == req.size
         # The hybrid fallback: nothing to do while a live anchor covers the head ...
@@ -619,7 +643,8 @@ def test_the_scheduler_hands_due_levels_to_its_delegate(tmp_path: Path) -> None:
         # A delegate that declines: the scheduler anchors itself, as without one.
         sched.delegate = TakeOver(take=False)
         await seq.submit(example_record("dao:vaultmesh", 2, timestamp=int(time.time())).leaf)
-        await asyncio.sleep(1.1)  # the level is due again
+        last = sched.level_state("dao:vaultmesh", "cold").last_anchor_at
+        await until(lambda: int(time.time()) >= last + 1, "the level to be due again (every 1s)")
         assert (
             dict(((ns, lv), o) for ns, lv, o in await sched.tick())[("dao:vaultmesh", "cold")]
             == "verified"

@@ -119,7 +119,11 @@ def test_demo_runs_keeps_its_data_and_extends_it(tmp_path: Path) -> None:
             out = cli("anchor", "verify", str(evm_file), "--evm-rpc", anvil_url,
                       "--target", EVM_TARGET)  # fmt: skip
             assert out.stdout.startswith("verified") and EVM_TARGET in out.stdout
-        time.sleep(1)
+        # Stopped in its steady state: after a progress line that follows the check.
+        grown = next(i for i, x in enumerate(output) if "grew consistently" in x)
+        wait_for(lambda: any("| anchors verified" in x for x in output[grown + 1 :])
+                 or proc.poll() is not None, 30, "a progress line after the check")  # fmt: skip
+        assert proc.poll() is None, "".join(output)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -1,4 +1,5 @@
-"""The explorer's pages and JSON in process (ASGI) over real SQLite storage:
+"""The explorer's pages and JSON in process (ASGI) over real storage (every test
+runs on SQLite and on PostgreSQL: the ``store_urls`` fixture of tests/conftest.py):
 hostile record content is escaped, pages are bounded index ranges, bad input
 gets clear 4xx errors, every HTML page carries a strict CSP, and the live
 endpoint moves when the log does."""
@@ -36,10 +37,10 @@ HOSTILE = '"><script>alert("x")</script><img src=x onerror=alert(1)>'
 Body = Callable[[httpx.AsyncClient, Node], Awaitable[None]]
 
 
-def run(tmp_path: Path, body: Body, records: int = 0) -> None:
+def run(store_urls: Any, body: Body, records: int = 0) -> None:
     async def go() -> None:
         node = Node(
-            store=open_store(f"sqlite:///{tmp_path / 'node.db'}"),
+            store=open_store(store_urls.new("node")),
             node_key=SigningKey.generate(),
             origin_prefix="alpha.test",
             namespaces=StaticNamespaces(parse_namespaces(yaml.safe_load(EXAMPLE.read_text()))),
@@ -65,7 +66,7 @@ def record(i: int, **fields: Any):  # type: ignore[no-untyped-def]
                        **fields)  # fmt: skip
 
 
-def test_hostile_record_content_is_escaped_everywhere(tmp_path: Path) -> None:
+def test_hostile_record_content_is_escaped_everywhere(store_urls: Any) -> None:
     async def body(client: httpx.AsyncClient, node: Node) -> None:
         receipt = await node.submit(record(0, event_id=HOSTILE, note=HOSTILE))
         for url in (f"/explorer/namespaces/{NS}", f"/explorer/namespaces/{NS}/records/0"):
@@ -89,10 +90,10 @@ def test_hostile_record_content_is_escaped_everywhere(tmp_path: Path) -> None:
         data = (await client.get(f"/v1/explorer/namespaces/{NS}/records/0")).json()
         assert data["event:id"] == HOSTILE and data["eventHash"] == receipt.event_hash
 
-    run(tmp_path, body)
+    run(store_urls, body)
 
 
-def test_log_pages_are_bounded_ranges(tmp_path: Path) -> None:
+def test_log_pages_are_bounded_ranges(store_urls: Any) -> None:
     async def body(client: httpx.AsyncClient, node: Node) -> None:
         first = (await client.get(f"/v1/explorer/namespaces/{NS}", params={"limit": 10})).json()[
             "log"
@@ -123,10 +124,10 @@ def test_log_pages_are_bounded_ranges(tmp_path: Path) -> None:
         assert page.status_code == 200 and page.text.count("<tr data-index=") == 5
         assert 'data-index="19"' in page.text and 'data-index="14"' not in page.text
 
-    run(tmp_path, body, records=35)
+    run(store_urls, body, records=35)
 
 
-def test_bad_input_gets_clear_4xx_errors(tmp_path: Path) -> None:
+def test_bad_input_gets_clear_4xx_errors(store_urls: Any) -> None:
     async def body(client: httpx.AsyncClient, node: Node) -> None:
         cases = [
             (f"/v1/explorer/namespaces/{NS}?before=6", 404, "index_out_of_range"),
@@ -168,10 +169,10 @@ def test_bad_input_gets_clear_4xx_errors(tmp_path: Path) -> None:
         r = await client.get("/explorer/static/nope.js")
         assert r.status_code == 404
 
-    run(tmp_path, body, records=5)
+    run(store_urls, body, records=5)
 
 
-def test_record_material_and_static_files(tmp_path: Path) -> None:
+def test_record_material_and_static_files(store_urls: Any) -> None:
     async def body(client: httpx.AsyncClient, node: Node) -> None:
         m = (await client.get(f"/v1/explorer/namespaces/{NS}/records/4")).json()
         proof = (
@@ -206,24 +207,26 @@ def test_record_material_and_static_files(tmp_path: Path) -> None:
         assert "/v1/explorer/namespaces/{namespace}/records/{index}" in schema
         assert not any(p.startswith("/explorer") for p in schema)
 
-    run(tmp_path, body, records=9)
+    run(store_urls, body, records=9)
 
 
-def test_the_live_endpoint_moves_with_the_log(tmp_path: Path) -> None:
+def test_the_live_endpoint_moves_with_the_log(store_urls: Any) -> None:
     async def body(client: httpx.AsyncClient, node: Node) -> None:
         first = (await client.get("/v1/explorer/live")).json()
         assert first["sizes"][NS] == 2
         await node.submit(record(2))
-        await asyncio.sleep(0.6)  # past the shared cache
-        second = (await client.get("/v1/explorer/live")).json()
-        assert second["sizes"][NS] == 3
+        # The answer is cached across clients for a moment: poll until it moves.
+        deadline = time.monotonic() + 10
+        while (second := (await client.get("/v1/explorer/live")).json())["sizes"][NS] != 3:
+            assert second["sizes"][NS] == 2 and time.monotonic() < deadline, second
+            await asyncio.sleep(0.05)
         assert second["topics"]["logs"] != first["topics"]["logs"]
         assert second["topics"]["anchors"] == first["topics"]["anchors"]
 
-    run(tmp_path, body, records=2)
+    run(store_urls, body, records=2)
 
 
-def test_recent_checkpoints_are_the_newest_whatever_their_spacing(tmp_path: Path) -> None:
+def test_recent_checkpoints_are_the_newest_whatever_their_spacing(store_urls: Any) -> None:
     async def body(client: httpx.AsyncClient, node: Node) -> None:
         for chunk in [1, 1, 2, 700, 3, 5000, 1, 1, 1, 64, 9000, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]:
             node.sequencer.append_raw(NS, [b"e"] * chunk)
@@ -234,4 +237,4 @@ def test_recent_checkpoints_are_the_newest_whatever_their_spacing(tmp_path: Path
                 c.size for c in every[-n:]
             ], n
 
-    run(tmp_path, body)
+    run(store_urls, body)

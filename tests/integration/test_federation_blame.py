@@ -1,7 +1,8 @@
 """Nobody can be blamed for what they did not sign (issue 14, rule 2).
 
 A real node (``Node``: its FederationService, peer scoring, anti-entropy and
-collaborative-anchoring handlers, SQLite store) runs in process.  Its
+collaborative-anchoring handlers; a SQLite store, and in a second run of the
+module a PostgreSQL one) runs in process.  Its
 registry lists it (Y), an honest peer X and two attackers, M1 and M2.
 Hypothesis drives many sequences of messages from M1 and M2: junk
 countersignatures in receipts and bundles, evidence of every kind built from
@@ -61,6 +62,7 @@ from remembrancer.node.config import Limits, WitnessedLog
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
 from remembrancer.testing.naive_merkle import NaiveTree
+from remembrancer.testing.waiting import heartbeats_under_way
 
 FED = "blame-federation"
 NS = "dao:vaultmesh"
@@ -130,7 +132,7 @@ def _next_seq() -> int:
 
 
 class World:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, store_url: str) -> None:
         schemas = SchemaRegistry.bundled()
         import yaml
 
@@ -141,7 +143,7 @@ class World:
         registry = Registry.from_dict({"federation_id": FED, "quorum": 2,
                                        "anchor_strategy": "independent", "peers": peers})  # fmt: skip
         self.node = Node(
-            store=open_store(f"sqlite:///{tmp / 'node.db'}"), node_key=Y, origin_prefix="y.test",
+            store=open_store(store_url), node_key=Y, origin_prefix="y.test",
             namespaces=StaticNamespaces(namespaces), schemas=schemas,
             limits=Limits(client_rate=1e9, client_burst=10**9, namespace_rate=1e9,
                           namespace_burst=10**9),
@@ -163,7 +165,7 @@ class World:
         assert self.node.replicator is not None
         self.node.replicator.messages = FederationClient(timeout=2.0, connect_timeout=1.0,
                                                          retry=once)  # fmt: skip
-        await asyncio.sleep(0.05)
+        await heartbeats_under_way()
         self.baseline = set(asyncio.all_tasks())
 
     def deliver(self, bodies: list[bytes]) -> list[int]:
@@ -208,8 +210,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World(tmp_path_factory.mktemp("blame"))
+def world(tmp_path_factory: pytest.TempPathFactory, module_store_urls: Any) -> Iterator[World]:
+    w = World(tmp_path_factory.mktemp("blame"), module_store_urls.new("blame"))
     yield w
     w.close()
 

@@ -38,12 +38,15 @@ def _post(url: str, body: bytes, token: str | None = None) -> dict:  # type: ign
 
 
 @pytest.fixture
-def federation(tmp_path: Path):  # type: ignore[no-untyped-def]
+def federation(tmp_path: Path, store_urls):  # type: ignore[no-untyped-def]
+    """Three real nodes, once on SQLite and once on PostgreSQL (tests/conftest.py)."""
     tsa_dir = tmp_path / "tsa"
     with DevTsaServer(DevTsa(tsa_dir)) as tsa:
         nodes = [init_node(tmp_path / f"n{i}", origin_prefix=f"n{i}.test") for i in range(3)]
-        for n in nodes:
+        for i, n in enumerate(nodes):
             anchor_to_tsa(n, tsa.url, tsa_dir / "ca.pem")
+            if store_urls.backend == "postgres":  # else the SQLite file in the node's directory
+                n.edit_config(storage=store_urls.new(f"n{i}"))
         wire_witnessing(nodes)
         wire_federation(nodes, quorum=3)
         for n in nodes:

@@ -1,6 +1,7 @@
 """Witnessing between peers with real node processes on loopback: every
 checkpoint of every node is cosigned by its peers (C2SP tlog-witness), and the
-cosigned checkpoint is what the node then serves and puts in tlog-proofs."""
+cosigned checkpoint is what the node then serves and puts in tlog-proofs.
+Three nodes on SQLite and on PostgreSQL, five on SQLite."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
+from remembrancer.storage import open_store
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.procs import init_node, wire_witnessing
 from remembrancer.testing.records import ledger_payload, make_record
@@ -32,11 +35,20 @@ def _submit(url: str, body: bytes) -> dict:  # type: ignore[type-arg]
         return json.loads(r.read())  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("count", [3, 5])
-def test_checkpoints_are_cosigned_by_a_quorum_of_peers(tmp_path: Path, count: int) -> None:
+@pytest.mark.parametrize(
+    ("count", "store_urls"),
+    [(3, "sqlite"), (5, "sqlite"), pytest.param(3, "postgres", marks=pytest.mark.postgres)],
+    indirect=["store_urls"],
+)
+def test_checkpoints_are_cosigned_by_a_quorum_of_peers(
+    tmp_path: Path, count: int, store_urls: Any
+) -> None:
     nodes = [init_node(tmp_path / f"n{i}", origin_prefix=f"n{i}.test") for i in range(count)]
-    for n in nodes:
+    urls = [store_urls.new(f"n{i}") for i in range(count)]
+    for n, url in zip(nodes, urls, strict=True):
         n.edit_config(scheduler={"enabled": False})
+        if store_urls.backend == "postgres":  # else the SQLite file in the node's directory
+            n.edit_config(storage=url)
     quorum = count - 1
     wire_witnessing(nodes, quorum=quorum)
     for n in nodes:
@@ -79,6 +91,12 @@ def test_checkpoints_are_cosigned_by_a_quorum_of_peers(tmp_path: Path, count: in
             assert len(verified.cosigners) >= quorum
             stats = json.loads(_get(f"{n.url}/v1/witnessing"))
             assert stats["rounds"] >= 1 and stats["split_views"] == 0
+            if store_urls.backend == "postgres":  # the node's log is in its schema
+                store = open_store(urls[i])
+                try:
+                    assert store.log_state("dao:vaultmesh").checkpoint == note  # type: ignore[union-attr]
+                finally:
+                    store.close()
     finally:
         for n in nodes:
             n.stop()

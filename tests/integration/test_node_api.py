@@ -1,4 +1,5 @@
-"""The node's HTTP API in process (ASGI), against real SQLite storage."""
+"""The node's HTTP API in process (ASGI), against real storage: every test runs
+on SQLite and on PostgreSQL (the ``store_urls`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import base64
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -53,11 +55,11 @@ def rec(i: int):  # type: ignore[no-untyped-def]
     )
 
 
-def make_node(tmp_path: Path, **limits: float) -> Node:
+def make_node(store_urls: Any, **limits: float) -> Node:
     from remembrancer.core.note import format_vkey
 
     return Node(
-        store=open_store(f"sqlite:///{tmp_path / 'node.db'}"),
+        store=open_store(store_urls.new("node")),
         node_key=SigningKey.generate(),
         origin_prefix="alpha.test",
         namespaces=StaticNamespaces(NAMESPACES),
@@ -67,9 +69,9 @@ def make_node(tmp_path: Path, **limits: float) -> Node:
     )
 
 
-def run(tmp_path: Path, body, **limits):  # type: ignore[no-untyped-def]
+def run(store_urls: Any, body, **limits):  # type: ignore[no-untyped-def]
     async def go() -> None:
-        node = make_node(tmp_path, **limits)
+        node = make_node(store_urls, **limits)
         app = create_app(node)
         await node.start()
         try:
@@ -83,7 +85,7 @@ def run(tmp_path: Path, body, **limits):  # type: ignore[no-untyped-def]
     asyncio.run(go())
 
 
-def test_submit_prove_and_read_back(tmp_path: Path) -> None:
+def test_submit_prove_and_read_back(store_urls: Any) -> None:
     async def body(c: httpx.AsyncClient, node: Node) -> None:
         records = [rec(i) for i in range(20)]
         answers = await asyncio.gather(
@@ -140,10 +142,10 @@ def test_submit_prove_and_read_back(tmp_path: Path) -> None:
             [base64.b64decode(h) for h in cons["proof"]],
         )
 
-    run(tmp_path, body)
+    run(store_urls, body)
 
 
-def test_tiles_are_served_as_tlog_tiles(tmp_path: Path) -> None:
+def test_tiles_are_served_as_tlog_tiles(store_urls: Any) -> None:
     async def body(c: httpx.AsyncClient, node: Node) -> None:
         leaves = [f"entry {i}".encode() for i in range(300)]
         await asyncio.to_thread(node.sequencer.append_raw, "dao:vaultmesh", leaves)
@@ -183,10 +185,10 @@ def test_tiles_are_served_as_tlog_tiles(tmp_path: Path) -> None:
         proof = inclusion_proof(270, 300, reader)
         verify_inclusion(270, 300, hash_leaf(leaves[270]), proof, cp.root_hash)
 
-    run(tmp_path, body)
+    run(store_urls, body)
 
 
-def test_errors_are_json_with_the_right_status(tmp_path: Path) -> None:
+def test_errors_are_json_with_the_right_status(store_urls: Any) -> None:
     async def body(c: httpx.AsyncClient, node: Node) -> None:
         r = await c.post("/v1/namespaces/dao:vaultmesh/records", content=b"{not json")
         assert r.status_code == 400 and r.json()["error"]["code"] == "json_malformed"
@@ -234,10 +236,10 @@ def test_errors_are_json_with_the_right_status(tmp_path: Path) -> None:
         )
         assert "remembrancer_log_size" in metrics
 
-    run(tmp_path, body)
+    run(store_urls, body)
 
 
-def test_async_submission_and_receipt_url(tmp_path: Path) -> None:
+def test_async_submission_and_receipt_url(store_urls: Any) -> None:
     async def body(c: httpx.AsyncClient, node: Node) -> None:
         r0 = rec(9)
         r = await c.post(
@@ -245,25 +247,23 @@ def test_async_submission_and_receipt_url(tmp_path: Path) -> None:
         )
         assert r.status_code == 202
         url = r.json()["receipt"]
-        for _ in range(100):
-            got = await c.get(url)
-            if got.status_code == 200:
-                break
-            assert got.status_code == 202
+        deadline = time.monotonic() + 10
+        while (got := await c.get(url)).status_code != 200:  # poll until integrated
+            assert got.status_code == 202 and time.monotonic() < deadline, got.text
             await asyncio.sleep(0.01)
         assert got.json()["eventHash"] == r0.event_hash_hex
 
-    run(tmp_path, body)
+    run(store_urls, body)
 
 
-def test_rate_limit_and_overload(tmp_path: Path) -> None:
+def test_rate_limit_and_overload(store_urls: Any) -> None:
     async def limited(c: httpx.AsyncClient, node: Node) -> None:
         codes = [(await c.get("/healthz")).status_code for _ in range(8)]
         assert codes.count(429) >= 1
         r = next(x for x in [await c.get("/healthz") for _ in range(3)] if x.status_code == 429)
         assert int(r.headers["retry-after"]) >= 1 and r.json()["error"]["code"] == "rate_limited"
 
-    run(tmp_path, limited, client_rate=1, client_burst=5)
+    run(store_urls, limited, client_rate=1, client_burst=5)
 
     async def overloaded(c: httpx.AsyncClient, node: Node) -> None:
         rs = await asyncio.gather(
@@ -280,10 +280,10 @@ def test_rate_limit_and_overload(tmp_path: Path) -> None:
         size = node.store.log_state("dao:vaultmesh").size
         assert size == codes.count(200)
 
-    run(tmp_path, overloaded, max_pending=5, batch_wait_ms=50)
+    run(store_urls, overloaded, max_pending=5, batch_wait_ms=50)
 
 
-def test_admin_routes_need_the_token(tmp_path: Path) -> None:
+def test_admin_routes_need_the_token(store_urls: Any) -> None:
     async def body(c: httpx.AsyncClient, node: Node) -> None:
         assert (await c.post("/v1/admin/namespaces/reload")).status_code == 401
         bad = await c.post("/v1/admin/namespaces/reload", headers={"Authorization": "Bearer nope"})
@@ -294,10 +294,10 @@ def test_admin_routes_need_the_token(tmp_path: Path) -> None:
         )
         assert ok.status_code == 200
 
-    run(tmp_path, body)
+    run(store_urls, body)
 
 
-def test_c2sp_witness_client_flow(tmp_path: Path) -> None:
+def test_c2sp_witness_client_flow(store_urls: Any) -> None:
     from remembrancer.core.tiles import TileTree
 
     leaves = [b"leaf %d" % i for i in range(40)]
@@ -361,4 +361,4 @@ def test_c2sp_witness_client_flow(tmp_path: Path) -> None:
         metrics = (await c.get("/metrics")).text
         assert 'remembrancer_witness_requests_total{outcome="cosigned"} 3.0' in metrics
 
-    run(tmp_path, body)
+    run(store_urls, body)

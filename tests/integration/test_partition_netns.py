@@ -196,18 +196,37 @@ def test_five_nodes_converge_after_a_partition(lab: Lab, tmp_path: Path) -> None
                 claims[i] = http_json(f"{nodes[i].url}/v1/admin/replicas/anchor?origin={quiet}&target={target}",
                                       b"", token=token)  # fmt: skip
                 assert claims[i]["size"] == 20 and claims[i]["anchor"]["status"] == "verified"
-            time.sleep(8)
-            # The sides really are apart: the cut nodes did not follow n0 (and n0 did
-            # not learn the minority's claim), while each side kept taking writes.
-            n0_size = http_json(f"{nodes[0].url}/v1/namespaces/{LOAD}")["size"]
-            assert replicas(nodes[CUT[0]].url)[f"n0.test/{LOAD}"]["size"] < n0_size
+            # The sides really are apart (an absence, watched over several anti-entropy
+            # rounds of 1 s): the majority follows n0's growing log, round after round,
+            # while the cut nodes' replicas of it do not move.
+            origin = f"n0.test/{LOAD}"
+            frozen = {i: replicas(nodes[i].url)[origin]["size"] for i in CUT}
+            followed: set[int] = set()
+
+            def apart_for_rounds() -> bool:
+                for i in CUT:
+                    size = replicas(nodes[i].url)[origin]["size"]
+                    assert size == frozen[i], (
+                        f"n{i} followed n0 across the partition: {frozen[i]} -> {size}"
+                    )
+                majority = replicas(nodes[1].url)[origin]["size"]
+                if majority > max(frozen.values()):
+                    followed.add(majority)
+                return len(followed) >= 5
+
+            wait_for(apart_for_rounds, 60,
+                     "the majority to follow n0 five times while the cut nodes stay behind")  # fmt: skip
+            # n0 learns the claim made on its side, not the minority's, while each side
+            # kept taking writes.
             majority = claims[1]["anchor"]["txRef"]
             wait_for(lambda: [a["txRef"] for r in anchors(nodes[0].url, quiet) for a in r["anchors"]]
                      == [majority], 20, "n0 to learn the claim made on its side")  # fmt: skip
             assert all(len(load.acks[i]) > before[i] for i in range(COUNT)), load.errors[-5:]
             # --- healing ------------------------------------------------------------------
             lab.heal()
-            time.sleep(3)  # writes go on for a while after healing
+            healed_acks = {i: len(load.acks[i]) for i in range(COUNT)}
+            wait_for(lambda: all(len(load.acks[i]) >= healed_acks[i] + 15 for i in range(COUNT)),
+                     60, "writes to go on at every node after healing")  # fmt: skip
         healed = time.monotonic()
         state = wait_for(lambda: _converged(nodes), 90, "all five nodes to converge", interval=1)
         took = time.monotonic() - healed

@@ -1,5 +1,7 @@
 """The sequencer against real storage: receipts, idempotency, refusals that
-change nothing, governance through the log, restart."""
+change nothing, governance through the log, restart.  Every test runs on
+SQLite and PostgreSQL (fixtures ``store_urls``/``any_store_urls`` of
+tests/conftest.py; the first ones on the in-memory store too)."""
 
 from __future__ import annotations
 
@@ -45,10 +47,10 @@ def rec(i: int = 0, **kw):  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'seq.db'}"
-    s = open_store(url)
+@pytest.fixture
+def store(any_store_urls):  # type: ignore[no-untyped-def]
+    """A fresh store on each backend: memory, SQLite, PostgreSQL (tests/conftest.py)."""
+    s = open_store(any_store_urls.new("seq"))
     yield s
     s.close()
 
@@ -157,8 +159,8 @@ def test_every_refusal_leaves_storage_untouched(store, code: str) -> None:  # ty
     asyncio.run(go())
 
 
-def test_governance_change_through_the_log_and_after_restart(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'gov.db'}"
+def test_governance_change_through_the_log_and_after_restart(store_urls) -> None:  # type: ignore[no-untyped-def]
+    url = store_urls.new("gov")
 
     async def go() -> None:
         store = open_store(url)
@@ -191,8 +193,8 @@ def test_governance_change_through_the_log_and_after_restart(tmp_path: Path) -> 
     asyncio.run(go())
 
 
-def test_restart_resumes_the_same_tree(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'resume.db'}"
+def test_restart_resumes_the_same_tree(store_urls) -> None:  # type: ignore[no-untyped-def]
+    url = store_urls.new("resume")
 
     async def go() -> None:
         for round_ in range(3):

@@ -46,6 +46,7 @@ from remembrancer.testing import fuzz
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.naive_merkle import NaiveTree
 from remembrancer.testing.records import EXAMPLE_WITNESSES, example_record, make_record
+from remembrancer.testing.waiting import heartbeats_under_way
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
 FED = "fuzz-federation"
@@ -370,8 +371,9 @@ async def make_world(tmp_path: Path, *, records: int = 12) -> World:
     for i in range(records):
         await node.submit(w.record("dao:vaultmesh", i).leaf)
     await node.submit(w.record("fin:clearing", 0).leaf)
-    await asyncio.sleep(0.1)  # the first heartbeat round starts (its deliveries to the
-    # closed peer endpoints retry for seconds: they are part of the baseline, not awaited)
+    # The first heartbeat round is under way: its deliveries to the closed peer
+    # endpoints retry for seconds; they are part of the baseline, not awaited.
+    await heartbeats_under_way()
     w.baseline_tasks = set(asyncio.all_tasks())
     return w
 

@@ -142,8 +142,12 @@ def test_kill_9_of_a_node_under_load_loses_nothing_acknowledged(tmp_path: Path) 
         with RecordLoad(node.url, threads=4, timeout=5) as load:
             for round_ in range(3):
                 load.wait_for_acks(60 + 30 * round_)
+                gone = load.refusals("transport")
                 node.stop(signal.SIGKILL)
-                time.sleep(0.2)
+                # The clients see the node gone before it comes back.
+                wait_until(
+                    "the load to see the node gone", lambda g=gone: load.refusals("transport") > g
+                )
                 node.start()
                 # After the restart the node reports the log it found, before any new record.
                 # (the load goes on, so the gauge lies between two reads of the size)
@@ -322,6 +326,7 @@ def test_a_postgresql_restart_under_load_loses_nothing_acknowledged(
             for mode in ("immediate", "fast"):
                 load.wait_for_acks(80)
                 failed_before = metric(node, "remembrancer_storage_errors_total")
+                refused = load.refusals("503")
                 private_pg.stop(mode)  # a crash, then a clean restart
                 # The outage shows: readyz 503 storage_unavailable, health and metrics.
                 _, body = wait_until(
@@ -334,7 +339,9 @@ def test_a_postgresql_restart_under_load_loses_nothing_acknowledged(
                     node=node,
                 )
                 assert metric(node, "remembrancer_storage_errors_total") > failed_before
-                time.sleep(1.0)
+                # The clients see the outage (clear 503s) before the server comes back.
+                wait_until("the load to see the outage",
+                           lambda r=refused: load.refusals("503") >= r + 4, node=node)  # fmt: skip
                 private_pg.start()
                 wait_until("readyz 200", lambda: fetch(node.url + "/readyz")[0] == 200, node=node)
                 load.wait_for_acks(80, timeout=60)

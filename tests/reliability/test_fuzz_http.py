@@ -8,8 +8,11 @@ parameter (bytes, traversal tokens, encodings), the query, the headers or
 the body (structure-aware: records and federation messages are re-signed
 after a JSON-level mutation, so they reach the admission and content checks).
 
-For every request: no 5xx, an error is the documented JSON error object, and
-a refused request (4xx) changes nothing durable (log heads, entries,
+For every request: no 5xx, an error is the documented JSON error object, an
+accepted record, federation message, proposal or witness request verifies
+under the original keys (checked without the node's code: the soundness
+oracles of remembrancer.testing.oracles), and a refused request (4xx)
+changes nothing durable (log heads, entries,
 records, checkpoints, witness, replay, registry, proposal and evidence state;
 compared before and after).  At the end the node still answers, its
 sequencer still admits records, and nothing logged an unhandled exception.
@@ -32,6 +35,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
+from remembrancer.core.jcs import canonicalize, loads_strict
+from remembrancer.core.keys import PublicKey
+from remembrancer.testing import oracles
+from remembrancer.testing.demo import demo_key
 from remembrancer.testing.fuzz import Mutator, base_seed, budget, count
 
 TRAVERSAL = [
@@ -256,6 +266,53 @@ class Requests:
         return method, path, self.query(params), body, self.headers(route.path)
 
 
+def _example_witnesses(rel: Any, namespace: str) -> tuple[dict[str, PublicKey], int]:
+    """The record witnesses of the example namespace configuration (keys, quorum)."""
+    doc = yaml.safe_load((rel.EXAMPLES / "namespaces.yaml").read_text())
+    policy = doc["namespaces"][namespace]["witnesses"]
+    return {demo_key(a).did: demo_key(a).public for a in policy["allowlist"]}, policy[
+        "min_required"
+    ]
+
+
+def check_accepted(w: Any, rel: Any, route: str, body: bytes, status: int) -> None:
+    """Soundness: what the node accepted verifies under the keys that made the
+    valid requests, checked without the node's code.  Accepted: a 2xx answer
+    to a POST, but a 202 of the records route (``wait=false``: queued, judged
+    later) or of the messages route (relayed to another node, judged there)."""
+    actor = demo_key("did:vm:actor:demo").public
+    if status == 202 and route in ("/v1/namespaces/{namespace}/records",
+                                   "/v1/namespaces/{namespace}/messages"):  # fmt: skip
+        return
+    if route == "/v1/namespaces/{namespace}/records":
+        namespace = loads_strict(body)["namespace"]
+        if namespace.startswith("fed:"):
+            oracles.check_record_signed(body, rel.PEER.public, {}, 0)
+        else:
+            oracles.check_record_signed(body, actor, *_example_witnesses(rel, namespace))
+    elif route == "/v1/namespaces/{namespace}/messages":
+        record = canonicalize(loads_strict(body)["record"])
+        oracles.check_record_signed(record, actor, *_example_witnesses(rel, "dao:vaultmesh"))
+    elif route == "/v1/federation/proposals":
+        oracles.check_record_signed(body, rel.PEER.public, {}, 0)
+    elif route == "/federation/v1/messages":
+        peers = {
+            k.did: k.public for k in (w.node.node_key, rel.PEER, rel.WITNESS_ONLY, rel.SUSPENDED)
+        }
+        oracles.check_message_signed(body, peers)
+    elif route == "/witness/add-checkpoint":
+        head, _, note = body.partition(b"\n\n")
+        text = oracles.check_note_signed(note, rel.FOREIGN, rel.FOREIGN_KEY.public)
+        origin, size_line, root = text.decode().split("\n")[:3]
+        size, old = int(size_line), int(head.split(b"\n")[0].removeprefix(b"old "))
+        tree = w.foreign_tree
+        if origin != rel.FOREIGN or base64.b64decode(root) != tree.root(size):
+            raise oracles.Unsound("not a state of the foreign log")
+        proof = [base64.b64decode(x) for x in head.split(b"\n")[1:] if x]
+        if proof != (tree.consistency_proof(old, size) if 0 < old < size else []):
+            raise oracles.Unsound("not the foreign log's consistency proof")
+
+
 def _routes(app: Any, rel: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
     spec = app.openapi()
     out = []
@@ -297,8 +354,10 @@ def test_every_route_survives_mutated_requests_and_refusals_change_nothing(
     print({route: dict(c) for route, c in seen.items()})
 
 
-async def _fuzz(w: Any, rel: Any, n: int) -> dict[str, Counter[int]]:
-    routes = _routes(w.app, rel)
+async def _fuzz(
+    w: Any, rel: Any, n: int, only: tuple[str, ...] | None = None
+) -> dict[str, Counter[int]]:
+    routes = [r for r in _routes(w.app, rel) if only is None or r[0].path in only]
     gen = Requests(w, rel, base_seed())
     await w.node.submit(gen.xns.leaf)  # in its source log: deliveries of it can succeed
     await w.settle()
@@ -334,6 +393,11 @@ async def _fuzz(w: Any, rel: Any, n: int) -> dict[str, Counter[int]]:
                 f"a refused request changed the state: {where}\n{_diff(before, after)}"
             )
         else:
+            if method == "POST" and answer.status < 300:
+                try:
+                    check_accepted(w, rel, route.path, body, answer.status)
+                except Exception as e:
+                    raise oracles.Unsound(f"accepted, but unsound ({e}): {where}") from e
             if method != "GET":
                 await w.settle()
                 before = w.state()
@@ -341,6 +405,15 @@ async def _fuzz(w: Any, rel: Any, n: int) -> dict[str, Counter[int]]:
                     w.foreign_size = int(body.split(b"\n\n", 1)[1].split(b"\n")[1])
                 if route.path == "/v1/federation/proposals":
                     gen.values["proposal_id"].append(answer.json().get("proposal_id", "evt-none"))
+    # Everything in the record logs, queued ones (202) included, is sound: signed by
+    # the original keys (but the node's own deliveries of cross-namespace messages).
+    node_did = w.node.node_key.did
+    for ns in ("dao:vaultmesh", "fin:clearing"):
+        state = w.node.store.log_state(ns)
+        for leaf in w.node.store.read_entries(ns, 0, state.size if state else 0):
+            if loads_strict(leaf)["actor"] != node_did:
+                oracles.check_record_signed(leaf, demo_key("did:vm:actor:demo").public,
+                                            *_example_witnesses(rel, ns))  # fmt: skip
     # The node still works: it answers, admits a record, and logged no unhandled error.
     assert (await w.get("/readyz")).status == 200
     fresh = w.record("dao:vaultmesh", 10**7)
@@ -358,6 +431,25 @@ async def _fuzz(w: Any, rel: Any, n: int) -> dict[str, Counter[int]]:
         assert must in ok_routes, (must, dict(seen[must]))
     print({p: c.most_common(6) for p, c in codes.items()})
     return seen
+
+
+def test_the_oracle_catches_a_node_with_broken_signature_checks(
+    rel: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Ed25519 verification broken in the node (every signature "valid"),
+    the fuzzer fails on the first mutated record the node admits."""
+
+    async def go() -> None:
+        w = await rel.make_world(tmp_path)
+        try:
+            monkeypatch.setattr(PublicKey, "verify", lambda *a, **k: True)
+            await _fuzz(w, rel, budget(600, 600), only=("/v1/namespaces/{namespace}/records",))
+        finally:
+            monkeypatch.undo()
+            await rel.close_world(w)
+
+    with pytest.raises(oracles.Unsound, match="accepted, but unsound"):
+        asyncio.run(go())
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:

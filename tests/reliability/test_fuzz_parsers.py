@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.core.admission import check_signatures
+from remembrancer.core.admission import check_signatures, lookup_namespace
 from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest
 from remembrancer.core.cadence import parse_cadence, parse_period
 from remembrancer.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -61,8 +61,9 @@ from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.core.witness import AddCheckpointRequest, CosignedState, check_add_checkpoint
 from remembrancer.core.xns import Message as XnsMessage
 from remembrancer.core.xns import parse_proof, verify_message
+from remembrancer.testing import oracles
 from remembrancer.testing.demo import demo_key
-from remembrancer.testing.fuzz import budget, fuzz
+from remembrancer.testing.fuzz import UnsoundAcceptance, budget, fuzz
 from remembrancer.testing.naive_merkle import NaiveTree
 from remembrancer.testing.records import (
     EXAMPLE_WITNESSES,
@@ -325,6 +326,7 @@ class T:
     lines: bool = False
     finish: Callable[[Any], bytes] | None = None
     dictionary: tuple[bytes, ...] = ()
+    oracle: Callable[[bytes], object] | None = None
 
 
 def _text(data: bytes) -> str:
@@ -399,13 +401,13 @@ def t_key_file(data: bytes) -> None:
 
 
 def t_record(data: bytes) -> None:
+    """Admission's rules 1, 5 and 6 (well-formed, a namespace hosted here, signatures)."""
     rec = Record.from_bytes(data)
     assert Record.from_bytes(rec.leaf) == rec
-    ns = NAMESPACES.get(rec.namespace)
-    if ns is not None:
-        check_signatures(rec, ns)
-        if rec.schema.startswith("governance."):
-            check_proposal(rec, ns)
+    ns = lookup_namespace(rec, NAMESPACES)
+    check_signatures(rec, ns)
+    if rec.schema.startswith("governance."):
+        check_proposal(rec, ns)
 
 
 def t_b64url(data: bytes) -> None:
@@ -605,6 +607,104 @@ def _backup_key() -> Any:
     return read_key_file(CORPUS().work / "node" / "keys" / "node.key")
 
 
+# --- soundness oracles --------------------------------------------------------------------------
+#
+# An accepted input must still verify under the keys that made the original
+# samples, checked without the code under test (remembrancer.testing.oracles:
+# PyNaCl on the bytes the specifications define) and against the reference
+# Merkle tree (NaiveTree) for proofs.  A target that accepts what these refuse
+# has a broken verifier (test_the_oracles_catch_a_broken_verifier).
+
+
+def _tree_state(text: bytes) -> tuple[int, bytes]:
+    """A checkpoint body's size and root, which must be the original tree's."""
+    origin, size, root = text.decode().split("\n")[:3]
+    n = int(size)
+    if origin != ORIGIN or base64.b64decode(root, validate=True) != CORPUS().tree.root(n):
+        raise oracles.Unsound("the checkpoint is not a state of the original tree")
+    return n, base64.b64decode(root)
+
+
+def _witness_keys(namespace: str) -> tuple[dict[str, PublicKey], int]:
+    """The record witnesses of the original namespace configuration: keys and quorum."""
+    policy = NAMESPACES_DOC["namespaces"][namespace]["witnesses"]
+    keys = {demo_key(a).did: demo_key(a).public for a in policy["allowlist"]}
+    return keys, int(policy["min_required"])
+
+
+def o_record(data: bytes) -> None:
+    """An accepted record: the original actor's signature and a quorum of the
+    original record witnesses of its namespace verify over its signing input."""
+    keys, quorum = _witness_keys(loads_strict(data)["namespace"])
+    oracles.check_record_signed(data, ACTOR.public, keys, quorum)
+
+
+def o_xns_record(data: bytes) -> None:
+    """An accepted message record is the one entry the fixed proof proves: the
+    original leaf, byte for byte, signed by the original keys."""
+    o_record(data)
+    c = CORPUS()
+    assert c.xns_record is not None
+    if canonicalize(loads_strict(data)) != c.xns_record.leaf:
+        raise oracles.Unsound("not the entry the proof proves")
+
+
+def o_tlog_proof(data: bytes, *, cosigned: bool = True) -> None:
+    """An accepted tlog-proof: a checkpoint of the original tree signed by the
+    original log key (and cosigned by the original witness, as the target's
+    policy asks), and the reference tree's inclusion path for the entry at
+    that index."""
+    proof = TlogProof.parse(data)
+    text = oracles.check_note_signed(proof.checkpoint_note, ORIGIN, LOG_KEY.public)
+    if cosigned:
+        oracles.check_cosigned(proof.checkpoint_note, WITNESS_NAME, WITNESS_KEY.public)
+    size, _ = _tree_state(text)
+    reference = CORPUS().tree.inclusion_proof(proof.index, size) if proof.index < size else None
+    if list(proof.proof_hashes) != reference:
+        raise oracles.Unsound("not the reference tree's inclusion path")
+
+
+def o_xns_proof(data: bytes) -> None:
+    """As a tlog-proof (fin:clearing's trusted-source policy asks for no cosigner),
+    of the message's own entry."""
+    o_tlog_proof(data, cosigned=False)
+    c = CORPUS()
+    assert c.xns_record is not None
+    if TlogProof.parse(data).index != c.leaves.index(c.xns_record.leaf):
+        raise oracles.Unsound("a proof of another entry")
+
+
+def o_checkpoint(data: bytes) -> None:
+    """An accepted checkpoint is a state of the original tree signed by the original key."""
+    _tree_state(oracles.check_note_signed(data, ORIGIN, LOG_KEY.public))
+
+
+def o_note(data: bytes) -> None:
+    """An accepted note carries a signature of one of the original keys."""
+    try:
+        oracles.check_note_signed(data, ORIGIN, LOG_KEY.public)
+    except oracles.Unsound:
+        oracles.check_cosigned(data, WITNESS_NAME, WITNESS_KEY.public)
+
+
+def o_witness_request(data: bytes) -> None:
+    """An accepted add-checkpoint request: a checkpoint of the original tree,
+    signed by the original key, and the reference tree's consistency proof."""
+    head, _, note = data.partition(b"\n\n")
+    lines = head.decode().split("\n")
+    old = int(lines[0].removeprefix("old "))
+    size, _ = _tree_state(oracles.check_note_signed(note, ORIGIN, LOG_KEY.public))
+    proof = [base64.b64decode(x, validate=True) for x in lines[1:] if x]
+    want = CORPUS().tree.consistency_proof(old, size) if 0 < old < size else []
+    if proof != want:
+        raise oracles.Unsound("not the reference tree's consistency proof")
+
+
+def o_message(data: bytes) -> None:
+    """An accepted federation message is signed by its sender's original registry key."""
+    oracles.check_message_signed(data, {k.did: k.public for k in PEERS})
+
+
 # Samples.
 
 
@@ -704,25 +804,28 @@ TARGETS: dict[str, T] = {
                           json_level=True, dictionary=tuple(JSON_DICTIONARY)),
     "jcs.parse_sha256_hex": T(t_sha256_hex, lambda: [r.event_hash_hex.encode() for r in CORPUS().records[:3]],
                               quick=1000, long=20000),
-    "note.signed_note": T(t_note, lambda: CORPUS().notes, lines=True, dictionary=tuple(NOTE_DICTIONARY)),
+    "note.signed_note": T(t_note, lambda: CORPUS().notes, lines=True, dictionary=tuple(NOTE_DICTIONARY),
+                           oracle=o_note),
     "note.vkey": T(t_vkey, lambda: [VKEY.encode()], quick=1000, long=20000),
     "note.signature_line": T(t_signature_line, lambda: [
         ln.encode() for n in CORPUS().notes for ln in n.decode().split("\n") if ln.startswith("\u2014")],
         quick=1000, long=20000),
-    "checkpoint.open": T(t_checkpoint, lambda: CORPUS().notes, lines=True, dictionary=tuple(NOTE_DICTIONARY)),
+    "checkpoint.open": T(t_checkpoint, lambda: CORPUS().notes, lines=True, dictionary=tuple(NOTE_DICTIONARY),
+                          oracle=o_checkpoint),
     "checkpoint.body": T(t_checkpoint_body, lambda: [Note.from_bytes(n).text.encode() for n in CORPUS().notes],
                          lines=True, quick=1000, long=30000),
     "cosignature.vkey": T(t_cosigner_vkey, lambda: [COSIGNER_VKEY.encode()], quick=1000, long=20000),
     "tlogproof.parse_verify": T(t_tlog_proof, lambda: CORPUS().proofs, lines=True,
-                                dictionary=tuple(NOTE_DICTIONARY)),
+                                dictionary=tuple(NOTE_DICTIONARY), oracle=o_tlog_proof),
     "witness.add_checkpoint": T(t_witness_request, lambda: CORPUS().witness_requests, lines=True,
-                                dictionary=(b"old ", b"\n\n", *NOTE_DICTIONARY)),
+                                dictionary=(b"old ", b"\n\n", *NOTE_DICTIONARY), oracle=o_witness_request),
     "keys.did_key": T(t_did_key, lambda: [k.did.encode() for k in PEERS[:2]], quick=1000, long=20000),
     "keys.base58btc": T(t_base58, lambda: [k.did[9:].encode() for k in PEERS[:2]], quick=800, long=20000),
     "keys.key_file": T(t_key_file, lambda: [format_key_file(k) for k in PEERS[:2]], lines=True,
                        quick=1000, long=30000),
     "record.envelope": T(t_record, lambda: [r.leaf for r in CORPUS().records], json_level=True,
-                         finish=_resign_record, dictionary=tuple(JSON_DICTIONARY), long=60000),
+                         finish=_resign_record, dictionary=tuple(JSON_DICTIONARY), long=60000,
+                         oracle=o_record),
     "record.b64url": T(t_b64url, lambda: [b"AAEC", b"_-8"], quick=500, long=10000),
     "namespace.yaml_file": T(t_namespaces, lambda: [(EXAMPLES / "namespaces.yaml").read_bytes()],
                              lines=True, quick=150, long=4000),
@@ -746,15 +849,16 @@ TARGETS: dict[str, T] = {
     "federation.receipt": T(t_federation_receipt, lambda: CORPUS().federation_receipts, json_level=True),
     "aggregation.claim": T(t_aggregate, lambda: CORPUS().aggregates, json_level=True),
     "federation.message": T(t_message, lambda: CORPUS().messages, json_level=True, finish=_resign_message,
-                            dictionary=tuple(JSON_DICTIONARY), long=80000),
+                            dictionary=tuple(JSON_DICTIONARY), long=80000, oracle=o_message),
     "federation.registry": T(t_registry, lambda: _json_samples([_registry_doc()]), json_level=True),
     "federation.registry_payload": T(t_registry_payload, lambda: _json_samples(
         [CORPUS().registry.registry_record_payload("memo")]), json_level=True),
     "federation.evidence": T(t_evidence, lambda: CORPUS().evidence, json_level=True,
                              dictionary=tuple(JSON_DICTIONARY), quick=800, long=30000),
     "xns.message_record": T(t_xns, lambda: [CORPUS().xns_record.leaf], json_level=True,  # type: ignore[union-attr]
-                            finish=_resign_record, quick=800, long=30000),
-    "xns.proof": T(t_xns_proof, lambda: [CORPUS().xns_proof], lines=True, quick=800, long=30000),
+                            finish=_resign_record, quick=800, long=30000, oracle=o_xns_record),
+    "xns.proof": T(t_xns_proof, lambda: [CORPUS().xns_proof], lines=True, quick=800, long=30000,
+                   oracle=o_xns_proof),
     "rfc3161.response": T(t_tsa_response, lambda: CORPUS().tsa_responses, quick=600, long=30000),
     "rfc3161.devtsa_request": T(t_tsa_request, lambda: [
         __import__("remembrancer.anchoring.rfc3161", fromlist=["x"]).build_request(
@@ -795,8 +899,47 @@ def test_parser_raises_only_its_documented_errors(name: str) -> None:
                       finish=lambda v: json.dumps(v).encode())  # fmt: skip
     else:
         result = fuzz(name, t.run, samples, budget(t.quick, t.long), json_level=t.json_level,
-                      lines=t.lines, finish=t.finish, dictionary=t.dictionary)  # fmt: skip
+                      lines=t.lines, finish=t.finish, dictionary=t.dictionary, oracle=t.oracle)  # fmt: skip
     print(result.summary())
     # The mutations must reach past the first check: some inputs are refused for
     # more than one reason.
     assert len(result.codes) >= 2 or result.accepted > 0, result.summary()
+
+
+# Verifiers broken on purpose: the oracles must catch what they let through.
+BROKEN: dict[str, tuple[str, Callable[..., Any]]] = {
+    "signatures": ("remembrancer.core.keys.PublicKey.verify", lambda *a, **k: True),
+    "inclusion": ("remembrancer.core.tlogproof.verify_inclusion", lambda *a, **k: None),
+    "consistency": ("remembrancer.core.witness.verify_consistency", lambda *a, **k: None),
+    "message inclusion": ("remembrancer.core.xns._check_inclusion", lambda *a, **k: None),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "broken"),
+    [
+        ("record.envelope", "signatures"),
+        ("xns.message_record", "message inclusion"),
+        ("federation.message", "signatures"),
+        ("checkpoint.open", "signatures"),
+        ("note.signed_note", "signatures"),
+        ("tlogproof.parse_verify", "signatures"),
+        ("tlogproof.parse_verify", "inclusion"),
+        ("xns.proof", "message inclusion"),
+        ("witness.add_checkpoint", "consistency"),
+    ],
+)
+def test_the_oracles_catch_a_broken_verifier(
+    name: str, broken: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a verifier that accepts what it should refuse, the target's fuzzer
+    fails on an unsound acceptance within its quick budget."""
+    t = TARGETS[name]
+    assert t.oracle is not None
+    samples = t.samples()  # made with the real verifiers
+    where, fake = BROKEN[broken]
+    monkeypatch.setattr(where, fake)
+    with pytest.raises(UnsoundAcceptance, match="fails the soundness oracle"):
+        fuzz(f"{name} ({broken} broken)", t.run, samples, budget(t.quick, t.long),
+             json_level=t.json_level, lines=t.lines, finish=t.finish, dictionary=t.dictionary,
+             oracle=t.oracle)  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from remembrancer.core.admission import (
@@ -292,15 +292,65 @@ def test_random_bytes_raise_only_format_errors(data: bytes) -> None:
 RECORD_BYTES = good().leaf
 
 
-@settings(max_examples=300)
-@given(st.integers(0, len(RECORD_BYTES) - 1), st.integers(0, 255))
-def test_mutated_records_never_crash(pos: int, byte: int) -> None:
+def _admitted(data: bytes) -> Record | None:
+    """The record if admission (rules 1 to 6) takes ``data``; None if it is refused
+    with a typed error (anything else fails the test)."""
+    try:
+        rec = Record.from_bytes(data)
+        admit(rec)
+    except RemembrancerError:
+        return None
+    return rec
+
+
+def _mutant(pos: int, byte: int) -> bytes:
     data = bytearray(RECORD_BYTES)
     data[pos] = byte
-    try:
-        admit(Record.from_bytes(bytes(data)))
-    except RemembrancerError:
-        pass
+    return bytes(data)
+
+
+# Mutations that keep the record well-formed, so that only the signature
+# checks can refuse them: a letter of the payload, a digit of the timestamp.
+_MEMO = RECORD_BYTES.index(b'"memo":"') + 8
+_TIMESTAMP = RECORD_BYTES.index(b'"timestamp":') + 12
+
+
+@settings(max_examples=300)
+@example(pos=_MEMO, byte=ord("y"))
+@example(pos=_TIMESTAMP + 8, byte=RECORD_BYTES[_TIMESTAMP + 8] ^ 1)
+@given(st.integers(0, len(RECORD_BYTES) - 1), st.integers(0, 255))
+def test_a_mutated_record_is_refused_unless_byte_equivalent(pos: int, byte: int) -> None:
+    """One byte changed: admission raises only typed errors, and admits the
+    result only if it is the same record (its canonical bytes unchanged)."""
+    rec = _admitted(_mutant(pos, byte))
+    assert rec is None or rec.leaf == RECORD_BYTES, (
+        f"byte {pos} set to {byte:#04x} was admitted: {rec.leaf[max(0, pos - 40) : pos + 40]!r}"
+    )
+
+
+def test_every_single_byte_mutation_that_parses_is_refused() -> None:
+    """Each byte of the record changed to its neighbours in the same character
+    class (so that many mutants stay well-formed and reach the signature
+    checks): every mutant that is not the same record is refused."""
+    parsed = refused_by_signatures = 0
+    for pos, old in enumerate(RECORD_BYTES):
+        for byte in {old ^ 1, old ^ 2, old ^ 0x20} - {old}:
+            if not 0x20 <= byte < 0x7F or byte in b'"\\':
+                continue
+            data = _mutant(pos, byte)
+            try:
+                rec = Record.from_bytes(data)
+            except FormatError:
+                continue
+            parsed += 1
+            if rec.leaf == RECORD_BYTES:
+                continue
+            with pytest.raises(RemembrancerError) as e:
+                admit(rec)
+            refused_by_signatures += isinstance(e.value, VerificationError)
+    # The mutants reached the signature checks, and those refused them.
+    assert parsed > 1500, parsed
+    assert refused_by_signatures > 1200, refused_by_signatures
 
 
 @pytest.mark.parametrize(

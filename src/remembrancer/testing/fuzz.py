@@ -20,6 +20,14 @@ Mutations (:class:`Mutator`) work at three levels:
   ``finish`` step that re-signs it, so that mutated *content* gets past the
   signature checks and reaches the deeper parsers.
 
+A target may come with a soundness *oracle*: a function given every input
+the target accepted, which checks it independently of the code under test
+(e.g. that an accepted record still verifies under the keys that signed the
+original sample, with PyNaCl directly; that an accepted proof still proves
+an entry of the original tree under the original checkpoint key).  An
+accepted input that fails its oracle is a :class:`UnsoundAcceptance`: the
+target said yes to something it should have refused.
+
 How many inputs each target gets is :func:`budget`'s answer: the quick mode
 (the default, run by ``make test``) or the long mode, chosen with the
 environment variable ``REMEMBRANCER_FUZZ`` (``quick`` or ``long``);
@@ -321,6 +329,10 @@ class FuzzFailure(AssertionError):
     """A target raised an exception outside its documented error types."""
 
 
+class UnsoundAcceptance(FuzzFailure):
+    """A target accepted an input that its soundness oracle refuses."""
+
+
 @dataclass
 class FuzzResult:
     name: str
@@ -342,6 +354,8 @@ class FuzzResult:
 
 
 Target = Callable[[bytes], object]
+#: checks an accepted input independently of the target; raises (any exception) if unsound
+Oracle = Callable[[bytes], object]
 
 
 def fuzz(
@@ -357,6 +371,7 @@ def fuzz(
     dictionary: Sequence[bytes] = (),
     seed: int | None = None,
     check_samples: bool = True,
+    oracle: Oracle | None = None,
 ) -> FuzzResult:
     """Feed ``n`` inputs made from ``samples`` to ``target``.
 
@@ -365,7 +380,9 @@ def fuzz(
     half the inputs are JSON-level mutations, serialised by ``finish`` when
     given (e.g. to re-sign) or else by :meth:`Mutator.serialize`.  ``lines``
     weights line operations for line-based formats.  Raises
-    :class:`FuzzFailure` on the first exception not in ``allowed``.
+    :class:`FuzzFailure` on the first exception not in ``allowed``, and
+    :class:`UnsoundAcceptance` on the first accepted input that ``oracle``
+    refuses (the valid samples must pass the oracle too).
     """
     if not samples:
         raise ValueError(f"{name}: no samples")
@@ -382,6 +399,14 @@ def fuzz(
                     f"{name}: valid sample {i} is refused: {type(e).__name__}: {e}\n"
                     f"sample: {sample[:400]!r}"
                 ) from e
+            if oracle is not None:
+                try:
+                    oracle(sample)
+                except Exception as e:
+                    raise FuzzFailure(
+                        f"{name}: valid sample {i} fails the soundness oracle (the oracle is"
+                        f" wrong): {type(e).__name__}: {e}\nsample: {sample[:400]!r}"
+                    ) from e
     started = time.perf_counter()
     r = mut.rng
     for i in range(n):
@@ -406,6 +431,12 @@ def fuzz(
         try:
             target(data)
             result.accepted += 1
+            if oracle is not None:
+                _check_oracle(name, oracle, data, i, s)
+        except UnsoundAcceptance:
+            result.inputs = i + 1
+            count(name, i + 1, time.perf_counter() - started)
+            raise
         except allowed as e:
             result.codes[str(getattr(e, "code", type(e).__name__))] += 1
         except BaseException as e:
@@ -423,6 +454,18 @@ def fuzz(
     result.seconds = time.perf_counter() - started
     count(name, n, result.seconds, accepted=result.accepted)
     return result
+
+
+def _check_oracle(name: str, oracle: Oracle, data: bytes, i: int, seed: int) -> None:
+    try:
+        oracle(data)
+    except Exception as e:
+        kept = _keep_failure(name, data)
+        raise UnsoundAcceptance(
+            f"{name}: input {i} (seed {seed}) was accepted but fails the soundness oracle:"
+            f" {type(e).__name__}: {e}\ninput ({len(data)} bytes, saved as {kept}):"
+            f" {data[:300]!r}"
+        ) from e
 
 
 def _keep_failure(name: str, data: bytes) -> str:

@@ -65,6 +65,12 @@ class RecordLoad:
         with self._lock:
             return len(self.acked)
 
+    def refusals(self, prefix: str = "") -> int:
+        """How many submissions were refused so far whose kind starts with ``prefix``
+        (``"503"``, ``"transport"``, ...)."""
+        with self._lock:
+            return sum(n for kind, n in self.refused.items() if kind.startswith(prefix))
+
     def wait_for_acks(self, n: int, timeout: float = 60) -> None:
         """Until ``n`` more records than now are acknowledged (AssertionError after ``timeout``)."""
         target = self.acks() + n

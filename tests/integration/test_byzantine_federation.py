@@ -28,12 +28,9 @@ from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.record import sign_envelope, unsigned_envelope
 from remembrancer.federation.receipts import FederationReceipt, verified_countersignatures
-from remembrancer.federation.registry import (
-    MAX_CANDIDATES,
-    MAX_PENDING_PER_SPONSOR,
-    Registry,
-    load_federation_file,
-)
+from remembrancer.federation.registry.model import Registry
+from remembrancer.federation.registry.parse import load_federation_file
+from remembrancer.federation.registry.proposals import MAX_CANDIDATES, MAX_PENDING_PER_SPONSOR
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.mallory_federation import MalloryProcess, post
 from remembrancer.testing.procs import (

@@ -53,7 +53,8 @@ from remembrancer.federation.receipts import (
     FederationReceipt,
     verified_countersignatures,
 )
-from remembrancer.federation.registry import PeerScore, Registry
+from remembrancer.federation.registry.model import Registry
+from remembrancer.federation.registry.scoring import PeerScore
 from remembrancer.federation.service import RECEIPT_SCOPE
 from remembrancer.federation.transport import FederationClient, RetryPolicy
 from remembrancer.log.namespaces import StaticNamespaces

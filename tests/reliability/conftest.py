@@ -340,7 +340,7 @@ def rel() -> Any:
 
 async def make_world(tmp_path: Path, *, records: int = 12) -> World:
     """Build and start the node (call :func:`close_world` when done)."""
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
 
     schemas = SchemaRegistry.bundled()
     doc = yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text())

@@ -195,7 +195,7 @@ def CORPUS() -> Corpus:
         fr = fr.with_signature(fr.countersign(k, "witness", NOW + 1))
     c.federation_receipts = [canonicalize(fr.to_dict(quorum=2))]
     # The registry, messages of every type, evidence.
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
 
     reg_doc = {"federation_id": FED, "quorum": 2, "anchor_strategy": "independent", "peers": [
         {"did": k.did, "endpoint": f"https://p{i}.example", "pubkey": k.did,
@@ -488,7 +488,7 @@ def t_message(data: bytes) -> None:
 
 
 def t_registry(data: bytes) -> None:
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
 
     reg = Registry.from_dict(loads_strict(data))
     assert Registry.from_dict(reg.to_dict()) == reg
@@ -496,7 +496,7 @@ def t_registry(data: bytes) -> None:
 
 
 def t_registry_payload(data: bytes) -> None:
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
 
     Registry.from_record_payload(loads_strict(data))
 

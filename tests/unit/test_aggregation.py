@@ -43,7 +43,7 @@ from remembrancer.core.rfc6962 import hash_leaf, verify_inclusion
 from remembrancer.federation.evidence import ClaimEvidence, verify_claim_evidence
 from remembrancer.federation.protocol import CheckpointContent, Message
 from remembrancer.federation.receipts import FederationReceipt, verify_federation_receipt
-from remembrancer.federation.registry import Peer, Registry
+from remembrancer.federation.registry.model import Peer, Registry
 from remembrancer.testing.naive_merkle import NaiveTree
 
 FED = "vaultmesh-primary"

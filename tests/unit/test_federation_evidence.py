@@ -32,7 +32,8 @@ from remembrancer.federation.evidence import (
     verify_equivocation,
 )
 from remembrancer.federation.receipts import Countersignature, FederationReceipt
-from remembrancer.federation.registry import PeerScores, Registry
+from remembrancer.federation.registry.model import Registry
+from remembrancer.federation.registry.scoring import PeerScores
 
 ORIGIN = "alpha.example.org/dao:vaultmesh"
 LOG_KEY = SigningKey.generate(b"\x07" * 32)
@@ -465,7 +466,7 @@ def test_a_relayed_forged_countersignature_proves_nothing() -> None:
 
 
 def replace_kind(kind: str) -> Any:
-    from remembrancer.federation.registry import Misbehaviour
+    from remembrancer.federation.registry.scoring import Misbehaviour
 
     return Misbehaviour(kind, "sha256:" + "aa" * 32, "sha256:" + "bb" * 32)
 

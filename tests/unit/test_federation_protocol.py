@@ -587,8 +587,9 @@ def test_peer_table_is_checked() -> None:
 
 
 def test_registry_peers_can_be_used_directly() -> None:
-    registry = pytest.importorskip("remembrancer.federation.registry")
-    peer = registry.Peer(did="did:vm:node:east1", endpoint="https://east1.example",
+    from remembrancer.federation.registry.model import Peer
+
+    peer = Peer(did="did:vm:node:east1", endpoint="https://east1.example",
                          pubkey=EAST.public, status="active", roles=frozenset({"relay"}))  # fmt: skip
     v = MessageVerifier(FED, [peer])
     assert v.verify(make(SAMPLES["xns"]).raw, NOW).type == "xns"

@@ -23,23 +23,22 @@ from remembrancer.core.errors import (
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
-from remembrancer.federation.registry import (
+from remembrancer.federation.registry.model import ROLES, Peer, Registry, StatusChange
+from remembrancer.federation.registry.parse import load_federation_file
+from remembrancer.federation.registry.proposals import (
     CANDIDATE_TTL,
     MAX_CANDIDATES,
     MAX_DROPPED,
     MAX_PENDING_PER_SPONSOR,
     PROPOSAL_TTL,
-    ROLES,
-    Misbehaviour,
-    Peer,
-    PeerScores,
-    Registry,
     RegistryState,
-    StatusChange,
+)
+from remembrancer.federation.registry.scoring import (
+    Misbehaviour,
+    PeerScores,
     effective_active_peers,
     effective_peers,
     effective_status,
-    load_federation_file,
 )
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.records import make_record

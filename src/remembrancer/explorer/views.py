@@ -31,7 +31,7 @@ from remembrancer.core.note import Note, NoteSignature, Verifier, parse_vkey
 from remembrancer.core.record import NAMESPACE_RE, Record
 from remembrancer.core.rfc6962 import hash_leaf
 from remembrancer.explorer.source import WITNESS_SCOPE, ExplorerSource
-from remembrancer.federation.registry import effective_peers
+from remembrancer.federation.registry.scoring import effective_peers
 from remembrancer.federation.witnessing import WitnessPeer
 from remembrancer.storage.base import StoredCheckpoint
 

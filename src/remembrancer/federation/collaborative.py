@@ -94,7 +94,8 @@ from remembrancer.core.errors import (
 from remembrancer.core.note import Verifier
 from remembrancer.federation.evidence import ClaimEvidence
 from remembrancer.federation.protocol import CheckpointContent, ReceiptContent
-from remembrancer.federation.registry import Peer, effective_peers
+from remembrancer.federation.registry.model import Peer
+from remembrancer.federation.registry.scoring import effective_peers
 from remembrancer.federation.service import FederationService
 from remembrancer.federation.transport import FederationClient, RetryPolicy
 

@@ -133,7 +133,7 @@ from remembrancer.federation.receipts import (
     FederationReceipt,
     verify_countersignature,
 )
-from remembrancer.federation.registry import Registry
+from remembrancer.federation.registry.model import Registry
 
 __all__ = [
     "CLAIM_EVIDENCE_TYPE",

@@ -827,7 +827,7 @@ class SeqCounter:
 
 
 class PeerInfo(Protocol):
-    """What the receiver needs of a registry peer (:class:`remembrancer.federation.registry.Peer`
+    """What the receiver needs of a registry peer (:class:`remembrancer.federation.registry.model.Peer`
     fits): the DID senders write in ``sender``, the Ed25519 key, status and roles.
     Pass the peer's *effective* status (registry status and scoring combined)."""
 

@@ -21,7 +21,7 @@ countersigned federation receipts and peer status.
   the checkpoint), and never countersigned.
 - Registry changes: ``federation.registry.set@1.0.0`` records (namespace
   ``fed:<federation_id>``) arrive at ``POST /v1/federation/proposals``; they
-  are folded into a :class:`~remembrancer.federation.registry.RegistryState`
+  are folded into a :class:`~remembrancer.federation.registry.proposals.RegistryState`
   kept in the store, witness signatures by active peers count as approvals,
   and at quorum the new registry is installed (and persisted: it takes
   precedence over ``federation.yaml`` at the next start).  An operator
@@ -98,15 +98,9 @@ from remembrancer.federation.receipts import (
     verify_countersignature,
     verify_federation_receipt,
 )
-from remembrancer.federation.registry import (
-    REGISTRY_SCHEMA,
-    AppliedChange,
-    PeerScores,
-    Registry,
-    RegistryState,
-    StatusChange,
-    effective_peers,
-)
+from remembrancer.federation.registry.model import Registry, StatusChange
+from remembrancer.federation.registry.proposals import REGISTRY_SCHEMA, AppliedChange, RegistryState
+from remembrancer.federation.registry.scoring import PeerScores, effective_peers
 from remembrancer.federation.transport import (
     Delivery,
     FederationClient,

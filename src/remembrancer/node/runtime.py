@@ -35,7 +35,7 @@ from remembrancer.core.witness import (
 )
 from remembrancer.federation.antientropy import ReplicaSpec, Replicator
 from remembrancer.federation.collaborative import CollaborativeAnchoring
-from remembrancer.federation.registry import load_federation_file
+from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.service import FederationService
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.federation.xns import Messaging

@@ -51,7 +51,7 @@ from remembrancer.core.note import Signer, format_vkey, sign_note
 from remembrancer.core.record import b64url_encode, sign_envelope, unsigned_envelope
 from remembrancer.federation.evidence import ClaimEvidence, EquivocationEvidence
 from remembrancer.federation.receipts import Countersignature, FederationReceipt
-from remembrancer.federation.registry import Registry
+from remembrancer.federation.registry.model import Registry
 
 MAX_INBOX = 2000
 MAX_BODY = 1 << 20

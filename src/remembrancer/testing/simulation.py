@@ -5,7 +5,7 @@ network, the clock and the logs' storage are simulated:
 
 - **Real**: :class:`~remembrancer.federation.service.FederationService` (message
   handling, heartbeats, peer scoring with
-  :class:`~remembrancer.federation.registry.PeerScores`, proposals,
+  :class:`~remembrancer.federation.registry.scoring.PeerScores`, proposals,
   countersigning, final receipts), its :class:`~remembrancer.federation.protocol.MessageVerifier`
   (replay, timestamp window against the node's virtual clock, roles,
   signatures), :class:`~remembrancer.federation.transport.FederationClient`
@@ -103,7 +103,7 @@ from remembrancer.federation.receipts import (
     verify_countersignature,
     verify_federation_receipt,
 )
-from remembrancer.federation.registry import ROLES, Peer, Registry
+from remembrancer.federation.registry.model import ROLES, Peer, Registry
 from remembrancer.federation.service import FederationService
 from remembrancer.federation.transport import FederationClient
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer

@@ -33,7 +33,8 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
-from remembrancer.federation.antientropy import ReplicaSpec, Replicator
+from remembrancer.federation.antientropy.model import ReplicaSpec
+from remembrancer.federation.antientropy.replicator import Replicator
 from remembrancer.federation.collaborative import CollaborativeAnchoring
 from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.service import FederationService

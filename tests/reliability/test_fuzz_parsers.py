@@ -558,19 +558,19 @@ def t_explorer_query(data: bytes) -> None:
 
 
 def t_btc_ots(data: bytes) -> None:
-    from remembrancer.anchoring.btc import parse_ots
+    from remembrancer.anchoring.btc.ots import parse_ots
 
     parse_ots(data)
 
 
 def t_btc_merkle_block(data: bytes) -> None:
-    from remembrancer.anchoring.btc import parse_merkle_block
+    from remembrancer.anchoring.btc.merkleblock import parse_merkle_block
 
     parse_merkle_block(data)
 
 
 def t_btc_headers(data: bytes) -> None:
-    from remembrancer.anchoring.btc import parse_headers_text
+    from remembrancer.anchoring.btc.headers import parse_headers_text
 
     parse_headers_text(_text(data))
 

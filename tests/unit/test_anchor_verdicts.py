@@ -28,7 +28,7 @@ from remembrancer.anchoring.base import (
     VerifyContext,
     judged,
 )
-from remembrancer.anchoring.btc import BitcoinRail
+from remembrancer.anchoring.btc.rail import BitcoinRail
 from remembrancer.anchoring.devtsa import DevTsa
 from remembrancer.anchoring.evm import EvmRail
 from remembrancer.anchoring.rfc3161 import Imprint, Rfc3161Rail, build_request, new_nonce

@@ -497,7 +497,7 @@ def forged_ots_evidence(digest: bytes, *, bitcoin_height: int | None = None,
         Timestamp,
     )
 
-    from remembrancer.anchoring.btc import serialize_ots
+    from remembrancer.anchoring.btc.ots import serialize_ots
 
     stamp = Timestamp(digest)
     commitment = stamp.ops.add(OpAppend(os.urandom(16))).ops.add(OpSHA256())

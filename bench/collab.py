@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import Row
 from bench.common import row as _row
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.cli.client import api_json
 from remembrancer.testing.anvil import find_anvil, start_anvil
 from remembrancer.testing.procs import (

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.testing.browser import (
     NAMESPACE,
     chromium_path,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.rfc6962 import hash_leaf, verify_inclusion

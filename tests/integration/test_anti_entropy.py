@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.keys import SigningKey

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.tiles import tiles_for_size
 from remembrancer.node.backup import extract_files, read_manifest, restore_backup, verify_backup

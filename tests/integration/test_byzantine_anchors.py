@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-from remembrancer.anchoring.rfc3161 import Rfc3161Rail
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail
 from remembrancer.cli.client import api_json
 from remembrancer.core.aggregation import AggregateAnchor, AggregationTree
 from remembrancer.core.anchor import Anchor, AnchorReceipt, Finality, checkpoint_digest

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.record import sign_envelope, unsigned_envelope
 from remembrancer.federation.receipts import FederationReceipt, verified_countersignatures

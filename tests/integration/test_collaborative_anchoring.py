@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-from remembrancer.anchoring.rfc3161 import Rfc3161Rail
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail
 from remembrancer.anchoring.scheduler import Delegation
 from remembrancer.cli.client import api_json
 from remembrancer.core.aggregation import AggregateAnchor, AggregationTree, choose_coordinator

@@ -59,7 +59,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     ]  # fmt: skip
     wire_federation(ns, quorum=2, extra_peers=extra, heartbeat_seconds=60)
     # n0 witnesses mallory's log and can check RFC 3161 anchors against its own trust bundle.
-    from remembrancer.anchoring.devtsa import DevTsa
+    from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 
     DevTsa(base / "tsa")
     ns[0].edit_config(witness={"name": "n0.test/witness", "logs": [{"vkey": format_vkey(MALLORY_LOG, MALLORY.public)}]},

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.procs import (
     anchor_to_tsa,

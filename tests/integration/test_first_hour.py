@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 from remembrancer.cli.node import setup_logging
 from remembrancer.testing.democheck import wait_for
 from remembrancer.testing.procs import NodeProcess, cli, free_port, init_node, wire_federation

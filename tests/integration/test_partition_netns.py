@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.anchor import Anchor, conflict_key
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.netns import Lab, NetnsUnavailable, open_lab

@@ -387,7 +387,7 @@ class TsaProcess:
 
 
 def test_a_rail_outage_backs_off_reports_and_recovers(tmp_path: Path) -> None:
-    from remembrancer.anchoring.devtsa import DevTsa
+    from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 
     tsa = TsaProcess(tmp_path / "tsa", free_port())
     DevTsa(tsa.directory)  # the CA exists before the node reads its trust bundle

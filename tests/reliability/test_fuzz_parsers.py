@@ -238,8 +238,9 @@ def CORPUS() -> Corpus:
     c.aggregates = [canonicalize(AggregateAnchor(FED, PEERS[0].did, "rfc3161:tsa", 29401666, ORIGIN,
                                                  size, digest, agg_anchor).to_dict())]  # fmt: skip
     # RFC 3161: real responses of the development TSA.
-    from remembrancer.anchoring.devtsa import DevTsa
-    from remembrancer.anchoring.rfc3161 import Imprint, build_request
+    from remembrancer.anchoring.rfc3161.devtsa import DevTsa
+    from remembrancer.anchoring.rfc3161.model import Imprint
+    from remembrancer.anchoring.rfc3161.rail import build_request
 
     c.tsa = DevTsa(c.work / "tsa")
     c.tsa_digest, c.tsa_nonce = digest, 0x1234567
@@ -532,7 +533,9 @@ def t_xns_proof(data: bytes) -> None:
 
 
 def t_tsa_response(data: bytes) -> None:
-    from remembrancer.anchoring.rfc3161 import Imprint, parse_response, verify_token
+    from remembrancer.anchoring.rfc3161.model import Imprint
+    from remembrancer.anchoring.rfc3161.parse import parse_response
+    from remembrancer.anchoring.rfc3161.verify import verify_token
 
     c = CORPUS()
     parse_response(data)
@@ -542,7 +545,7 @@ def t_tsa_response(data: bytes) -> None:
 
 def t_tsa_request(data: bytes) -> None:
     """The development TSA answers every request with a DER response, never raising."""
-    from remembrancer.anchoring.rfc3161 import parse_response
+    from remembrancer.anchoring.rfc3161.parse import parse_response
 
     answer = CORPUS().tsa.respond(data)
     try:
@@ -757,8 +760,8 @@ TARGETS: dict[str, T] = {
     "xns.proof": T(t_xns_proof, lambda: [CORPUS().xns_proof], lines=True, quick=800, long=30000),
     "rfc3161.response": T(t_tsa_response, lambda: CORPUS().tsa_responses, quick=600, long=30000),
     "rfc3161.devtsa_request": T(t_tsa_request, lambda: [
-        __import__("remembrancer.anchoring.rfc3161", fromlist=["x"]).build_request(
-            __import__("remembrancer.anchoring.rfc3161", fromlist=["x"]).Imprint.for_digest(bytes(32)),
+        __import__("remembrancer.anchoring.rfc3161.rail", fromlist=["x"]).build_request(
+            __import__("remembrancer.anchoring.rfc3161.model", fromlist=["x"]).Imprint.for_digest(bytes(32)),
             nonce=5)], quick=400, long=20000),
     "explorer.query": T(t_explorer_query, lambda: [b"12", b"sha256:" + b"ab" * 32, b"evt-1"],
                         quick=800, long=20000),

@@ -88,8 +88,8 @@ def test_an_anchor_receipt_with_an_infinite_size_is_malformed_not_an_overflow() 
 def test_the_dev_tsa_rejects_what_it_cannot_timestamp(request_der: bytes, why: str) -> None:
     """The development TSA signed tokens with a negative nonce, which verifiers
     cannot parse, and raised AttributeError on a malformed request."""
-    from remembrancer.anchoring.devtsa import DevTsa
-    from remembrancer.anchoring.rfc3161 import parse_response
+    from remembrancer.anchoring.rfc3161.devtsa import DevTsa
+    from remembrancer.anchoring.rfc3161.parse import parse_response
     from remembrancer.core.errors import VerificationError
 
     tsa = DevTsa(tempfile.mkdtemp(prefix="remembrancer-tsa-"))

@@ -29,9 +29,10 @@ from remembrancer.anchoring.base import (
     judged,
 )
 from remembrancer.anchoring.btc.rail import BitcoinRail
-from remembrancer.anchoring.devtsa import DevTsa
 from remembrancer.anchoring.evm import EvmRail
-from remembrancer.anchoring.rfc3161 import Imprint, Rfc3161Rail, build_request, new_nonce
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa
+from remembrancer.anchoring.rfc3161.model import Imprint
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail, build_request, new_nonce
 from remembrancer.core.anchor import STATUSES, Anchor, Finality
 from remembrancer.testing.byzantine import forged_ots_evidence
 

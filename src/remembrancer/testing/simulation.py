@@ -16,7 +16,7 @@ network, the clock and the logs' storage are simulated:
   :mod:`remembrancer.core.checkpoint`, RFC 6962 consistency proofs, federation
   receipts checked by :func:`~remembrancer.federation.receipts.verify_federation_receipt`,
   and RFC 3161 anchors made by a development TSA in the process and
-  re-verified by every peer with the real :class:`~remembrancer.anchoring.rfc3161.Rfc3161Rail`.
+  re-verified by every peer with the real :class:`~remembrancer.anchoring.rfc3161.rail.Rfc3161Rail`.
 - **Simulated**: the network (an httpx transport that delivers each request to
   the receiving node's code after a latency drawn from a seeded random
   generator, loses messages with a given probability, and cuts links during a
@@ -67,8 +67,9 @@ from urllib.parse import parse_qs
 import httpx
 
 from remembrancer.anchoring.base import RailRegistry
-from remembrancer.anchoring.devtsa import DevTsa
-from remembrancer.anchoring.rfc3161 import Rfc3161Rail, load_trust_bundle
+from remembrancer.anchoring.rfc3161.chain import load_trust_bundle
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail
 from remembrancer.core.anchor import checkpoint_digest
 from remembrancer.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from remembrancer.core.cosignature import Cosignature, CosignatureVerifier, cosign

@@ -20,7 +20,7 @@ ESS ``signingCertificateV2`` (RFC 5816).  A request it cannot honour gets a
 badDataFormat, unacceptedPolicy, unacceptedExtensions), never an exception.
 
 Its tokens verify with ``openssl ts -verify -CAfile ca.pem`` and with
-:func:`remembrancer.anchoring.rfc3161.verify_token`.
+:func:`remembrancer.anchoring.rfc3161.verify.verify_token`.
 
 ``DevTsaServer`` serves it over HTTP (``POST`` with ``Content-Type:
 application/timestamp-query``; ``GET /ca.pem`` returns the trust bundle) on

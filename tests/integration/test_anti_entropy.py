@@ -36,7 +36,8 @@ from remembrancer.core.tiles import (
     parse_tile_path,
 )
 from remembrancer.federation.evidence import parse_evidence, verify_equivocation
-from remembrancer.federation.protocol import BundleContent, HeartbeatContent, LogSummary, Message
+from remembrancer.federation.protocol.contents import BundleContent, HeartbeatContent, LogSummary
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.testing.demo import demo_key
 from remembrancer.testing.procs import (
     NodeProcess,

@@ -40,7 +40,7 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note, format_vkey
-from remembrancer.federation.protocol import (
+from remembrancer.federation.protocol.contents import (
     AnchorContent,
     BundleContent,
     HeartbeatContent,

@@ -53,7 +53,8 @@ from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.note import Note
 from remembrancer.core.record import Record, b64url_encode
-from remembrancer.federation.protocol import HeartbeatContent, Message
+from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.node.backup import MANIFEST_DOMAIN
 from remembrancer.node.config import load_node_config
 from remembrancer.storage import open_store

@@ -37,7 +37,8 @@ from remembrancer.core.aggregation import AggregateAnchor, AggregationTree, choo
 from remembrancer.core.anchor import checkpoint_digest
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
-from remembrancer.federation.protocol import CheckpointContent, Message, ReceiptContent
+from remembrancer.federation.protocol.contents import CheckpointContent, ReceiptContent
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.testing.procs import (
     NodeProcess,
     anchor_to_evm,

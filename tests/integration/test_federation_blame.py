@@ -39,15 +39,15 @@ from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, format_vkey
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.federation.evidence import ClaimEvidence, EquivocationEvidence
-from remembrancer.federation.protocol import (
+from remembrancer.federation.protocol.contents import (
     AnchorContent,
     BundleContent,
     CountersignContent,
     EvidenceContent,
     HeartbeatContent,
-    Message,
     ReceiptContent,
 )
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,

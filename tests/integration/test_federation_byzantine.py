@@ -17,7 +17,8 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import format_vkey
 from remembrancer.core.witness import AddCheckpointRequest
 from remembrancer.federation.evidence import parse_evidence, verify_equivocation
-from remembrancer.federation.protocol import HeartbeatContent, Message
+from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import Countersignature
 from remembrancer.testing.procs import init_node, wire_federation
 
@@ -154,7 +155,7 @@ def test_an_equivocating_log_is_detected_recorded_and_its_node_put_on_probation(
 def test_an_anchor_claim_whose_evidence_does_not_verify_is_never_countersigned(nodes) -> None:  # type: ignore[no-untyped-def]
     from remembrancer.core.anchor import Anchor, checkpoint_digest
     from remembrancer.core.note import Note
-    from remembrancer.federation.protocol import AnchorContent
+    from remembrancer.federation.protocol.contents import AnchorContent
     from remembrancer.federation.receipts import FederationReceipt
 
     alpha = nodes[0]

@@ -481,7 +481,8 @@ def t_aggregate(data: bytes) -> None:
 
 
 def t_message(data: bytes) -> None:
-    from remembrancer.federation.protocol import Message, MessageVerifier
+    from remembrancer.federation.protocol.verify import MessageVerifier
+    from remembrancer.federation.protocol.wire import Message
 
     msg = Message.parse(data)
     assert Message.parse(msg.to_bytes()) == msg

@@ -35,7 +35,7 @@ from remembrancer.federation.antientropy.claims import merge_anchors, pack_bundl
 from remembrancer.federation.antientropy.engine import ReplicaEngine
 from remembrancer.federation.antientropy.model import ANCHOR_SCOPE, MIRROR_PREFIX, ReplicaSpec
 from remembrancer.federation.evidence import EquivocationEvidence, verify_equivocation
-from remembrancer.federation.protocol import MAX_MESSAGE_BYTES, Message
+from remembrancer.federation.protocol.wire import MAX_MESSAGE_BYTES, Message
 from remembrancer.storage.memory import MemoryStore
 
 ORIGIN = "alpha.test/dao:vaultmesh"

@@ -441,9 +441,11 @@ def test_a_relayed_forged_countersignature_proves_nothing() -> None:
     the accused; relaying is never misbehaviour, and an invalid signature is
     nobody's statement, so such evidence proves nothing, about anyone."""
     r, msg = forged_setup()
-    protocol = pytest.importorskip("remembrancer.federation.protocol")
-    bundle = protocol.Message.sign(
-        P[1], protocol.BundleContent("dao:vaultmesh", (r.to_dict(),), ()), federation_id=FED,
+    from remembrancer.federation.protocol.contents import BundleContent
+    from remembrancer.federation.protocol.wire import Message
+
+    bundle = Message.sign(
+        P[1], BundleContent("dao:vaultmesh", (r.to_dict(),), ()), federation_id=FED,
         seq=7, timestamp=NOW, sender="did:vm:node:west1",
     ).to_bytes()  # fmt: skip
     cases = [

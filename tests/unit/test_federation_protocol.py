@@ -28,11 +28,7 @@ from remembrancer.core.jcs import (  # the fast path's pre-checks
     canonicalize,
 )
 from remembrancer.core.keys import SigningKey
-from remembrancer.federation.protocol import (
-    ALLOWED_ROLES,
-    MAX_MESSAGE_BYTES,
-    MESSAGE_TYPES,
-    REPLAY_WINDOW,
+from remembrancer.federation.protocol.contents import (
     AnchorContent,
     BundleContent,
     CheckpointContent,
@@ -40,17 +36,21 @@ from remembrancer.federation.protocol import (
     CountersignContent,
     EvidenceContent,
     HeartbeatContent,
-    KnownPeer,
     LogSummary,
-    MemoryReplayState,
-    Message,
-    MessageVerifier,
     ReceiptContent,
-    ReplayWindow,
     RequestContent,
-    SeqCounter,
     XnsContent,
 )
+from remembrancer.federation.protocol.grammar import MESSAGE_TYPES
+from remembrancer.federation.protocol.verify import (
+    ALLOWED_ROLES,
+    REPLAY_WINDOW,
+    KnownPeer,
+    MemoryReplayState,
+    MessageVerifier,
+    ReplayWindow,
+)
+from remembrancer.federation.protocol.wire import MAX_MESSAGE_BYTES, Message, SeqCounter
 from remembrancer.federation.receipts import Countersignature
 from remembrancer.federation.transport import STATUS_FOR_CODE, receive
 from remembrancer.node.ratelimit import TokenBuckets

@@ -22,7 +22,7 @@ from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.cosignature import CosignatureVerifier
 from remembrancer.core.errors import VerificationError
 from remembrancer.core.note import Verifier
-from remembrancer.federation.protocol import MAX_SEQ
+from remembrancer.federation.protocol.grammar import MAX_SEQ
 from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,

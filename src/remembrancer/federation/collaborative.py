@@ -93,7 +93,7 @@ from remembrancer.core.errors import (
 )
 from remembrancer.core.note import Verifier
 from remembrancer.federation.evidence import ClaimEvidence
-from remembrancer.federation.protocol import CheckpointContent, ReceiptContent
+from remembrancer.federation.protocol.contents import CheckpointContent, ReceiptContent
 from remembrancer.federation.registry.model import Peer
 from remembrancer.federation.registry.scoring import effective_peers
 from remembrancer.federation.service import FederationService

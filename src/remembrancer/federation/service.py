@@ -2,7 +2,7 @@
 countersigned federation receipts and peer status.
 
 - Messages arrive at ``POST /federation/v1/messages`` and are checked by the
-  protocol's :class:`~remembrancer.federation.protocol.MessageVerifier`
+  protocol's :class:`~remembrancer.federation.protocol.verify.MessageVerifier`
   (registry keys, replay state kept in the store, skew window, roles, rate).
 - Heartbeats carry each peer's log heads; liveness and message validity move
   the peer scores (``docs/federation-scoring.md``), and the effective statuses
@@ -75,18 +75,16 @@ from remembrancer.federation.evidence import (
     verify_equivocation,
 )
 from remembrancer.federation.evidence_store import EvidenceStore
-from remembrancer.federation.protocol import (
+from remembrancer.federation.protocol.contents import (
     AnchorContent,
     CountersignContent,
     EvidenceContent,
     HeartbeatContent,
     LogSummary,
-    Message,
-    MessageVerifier,
     ReceiptContent,
-    ReplayWindow,
-    SeqCounter,
 )
+from remembrancer.federation.protocol.verify import MessageVerifier, ReplayWindow
+from remembrancer.federation.protocol.wire import Message, SeqCounter
 from remembrancer.federation.receipts import (
     TYPE as RECEIPT_TYPE,
 )

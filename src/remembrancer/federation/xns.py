@@ -74,7 +74,7 @@ from remembrancer.core.xns import (
     delivery_event_id,
     verify_message,
 )
-from remembrancer.federation.protocol import XnsContent
+from remembrancer.federation.protocol.contents import XnsContent
 from remembrancer.log.sequencer import Receipt, Sequencer
 from remembrancer.storage.base import FoundEntry
 

@@ -6,7 +6,7 @@ network, the clock and the logs' storage are simulated:
 - **Real**: :class:`~remembrancer.federation.service.FederationService` (message
   handling, heartbeats, peer scoring with
   :class:`~remembrancer.federation.registry.scoring.PeerScores`, proposals,
-  countersigning, final receipts), its :class:`~remembrancer.federation.protocol.MessageVerifier`
+  countersigning, final receipts), its :class:`~remembrancer.federation.protocol.verify.MessageVerifier`
   (replay, timestamp window against the node's virtual clock, roles,
   signatures), :class:`~remembrancer.federation.transport.FederationClient`
   (timeouts, retries with backoff and jitter), the witnessing client
@@ -91,13 +91,13 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
-from remembrancer.federation.protocol import (
-    MAX_SEQ,
+from remembrancer.federation.protocol.contents import (
     AnchorContent,
     CountersignContent,
     HeartbeatContent,
-    Message,
 )
+from remembrancer.federation.protocol.grammar import MAX_SEQ
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,

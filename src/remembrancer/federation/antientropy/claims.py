@@ -22,7 +22,8 @@ from remembrancer.core.anchor import MAX_ANCHORS, Anchor, AnchorReceipt, resolve
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.note import Note
-from remembrancer.federation.protocol import MAX_LIST_ITEMS, BundleContent
+from remembrancer.federation.protocol.contents import BundleContent
+from remembrancer.federation.protocol.grammar import MAX_LIST_ITEMS
 
 __all__ = ["merge_anchors", "pack_bundles", "receipt_time"]
 

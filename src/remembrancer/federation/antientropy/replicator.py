@@ -33,12 +33,12 @@ from remembrancer.federation.antientropy.metrics import ReplicaMetrics
 from remembrancer.federation.antientropy.model import ReplicaSpec, namespace_of
 from remembrancer.federation.antientropy.source import FETCH_CONCURRENCY, FETCH_TIMEOUT, HttpSource
 from remembrancer.federation.evidence import EquivocationEvidence
-from remembrancer.federation.protocol import (
+from remembrancer.federation.protocol.contents import (
     BundleContent,
     HeartbeatContent,
-    Message,
     RequestContent,
 )
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import TYPE as FEDERATION_RECEIPT_TYPE
 from remembrancer.federation.receipts import FederationReceipt
 from remembrancer.federation.service import RECEIPT_SCOPE, FederationService

@@ -35,7 +35,8 @@ from remembrancer.core.tiles import (
     parse_entries_path,
     parse_tile_path,
 )
-from remembrancer.federation.evidence import parse_evidence, verify_equivocation
+from remembrancer.federation.evidence.equivocation import verify_equivocation
+from remembrancer.federation.evidence.parse import parse_evidence
 from remembrancer.federation.protocol.contents import BundleContent, HeartbeatContent, LogSummary
 from remembrancer.federation.protocol.wire import Message
 from remembrancer.testing.demo import demo_key

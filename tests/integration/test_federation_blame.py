@@ -38,7 +38,8 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, format_vkey
 from remembrancer.core.schema import SchemaRegistry
-from remembrancer.federation.evidence import ClaimEvidence, EquivocationEvidence
+from remembrancer.federation.evidence.claims import ClaimEvidence
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.protocol.contents import (
     AnchorContent,
     BundleContent,

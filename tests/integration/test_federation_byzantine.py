@@ -16,7 +16,8 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import format_vkey
 from remembrancer.core.witness import AddCheckpointRequest
-from remembrancer.federation.evidence import parse_evidence, verify_equivocation
+from remembrancer.federation.evidence.equivocation import verify_equivocation
+from remembrancer.federation.evidence.parse import parse_evidence
 from remembrancer.federation.protocol.contents import HeartbeatContent
 from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import Countersignature

@@ -204,7 +204,8 @@ def CORPUS() -> Corpus:
     c.registry = Registry.from_dict(reg_doc)
     c.messages = [_sign_message(t, content) for t, content in _message_contents(c, fr).items()]
     from remembrancer.core.tiles import TileTree
-    from remembrancer.federation.evidence import ClaimEvidence, EquivocationEvidence
+    from remembrancer.federation.evidence.claims import ClaimEvidence
+    from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 
     ta, tb = TileTree(), TileTree()
     ta.append_many([b"shared %d" % i for i in range(5)] + [b"a %d" % i for i in range(5)])
@@ -504,12 +505,9 @@ def t_registry_payload(data: bytes) -> None:
 
 
 def t_evidence(data: bytes) -> None:
-    from remembrancer.federation.evidence import (
-        ClaimEvidence,
-        parse_evidence,
-        verify_claim_evidence,
-        verify_equivocation,
-    )
+    from remembrancer.federation.evidence.claims import ClaimEvidence, verify_claim_evidence
+    from remembrancer.federation.evidence.equivocation import verify_equivocation
+    from remembrancer.federation.evidence.parse import parse_evidence
 
     ev = parse_evidence(data)
     if isinstance(ev, ClaimEvidence):

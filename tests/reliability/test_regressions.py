@@ -58,7 +58,7 @@ def test_a_federation_message_with_a_non_string_role_or_kind_is_malformed_not_a_
 
 def test_claim_evidence_with_a_non_string_kind_or_finding_is_malformed() -> None:
     """``ClaimEvidence`` looked a dict ``kind`` up in a dict: TypeError."""
-    from remembrancer.federation.evidence import ClaimEvidence
+    from remembrancer.federation.evidence.claims import ClaimEvidence
 
     for kind, finding in (({"a": 1}, "signature_invalid"), ("forged_countersignature", ["x"])):
         with pytest.raises(FormatError) as e:

@@ -40,7 +40,7 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
 from remembrancer.core.record import b64url_encode
 from remembrancer.core.rfc6962 import hash_leaf, verify_inclusion
-from remembrancer.federation.evidence import ClaimEvidence, verify_claim_evidence
+from remembrancer.federation.evidence.claims import ClaimEvidence, verify_claim_evidence
 from remembrancer.federation.protocol.contents import CheckpointContent
 from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import FederationReceipt, verify_federation_receipt

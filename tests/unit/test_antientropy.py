@@ -34,7 +34,7 @@ from remembrancer.federation.antientropy import engine as engine_module
 from remembrancer.federation.antientropy.claims import merge_anchors, pack_bundles
 from remembrancer.federation.antientropy.engine import ReplicaEngine
 from remembrancer.federation.antientropy.model import ANCHOR_SCOPE, MIRROR_PREFIX, ReplicaSpec
-from remembrancer.federation.evidence import EquivocationEvidence, verify_equivocation
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence, verify_equivocation
 from remembrancer.federation.protocol.wire import MAX_MESSAGE_BYTES, Message
 from remembrancer.storage.memory import MemoryStore
 

@@ -22,15 +22,17 @@ from remembrancer.core.note import Note, format_vkey
 from remembrancer.core.record import b64url_encode
 from remembrancer.core.rfc6962 import EMPTY_ROOT
 from remembrancer.core.tiles import TileTree
-from remembrancer.federation.evidence import (
-    EQUIVOCATION_HEADER,
+from remembrancer.federation.evidence.claims import (
     ClaimEvidence,
-    EquivocationEvidence,
     open_signed_message,
-    parse_evidence,
     verify_claim_evidence,
+)
+from remembrancer.federation.evidence.equivocation import (
+    EQUIVOCATION_HEADER,
+    EquivocationEvidence,
     verify_equivocation,
 )
+from remembrancer.federation.evidence.parse import parse_evidence
 from remembrancer.federation.receipts import Countersignature, FederationReceipt
 from remembrancer.federation.registry.model import Registry
 from remembrancer.federation.registry.scoring import PeerScores

@@ -92,7 +92,7 @@ from remembrancer.core.errors import (
     VerificationError,
 )
 from remembrancer.core.note import Verifier
-from remembrancer.federation.evidence import ClaimEvidence
+from remembrancer.federation.evidence.claims import ClaimEvidence
 from remembrancer.federation.protocol.contents import CheckpointContent, ReceiptContent
 from remembrancer.federation.registry.model import Peer
 from remembrancer.federation.registry.scoring import effective_peers

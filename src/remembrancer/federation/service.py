@@ -66,15 +66,10 @@ from remembrancer.core.keys import PublicKey, SigningKey
 from remembrancer.core.note import NoteVerifier, Verifier
 from remembrancer.core.record import Record, RecordSignature
 from remembrancer.core.schema import SchemaRegistry
-from remembrancer.federation.evidence import (
-    ClaimEvidence,
-    EquivocationEvidence,
-    Finding,
-    parse_evidence,
-    verify_claim_evidence,
-    verify_equivocation,
-)
-from remembrancer.federation.evidence_store import EvidenceStore
+from remembrancer.federation.evidence.claims import ClaimEvidence, Finding, verify_claim_evidence
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence, verify_equivocation
+from remembrancer.federation.evidence.parse import parse_evidence
+from remembrancer.federation.evidence.store import EvidenceStore
 from remembrancer.federation.protocol.contents import (
     AnchorContent,
     CountersignContent,

@@ -363,7 +363,7 @@ class Node:
         federation, report it (probation for the log's node, gossip)."""
         from remembrancer.core.checkpoint import Checkpoint
         from remembrancer.core.note import Note
-        from remembrancer.federation.evidence import EquivocationEvidence
+        from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 
         notes = sorted(
             [cosigned, offered], key=lambda n: Checkpoint.parse(Note.from_bytes(n).text).root_hash
@@ -375,8 +375,8 @@ class Node:
                 if self.federation is not None:
                     await self.federation.report_equivocation(evidence)
                 else:
-                    from remembrancer.federation.evidence import verify_equivocation
-                    from remembrancer.federation.evidence_store import EvidenceStore
+                    from remembrancer.federation.evidence.equivocation import verify_equivocation
+                    from remembrancer.federation.evidence.store import EvidenceStore
 
                     report = verify_equivocation(evidence)
                     await asyncio.to_thread(EvidenceStore(self.store).keep, origin, report.incident,

@@ -49,7 +49,8 @@ from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.note import Signer, format_vkey, sign_note
 from remembrancer.core.record import b64url_encode, sign_envelope, unsigned_envelope
-from remembrancer.federation.evidence import ClaimEvidence, EquivocationEvidence
+from remembrancer.federation.evidence.claims import ClaimEvidence
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.receipts import Countersignature, FederationReceipt
 from remembrancer.federation.registry.model import Registry
 

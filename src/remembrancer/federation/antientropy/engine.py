@@ -64,7 +64,7 @@ from remembrancer.federation.antientropy.model import (
     namespace_of,
 )
 from remembrancer.federation.antientropy.source import Source, tiles_reader
-from remembrancer.federation.evidence import EquivocationEvidence
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.log.tiles import TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
 

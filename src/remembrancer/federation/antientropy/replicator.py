@@ -32,7 +32,7 @@ from remembrancer.federation.antientropy.engine import ReplicaEngine
 from remembrancer.federation.antientropy.metrics import ReplicaMetrics
 from remembrancer.federation.antientropy.model import ReplicaSpec, namespace_of
 from remembrancer.federation.antientropy.source import FETCH_CONCURRENCY, FETCH_TIMEOUT, HttpSource
-from remembrancer.federation.evidence import EquivocationEvidence
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.protocol.contents import (
     BundleContent,
     HeartbeatContent,

@@ -36,7 +36,12 @@ import pytest
 from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.tiles import tiles_for_size
-from remembrancer.node.backup import extract_files, read_manifest, restore_backup, verify_backup
+from remembrancer.node.backup.restore import (
+    extract_files,
+    read_manifest,
+    restore_backup,
+    verify_backup,
+)
 from remembrancer.node.config import load_node_config
 from remembrancer.storage import open_store
 from remembrancer.testing.demo import demo_key
@@ -362,7 +367,7 @@ def sign_manifest(doc: dict[str, Any], key: Any) -> None:
     """(Re-)sign a manifest dict as ``backup create`` does (format v2)."""
     from remembrancer.core.jcs import canonicalize
     from remembrancer.core.record import b64url_encode
-    from remembrancer.node.backup import MANIFEST_DOMAIN
+    from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 
     doc.pop("signature", None)
     sig = key.sign(MANIFEST_DOMAIN + canonicalize(doc))
@@ -591,7 +596,7 @@ def test_after_a_node_key_rotation_a_backup_names_the_earlier_key(tmp_path: Path
     from remembrancer.core.namespace import parse_namespaces
     from remembrancer.log.namespaces import StaticNamespaces
     from remembrancer.log.sequencer import Sequencer
-    from remembrancer.node.backup import create_backup
+    from remembrancer.node.backup.write import create_backup
     from remembrancer.node.config import check_data_dir, write_initial_config
 
     write_initial_config(tmp_path / "n", origin_prefix="rotation.test")

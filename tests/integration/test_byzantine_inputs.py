@@ -55,7 +55,7 @@ from remembrancer.core.note import Note
 from remembrancer.core.record import Record, b64url_encode
 from remembrancer.federation.protocol.contents import HeartbeatContent
 from remembrancer.federation.protocol.wire import Message
-from remembrancer.node.backup import MANIFEST_DOMAIN
+from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 from remembrancer.node.config import load_node_config
 from remembrancer.storage import open_store
 from remembrancer.testing.demo import demo_key

@@ -286,7 +286,7 @@ def _backup(work: Path) -> bytes:
     """A real backup archive of a small node (in process)."""
     import asyncio
 
-    from remembrancer.node.backup import create_backup
+    from remembrancer.node.backup.write import create_backup
     from remembrancer.node.config import load_node_config, write_initial_config
     from remembrancer.node.runtime import Node
 
@@ -587,14 +587,14 @@ def t_node_config(data: bytes) -> None:
 
 
 def t_backup_manifest(data: bytes) -> None:
-    from remembrancer.node.backup import Manifest
+    from remembrancer.node.backup.manifest import Manifest
 
     m = Manifest.from_bytes(data)
     assert Manifest.from_bytes(m.to_bytes()) == m
 
 
 def t_backup_archive(data: bytes) -> None:
-    from remembrancer.node.backup import verify_backup
+    from remembrancer.node.backup.restore import verify_backup
 
     path = CORPUS().work / "fuzz-archive.tar"
     path.write_bytes(data)
@@ -663,7 +663,7 @@ def _rewrite_archive(archive: bytes, member: str, change: Callable[[bytes], byte
             if info.name == "manifest.json" and info.name != member:
                 from remembrancer.core.jcs import canonicalize
                 from remembrancer.core.record import b64url_encode
-                from remembrancer.node.backup import MANIFEST_DOMAIN
+                from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 
                 doc = json.loads(data)
                 for m in doc["members"]:

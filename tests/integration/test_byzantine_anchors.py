@@ -293,7 +293,7 @@ def test_a_pending_only_ots_proof_claimed_verified_is_never_countersigned(
 def test_an_evm_anchor_one_block_deep_is_not_countersigned_where_12_are_required(
     tmp_path: Path, anvil: Any
 ) -> None:
-    from remembrancer.anchoring.evm import EvmRail
+    from remembrancer.anchoring.evm.rail import EvmRail
     from remembrancer.testing.anvil import DEV_KEYS
 
     key = SigningKey.generate()

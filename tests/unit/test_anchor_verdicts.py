@@ -29,7 +29,7 @@ from remembrancer.anchoring.base import (
     judged,
 )
 from remembrancer.anchoring.btc.rail import BitcoinRail
-from remembrancer.anchoring.evm import EvmRail
+from remembrancer.anchoring.evm.rail import EvmRail
 from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 from remembrancer.anchoring.rfc3161.model import Imprint
 from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail, build_request, new_nonce

@@ -249,7 +249,7 @@ def recheck(rail: Rail, held: Anchor, ctx: VerifyContext) -> Anchor:
 # scheme -> (module, class, extra that provides its dependencies)
 _RAILS: dict[str, tuple[str, str, str | None]] = {
     "rfc3161": ("remembrancer.anchoring.rfc3161.rail", "Rfc3161Rail", None),
-    "eip155": ("remembrancer.anchoring.evm", "EvmRail", "evm"),
+    "eip155": ("remembrancer.anchoring.evm.rail", "EvmRail", "evm"),
     "btc": ("remembrancer.anchoring.btc.rail", "BitcoinRail", "bitcoin"),
 }
 

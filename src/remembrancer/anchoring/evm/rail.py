@@ -1,97 +1,14 @@
-"""The EVM rail: anchors a digest on any EIP-155 chain (target ``eip155:<chain id>``).
+"""The ``eip155:<chain id>`` rail: keys, fees, submission and verification (rules in the package docstring).
 
-Commitment
-----------
-One transaction per anchor whose **calldata is exactly** ``b"RV" + digest``
-(34 bytes: ASCII ``RV``, then the 32-byte digest), value 0, sent to the
-configured ``to`` address or, by default, to the sender itself.  The same
-``RV || digest`` layout as the Bitcoin OP_RETURN rail.
-
-Calldata rather than the seed's anchor contract (``anchor(bytes32 root,
-bytes32 batchId, string memo, bool persist)`` emitting ``BatchAnchored``):
-
-- no contract to deploy, audit or keep the address of: any EVM chain works
-  with nothing but a funded key;
-- the digest is in the transaction itself, which every node keeps; no event
-  log (pruned by some clients and providers) is needed to verify it;
-- it is the cheapest commitment (about 22.4k gas after EIP-7623).
-
-Evidence (``Anchor.evidence``), lowercase hex, integers as JSON numbers::
-
-    {chainId, txHash, from, to, blockNumber, blockHash, transactionIndex}
-
-``blockNumber``/``blockHash``/``transactionIndex`` are ``null`` while the
-transaction is not mined.  ``txRef`` is the transaction hash and ``anchorTs``
-the block's timestamp.
-
-Verification (``verify``), against the node's current view, gives a
-:class:`~remembrancer.anchoring.base.Verdict` from the evidence alone (the
-anchor's ``status`` and ``finality`` are never read):
-
-- the node serves the target's chain (else ``unchecked``, code
-  ``evm_chain_mismatch``: the rail cannot judge the anchor there; likewise
-  an unreachable node or an inconsistent answer);
-- the transaction exists, carries the target's chain id (EIP-155 / typed),
-  was sent by the recorded ``from`` (and, if ``senders`` is configured, by
-  one of those addresses), to the recorded ``to`` (and to the configured
-  ``to`` when there is one), with calldata ``RV || root``; any mismatch is
-  ``failed`` with its own code (``evm_sender_mismatch``,
-  ``evm_digest_mismatch``, ...);
-- its receipt has status 1 (a reverted transaction is ``failed``);
-- confirmations ``head - block + 1`` against ``max(confirmations,
-  ctx.required_depth)``, both this node's settings: below it the verdict is
-  ``pending`` (``anchor_depth_insufficient``), at or above it ``verified``;
-  a transaction still in the pool is ``pending`` (``evm_tx_not_mined``);
-- the block recorded in the evidence is still the canonical one at its
-  height; if not (or the transaction vanished or moved), the verdict is
-  ``lost``, and :func:`~remembrancer.anchoring.base.judged` makes an anchor
-  this node had verified ``reorged`` (the scheduler anchors again).  The
-  verdict carries the evidence refreshed with the block the transaction is
-  in now.
-
-Only the sender check of the *recorded* address is implicit: a federation
-peer verifies anchors sent with other nodes' keys, so the rail's own key is
-never assumed to be the sender.  List the accepted addresses in ``senders``
-to pin them (including retired keys).
-
-Settings (``anchoring.eip155."<chain id>"``)::
-
-    rpc:           JSON-RPC URL (http/https; user:password@ becomes Basic auth)
-    key_file:      file holding the secp256k1 private key as 0x-hex; read at
-                   each submission, refused if group/other may read it
-    key_env:       or: name of an environment variable holding the key
-                   (neither: a verify-only rail)
-    to:            address receiving the anchor transactions (default: sender)
-    senders:       addresses accepted as senders when verifying (default: any,
-                   as recorded)
-    confirmations: the least depth this node accepts for any anchor of the
-                   target, its own or a peer's (default 1); a cadence level
-                   may ask for more
-    timeout:       seconds per JSON-RPC request (default 10)
-    receipt_wait:  seconds submit waits for the receipt (default 5); when it
-                   is not mined by then, the anchor is returned ``submitted``
-                   without block fields
-    gas_price:     auto (EIP-1559 when the latest block has a base fee, else
-                   legacy) | eip1559 | legacy (eth_gasPrice)
-    max_fee_gwei:  refuse to submit (transient) when the fee per gas would
-                   exceed this
-    gas_limit:     fixed gas limit (default: eth_estimateGas)
-
-Errors: an unreachable node, a timeout, HTTP 429/5xx, or an unexpected answer
-are ``transient``; HTTP 401/403 and an unusable key are ``auth``; a JSON-RPC
-error answering a submission (insufficient funds, nonce too low, underpriced,
-execution reverted) and a node on another chain are ``validation``.
-
-``eth-account`` (the ``evm`` extra) signs transactions; it is imported only
-when a key is configured or used, so this module imports without it.
+:class:`EvmRail` judges an anchor from its evidence and this node's own
+settings only (never the anchor's ``status`` or ``finality``).
+``eth-account`` signs transactions; it is imported only when a key is
+configured or used, so the rail imports without it.
 """
 
 from __future__ import annotations
 
-import base64
 import importlib
-import itertools
-import json
 import os
 import re
 import stat
@@ -103,77 +20,31 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.client import HTTPException
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from remembrancer.anchoring.base import (
-    DEPTH_INSUFFICIENT,
-    ErrorClass,
-    RailError,
-    Verdict,
-    VerifyContext,
-)
+from remembrancer.anchoring.base import DEPTH_INSUFFICIENT, RailError, Verdict, VerifyContext
+from remembrancer.anchoring.evm.calldata import anchor_calldata, chain_id_of, parse_calldata
+from remembrancer.anchoring.evm.rpc import JsonRpcClient, redact_url, rpc_data, rpc_quantity
 from remembrancer.core.anchor import Anchor, Finality
-from remembrancer.core.errors import ConfigError, FormatError
-from remembrancer.core.jcs import loads_strict
+from remembrancer.core.errors import ConfigError
 
-PREFIX = b"RV"
 GAS_POLICIES = ("auto", "eip1559", "legacy")
 # fmt: off
 SETTINGS = frozenset({
     "rpc", "key_file", "key_env", "to", "senders", "confirmations", "timeout",
     "receipt_wait", "gas_price", "max_fee_gwei", "gas_limit",
 })
-# fmt: on
-# JSON-RPC methods whose errors mean "the node refused this transaction".
-SUBMISSION_METHODS = frozenset({"eth_sendRawTransaction", "eth_estimateGas"})
+
+
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_CHAIN_ID = re.compile(r"^[1-9][0-9]{0,31}$")
+
+
 _HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _GWEI = 10**9
 _POLL_SECONDS = 0.2
-MAX_RPC_ANSWER = 16 << 20  # bytes of one JSON-RPC answer
-
-
-def anchor_calldata(digest: bytes) -> bytes:
-    """The calldata committing ``digest``: ``b"RV" + digest`` (34 bytes)."""
-    if not isinstance(digest, bytes | bytearray) or len(digest) != 32:
-        raise FormatError("an anchored digest is 32 bytes", code="anchor_root_invalid")
-    return PREFIX + bytes(digest)
-
-
-def parse_calldata(data: bytes) -> bytes | None:
-    """The digest in anchor calldata, or None when ``data`` is not ``RV || 32 bytes``."""
-    if len(data) != 34 or not data.startswith(PREFIX):
-        return None
-    return bytes(data[2:])
-
-
-def chain_id_of(target: str) -> int:
-    """The chain id of an ``eip155:<decimal chain id>`` target (CAIP-2)."""
-    scheme, _, name = target.partition(":")
-    if scheme != "eip155" or not _CHAIN_ID.match(name):
-        raise ConfigError(
-            f"EVM target {target!r} is not eip155:<decimal chain id>",
-            code="evm_target_invalid",
-        )
-    return int(name)
-
-
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]`` only: RPC URLs often carry API keys in the path or userinfo."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "?"
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 def _eth_account() -> ModuleType:
@@ -199,178 +70,8 @@ def _config_error(target: str, message: str) -> ConfigError:
     )
 
 
-def _quantity(value: Any, what: str) -> int:
-    """A JSON-RPC QUANTITY (``0x``-hex) as int; a malformed one is a transient node fault."""
-    if isinstance(value, str) and value.startswith(("0x", "0X")):
-        try:
-            return int(value, 16)
-        except ValueError:
-            pass
-    raise RailError(
-        f"the node returned a malformed {what}: {str(value)[:80]!r}",
-        code="evm_rpc_malformed",
-        error_class="transient",
-    )
-
-
-def _data(value: Any, what: str) -> bytes:
-    if isinstance(value, str) and value.startswith("0x"):
-        try:
-            return bytes.fromhex(value[2:])
-        except ValueError:
-            pass
-    raise RailError(
-        f"the node returned malformed {what}", code="evm_rpc_malformed", error_class="transient"
-    )
-
-
 def _lower(value: Any) -> str | None:
     return value.lower() if isinstance(value, str) else None
-
-
-# --- JSON-RPC -----------------------------------------------------------------------------
-
-
-class JsonRpcClient:
-    """A minimal synchronous JSON-RPC 2.0 client over HTTP(S) (``urllib``).
-
-    Error mapping (all :class:`RailError`): connection failures, timeouts,
-    HTTP 429/5xx and malformed answers are ``transient``; HTTP 401/403 are
-    ``auth``; a JSON-RPC error object is ``validation`` for the submission
-    methods (:data:`SUBMISSION_METHODS`) and for "method not found"/"invalid
-    params", ``transient`` otherwise.  Messages name the node by
-    ``scheme://host:port`` only.
-    """
-
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self._headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": "remembrancer-evm-rail",
-        }
-        if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            self._headers["Authorization"] = f"Basic {token}"
-            netloc = parts.hostname or ""
-            if ":" in netloc:
-                netloc = f"[{netloc}]"
-            if parts.port:
-                netloc += f":{parts.port}"
-            parts = parts._replace(netloc=netloc)
-        self.url = urllib.parse.urlunsplit(parts)
-        self.display = redact_url(url)
-        self.timeout = timeout
-        self._ids = itertools.count(1)
-
-    def call(self, method: str, params: list[Any] | None = None) -> Any:
-        request_id = next(self._ids)
-        body = json.dumps(
-            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or []}
-        ).encode()
-        req = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
-        where = f"{method} at {self.display}"
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read(MAX_RPC_ANSWER + 1)  # loads_strict refuses more
-        except urllib.error.HTTPError as e:
-            raw = _read_quietly(e)
-            if e.code in (401, 403):
-                raise RailError(
-                    f"{where}: HTTP {e.code}: the node refused our credentials",
-                    code="evm_rpc_auth",
-                    error_class="auth",
-                    details={"http_status": e.code},
-                ) from e
-            if e.code == 429 or e.code >= 500:
-                raise RailError(
-                    f"{where}: HTTP {e.code}",
-                    code="evm_rpc_unavailable",
-                    error_class="transient",
-                    details={"http_status": e.code},
-                ) from e
-            # Some providers answer JSON-RPC errors with HTTP 400: use the body if it is one.
-            error = _jsonrpc_error(raw)
-            if error is not None:
-                raise _error_for(method, error, where) from e
-            raise RailError(
-                f"{where}: HTTP {e.code}",
-                code="evm_rpc_refused",
-                error_class="validation",
-                details={"http_status": e.code},
-            ) from e
-        except (urllib.error.URLError, TimeoutError, ConnectionError, HTTPException, OSError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise RailError(
-                f"{where}: node unreachable ({type(reason).__name__}: {reason})",
-                code="evm_rpc_unreachable",
-                error_class="transient",
-            ) from e
-        try:
-            answer = loads_strict(raw, max_bytes=MAX_RPC_ANSWER)
-        except FormatError as e:
-            raise RailError(
-                f"{where}: the answer is not strict JSON ({e.code})",
-                code="evm_rpc_malformed",
-                error_class="transient",
-            ) from e
-        if not isinstance(answer, dict) or answer.get("id") != request_id:
-            raise RailError(
-                f"{where}: the answer is not a JSON-RPC response to this request",
-                code="evm_rpc_malformed",
-                error_class="transient",
-            )
-        if "error" in answer and answer["error"] is not None:
-            error = answer["error"] if isinstance(answer["error"], dict) else {}
-            raise _error_for(method, error, where)
-        if "result" not in answer:
-            raise RailError(
-                f"{where}: the answer has neither result nor error",
-                code="evm_rpc_malformed",
-                error_class="transient",
-            )
-        return answer["result"]
-
-
-def _read_quietly(e: urllib.error.HTTPError) -> bytes:
-    try:
-        return e.read()
-    except Exception:
-        return b""
-    finally:
-        e.close()
-
-
-def _jsonrpc_error(raw: bytes) -> dict[str, Any] | None:
-    try:
-        answer = loads_strict(raw, max_bytes=MAX_RPC_ANSWER)
-    except FormatError:
-        return None
-    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
-        error: dict[str, Any] = answer["error"]
-        return error
-    return None
-
-
-def _error_for(method: str, error: Mapping[str, Any], where: str) -> RailError:
-    code = error.get("code")
-    message = str(error.get("message") or "error")[:300]
-    error_class: ErrorClass
-    if method in SUBMISSION_METHODS or code in (-32601, -32602):
-        error_class = "validation"
-    else:
-        error_class = "transient"
-    return RailError(
-        f"{where}: the node answered error {code}: {message}",
-        code="evm_rpc_rejected" if method in SUBMISSION_METHODS else "evm_rpc_error",
-        error_class=error_class,
-        details={"rpc_code": code, "rpc_message": message},
-    )
-
-
-# --- the rail -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,7 +247,7 @@ class EvmRail:
 
     # --- node helpers ---------------------------------------------------------------------
     def _check_chain(self) -> None:
-        node_chain = _quantity(self.client.call("eth_chainId"), "chain id")
+        node_chain = rpc_quantity(self.client.call("eth_chainId"), "chain id")
         if node_chain != self.chain_id:
             raise RailError(
                 f"target {self.target} expects chain id {self.chain_id} but the node at "
@@ -587,9 +288,9 @@ class EvmRail:
                 error_class="validation",
             )
         if base_fee is not None and policy in ("auto", "eip1559"):
-            base = _quantity(base_fee, "base fee")
+            base = rpc_quantity(base_fee, "base fee")
             try:
-                tip = _quantity(self.client.call("eth_maxPriorityFeePerGas"), "priority fee")
+                tip = rpc_quantity(self.client.call("eth_maxPriorityFeePerGas"), "priority fee")
             except RailError as e:
                 if e.code != "evm_rpc_error":
                     raise
@@ -597,7 +298,7 @@ class EvmRail:
             fees = {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
             highest = fees["maxFeePerGas"]
         else:
-            fees = {"gasPrice": _quantity(self.client.call("eth_gasPrice"), "gas price")}
+            fees = {"gasPrice": rpc_quantity(self.client.call("eth_gasPrice"), "gas price")}
             highest = fees["gasPrice"]
         if self.max_fee_gwei is not None and highest > self.max_fee_gwei * _GWEI:
             raise RailError(
@@ -624,11 +325,11 @@ class EvmRail:
         to = self.to or sender
         with self._lock:  # one nonce at a time per rail
             self._check_chain()
-            nonce = _quantity(
+            nonce = rpc_quantity(
                 self.client.call("eth_getTransactionCount", [sender, "pending"]), "nonce"
             )
             fees = self._fees()
-            gas = self.gas_limit or _quantity(
+            gas = self.gas_limit or rpc_quantity(
                 self.client.call(
                     "eth_estimateGas",
                     [{"from": sender, "to": to, "value": "0x0", "data": "0x" + data.hex()}],
@@ -684,7 +385,7 @@ class EvmRail:
         )
         if receipt is None:
             return anchor
-        if _quantity(receipt.get("status"), "receipt status") != 1:
+        if rpc_quantity(receipt.get("status"), "receipt status") != 1:
             raise RailError(
                 f"anchor transaction {tx_hash} was mined but reverted",
                 code="evm_tx_reverted",
@@ -694,7 +395,7 @@ class EvmRail:
         mined = self._mined(receipt)
         if mined is None:
             return anchor
-        head = _quantity(self.client.call("eth_blockNumber"), "block number")
+        head = rpc_quantity(self.client.call("eth_blockNumber"), "block number")
         return self._with_block(anchor, mined, head, self.confirmations, "submitted")
 
     def _wait_receipt(self, tx_hash: str) -> dict[str, Any] | None:
@@ -709,7 +410,7 @@ class EvmRail:
 
     def _mined(self, receipt: Mapping[str, Any]) -> _Mined | None:
         """Block facts of a receipt, confirmed against the canonical block at its height."""
-        number = _quantity(receipt.get("blockNumber"), "block number")
+        number = rpc_quantity(receipt.get("blockNumber"), "block number")
         block_hash = _lower(receipt.get("blockHash"))
         block = self._block(number)
         if block is None or _lower(block.get("hash")) != block_hash or block_hash is None:
@@ -717,8 +418,8 @@ class EvmRail:
         return _Mined(
             number,
             block_hash,
-            _quantity(receipt.get("transactionIndex"), "transaction index"),
-            _quantity(block.get("timestamp"), "block timestamp"),
+            rpc_quantity(receipt.get("transactionIndex"), "transaction index"),
+            rpc_quantity(block.get("timestamp"), "block timestamp"),
         )
 
     def _with_block(
@@ -829,7 +530,7 @@ class EvmRail:
                 "evm_tx_chain_mismatch",
                 "transaction has no chain id (pre-EIP-155): replayable on any chain",
             )
-        tx_chain = _quantity(tx["chainId"], "transaction chain id")
+        tx_chain = rpc_quantity(tx["chainId"], "transaction chain id")
         if tx_chain != self.chain_id:
             return failed(
                 "evm_tx_chain_mismatch",
@@ -862,7 +563,7 @@ class EvmRail:
                 "evm_recipient_not_allowed",
                 f"recipient {tx_to} is not the configured anchor address {self.to}",
             )
-        data = _data(tx.get("input", tx.get("data")), "transaction input")
+        data = rpc_data(tx.get("input", tx.get("data")), "transaction input")
         found = parse_calldata(data)
         if found is None:
             return failed("evm_calldata_invalid", f"calldata is not RV||digest ({len(data)} bytes)")
@@ -890,7 +591,7 @@ class EvmRail:
                 code="evm_rpc_inconsistent",
                 error_class="transient",
             )
-        if _quantity(receipt.get("status"), "receipt status") != 1:
+        if rpc_quantity(receipt.get("status"), "receipt status") != 1:
             return failed("evm_tx_reverted", f"transaction {tx_hash} reverted (receipt status 0)")
         mined = self._mined(receipt)
         if mined is None:
@@ -903,7 +604,7 @@ class EvmRail:
             lost = True
             if not lost_reason:
                 lost_reason = f"transaction {tx_hash} moved to block {mined.block_hash}; "
-        head = _quantity(self.client.call("eth_blockNumber"), "block number")
+        head = rpc_quantity(self.client.call("eth_blockNumber"), "block number")
         depth = max(0, head - mined.block_number + 1)
         facts: dict[str, Any] = {
             "observed_depth": depth,

@@ -23,9 +23,9 @@ from typing import Any
 from bench.common import Row
 from bench.common import row as _row
 from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import anchor_to_tsa, init_node, wire_federation, wire_witnessing
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import anchor_to_tsa, init_node, wire_federation, wire_witnessing
+from remembrancer.demo.records import ledger_payload, make_record
 
 
 def _call(url: str, body: bytes | None = None, token: str | None = None) -> Any:

@@ -41,12 +41,12 @@ from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.core.xns import verify_message
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import ledger_payload, make_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[1] / "src" / "remembrancer" / "examples" / "namespaces.yaml"

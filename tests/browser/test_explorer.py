@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from remembrancer.core.rfc6962 import hash_leaf
+from remembrancer.demo.procs import NodeProcess
 from remembrancer.testing.browser import (
     NAMESPACE,
     PHONE,
@@ -20,7 +21,6 @@ from remembrancer.testing.browser import (
     screenshot_pages,
 )
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.procs import NodeProcess
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "rfc6962" / "inclusion"
 

@@ -36,6 +36,16 @@ import pytest
 from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.tiles import tiles_for_size
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import (
+    NodeProcess,
+    anchor_to_tsa,
+    cli,
+    free_port,
+    init_node,
+    wire_witnessing,
+)
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.node.backup.restore import (
     extract_files,
     read_manifest,
@@ -44,16 +54,6 @@ from remembrancer.node.backup.restore import (
 )
 from remembrancer.node.config import load_node_config
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import (
-    NodeProcess,
-    anchor_to_tsa,
-    cli,
-    free_port,
-    init_node,
-    wire_witnessing,
-)
-from remembrancer.testing.records import ledger_payload, make_record
 
 DAO, FIN = "dao:vaultmesh", "fin:clearing"
 ACTOR = demo_key("did:vm:actor:demo")

@@ -40,6 +40,8 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note, format_vkey
+from remembrancer.demo.procs import NodeProcess, cli, init_node, wire_federation
+from remembrancer.demo.records import example_record
 from remembrancer.federation.protocol.contents import (
     AnchorContent,
     BundleContent,
@@ -48,8 +50,6 @@ from remembrancer.federation.protocol.contents import (
 )
 from remembrancer.federation.receipts import FederationReceipt
 from remembrancer.testing.byzantine import ByzantinePeer, forged_ots_evidence
-from remembrancer.testing.procs import NodeProcess, cli, init_node, wire_federation
-from remembrancer.testing.records import example_record
 
 FED = "byz-anchors"
 NS = "dao:vaultmesh"
@@ -294,7 +294,7 @@ def test_an_evm_anchor_one_block_deep_is_not_countersigned_where_12_are_required
     tmp_path: Path, anvil: Any
 ) -> None:
     from remembrancer.anchoring.evm.rail import EvmRail
-    from remembrancer.testing.anvil import DEV_KEYS
+    from remembrancer.demo.anvil import DEV_KEYS
 
     key = SigningKey.generate()
     headers = tmp_path / "headers.txt"

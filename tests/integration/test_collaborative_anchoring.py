@@ -37,9 +37,7 @@ from remembrancer.core.aggregation import AggregateAnchor, AggregationTree, choo
 from remembrancer.core.anchor import checkpoint_digest
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
-from remembrancer.federation.protocol.contents import CheckpointContent, ReceiptContent
-from remembrancer.federation.protocol.wire import Message
-from remembrancer.testing.procs import (
+from remembrancer.demo.procs import (
     NodeProcess,
     anchor_to_evm,
     anchor_to_tsa,
@@ -48,7 +46,9 @@ from remembrancer.testing.procs import (
     wire_federation,
     wire_witnessing,
 )
-from remembrancer.testing.records import example_record
+from remembrancer.demo.records import example_record
+from remembrancer.federation.protocol.contents import CheckpointContent, ReceiptContent
+from remembrancer.federation.protocol.wire import Message
 
 NAMESPACES = ("dao:vaultmesh", "fin:clearing")
 FEDERATION = "test-federation"

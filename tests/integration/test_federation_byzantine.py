@@ -16,12 +16,12 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import format_vkey
 from remembrancer.core.witness import AddCheckpointRequest
+from remembrancer.demo.procs import init_node, wire_federation
 from remembrancer.federation.evidence.equivocation import verify_equivocation
 from remembrancer.federation.evidence.parse import parse_evidence
 from remembrancer.federation.protocol.contents import HeartbeatContent
 from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import Countersignature
-from remembrancer.testing.procs import init_node, wire_federation
 
 FED = "test-federation"
 ROLES = ["witness", "anchor", "countersign", "relay", "coordinator"]

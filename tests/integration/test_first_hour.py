@@ -21,9 +21,9 @@ import pytest
 
 from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 from remembrancer.cli.node import setup_logging
+from remembrancer.demo.procs import NodeProcess, cli, free_port, init_node, wire_federation
+from remembrancer.demo.readings import metric_sum
 from remembrancer.testing.democheck import wait_for
-from remembrancer.testing.procs import NodeProcess, cli, free_port, init_node, wire_federation
-from remembrancer.testing.supervisor import metric_sum
 
 NS = "dao:vaultmesh"
 PAYLOAD = '{"stream":"ops","data":{"hello":"world"}}'

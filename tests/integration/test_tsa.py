@@ -33,7 +33,7 @@ from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail, build_request, new_
 from remembrancer.anchoring.rfc3161.verify import verify_token
 from remembrancer.cli.main import main
 from remembrancer.core.anchor import Anchor
-from remembrancer.testing.procs import free_port
+from remembrancer.demo.procs import free_port
 
 DIGEST = hashlib.sha256(b"a checkpoint body").digest()
 

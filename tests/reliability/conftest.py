@@ -37,15 +37,15 @@ from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import format_vkey
 from remembrancer.core.record import Record, b64url_encode, sign_envelope
 from remembrancer.core.schema import SchemaRegistry
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import EXAMPLE_WITNESSES, example_record, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.node.app import create_app
 from remembrancer.node.config import Limits, WitnessedLog
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
 from remembrancer.testing import fuzz
-from remembrancer.testing.demo import demo_key
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import EXAMPLE_WITNESSES, example_record, make_record
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
 FED = "fuzz-federation"

@@ -40,8 +40,8 @@ import yaml
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.rfc6962 import verify_consistency
+from remembrancer.demo.procs import NodeProcess, anchor_to_tsa, free_port, init_node
 from remembrancer.testing.load import RecordLoad
-from remembrancer.testing.procs import NodeProcess, anchor_to_tsa, free_port, init_node
 
 NS = "dao:vaultmesh"
 pytestmark = pytest.mark.slow

@@ -61,15 +61,15 @@ from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.core.witness import AddCheckpointRequest, CosignedState, check_add_checkpoint
 from remembrancer.core.xns import Message as XnsMessage
 from remembrancer.core.xns import parse_proof, verify_message
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.fuzz import budget, fuzz
-from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import (
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import (
     EXAMPLE_WITNESSES,
     example_record,
     ledger_payload,
     make_record,
 )
+from remembrancer.testing.fuzz import budget, fuzz
+from remembrancer.testing.naive_merkle import NaiveTree
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "src" / "remembrancer" / "examples"

@@ -32,8 +32,8 @@ import pytest
 
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import sign_envelope, unsigned_envelope
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import EXAMPLE_WITNESSES, ledger_payload
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import EXAMPLE_WITNESSES, ledger_payload
 
 DAO = "dao:vaultmesh"
 ATTACKER = SigningKey.generate(b"\x66" * 32)
@@ -511,7 +511,7 @@ def test_secrets_never_appear_in_logs_or_error_messages(tmp_path: Path) -> None:
     import urllib.request
 
     from remembrancer.core.keys import read_key_file
-    from remembrancer.testing.procs import cli, init_node
+    from remembrancer.demo.procs import cli, init_node
 
     node = init_node(tmp_path / "alpha", origin_prefix="alpha.test")
     token = (node.directory / "keys" / "admin.token").read_text().strip()

@@ -21,8 +21,8 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.record import MAX_RECORD_BYTES, Record, b64url_encode
 from remembrancer.core.schema import SchemaRegistry
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
 NOW = 1_764_100_000

@@ -23,6 +23,8 @@ from remembrancer.core.errors import (
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import make_record
 from remembrancer.federation.registry.model import ROLES, Peer, Registry, StatusChange
 from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.registry.proposals import (
@@ -40,8 +42,6 @@ from remembrancer.federation.registry.scoring import (
     effective_peers,
     effective_status,
 )
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import make_record
 
 NOW = 1_764_100_000
 FED_NS = "federation:vaultmesh-primary"

@@ -18,9 +18,13 @@ RANK = {
     "federation": 4,
     "explorer": 5,
     "node": 6,
-    "testing": 7,  # fakes, demo keys and harnesses: may use every layer but the CLI
-    "cli": 8,
+    "demo": 7,  # `remembrancer demo`: product code built on real processes; never testing/
+    "testing": 8,  # test harnesses: may use every layer but the CLI
+    "cli": 9,
 }
+# Product code never depends on test helpers: the CLI ranks above testing/ only
+# so that nothing below it can use the CLI; it must not import testing/ either.
+NOT_FROM_TESTING = ("cli",)
 # The core may use the standard library and these third-party packages only.
 CORE_THIRD_PARTY = {"nacl", "rfc8785", "jsonschema_rs"}
 CORE_FORBIDDEN_STDLIB = {
@@ -64,6 +68,17 @@ def test_imports_point_downwards(layer: str, path: Path) -> None:
         if parts[0] != "remembrancer" or len(parts) < 2 or parts[1] not in RANK:
             continue
         assert RANK[parts[1]] <= RANK[layer], f"{path.relative_to(SRC)} imports {name}"
+
+
+@pytest.mark.parametrize("layer", NOT_FROM_TESTING)
+def test_product_code_never_imports_test_helpers(layer: str) -> None:
+    offenders = [
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in sorted((SRC / layer).rglob("*.py"))
+        for name in _imports(path)
+        if name == "remembrancer.testing" or name.startswith("remembrancer.testing.")
+    ]
+    assert not offenders, offenders
 
 
 def test_core_is_pure() -> None:

@@ -31,9 +31,9 @@ from remembrancer.core.xns import (
     node_message_kind,
     verify_message,
 )
-from remembrancer.testing.demo import demo_key
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import ledger_payload, make_record
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
 SCHEMAS = SchemaRegistry.bundled()

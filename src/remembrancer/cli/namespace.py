@@ -174,7 +174,7 @@ def _message_keys(url: str, source: str, actor_key: str | None,
     if actor_key is not None:
         return read_key_file(actor_key), [read_key_file(p) for p in witness_key]
     from remembrancer.cli.client import api_json
-    from remembrancer.testing.demo import DEMO_ALIASES, demo_key
+    from remembrancer.demo.keys import DEMO_ALIASES, demo_key
 
     actor = demo_key("did:vm:actor:demo")
     if witness_key:

@@ -1,5 +1,5 @@
 """The supervisor behind ``remembrancer demo`` (``make run``): a local
-federation (:mod:`remembrancer.testing.localfed`) run, fed and watched until
+federation (:mod:`remembrancer.demo.localfed`) run, fed and watched until
 a signal or ``duration`` ends it.
 
 1. It takes the data directory's lock (one supervisor per directory), stops
@@ -10,7 +10,7 @@ a signal or ``duration`` ends it.
    restarts), and the three nodes; then checks each log's head against the
    checkpoint saved at the previous stop (signature, and an RFC 6962
    consistency proof once the log grew), and says so.
-3. It feeds a steady stream of signed records (:mod:`remembrancer.testing.workload`)
+3. It feeds a steady stream of signed records (:mod:`remembrancer.demo.workload`)
    to every node over HTTP, sends a cross-namespace message between nodes
    every ``message_seconds`` (notify, query, invoke in turn), writes proof
    files to ``proofs/`` once they exist (a record's tlog-proof cosigned by
@@ -40,34 +40,24 @@ import shlex
 import threading
 import time
 import urllib.parse
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
 import yaml
 
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
-from remembrancer.core.errors import (
-    ConfigError,
-    PeerError,
-    RemembrancerError,
-    VerificationError,
-)
+from remembrancer.core.errors import ConfigError, PeerError, RemembrancerError, VerificationError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import verify_consistency
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
-from remembrancer.core.xns import MESSAGE_SCHEMA
-from remembrancer.program import invocation
-from remembrancer.testing.anvil import find_anvil
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.localfed import (
+from remembrancer.demo.anvil import find_anvil
+from remembrancer.demo.localfed import (
     EVM_TARGET,
     FEDERATION_ID,
     NAMES,
@@ -78,18 +68,22 @@ from remembrancer.testing.localfed import (
     NodeIdentity,
     choose_ports,
 )
-from remembrancer.testing.procs import NodeProcess
-from remembrancer.testing.records import EXAMPLE_WITNESSES, make_record
-from remembrancer.testing.workload import Workload
+from remembrancer.demo.procs import NodeProcess
+from remembrancer.demo.readings import Api, NodeReading, Snapshot, clock, metric_sum, shown
+from remembrancer.demo.traffic import ROUTES, Feeder, Route, send_message
+from remembrancer.demo.workload import Workload
+from remembrancer.program import invocation
 
 STATE_FILE = "demo.json"
 STATE_FORMAT = 1
 SAMPLE_NAMESPACE = "dao:vaultmesh"  # the namespace of the sample record (on alpha)
-RETRYABLE_XNS = ("xns_cosignatures_missing", "xns_proof_stale")
+
+
 MAX_RESTARTS = 3
 READ_TIMEOUT = 2.0  # seconds per request when reading a node's figures
 READ_DEADLINE = 4.0  # seconds a reading of all nodes waits at most
-FEED_TIMEOUT = 5.0  # seconds per submitted record before the node counts as unreachable
+
+
 ANVIL_HELP = ("install it with `bash .ci/install-anvil.sh` (npm @foundry-rs/anvil) or Foundry's"
               " foundryup, or set REMEMBRANCER_ANVIL to its path, and start again")  # fmt: skip
 
@@ -109,37 +103,6 @@ class DemoOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One progress reading, from the nodes' APIs."""
-
-    entries: dict[str, int | None]  # per node, all its logs; None: did not answer
-    cosignatures: int  # cosignatures the nodes' witnesses made (since they started)
-    anchors_verified: int  # verified anchors of the nodes' own logs
-    receipts_final: int  # final federation receipts (as many as any node holds)
-    messages_delivered: int  # cross-namespace deliveries (since the nodes started)
-
-    def line(self) -> str:
-        per = " · ".join(
-            f"{n} {'? (not answering)' if v is None else f'{v:,}'}" for n, v in self.entries.items()
-        )
-        return (f"records {per} | anchors verified {self.anchors_verified:,} | federation"
-                f" receipts final {self.receipts_final:,} | since start: cosignatures"
-                f" {self.cosignatures:,}, messages delivered {self.messages_delivered:,}")  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class NodeReading:
-    """What one node's API said at one reading."""
-
-    entries: int
-    cosignatures: int
-    delivered: int
-    anchors: int
-    receipts: int
-    checkpoints: dict[str, str]  # namespace -> signed checkpoint note
-
-
-@dataclass(frozen=True, slots=True)
 class DemoSummary:
     seconds: float
     admitted: dict[str, int]  # records admitted this run, per node
@@ -148,180 +111,6 @@ class DemoSummary:
     exit_codes: dict[str, int | None]
     consistent_logs: int  # logs proven to extend the previous run's checkpoint
     files: dict[str, Path]
-
-
-class DemoApiError(RemembrancerError):
-    """A node answered with an error (its code is kept)."""
-
-
-class Api:
-    """JSON over HTTP for one thread (an httpx client is not shared)."""
-
-    def __init__(self, timeout: float = 15.0) -> None:
-        self.client = httpx.Client(timeout=timeout)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def request(self, method: str, url: str, body: bytes | None = None) -> httpx.Response:
-        try:
-            return self.client.request(method, url, content=body,
-                                       headers={"Content-Type": "application/json"})  # fmt: skip
-        except httpx.HTTPError as e:
-            raise PeerError(f"cannot reach {url}: {e}", code="node_unreachable") from e
-
-    def text(self, url: str) -> str:
-        r = self.request("GET", url)
-        _raise_for(r, url)
-        return r.text
-
-    def get(self, url: str) -> Any:
-        r = self.request("GET", url)
-        _raise_for(r, url)
-        return r.json()
-
-    def post(self, url: str, body: bytes) -> Any:
-        r = self.request("POST", url, body)
-        _raise_for(r, url)
-        return r.json()
-
-
-def _raise_for(r: httpx.Response, url: str) -> None:
-    if r.status_code < 400:
-        return
-    try:
-        err = r.json().get("error", {})
-    except ValueError:
-        err = {}
-    raise DemoApiError(f"{err.get('message') or r.text[:200]} (HTTP {r.status_code}, {url})",
-                       code=err.get("code") or f"http_{r.status_code}")  # fmt: skip
-
-
-def metric_sum(text: str, name: str, labels: str = "") -> float:
-    """The sum of a Prometheus metric's samples whose labels contain ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            series, _, value = line.rpartition(" ")
-            if labels in series:
-                with contextlib.suppress(ValueError):
-                    total += float(value)
-    return total
-
-
-def clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def shown(path: Path) -> str:
-    """A path as a user would type it here: relative below the working
-    directory, absolute elsewhere, quoted for a shell."""
-    try:
-        text = str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        text = str(path.resolve())
-    return shlex.quote(text)
-
-
-class Feeder(threading.Thread):
-    """Submits records to one node at a steady ``rate`` (records per second)
-    until ``stop`` is set.  Pushback (429/503) waits as the node asks; an
-    unreachable node is retried every second."""
-
-    def __init__(self, name: str, url: str, rate: float, workload: Workload,
-                 stop: threading.Event, on_admitted: Callable[[str, Record, dict[str, Any]], None]) -> None:  # fmt: skip
-        super().__init__(name=f"feed-{name}", daemon=True)
-        self.node, self.url, self.rate, self.workload = name, url, rate, workload
-        self.stop_event, self.on_admitted = stop, on_admitted
-        self.admitted = 0
-        self.pushback = 0
-        self.unreachable = 0
-        self.refused: Counter[str] = Counter()
-
-    def run(self) -> None:
-        api = Api(timeout=FEED_TIMEOUT)
-        interval = 1.0 / self.rate
-        next_at = time.monotonic()
-        try:
-            while not self.stop_event.is_set():
-                delay = next_at - time.monotonic()
-                if delay > 0 and self.stop_event.wait(delay):
-                    break
-                next_at = max(next_at + interval, time.monotonic() - 1.0)  # no bursts after a stall
-                record = self.workload.next()
-                url = f"{self.url}/v1/namespaces/{record.namespace}/records"
-                try:
-                    r = api.request("POST", url, record.leaf)
-                except PeerError:
-                    self.unreachable += 1
-                    self.stop_event.wait(1.0)
-                    continue
-                if r.status_code == 200:
-                    self.admitted += 1
-                    self.on_admitted(self.node, record, r.json())
-                elif r.status_code in (429, 503):
-                    self.pushback += 1
-                    self.stop_event.wait(min(5.0, float(r.headers.get("Retry-After") or 1)))
-                else:
-                    try:
-                        code = r.json()["error"]["code"]
-                    except (ValueError, KeyError, TypeError):
-                        code = f"http_{r.status_code}"
-                    self.refused[code] += 1
-        finally:
-            api.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One cross-namespace message: from ``source`` on node ``src`` to
-    ``target`` on node ``dst`` (indexes into the nodes)."""
-
-    src: int
-    source: str
-    dst: int
-    target: str
-    action: str
-    operation: str
-    parameters: dict[str, Any]
-
-
-ROUTES = (
-    Route(0, "dao:vaultmesh", 1, "fin:clearing", "notify", "status.update",
-          {"status": "completed", "proposal": "VMP-alpha-0"}),
-    Route(1, "fin:clearing", 2, "dao:vaultmesh", "query", "log.head", {}),
-    Route(2, "dao:vaultmesh", 0, "fin:clearing", "invoke", "ping", {"hello": "from gamma"}),
-)  # fmt: skip
-
-
-def send_message(api: Api, src: NodeProcess, dst: NodeProcess, route: Route,
-                 deadline: float) -> tuple[Record, dict[str, Any]]:  # fmt: skip
-    """What ``remembrancer namespace message --url SRC --to-url DST`` does:
-    record the message in the source log (signed by the demo actor and the
-    source's demo witnesses), fetch its tlog-proof, deliver it to the target's
-    node; a proof refused for missing cosignatures or as stale is fetched
-    again until ``deadline``.  Returns the message and the delivery view."""
-    witnesses = [demo_key(a) for a in EXAMPLE_WITNESSES[route.source]]
-    payload = {"source": route.source, "target": route.target, "action": route.action,
-               "payload": {"operation": route.operation, "parameters": route.parameters}}  # fmt: skip
-    record = make_record(route.source, MESSAGE_SCHEMA, payload, demo_key("did:vm:actor:demo"),
-                         witnesses, timestamp=int(time.time()), event_id=str(uuid.uuid4()))  # fmt: skip
-    receipt = api.post(f"{src.url}/v1/namespaces/{route.source}/records", record.leaf)
-    proof_url = (f"{src.url}/v1/namespaces/{route.source}/proofs/inclusion"
-                 f"?index={receipt['index']}&format=tlog-proof")  # fmt: skip
-    while True:
-        proof = api.text(proof_url)
-        body = json.dumps({"record": record.envelope(), "proof": proof}).encode()
-        try:
-            view: dict[str, Any] = api.post(
-                f"{dst.url}/v1/namespaces/{route.target}/messages", body
-            )
-            return record, view
-        except DemoApiError as e:
-            if e.code not in RETRYABLE_XNS or time.monotonic() > deadline:
-                raise
-        time.sleep(0.3)
 
 
 def check_extends(api: Api, node: NodeProcess, namespace: str, vkey: str,

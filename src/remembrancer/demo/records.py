@@ -67,7 +67,7 @@ EXAMPLE_WITNESSES: dict[str, tuple[str, ...]] = {
 def example_record(namespace: str, i: int, *, timestamp: int) -> Record:
     """A ``ledger.append`` record that the example namespace ``namespace`` admits,
     by the demo actor with the demo witnesses it requires."""
-    from remembrancer.testing.demo import demo_key
+    from remembrancer.demo.keys import demo_key
 
     witnesses = [demo_key(alias) for alias in EXAMPLE_WITNESSES[namespace]]
     return make_record(namespace, "ledger.append@1.0.0", ledger_payload(i), demo_key("did:vm:actor:demo"),

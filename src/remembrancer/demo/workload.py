@@ -1,7 +1,7 @@
 """A stream of realistic signed records for the seed's two example namespaces.
 
 Each record is signed by an actor and the record witnesses its namespace
-requires, all with the **public** demo keys (:mod:`remembrancer.testing.demo`),
+requires, all with the **public** demo keys (:mod:`remembrancer.demo.keys`),
 and uses the schemas the namespace allows:
 
 - ``dao:vaultmesh``: treasury transfers (``ledger.append``), proposals moving
@@ -29,8 +29,8 @@ from typing import Any
 
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import Record
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import EXAMPLE_WITNESSES, make_record
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import EXAMPLE_WITNESSES, make_record
 
 NAMESPACES = ("dao:vaultmesh", "fin:clearing")
 ACTOR = "did:vm:actor:demo"

@@ -18,7 +18,7 @@ Layout of the data directory::
 Every start rewrites the parts of the configuration that depend on this run
 (ports, whether anvil is there); keys, logs and stores are never touched.
 The supervisor that drives this for ``remembrancer demo`` is
-:mod:`remembrancer.testing.supervisor`.
+:mod:`remembrancer.demo.supervisor`.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from remembrancer.core.cosignature import format_cosigner_vkey
 from remembrancer.core.errors import ConfigError, PeerError
 from remembrancer.core.keys import read_key_file
 from remembrancer.core.note import format_vkey
-from remembrancer.testing.anvil import DEV_KEYS, Anvil, start_anvil
-from remembrancer.testing.procs import (
+from remembrancer.demo.anvil import DEV_KEYS, Anvil, start_anvil
+from remembrancer.demo.procs import (
     NodeProcess,
     free_port,
     init_node,

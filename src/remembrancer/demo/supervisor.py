@@ -36,47 +36,38 @@ import importlib.util
 import json
 import math
 import os
-import shlex
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from remembrancer.core.checkpoint import open_checkpoint
-from remembrancer.core.cosignature import parse_cosigner_vkey
 from remembrancer.core.errors import ConfigError, PeerError, RemembrancerError, VerificationError
-from remembrancer.core.jcs import canonicalize
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import verify_consistency
-from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.demo.anvil import find_anvil
 from remembrancer.demo.localfed import (
-    EVM_TARGET,
     FEDERATION_ID,
     NAMES,
     QUORUM,
-    TSA_TARGET,
     DemoCadence,
     LocalFederation,
     NodeIdentity,
     choose_ports,
 )
 from remembrancer.demo.procs import NodeProcess
+from remembrancer.demo.proofs import SAMPLE_NAMESPACE, ProofFiles
 from remembrancer.demo.readings import Api, NodeReading, Snapshot, clock, metric_sum, shown
-from remembrancer.demo.traffic import ROUTES, Feeder, Route, send_message
+from remembrancer.demo.traffic import ROUTES, Feeder, send_message
 from remembrancer.demo.workload import Workload
 from remembrancer.program import invocation
 
 STATE_FILE = "demo.json"
 STATE_FORMAT = 1
-SAMPLE_NAMESPACE = "dao:vaultmesh"  # the namespace of the sample record (on alpha)
 
 
 MAX_RESTARTS = 3
@@ -158,7 +149,8 @@ class Supervisor:
         self.identities: dict[str, NodeIdentity] = {}
         self.feeders: list[Feeder] = []
         self.helpers: list[threading.Thread] = []
-        self.files: dict[str, Path] = {}
+        self.files: dict[str, Path] = {}  # the proof files written so far
+        self.proof_files: ProofFiles | None = None
         self.messages_sent = 0
         self.consistent_logs = 0
         self.started = time.monotonic()
@@ -248,6 +240,8 @@ class Supervisor:
         created = fed.init()
         fed.configure()
         self.identities = fed.identities()
+        self.proof_files = ProofFiles(self.proofs, fed, self.identities, event=self.event,
+                                      echo=self.echo, files=self.files)  # fmt: skip
         self._check_identities(state)
         first = bool(created) or not state.get("checkpoints")
         self.echo(("Starting" if first else "Restarting") + " a local federation of three nodes"
@@ -607,49 +601,19 @@ class Supervisor:
                 else:
                     self.messages_sent += 1
                     if self.messages_sent == 1:
-                        self._message_files(api, src, dst, route, record, view)
+                        assert self.proof_files is not None
+                        self.proof_files.message(src, dst, route, record, view)
                 if self._halt.wait(self.options.message_seconds):
                     return
         finally:
             api.close()
 
-    def _message_files(self, api: Api, src: NodeProcess, dst: NodeProcess, route: Route,
-                       record: Record, view: dict[str, Any]) -> None:  # fmt: skip
-        out = self.proofs / "message"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "message.json").write_bytes(record.leaf + b"\n")
-        for part in ("delivery", "answer"):
-            value = view.get(part)
-            if value:
-                (out / f"{part}.json").write_bytes(canonicalize(value["record"]) + b"\n")
-                (out / f"{part}.tlog-proof").write_text(value["proof"])
-        self._write_trust()
-        delivery = view["delivery"]["receipt"]
-        self.files["message"] = out / "delivery.json"
-        self.event(
-            f"message delivered: {route.source} on {NAMES[route.src]} -> {route.target} on"
-            f" {NAMES[route.dst]} ({route.action} {route.operation}), entry {delivery['index']} of"
-            f" {delivery['origin']}; by hand: {invocation()} namespace message --from {route.source}"
-            f" --to {route.target} --action {route.action} --operation {route.operation}"
-            f" --payload {shlex.quote(json.dumps(route.parameters, separators=(',', ':')))}"
-            f" --url {src.url} --to-url {dst.url}")  # fmt: skip
-
-    # --- proof files and consistency --------------------------------------------------------
-    def _write_trust(self) -> Path:
-        """proofs/trust.yaml: every log's vkey and every witness's, from the key
-        files (a verifier's own copy of the keys, not the nodes' word)."""
-        self.proofs.mkdir(parents=True, exist_ok=True)
-        path = self.proofs / "trust.yaml"
-        doc = {"log_vkeys": [v for i in self.identities.values() for v in i.vkeys.values()],
-               "witness_vkeys": [i.witness_vkey for i in self.identities.values()],
-               "min_cosigners": 0}  # fmt: skip
-        path.write_text("# The keys of the demo federation (`remembrancer verify --trust`).\n"
-                        + yaml.safe_dump(doc, sort_keys=False))  # fmt: skip
-        return path
-
+    # --- consistency and proof files ---------------------------------------------------------
     def _checks(self, state: dict[str, Any]) -> None:
         """Proof files once they exist, and the consistency of the grown logs
         with the previous run's checkpoints; prints the commands when done."""
+        assert self.proof_files is not None
+        files = self.proof_files
         api = Api(timeout=60)
         saved = dict(state.get("checkpoints") or {})
         pending_consistency = {k: v for k, v in saved.items() if v}
@@ -661,12 +625,12 @@ class Supervisor:
                     self._check_grown(api, pending_consistency, saved)
                 sample = self.sample
                 if sample is not None and not have_record:
-                    have_record = self._record_files(api, *sample)
+                    have_record = files.record(api, *sample)
                 if sample is not None and have_record and not have_anchor:
-                    have_anchor = self._anchor_files(api, *sample)
+                    have_anchor = files.anchor(api, *sample)
                 if have_record and have_anchor and "message" in self.files and not announced:
                     announced = True
-                    self._announce_commands()
+                    files.announce(self.started)
                 if announced and not pending_consistency:
                     return
         finally:
@@ -691,127 +655,10 @@ class Supervisor:
                        " (RFC 6962 consistency proof, verified here) to extend the one saved by the"
                        " previous run")  # fmt: skip
 
-    def _record_files(self, api: Api, record: Record, receipt: dict[str, Any]) -> bool:
-        """proofs/record.json and record.tlog-proof: the sample record in a
-        checkpoint that both other nodes' witnesses cosigned."""
-        alpha = self.nodes[0]
-        ident = self.identities[NAMES[0]]
-        note = api.text(f"{alpha.url}/logs/{SAMPLE_NAMESPACE}/checkpoint").encode()
-        witnesses = [parse_cosigner_vkey(i.witness_vkey) for i in self.identities.values()]
-        signed = open_checkpoint(note, parse_vkey(ident.vkeys[SAMPLE_NAMESPACE]), witnesses)
-        if signed.checkpoint.size <= receipt["index"] or len(signed.cosignatures) < 2:
-            return False
-        proof = api.text(f"{alpha.url}/v1/namespaces/{SAMPLE_NAMESPACE}/proofs/inclusion?index="
-                         f"{receipt['index']}&size={signed.checkpoint.size}&format=tlog-proof")  # fmt: skip
-        checked = verify_tlog_proof(TlogProof.parse(proof.encode()), record.leaf,
-                                    parse_vkey(ident.vkeys[SAMPLE_NAMESPACE]), witnesses, 2)  # fmt: skip
-        self.proofs.mkdir(parents=True, exist_ok=True)
-        (self.proofs / "record.json").write_bytes(record.leaf + b"\n")
-        (self.proofs / "record.tlog-proof").write_text(proof)
-        self._write_trust()
-        self.files["record"] = self.proofs / "record.json"
-        self.files["record_proof"] = self.proofs / "record.tlog-proof"
-        self.event(f"record {record.event_hash_hex[:23]}… is entry {checked.index} of"
-                   f" {checked.checkpoint.origin}, in a checkpoint cosigned by"
-                   f" {len(checked.cosigners)} witnesses (verified here)")  # fmt: skip
-        return True
-
-    def _anchor_files(self, api: Api, record: Record, receipt: dict[str, Any]) -> bool:
-        """proofs/anchor-receipt.json, record.anchored.tlog-proof and
-        federation-receipt.json: the first checkpoint holding the sample record
-        whose TSA anchor the federation countersigned."""
-        alpha = self.nodes[0]
-        ident = self.identities[NAMES[0]]
-        index = receipt["index"]
-        page = api.get(
-            f"{alpha.url}/v1/namespaces/{SAMPLE_NAMESPACE}/anchors?after={index}&limit=50"
-        )
-        sizes = [r["size"] for r in page["receipts"]
-                 if any(a["target"] == TSA_TARGET and a["status"] == "verified" for a in r["anchors"])]  # fmt: skip
-        if not sizes:
-            return False
-        origin = f"{ident.origin_prefix}/{SAMPLE_NAMESPACE}"
-        finals: list[dict[str, Any]] = []
-        after = ""
-        while True:  # every page (the list is paged: follow ``next``)
-            page = api.get(f"{alpha.url}/v1/federation/receipts?namespace={SAMPLE_NAMESPACE}"
-                           f"&limit=1000{after}")  # fmt: skip
-            finals += page["receipts"]
-            if page.get("next") is None:
-                break
-            after = "&after=" + urllib.parse.quote(page["next"], safe="")
-        by_size: dict[int, dict[str, Any]] = {}
-        for r in finals:
-            if (
-                r.get("origin") != origin
-                or not r.get("quorum_met")
-                or r["anchor"]["target"] != TSA_TARGET
-            ):
-                continue
-            held = open_checkpoint(r["evidence"]["checkpoint"].encode(),
-                                   parse_vkey(ident.vkeys[SAMPLE_NAMESPACE])).checkpoint.size  # fmt: skip
-            by_size.setdefault(held, r)
-        found = next((s for s in sizes if s in by_size), None)
-        if found is None:
-            return False
-        size = int(found)
-        anchors = api.get(f"{alpha.url}/v1/namespaces/{SAMPLE_NAMESPACE}/anchors/{size}")
-        proof = api.text(f"{alpha.url}/v1/namespaces/{SAMPLE_NAMESPACE}/proofs/inclusion?index="
-                         f"{index}&size={size}&format=tlog-proof")  # fmt: skip
-        verify_tlog_proof(TlogProof.parse(proof.encode()), record.leaf,
-                          parse_vkey(ident.vkeys[SAMPLE_NAMESPACE]))  # fmt: skip
-        (self.proofs / "anchor-receipt.json").write_text(json.dumps(anchors, indent=2) + "\n")
-        (self.proofs / "record.anchored.tlog-proof").write_text(proof)
-        (self.proofs / "federation-receipt.json").write_text(
-            json.dumps(by_size[size], indent=2) + "\n"
-        )
-        self.files["anchor_receipt"] = self.proofs / "anchor-receipt.json"
-        self.files["federation_receipt"] = self.proofs / "federation-receipt.json"
-        signers = len({s["node"] for s in by_size[size]["signatures"]})
-        self.event(f"checkpoint {size} of {origin} (it holds the record) is anchored to the TSA,"
-                   f" and {signers} nodes countersigned that anchor: a final federation receipt")  # fmt: skip
-        return True
-
     def commands(self) -> list[str]:
         """The commands that check the proof files offline (as printed)."""
-        assert self.fed is not None
-        p = self.proofs
-        trust = shown(p / "trust.yaml")
-        rv = invocation()
-        out = [
-            f"{rv} verify {shown(p / 'record.json')} --proof {shown(p / 'record.tlog-proof')}"
-            f" --trust {trust} --min-cosigners 2",
-            f"{rv} verify {shown(p / 'record.json')} --proof"
-            f" {shown(p / 'record.anchored.tlog-proof')} --trust {trust}",
-            f"{rv} anchor verify {shown(p / 'anchor-receipt.json')} --tsa-trust"
-            f" {shown(self.fed.trust_bundle)} --target {TSA_TARGET}",
-            f"{rv} federation verify {shown(p / 'federation-receipt.json')} --registry"
-            f" {shown(self.fed.registry_file)}",
-        ]
-        if "message" in self.files:
-            m = p / "message"
-            out.append(f"{rv} verify {shown(m / 'delivery.json')} --proof"
-                       f" {shown(m / 'delivery.tlog-proof')} --trust {trust}")  # fmt: skip
-        return out
-
-    def _announce_commands(self) -> None:
-        assert self.fed is not None
-        receipt = json.loads(self.files["anchor_receipt"].read_text())
-        evm = self.fed.anvil is not None and any(
-            a["target"] == EVM_TARGET for a in receipt["anchors"]
-        )
-        notes = ["the record, in a checkpoint cosigned by both other nodes",
-                 "the record, in the checkpoint that was anchored",
-                 "that checkpoint's RFC 3161 timestamp, against the TSA's CA"
-                 + (f" (add --evm-rpc {self.fed.anvil_url} to check its EVM anchor too, while"
-                    " anvil runs)" if evm else ""),
-                 "the federation's countersignatures on that anchor",
-                 "a cross-namespace message's delivery, in the target's log"]  # fmt: skip
-        lines = [f"[{clock(time.monotonic() - self.started)}] proof files are in"
-                 f" {shown(self.proofs)}; check them yourself, offline:"]  # fmt: skip
-        for note, command in zip(notes, self.commands(), strict=False):
-            lines.append(f"  # {note}\n  $ {command}")
-        self.echo("\n".join(lines))
+        assert self.proof_files is not None
+        return self.proof_files.commands()
 
     # --- the end --------------------------------------------------------------------------
     def _summary(self, s: DemoSummary) -> None:

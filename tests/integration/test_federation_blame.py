@@ -38,6 +38,7 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, format_vkey
 from remembrancer.core.schema import SchemaRegistry
+from remembrancer.federation.countersigning import RECEIPT_SCOPE
 from remembrancer.federation.evidence.claims import ClaimEvidence
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.protocol.contents import (
@@ -56,7 +57,6 @@ from remembrancer.federation.receipts import (
 )
 from remembrancer.federation.registry.model import Registry
 from remembrancer.federation.registry.scoring import PeerScore
-from remembrancer.federation.service import RECEIPT_SCOPE
 from remembrancer.federation.transport import FederationClient, RetryPolicy
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.node.config import Limits, WitnessedLog
@@ -179,7 +179,7 @@ class World:
         assert service is not None
         for m in (M1, M2):
             service.scores.reinstate(m.did, int(time.time()), reason="test", evidence_ref=None)
-        service._save_scores_sync()
+        service.peers.save_sync()
 
     async def _deliver(self, bodies: list[bytes]) -> list[int]:
         service = self.node.federation

@@ -295,7 +295,7 @@ def test_the_stored_status_comes_from_verdicts_only(
 def test_a_claim_is_countersigned_only_on_a_verified_verdict_with_its_facts(
     verdict: Verdict, facts: dict[str, Any], code: str | None
 ) -> None:
-    from remembrancer.federation.service import judge_claim
+    from remembrancer.federation.countersigning import judge_claim
 
     for claim in claims(Anchor("eip155:1", bytes(32), tx_ref="t", **facts)):
         refusal = judge_claim(claim, verdict)

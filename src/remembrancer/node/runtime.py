@@ -34,7 +34,7 @@ from remembrancer.core.witness import (
     checkpoint_origin,
 )
 from remembrancer.federation.antientropy.model import ReplicaSpec
-from remembrancer.federation.antientropy.replicator import Replicator
+from remembrancer.federation.antientropy.replicator import Replicator, SequencerLogs
 from remembrancer.federation.collaborative import CollaborativeAnchoring
 from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.service import FederationService
@@ -110,15 +110,19 @@ class Node:
             self.scheduler.on_verified.append(self.federation.on_anchor_verified)
             # Collaborative/hybrid anchoring: the scheduler's delegate and the service's
             # checkpoint/receipt handlers; idle while the registry says independent.
+            # Each extension gets the federation's parts it uses, never the whole service.
+            fed = self.federation
             self.collaborative = CollaborativeAnchoring(
-                self.federation, self.scheduler, metrics=self.metrics
-            )
+                fed, fed.peers, fed.outbox, fed.misbehaviour, self.node_key, self.store,
+                self.rails, fed.log_verifiers, self.scheduler, metrics=self.metrics, clock=self.clock,
+            )  # fmt: skip
             # Anti-entropy: verified replicas of the witnessed logs (docs/anti-entropy.md).
             self.replicator = Replicator(
-                self.federation, self.store,
+                fed, fed.peers, fed.outbox, fed.countersigning, fed.misbehaviour, self.store,
                 [ReplicaSpec(w.origin, w.vkeys, w.mirror) for w in self.witnessed], self.rails,
-                own_receipts=self.scheduler.receipts, interval=self.antientropy_seconds,
-                metrics_registry=self.metrics.registry,
+                own=SequencerLogs(self.sequencer, self.node_key.public, self.scheduler.receipts),
+                clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
+                interval=self.antientropy_seconds, metrics_registry=self.metrics.registry,
             )  # fmt: skip
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
@@ -140,7 +144,8 @@ class Node:
             on_relayed=lambda t: m.xns_relayed.labels(t).inc(),
         )  # fmt: skip
         if self.federation is not None:
-            self.messaging.attach(self.federation)
+            fed = self.federation
+            self.messaging.attach(fed, fed.peers, fed.outbox)
         self.pending: dict[str, asyncio.Task[Receipt]] = {}
         self.storage_health: dict[str, Any] = {"status": "ok", "last_error": None, "since": None}
         self.started = time.time()

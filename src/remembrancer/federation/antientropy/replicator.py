@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,17 +23,26 @@ import httpx
 from remembrancer.anchoring.base import RailRegistry
 from remembrancer.core.anchor import AnchorReceipt, checkpoint_digest, covers
 from remembrancer.core.errors import FormatError, PeerError, RemembrancerError, VerificationError
+from remembrancer.core.keys import PublicKey
 from remembrancer.core.note import format_vkey
 from remembrancer.federation.antientropy.claims import (
     federation_receipt_time,
     pack_bundles,
     receipt_time,
 )
-from remembrancer.federation.antientropy.engine import ReplicaEngine
+from remembrancer.federation.antientropy.engine import OwnLogs, ReplicaEngine
 from remembrancer.federation.antientropy.metrics import ReplicaMetrics
 from remembrancer.federation.antientropy.model import ReplicaSpec, namespace_of
 from remembrancer.federation.antientropy.source import FETCH_CONCURRENCY, FETCH_TIMEOUT, HttpSource
+from remembrancer.federation.countersigning import RECEIPT_SCOPE
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
+from remembrancer.federation.ports import (
+    EquivocationReports,
+    Inbox,
+    Outbox,
+    PeerView,
+    ReceiptKeeper,
+)
 from remembrancer.federation.protocol.contents import (
     BundleContent,
     HeartbeatContent,
@@ -41,7 +51,6 @@ from remembrancer.federation.protocol.contents import (
 from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import TYPE as FEDERATION_RECEIPT_TYPE
 from remembrancer.federation.receipts import FederationReceipt
-from remembrancer.federation.service import RECEIPT_SCOPE, FederationService
 from remembrancer.federation.transport import FederationClient, RetryPolicy
 from remembrancer.storage.base import Store
 
@@ -61,44 +70,63 @@ class _Cursor:
     full_at: float = 0.0  # when the last exchange from 0 was asked
 
 
-class _ServiceOwnLogs:
-    def __init__(self, service: FederationService,
+class SequencerLogs:
+    """This node's own logs as the engine needs them (:class:`~.engine.OwnLogs`):
+    the sequencer's origins, the node key's vkey for each, the scheduler's receipts."""
+
+    def __init__(self, logs: Any, key: PublicKey,
                  receipts: Callable[[str], list[AnchorReceipt]]) -> None:  # fmt: skip
-        self.service = service
+        self.logs = logs  # the sequencer: origin(), namespaces
+        self.key = key
         self._receipts = receipts
 
     def origins(self) -> dict[str, str]:
-        logs = self.service.logs
+        logs = self.logs
         return {logs.origin(ns): ns for ns in logs.namespaces.current()}
 
     def spec(self, origin: str) -> ReplicaSpec:
-        return ReplicaSpec(origin, (format_vkey(origin, self.service.key.public),))
+        return ReplicaSpec(origin, (format_vkey(origin, self.key),))
 
     def receipts(self, namespace: str) -> list[AnchorReceipt]:
         return self._receipts(namespace)
 
 
 class Replicator:
-    """Anti-entropy for one node, registered on its :class:`FederationService`."""
+    """Anti-entropy for one node: a federation extension on the parts it is given.
+
+    ``inbox`` takes its ``heartbeat``, ``request`` and ``bundle`` handlers and
+    starts and stops it; ``peers`` says who the peers are and takes blame;
+    ``outbox`` sends requests and bundles; ``receipts`` filters and keeps the
+    federation receipts that arrive in bundles; ``reports`` takes the
+    equivocation the engine proves; ``own`` is this node's own logs."""
 
     def __init__(
         self,
-        service: FederationService,
+        inbox: Inbox,
+        peers: PeerView,
+        outbox: Outbox,
+        receipts: ReceiptKeeper,
+        reports: EquivocationReports,
         store: Store,
         specs: Iterable[ReplicaSpec],
         rails: RailRegistry,
         *,
-        own_receipts: Callable[[str], list[AnchorReceipt]] | None = None,
+        own: OwnLogs | None = None,
+        clock: Callable[[], float] = time.time,
+        heartbeat_seconds: float = 2.0,
         interval: float = 5.0,
         metrics_registry: Any = None,
     ) -> None:
-        self.service = service
-        self.clock = service.clock
+        self.peers = peers
+        self.outbox = outbox
+        self.receipts = receipts
+        self.reports = reports
+        self.clock = clock
+        self.heartbeat_seconds = heartbeat_seconds
         self.interval = interval
         self.metrics = ReplicaMetrics(metrics_registry)
         self.engine = ReplicaEngine(
-            store, specs, rails, clock=service.clock,
-            own=_ServiceOwnLogs(service, own_receipts or (lambda ns: [])),
+            store, specs, rails, clock=clock, own=own,
             blame=self._blame, report_equivocation=self._report, metrics=self.metrics,
         )  # fmt: skip
         self.store = store
@@ -121,10 +149,10 @@ class Replicator:
             retry=RetryPolicy(max_attempts=2, deadline=FETCH_TIMEOUT),
         )  # fmt: skip
         self.rounds = 0
-        service.add_handler(HeartbeatContent, self._on_heartbeat)
-        service.add_handler(RequestContent, self._on_request)
-        service.add_handler(BundleContent, self._on_bundle)
-        service.add_extension(self)
+        inbox.add_handler(HeartbeatContent, self._on_heartbeat)
+        inbox.add_handler(RequestContent, self._on_request)
+        inbox.add_handler(BundleContent, self._on_bundle)
+        inbox.add_extension(self)
 
     # --- lifecycle -----------------------------------------------------------------------
     @property
@@ -162,20 +190,20 @@ class Replicator:
 
     # --- federation hooks -------------------------------------------------------------------
     async def _blame(self, peer: str, code: str) -> None:
-        await self.service.score(peer, "invalid", code)
+        await self.peers.score(peer, "invalid", code)
 
     async def _report(self, evidence: EquivocationEvidence) -> None:
-        await self.service.report_equivocation(evidence)
+        await self.reports.report_equivocation(evidence)
 
     def _peers(self) -> list[Any]:
         """The other peers to exchange with: every one not suspended (a peer put on
         probation by missed heartbeats, say during a partition, is exactly one to
         catch up with)."""
-        return [p for p in self.service.verifier.peers
-                if p.did != self.service.self_did and p.status != "suspended"]  # fmt: skip
+        return [p for p in self.peers.listed()
+                if p.did != self.peers.self_did and p.status != "suspended"]  # fmt: skip
 
     def _endpoint(self, did: str) -> str | None:
-        peer = self.service.registry.get(did)
+        peer = self.peers.registry.get(did)
         return str(peer.endpoint).rstrip("/") if peer is not None else None
 
     # --- heartbeats and rounds ----------------------------------------------------------------
@@ -183,7 +211,7 @@ class Replicator:
         now = self.clock()
         prev = self._last_beat.get(sender)
         self._last_beat[sender] = now
-        if prev is not None and now - prev > 3 * self.service.heartbeat_seconds:
+        if prev is not None and now - prev > 3 * self.heartbeat_seconds:
             self._restart_exchange(sender)  # it was away: a full exchange
         for s in content.logs:
             spec = self.engine.specs.get(s.origin)
@@ -289,7 +317,7 @@ class Replicator:
         every active peer for the anchors and receipts of each followed namespace."""
         self.rounds += 1
         now = self.clock()
-        silent_after = 3 * self.service.heartbeat_seconds
+        silent_after = 3 * self.heartbeat_seconds
         for origin in self.engine.specs:
             claims = self._claims.get(origin, {})
             live = [c for c in claims.values() if now - c[2] <= silent_after]
@@ -332,7 +360,7 @@ class Replicator:
     async def _send_requests(self, peer: Any, contents: Sequence[RequestContent]) -> None:
         try:
             for content in contents:
-                (delivery,) = await self.service.deliver([peer], content, client=self.messages)
+                (delivery,) = await self.outbox.deliver([peer], content, client=self.messages)
                 if not delivery.delivered:
                     return  # unreachable now: the next round tries again
         except Exception:
@@ -343,7 +371,7 @@ class Replicator:
         key = (sender, content.namespace)
         if key in self._answering:
             return  # one answer at a time per peer and namespace
-        peer = self.service.registry.get(sender)
+        peer = self.peers.registry.get(sender)
         if peer is None:
             return
         self._answering.add(key)
@@ -364,7 +392,7 @@ class Replicator:
                     self._receipt_items, content.namespace, content.from_ts, content.to_ts
                 )
             for bundle in pack_bundles(content.namespace, receipts, anchors, in_reply_to=seq):
-                (delivery,) = await self.service.deliver([peer], bundle, client=self.messages)
+                (delivery,) = await self.outbox.deliver([peer], bundle, client=self.messages)
                 if not delivery.delivered:
                     break
         except Exception:
@@ -392,11 +420,11 @@ class Replicator:
                 if (from_ts is not None and t < from_ts) or (to_ts is not None and t > to_ts):
                     continue
                 try:
-                    receipt = self.service.checked_receipt(FederationReceipt.from_dict(d))
+                    receipt = self.receipts.checked_receipt(FederationReceipt.from_dict(d))
                 except (FormatError, VerificationError) as e:
                     log.info("not relaying a stored receipt of %s: %s", namespace, e.explain())
                     continue
-                out.append((t, receipt.to_dict(quorum=self.service.registry.quorum)))
+                out.append((t, receipt.to_dict(quorum=self.peers.registry.quorum)))
 
     async def _on_bundle(self, sender: str, content: BundleContent, raw: bytes) -> None:
         cursor = self._cursors.get((sender, content.namespace))
@@ -441,7 +469,7 @@ class Replicator:
         spec = self.engine.spec_for(receipt.origin)
         if spec is None or namespace_of(receipt.origin) != receipt.namespace:
             return False
-        if receipt.federation_id != self.service.registry.federation_id:
+        if receipt.federation_id != self.peers.registry.federation_id:
             raise VerificationError("a receipt of another federation",
                                     code="replica_receipt_invalid")  # fmt: skip
         signed, _ = await asyncio.to_thread(spec.open, receipt.checkpoint)
@@ -450,8 +478,8 @@ class Replicator:
                                     code="replica_receipt_invalid")  # fmt: skip
         # Against the registry, as `remembrancer federation verify --registry` does:
         # a countersigner that missed heartbeats since is still a valid signer.
-        checked = self.service.checked_receipt(receipt)
-        return await asyncio.to_thread(self.service.keep_receipt, checked)
+        checked = self.receipts.checked_receipt(receipt)
+        return await asyncio.to_thread(self.receipts.keep_receipt, checked)
 
     # --- status ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
-from remembrancer.core.anchor import MAX_ANCHORS, Anchor, AnchorReceipt, resolve_conflicts
+from remembrancer.core.anchor import Anchor, AnchorReceipt, bound_anchors, resolve_conflicts
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.note import Note
@@ -48,17 +48,6 @@ def version_key(a: Anchor) -> tuple[int, int, int, bytes]:
             canonicalize(a.to_dict()))  # fmt: skip
 
 
-def _bounded(anchors: Iterable[Anchor]) -> list[Anchor]:
-    """At most MAX_ANCHORS: failed and reorged ones go first, then the oldest."""
-    out = list(anchors)
-    if len(out) <= MAX_ANCHORS:
-        return out
-    doomed = sorted(out, key=lambda a: (a.status not in ("failed", "reorged"),
-                                        a.anchor_ts or 0, a.key))  # fmt: skip
-    drop = {a.key for a in doomed[: len(out) - MAX_ANCHORS]}
-    return [a for a in out if a.key not in drop]
-
-
 def merge_anchors(*groups: Iterable[Anchor], verified: Collection[str]) -> tuple[Anchor, ...]:
     """Merge claims on one digest: one version per anchor (the latest, see
     :func:`version_key`), in the conflict order of
@@ -78,7 +67,7 @@ def merge_anchors(*groups: Iterable[Anchor], verified: Collection[str]) -> tuple
     # The conflict order ends with txRef; two targets can share one (two TSAs'
     # serial numbers): presorting by key (target/txRef) makes that last tie
     # break the same way on every node (resolve_conflicts sorts stably).
-    return tuple(resolve_conflicts(sorted(_bounded(by_key.values()), key=lambda a: a.key),
+    return tuple(resolve_conflicts(sorted(bound_anchors(by_key.values()), key=lambda a: a.key),
                                    verified=verified))  # fmt: skip
 
 

@@ -365,8 +365,8 @@ def _key_of(node: NodeProcess) -> Any:
 
 def sign_manifest(doc: dict[str, Any], key: Any) -> None:
     """(Re-)sign a manifest dict as ``backup create`` does (format v2)."""
+    from remembrancer.core.encoding import b64url_encode
     from remembrancer.core.jcs import canonicalize
-    from remembrancer.core.record import b64url_encode
     from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 
     doc.pop("signature", None)

@@ -49,10 +49,11 @@ import pytest
 import yaml
 
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.note import Note
-from remembrancer.core.record import Record, b64url_encode
+from remembrancer.core.record import Record
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.procs import (
     NodeProcess,

@@ -31,11 +31,12 @@ import pytest
 import yaml
 
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import format_vkey
-from remembrancer.core.record import Record, b64url_encode, sign_envelope
+from remembrancer.core.record import Record, sign_envelope
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.records import EXAMPLE_WITNESSES, example_record, make_record

@@ -37,6 +37,7 @@ from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest
 from remembrancer.core.cadence import parse_cadence, parse_period
 from remembrancer.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey, parse_cosigner_vkey
+from remembrancer.core.encoding import b64url_decode
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.governance import check_proposal, parse_rfc3339
 from remembrancer.core.jcs import canonicalize, loads_strict, parse_sha256_hex
@@ -49,7 +50,7 @@ from remembrancer.core.keys import (
 )
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, NoteSignature, Verifier, format_vkey, open_note, parse_vkey
-from remembrancer.core.record import Record, b64url_decode
+from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaPattern, SchemaRegistry
 from remembrancer.core.tiles import (
     decode_entry_bundle,
@@ -276,7 +277,7 @@ def _sign_message(kind: str, content: Any, *, key: SigningKey = PEERS[1]) -> byt
     _SEQ[0] += 1
     body = {"type": kind, "federation_id": FED, "sender": key.did, "seq": _SEQ[0],
             "timestamp": NOW, "content": content}  # fmt: skip
-    from remembrancer.core.record import b64url_encode
+    from remembrancer.core.encoding import b64url_encode
 
     body["signature"] = b64url_encode(key.sign(canonicalize(body)))
     return canonicalize(body)
@@ -625,7 +626,7 @@ def _resign_message(value: Any) -> bytes:
         value.pop("signature", None)
         key = next((k for k in PEERS if k.did == value.get("sender")), None)
         if key is not None:
-            from remembrancer.core.record import b64url_encode
+            from remembrancer.core.encoding import b64url_encode
 
             value["signature"] = b64url_encode(key.sign(canonicalize(value)))
     return canonicalize(value)
@@ -661,8 +662,8 @@ def _rewrite_archive(archive: bytes, member: str, change: Callable[[bytes], byte
                 data = change(data)
                 sums[info.name] = (len(data), hashlib.sha256(data).hexdigest())
             if info.name == "manifest.json" and info.name != member:
+                from remembrancer.core.encoding import b64url_encode
                 from remembrancer.core.jcs import canonicalize
-                from remembrancer.core.record import b64url_encode
                 from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 
                 doc = json.loads(data)

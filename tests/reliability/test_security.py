@@ -344,8 +344,8 @@ def _archive_with(
     the node ``key`` (as a writer holding it would: what is tested is the edit)."""
     import hashlib
 
+    from remembrancer.core.encoding import b64url_encode
     from remembrancer.core.jcs import canonicalize
-    from remembrancer.core.record import b64url_encode
     from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 
     with tarfile.open(fileobj=io.BytesIO(backup)) as src:

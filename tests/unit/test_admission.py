@@ -16,11 +16,13 @@ from remembrancer.core.admission import (
     check_signatures,
     lookup_namespace,
 )
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import FormatError, PolicyError, RemembrancerError, VerificationError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
-from remembrancer.core.record import MAX_RECORD_BYTES, Record, b64url_encode
+from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
+from remembrancer.core.tiles import MAX_ENTRY_SIZE
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.records import ledger_payload, make_record
 
@@ -100,7 +102,7 @@ def test_malformed_records(data: bytes | None, code: str) -> None:
         elif code == "event_type_mismatch":
             env["event:type"] = "vote.cast"
         elif code == "record_too_large":
-            env["payload"]["data"] = "x" * (MAX_RECORD_BYTES + 1)
+            env["payload"]["data"] = "x" * (MAX_ENTRY_SIZE + 1)
         elif code == "signature_alg_unsupported":
             env["signatures"][0]["alg"] = "RS256"
         data = json.dumps(env).encode()

@@ -34,11 +34,11 @@ from remembrancer.core.anchor import (
     require_covers,
 )
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import FormatError, NotFoundError, VerificationError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
-from remembrancer.core.record import b64url_encode
 from remembrancer.core.rfc6962 import hash_leaf, verify_inclusion
 from remembrancer.federation.evidence.claims import ClaimEvidence, verify_claim_evidence
 from remembrancer.federation.protocol.contents import CheckpointContent

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from remembrancer.core.anchor import Anchor, checkpoint_digest
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.cosignature import cosign
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import FormatError, RemembrancerError, VerificationError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note, format_vkey
-from remembrancer.core.record import b64url_encode
 from remembrancer.core.rfc6962 import EMPTY_ROOT
 from remembrancer.core.tiles import TileTree
 from remembrancer.federation.evidence.claims import (

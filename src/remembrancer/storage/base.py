@@ -79,12 +79,10 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple, Protocol, TypeAlias
 
 from remembrancer.core.errors import ConflictError, FormatError, StorageError
-from remembrancer.core.tiles import decode_entry_bundle
+from remembrancer.core.rfc6962 import HASH_SIZE
+from remembrancer.core.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, decode_entry_bundle
 
-HASH_SIZE: Final = 32
-TILE_WIDTH: Final = 256  # hashes per full tile (C2SP tlog-tiles)
-BUNDLE_WIDTH: Final = 256  # entries per full entry bundle (C2SP tlog-tiles)
-MAX_ENTRY_SIZE: Final = 65535  # the tlog-tiles entry bundle limit
+BUNDLE_WIDTH: Final = TILE_WIDTH  # entries per full entry bundle (C2SP tlog-tiles)
 MAX_STATE_PAGE: Final = 10_000  # rows one list_state_page call returns at most
 
 
@@ -417,7 +415,7 @@ def validate_batch(batch: AppendBatch) -> None:
     for offset, entry in enumerate(batch.entries):
         if len(entry.leaf) > MAX_ENTRY_SIZE:
             raise _invalid(
-                "an entry is larger than 65,535 bytes",
+                f"an entry is larger than {MAX_ENTRY_SIZE:,} bytes",
                 index=batch.start + offset,
                 length=len(entry.leaf),
             )

@@ -64,6 +64,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey, read_key_file, write_key_file
 
@@ -75,10 +76,6 @@ TIMEOUT = 10.0
 FEDERATION_PATH = "/federation/v1/messages"
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def sign_message(key: SigningKey, *, type: str, content: Any, federation_id: str, seq: int,
                  timestamp: int, sender: str | None = None) -> bytes:  # fmt: skip
     """The wire bytes of a federation message signed by ``key``, as the spec
@@ -88,7 +85,7 @@ def sign_message(key: SigningKey, *, type: str, content: Any, federation_id: str
     body: dict[str, Any] = {"type": type, "federation_id": federation_id,
                             "sender": sender or key.did, "seq": seq, "timestamp": timestamp,
                             "content": content}  # fmt: skip
-    body["signature"] = _b64url(key.sign(canonicalize(body)))
+    body["signature"] = b64url_encode(key.sign(canonicalize(body)))
     return canonicalize(body)
 
 

@@ -45,10 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey, read_key_file
 from remembrancer.core.note import Signer, format_vkey, sign_note
-from remembrancer.core.record import b64url_encode, sign_envelope, unsigned_envelope
+from remembrancer.core.record import sign_envelope, unsigned_envelope
 from remembrancer.federation.evidence.claims import ClaimEvidence
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.receipts import Countersignature, FederationReceipt

@@ -16,8 +16,8 @@ from typing import Final
 
 from remembrancer.core.checkpoint import SignedCheckpoint, open_checkpoint
 from remembrancer.core.errors import RemembrancerError, VerificationError
+from remembrancer.core.identifiers import NAMESPACE_RE
 from remembrancer.core.note import parse_vkey
-from remembrancer.core.record import NAMESPACE_RE
 
 __all__ = ["ANCHOR_SCOPE", "MIRROR_PREFIX", "REPLICA_SCOPE", "ReplicaHead", "ReplicaSpec"]
 

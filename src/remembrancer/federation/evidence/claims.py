@@ -10,7 +10,6 @@ Pure: rails and message openers are passed in.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from typing import Any, Final, Literal, TypeAlias
 
 from remembrancer.core.aggregation import AGGREGATE_ANCHOR_TYPE, AggregateAnchor
 from remembrancer.core.anchor import Anchor, checkpoint_digest, covers
+from remembrancer.core.encoding import b64url_decode, b64url_encode, decode_base64, encode_base64
 from remembrancer.core.errors import FormatError, VerificationError
 from remembrancer.core.jcs import canonicalize, loads_strict, sha256_hex
 from remembrancer.core.keys import PublicKey, SigningKey, public_from_did_key
-from remembrancer.core.note import Note, decode_base64
-from remembrancer.core.record import b64url_decode, b64url_encode
+from remembrancer.core.note import Note
 from remembrancer.federation.evidence.equivocation import incident_ref
 from remembrancer.federation.receipts import (
     Countersignature,
@@ -53,10 +52,6 @@ _FINDINGS: Final[dict[str, tuple[str, ...]]] = {
     "forged_countersignature": ("signature_invalid",),
     "invalid_anchor_claim": ("root_mismatch", "rail_failed"),
 }
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def open_signed_message(data: bytes, sender_key: PublicKey) -> dict[str, Any]:
@@ -185,7 +180,7 @@ class ClaimEvidence:
             "kind": self.kind,
             "federation_id": self.federation_id,
             "accused": self.accused,
-            "message": _b64(self.message),
+            "message": encode_base64(self.message),
             "receipt_at": self.receipt_at,
             "countersigner": self.countersigner,
             "finding": self.finding,

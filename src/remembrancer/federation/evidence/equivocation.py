@@ -21,18 +21,19 @@ rules are in the package docstring).  Pure.
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from remembrancer.core.checkpoint import HASH_SIZE, Checkpoint, open_checkpoint
+from remembrancer.core.checkpoint import Checkpoint, open_checkpoint
+from remembrancer.core.encoding import decode_base64, encode_base64
 from remembrancer.core.errors import FormatError, NotFoundError, VerificationError
 from remembrancer.core.jcs import sha256_hex
 from remembrancer.core.keys import PublicKey
-from remembrancer.core.note import Note, Verifier, check_key_name, decode_base64, parse_vkey
+from remembrancer.core.note import Note, Verifier, check_key_name, parse_vkey
 from remembrancer.core.rfc6962 import (
     EMPTY_ROOT,
+    HASH_SIZE,
     NodeReader,
     consistency_proof,
     root_hash,
@@ -56,10 +57,6 @@ MAX_EQUIVOCATION_PROOF: Final = 128
 
 
 _LINE_CONTROL: Final = re.compile("[\x00-\x09\x0b-\x1f]")  # as in signed notes
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _note_checkpoint(note: object, which: str) -> Checkpoint:
@@ -147,12 +144,12 @@ class EquivocationEvidence:
             EQUIVOCATION_HEADER,
             f"origin {self.origin}",
             f"vkey {self.log_vkey}",
-            f"note-a {_b64(self.note_a)}",
-            f"note-b {_b64(self.note_b)}",
+            f"note-a {encode_base64(self.note_a)}",
+            f"note-b {encode_base64(self.note_b)}",
         ]
         if self.prefix_root is not None:
-            lines.append(f"prefix {_b64(self.prefix_root)}")
-        lines.extend(f"proof {_b64(h)}" for h in self.proof)
+            lines.append(f"prefix {encode_base64(self.prefix_root)}")
+        lines.extend(f"proof {encode_base64(h)}" for h in self.proof)
         return ("\n".join(lines) + "\n").encode("utf-8")
 
     @classmethod
@@ -316,7 +313,7 @@ class EquivocationReport:
 
     def to_dict(self) -> dict[str, Any]:
         def cp(c: Checkpoint) -> dict[str, Any]:
-            return {"size": c.size, "root": _b64(c.root_hash)}
+            return {"size": c.size, "root": encode_base64(c.root_hash)}
 
         return {
             "kind": self.kind,
@@ -325,7 +322,7 @@ class EquivocationReport:
             "a": cp(self.checkpoint_a),
             "b": cp(self.checkpoint_b),
             "conflict": self.conflict,
-            "prefix_root": None if self.prefix_root is None else _b64(self.prefix_root),
+            "prefix_root": None if self.prefix_root is None else encode_base64(self.prefix_root),
             "evidence_ref": self.evidence_ref,
             "incident": self.incident,
         }

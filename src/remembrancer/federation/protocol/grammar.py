@@ -9,30 +9,19 @@ origins and signatures.  Pure.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any, Final, Literal, TypeAlias
 
+from remembrancer.core.encoding import b64url_decode
 from remembrancer.core.errors import FormatError
-from remembrancer.core.note import check_note_text
+from remembrancer.core.identifiers import MAX_DID_CHARS, NAMESPACE_RE, is_did
+from remembrancer.core.note import check_note_text, is_valid_key_name
 
 __all__ = ["MAX_LIST_ITEMS", "MAX_SEQ", "MESSAGE_TYPES"]
 
 
-"""Largest accepted message body, in bytes (262,144)."""
-
-
-"""Default timestamp window: a message is fresh if ``|timestamp - now| <= 120`` seconds."""
-
-
-"""Default per-sender rate limit: messages per second ..."""
-
-
-"""... and burst (for a :class:`RateLimiter` such as ``node.ratelimit.TokenBuckets``)."""
 MAX_SEQ: Final = 2**53 - 1
 MAX_LIST_ITEMS: Final = 1024
-MAX_DID_CHARS: Final = 512
 MAX_ORIGIN_CHARS: Final = 255
 
 MessageType: TypeAlias = Literal[
@@ -59,21 +48,9 @@ MESSAGE_TYPES: Final[tuple[MessageType, ...]] = (
 )
 
 
-"""Which peer roles may send each type; ``None``: every registered peer."""
-
-
-FEDERATION_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-# W3C DID syntax without DID URL parts (the registry's grammar); <= 512 characters.
-DID_RE: Final = re.compile(r"did:[a-z0-9]+:(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2}|:)*[A-Za-z0-9._-]")
-
-
-_NAMESPACE_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}:[a-z0-9][a-z0-9-]{0,62}")
 _HASH_RE: Final = re.compile(r"sha256:[0-9a-f]{64}")
 _SIG_RE: Final = re.compile(r"[A-Za-z0-9_-]{85}[AQgw]")  # 64 bytes: 4 zero padding bits
 _RECEIPT_TYPE_RE: Final = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}/v[0-9]{1,4}")
-
-
-_URL_TO_STD: Final = bytes.maketrans(b"-_", b"+/")
 
 
 def malformed(where: str, message: str) -> FormatError:
@@ -108,7 +85,7 @@ def check_match(value: Any, pattern: re.Pattern[str], where: str, what: str) -> 
 
 
 def check_namespace(value: Any, where: str) -> str:
-    return check_match(value, _NAMESPACE_RE, where, "a namespace <org>:<name>")
+    return check_match(value, NAMESPACE_RE, where, "a namespace <org>:<name>")
 
 
 def check_hash(value: Any, where: str) -> str:
@@ -116,20 +93,15 @@ def check_hash(value: Any, where: str) -> str:
 
 
 def check_did(value: Any, where: str) -> str:
-    if type(value) is not str or len(value) > MAX_DID_CHARS or DID_RE.fullmatch(value) is None:
+    if type(value) is not str or not is_did(value):
         raise malformed(where, f"must be a DID of at most {MAX_DID_CHARS} characters")
     return value
 
 
-# A signed-note key name (core.note.is_valid_key_name): no '+', no Unicode white
-# space, no control characters, no lone surrogates; at most 255 characters here.
-_ORIGIN_RE: Final = re.compile(
-    r"[^+\x00-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ud800-\udfff]{1,255}"
-)
-
-
 def check_origin(value: Any, where: str) -> str:
-    if type(value) is not str or _ORIGIN_RE.fullmatch(value) is None:
+    """A log origin: a signed-note key name (:func:`remembrancer.core.note.is_valid_key_name`)
+    of at most :data:`MAX_ORIGIN_CHARS` characters."""
+    if type(value) is not str or len(value) > MAX_ORIGIN_CHARS or not is_valid_key_name(value):
         raise malformed(where, "must be a log origin (a signed-note key name, <= 255 chars)")
     return value
 
@@ -169,9 +141,6 @@ def check_typed_object(value: Any, where: str) -> dict[str, Any]:
 
 
 def check_sig(value: Any, where: str) -> bytes:
+    # The pattern admits exactly the canonical encodings of 64 bytes.
     check_match(value, _SIG_RE, where, "the unpadded base64url of a 64-byte Ed25519 signature")
-    return binascii.a2b_base64(value.encode("ascii").translate(_URL_TO_STD) + b"==")
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return b64url_decode(value, what=where, code="malformed")

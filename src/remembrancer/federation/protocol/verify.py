@@ -22,8 +22,8 @@ from remembrancer.core.errors import (
     PushbackError,
     VerificationError,
 )
+from remembrancer.core.identifiers import DID_RE, FEDERATION_ID_RE
 from remembrancer.core.keys import PublicKey
-from remembrancer.federation.protocol.grammar import DID_RE, FEDERATION_ID_RE
 from remembrancer.federation.protocol.wire import MAX_MESSAGE_BYTES, Message
 
 __all__ = [
@@ -44,12 +44,15 @@ __all__ = [
 
 
 DEFAULT_SKEW: Final = 120
+"""Default timestamp window: a message is fresh if ``|timestamp - now| <= 120`` seconds."""
 
 
 DEFAULT_RATE: Final = 20.0
+"""Default per-sender rate limit: messages per second ..."""
 
 
 DEFAULT_BURST: Final = 100
+"""... and burst (for a :class:`RateLimiter` such as ``node.ratelimit.TokenBuckets``)."""
 
 
 Role: TypeAlias = Literal["witness", "anchor", "countersign", "relay", "coordinator"]
@@ -70,6 +73,7 @@ ALLOWED_ROLES: Final[Mapping[str, frozenset[str] | None]] = {
     "bundle": None,
     "xns": frozenset({"relay"}),
 }
+"""Which peer roles may send each type; ``None``: every registered peer."""
 
 
 class PeerInfo(Protocol):

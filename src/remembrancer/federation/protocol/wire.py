@@ -18,16 +18,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
 
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import FormatError
+from remembrancer.core.identifiers import FEDERATION_ID_RE
 from remembrancer.core.jcs import canonicalize, loads_strict, parse_canonical
 from remembrancer.core.keys import PublicKey
 from remembrancer.federation.protocol.contents import CONTENT_PARSERS, Content
 from remembrancer.federation.protocol.grammar import (
-    FEDERATION_ID_RE,
     MAX_SEQ,
     MESSAGE_TYPES,
     MessageType,
-    b64url,
     check_did,
     check_int,
     check_match,
@@ -39,6 +39,7 @@ __all__ = ["MAX_MESSAGE_BYTES", "Message", "MessageSigner", "SeqCounter"]
 
 
 MAX_MESSAGE_BYTES: Final = 256 * 1024
+"""Largest accepted message body, in bytes (262,144)."""
 
 
 _ENVELOPE: Final = frozenset(
@@ -124,7 +125,7 @@ class Message:
             "content": content.to_json(),
         }
         signing_input = canonicalize(body)
-        body["signature"] = b64url(key.sign(signing_input))
+        body["signature"] = b64url_encode(key.sign(signing_input))
         raw = canonicalize(body)
         if len(raw) > max_bytes:
             raise FormatError(

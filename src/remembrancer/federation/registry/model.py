@@ -22,13 +22,13 @@ and :meth:`Registry.from_record_payload` call it.  Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeAlias, cast
 
 from remembrancer.core.aggregation import DEFAULT_EPOCH_SECONDS, MAX_EPOCH_SECONDS
 from remembrancer.core.errors import FormatError, NotFoundError
+from remembrancer.core.identifiers import FEDERATION_ID_RE, MAX_DID_CHARS
 from remembrancer.core.jcs import canonicalize, sha256_hex
 from remembrancer.core.keys import PublicKey, public_from_did_key
 
@@ -46,13 +46,9 @@ STRATEGIES: Final[tuple[AnchorStrategy, ...]] = ("independent", "collaborative",
 
 
 MAX_PEERS: Final = 256
-MAX_DID_CHARS: Final = 512
 
 
 MAX_MEMO_CHARS: Final = 280
-
-
-FEDERATION_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 _SEVERITY: Final[dict[str, int]] = {"active": 0, "probation": 1, "suspended": 2}

@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, cast
@@ -43,10 +42,9 @@ import yaml
 
 from remembrancer.core.aggregation import DEFAULT_EPOCH_SECONDS, MAX_EPOCH_SECONDS
 from remembrancer.core.errors import ConfigError, FormatError
+from remembrancer.core.identifiers import FEDERATION_ID_PATTERN, FEDERATION_ID_RE, is_did
 from remembrancer.core.keys import PUBLIC_KEY_SIZE, PublicKey, public_from_did_key
 from remembrancer.federation.registry.model import (
-    FEDERATION_ID_RE,
-    MAX_DID_CHARS,
     MAX_MEMO_CHARS,
     MAX_PEERS,
     ROLES,
@@ -66,10 +64,6 @@ MAX_CONFIG_BYTES: Final = 1 << 20
 
 
 MAX_ENDPOINT_CHARS: Final = 512
-
-
-# W3C DID syntax: did:<method>:<method-specific id>, without DID URL parts.
-_DID_RE: Final = re.compile(r"did:[a-z0-9]+:(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2}|:)*[A-Za-z0-9._-]")
 
 
 _TOP_KEYS: Final = frozenset(
@@ -93,7 +87,7 @@ def _at(prefix: str, key: str) -> str:
 
 
 def _did(value: Any, key: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_DID_CHARS or not _DID_RE.fullmatch(value):
+    if not is_did(value):
         raise _Invalid(key, f"{value!r} is not a DID (did:<method>:<id>)", "peer_did_invalid")
     return value
 
@@ -217,7 +211,7 @@ def _registry(
     if not isinstance(federation_id, str) or not FEDERATION_ID_RE.fullmatch(federation_id):
         raise _Invalid(
             "federation_id",
-            f"{federation_id!r} must match ^[a-z0-9][a-z0-9-]{{0,62}}$",
+            f"{federation_id!r} must match {FEDERATION_ID_PATTERN}",
             "federation_id_invalid",
         )
     quorum = body.get("quorum")

@@ -59,10 +59,10 @@ from remembrancer.core.errors import (
     RemembrancerError,
     VerificationError,
 )
+from remembrancer.core.identifiers import MAX_DID_CHARS
 from remembrancer.core.keys import SIGNATURE_SIZE, PublicKey
 from remembrancer.core.record import Record
 from remembrancer.federation.registry.model import (
-    MAX_DID_CHARS,
     ChangeStatus,
     Peer,
     Registry,

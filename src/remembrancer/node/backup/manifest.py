@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from remembrancer.core.encoding import b64url_decode, b64url_encode
 from remembrancer.core.errors import FormatError, VerificationError
+from remembrancer.core.identifiers import NAMESPACE_RE
 from remembrancer.core.jcs import canonicalize, loads_strict
 from remembrancer.core.keys import PublicKey, SigningKey
-from remembrancer.core.record import NAMESPACE_RE, b64url_decode, b64url_encode
-from remembrancer.storage.base import HASH_SIZE
+from remembrancer.core.rfc6962 import HASH_SIZE
 
 __all__ = ["FORMAT", "FORMAT_V1", "BackupFile", "BackupLog", "Manifest", "ManifestSignature"]
 

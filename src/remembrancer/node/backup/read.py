@@ -25,7 +25,7 @@ from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import PublicKey
 from remembrancer.core.note import Verifier
 from remembrancer.core.record import Record
-from remembrancer.core.rfc6962 import hash_leaf
+from remembrancer.core.rfc6962 import HASH_SIZE, hash_leaf
 from remembrancer.log.tiles import TileWriter
 from remembrancer.node.backup.manifest import (
     MANIFEST,
@@ -42,7 +42,6 @@ from remembrancer.node.backup.manifest import (
 )
 from remembrancer.storage.base import (
     BUNDLE_WIDTH,
-    HASH_SIZE,
     LogState,
     RecordRow,
     StoredCheckpoint,

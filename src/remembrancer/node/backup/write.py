@@ -22,8 +22,8 @@ import yaml
 
 from remembrancer import __version__
 from remembrancer.core.errors import ConfigError, FormatError
+from remembrancer.core.identifiers import NAMESPACE_RE
 from remembrancer.core.keys import PublicKey, read_key_file
-from remembrancer.core.record import NAMESPACE_RE
 from remembrancer.node.backup.manifest import (
     FILE_MEMBER,
     MANIFEST,

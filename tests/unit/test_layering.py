@@ -12,15 +12,16 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "remembrancer"
 # Lower index = lower layer. A layer may import from its own rank or below.
 RANK = {
     "core": 0,
-    "storage": 1,
-    "log": 2,
-    "anchoring": 3,
-    "federation": 4,
-    "explorer": 5,
-    "node": 6,
-    "demo": 7,  # `remembrancer demo`: product code built on real processes; never testing/
-    "testing": 8,  # test harnesses: may use every layer but the CLI
-    "cli": 9,
+    "net": 1,  # the bounded HTTP client every outbound call uses
+    "storage": 2,
+    "log": 3,
+    "anchoring": 4,
+    "federation": 5,
+    "explorer": 6,
+    "node": 7,
+    "demo": 8,  # `remembrancer demo`: product code built on real processes; never testing/
+    "testing": 9,  # test harnesses: may use every layer but the CLI
+    "cli": 10,
 }
 # Product code never depends on test helpers: the CLI ranks above testing/ only
 # so that nothing below it can use the CLI; it must not import testing/ either.
@@ -77,6 +78,22 @@ def test_product_code_never_imports_test_helpers(layer: str) -> None:
         for path in sorted((SRC / layer).rglob("*.py"))
         for name in _imports(path)
         if name == "remembrancer.testing" or name.startswith("remembrancer.testing.")
+    ]
+    assert not offenders, offenders
+
+
+# One HTTP client (remembrancer.net.http: bounded, one failure classification);
+# no hand-written urllib clients in product code (test harnesses may).
+HAND_WRITTEN_HTTP = ("urllib.request", "urllib.error", "http.client")
+
+
+@pytest.mark.parametrize("layer", [layer for layer in RANK if layer != "testing"])
+def test_outbound_http_goes_through_the_one_client(layer: str) -> None:
+    offenders = [
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in sorted((SRC / layer).rglob("*.py"))
+        for name in _imports(path)
+        if name in HAND_WRITTEN_HTTP or name.startswith(tuple(f"{m}." for m in HAND_WRITTEN_HTTP))
     ]
     assert not offenders, offenders
 

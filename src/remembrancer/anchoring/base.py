@@ -42,8 +42,8 @@ from typing import Any, Literal, Protocol
 
 from remembrancer.core.anchor import Anchor, Finality, Status, allowed_transition
 from remembrancer.core.errors import AnchoringError, ConfigError, FormatError
+from remembrancer.net.http import ErrorClass
 
-ErrorClass = Literal["transient", "auth", "validation"]
 Outcome = Literal["verified", "pending", "failed", "unchecked"]
 OUTCOMES: tuple[Outcome, ...] = ("verified", "pending", "failed", "unchecked")
 VERIFIED = "anchor_verified"  # the code of a verified verdict

@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from remembrancer.anchoring.base import (
-    ErrorClass,
     RailError,
     RailRegistry,
     Verdict,
@@ -70,6 +69,7 @@ from remembrancer.core.anchor import (
 from remembrancer.core.cadence import LevelSpec, backoff_delay
 from remembrancer.core.errors import ConfigError, ConflictError, NotFoundError
 from remembrancer.core.note import Note
+from remembrancer.net.http import ErrorClass
 from remembrancer.storage.base import LogState, Store
 
 log = logging.getLogger("remembrancer.scheduler")

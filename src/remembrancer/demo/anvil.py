@@ -8,10 +8,11 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from remembrancer.net.http import HttpFailure, request
 
 ROOT = Path(__file__).resolve().parents[3]
 NPM_ANVIL = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "anvil"
@@ -49,11 +50,11 @@ class Anvil:
         body = json.dumps(
             {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
         ).encode()
-        req = urllib.request.Request(
-            self.url, data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            answer = json.loads(resp.read())
+        reply = request("POST", self.url, content=body, headers={"Content-Type": "application/json"},
+                        timeout=10, limit=16 << 20, trust_env=False)  # fmt: skip
+        if reply.status != 200:
+            raise reply.failure(f"anvil {method}")
+        answer = json.loads(reply.content)
         if "error" in answer:
             raise RuntimeError(answer["error"])
         return answer["result"]
@@ -92,7 +93,7 @@ def start_anvil(
         try:
             if int(anvil.rpc("eth_chainId"), 16) == chain_id:
                 return anvil
-        except OSError:
+        except HttpFailure:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             anvil.stop()

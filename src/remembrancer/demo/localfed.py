@@ -31,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +43,14 @@ from remembrancer.core.keys import read_key_file
 from remembrancer.core.note import format_vkey
 from remembrancer.demo.anvil import DEV_KEYS, Anvil, start_anvil
 from remembrancer.demo.procs import (
+    LOCAL_ANSWER,
     NodeProcess,
     free_port,
     init_node,
     wire_federation,
     wire_witnessing,
 )
+from remembrancer.net.http import HttpFailure, request
 
 NAMES = ("alpha", "beta", "gamma")
 FEDERATION_ID = "remembrancer-demo"
@@ -313,10 +314,11 @@ class LocalFederation:
                 raise PeerError(f"the development TSA exited {self.tsa_proc.returncode}: "
                                 f"{_tail(self.tsa_dir / 'tsa.log')}", code="demo_tsa_failed")  # fmt: skip
             try:
-                with urllib.request.urlopen(self.tsa_url + "/ca.pem", timeout=1) as r:
-                    if r.status == 200 and self.trust_bundle.exists():
-                        return
-            except OSError:
+                ca = request("GET", self.tsa_url + "/ca.pem", timeout=1, limit=LOCAL_ANSWER,
+                             trust_env=False)  # fmt: skip
+                if ca.status == 200 and self.trust_bundle.exists():
+                    return
+            except HttpFailure:
                 pass
             if time.monotonic() > deadline:
                 raise PeerError(f"the development TSA did not answer on {self.tsa_url}: "

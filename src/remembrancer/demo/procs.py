@@ -9,12 +9,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from remembrancer.net.http import HttpFailure, request
+
+LOCAL_ANSWER = 1 << 20  # bytes of an answer from a local process we started
 
 
 def free_port() -> int:
@@ -85,13 +88,16 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"node exited {self.proc.returncode}: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        with urllib.request.urlopen(self.url + "/v1/node", timeout=5) as n:
-                            self.info = json.loads(n.read())
+                if request("GET", self.url + "/readyz", timeout=1, limit=LOCAL_ANSWER,
+                           trust_env=False).status == 200:  # fmt: skip
+                    node = request("GET", self.url + "/v1/node", timeout=5, limit=LOCAL_ANSWER,
+                                   trust_env=False)  # fmt: skip
+                    if node.status == 200:
+                        self.info = json.loads(node.content)
                         return self
-            except OSError:
-                time.sleep(0.1)
+            except HttpFailure:
+                pass
+            time.sleep(0.1)
         raise AssertionError(f"node did not become ready: {self.log_tail()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -10,9 +10,7 @@ attestation may send this node to.  Pure; opentimestamps is imported lazily.
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any

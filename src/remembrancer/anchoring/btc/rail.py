@@ -19,7 +19,6 @@ from typing import Any
 
 from remembrancer.anchoring.base import (
     DEPTH_INSUFFICIENT,
-    ErrorClass,
     RailError,
     Verdict,
     VerifyContext,
@@ -53,7 +52,6 @@ from remembrancer.anchoring.btc.rpc import (
     BitcoinRpc,
     BitcoinRpcError,
     RpcHeaders,
-    class_for_status,
     expect_dict,
     expect_hash,
     expect_int,
@@ -64,6 +62,7 @@ from remembrancer.anchoring.btc.rpc import (
 from remembrancer.anchoring.btc.settings import BitcoinRailSettings
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, VerificationError
+from remembrancer.net.http import ErrorClass, status_class
 
 MAX_UPGRADE_REQUESTS = 8
 MAX_BITCOIN_ATTESTATIONS = 16  # checked per proof, lowest heights first
@@ -218,7 +217,7 @@ class BitcoinRail:
             raise RailError(
                 f"calendar {calendar}: HTTP {status}",
                 code="ots_calendar_refused",
-                error_class=class_for_status(status),
+                error_class=status_class(status),
             )
         try:
             ctx = BytesDeserializationContext(body)

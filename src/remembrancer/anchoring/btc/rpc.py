@@ -10,19 +10,17 @@ serves headers (``getblockhash`` + ``getblockheader``) and the tip.
 from __future__ import annotations
 
 import base64
-import http.client
 import itertools
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from remembrancer.anchoring.base import ErrorClass, RailError
+from remembrancer.anchoring.base import RailError
 from remembrancer.anchoring.btc.headers import BlockHeader
 from remembrancer.core.errors import ConfigError, FormatError, VerificationError
 from remembrancer.core.jcs import loads_strict
+from remembrancer.net.http import ErrorClass, HttpFailure, error_class, request, status_class
 
 USER_AGENT = "remembrancer-btc-rail"
 
@@ -71,19 +69,6 @@ class RpcHeaders:
         return "bitcoin_rpc"
 
 
-def _read_capped(resp: Any, limit: int, what: str) -> bytes:
-    body = resp.read(limit + 1)
-    if not isinstance(body, bytes):
-        raise RailError(f"{what}: unreadable response", code="btc_bad_response")
-    if len(body) > limit:
-        raise RailError(
-            f"{what}: response over {limit} bytes",
-            code="btc_response_too_large",
-            error_class="validation",
-        )
-    return body
-
-
 def http_request(
     url: str,
     *,
@@ -94,35 +79,23 @@ def http_request(
     what: str,
     direct: bool,
 ) -> tuple[int, bytes]:
-    """One HTTP request; returns (status, body) for any HTTP answer and raises
-    a transient RailError when there is none."""
-    handlers: list[Any] = [urllib.request.ProxyHandler({})] if direct else []
-    opener = urllib.request.build_opener(*handlers)
-    request = urllib.request.Request(url, data=data, headers=dict(headers))
+    """One bounded HTTP exchange (:func:`remembrancer.net.http.request`): (status,
+    body) for any HTTP answer; a transient RailError ``btc_unreachable`` when
+    there is none, ``btc_response_too_large`` (validation) for an answer over
+    ``limit`` (an error status's oversized body is read as empty).  ``direct``
+    ignores the environment's proxies (for a local Bitcoin Core)."""
     try:
-        with opener.open(request, timeout=timeout) as resp:
-            return int(resp.status), _read_capped(resp, limit, what)
-    except urllib.error.HTTPError as e:
-        try:
-            body = _read_capped(e, limit, what)
-        except (RailError, OSError, http.client.HTTPException):
-            body = b""
-        finally:
-            e.close()
-        return int(e.code), body
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise RailError(
-            f"{what} unreachable: {reason}", code="btc_unreachable", error_class="transient"
-        ) from e
-
-
-def class_for_status(status: int) -> ErrorClass:
-    if status in (401, 403):
-        return "auth"
-    if status >= 500 or status in (408, 429):
-        return "transient"
-    return "validation"
+        answer = request("POST" if data is not None else "GET", url, content=data,
+                         headers=headers, timeout=timeout, limit=limit, trust_env=not direct,
+                         what=what)  # fmt: skip
+    except HttpFailure as e:
+        if e.kind == "too_large" and e.status is not None and e.status >= 400:
+            return e.status, b""
+        if e.kind == "too_large":
+            raise RailError(f"{what}: response over {limit} bytes", code="btc_response_too_large",
+                            error_class=error_class(e)) from e  # fmt: skip
+        raise RailError(e.message, code="btc_unreachable", error_class=error_class(e)) from e
+    return answer.status, answer.content
 
 
 class BitcoinRpcError(RailError):
@@ -198,7 +171,7 @@ class BitcoinRpc:
             raise RailError(
                 f"{what}: HTTP {status}, not a JSON-RPC answer",
                 code="btc_rpc_bad_response",
-                error_class=class_for_status(status),
+                error_class=status_class(status),
             )
         error = doc.get("error")
         if error is not None:
@@ -220,7 +193,7 @@ class BitcoinRpc:
             raise RailError(
                 f"{what}: HTTP {status}",
                 code="btc_rpc_bad_response",
-                error_class=class_for_status(status),
+                error_class=status_class(status),
             )
         if doc.get("id") != request_id:
             raise RailError(

@@ -14,16 +14,14 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
-from http.client import HTTPException
 from typing import Any
 
-from remembrancer.anchoring.base import ErrorClass, RailError
+from remembrancer.anchoring.base import RailError
 from remembrancer.core.errors import FormatError
 from remembrancer.core.jcs import loads_strict
+from remembrancer.net.http import ErrorClass, HttpFailure, error_class, request, status_class
 
 # fmt: on
 # JSON-RPC methods whose errors mean "the node refused this transaction".
@@ -72,7 +70,7 @@ def rpc_data(value: Any, what: str) -> bytes:
 
 
 class JsonRpcClient:
-    """A minimal synchronous JSON-RPC 2.0 client over HTTP(S) (``urllib``).
+    """A minimal synchronous JSON-RPC 2.0 client over HTTP(S) (:mod:`remembrancer.net.http`).
 
     Error mapping (all :class:`RailError`): connection failures, timeouts,
     HTTP 429/5xx and malformed answers are ``transient``; HTTP 401/403 are
@@ -110,44 +108,47 @@ class JsonRpcClient:
         body = json.dumps(
             {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or []}
         ).encode()
-        req = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
         where = f"{method} at {self.display}"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read(MAX_RPC_ANSWER + 1)  # loads_strict refuses more
-        except urllib.error.HTTPError as e:
-            raw = _read_quietly(e)
-            if e.code in (401, 403):
+            reply = request("POST", self.url, content=body, headers=self._headers,
+                            timeout=self.timeout, limit=MAX_RPC_ANSWER, what=where)  # fmt: skip
+        except HttpFailure as e:
+            if e.kind == "too_large":
+                raise RailError(f"{where}: the answer is over {MAX_RPC_ANSWER} bytes",
+                                code="evm_rpc_malformed", error_class=error_class(e)) from e  # fmt: skip
+            raise RailError(
+                # the cause's type only: its text could carry the URL, and its secrets
+                f"{where}: node unreachable ({e.kind}: {type(e.__cause__).__name__})",
+                code="evm_rpc_unreachable",
+                error_class=error_class(e),
+            ) from e
+        raw = reply.content
+        if reply.status >= 300:
+            status = reply.status
+            if status_class(status) == "auth":
                 raise RailError(
-                    f"{where}: HTTP {e.code}: the node refused our credentials",
+                    f"{where}: HTTP {status}: the node refused our credentials",
                     code="evm_rpc_auth",
                     error_class="auth",
-                    details={"http_status": e.code},
-                ) from e
-            if e.code == 429 or e.code >= 500:
+                    details={"http_status": status},
+                )
+            if status_class(status) == "transient":
                 raise RailError(
-                    f"{where}: HTTP {e.code}",
+                    f"{where}: HTTP {status}",
                     code="evm_rpc_unavailable",
                     error_class="transient",
-                    details={"http_status": e.code},
-                ) from e
+                    details={"http_status": status},
+                )
             # Some providers answer JSON-RPC errors with HTTP 400: use the body if it is one.
             error = _jsonrpc_error(raw)
             if error is not None:
-                raise _error_for(method, error, where) from e
+                raise _error_for(method, error, where)
             raise RailError(
-                f"{where}: HTTP {e.code}",
+                f"{where}: HTTP {status}",
                 code="evm_rpc_refused",
                 error_class="validation",
-                details={"http_status": e.code},
-            ) from e
-        except (urllib.error.URLError, TimeoutError, ConnectionError, HTTPException, OSError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise RailError(
-                f"{where}: node unreachable ({type(reason).__name__}: {reason})",
-                code="evm_rpc_unreachable",
-                error_class="transient",
-            ) from e
+                details={"http_status": status},
+            )
         try:
             answer = loads_strict(raw, max_bytes=MAX_RPC_ANSWER)
         except FormatError as e:
@@ -172,15 +173,6 @@ class JsonRpcClient:
                 error_class="transient",
             )
         return answer["result"]
-
-
-def _read_quietly(e: urllib.error.HTTPError) -> bytes:
-    try:
-        return e.read()
-    except Exception:
-        return b""
-    finally:
-        e.close()
 
 
 def _jsonrpc_error(raw: bytes) -> dict[str, Any] | None:

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import http.client
 import os
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ from remembrancer.anchoring.rfc3161.model import MAX_RESPONSE_BYTES, Imprint, To
 from remembrancer.anchoring.rfc3161.verify import verify_token
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, VerificationError
+from remembrancer.net.http import HttpFailure, error_class, request, status_class
 
 QUERY_CONTENT_TYPE = "application/timestamp-query"
 REPLY_CONTENT_TYPE = "application/timestamp-reply"
@@ -148,44 +146,39 @@ class Rfc3161Rail:
                 code="rail_not_configured",
                 error_class="validation",
             )
-        request = urllib.request.Request(
-            self.url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": QUERY_CONTENT_TYPE, "Accept": REPLY_CONTENT_TYPE},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                data: bytes = reply.read(MAX_RESPONSE_BYTES + 1)
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code in (401, 403):
+            reply = request("POST", self.url, content=body,
+                            headers={"Content-Type": QUERY_CONTENT_TYPE, "Accept": REPLY_CONTENT_TYPE},
+                            timeout=self.timeout, limit=MAX_RESPONSE_BYTES,
+                            what=f"{self.target}: the TSA at {self.url}")  # fmt: skip
+        except HttpFailure as e:
+            if e.kind == "too_large":
                 raise RailError(
-                    f"{self.target}: the TSA refused our credentials (HTTP {e.code})",
+                    f"{self.target}: the TSA's answer is larger than {MAX_RESPONSE_BYTES} bytes",
+                    code="tsa_response_malformed",
+                    error_class=error_class(e),
+                ) from e
+            raise RailError(
+                e.message,
+                code="tsa_unreachable",
+                error_class=error_class(e),
+            ) from e
+        if not 200 <= reply.status < 300:
+            status = reply.status
+            if status_class(status) == "auth":
+                raise RailError(
+                    f"{self.target}: the TSA refused our credentials (HTTP {status})",
                     code="tsa_http_auth",
                     error_class="auth",
-                    details={"http_status": e.code},
-                ) from e
-            transient = e.code >= 500 or e.code in (408, 425, 429)
+                    details={"http_status": status},
+                )
             raise RailError(
-                f"{self.target}: the TSA answered HTTP {e.code}",
+                f"{self.target}: the TSA answered HTTP {status}",
                 code="tsa_http_error",
-                error_class="transient" if transient else "validation",
-                details={"http_status": e.code},
-            ) from e
-        except (TimeoutError, urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", e)
-            raise RailError(
-                f"{self.target}: cannot reach the TSA at {self.url}: {reason}",
-                code="tsa_unreachable",
-                error_class="transient",
-            ) from e
-        if len(data) > MAX_RESPONSE_BYTES:
-            raise RailError(
-                f"{self.target}: the TSA's answer is larger than {MAX_RESPONSE_BYTES} bytes",
-                code="tsa_response_malformed",
-                error_class="validation",
+                error_class=status_class(status),
+                details={"http_status": status},
             )
+        data = reply.content
         return data
 
     def submit(self, digest: bytes, *, now: int) -> Anchor:

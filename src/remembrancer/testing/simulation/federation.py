@@ -11,7 +11,6 @@ clients.
 from __future__ import annotations
 
 import asyncio
-import asyncio.base_events
 import base64
 import datetime as dt
 import hashlib

@@ -9,7 +9,6 @@ state only when the log's signature and a consistency proof verify.
 from __future__ import annotations
 
 import asyncio
-import asyncio.base_events
 import base64
 import json
 from collections.abc import Callable, Mapping, Sequence

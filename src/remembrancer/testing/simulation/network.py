@@ -10,7 +10,6 @@ compared byte for byte.
 from __future__ import annotations
 
 import asyncio
-import asyncio.base_events
 import hashlib
 import random
 from collections import Counter

@@ -30,13 +30,13 @@ import yaml
 
 from bench.common import Row, suite_main
 from bench.common import row as _row
-from remembrancer.core.keys import read_key_file
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.tiles import TILE_WIDTH, Tile
 from remembrancer.demo.procs import NodeProcess, init_node, wire_federation, wire_witnessing
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
 from remembrancer.node.config import check_data_dir, load_node_config
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
 
 GOAL_S = 10.0

@@ -358,7 +358,7 @@ def _rewrite(source: Path, dest: Path, change: Any) -> None:
 
 
 def _key_of(node: NodeProcess) -> Any:
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     return read_key_file(node.directory / "keys" / "node.key")
 
@@ -592,12 +592,13 @@ def test_after_a_node_key_rotation_a_backup_names_the_earlier_key(tmp_path: Path
     import yaml
 
     from remembrancer.core.errors import VerificationError
-    from remembrancer.core.keys import SigningKey, read_key_file, write_key_file
+    from remembrancer.core.keys import SigningKey
     from remembrancer.core.namespace import parse_namespaces
     from remembrancer.log.namespaces import StaticNamespaces
     from remembrancer.log.sequencer import Sequencer
     from remembrancer.node.backup.write import create_backup
     from remembrancer.node.config import check_data_dir, write_initial_config
+    from remembrancer.node.keyfile import read_key_file, write_key_file
 
     write_initial_config(tmp_path / "n", origin_prefix="rotation.test")
     config = load_node_config(tmp_path / "n" / "node.yaml")

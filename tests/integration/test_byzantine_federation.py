@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import sign_envelope, unsigned_envelope
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.procs import (
@@ -42,6 +42,7 @@ from remembrancer.federation.receipts import FederationReceipt, verified_counter
 from remembrancer.federation.registry.model import Registry
 from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.registry.proposals import MAX_CANDIDATES, MAX_PENDING_PER_SPONSOR
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.testing.mallory_federation import MalloryProcess, post
 
 FED = "test-federation"

@@ -51,7 +51,7 @@ import yaml
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
 from remembrancer.core.record import Record
 from remembrancer.demo.keys import demo_key
@@ -67,6 +67,7 @@ from remembrancer.federation.protocol.contents import HeartbeatContent
 from remembrancer.federation.protocol.wire import Message
 from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 from remembrancer.node.config import load_node_config
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
 from remembrancer.testing.naive_merkle import NaiveTree
 

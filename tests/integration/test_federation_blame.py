@@ -37,7 +37,6 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, format_vkey
-from remembrancer.core.schema import SchemaRegistry
 from remembrancer.federation.countersigning import RECEIPT_SCOPE
 from remembrancer.federation.evidence.claims import ClaimEvidence
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
@@ -59,6 +58,7 @@ from remembrancer.federation.registry.model import Registry
 from remembrancer.federation.registry.scoring import PeerScore
 from remembrancer.federation.transport import FederationClient, RetryPolicy
 from remembrancer.log.namespaces import StaticNamespaces
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.node.config import Limits, WitnessedLog
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
@@ -133,7 +133,7 @@ def _next_seq() -> int:
 
 class World:
     def __init__(self, tmp: Path) -> None:
-        schemas = SchemaRegistry.bundled()
+        schemas = bundled_schemas()
         import yaml
 
         doc = yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text())

@@ -179,8 +179,8 @@ def test_proof_consistency_verifies_both_checkpoints_and_the_proof(
     """`proof consistency --vkey/--trust` checks what the explorer says it checks:
     both checkpoints signed by the log, and the proof from one root to the other."""
     from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
-    from remembrancer.core.keys import read_key_file
     from remembrancer.core.note import Note
+    from remembrancer.node.keyfile import read_key_file
 
     vkey = node.info["vkeys"][NS]
     cli(*record_args(node, "--url", node.url))

@@ -31,7 +31,7 @@ import yaml
 from remembrancer.core.checkpoint import Checkpoint
 from remembrancer.core.cosignature import format_cosigner_vkey, parse_cosigner_vkey
 from remembrancer.core.jcs import canonicalize
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, parse_vkey
 from remembrancer.core.record import Record
@@ -42,6 +42,7 @@ from remembrancer.demo.procs import NodeProcess, cli, init_node, wire_federation
 from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.node.app import create_app
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
 

@@ -51,7 +51,7 @@ from remembrancer.core.keys import (
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, NoteSignature, Verifier, format_vkey, open_note, parse_vkey
 from remembrancer.core.record import Record
-from remembrancer.core.schema import SchemaPattern, SchemaRegistry
+from remembrancer.core.schema import SchemaPattern
 from remembrancer.core.tiles import (
     decode_entry_bundle,
     encode_entry_bundle,
@@ -69,6 +69,7 @@ from remembrancer.demo.records import (
     ledger_payload,
     make_record,
 )
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.testing.fuzz import budget, fuzz
 from remembrancer.testing.naive_merkle import NaiveTree
 
@@ -85,7 +86,7 @@ WITNESS_NAME = "wit.test/witness"
 COSIGNER_VKEY = format_cosigner_vkey(WITNESS_NAME, WITNESS_KEY.public)
 COSIGNER = parse_cosigner_vkey(COSIGNER_VKEY)
 PEERS = [SigningKey.generate(bytes([0x50 + i]) * 32) for i in range(4)]
-SCHEMAS = SchemaRegistry.bundled()
+SCHEMAS = bundled_schemas()
 NAMESPACES_DOC = yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text())
 NAMESPACES = parse_namespaces(NAMESPACES_DOC, known_schemas=frozenset(SCHEMAS.names()))
 DAO = NAMESPACES["dao:vaultmesh"]
@@ -603,7 +604,7 @@ def t_backup_archive(data: bytes) -> None:
 
 
 def _backup_key() -> Any:
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     return read_key_file(CORPUS().work / "node" / "keys" / "node.key")
 

@@ -398,7 +398,7 @@ def backup_archive(backed_up: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def backup_key(backed_up: Path) -> Any:
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     return read_key_file(backed_up / "keys" / "node.key")
 
@@ -510,8 +510,8 @@ def test_secrets_never_appear_in_logs_or_error_messages(tmp_path: Path) -> None:
     import urllib.error
     import urllib.request
 
-    from remembrancer.core.keys import read_key_file
     from remembrancer.demo.procs import cli, init_node
+    from remembrancer.node.keyfile import read_key_file
 
     node = init_node(tmp_path / "alpha", origin_prefix="alpha.test")
     token = (node.directory / "keys" / "admin.token").read_text().strip()

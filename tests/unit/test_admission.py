@@ -21,14 +21,14 @@ from remembrancer.core.errors import FormatError, PolicyError, RemembrancerError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.record import Record
-from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tiles import MAX_ENTRY_SIZE
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.records import ledger_payload, make_record
+from remembrancer.log.schemas import bundled_schemas
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
 NOW = 1_764_100_000
-SCHEMAS = SchemaRegistry.bundled()
+SCHEMAS = bundled_schemas()
 NAMESPACES = parse_namespaces(
     yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text()),
     source="namespaces.yaml",

@@ -22,7 +22,6 @@ from remembrancer.core.errors import (
 )
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import Record
-from remembrancer.core.schema import SchemaRegistry
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.records import make_record
 from remembrancer.federation.registry.model import ROLES, Peer, Registry, StatusChange
@@ -42,6 +41,7 @@ from remembrancer.federation.registry.scoring import (
     effective_peers,
     effective_status,
 )
+from remembrancer.log.schemas import bundled_schemas
 
 NOW = 1_764_100_000
 FED_NS = "federation:vaultmesh-primary"
@@ -265,7 +265,7 @@ def test_dict_round_trip_is_canonical() -> None:
 
 def test_record_payload_matches_the_bundled_schema() -> None:
     payload = REG.registry_record_payload(memo="bootstrap")
-    SchemaRegistry.bundled().validate(SCHEMA, payload)
+    bundled_schemas().validate(SCHEMA, payload)
     assert Registry.from_record_payload(payload) == REG
     assert payload["registry"]["peers"][0]["pubkey"].startswith("did:key:z6Mk")
     with pytest.raises(FormatError) as e:

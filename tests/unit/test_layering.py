@@ -113,6 +113,47 @@ def test_core_is_pure() -> None:
     assert not offenders, offenders
 
 
+# The core does no file I/O: no file or package-data reads, no writes.
+CORE_FILE_MODULES = {"os", "io", "pathlib", "glob", "fcntl", "mmap", "importlib"}
+FILE_CALLS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "iterdir",
+              "unlink", "mkdir", "rename", "replace", "fsync", "fchmod", "chmod", "makedirs"}  # fmt: skip
+
+
+def _file_io(path: Path) -> list[str]:
+    found = [f"imports {name}" for name in _imports(path)
+             if name.split(".")[0] in CORE_FILE_MODULES]  # fmt: skip
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = (
+                f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            )
+            # str.replace and the like take arguments a file call never has: only
+            # a bare open() or a method call on something that is not a str literal
+            if name == "open" and isinstance(f, ast.Name):
+                found.append(f"line {node.lineno}: open()")
+            elif name in FILE_CALLS - {"open", "replace"} and isinstance(f, ast.Attribute):
+                found.append(f"line {node.lineno}: .{name}()")
+    return found
+
+
+def test_core_does_no_file_io() -> None:
+    offenders = {
+        str(path.relative_to(SRC)): found
+        for path in sorted((SRC / "core").rglob("*.py"))
+        if (found := _file_io(path))
+    }
+    assert not offenders, offenders
+
+
+def test_the_file_io_check_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nfrom pathlib import Path\n"
+                   "def f(p):\n    with open(p) as h:\n        return Path(p).read_text()\n")  # fmt: skip
+    found = _file_io(bad)
+    assert len(found) == 4, found
+
+
 # datetime is allowed for parsing dates; reading the clock is not.
 CLOCK_READS = ("datetime.now", "datetime.utcnow", "date.today", "time.time", "monotonic(")
 

@@ -38,7 +38,7 @@ _UNSIGNED_HELP = ("Accept a format v1 archive, whose manifest is not signed: its
 
 
 def _node_did(config_path: str) -> str:
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     return read_key_file(_config(config_path).node_key).did
 

@@ -39,7 +39,6 @@ import yaml
 
 from remembrancer.core.cosignature import format_cosigner_vkey
 from remembrancer.core.errors import ConfigError, PeerError
-from remembrancer.core.keys import read_key_file
 from remembrancer.core.note import format_vkey
 from remembrancer.demo.anvil import DEV_KEYS, Anvil, start_anvil
 from remembrancer.demo.procs import (
@@ -51,6 +50,7 @@ from remembrancer.demo.procs import (
     wire_witnessing,
 )
 from remembrancer.net.http import HttpFailure, request
+from remembrancer.node.keyfile import read_key_file
 
 NAMES = ("alpha", "beta", "gamma")
 FEDERATION_ID = "remembrancer-demo"

@@ -142,8 +142,8 @@ def wire_witnessing(
     cosignatures (edits each node.yaml; call before starting the nodes).
     ``mirror``: also keep the witnessed logs' entries (docs/anti-entropy.md)."""
     from remembrancer.core.cosignature import format_cosigner_vkey
-    from remembrancer.core.keys import read_key_file
     from remembrancer.core.note import format_vkey
+    from remembrancer.node.keyfile import read_key_file
 
     info: list[dict[str, Any]] = []
     for n in nodes:
@@ -177,7 +177,7 @@ def wire_federation(nodes: list[NodeProcess], *, quorum: int, federation_id: str
     default all five) into each node's directory and point node.yaml at it.
     ``anchor_strategy`` and ``epoch_seconds`` (``anchor_propagation.epoch_seconds``)
     set the collaborative-anchoring mode."""
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     peers = []
     for n in nodes:

@@ -31,10 +31,10 @@ from remembrancer.core.errors import (
 )
 from remembrancer.core.keys import PublicKey, SigningKey
 from remembrancer.core.record import Record, RecordSignature
-from remembrancer.core.schema import SchemaRegistry
 from remembrancer.federation.peers import PeerDirectory
 from remembrancer.federation.registry.model import Registry, StatusChange
 from remembrancer.federation.registry.proposals import REGISTRY_SCHEMA, AppliedChange, RegistryState
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.storage.base import Store
 
 __all__ = ["REGISTRY_KEY", "REGISTRY_SCOPE", "RegistryChanges", "load_registry_state"]
@@ -63,7 +63,7 @@ class RegistryChanges:
         self.key = key
         self.store = store
         self.clock = clock
-        self.schemas = SchemaRegistry.bundled()
+        self.schemas = bundled_schemas()
         self._lock = asyncio.Lock()
 
     @property

@@ -60,6 +60,7 @@ from remembrancer.core.rfc6962 import (
 )
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tiles import MAX_ENTRY_SIZE, Tile, TileNodeReader
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.tiles import BatchNodeReader, TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, FoundEntry, LogState, Store
 
@@ -141,7 +142,7 @@ class Sequencer:
         self.node_key = node_key
         self.origin_prefix = origin_prefix.rstrip("/")
         self.namespaces = namespaces
-        self.schemas = schemas or SchemaRegistry.bundled()
+        self.schemas = schemas or bundled_schemas()
         self.clock = clock
         self.max_batch = max_batch
         self.max_wait = max_wait

@@ -22,7 +22,7 @@ from remembrancer.anchoring.scheduler import Scheduler
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey
 from remembrancer.core.errors import NotFoundError, RemembrancerError, StorageError
 from remembrancer.core.jcs import loads_strict
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import NoteVerifier, format_vkey, parse_vkey
 from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
@@ -41,8 +41,10 @@ from remembrancer.federation.service import FederationService
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.federation.xns import Messaging
 from remembrancer.log.namespaces import NamespaceSource
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
 from remembrancer.node.config import Limits, NodeConfig, WitnessedLog, check_data_dir
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.node.metrics import NodeMetrics
 from remembrancer.node.ratelimit import TokenBuckets
 from remembrancer.storage import open_store
@@ -66,7 +68,7 @@ class Node:
     witness_name: str = ""
     witnessed: tuple[WitnessedLog, ...] = ()
     clock: Any = time.time
-    schemas: SchemaRegistry = field(default_factory=SchemaRegistry.bundled)
+    schemas: SchemaRegistry = field(default_factory=bundled_schemas)
     rails: RailRegistry = field(default_factory=RailRegistry)
     scheduler_enabled: bool = True
     scheduler_tick_s: float = 1.0
@@ -157,7 +159,7 @@ class Node:
     @classmethod
     def from_config(cls, config: NodeConfig) -> Node:
         check_data_dir(config.data_dir)
-        schemas = SchemaRegistry.bundled()
+        schemas = bundled_schemas()
         return cls(
             store=open_store(config.storage),
             node_key=read_key_file(config.node_key),

@@ -15,12 +15,12 @@ from importlib import resources
 
 import yaml
 
-from remembrancer.core.keys import read_key_file
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
 
 

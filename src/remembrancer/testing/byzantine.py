@@ -66,7 +66,8 @@ from typing import Any
 
 from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
-from remembrancer.core.keys import SigningKey, read_key_file, write_key_file
+from remembrancer.core.keys import SigningKey
+from remembrancer.node.keyfile import read_key_file, write_key_file
 
 MAX_INBOX = 2000
 MAX_BODY = 4 * 1024 * 1024

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remembrancer.core.errors import ConfigError
-from remembrancer.core.keys import read_key_file
 from remembrancer.node.backup.manifest import BackupFile, Manifest
 from remembrancer.node.backup.read import Archive, read_archive, trusted_keys
 from remembrancer.node.config import NodeConfig, check_data_dir
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
 
 __all__ = ["RestoreReport", "extract_files", "read_manifest", "restore_backup", "verify_backup"]

@@ -23,7 +23,7 @@ import yaml
 from remembrancer import __version__
 from remembrancer.core.errors import ConfigError, FormatError
 from remembrancer.core.identifiers import NAMESPACE_RE
-from remembrancer.core.keys import PublicKey, read_key_file
+from remembrancer.core.keys import PublicKey
 from remembrancer.node.backup.manifest import (
     FILE_MEMBER,
     MANIFEST,
@@ -39,6 +39,7 @@ from remembrancer.node.backup.manifest import (
 )
 from remembrancer.node.backup.restore import verify_backup
 from remembrancer.node.config import NodeConfig
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
 from remembrancer.storage.base import LogState, StoreSnapshot
 

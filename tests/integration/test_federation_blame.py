@@ -161,7 +161,7 @@ class World:
         assert service is not None
         # Deliveries to the closed endpoints (gossip, answers) fail at once: no retries.
         once = RetryPolicy(max_attempts=1, deadline=2.0)
-        service.client = FederationClient(timeout=2.0, connect_timeout=1.0, retry=once)
+        service.outbox.client = FederationClient(timeout=2.0, connect_timeout=1.0, retry=once)
         assert self.node.replicator is not None
         self.node.replicator.messages = FederationClient(timeout=2.0, connect_timeout=1.0,
                                                          retry=once)  # fmt: skip

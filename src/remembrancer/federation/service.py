@@ -51,12 +51,12 @@ from remembrancer.federation.protocol.contents import (
     ReceiptContent,
 )
 from remembrancer.federation.protocol.verify import MessageVerifier, ReplayWindow
-from remembrancer.federation.protocol.wire import Message, SeqCounter
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import TYPE as RECEIPT_TYPE
 from remembrancer.federation.receipts import FederationReceipt
 from remembrancer.federation.registry.model import Peer, Registry
 from remembrancer.federation.registry.scoring import PeerScores
-from remembrancer.federation.transport import FederationClient, Reply, receive
+from remembrancer.federation.transport import Reply, receive
 from remembrancer.storage.base import Store
 
 __all__ = ["SEQ_SCOPE", "FederationService", "StoreReplayState"]
@@ -167,26 +167,6 @@ class FederationService:
     @property
     def heads(self) -> dict[str, dict[str, Any]]:
         return self.peers.heads
-
-    @property
-    def seq(self) -> SeqCounter:
-        return self.outbox.seq
-
-    @property
-    def client(self) -> FederationClient:
-        return self.outbox.client
-
-    @client.setter
-    def client(self, client: FederationClient) -> None:
-        self.outbox.client = client
-
-    @property
-    def beats(self) -> FederationClient:
-        return self.outbox.beats
-
-    @beats.setter
-    def beats(self, client: FederationClient) -> None:
-        self.outbox.beats = client
 
     @property
     def dropped(self) -> Any:

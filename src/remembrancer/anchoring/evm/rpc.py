@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from remembrancer.anchoring.base import RailError
+from remembrancer.anchoring.base import RailError, http_status_error
 from remembrancer.core.errors import FormatError
 from remembrancer.core.jcs import loads_strict
 from remembrancer.net.http import ErrorClass, HttpFailure, error_class, request, status_class
@@ -29,6 +29,9 @@ SUBMISSION_METHODS = frozenset({"eth_sendRawTransaction", "eth_estimateGas"})
 
 
 MAX_RPC_ANSWER = 16 << 20  # bytes of one JSON-RPC answer
+_STATUS_CODES: Mapping[ErrorClass, str] = {
+    "auth": "evm_rpc_auth", "transient": "evm_rpc_unavailable", "validation": "evm_rpc_refused",
+}  # fmt: skip
 
 
 def redact_url(url: str) -> str:
@@ -124,31 +127,11 @@ class JsonRpcClient:
             ) from e
         raw = reply.content
         if reply.status >= 300:
-            status = reply.status
-            if status_class(status) == "auth":
-                raise RailError(
-                    f"{where}: HTTP {status}: the node refused our credentials",
-                    code="evm_rpc_auth",
-                    error_class="auth",
-                    details={"http_status": status},
-                )
-            if status_class(status) == "transient":
-                raise RailError(
-                    f"{where}: HTTP {status}",
-                    code="evm_rpc_unavailable",
-                    error_class="transient",
-                    details={"http_status": status},
-                )
             # Some providers answer JSON-RPC errors with HTTP 400: use the body if it is one.
-            error = _jsonrpc_error(raw)
+            error = _jsonrpc_error(raw) if status_class(reply.status) == "validation" else None
             if error is not None:
                 raise _error_for(method, error, where)
-            raise RailError(
-                f"{where}: HTTP {status}",
-                code="evm_rpc_refused",
-                error_class="validation",
-                details={"http_status": status},
-            )
+            raise http_status_error(reply.status, where, _STATUS_CODES)
         try:
             answer = loads_strict(raw, max_bytes=MAX_RPC_ANSWER)
         except FormatError as e:

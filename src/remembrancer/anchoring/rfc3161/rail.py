@@ -21,7 +21,7 @@ from typing import Any
 from asn1crypto import tsp  # type: ignore[import-untyped]
 from cryptography import x509
 
-from remembrancer.anchoring.base import RailError, Verdict, VerifyContext
+from remembrancer.anchoring.base import RailError, Verdict, VerifyContext, http_status_error
 from remembrancer.anchoring.rfc3161.chain import (
     load_certificate,
     load_trust_bundle,
@@ -31,7 +31,7 @@ from remembrancer.anchoring.rfc3161.model import MAX_RESPONSE_BYTES, Imprint, To
 from remembrancer.anchoring.rfc3161.verify import verify_token
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, VerificationError
-from remembrancer.net.http import HttpFailure, error_class, request, status_class
+from remembrancer.net.http import HttpFailure, error_class, request
 
 QUERY_CONTENT_TYPE = "application/timestamp-query"
 REPLY_CONTENT_TYPE = "application/timestamp-reply"
@@ -164,22 +164,10 @@ class Rfc3161Rail:
                 error_class=error_class(e),
             ) from e
         if not 200 <= reply.status < 300:
-            status = reply.status
-            if status_class(status) == "auth":
-                raise RailError(
-                    f"{self.target}: the TSA refused our credentials (HTTP {status})",
-                    code="tsa_http_auth",
-                    error_class="auth",
-                    details={"http_status": status},
-                )
-            raise RailError(
-                f"{self.target}: the TSA answered HTTP {status}",
-                code="tsa_http_error",
-                error_class=status_class(status),
-                details={"http_status": status},
-            )
-        data = reply.content
-        return data
+            raise http_status_error(reply.status, f"{self.target}: the TSA answered", {
+                "auth": "tsa_http_auth", "transient": "tsa_http_error", "validation": "tsa_http_error",
+            })  # fmt: skip
+        return reply.content
 
     def submit(self, digest: bytes, *, now: int) -> Anchor:
         """Timestamp ``SHA-256(digest)``; the anchor comes back already ``verified``."""

@@ -6,21 +6,10 @@ an evidence format whose verification needs no trust in whoever holds it.
 Equivocation (a split view)
 ---------------------------
 Two checkpoints of one origin, both validly signed by the log's key, that
-cannot both describe one append-only log.  The file (``.equivocation``)::
-
-    remembrancer.equivocation/v1
-    origin alpha.example.org/dao:vaultmesh
-    vkey alpha.example.org/dao:vaultmesh+3c1a77f0+AR2y...
-    note-a <base64 of checkpoint note A, verbatim, cosignatures included>
-    note-b <base64 of checkpoint note B>
-    prefix <base64 of a 32-byte hash>        only when the sizes differ
-    proof <base64 of a 32-byte hash>         zero or more, only after prefix
-
-Lines end with ``\\n``, nothing follows the last one, base64 is canonical
-standard base64 with padding.  A (size, root) is at most B's: the notes
-are in ascending (size, root hash) order, so one pair has one file.
-Limits: :data:`MAX_EQUIVOCATION_BYTES` (512 KiB), notes of at most
-:data:`MAX_EVIDENCE_NOTE_BYTES` (128 KiB), at most 128 proof lines.
+cannot both describe one append-only log.  The file (``.equivocation``,
+its lines and limits in :mod:`.equivocation`) carries the origin, the log's
+vkey, both notes verbatim and, when the sizes differ, a prefix root and a
+consistency proof.
 
 What makes it conclusive (:func:`.equivocation.verify_equivocation`): both notes are for
 ``origin``, the vkey is named ``origin`` and signs both, and either

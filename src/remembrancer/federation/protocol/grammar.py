@@ -10,7 +10,7 @@ origins and signatures.  Pure.
 from __future__ import annotations
 
 import re
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 from remembrancer.core.encoding import b64url_decode
 from remembrancer.core.errors import FormatError
@@ -35,17 +35,7 @@ MessageType: TypeAlias = Literal[
     "bundle",
     "xns",
 ]
-MESSAGE_TYPES: Final[tuple[MessageType, ...]] = (
-    "heartbeat",
-    "checkpoint",
-    "anchor",
-    "countersign",
-    "receipt",
-    "evidence",
-    "request",
-    "bundle",
-    "xns",
-)
+MESSAGE_TYPES: Final[tuple[MessageType, ...]] = get_args(MessageType)
 
 
 _HASH_RE: Final = re.compile(r"sha256:[0-9a-f]{64}")

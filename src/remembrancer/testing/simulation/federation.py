@@ -119,7 +119,7 @@ class _ByzantineActor:
         proposer = sim.by_did[sender]
         receipt = content.federation_receipt()
         now = int(node.clock())
-        client = node.service.client
+        client = node.service.outbox.client
         if self.behaviour.impersonate:
             victim = next(p for p in sim.nodes if p is not node and p is not proposer)
             forged = Countersignature(victim.did, "witness", now,
@@ -173,7 +173,7 @@ class SimNode:
         """A message signed with this node's key: from this node, or (byzantine)
         claiming another ``sender`` and any ``seq``."""
         now = self.clock()
-        seq = self.service.seq.next(now) if seq is None else seq
+        seq = self.service.outbox.seq.next(now) if seq is None else seq
         return Message.sign(self.key, content, federation_id=FEDERATION_ID, seq=seq,
                             timestamp=int(now), sender=self.did if sender is None else sender)  # fmt: skip
 
@@ -304,9 +304,9 @@ class FederationSimulation:
                 heartbeat_seconds=self.config.heartbeat_seconds,
             )  # fmt: skip
             transport = SimTransport(self.network, node)
-            real = (service.client, service.beats)
-            service.client = node.client(real[0], transport)
-            service.beats = node.client(real[1], transport)
+            real = (service.outbox.client, service.outbox.beats)
+            service.outbox.client = node.client(real[0], transport)
+            service.outbox.beats = node.client(real[1], transport)
             for unused in real:
                 await unused.aclose()
             node.service = service

@@ -23,7 +23,7 @@ and their semantics are those of ``openssl ts -verify``, with the chain judged
 at genTime; docs/adr/0010-rfc3161-acceptance.md lists where we differ):
 
 1. parse -> ``tsa_response_malformed``: size cap, one BER element and no
-   trailing byte, bounded nesting (:mod:`remembrancer.anchoring.ber`).  BER is
+   trailing byte, bounded nesting (:mod:`remembrancer.anchoring.rfc3161.ber`).  BER is
    accepted where no signature reaches (indefinite lengths, the certificate
    SET OF in any order, as Bouncy Castle, FreeTSA, DigiCert and others send
    it); the encapsulated TSTInfo and the signed attributes must be framed as

@@ -43,12 +43,13 @@ import yaml
 
 from bench.common import Row, suite_main
 from bench.common import row as _row
-from remembrancer.core.keys import read_key_file
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
-from remembrancer.node.backup import create_backup, restore_backup, verify_backup
+from remembrancer.node.backup.restore import restore_backup, verify_backup
+from remembrancer.node.backup.write import create_backup
 from remembrancer.node.config import check_data_dir, load_node_config, write_initial_config
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
 
 BATCH = 5_000

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Row, budget
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import anchor_to_tsa, init_node, wire_federation, wire_witnessing
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import anchor_to_tsa, init_node, wire_federation, wire_witnessing
+from remembrancer.demo.records import ledger_payload, make_record
 
 COSIGN_BUDGET_MS = 200.0
 RECEIPT_BUDGET_MS = 1000.0

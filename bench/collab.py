@@ -22,10 +22,10 @@ from pathlib import Path
 
 from bench.common import Row
 from bench.common import row as _row
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.cli.client import api_json
-from remembrancer.testing.anvil import find_anvil, start_anvil
-from remembrancer.testing.procs import (
+from remembrancer.demo.anvil import find_anvil, start_anvil
+from remembrancer.demo.procs import (
     NodeProcess,
     anchor_to_evm,
     anchor_to_tsa,
@@ -34,7 +34,7 @@ from remembrancer.testing.procs import (
     wire_federation,
     wire_witnessing,
 )
-from remembrancer.testing.records import example_record
+from remembrancer.demo.records import example_record
 
 NAMESPACES = ("dao:vaultmesh", "fin:clearing")
 N_NODES = 3

@@ -28,12 +28,12 @@ from typing import Any
 import yaml
 
 from bench.common import Row, budget, info, suite_main
-from remembrancer.core.keys import read_key_file
+from remembrancer.demo.procs import NodeProcess, init_node
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
 from remembrancer.testing.browser import NAMESPACE, chromium_path, launch, post_record
-from remembrancer.testing.procs import NodeProcess, init_node
 
 BUDGET_MS = 1000.0
 LOADS = 7

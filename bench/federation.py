@@ -26,17 +26,16 @@ from nacl.signing import VerifyKey
 from bench.common import Row, suite_main
 from bench.common import row as _row
 from remembrancer.core.keys import SigningKey
-from remembrancer.federation.protocol import (
+from remembrancer.federation.protocol.contents import (
     BundleContent,
     CheckpointContent,
     Content,
     CountersignContent,
     HeartbeatContent,
-    KnownPeer,
     LogSummary,
-    Message,
-    MessageVerifier,
 )
+from remembrancer.federation.protocol.verify import KnownPeer, MessageVerifier
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import Countersignature
 
 FED = "vaultmesh-primary"

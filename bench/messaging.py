@@ -38,15 +38,15 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, Verifier
 from remembrancer.core.record import Record
-from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.core.xns import verify_message
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import ledger_payload, make_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[1] / "src" / "remembrancer" / "examples" / "namespaces.yaml"
@@ -76,7 +76,7 @@ def bench_verify(n: int, repeats: int) -> Row:
     ]
     hosted = parse_namespaces(doc)
     fin = hosted["fin:clearing"]
-    schemas = SchemaRegistry.bundled()
+    schemas = bundled_schemas()
     records = [_message(i, now) for i in range(n)]
     tree = NaiveTree.from_entries([r.leaf for r in records])
     note = Note.from_bytes(sign_checkpoint(Checkpoint(origin, n, tree.root(n)), log_key))

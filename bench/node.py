@@ -28,13 +28,13 @@ from bench.common import Row, budget, info, suite_main
 from bench.common import row as _row
 from bench.loadgen import load, request_bytes
 from bench.records import bench_signed
-from remembrancer.core.keys import read_key_file
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import init_node
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import init_node
-from remembrancer.testing.records import ledger_payload, make_record
 
 HOST = "127.0.0.1"
 P99_LOAD = 1000  # records/s offered to the node for the latency row (open loop)

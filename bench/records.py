@@ -33,11 +33,11 @@ from bench.common import Row, suite_main
 from bench.common import row as _row
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import ledger_payload, make_record
 
 
 def _namespaces() -> StaticNamespaces:

@@ -28,14 +28,14 @@ from typing import Any
 import yaml
 
 from bench.common import Row, budget, suite_main
-from remembrancer.core.keys import read_key_file
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.tiles import TILE_WIDTH, Tile
+from remembrancer.demo.procs import NodeProcess, init_node, wire_federation, wire_witnessing
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
 from remembrancer.node.config import check_data_dir, load_node_config
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
-from remembrancer.testing.procs import NodeProcess, init_node, wire_federation, wire_witnessing
 
 GOAL_S = 10.0
 NS = "dao:vaultmesh"

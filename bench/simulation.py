@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import Row, budget, format_rows, row
-from remembrancer.testing.simulation import SIZES, SimulationConfig, SimulationReport, simulate
+from remembrancer.testing.simulation.config import SIZES, SimulationConfig, SimulationReport
+from remembrancer.testing.simulation.federation import simulate
 
 INF = float("inf")
 LONG_PARTITION_N = 10

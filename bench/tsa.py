@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -35,21 +35,26 @@ from cryptography.x509 import verification as x509v
 
 from bench.common import Row, suite_main
 from bench.common import row as _row
-from remembrancer.anchoring import rfc3161
-from remembrancer.anchoring.devtsa import DevTsa
+from remembrancer.anchoring.rfc3161.chain import load_trust_bundle
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa
+from remembrancer.anchoring.rfc3161.model import Imprint
+from remembrancer.anchoring.rfc3161.parse import parse_response
+from remembrancer.anchoring.rfc3161.rail import build_request, new_nonce
+from remembrancer.anchoring.rfc3161.verify import verify_token
 
 BASELINE = "d940e50"  # the last commit with rfc3161-client deciding acceptance
-MODULE = "src/remembrancer/anchoring/rfc3161.py"
+MODULE = "src/remembrancer/anchoring/rfc3161.py"  # its path at BASELINE
+OURS = SimpleNamespace(Imprint=Imprint, verify_token=verify_token)
 
 
 def _tokens(key_type: str, count: int) -> tuple[list[tuple[bytes, Any, int]], list[Any]]:
     tsa = DevTsa(tempfile.mkdtemp(prefix="bench-tsa-"), key_type=key_type)  # type: ignore[arg-type]
     work = []
     for i in range(count):
-        imprint = rfc3161.Imprint.of_data(b"checkpoint %d" % i)
-        nonce = rfc3161.new_nonce()
-        work.append((tsa.respond(rfc3161.build_request(imprint, nonce=nonce)), imprint, nonce))
-    return work, rfc3161.load_trust_bundle(tsa.ca_cert_path)
+        imprint = Imprint.of_data(b"checkpoint %d" % i)
+        nonce = new_nonce()
+        work.append((tsa.respond(build_request(imprint, nonce=nonce)), imprint, nonce))
+    return work, load_trust_bundle(tsa.ca_cert_path)
 
 
 def _rate(fn: Callable[[], None], count: int, rounds: int) -> float:
@@ -63,7 +68,7 @@ def _rate(fn: Callable[[], None], count: int, rounds: int) -> float:
 
 def _core(work: list[tuple[bytes, Any, int]], roots: list[Any]) -> Callable[[], None]:
     """Only the cryptography: digest, signature, path validation (pre-parsed)."""
-    parsed = [rfc3161.parse_response(resp) for resp, _, _ in work]
+    parsed = [parse_response(resp) for resp, _, _ in work]
     store = x509v.Store(roots)
 
     def run() -> None:
@@ -120,7 +125,7 @@ def run(quick: bool) -> list[Row]:
     rows = []
     for key_type, label in (("ec", "ECDSA P-256"), ("rsa", "RSA-2048")):
         work, roots = _tokens(key_type, count)
-        ours = _rate(lambda w=work, r=roots: _verify_all(rfc3161, w, r), count, rounds)  # type: ignore[misc]
+        ours = _rate(lambda w=work, r=roots: _verify_all(OURS, w, r), count, rounds)  # type: ignore[misc]
         core = _rate(_core(work, roots), count, rounds)
         rows.append(_row(f"verify_token, {count} dev TSA tokens ({label}) vs its cryptographic "
                          "core (digest, signature, path validation)", ours, core, None, "tokens/s"))  # fmt: skip

@@ -167,8 +167,8 @@ def anvil(tmp_path: Path) -> Iterator[Any]:
 
     Skips without the anvil binary (a failure under CI, like every skip).
     """
-    from remembrancer.testing.anvil import find_anvil, start_anvil
-    from remembrancer.testing.procs import free_port
+    from remembrancer.demo.anvil import find_anvil, start_anvil
+    from remembrancer.demo.procs import free_port
 
     binary = find_anvil()
     if binary is None:

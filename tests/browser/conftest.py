@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.demo.procs import (
+    NodeProcess,
+    anchor_to_tsa,
+    init_node,
+    wire_federation,
+    wire_witnessing,
+)
 from remembrancer.testing.browser import (
     NAMESPACE,
     chromium_path,
@@ -22,13 +29,6 @@ from remembrancer.testing.browser import (
     launch,
     post_record,
     wait_for,
-)
-from remembrancer.testing.procs import (
-    NodeProcess,
-    anchor_to_tsa,
-    init_node,
-    wire_federation,
-    wire_witnessing,
 )
 
 RECORDS = 30

@@ -13,6 +13,7 @@ from typing import Any
 
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.rfc6962 import hash_leaf, verify_consistency, verify_inclusion
+from remembrancer.demo.procs import NodeProcess
 from remembrancer.testing.browser import (
     NAMESPACE,
     PHONE,
@@ -21,7 +22,6 @@ from remembrancer.testing.browser import (
     screenshot_pages,
 )
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.procs import NodeProcess
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "rfc6962"
 

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from remembrancer.testing.anvil import find_anvil
+from remembrancer.demo.anvil import find_anvil
+from remembrancer.demo.localfed import FEDERATION_ID
 from remembrancer.testing.democheck import (
     check_delivery,
     check_explorer,
     wait_for,
     wait_until_live,
 )
-from remembrancer.testing.localfed import FEDERATION_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPLORER_LINE = re.compile(r"^\s+(alpha|beta|gamma)\s+explorer (http://\S+)/explorer\b")

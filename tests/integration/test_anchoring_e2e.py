@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.rfc6962 import hash_leaf, verify_inclusion
-from remembrancer.testing.anvil import DEV_KEY
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import cli, free_port, init_node
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.anvil import DEV_KEY
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import cli, free_port, init_node
+from remembrancer.demo.records import ledger_payload, make_record
 
 
 def _get(url: str) -> dict:  # type: ignore[type-arg]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.keys import SigningKey
@@ -35,17 +35,19 @@ from remembrancer.core.tiles import (
     parse_entries_path,
     parse_tile_path,
 )
-from remembrancer.federation.evidence import parse_evidence, verify_equivocation
-from remembrancer.federation.protocol import BundleContent, HeartbeatContent, LogSummary, Message
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import (
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import (
     NodeProcess,
     anchor_to_tsa,
     init_node,
     wire_federation,
     wire_witnessing,
 )
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.records import ledger_payload, make_record
+from remembrancer.federation.evidence.equivocation import verify_equivocation
+from remembrancer.federation.evidence.parse import parse_evidence
+from remembrancer.federation.protocol.contents import BundleContent, HeartbeatContent, LogSummary
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.testing.replicas import (
     anchor_summary,
     anchors,

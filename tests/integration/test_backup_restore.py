@@ -33,14 +33,11 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.tiles import tiles_for_size
-from remembrancer.node.backup import extract_files, read_manifest, restore_backup, verify_backup
-from remembrancer.node.config import load_node_config
-from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import (
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import (
     NodeProcess,
     anchor_to_tsa,
     cli,
@@ -48,7 +45,15 @@ from remembrancer.testing.procs import (
     init_node,
     wire_witnessing,
 )
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.records import ledger_payload, make_record
+from remembrancer.node.backup.restore import (
+    extract_files,
+    read_manifest,
+    restore_backup,
+    verify_backup,
+)
+from remembrancer.node.config import load_node_config
+from remembrancer.storage import open_store
 
 DAO, FIN = "dao:vaultmesh", "fin:clearing"
 ACTOR = demo_key("did:vm:actor:demo")
@@ -354,16 +359,16 @@ def _rewrite(source: Path, dest: Path, change: Any) -> None:
 
 
 def _key_of(node: NodeProcess) -> Any:
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     return read_key_file(node.directory / "keys" / "node.key")
 
 
 def sign_manifest(doc: dict[str, Any], key: Any) -> None:
     """(Re-)sign a manifest dict as ``backup create`` does (format v2)."""
+    from remembrancer.core.encoding import b64url_encode
     from remembrancer.core.jcs import canonicalize
-    from remembrancer.core.record import b64url_encode
-    from remembrancer.node.backup import MANIFEST_DOMAIN
+    from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 
     doc.pop("signature", None)
     sig = key.sign(MANIFEST_DOMAIN + canonicalize(doc))
@@ -588,12 +593,13 @@ def test_after_a_node_key_rotation_a_backup_names_the_earlier_key(tmp_path: Path
     import yaml
 
     from remembrancer.core.errors import VerificationError
-    from remembrancer.core.keys import SigningKey, read_key_file, write_key_file
+    from remembrancer.core.keys import SigningKey
     from remembrancer.core.namespace import parse_namespaces
     from remembrancer.log.namespaces import StaticNamespaces
     from remembrancer.log.sequencer import Sequencer
-    from remembrancer.node.backup import create_backup
+    from remembrancer.node.backup.write import create_backup
     from remembrancer.node.config import check_data_dir, write_initial_config
+    from remembrancer.node.keyfile import read_key_file, write_key_file
 
     write_initial_config(tmp_path / "n", origin_prefix="rotation.test")
     config = load_node_config(tmp_path / "n" / "node.yaml")

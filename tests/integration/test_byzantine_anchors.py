@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-from remembrancer.anchoring.rfc3161 import Rfc3161Rail
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail
 from remembrancer.cli.client import api_json
 from remembrancer.core.aggregation import AggregateAnchor, AggregationTree
 from remembrancer.core.anchor import Anchor, AnchorReceipt, Finality, checkpoint_digest
@@ -40,7 +40,9 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note, format_vkey
-from remembrancer.federation.protocol import (
+from remembrancer.demo.procs import NodeProcess, cli, init_node, wire_federation
+from remembrancer.demo.records import example_record
+from remembrancer.federation.protocol.contents import (
     AnchorContent,
     BundleContent,
     HeartbeatContent,
@@ -48,8 +50,6 @@ from remembrancer.federation.protocol import (
 )
 from remembrancer.federation.receipts import FederationReceipt
 from remembrancer.testing.byzantine import ByzantinePeer, forged_ots_evidence
-from remembrancer.testing.procs import NodeProcess, cli, init_node, wire_federation
-from remembrancer.testing.records import example_record
 
 FED = "byz-anchors"
 NS = "dao:vaultmesh"
@@ -293,8 +293,8 @@ def test_a_pending_only_ots_proof_claimed_verified_is_never_countersigned(
 def test_an_evm_anchor_one_block_deep_is_not_countersigned_where_12_are_required(
     tmp_path: Path, anvil: Any
 ) -> None:
-    from remembrancer.anchoring.evm import EvmRail
-    from remembrancer.testing.anvil import DEV_KEYS
+    from remembrancer.anchoring.evm.rail import EvmRail
+    from remembrancer.demo.anvil import DEV_KEYS
 
     key = SigningKey.generate()
     headers = tmp_path / "headers.txt"

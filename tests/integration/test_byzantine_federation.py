@@ -24,19 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import sign_envelope, unsigned_envelope
-from remembrancer.federation.receipts import FederationReceipt, verified_countersignatures
-from remembrancer.federation.registry import (
-    MAX_CANDIDATES,
-    MAX_PENDING_PER_SPONSOR,
-    Registry,
-    load_federation_file,
-)
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.mallory_federation import MalloryProcess, post
-from remembrancer.testing.procs import (
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import (
     NodeProcess,
     anchor_to_tsa,
     cli,
@@ -45,7 +37,13 @@ from remembrancer.testing.procs import (
     wire_federation,
     wire_witnessing,
 )
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.records import ledger_payload, make_record
+from remembrancer.federation.receipts import FederationReceipt, verified_countersignatures
+from remembrancer.federation.registry.model import Registry
+from remembrancer.federation.registry.parse import load_federation_file
+from remembrancer.federation.registry.proposals import MAX_CANDIDATES, MAX_PENDING_PER_SPONSOR
+from remembrancer.node.keyfile import read_key_file
+from remembrancer.testing.mallory_federation import MalloryProcess, post
 
 FED = "test-federation"
 NS = "dao:vaultmesh"

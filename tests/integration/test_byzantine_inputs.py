@@ -49,24 +49,27 @@ import pytest
 import yaml
 
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
-from remembrancer.core.record import Record, b64url_encode
-from remembrancer.federation.protocol import HeartbeatContent, Message
-from remembrancer.node.backup import MANIFEST_DOMAIN
-from remembrancer.node.config import load_node_config
-from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.procs import (
+from remembrancer.core.record import Record
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import (
     NodeProcess,
     cli,
     init_node,
     wire_federation,
     wire_witnessing,
 )
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.records import ledger_payload, make_record
+from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.federation.protocol.wire import Message
+from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
+from remembrancer.node.config import load_node_config
+from remembrancer.node.keyfile import read_key_file
+from remembrancer.storage import open_store
+from remembrancer.testing.naive_merkle import NaiveTree
 
 FED = "test-federation"
 DAO, FIN = "dao:vaultmesh", "fin:clearing"
@@ -494,7 +497,7 @@ def forge(source: Path, dest: Path, *, manifest_key: SigningKey | str | None,
 def target(archive: tuple[Path, list[bytes]], fed: Any, tmp_path: Path) -> NodeProcess:
     """A new node directory from the genuine archive's configuration and key, its
     store still empty (the node is not started)."""
-    from remembrancer.testing.procs import NodeProcess, free_port
+    from remembrancer.demo.procs import NodeProcess, free_port
 
     alpha, _ = fed
     directory = tmp_path / "restored"

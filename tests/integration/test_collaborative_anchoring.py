@@ -29,16 +29,15 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-from remembrancer.anchoring.rfc3161 import Rfc3161Rail
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail
 from remembrancer.anchoring.scheduler import Delegation
 from remembrancer.cli.client import api_json
 from remembrancer.core.aggregation import AggregateAnchor, AggregationTree, choose_coordinator
 from remembrancer.core.anchor import checkpoint_digest
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
-from remembrancer.federation.protocol import CheckpointContent, Message, ReceiptContent
-from remembrancer.testing.procs import (
+from remembrancer.demo.procs import (
     NodeProcess,
     anchor_to_evm,
     anchor_to_tsa,
@@ -47,8 +46,10 @@ from remembrancer.testing.procs import (
     wire_federation,
     wire_witnessing,
 )
+from remembrancer.demo.records import example_record
+from remembrancer.federation.protocol.contents import CheckpointContent, ReceiptContent
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.testing.prom import scrape, value
-from remembrancer.testing.records import example_record
 from remembrancer.testing.waiting import until
 
 NAMESPACES = ("dao:vaultmesh", "fin:clearing")

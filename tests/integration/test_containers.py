@@ -38,9 +38,9 @@ import pytest
 from remembrancer.cli.client import api_json
 from remembrancer.core.cosignature import parse_cosigner_vkey
 from remembrancer.core.note import open_note, parse_vkey
-from remembrancer.testing.procs import cli, free_port
+from remembrancer.demo.procs import cli, free_port
+from remembrancer.demo.records import example_record
 from remembrancer.testing.prom import scrape, value
-from remembrancer.testing.records import example_record
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from remembrancer.core.checkpoint import open_checkpoint
-from remembrancer.core.keys import SigningKey, write_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Verifier
 from remembrancer.core.rfc6962 import (
     consistency_proof,
@@ -29,6 +29,7 @@ from remembrancer.core.rfc6962 import (
     verify_inclusion,
 )
 from remembrancer.core.tiles import TileNodeReader
+from remembrancer.node.keyfile import write_key_file
 from remembrancer.storage import open_store
 
 ORIGIN = "crash.test/dao:vaultmesh"

@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from remembrancer.demo.localfed import EVM_TARGET, FEDERATION_ID, NAMES, TSA_TARGET
+from remembrancer.demo.procs import cli
+from remembrancer.demo.supervisor import DemoOptions, DemoSummary, Supervisor
 from remembrancer.testing.democheck import (
     check_delivery,
     check_explorer,
@@ -31,9 +34,6 @@ from remembrancer.testing.democheck import (
     wait_for,
     wait_until_live,
 )
-from remembrancer.testing.localfed import EVM_TARGET, FEDERATION_ID, NAMES, TSA_TARGET
-from remembrancer.testing.procs import cli
-from remembrancer.testing.supervisor import DemoOptions, DemoSummary, Supervisor
 
 
 def _first_run(data: Path, tmp_path: Path) -> tuple[DemoSummary, list[str], Path | None]:

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext, recheck
-from remembrancer.anchoring.evm import EvmRail, JsonRpcClient
+from remembrancer.anchoring.evm.rail import EvmRail
+from remembrancer.anchoring.evm.rpc import JsonRpcClient
 from remembrancer.core.anchor import Anchor, Finality
 
 ROOT = Path(__file__).resolve().parents[2]

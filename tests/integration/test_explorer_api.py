@@ -17,14 +17,14 @@ import yaml
 
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import make_record
 from remembrancer.explorer.routes import CSP
 from remembrancer.explorer.views import Explorer
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.node.app import create_app
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import make_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"

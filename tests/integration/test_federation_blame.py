@@ -38,26 +38,28 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, format_vkey
-from remembrancer.core.schema import SchemaRegistry
-from remembrancer.federation.evidence import ClaimEvidence, EquivocationEvidence
-from remembrancer.federation.protocol import (
+from remembrancer.federation.countersigning import RECEIPT_SCOPE
+from remembrancer.federation.evidence.claims import ClaimEvidence
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence
+from remembrancer.federation.protocol.contents import (
     AnchorContent,
     BundleContent,
     CountersignContent,
     EvidenceContent,
     HeartbeatContent,
-    Message,
     ReceiptContent,
 )
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,
     verified_countersignatures,
 )
-from remembrancer.federation.registry import PeerScore, Registry
-from remembrancer.federation.service import RECEIPT_SCOPE
+from remembrancer.federation.registry.model import Registry
+from remembrancer.federation.registry.scoring import PeerScore
 from remembrancer.federation.transport import FederationClient, RetryPolicy
 from remembrancer.log.namespaces import StaticNamespaces
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.node.config import Limits, WitnessedLog
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
@@ -133,7 +135,7 @@ def _next_seq() -> int:
 
 class World:
     def __init__(self, tmp: Path, store_url: str) -> None:
-        schemas = SchemaRegistry.bundled()
+        schemas = bundled_schemas()
         import yaml
 
         doc = yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text())
@@ -161,7 +163,7 @@ class World:
         assert service is not None
         # Deliveries to the closed endpoints (gossip, answers) fail at once: no retries.
         once = RetryPolicy(max_attempts=1, deadline=2.0)
-        service.client = FederationClient(timeout=2.0, connect_timeout=1.0, retry=once)
+        service.outbox.client = FederationClient(timeout=2.0, connect_timeout=1.0, retry=once)
         assert self.node.replicator is not None
         self.node.replicator.messages = FederationClient(timeout=2.0, connect_timeout=1.0,
                                                          retry=once)  # fmt: skip
@@ -179,7 +181,7 @@ class World:
         assert service is not None
         for m in (M1, M2):
             service.scores.reinstate(m.did, int(time.time()), reason="test", evidence_ref=None)
-        service._save_scores_sync()
+        service.peers.save_sync()
 
     async def _deliver(self, bodies: list[bytes]) -> list[int]:
         service = self.node.federation

@@ -16,10 +16,12 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import format_vkey
 from remembrancer.core.witness import AddCheckpointRequest
-from remembrancer.federation.evidence import parse_evidence, verify_equivocation
-from remembrancer.federation.protocol import HeartbeatContent, Message
+from remembrancer.demo.procs import init_node, wire_federation
+from remembrancer.federation.evidence.equivocation import verify_equivocation
+from remembrancer.federation.evidence.parse import parse_evidence
+from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import Countersignature
-from remembrancer.testing.procs import init_node, wire_federation
 
 FED = "test-federation"
 ROLES = ["witness", "anchor", "countersign", "relay", "coordinator"]
@@ -59,7 +61,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     ]  # fmt: skip
     wire_federation(ns, quorum=2, extra_peers=extra, heartbeat_seconds=60)
     # n0 witnesses mallory's log and can check RFC 3161 anchors against its own trust bundle.
-    from remembrancer.anchoring.devtsa import DevTsa
+    from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 
     DevTsa(base / "tsa")
     ns[0].edit_config(witness={"name": "n0.test/witness", "logs": [{"vkey": format_vkey(MALLORY_LOG, MALLORY.public)}]},
@@ -154,7 +156,7 @@ def test_an_equivocating_log_is_detected_recorded_and_its_node_put_on_probation(
 def test_an_anchor_claim_whose_evidence_does_not_verify_is_never_countersigned(nodes) -> None:  # type: ignore[no-untyped-def]
     from remembrancer.core.anchor import Anchor, checkpoint_digest
     from remembrancer.core.note import Note
-    from remembrancer.federation.protocol import AnchorContent
+    from remembrancer.federation.protocol.contents import AnchorContent
     from remembrancer.federation.receipts import FederationReceipt
 
     alpha = nodes[0]

@@ -16,11 +16,13 @@ from typing import Any
 
 import yaml
 
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import sign_envelope, unsigned_envelope
-from remembrancer.federation.protocol import HeartbeatContent, Message
-from remembrancer.federation.registry import Registry
-from remembrancer.testing.procs import NodeProcess, cli, init_node, wire_federation
+from remembrancer.demo.procs import NodeProcess, cli, init_node, wire_federation
+from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.federation.protocol.wire import Message
+from remembrancer.federation.registry.model import Registry
+from remembrancer.node.keyfile import read_key_file
 
 FED = "test-federation"
 SUSPENDED = SigningKey.generate()

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import (
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import (
     anchor_to_tsa,
     cli,
     init_node,
     wire_federation,
     wire_witnessing,
 )
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.records import ledger_payload, make_record
 
 
 def _get(url: str) -> dict:  # type: ignore[type-arg]

@@ -23,14 +23,9 @@ import uvicorn
 
 from remembrancer.core.errors import PeerError, PushbackError
 from remembrancer.core.keys import SigningKey
-from remembrancer.federation.protocol import (
-    HeartbeatContent,
-    KnownPeer,
-    LogSummary,
-    Message,
-    MessageVerifier,
-    SeqCounter,
-)
+from remembrancer.federation.protocol.contents import HeartbeatContent, LogSummary
+from remembrancer.federation.protocol.verify import KnownPeer, MessageVerifier
+from remembrancer.federation.protocol.wire import Message, SeqCounter
 from remembrancer.federation.transport import (
     PATH,
     Delivery,

@@ -17,10 +17,10 @@ from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import init_node, wire_witnessing
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import init_node, wire_witnessing
-from remembrancer.testing.records import ledger_payload, make_record
 
 
 def _get(url: str) -> bytes:

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from remembrancer.anchoring.devtsa import DevTsa
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 from remembrancer.cli.node import setup_logging
+from remembrancer.demo.procs import NodeProcess, cli, free_port, init_node, wire_federation
+from remembrancer.demo.readings import metric_sum
 from remembrancer.testing.democheck import wait_for
-from remembrancer.testing.procs import NodeProcess, cli, free_port, init_node, wire_federation
-from remembrancer.testing.supervisor import metric_sum
 
 NS = "dao:vaultmesh"
 PAYLOAD = '{"stream":"ops","data":{"hello":"world"}}'
@@ -179,8 +179,8 @@ def test_proof_consistency_verifies_both_checkpoints_and_the_proof(
     """`proof consistency --vkey/--trust` checks what the explorer says it checks:
     both checkpoints signed by the log, and the proof from one root to the other."""
     from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
-    from remembrancer.core.keys import read_key_file
     from remembrancer.core.note import Note
+    from remembrancer.node.keyfile import read_key_file
 
     vkey = node.info["vkeys"][NS]
     cli(*record_args(node, "--url", node.url))

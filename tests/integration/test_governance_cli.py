@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from remembrancer.demo.procs import NodeProcess, cli, init_node
 from remembrancer.testing.democheck import wait_for
-from remembrancer.testing.procs import NodeProcess, cli, init_node
 
 NS = "dao:vaultmesh"
 ARBITERS = ("prod-us-east-1", "prod-eu-west-1", "prod-dao-suite")

@@ -35,16 +35,17 @@ import pytest
 from remembrancer.cli.common import exit_code
 from remembrancer.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
+from remembrancer.core.encoding import b64url_encode, decode_base64
 from remembrancer.core.errors import RemembrancerError, VerificationError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey
-from remembrancer.core.note import Note, decode_base64, format_vkey, open_note, parse_vkey
-from remembrancer.core.record import Record, b64url_encode
+from remembrancer.core.note import Note, format_vkey, open_note, parse_vkey
+from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import hash_leaf, verify_consistency
 from remembrancer.core.tlogproof import TlogProof
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import NodeProcess, init_node, wire_witnessing
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import NodeProcess, init_node, wire_witnessing
+from remembrancer.demo.records import ledger_payload, make_record
 
 ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "clients" / "js"

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from remembrancer.core.monitor import MonitorState, RollbackEvidence, verify_rollback
-from remembrancer.federation.evidence import EquivocationEvidence, verify_equivocation
+from remembrancer.demo.procs import cli, init_node
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence, verify_equivocation
 from remembrancer.testing.democheck import wait_for
 from remembrancer.testing.naive_tlog import NaiveLog
-from remembrancer.testing.procs import cli, init_node
 from remembrancer.testing.static import StaticServer
 
 ORIGIN = "audit.example.com/ledger"

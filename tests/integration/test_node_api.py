@@ -26,13 +26,13 @@ from remembrancer.core.rfc6962 import (
 from remembrancer.core.tiles import Tile, TileNodeReader, decode_entry_bundle
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.core.witness import AddCheckpointRequest
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.node.app import create_app
 from remembrancer.node.config import Limits, WitnessedLog
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import ledger_payload, make_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"

@@ -28,20 +28,20 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.cli.client import api_json
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
-from remembrancer.core.keys import read_key_file
 from remembrancer.core.witness import AddCheckpointRequest
-from remembrancer.testing.procs import (
+from remembrancer.demo.procs import (
     NodeProcess,
     anchor_to_tsa,
     init_node,
     wire_federation,
     wire_witnessing,
 )
+from remembrancer.demo.records import example_record
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.testing.prom import present, scrape, value
-from remembrancer.testing.records import example_record
 
 NAMESPACES = ("dao:vaultmesh", "fin:clearing")
 TSA = "rfc3161:tsa"

@@ -28,12 +28,12 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.anchor import Anchor, conflict_key
-from remembrancer.testing.demo import demo_key
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import NodeProcess, init_node, wire_federation, wire_witnessing
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.testing.netns import Lab, NetnsUnavailable, open_lab
-from remembrancer.testing.procs import NodeProcess, init_node, wire_federation, wire_witnessing
-from remembrancer.testing.records import ledger_payload, make_record
 from remembrancer.testing.replicas import (
     anchor_summary,
     anchors,

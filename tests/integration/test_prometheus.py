@@ -22,17 +22,17 @@ from typing import Any
 import pytest
 import yaml
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.cli.client import api_json
-from remembrancer.testing.procs import (
+from remembrancer.demo.procs import (
     NodeProcess,
     anchor_to_tsa,
     init_node,
     wire_federation,
     wire_witnessing,
 )
+from remembrancer.demo.records import example_record
 from remembrancer.testing.prom import PrometheusServer, families
-from remembrancer.testing.records import example_record
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -21,11 +21,11 @@ from remembrancer.anchoring.scheduler import Scheduler
 from remembrancer.core.anchor import Anchor
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import ledger_payload, make_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"

@@ -13,17 +13,18 @@ import pytest
 import yaml
 
 from remembrancer.core.checkpoint import open_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import PolicyError, RemembrancerError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Verifier
-from remembrancer.core.record import Record, b64url_encode
+from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import hash_leaf, verify_consistency, verify_inclusion
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import ledger_payload, make_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from remembrancer.testing.procs import cli, init_node
+from remembrancer.demo.procs import cli, init_node
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_json_logs_env_overrides_and_marked_demo_keys(tmp_path: Path) -> None:
-    from remembrancer.testing.procs import free_port
+    from remembrancer.demo.procs import free_port
 
     node = init_node(tmp_path / "n")
     readme = (node.directory / "keys" / "demo" / "README").read_text()

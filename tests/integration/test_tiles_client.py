@@ -22,9 +22,9 @@ from typing import ClassVar
 
 import pytest
 
+from remembrancer.demo.procs import cli
 from remembrancer.testing.naive_merkle import NaiveTree
 from remembrancer.testing.naive_tlog import NaiveLog
-from remembrancer.testing.procs import cli
 from remembrancer.testing.static import StaticServer
 
 ORIGIN = "transparency.example.net/foreign-log"

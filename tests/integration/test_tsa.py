@@ -26,18 +26,14 @@ import pytest
 from click.testing import CliRunner
 
 from remembrancer.anchoring.base import RailError, VerifyContext, recheck
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer, rejection
-from remembrancer.anchoring.rfc3161 import (
-    Imprint,
-    Rfc3161Rail,
-    build_request,
-    load_trust_bundle,
-    new_nonce,
-    verify_token,
-)
+from remembrancer.anchoring.rfc3161.chain import load_trust_bundle
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer, rejection
+from remembrancer.anchoring.rfc3161.model import Imprint
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail, build_request, new_nonce
+from remembrancer.anchoring.rfc3161.verify import verify_token
 from remembrancer.cli.main import main
 from remembrancer.core.anchor import Anchor
-from remembrancer.testing.procs import free_port
+from remembrancer.demo.procs import free_port
 
 DIGEST = hashlib.sha256(b"a checkpoint body").digest()
 

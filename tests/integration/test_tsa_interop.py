@@ -4,7 +4,7 @@ real TSAs send, each judged by our verifier and by ``openssl ts -verify
 
 The implementations, all offline:
 
-* the development TSA (``remembrancer.anchoring.devtsa``: asn1crypto and
+* the development TSA (``remembrancer.anchoring.rfc3161.devtsa``: asn1crypto and
   cryptography);
 * ``openssl ts -reply`` with its own CA and configuration (OpenSSL's TS code,
   the engine of FreeTSA);
@@ -44,16 +44,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from remembrancer.anchoring import ber
-from remembrancer.anchoring.devtsa import DevTsa, response_for_token
-from remembrancer.anchoring.rfc3161 import (
-    ERROR_CODES,
-    Imprint,
-    build_request,
-    load_trust_bundle,
-    parse_response,
-    verify_token,
-)
+from remembrancer.anchoring.rfc3161 import ber
+from remembrancer.anchoring.rfc3161.chain import load_trust_bundle
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, response_for_token
+from remembrancer.anchoring.rfc3161.model import ERROR_CODES, Imprint
+from remembrancer.anchoring.rfc3161.parse import parse_response
+from remembrancer.anchoring.rfc3161.rail import build_request
+from remembrancer.anchoring.rfc3161.verify import verify_token
 from remembrancer.cli.main import main
 from remembrancer.core.errors import VerificationError
 

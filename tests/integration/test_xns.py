@@ -31,19 +31,20 @@ import yaml
 from remembrancer.core.checkpoint import Checkpoint
 from remembrancer.core.cosignature import format_cosigner_vkey, parse_cosigner_vkey
 from remembrancer.core.jcs import canonicalize
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, parse_vkey
 from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import hash_leaf
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import NodeProcess, cli, init_node, wire_federation, wire_witnessing
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.node.app import create_app
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import NodeProcess, cli, init_node, wire_federation, wire_witnessing
-from remembrancer.testing.records import ledger_payload, make_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"

@@ -31,21 +31,22 @@ import pytest
 import yaml
 
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import format_vkey
-from remembrancer.core.record import Record, b64url_encode, sign_envelope
-from remembrancer.core.schema import SchemaRegistry
+from remembrancer.core.record import Record, sign_envelope
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import EXAMPLE_WITNESSES, example_record, make_record
 from remembrancer.log.namespaces import StaticNamespaces
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.node.app import create_app
 from remembrancer.node.config import Limits, WitnessedLog
 from remembrancer.node.runtime import Node
 from remembrancer.storage import open_store
 from remembrancer.testing import fuzz
-from remembrancer.testing.demo import demo_key
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import EXAMPLE_WITNESSES, example_record, make_record
 from remembrancer.testing.waiting import heartbeats_under_way
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
@@ -341,9 +342,9 @@ def rel() -> Any:
 
 async def make_world(tmp_path: Path, *, records: int = 12) -> World:
     """Build and start the node (call :func:`close_world` when done)."""
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
 
-    schemas = SchemaRegistry.bundled()
+    schemas = bundled_schemas()
     doc = yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text())
     namespaces = parse_namespaces(doc, known_schemas=frozenset(schemas.names()))
     node_key = SigningKey.generate(b"\x60" * 32)

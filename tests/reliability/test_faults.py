@@ -40,8 +40,8 @@ import yaml
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.note import parse_vkey
 from remembrancer.core.rfc6962 import verify_consistency
+from remembrancer.demo.procs import NodeProcess, anchor_to_tsa, free_port, init_node
 from remembrancer.testing.load import RecordLoad
-from remembrancer.testing.procs import NodeProcess, anchor_to_tsa, free_port, init_node
 
 NS = "dao:vaultmesh"
 pytestmark = pytest.mark.slow
@@ -394,7 +394,7 @@ class TsaProcess:
 
 
 def test_a_rail_outage_backs_off_reports_and_recovers(tmp_path: Path) -> None:
-    from remembrancer.anchoring.devtsa import DevTsa
+    from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 
     tsa = TsaProcess(tmp_path / "tsa", free_port())
     DevTsa(tsa.directory)  # the CA exists before the node reads its trust bundle

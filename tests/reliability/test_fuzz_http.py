@@ -40,8 +40,8 @@ import yaml
 
 from remembrancer.core.jcs import canonicalize, loads_strict
 from remembrancer.core.keys import PublicKey
+from remembrancer.demo.keys import demo_key
 from remembrancer.testing import oracles
-from remembrancer.testing.demo import demo_key
 from remembrancer.testing.fuzz import Mutator, base_seed, budget, count
 
 TRAVERSAL = [

@@ -37,6 +37,7 @@ from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest
 from remembrancer.core.cadence import parse_cadence, parse_period
 from remembrancer.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey, parse_cosigner_vkey
+from remembrancer.core.encoding import b64url_decode
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.governance import check_proposal, parse_rfc3339
 from remembrancer.core.jcs import canonicalize, loads_strict, parse_sha256_hex
@@ -49,8 +50,8 @@ from remembrancer.core.keys import (
 )
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, NoteSignature, Verifier, format_vkey, open_note, parse_vkey
-from remembrancer.core.record import Record, b64url_decode
-from remembrancer.core.schema import SchemaPattern, SchemaRegistry
+from remembrancer.core.record import Record
+from remembrancer.core.schema import SchemaPattern
 from remembrancer.core.tiles import (
     decode_entry_bundle,
     encode_entry_bundle,
@@ -61,16 +62,17 @@ from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.core.witness import AddCheckpointRequest, CosignedState, check_add_checkpoint
 from remembrancer.core.xns import Message as XnsMessage
 from remembrancer.core.xns import parse_proof, verify_message
-from remembrancer.testing import oracles
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.fuzz import UnsoundAcceptance, budget, fuzz
-from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import (
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import (
     EXAMPLE_WITNESSES,
     example_record,
     ledger_payload,
     make_record,
 )
+from remembrancer.log.schemas import bundled_schemas
+from remembrancer.testing import oracles
+from remembrancer.testing.fuzz import UnsoundAcceptance, budget, fuzz
+from remembrancer.testing.naive_merkle import NaiveTree
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "src" / "remembrancer" / "examples"
@@ -85,7 +87,7 @@ WITNESS_NAME = "wit.test/witness"
 COSIGNER_VKEY = format_cosigner_vkey(WITNESS_NAME, WITNESS_KEY.public)
 COSIGNER = parse_cosigner_vkey(COSIGNER_VKEY)
 PEERS = [SigningKey.generate(bytes([0x50 + i]) * 32) for i in range(4)]
-SCHEMAS = SchemaRegistry.bundled()
+SCHEMAS = bundled_schemas()
 NAMESPACES_DOC = yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text())
 NAMESPACES = parse_namespaces(NAMESPACES_DOC, known_schemas=frozenset(SCHEMAS.names()))
 DAO = NAMESPACES["dao:vaultmesh"]
@@ -196,7 +198,7 @@ def CORPUS() -> Corpus:
         fr = fr.with_signature(fr.countersign(k, "witness", NOW + 1))
     c.federation_receipts = [canonicalize(fr.to_dict(quorum=2))]
     # The registry, messages of every type, evidence.
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
 
     reg_doc = {"federation_id": FED, "quorum": 2, "anchor_strategy": "independent", "peers": [
         {"did": k.did, "endpoint": f"https://p{i}.example", "pubkey": k.did,
@@ -205,7 +207,8 @@ def CORPUS() -> Corpus:
     c.registry = Registry.from_dict(reg_doc)
     c.messages = [_sign_message(t, content) for t, content in _message_contents(c, fr).items()]
     from remembrancer.core.tiles import TileTree
-    from remembrancer.federation.evidence import ClaimEvidence, EquivocationEvidence
+    from remembrancer.federation.evidence.claims import ClaimEvidence
+    from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 
     ta, tb = TileTree(), TileTree()
     ta.append_many([b"shared %d" % i for i in range(5)] + [b"a %d" % i for i in range(5)])
@@ -239,8 +242,9 @@ def CORPUS() -> Corpus:
     c.aggregates = [canonicalize(AggregateAnchor(FED, PEERS[0].did, "rfc3161:tsa", 29401666, ORIGIN,
                                                  size, digest, agg_anchor).to_dict())]  # fmt: skip
     # RFC 3161: real responses of the development TSA.
-    from remembrancer.anchoring.devtsa import DevTsa
-    from remembrancer.anchoring.rfc3161 import Imprint, build_request
+    from remembrancer.anchoring.rfc3161.devtsa import DevTsa
+    from remembrancer.anchoring.rfc3161.model import Imprint
+    from remembrancer.anchoring.rfc3161.rail import build_request
 
     c.tsa = DevTsa(c.work / "tsa")
     c.tsa_digest, c.tsa_nonce = digest, 0x1234567
@@ -275,7 +279,7 @@ def _sign_message(kind: str, content: Any, *, key: SigningKey = PEERS[1]) -> byt
     _SEQ[0] += 1
     body = {"type": kind, "federation_id": FED, "sender": key.did, "seq": _SEQ[0],
             "timestamp": NOW, "content": content}  # fmt: skip
-    from remembrancer.core.record import b64url_encode
+    from remembrancer.core.encoding import b64url_encode
 
     body["signature"] = b64url_encode(key.sign(canonicalize(body)))
     return canonicalize(body)
@@ -285,7 +289,7 @@ def _backup(work: Path) -> bytes:
     """A real backup archive of a small node (in process)."""
     import asyncio
 
-    from remembrancer.node.backup import create_backup
+    from remembrancer.node.backup.write import create_backup
     from remembrancer.node.config import load_node_config, write_initial_config
     from remembrancer.node.runtime import Node
 
@@ -482,7 +486,8 @@ def t_aggregate(data: bytes) -> None:
 
 
 def t_message(data: bytes) -> None:
-    from remembrancer.federation.protocol import Message, MessageVerifier
+    from remembrancer.federation.protocol.verify import MessageVerifier
+    from remembrancer.federation.protocol.wire import Message
 
     msg = Message.parse(data)
     assert Message.parse(msg.to_bytes()) == msg
@@ -490,7 +495,7 @@ def t_message(data: bytes) -> None:
 
 
 def t_registry(data: bytes) -> None:
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
 
     reg = Registry.from_dict(loads_strict(data))
     assert Registry.from_dict(reg.to_dict()) == reg
@@ -498,18 +503,15 @@ def t_registry(data: bytes) -> None:
 
 
 def t_registry_payload(data: bytes) -> None:
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
 
     Registry.from_record_payload(loads_strict(data))
 
 
 def t_evidence(data: bytes) -> None:
-    from remembrancer.federation.evidence import (
-        ClaimEvidence,
-        parse_evidence,
-        verify_claim_evidence,
-        verify_equivocation,
-    )
+    from remembrancer.federation.evidence.claims import ClaimEvidence, verify_claim_evidence
+    from remembrancer.federation.evidence.equivocation import verify_equivocation
+    from remembrancer.federation.evidence.parse import parse_evidence
 
     ev = parse_evidence(data)
     if isinstance(ev, ClaimEvidence):
@@ -534,7 +536,9 @@ def t_xns_proof(data: bytes) -> None:
 
 
 def t_tsa_response(data: bytes) -> None:
-    from remembrancer.anchoring.rfc3161 import Imprint, parse_response, verify_token
+    from remembrancer.anchoring.rfc3161.model import Imprint
+    from remembrancer.anchoring.rfc3161.parse import parse_response
+    from remembrancer.anchoring.rfc3161.verify import verify_token
 
     c = CORPUS()
     parse_response(data)
@@ -544,7 +548,7 @@ def t_tsa_response(data: bytes) -> None:
 
 def t_tsa_request(data: bytes) -> None:
     """The development TSA answers every request with a DER response, never raising."""
-    from remembrancer.anchoring.rfc3161 import parse_response
+    from remembrancer.anchoring.rfc3161.parse import parse_response
 
     answer = CORPUS().tsa.respond(data)
     try:
@@ -560,19 +564,19 @@ def t_explorer_query(data: bytes) -> None:
 
 
 def t_btc_ots(data: bytes) -> None:
-    from remembrancer.anchoring.btc import parse_ots
+    from remembrancer.anchoring.btc.ots import parse_ots
 
     parse_ots(data)
 
 
 def t_btc_merkle_block(data: bytes) -> None:
-    from remembrancer.anchoring.btc import parse_merkle_block
+    from remembrancer.anchoring.btc.merkleblock import parse_merkle_block
 
     parse_merkle_block(data)
 
 
 def t_btc_headers(data: bytes) -> None:
-    from remembrancer.anchoring.btc import parse_headers_text
+    from remembrancer.anchoring.btc.headers import parse_headers_text
 
     parse_headers_text(_text(data))
 
@@ -587,14 +591,14 @@ def t_node_config(data: bytes) -> None:
 
 
 def t_backup_manifest(data: bytes) -> None:
-    from remembrancer.node.backup import Manifest
+    from remembrancer.node.backup.manifest import Manifest
 
     m = Manifest.from_bytes(data)
     assert Manifest.from_bytes(m.to_bytes()) == m
 
 
 def t_backup_archive(data: bytes) -> None:
-    from remembrancer.node.backup import verify_backup
+    from remembrancer.node.backup.restore import verify_backup
 
     path = CORPUS().work / "fuzz-archive.tar"
     path.write_bytes(data)
@@ -602,7 +606,7 @@ def t_backup_archive(data: bytes) -> None:
 
 
 def _backup_key() -> Any:
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     return read_key_file(CORPUS().work / "node" / "keys" / "node.key")
 
@@ -723,7 +727,7 @@ def _resign_message(value: Any) -> bytes:
         value.pop("signature", None)
         key = next((k for k in PEERS if k.did == value.get("sender")), None)
         if key is not None:
-            from remembrancer.core.record import b64url_encode
+            from remembrancer.core.encoding import b64url_encode
 
             value["signature"] = b64url_encode(key.sign(canonicalize(value)))
     return canonicalize(value)
@@ -759,9 +763,9 @@ def _rewrite_archive(archive: bytes, member: str, change: Callable[[bytes], byte
                 data = change(data)
                 sums[info.name] = (len(data), hashlib.sha256(data).hexdigest())
             if info.name == "manifest.json" and info.name != member:
+                from remembrancer.core.encoding import b64url_encode
                 from remembrancer.core.jcs import canonicalize
-                from remembrancer.core.record import b64url_encode
-                from remembrancer.node.backup import MANIFEST_DOMAIN
+                from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 
                 doc = json.loads(data)
                 for m in doc["members"]:
@@ -861,8 +865,8 @@ TARGETS: dict[str, T] = {
                    oracle=o_xns_proof),
     "rfc3161.response": T(t_tsa_response, lambda: CORPUS().tsa_responses, quick=600, long=30000),
     "rfc3161.devtsa_request": T(t_tsa_request, lambda: [
-        __import__("remembrancer.anchoring.rfc3161", fromlist=["x"]).build_request(
-            __import__("remembrancer.anchoring.rfc3161", fromlist=["x"]).Imprint.for_digest(bytes(32)),
+        __import__("remembrancer.anchoring.rfc3161.rail", fromlist=["x"]).build_request(
+            __import__("remembrancer.anchoring.rfc3161.model", fromlist=["x"]).Imprint.for_digest(bytes(32)),
             nonce=5)], quick=400, long=20000),
     "explorer.query": T(t_explorer_query, lambda: [b"12", b"sha256:" + b"ab" * 32, b"evt-1"],
                         quick=800, long=20000),

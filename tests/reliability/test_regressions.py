@@ -58,7 +58,7 @@ def test_a_federation_message_with_a_non_string_role_or_kind_is_malformed_not_a_
 
 def test_claim_evidence_with_a_non_string_kind_or_finding_is_malformed() -> None:
     """``ClaimEvidence`` looked a dict ``kind`` up in a dict: TypeError."""
-    from remembrancer.federation.evidence import ClaimEvidence
+    from remembrancer.federation.evidence.claims import ClaimEvidence
 
     for kind, finding in (({"a": 1}, "signature_invalid"), ("forged_countersignature", ["x"])):
         with pytest.raises(FormatError) as e:
@@ -88,8 +88,8 @@ def test_an_anchor_receipt_with_an_infinite_size_is_malformed_not_an_overflow() 
 def test_the_dev_tsa_rejects_what_it_cannot_timestamp(request_der: bytes, why: str) -> None:
     """The development TSA signed tokens with a negative nonce, which verifiers
     cannot parse, and raised AttributeError on a malformed request."""
-    from remembrancer.anchoring.devtsa import DevTsa
-    from remembrancer.anchoring.rfc3161 import parse_response
+    from remembrancer.anchoring.rfc3161.devtsa import DevTsa
+    from remembrancer.anchoring.rfc3161.parse import parse_response
     from remembrancer.core.errors import VerificationError
 
     tsa = DevTsa(tempfile.mkdtemp(prefix="remembrancer-tsa-"))

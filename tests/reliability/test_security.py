@@ -32,8 +32,8 @@ import pytest
 
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import sign_envelope, unsigned_envelope
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import EXAMPLE_WITNESSES, ledger_payload
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import EXAMPLE_WITNESSES, ledger_payload
 
 DAO = "dao:vaultmesh"
 ATTACKER = SigningKey.generate(b"\x66" * 32)
@@ -344,9 +344,9 @@ def _archive_with(
     the node ``key`` (as a writer holding it would: what is tested is the edit)."""
     import hashlib
 
+    from remembrancer.core.encoding import b64url_encode
     from remembrancer.core.jcs import canonicalize
-    from remembrancer.core.record import b64url_encode
-    from remembrancer.node.backup import MANIFEST_DOMAIN
+    from remembrancer.node.backup.manifest import MANIFEST_DOMAIN
 
     with tarfile.open(fileobj=io.BytesIO(backup)) as src:
         members = [(i, src.extractfile(i).read()) for i in src.getmembers()]  # type: ignore[union-attr]
@@ -378,7 +378,7 @@ def _archive_with(
 @pytest.fixture(scope="module")
 def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A node directory and its backup (``backup.tar`` beside it)."""
-    from remembrancer.node.backup import create_backup
+    from remembrancer.node.backup.write import create_backup
     from remembrancer.node.config import check_data_dir, load_node_config, write_initial_config
     from remembrancer.storage import open_store
 
@@ -398,7 +398,7 @@ def backup_archive(backed_up: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def backup_key(backed_up: Path) -> Any:
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     return read_key_file(backed_up / "keys" / "node.key")
 
@@ -430,7 +430,7 @@ def test_a_backup_cannot_write_outside_the_directory_it_is_extracted_to(
     case: str, backup_archive: bytes, backup_key: Any, tmp_path: Path
 ) -> None:
     from remembrancer.core.errors import RemembrancerError
-    from remembrancer.node.backup import extract_files, verify_backup
+    from remembrancer.node.backup.restore import extract_files, verify_backup
 
     archive = tmp_path / "a" / "b" / "evil.tar"
     archive.parent.mkdir(parents=True)
@@ -452,7 +452,7 @@ def test_tar_members_that_are_links_or_devices_are_refused(
     backup_archive: bytes, backup_key: Any, tmp_path: Path
 ) -> None:
     from remembrancer.core.errors import RemembrancerError
-    from remembrancer.node.backup import extract_files, verify_backup
+    from remembrancer.node.backup.restore import extract_files, verify_backup
 
     for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.DIRTYPE):
         target = tmp_path / f"t-{kind!r}"
@@ -476,7 +476,7 @@ def test_extracting_a_backup_does_not_follow_a_symlink_out_of_the_target(
     backup_archive: bytes, backup_key: Any, tmp_path: Path
 ) -> None:
     from remembrancer.core.errors import RemembrancerError
-    from remembrancer.node.backup import extract_files
+    from remembrancer.node.backup.restore import extract_files
 
     archive = tmp_path / "backup.tar"
     archive.write_bytes(backup_archive)
@@ -510,8 +510,8 @@ def test_secrets_never_appear_in_logs_or_error_messages(tmp_path: Path) -> None:
     import urllib.error
     import urllib.request
 
-    from remembrancer.core.keys import read_key_file
-    from remembrancer.testing.procs import cli, init_node
+    from remembrancer.demo.procs import cli, init_node
+    from remembrancer.node.keyfile import read_key_file
 
     node = init_node(tmp_path / "alpha", origin_prefix="alpha.test")
     token = (node.directory / "keys" / "admin.token").read_text().strip()

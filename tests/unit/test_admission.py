@@ -16,17 +16,19 @@ from remembrancer.core.admission import (
     check_signatures,
     lookup_namespace,
 )
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import FormatError, PolicyError, RemembrancerError, VerificationError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
-from remembrancer.core.record import MAX_RECORD_BYTES, Record, b64url_encode
-from remembrancer.core.schema import SchemaRegistry
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.core.record import Record
+from remembrancer.core.tiles import MAX_ENTRY_SIZE
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
+from remembrancer.log.schemas import bundled_schemas
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
 NOW = 1_764_100_000
-SCHEMAS = SchemaRegistry.bundled()
+SCHEMAS = bundled_schemas()
 NAMESPACES = parse_namespaces(
     yaml.safe_load((EXAMPLES / "namespaces.yaml").read_text()),
     source="namespaces.yaml",
@@ -100,7 +102,7 @@ def test_malformed_records(data: bytes | None, code: str) -> None:
         elif code == "event_type_mismatch":
             env["event:type"] = "vote.cast"
         elif code == "record_too_large":
-            env["payload"]["data"] = "x" * (MAX_RECORD_BYTES + 1)
+            env["payload"]["data"] = "x" * (MAX_ENTRY_SIZE + 1)
         elif code == "signature_alg_unsupported":
             env["signatures"][0]["alg"] = "RS256"
         data = json.dumps(env).encode()

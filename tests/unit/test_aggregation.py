@@ -34,16 +34,17 @@ from remembrancer.core.anchor import (
     require_covers,
 )
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import FormatError, NotFoundError, VerificationError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note
-from remembrancer.core.record import b64url_encode
 from remembrancer.core.rfc6962 import hash_leaf, verify_inclusion
-from remembrancer.federation.evidence import ClaimEvidence, verify_claim_evidence
-from remembrancer.federation.protocol import CheckpointContent, Message
+from remembrancer.federation.evidence.claims import ClaimEvidence, verify_claim_evidence
+from remembrancer.federation.protocol.contents import CheckpointContent
+from remembrancer.federation.protocol.wire import Message
 from remembrancer.federation.receipts import FederationReceipt, verify_federation_receipt
-from remembrancer.federation.registry import Peer, Registry
+from remembrancer.federation.registry.model import Peer, Registry
 from remembrancer.testing.naive_merkle import NaiveTree
 
 FED = "vaultmesh-primary"
@@ -347,7 +348,7 @@ REGISTRY = Registry(FED, 1, "hybrid", (
 
 
 def receipt_message(claim: AggregateAnchor, key: SigningKey = COORD) -> bytes:
-    from remembrancer.federation.protocol import ReceiptContent
+    from remembrancer.federation.protocol.contents import ReceiptContent
 
     msg = Message.sign(key, ReceiptContent("dao:vaultmesh", claim.to_dict()), federation_id=FED,
                        seq=1, timestamp=NOW, sender=key.did)  # fmt: skip

@@ -9,9 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remembrancer.core.anchor import (
+    MAX_ANCHORS,
     Anchor,
     AnchorReceipt,
     allowed_transition,
+    bound_anchors,
     checkpoint_digest,
     conflict_key,
     resolve_conflicts,
@@ -113,14 +115,11 @@ def test_malformed_anchors_are_refused(bad: dict) -> None:
 
 
 def test_receipts_are_bounded() -> None:
-    from remembrancer.anchoring.scheduler import _bounded
-    from remembrancer.core.anchor import MAX_ANCHORS
-
     many = tuple(
         a("rfc3161:tsa", status="failed" if i % 2 else "verified", tx=str(i))
         for i in range(MAX_ANCHORS + 5)
     )
-    kept = _bounded(many)
+    kept = bound_anchors(many)
     assert (
         len(kept) == MAX_ANCHORS
         and sum(x.status == "verified" for x in kept) == (MAX_ANCHORS + 5 + 1) // 2
@@ -128,3 +127,74 @@ def test_receipts_are_bounded() -> None:
     receipt = AnchorReceipt("o/x", 1, b"o/x\n1\nAAAA\n\n- s\n", ROOT, many).to_dict()
     with pytest.raises(FormatError):
         AnchorReceipt.from_dict(receipt)
+
+
+def _full_receipt_and_one_more() -> tuple[list[Anchor], Anchor]:
+    """MAX_ANCHORS verified anchors (anchor times 1000..), and an anchor just
+    submitted (no anchor time yet, observed now)."""
+    held = [a("rfc3161:tsa", ts=1000 + i, tx=f"{i:03d}") for i in range(MAX_ANCHORS)]
+    fresh = Anchor("btc:mainnet", ROOT, status="submitted", tx_ref="ots:new", observed_at=5000)
+    return held, fresh
+
+
+def test_the_anchor_bound_is_one_rule_for_the_scheduler_and_the_merge() -> None:
+    """Regression (issue 16): the scheduler and anti-entropy bounded a receipt's
+    anchors by two rules that disagreed.  The scheduler dropped by position in
+    the stored list (which is the conflict order, so it could drop the best
+    anchor, and the result depended on the order); the merge counted an
+    anchor without an anchor time as the oldest, so an anchor just submitted
+    was dropped at once.  Now one rule, :func:`bound_anchors`, serves both."""
+    held, fresh = _full_receipt_and_one_more()
+    kept = {x.key for x in bound_anchors([*held, fresh])}
+    assert fresh.key in kept and held[0].key not in kept and len(kept) == MAX_ANCHORS
+    for _ in range(10):  # the same anchors in any order: the same ones stay
+        shuffled = [*held, fresh]
+        random.shuffle(shuffled)
+        assert {x.key for x in bound_anchors(shuffled)} == kept
+    # The merge every node applies keeps exactly the same anchors.
+    from remembrancer.federation.antientropy.claims import merge_anchors
+
+    merged = merge_anchors(held, [fresh], verified={x.key for x in held})
+    assert {x.key for x in merged} == kept
+
+
+def test_the_scheduler_keeps_an_anchor_added_to_a_full_receipt() -> None:
+    """The scheduler side of the regression above, through Scheduler.add_anchor."""
+    import asyncio
+
+    from remembrancer.anchoring.base import RailRegistry, Verdict
+    from remembrancer.anchoring.scheduler import Scheduler
+    from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+    from remembrancer.core.keys import SigningKey
+    from remembrancer.core.note import Note
+    from remembrancer.storage.memory import MemoryStore
+
+    note = sign_checkpoint(
+        Checkpoint("example.org/dao:x", 10, bytes(32)), SigningKey.generate(bytes(32))
+    )
+    digest = checkpoint_digest(Note.from_bytes(note).text.encode())
+
+    class Logs:
+        namespaces = None
+
+        def origin(self, namespace: str) -> str:
+            return "example.org/" + namespace
+
+    held, fresh = _full_receipt_and_one_more()
+    held = [Anchor(x.target, digest, "verified", x.tx_ref, anchor_ts=x.anchor_ts) for x in held]
+    # The best anchor (first in the conflict order, where the stored list keeps
+    # them) is also the newest: the position rule dropped it.
+    best = held[-1] = Anchor("btc:mainnet", digest, "verified", "best", anchor_ts=4000)
+    fresh = Anchor(fresh.target, digest, "pending", fresh.tx_ref)
+    scheduler = Scheduler(MemoryStore(), Logs(), RailRegistry(), clock=lambda: 5000.0)  # type: ignore[arg-type]
+    scheduler._save_receipt(
+        "dao:x", AnchorReceipt("example.org/dao:x", 10, note, digest, tuple(held))
+    )
+    pending = Verdict("pending", "ots_pending_only")
+    added = asyncio.run(scheduler.add_anchor("dao:x", 10, note, fresh, pending))
+    receipt = scheduler.receipt("dao:x", 10)
+    assert receipt is not None and len(receipt.anchors) == MAX_ANCHORS
+    assert added.key in {x.key for x in receipt.anchors}
+    assert best.key in {x.key for x in receipt.anchors}
+    assert held[0].key not in {x.key for x in receipt.anchors}
+    assert {x.key for x in receipt.anchors} == {x.key for x in bound_anchors([*held, added])}

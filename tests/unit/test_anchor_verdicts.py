@@ -28,10 +28,11 @@ from remembrancer.anchoring.base import (
     VerifyContext,
     judged,
 )
-from remembrancer.anchoring.btc import BitcoinRail
-from remembrancer.anchoring.devtsa import DevTsa
-from remembrancer.anchoring.evm import EvmRail
-from remembrancer.anchoring.rfc3161 import Imprint, Rfc3161Rail, build_request, new_nonce
+from remembrancer.anchoring.btc.rail import BitcoinRail
+from remembrancer.anchoring.evm.rail import EvmRail
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa
+from remembrancer.anchoring.rfc3161.model import Imprint
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail, build_request, new_nonce
 from remembrancer.core.anchor import STATUSES, Anchor, Finality
 from remembrancer.testing.byzantine import forged_ots_evidence
 
@@ -294,7 +295,7 @@ def test_the_stored_status_comes_from_verdicts_only(
 def test_a_claim_is_countersigned_only_on_a_verified_verdict_with_its_facts(
     verdict: Verdict, facts: dict[str, Any], code: str | None
 ) -> None:
-    from remembrancer.federation.service import judge_claim
+    from remembrancer.federation.countersigning import judge_claim
 
     for claim in claims(Anchor("eip155:1", bytes(32), tx_ref="t", **facts)):
         refusal = judge_claim(claim, verdict)

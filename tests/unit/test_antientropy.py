@@ -1,4 +1,4 @@
-"""Anti-entropy (remembrancer.federation.antientropy): the anchor merge, bundle
+"""Anti-entropy (remembrancer.federation.antientropy package): the anchor merge, bundle
 packing, and the replica engine against in-memory sources (tiled trees) and
 the development TSA: nothing is kept before it verifies, bad sources are
 blamed, forks become equivocation evidence."""
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from remembrancer.anchoring.base import RailRegistry
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest, resolve_conflicts
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.errors import (
@@ -29,17 +29,13 @@ from remembrancer.core.errors import (
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note, format_vkey
 from remembrancer.core.tiles import Tile, TileTree, encode_entry_bundle, tiles_for_size
-from remembrancer.federation import antientropy
-from remembrancer.federation.antientropy import (
-    ANCHOR_SCOPE,
-    MIRROR_PREFIX,
-    ReplicaEngine,
-    ReplicaSpec,
-    merge_anchors,
-    pack_bundles,
-)
-from remembrancer.federation.evidence import EquivocationEvidence, verify_equivocation
-from remembrancer.federation.protocol import MAX_MESSAGE_BYTES, Message
+from remembrancer.federation.antientropy import claims
+from remembrancer.federation.antientropy import engine as engine_module
+from remembrancer.federation.antientropy.claims import merge_anchors, pack_bundles
+from remembrancer.federation.antientropy.engine import ReplicaEngine
+from remembrancer.federation.antientropy.model import ANCHOR_SCOPE, MIRROR_PREFIX, ReplicaSpec
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence, verify_equivocation
+from remembrancer.federation.protocol.wire import MAX_MESSAGE_BYTES, Message
 from remembrancer.storage.memory import MemoryStore
 
 ORIGIN = "alpha.test/dao:vaultmesh"
@@ -231,7 +227,7 @@ def test_bundles_fit_a_message_and_keep_the_oldest_first() -> None:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(antientropy, "CHUNK_BUNDLES", 2)  # 512 entries per chunk
+    monkeypatch.setattr(engine_module, "CHUNK_BUNDLES", 2)  # 512 entries per chunk
 
 
 def _mirrored_tiles(store: MemoryStore, size: int) -> dict[str, bytes]:
@@ -520,7 +516,7 @@ def test_status_order_is_a_total_order_over_statuses() -> None:
 
     for a, b in itertools.product(STATUSES, STATUSES):
         if a != b and allowed_transition(a, b):
-            assert antientropy._STATUS_RANK[b] > antientropy._STATUS_RANK[a]
+            assert claims._STATUS_RANK[b] > claims._STATUS_RANK[a]
 
 
 def test_the_namespace_of_an_origin() -> None:

@@ -1,4 +1,4 @@
-"""The bounded BER reader (``anchoring.ber``): X.690's rules, exact spans, and
+"""The bounded BER reader (``anchoring.rfc3161.ber``): X.690's rules, exact spans, and
 nothing but BerError for any input."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remembrancer.anchoring import ber
+from remembrancer.anchoring.rfc3161 import ber
 
 
 def test_spans_of_definite_and_indefinite_elements() -> None:

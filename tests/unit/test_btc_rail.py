@@ -1,4 +1,4 @@
-"""The Bitcoin rail (``btc:<network>``, src/remembrancer/anchoring/btc.py).
+"""The Bitcoin rail (``btc:<network>``, the package src/remembrancer/anchoring/btc/).
 
 Real data first: the OpenTimestamps ``hello-world.txt.ots`` proof checked
 offline against the real header of mainnet block 358391, the pending-only
@@ -55,15 +55,10 @@ from opentimestamps.core.serialize import BytesSerializationContext
 from opentimestamps.core.timestamp import DetachedTimestampFile, Timestamp
 
 from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext, recheck
-from remembrancer.anchoring.btc import (
-    BitcoinRail,
-    BlockHeader,
-    op_return_script,
-    ots_attestations,
-    parse_merkle_block,
-    parse_ots,
-    serialize_ots,
-)
+from remembrancer.anchoring.btc.headers import BlockHeader
+from remembrancer.anchoring.btc.merkleblock import op_return_script, parse_merkle_block
+from remembrancer.anchoring.btc.ots import ots_attestations, parse_ots, serialize_ots
+from remembrancer.anchoring.btc.rail import BitcoinRail
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, VerificationError
 

@@ -11,8 +11,8 @@ from remembrancer.core import governance
 from remembrancer.core.cadence import backoff_delay, parse_cadence
 from remembrancer.core.errors import ConfigError, FormatError, PolicyError
 from remembrancer.core.namespace import parse_namespaces
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import make_record
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import make_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from remembrancer.core.checkpoint import (
     MAX_CHECKPOINT_BODY_BYTES,
-    MAX_TREE_SIZE,
     Checkpoint,
     open_checkpoint,
     sign_checkpoint,
@@ -20,6 +19,7 @@ from remembrancer.core.cosignature import CosignatureVerifier, Cosigner, cosign
 from remembrancer.core.errors import FormatError, VerificationError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note, NoteSignature, Signer, open_note, parse_vkey, sign_note
+from remembrancer.core.rfc6962 import MAX_TREE_SIZE
 
 EM = "\u2014"
 ROOT = bytes(range(32))

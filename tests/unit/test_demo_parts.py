@@ -15,16 +15,16 @@ import pytest
 from remembrancer.cli.namespace import example_namespaces_path
 from remembrancer.core.admission import check_policy, check_signatures, lookup_namespace
 from remembrancer.core.errors import ConfigError
-from remembrancer.core.schema import SchemaRegistry
+from remembrancer.demo.anvil import DEV_KEYS
+from remembrancer.demo.localfed import Ports, choose_ports, port_free
+from remembrancer.demo.readings import metric_sum, shown
+from remembrancer.demo.workload import Workload
 from remembrancer.log.namespaces import load_namespaces_file
-from remembrancer.testing.anvil import DEV_KEYS
-from remembrancer.testing.localfed import Ports, choose_ports, port_free
-from remembrancer.testing.supervisor import metric_sum, shown
-from remembrancer.testing.workload import Workload
+from remembrancer.log.schemas import bundled_schemas
 
 
 def test_every_kind_of_demo_record_is_admitted_by_the_example_policy() -> None:
-    schemas = SchemaRegistry.bundled()
+    schemas = bundled_schemas()
     spaces = load_namespaces_file(example_namespaces_path(), schemas)
     now = int(time.time())
     stream = Workload("alpha")

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from remembrancer.core.errors import PolicyError
-from remembrancer.federation.evidence_store import (
+from remembrancer.federation.evidence.store import (
     EVIDENCE_SCOPE,
     MAX_EVIDENCE_PER_SUBJECT,
     EvidenceStore,

@@ -21,14 +21,9 @@ from typing import Any
 import pytest
 
 from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext, recheck
-from remembrancer.anchoring.evm import (
-    EvmRail,
-    JsonRpcClient,
-    anchor_calldata,
-    chain_id_of,
-    parse_calldata,
-    redact_url,
-)
+from remembrancer.anchoring.evm.calldata import anchor_calldata, chain_id_of, parse_calldata
+from remembrancer.anchoring.evm.rail import EvmRail
+from remembrancer.anchoring.evm.rpc import JsonRpcClient, redact_url
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, FormatError
 
@@ -273,7 +268,7 @@ def test_missing_eth_account_names_the_extra(
 def test_the_module_imports_without_eth_account() -> None:
     code = (
         "import sys; sys.modules['eth_account'] = None\n"
-        "import remembrancer.anchoring.evm as m\n"
+        "import remembrancer.anchoring.evm.rail as m\n"
         "assert 'eth_account' not in [k for k, v in sys.modules.items() if v is not None]\n"
         "print(m.anchor_calldata(bytes(32)).hex())\n"
     )

@@ -15,24 +15,27 @@ from hypothesis import strategies as st
 from remembrancer.core.anchor import Anchor, checkpoint_digest
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.cosignature import cosign
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import FormatError, RemembrancerError, VerificationError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Note, format_vkey
-from remembrancer.core.record import b64url_encode
 from remembrancer.core.rfc6962 import EMPTY_ROOT
 from remembrancer.core.tiles import TileTree
-from remembrancer.federation.evidence import (
-    EQUIVOCATION_HEADER,
+from remembrancer.federation.evidence.claims import (
     ClaimEvidence,
-    EquivocationEvidence,
     open_signed_message,
-    parse_evidence,
     verify_claim_evidence,
+)
+from remembrancer.federation.evidence.equivocation import (
+    EQUIVOCATION_HEADER,
+    EquivocationEvidence,
     verify_equivocation,
 )
+from remembrancer.federation.evidence.parse import parse_evidence
 from remembrancer.federation.receipts import Countersignature, FederationReceipt
-from remembrancer.federation.registry import PeerScores, Registry
+from remembrancer.federation.registry.model import Registry
+from remembrancer.federation.registry.scoring import PeerScores
 
 ORIGIN = "alpha.example.org/dao:vaultmesh"
 LOG_KEY = SigningKey.generate(b"\x07" * 32)
@@ -440,9 +443,11 @@ def test_a_relayed_forged_countersignature_proves_nothing() -> None:
     the accused; relaying is never misbehaviour, and an invalid signature is
     nobody's statement, so such evidence proves nothing, about anyone."""
     r, msg = forged_setup()
-    protocol = pytest.importorskip("remembrancer.federation.protocol")
-    bundle = protocol.Message.sign(
-        P[1], protocol.BundleContent("dao:vaultmesh", (r.to_dict(),), ()), federation_id=FED,
+    from remembrancer.federation.protocol.contents import BundleContent
+    from remembrancer.federation.protocol.wire import Message
+
+    bundle = Message.sign(
+        P[1], BundleContent("dao:vaultmesh", (r.to_dict(),), ()), federation_id=FED,
         seq=7, timestamp=NOW, sender="did:vm:node:west1",
     ).to_bytes()  # fmt: skip
     cases = [
@@ -465,7 +470,7 @@ def test_a_relayed_forged_countersignature_proves_nothing() -> None:
 
 
 def replace_kind(kind: str) -> Any:
-    from remembrancer.federation.registry import Misbehaviour
+    from remembrancer.federation.registry.scoring import Misbehaviour
 
     return Misbehaviour(kind, "sha256:" + "aa" * 32, "sha256:" + "bb" * 32)
 

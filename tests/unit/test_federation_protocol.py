@@ -28,11 +28,7 @@ from remembrancer.core.jcs import (  # the fast path's pre-checks
     canonicalize,
 )
 from remembrancer.core.keys import SigningKey
-from remembrancer.federation.protocol import (
-    ALLOWED_ROLES,
-    MAX_MESSAGE_BYTES,
-    MESSAGE_TYPES,
-    REPLAY_WINDOW,
+from remembrancer.federation.protocol.contents import (
     AnchorContent,
     BundleContent,
     CheckpointContent,
@@ -40,17 +36,21 @@ from remembrancer.federation.protocol import (
     CountersignContent,
     EvidenceContent,
     HeartbeatContent,
-    KnownPeer,
     LogSummary,
-    MemoryReplayState,
-    Message,
-    MessageVerifier,
     ReceiptContent,
-    ReplayWindow,
     RequestContent,
-    SeqCounter,
     XnsContent,
 )
+from remembrancer.federation.protocol.grammar import MESSAGE_TYPES
+from remembrancer.federation.protocol.verify import (
+    ALLOWED_ROLES,
+    REPLAY_WINDOW,
+    KnownPeer,
+    MemoryReplayState,
+    MessageVerifier,
+    ReplayWindow,
+)
+from remembrancer.federation.protocol.wire import MAX_MESSAGE_BYTES, Message, SeqCounter
 from remembrancer.federation.receipts import Countersignature
 from remembrancer.federation.transport import STATUS_FOR_CODE, receive
 from remembrancer.node.ratelimit import TokenBuckets
@@ -587,8 +587,9 @@ def test_peer_table_is_checked() -> None:
 
 
 def test_registry_peers_can_be_used_directly() -> None:
-    registry = pytest.importorskip("remembrancer.federation.registry")
-    peer = registry.Peer(did="did:vm:node:east1", endpoint="https://east1.example",
+    from remembrancer.federation.registry.model import Peer
+
+    peer = Peer(did="did:vm:node:east1", endpoint="https://east1.example",
                          pubkey=EAST.public, status="active", roles=frozenset({"relay"}))  # fmt: skip
     v = MessageVerifier(FED, [peer])
     assert v.verify(make(SAMPLES["xns"]).raw, NOW).type == "xns"

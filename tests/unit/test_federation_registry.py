@@ -22,27 +22,26 @@ from remembrancer.core.errors import (
 )
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import Record
-from remembrancer.core.schema import SchemaRegistry
-from remembrancer.federation.registry import (
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import make_record
+from remembrancer.federation.registry.model import ROLES, Peer, Registry, StatusChange
+from remembrancer.federation.registry.parse import load_federation_file
+from remembrancer.federation.registry.proposals import (
     CANDIDATE_TTL,
     MAX_CANDIDATES,
     MAX_DROPPED,
     MAX_PENDING_PER_SPONSOR,
     PROPOSAL_TTL,
-    ROLES,
-    Misbehaviour,
-    Peer,
-    PeerScores,
-    Registry,
     RegistryState,
-    StatusChange,
+)
+from remembrancer.federation.registry.scoring import (
+    Misbehaviour,
+    PeerScores,
     effective_active_peers,
     effective_peers,
     effective_status,
-    load_federation_file,
 )
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import make_record
+from remembrancer.log.schemas import bundled_schemas
 
 NOW = 1_764_100_000
 FED_NS = "federation:vaultmesh-primary"
@@ -266,7 +265,7 @@ def test_dict_round_trip_is_canonical() -> None:
 
 def test_record_payload_matches_the_bundled_schema() -> None:
     payload = REG.registry_record_payload(memo="bootstrap")
-    SchemaRegistry.bundled().validate(SCHEMA, payload)
+    bundled_schemas().validate(SCHEMA, payload)
     assert Registry.from_record_payload(payload) == REG
     assert payload["registry"]["peers"][0]["pubkey"].startswith("did:key:z6Mk")
     with pytest.raises(FormatError) as e:

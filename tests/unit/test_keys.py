@@ -28,9 +28,8 @@ from remembrancer.core.keys import (
     format_key_file,
     parse_key_file,
     public_from_did_key,
-    read_key_file,
-    write_key_file,
 )
+from remembrancer.node.keyfile import read_key_file, write_key_file
 
 # w3c-ccg/did-method-key, test-vectors/ed25519-x25519.json: seed -> (did, publicKeyBase58).
 W3C_ED25519 = [

@@ -12,15 +12,20 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "remembrancer"
 # Lower index = lower layer. A layer may import from its own rank or below.
 RANK = {
     "core": 0,
-    "storage": 1,
-    "log": 2,
-    "anchoring": 3,
-    "federation": 4,
-    "explorer": 5,
-    "node": 6,
-    "testing": 7,  # fakes, demo keys and harnesses: may use every layer but the CLI
-    "cli": 8,
+    "net": 1,  # the bounded HTTP client every outbound call uses
+    "storage": 2,
+    "log": 3,
+    "anchoring": 4,
+    "federation": 5,
+    "explorer": 6,
+    "node": 7,
+    "demo": 8,  # `remembrancer demo`: product code built on real processes; never testing/
+    "testing": 9,  # test harnesses: may use every layer but the CLI
+    "cli": 10,
 }
+# Product code never depends on test helpers: the CLI ranks above testing/ only
+# so that nothing below it can use the CLI; it must not import testing/ either.
+NOT_FROM_TESTING = ("cli",)
 # The core may use the standard library and these third-party packages only.
 CORE_THIRD_PARTY = {"nacl", "rfc8785", "jsonschema_rs"}
 CORE_FORBIDDEN_STDLIB = {
@@ -66,6 +71,33 @@ def test_imports_point_downwards(layer: str, path: Path) -> None:
         assert RANK[parts[1]] <= RANK[layer], f"{path.relative_to(SRC)} imports {name}"
 
 
+@pytest.mark.parametrize("layer", NOT_FROM_TESTING)
+def test_product_code_never_imports_test_helpers(layer: str) -> None:
+    offenders = [
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in sorted((SRC / layer).rglob("*.py"))
+        for name in _imports(path)
+        if name == "remembrancer.testing" or name.startswith("remembrancer.testing.")
+    ]
+    assert not offenders, offenders
+
+
+# One HTTP client (remembrancer.net.http: bounded, one failure classification);
+# no hand-written urllib clients in product code (test harnesses may).
+HAND_WRITTEN_HTTP = ("urllib.request", "urllib.error", "http.client")
+
+
+@pytest.mark.parametrize("layer", [layer for layer in RANK if layer != "testing"])
+def test_outbound_http_goes_through_the_one_client(layer: str) -> None:
+    offenders = [
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in sorted((SRC / layer).rglob("*.py"))
+        for name in _imports(path)
+        if name in HAND_WRITTEN_HTTP or name.startswith(tuple(f"{m}." for m in HAND_WRITTEN_HTTP))
+    ]
+    assert not offenders, offenders
+
+
 def test_core_is_pure() -> None:
     offenders = []
     for path in sorted((SRC / "core").rglob("*.py")):
@@ -79,6 +111,47 @@ def test_core_is_pure() -> None:
             ):
                 offenders.append(f"{path.name}: {name}")
     assert not offenders, offenders
+
+
+# The core does no file I/O: no file or package-data reads, no writes.
+CORE_FILE_MODULES = {"os", "io", "pathlib", "glob", "fcntl", "mmap", "importlib"}
+FILE_CALLS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "iterdir",
+              "unlink", "mkdir", "rename", "replace", "fsync", "fchmod", "chmod", "makedirs"}  # fmt: skip
+
+
+def _file_io(path: Path) -> list[str]:
+    found = [f"imports {name}" for name in _imports(path)
+             if name.split(".")[0] in CORE_FILE_MODULES]  # fmt: skip
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = (
+                f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            )
+            # str.replace and the like take arguments a file call never has: only
+            # a bare open() or a method call on something that is not a str literal
+            if name == "open" and isinstance(f, ast.Name):
+                found.append(f"line {node.lineno}: open()")
+            elif name in FILE_CALLS - {"open", "replace"} and isinstance(f, ast.Attribute):
+                found.append(f"line {node.lineno}: .{name}()")
+    return found
+
+
+def test_core_does_no_file_io() -> None:
+    offenders = {
+        str(path.relative_to(SRC)): found
+        for path in sorted((SRC / "core").rglob("*.py"))
+        if (found := _file_io(path))
+    }
+    assert not offenders, offenders
+
+
+def test_the_file_io_check_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nfrom pathlib import Path\n"
+                   "def f(p):\n    with open(p) as h:\n        return Path(p).read_text()\n")  # fmt: skip
+    found = _file_io(bad)
+    assert len(found) == 4, found
 
 
 # datetime is allowed for parsing dates; reading the clock is not.

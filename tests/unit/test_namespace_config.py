@@ -12,13 +12,14 @@ import yaml
 from remembrancer.core.errors import ConfigError
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.schema import SchemaPattern, SchemaRegistry
+from remembrancer.demo.keys import demo_key
 from remembrancer.log.namespaces import NamespaceSource
-from remembrancer.testing.demo import demo_key
+from remembrancer.log.schemas import bundled_schemas
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples" / "namespaces.yaml"
 )
-SCHEMAS = SchemaRegistry.bundled()
+SCHEMAS = bundled_schemas()
 KNOWN = frozenset(SCHEMAS.names())
 
 

@@ -1,4 +1,4 @@
-"""RFC 3161 verification (``anchoring.rfc3161.verify_token``) against real tokens
+"""RFC 3161 verification (``anchoring.rfc3161.verify.verify_token``) against real tokens
 from the development TSA: every failure has its own code, nothing else escapes,
 and the chain is judged at genTime (a token outlives its TSA certificate)."""
 
@@ -20,20 +20,19 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remembrancer.anchoring import ber
 from remembrancer.anchoring.base import RailError, RailRegistry, VerifyContext, recheck
-from remembrancer.anchoring.devtsa import DEV_POLICY_OID, DevTsa, rejection, response_for_token
-from remembrancer.anchoring.rfc3161 import (
-    ERROR_CODES,
-    Imprint,
-    Rfc3161Rail,
-    build_request,
-    load_trust_bundle,
-    new_nonce,
-    parse_response,
-    trust_bundle_fingerprint,
-    verify_token,
+from remembrancer.anchoring.rfc3161 import ber
+from remembrancer.anchoring.rfc3161.chain import load_trust_bundle, trust_bundle_fingerprint
+from remembrancer.anchoring.rfc3161.devtsa import (
+    DEV_POLICY_OID,
+    DevTsa,
+    rejection,
+    response_for_token,
 )
+from remembrancer.anchoring.rfc3161.model import ERROR_CODES, Imprint
+from remembrancer.anchoring.rfc3161.parse import parse_response
+from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail, build_request, new_nonce
+from remembrancer.anchoring.rfc3161.verify import verify_token
 from remembrancer.core.anchor import Anchor
 from remembrancer.core.errors import ConfigError, VerificationError
 

@@ -1,4 +1,4 @@
-"""The federation simulation (remembrancer.testing.simulation, docs/simulation.md).
+"""The federation simulation (the package remembrancer.testing.simulation, docs/simulation.md).
 
 Small federations in virtual time: each test takes about a second.  The
 benchmark (``python -m bench --only simulation``) runs up to 100 nodes.
@@ -22,20 +22,15 @@ from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.cosignature import CosignatureVerifier
 from remembrancer.core.errors import VerificationError
 from remembrancer.core.note import Verifier
-from remembrancer.federation.protocol import MAX_SEQ
+from remembrancer.federation.protocol.grammar import MAX_SEQ
 from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,
     verify_federation_receipt,
 )
-from remembrancer.testing.simulation import (
-    Byzantine,
-    FederationSimulation,
-    SimulationConfig,
-    SimulationError,
-    run_virtual,
-    simulate,
-)
+from remembrancer.testing.simulation.clock import run_virtual
+from remembrancer.testing.simulation.config import SimulationConfig, SimulationError
+from remembrancer.testing.simulation.federation import Byzantine, FederationSimulation, simulate
 
 T = TypeVar("T")
 
@@ -136,7 +131,8 @@ def test_the_trace_does_not_depend_on_the_process_or_its_hash_seed(tsa_dir: Path
     # Set and dict orders that depend on PYTHONHASHSEED must not reach the event order.
     kwargs = {"checkpoints": 2, "partition_seconds": 6.0, "converge_within_s": 30.0}
     code = (
-        "from remembrancer.testing.simulation import SimulationConfig, simulate\n"
+        "from remembrancer.testing.simulation.config import SimulationConfig\n"
+        "from remembrancer.testing.simulation.federation import simulate\n"
         f"config = SimulationConfig(**{kwargs!r})\n"
         "print(simulate(5, config, scenarios=('witnessing', 'partition')).trace_sha256)\n"
     )

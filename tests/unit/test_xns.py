@@ -20,7 +20,6 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import NamespaceConfig, parse_namespaces
 from remembrancer.core.note import Note, Verifier, format_vkey
 from remembrancer.core.record import Record, sign_envelope
-from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tlogproof import TlogProof, verify_tlog_proof
 from remembrancer.core.xns import (
     KnownHead,
@@ -31,12 +30,13 @@ from remembrancer.core.xns import (
     node_message_kind,
     verify_message,
 )
-from remembrancer.testing.demo import demo_key
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.testing.naive_merkle import NaiveTree
-from remembrancer.testing.records import ledger_payload, make_record
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "src" / "remembrancer" / "examples"
-SCHEMAS = SchemaRegistry.bundled()
+SCHEMAS = bundled_schemas()
 NOW = 1_764_100_000
 ACTOR = demo_key("did:vm:actor:demo")
 DAO_W = [demo_key("did:vm:arbiter:prod-us-east-1"), demo_key("did:vm:arbiter:prod-eu-west-1")]

@@ -42,8 +42,8 @@ from typing import Any, Literal, Protocol
 
 from remembrancer.core.anchor import Anchor, Finality, Status, allowed_transition
 from remembrancer.core.errors import AnchoringError, ConfigError, FormatError
+from remembrancer.net.http import ErrorClass, status_class
 
-ErrorClass = Literal["transient", "auth", "validation"]
 Outcome = Literal["verified", "pending", "failed", "unchecked"]
 OUTCOMES: tuple[Outcome, ...] = ("verified", "pending", "failed", "unchecked")
 VERIFIED = "anchor_verified"  # the code of a verified verdict
@@ -64,6 +64,16 @@ class RailError(AnchoringError):
     ) -> None:
         super().__init__(message, code=code, details=details)
         self.error_class: ErrorClass = error_class
+
+
+def http_status_error(status: int, what: str, codes: Mapping[ErrorClass, str]) -> RailError:
+    """A rail's error for an HTTP status its service refused with: classed by
+    the one classification (:func:`remembrancer.net.http.status_class`), with
+    the rail's own code for each class in ``codes``."""
+    cls = status_class(status)
+    why = " (the credentials were refused)" if cls == "auth" else ""
+    return RailError(f"{what}: HTTP {status}{why}", code=codes[cls], error_class=cls,
+                     details={"http_status": status})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +258,9 @@ def recheck(rail: Rail, held: Anchor, ctx: VerifyContext) -> Anchor:
 
 # scheme -> (module, class, extra that provides its dependencies)
 _RAILS: dict[str, tuple[str, str, str | None]] = {
-    "rfc3161": ("remembrancer.anchoring.rfc3161", "Rfc3161Rail", None),
-    "eip155": ("remembrancer.anchoring.evm", "EvmRail", "evm"),
-    "btc": ("remembrancer.anchoring.btc", "BitcoinRail", "bitcoin"),
+    "rfc3161": ("remembrancer.anchoring.rfc3161.rail", "Rfc3161Rail", None),
+    "eip155": ("remembrancer.anchoring.evm.rail", "EvmRail", "evm"),
+    "btc": ("remembrancer.anchoring.btc.rail", "BitcoinRail", "bitcoin"),
 }
 
 

@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from remembrancer.anchoring.base import (
-    ErrorClass,
     RailError,
     RailRegistry,
     Verdict,
@@ -59,9 +58,9 @@ from remembrancer.anchoring.base import (
 )
 from remembrancer.core import governance
 from remembrancer.core.anchor import (
-    MAX_ANCHORS,
     Anchor,
     AnchorReceipt,
+    bound_anchors,
     checkpoint_digest,
     covers,
     require_covers,
@@ -70,6 +69,7 @@ from remembrancer.core.anchor import (
 from remembrancer.core.cadence import LevelSpec, backoff_delay
 from remembrancer.core.errors import ConfigError, ConflictError, NotFoundError
 from remembrancer.core.note import Note
+from remembrancer.net.http import ErrorClass
 from remembrancer.storage.base import LogState, Store
 
 log = logging.getLogger("remembrancer.scheduler")
@@ -77,15 +77,6 @@ STATE_SCOPE = "scheduler"
 ANCHOR_SCOPE = "anchors"
 STALE_AFTER = 3600
 REORG_MARGIN = 6  # keep re-checking a final chain anchor until this many blocks past its depth
-
-
-def _bounded(anchors: tuple[Anchor, ...]) -> tuple[Anchor, ...]:
-    """At most MAX_ANCHORS per receipt: drop failed and reorged ones first, oldest first."""
-    out = list(anchors)
-    while len(out) > MAX_ANCHORS:
-        dead = [i for i, a in enumerate(out) if a.status in ("failed", "reorged")]
-        out.pop(dead[0] if dead else 0)
-    return tuple(out)
 
 
 def needs_reverify(a: Anchor) -> bool:
@@ -354,7 +345,7 @@ class Scheduler:
         receipt = await asyncio.to_thread(self.receipt, namespace, head.size) or AnchorReceipt(
             self.sequencer.origin(namespace), head.size, head.checkpoint, digest
         )
-        receipt = replace(receipt, anchors=_bounded((*receipt.anchors, anchor)))
+        receipt = replace(receipt, anchors=bound_anchors((*receipt.anchors, anchor)))
         await asyncio.to_thread(self._save_receipt, namespace, receipt)
         state = LevelState(last_size=head.size, last_anchor_at=now, failures=0, retry_at=0,
                            last_verified_at=now if anchor.status == "verified" else state.last_verified_at)  # fmt: skip
@@ -404,7 +395,7 @@ class Scheduler:
                 )
             if any(a.key == anchor.key for a in receipt.anchors):
                 return anchor
-            receipt = replace(receipt, anchors=_bounded((*receipt.anchors, anchor)))
+            receipt = replace(receipt, anchors=bound_anchors((*receipt.anchors, anchor)))
             await asyncio.to_thread(self._save_receipt, namespace, receipt)
             if anchor.status == "verified":
                 now = int(self.clock())

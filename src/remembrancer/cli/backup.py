@@ -38,7 +38,7 @@ _UNSIGNED_HELP = ("Accept a format v1 archive, whose manifest is not signed: its
 
 
 def _node_did(config_path: str) -> str:
-    from remembrancer.core.keys import read_key_file
+    from remembrancer.node.keyfile import read_key_file
 
     return read_key_file(_config(config_path).node_key).did
 
@@ -68,7 +68,7 @@ def create(config_path: str, out: str, include_keys: bool, log_keys: tuple[str, 
     serving and writing; the archive is written beside OUT, verified in full
     (as `backup verify` does) and only then renamed to OUT.
     """
-    from remembrancer.node.backup import create_backup
+    from remembrancer.node.backup.write import create_backup
 
     manifest = create_backup(
         _config(config_path), out, include_keys=include_keys, log_keys=log_keys
@@ -98,7 +98,7 @@ def verify(
     Exit 0 if it checks out, 1 if something does not verify, 2 if it is not a
     readable backup or no key was named.
     """
-    from remembrancer.node.backup import verify_backup
+    from remembrancer.node.backup.restore import verify_backup
 
     keys = ([_node_did(config_path)] if config_path else []) + list(trust)
     manifest = verify_backup(archive, trust=keys, allow_unsigned=allow_unsigned)
@@ -138,7 +138,7 @@ def restore(
     replay index is rebuilt from the entries and must match the archive's.
     Configuration files are not written; see `backup extract-config`.
     """
-    from remembrancer.node.backup import restore_backup
+    from remembrancer.node.backup.restore import restore_backup
 
     report = restore_backup(_config(config_path), archive, trust=trust,
                             allow_new_node_key=allow_new_node_key, allow_unsigned=allow_unsigned)  # fmt: skip
@@ -166,7 +166,7 @@ def extract_config(
     Refuses to overwrite anything; files that lay outside node.yaml's
     directory are listed, not written.
     """
-    from remembrancer.node.backup import extract_files
+    from remembrancer.node.backup.restore import extract_files
 
     for line in extract_files(archive, directory, trust=trust, allow_unsigned=allow_unsigned):
         click.echo(line)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import click
@@ -35,36 +33,55 @@ from remembrancer.core.rfc6962 import (
     verify_inclusion,
 )
 from remembrancer.core.witness import AddCheckpointRequest
+from remembrancer.net.http import Answer, HttpFailure, request
 
 MAX_ANSWER = 8 << 20
+
+
+def _exchange(method: str, url: str, body: bytes | None, headers: dict[str, str],
+              timeout: float) -> Answer:  # fmt: skip
+    """One bounded exchange with a node (:mod:`remembrancer.net.http`): the answer,
+    whatever its status; PeerError ``node_unreachable`` (no answer in time) or
+    ``node_answer_too_large`` (over MAX_ANSWER)."""
+    try:
+        return request(method, url, content=body, headers=headers, timeout=timeout,
+                       limit=MAX_ANSWER)  # fmt: skip
+    except HttpFailure as e:
+        if e.kind == "too_large":
+            raise PeerError(e.message, code="node_answer_too_large",
+                            details={"url": url, "limit": MAX_ANSWER}) from e  # fmt: skip
+        raise PeerError(f"cannot reach the node: {e.message}", code="node_unreachable",
+                        details={"url": url, "kind": e.kind}) from e  # fmt: skip
+
+
+def _node_error(status: int, data: bytes) -> RemembrancerError:
+    """A node's error answer as the error it names (its code and message)."""
+    try:
+        value = loads_strict(data, max_bytes=MAX_ANSWER)
+    except FormatError:
+        value = None
+    err = value.get("error", {}) if isinstance(value, dict) else {}
+    if not isinstance(err, dict):
+        err = {}
+    return RemembrancerError(f"{err.get('message', data[:200])} (HTTP {status})",
+                             code=err.get("code", f"http_{status}"))  # fmt: skip
 
 
 def http(method: str, url: str, body: bytes | None = None, *, content_type: str = "application/json",
          timeout: float = 30.0) -> tuple[int, str, bytes]:  # fmt: skip
     """One HTTP exchange; returns (status, content type, body) for any status."""
-    req = urllib.request.Request(
-        url, data=body, method=method, headers={"Content-Type": content_type}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.headers.get("Content-Type", ""), resp.read(MAX_ANSWER)
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type", ""), e.read(MAX_ANSWER)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise PeerError(f"cannot reach {url}: {e}", code="node_unreachable") from e
+    answer = _exchange(method, url, body, {"Content-Type": content_type}, timeout)
+    return answer.status, answer.content_type, answer.content
 
 
 def api_json(method: str, url: str, body: bytes | None = None) -> Any:
     status, _, data = http(method, url, body)
-    try:
-        value = loads_strict(data, max_bytes=MAX_ANSWER)
-    except FormatError:
-        value = None
     if status >= 400:
-        err = value.get("error", {}) if isinstance(value, dict) else {}
-        raise RemembrancerError(f"{err.get('message', data[:200])} (HTTP {status})",
-                                code=err.get("code", f"http_{status}"))  # fmt: skip
-    return value
+        raise _node_error(status, data)
+    try:
+        return loads_strict(data, max_bytes=MAX_ANSWER)
+    except FormatError:
+        return None
 
 
 def admin_token(token: str | None, token_file: str | None) -> str:
@@ -84,21 +101,10 @@ def admin_token(token: str | None, token_file: str | None) -> str:
 def admin_post(url: str, token: str, *, timeout: float = 120.0) -> Any:
     """POST to an admin route with the bearer token; the JSON answer, or the
     node's error as a RemembrancerError."""
-    req = urllib.request.Request(
-        url, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return loads_strict(resp.read(MAX_ANSWER), max_bytes=MAX_ANSWER)
-    except urllib.error.HTTPError as e:
-        try:
-            body = loads_strict(e.read(1 << 16) or b"{}").get("error", {})
-        except (FormatError, AttributeError):
-            body = {}
-        raise RemembrancerError(f"{body.get('message', e.reason)} (HTTP {e.code})",
-                                code=body.get("code", f"http_{e.code}")) from e  # fmt: skip
-    except (urllib.error.URLError, OSError) as e:
-        raise PeerError(f"cannot reach {url}: {e}", code="node_unreachable") from e
+    answer = _exchange("POST", url, b"", {"Authorization": f"Bearer {token}"}, timeout)
+    if answer.status >= 400:
+        raise _node_error(answer.status, answer.content)
+    return loads_strict(answer.content, max_bytes=MAX_ANSWER)
 
 
 @click.group()

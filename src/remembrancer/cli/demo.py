@@ -1,6 +1,6 @@
 """``remembrancer demo`` (``make run``): the main job.
 
-A thin command around :class:`remembrancer.testing.supervisor.Supervisor`,
+A thin command around :class:`remembrancer.demo.supervisor.Supervisor`,
 which runs a local federation of three real nodes with the development TSA
 and anvil, feeds it, and reports (docs/demo.md).  Here: the options, the
 signals (SIGINT and SIGTERM stop it cleanly), and the exit code.
@@ -61,7 +61,7 @@ def demo(data_dir: str, duration: float | None, records_per_second: float, no_an
     data stays, and the next start extends the same logs, after checking
     them against the checkpoints saved at this stop.
     """
-    from remembrancer.testing.supervisor import DemoOptions, Supervisor
+    from remembrancer.demo.supervisor import DemoOptions, Supervisor
 
     options = DemoOptions(data=Path(data_dir), duration=duration,
                           records_per_second=records_per_second, use_anvil=not no_anvil,

@@ -78,7 +78,7 @@ def verify(receipt_file: str, registry_file: str) -> None:
 def verify_federation_receipt_file(receipt_file: str, registry_file: str) -> None:
     """Shared by ``federation verify`` and ``remembrancer verify --registry``."""
     from remembrancer.federation.receipts import FederationReceipt, verify_federation_receipt
-    from remembrancer.federation.registry import load_federation_file
+    from remembrancer.federation.registry.parse import load_federation_file
 
     registry = load_federation_file(registry_file)
     receipt = FederationReceipt.from_dict(loads_strict(read_input(receipt_file, what="receipt")))
@@ -101,9 +101,9 @@ def _propose(
     import os
     import time
 
-    from remembrancer.core.keys import read_key_file
     from remembrancer.core.record import sign_envelope, unsigned_envelope
-    from remembrancer.federation.registry import Registry
+    from remembrancer.federation.registry.model import Registry
+    from remembrancer.node.keyfile import read_key_file
 
     key = read_key_file(key_file)
     doc = api_json("GET", f"{peers[0].rstrip('/')}/v1/federation/registry")
@@ -177,8 +177,8 @@ def _propose(
 def join(federation_id: str, node_did: str, key_file: str, endpoint: str | None, url: str | None,
          peers: tuple[str, ...]) -> None:  # fmt: skip
     """Propose adding this node (active, all roles) to the federation's registry."""
-    from remembrancer.core.keys import read_key_file
-    from remembrancer.federation.registry import ROLES, Peer
+    from remembrancer.federation.registry.model import ROLES, Peer
+    from remembrancer.node.keyfile import read_key_file
 
     key = read_key_file(key_file)
     if url is not None:

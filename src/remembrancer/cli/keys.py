@@ -6,8 +6,9 @@ import click
 
 from remembrancer.cli.common import echo_json, errors_as_one_line
 from remembrancer.core.cosignature import format_cosigner_vkey
-from remembrancer.core.keys import SigningKey, write_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import format_vkey
+from remembrancer.node.keyfile import write_key_file
 
 
 @click.command()

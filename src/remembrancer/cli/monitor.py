@@ -162,7 +162,7 @@ class Monitor:
         """
         from remembrancer.cli.tiledlog import open_head
         from remembrancer.core.rfc6962 import root_hash
-        from remembrancer.federation.evidence import EquivocationEvidence
+        from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 
         self.log.extend_deadline()
         note = self.log.checkpoint()
@@ -199,7 +199,7 @@ class Monitor:
     def _rollback(self, old: MonitorState, note: bytes, size: int, root: bytes) -> NoReturn:
         from remembrancer.core.rfc6962 import root_hash
         from remembrancer.core.tileclient import VerifiedTileReader
-        from remembrancer.federation.evidence import EquivocationEvidence
+        from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 
         what = f"rollback: the log serves size {size} after signing size {old.size}"
         try:  # Is the served tree even a prefix of the one seen? The old tiles may tell.
@@ -298,7 +298,7 @@ def evidence_verify(evidence_file: str) -> None:
     (remembrancer.equivocation/v1) or a rollback (remembrancer.rollback/v1).
     Exit 0 only if it proves what it claims."""
     from remembrancer.core.monitor import MAX_ROLLBACK_BYTES, ROLLBACK_HEADER
-    from remembrancer.federation.evidence import (
+    from remembrancer.federation.evidence.equivocation import (
         EQUIVOCATION_HEADER,
         EquivocationEvidence,
         verify_equivocation,

@@ -16,11 +16,12 @@ import click
 from remembrancer.cli.common import echo_json, errors_as_one_line, read_input, write_output
 from remembrancer.core.errors import FormatError, NotFoundError, RemembrancerError
 from remembrancer.core.jcs import canonicalize, loads_strict
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.record import Record, sign_envelope, unsigned_envelope
-from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.xns import MAX_PARAMETERS_BYTES, MESSAGE_SCHEMA
 from remembrancer.log.namespaces import load_namespaces_file
+from remembrancer.log.schemas import bundled_schemas
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.program import invocation
 
 
@@ -48,9 +49,7 @@ def namespace() -> None:
 @errors_as_one_line
 def list_cmd(namespaces_file: str | None) -> None:
     """List namespaces with their witness quorum and schemas."""
-    spaces = load_namespaces_file(
-        namespaces_file or example_namespaces_path(), SchemaRegistry.bundled()
-    )
+    spaces = load_namespaces_file(namespaces_file or example_namespaces_path(), bundled_schemas())
     for name, ns in spaces.items():
         levels = ", ".join(f"{lv.level} {lv.target} every {lv.every}" for lv in ns.cadence.levels)
         click.echo(
@@ -64,9 +63,7 @@ def list_cmd(namespaces_file: str | None) -> None:
 @errors_as_one_line
 def show_cmd(name: str, namespaces_file: str | None) -> None:
     """Show one namespace's policy as JSON."""
-    spaces = load_namespaces_file(
-        namespaces_file or example_namespaces_path(), SchemaRegistry.bundled()
-    )
+    spaces = load_namespaces_file(namespaces_file or example_namespaces_path(), bundled_schemas())
     if name not in spaces:
         raise NotFoundError(f"namespace {name} is not configured", code="namespace_unknown")
     echo_json(spaces[name].to_dict())
@@ -174,7 +171,7 @@ def _message_keys(url: str, source: str, actor_key: str | None,
     if actor_key is not None:
         return read_key_file(actor_key), [read_key_file(p) for p in witness_key]
     from remembrancer.cli.client import api_json
-    from remembrancer.testing.demo import DEMO_ALIASES, demo_key
+    from remembrancer.demo.keys import DEMO_ALIASES, demo_key
 
     actor = demo_key("did:vm:actor:demo")
     if witness_key:

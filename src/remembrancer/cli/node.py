@@ -68,7 +68,7 @@ def init(directory: str, demo_keys: bool, origin_prefix: str | None, listen: str
 
     keys = None
     if demo_keys:
-        from remembrancer.testing.demo import DEMO_ALIASES, demo_key
+        from remembrancer.demo.keys import DEMO_ALIASES, demo_key
 
         keys = {alias: demo_key(alias) for alias in DEMO_ALIASES}
     out = write_initial_config(

@@ -14,8 +14,8 @@ import click
 from remembrancer.cli.common import echo_json, errors_as_one_line, write_output
 from remembrancer.core.errors import FormatError
 from remembrancer.core.jcs import loads_strict
-from remembrancer.core.keys import read_key_file
 from remembrancer.core.record import Record, sign_envelope, unsigned_envelope
+from remembrancer.node.keyfile import read_key_file
 
 
 def submit(url: str, record: Record) -> dict[str, object]:

@@ -35,9 +35,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from remembrancer import __version__
-from remembrancer.core.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
+from remembrancer.core.checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    open_checkpoint,
+    require_cosigners,
+)
 from remembrancer.core.cosignature import Cosignature, CosignatureVerifier
-from remembrancer.core.errors import FormatError, NotFoundError, PeerError, VerificationError
+from remembrancer.core.errors import FormatError, NotFoundError, PeerError
 from remembrancer.core.note import Note, Verifier
 from remembrancer.core.tileclient import VerifiedTileReader
 from remembrancer.core.tiles import (
@@ -235,18 +240,7 @@ def check_cosigners(
 ) -> tuple[Cosignature, ...]:
     """The distinct witness keys that cosigned (the log's own key never counts);
     VerificationError ``cosigner_quorum_not_met`` below ``quorum``."""
-    counted: dict[bytes, Cosignature] = {}
-    for cosig in signed.cosignatures:
-        if cosig.public_key != log_verifier.public_key:
-            counted.setdefault(cosig.public_key.raw, cosig)
-    if len(counted) < quorum:
-        raise VerificationError(
-            f"the checkpoint has {len(counted)} valid cosignatures from distinct witnesses, "
-            f"{quorum} are required",
-            code="cosigner_quorum_not_met",
-            details={"required": quorum, "verified": sorted(c.name for c in counted.values())},
-        )
-    return tuple(counted.values())
+    return require_cosigners(signed, log_verifier.public_key, quorum)
 
 
 def open_head(note: bytes, log: TiledLog, log_verifier: Verifier | None,

@@ -1,6 +1,6 @@
 """``remembrancer tsa``: the development TSA and an offline RFC 3161 verifier.
 
-``tsa serve`` runs :class:`~remembrancer.anchoring.devtsa.DevTsa` over HTTP.
+``tsa serve`` runs :class:`~remembrancer.anchoring.rfc3161.devtsa.DevTsa` over HTTP.
 ``tsa verify`` checks any RFC 3161 token (a TimeStampResp or a bare
 TimeStampToken, from any TSA) like ``openssl ts -verify``, but with the chain
 evaluated at the token's genTime; it prints one line per check.  The trust
@@ -21,14 +21,11 @@ from typing import Any
 
 import click
 
-from remembrancer.anchoring.devtsa import DevTsa, DevTsaServer
-from remembrancer.anchoring.rfc3161 import (
-    Imprint,
-    load_certificate,
-    load_trust_bundle,
-    parse_response,
-    verify_token,
-)
+from remembrancer.anchoring.rfc3161.chain import load_certificate, load_trust_bundle
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
+from remembrancer.anchoring.rfc3161.model import Imprint
+from remembrancer.anchoring.rfc3161.parse import parse_response
+from remembrancer.anchoring.rfc3161.verify import verify_token
 from remembrancer.cli.common import (
     EXIT_INVALID,
     echo_json,

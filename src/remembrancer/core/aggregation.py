@@ -47,6 +47,7 @@ from remembrancer.core.anchor import (
     covered_root,
 )
 from remembrancer.core.errors import FormatError, NotFoundError, VerificationError
+from remembrancer.core.identifiers import MAX_DID_CHARS
 from remembrancer.core.rfc6962 import (
     HASH_SIZE,
     NodeId,
@@ -72,7 +73,6 @@ AGGREGATE_ANCHOR_TYPE: Final = "remembrancer.aggregate-anchor/v1"
 DEFAULT_EPOCH_SECONDS: Final = 60
 MAX_EPOCH_SECONDS: Final = 86_400
 MAX_ORIGIN_CHARS: Final = 255
-MAX_DID_CHARS: Final = 512
 
 
 # --------------------------------------------------------------------------

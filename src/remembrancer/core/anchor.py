@@ -29,6 +29,13 @@ unverified) anchors the order uses the anchors' times and txRefs; a caller
 that orders someone else's claims first checks that the verdict's facts
 agree with them (:meth:`remembrancer.anchoring.base.Verdict.disagreement`).
 
+The bound.  A receipt holds at most :data:`MAX_ANCHORS` anchors;
+:func:`bound_anchors` is the one rule that keeps it there, for the
+scheduler's own receipts and for the merge every node applies to claims
+(:func:`remembrancer.federation.antientropy.claims.merge_anchors`): it
+drops failed and reorged anchors first, then the oldest, and depends only
+on the anchors, never on their order.
+
 Direct and aggregated anchors.  A *direct* anchor commits the checkpoint
 digest itself (``root == checkpoint_digest(body)``).  An *aggregated* anchor
 (collaborative anchoring, DESIGN.md 3.8 and 3.10) commits the root of an
@@ -46,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from remembrancer.core.errors import FormatError, VerificationError
+from remembrancer.core.jcs import canonicalize
 from remembrancer.core.rfc6962 import HASH_SIZE, hash_leaf, root_from_inclusion_proof
 
 Status = Literal["pending", "submitted", "verified", "failed", "reorged"]
@@ -350,6 +358,34 @@ def conflict_key(anchor: Anchor, *, verified: bool) -> tuple[int, int, float, by
         anchor.tx_ref.encode("utf-8"),
         anchor.target.encode("utf-8"),
     )
+
+
+_DEAD = ("failed", "reorged")
+
+
+def _age(a: Anchor) -> int:
+    """When an anchor was made: the target's own time, or, for one that has
+    none yet (pending, submitted), when it was last observed (recently)."""
+    return a.anchor_ts if a.anchor_ts is not None else a.observed_at
+
+
+def bound_anchors(anchors: Iterable[Anchor], limit: int = MAX_ANCHORS) -> tuple[Anchor, ...]:
+    """``anchors`` with at most ``limit`` of them: the others are dropped,
+    failed and reorged ones first, then the oldest (:func:`_age`), ties by
+    key and then by content.  Which anchors stay depends only on the
+    anchors, never on their order (two nodes holding the same anchors keep
+    the same ones); the kept anchors keep their order.  An anchor just made
+    (no anchor time yet) is never taken for the oldest."""
+    out = tuple(anchors)
+    if len(out) <= limit:
+        return out
+    order = sorted(
+        range(len(out)),
+        key=lambda i: (out[i].status not in _DEAD, _age(out[i]), out[i].key,
+                       canonicalize(out[i].to_dict())),
+    )  # fmt: skip
+    drop = set(order[: len(out) - limit])
+    return tuple(a for i, a in enumerate(out) if i not in drop)
 
 
 def resolve_conflicts(anchors: Iterable[Anchor], *, verified: Collection[str]) -> list[Anchor]:

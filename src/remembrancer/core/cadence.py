@@ -24,7 +24,9 @@ from remembrancer.core.errors import ConfigError
 
 LEVELS = ("fast", "strong", "cold")
 Level = Literal["fast", "strong", "cold"]
-TARGET_RE = re.compile(r"^(rfc3161|eip155|btc):([A-Za-z0-9._-]{1,64})$")
+TARGET_PATTERN = r"^(rfc3161|eip155|btc):[A-Za-z0-9._-]{1,64}$"
+"""An anchoring target, ``<rail>:<name>``, as a pattern string (HTTP parameters; the schemas say the same)."""
+TARGET_RE = re.compile(r"^(rfc3161|eip155|btc):([A-Za-z0-9._-]{1,64})\Z")
 _EVERY_RE = re.compile(
     r"^(?:(?P<n>[0-9]{1,9})(?P<unit>[smhd])|(?P<k>[0-9]{1,6})\*(?P<ref>[a-z]+))$"
 )

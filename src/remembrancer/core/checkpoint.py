@@ -33,32 +33,30 @@ from dataclasses import dataclass
 from typing import Final
 
 from remembrancer.core.cosignature import Cosignature, CosignatureVerifier
+from remembrancer.core.encoding import decode_base64
 from remembrancer.core.errors import FormatError, VerificationError
-from remembrancer.core.keys import SigningKey
+from remembrancer.core.keys import PublicKey, SigningKey
 from remembrancer.core.note import (
     Note,
     NoteSignature,
     NoteVerifier,
     Signer,
     check_key_name,
-    decode_base64,
     sign_note,
     verify_note,
 )
+from remembrancer.core.rfc6962 import HASH_SIZE, MAX_TREE_SIZE
 
 __all__ = [
-    "HASH_SIZE",
     "MAX_CHECKPOINT_BODY_BYTES",
-    "MAX_TREE_SIZE",
     "Checkpoint",
     "SignedCheckpoint",
     "open_checkpoint",
     "parse_decimal",
+    "require_cosigners",
     "sign_checkpoint",
 ]
 
-HASH_SIZE: Final = 32
-MAX_TREE_SIZE: Final = (1 << 64) - 1
 MAX_CHECKPOINT_BODY_BYTES: Final = 64 * 1024
 
 _DECIMAL: Final = re.compile("0|[1-9][0-9]{0,19}")
@@ -180,6 +178,34 @@ class SignedCheckpoint:
     log_signature: NoteSignature
     cosignatures: tuple[Cosignature, ...]
     unverified: tuple[NoteSignature, ...]
+
+    def distinct_cosigners(self, log_key: PublicKey | None) -> tuple[Cosignature, ...]:
+        """The rule for counting witnesses, the one place it is stated: one
+        cosignature per distinct key (a key listed under two names counts
+        once, its first cosignature stands), and the log's own key
+        ``log_key`` never counts."""
+        counted: dict[bytes, Cosignature] = {}
+        for cosig in self.cosignatures:
+            if cosig.public_key != log_key:
+                counted.setdefault(cosig.public_key.raw, cosig)
+        return tuple(counted.values())
+
+
+def require_cosigners(
+    signed: SignedCheckpoint, log_key: PublicKey | None, required: int
+) -> tuple[Cosignature, ...]:
+    """:meth:`SignedCheckpoint.distinct_cosigners`, at least ``required`` of them;
+    else VerificationError ``cosigner_quorum_not_met``."""
+    counted = signed.distinct_cosigners(log_key)
+    if len(counted) < required:
+        raise VerificationError(
+            f"the checkpoint has {len(counted)} valid cosignatures from distinct witnesses, "
+            f"{required} are required",
+            code="cosigner_quorum_not_met",
+            details={"required": required, "verified": len(counted),
+                     "cosigners": [c.name for c in counted]},
+        )  # fmt: skip
+    return counted
 
 
 def sign_checkpoint(

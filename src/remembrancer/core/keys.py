@@ -13,9 +13,9 @@ PyNaCl (libsodium) only, so one library decides acceptance everywhere
   32 key bytes (W3C did:key method, section "Ed25519").  Parsing is strict:
   nothing but that exact 34-byte form is accepted.
 - The key file (``docs/spec/keyfile.md``) is three text lines: a version
-  line, the base64 seed, and the ``did:key`` for humans to check.
-  :func:`write_key_file` and :func:`read_key_file` are the only functions in
-  the core that touch the file system.
+  line, the base64 seed, and the ``did:key`` for humans to check:
+  :func:`format_key_file` and :func:`parse_key_file` (reading and writing
+  the file is :mod:`remembrancer.node.keyfile`; the core touches no file).
 
 Parsers raise only :class:`~remembrancer.core.errors.FormatError`.
 """
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import os
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -34,9 +32,7 @@ import nacl.signing
 import nacl.utils
 
 from remembrancer.core.errors import (
-    ConfigError,
     FormatError,
-    NotFoundError,
     VerificationError,
 )
 
@@ -54,8 +50,6 @@ __all__ = [
     "format_key_file",
     "parse_key_file",
     "public_from_did_key",
-    "read_key_file",
-    "write_key_file",
 ]
 
 SEED_SIZE: Final = 32
@@ -336,61 +330,3 @@ def parse_key_file(data: bytes) -> SigningKey:
     if format_key_file(key) != data:  # every byte is accounted for above
         raise FormatError("the key file is not in canonical form", code="keyfile_malformed")
     return key
-
-
-def write_key_file(
-    path: str | os.PathLike[str], key: SigningKey, *, overwrite: bool = False
-) -> None:
-    """Write ``key`` to ``path`` with mode 0600.
-
-    Without ``overwrite`` the file is created with ``O_CREAT | O_EXCL`` and an
-    existing file is never touched (ConfigError ``keyfile_exists``).  With
-    ``overwrite`` a temporary file is written beside it and renamed over it,
-    so readers see the old key or the new one, never a partial file.
-    Other OS errors are ConfigError ``keyfile_unwritable``.
-    """
-    data = format_key_file(key)
-    target = os.fspath(path)
-    dest = f"{target}.tmp-{os.getpid()}-{nacl.utils.random(6).hex()}" if overwrite else target
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(dest, flags, 0o600)
-    except FileExistsError as e:
-        raise ConfigError(
-            f"key file {target} already exists; refusing to overwrite it", code="keyfile_exists"
-        ) from e
-    except OSError as e:
-        raise ConfigError(f"cannot create key file {target}: {e}", code="keyfile_unwritable") from e
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # independent of the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(dest, target)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(dest)
-        raise ConfigError(f"cannot write key file {target}: {e}", code="keyfile_unwritable") from e
-
-
-def read_key_file(path: str | os.PathLike[str]) -> SigningKey:
-    """Read and strictly parse a key file (see :func:`parse_key_file`).
-
-    Files over 4 KiB are refused (FormatError ``keyfile_too_large``) without
-    being read; a missing file is NotFoundError ``keyfile_not_found``; other OS
-    errors are ConfigError ``keyfile_unreadable``.
-    """
-    target = os.fspath(path)
-    try:
-        with open(target, "rb") as f:
-            data = f.read(MAX_KEY_FILE_BYTES + 1)
-    except FileNotFoundError as e:
-        raise NotFoundError(f"key file {target} does not exist", code="keyfile_not_found") from e
-    except OSError as e:
-        raise ConfigError(f"cannot read key file {target}: {e}", code="keyfile_unreadable") from e
-    return parse_key_file(data)

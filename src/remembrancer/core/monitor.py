@@ -40,16 +40,16 @@ prefix of ``seen`` it writes an equivocation file instead.  At most
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from remembrancer.core.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
+from remembrancer.core.encoding import decode_base64, encode_base64
 from remembrancer.core.errors import FormatError, VerificationError
 from remembrancer.core.jcs import loads_strict, sha256_hex
-from remembrancer.core.note import Note, check_key_name, decode_base64, parse_vkey
+from remembrancer.core.note import Note, check_key_name, parse_vkey
 
 __all__ = [
     "MAX_ROLLBACK_BYTES",
@@ -73,10 +73,6 @@ _STATE_KEYS: Final = frozenset(
     {"format", "origin", "vkey", "size", "root", "checkpoint", "observed_at", "checkpoints_seen"}
 )
 _LINE_CONTROL: Final = re.compile("[\x00-\x09\x0b-\x1f]")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _note_checkpoint(note: bytes, what: str, code: str) -> Checkpoint:
@@ -124,7 +120,7 @@ class MonitorState:
             "origin": self.origin,
             "vkey": self.vkey,
             "size": str(self.size),  # a decimal string: any tree size, up to 2^64 - 1
-            "root": _b64(self.root_hash),
+            "root": encode_base64(self.root_hash),
             "checkpoint": self.note.decode("utf-8"),
             "observed_at": self.observed_at,
             "checkpoints_seen": self.checkpoints_seen,
@@ -153,7 +149,7 @@ class MonitorState:
                               code="monitor_state_invalid")  # fmt: skip
         state = cls(doc["origin"], doc["vkey"], doc["checkpoint"].encode("utf-8"),
                     doc["observed_at"], doc["checkpoints_seen"])  # fmt: skip
-        if doc["size"] != str(state.size) or doc["root"] != _b64(state.root_hash):
+        if doc["size"] != str(state.size) or doc["root"] != encode_base64(state.root_hash):
             raise FormatError("the state's size and root are not its checkpoint's",
                               code="monitor_state_invalid")  # fmt: skip
         return state
@@ -202,7 +198,7 @@ class RollbackEvidence:
 
     def to_bytes(self) -> bytes:
         lines = [ROLLBACK_HEADER, f"origin {self.origin}", f"vkey {self.log_vkey}",
-                 f"seen {_b64(self.seen)}", f"served {_b64(self.served)}"]  # fmt: skip
+                 f"seen {encode_base64(self.seen)}", f"served {encode_base64(self.served)}"]  # fmt: skip
         return ("\n".join(lines) + "\n").encode("utf-8")
 
     @classmethod
@@ -251,7 +247,7 @@ class RollbackReport:
 
     def to_dict(self) -> dict[str, Any]:
         def cp(c: Checkpoint) -> dict[str, Any]:
-            return {"size": c.size, "root": _b64(c.root_hash)}
+            return {"size": c.size, "root": encode_base64(c.root_hash)}
 
         return {"kind": "rollback", "origin": self.origin, "seen": cp(self.seen),
                 "served": cp(self.served), "evidence_ref": self.evidence_ref}  # fmt: skip

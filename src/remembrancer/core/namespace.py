@@ -41,8 +41,8 @@ from typing import Any
 from remembrancer.core.cadence import Cadence, parse_cadence
 from remembrancer.core.cosignature import parse_cosigner_vkey
 from remembrancer.core.errors import ConfigError, FormatError
+from remembrancer.core.identifiers import DID_KEY_RE, NAMESPACE_RE
 from remembrancer.core.note import parse_vkey
-from remembrancer.core.record import DID_KEY_RE, NAMESPACE_RE
 from remembrancer.core.schema import SchemaPattern
 
 DEFAULT_DRIFT = 300

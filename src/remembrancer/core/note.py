@@ -35,14 +35,13 @@ raises :class:`~remembrancer.core.errors.VerificationError`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeGuard
 
+from remembrancer.core.encoding import decode_base64, encode_base64
 from remembrancer.core.errors import FormatError, VerificationError
 from remembrancer.core.keys import PUBLIC_KEY_SIZE, PublicKey, SigningKey
 
@@ -62,7 +61,6 @@ __all__ = [
     "VerifierKey",
     "check_key_name",
     "check_note_text",
-    "decode_base64",
     "format_vkey",
     "is_valid_key_name",
     "key_id",
@@ -92,25 +90,6 @@ _HEX8: Final = re.compile("[0-9a-fA-F]{8}")
 # --------------------------------------------------------------------------
 # Small shared helpers
 # --------------------------------------------------------------------------
-
-
-def decode_base64(text: str, *, what: str, code: str) -> bytes:
-    """Decode canonical, padded, standard base64 (RFC 4648 section 4).
-
-    Anything else (other alphabets, missing padding, non-zero padding bits,
-    white space) is a FormatError with ``code``.
-    """
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError) as e:
-        raise FormatError(f"{what} is not valid base64", code=code) from e
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise FormatError(f"{what} is not canonical base64", code=code)
-    return raw
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def is_valid_key_name(name: object) -> TypeGuard[str]:
@@ -217,7 +196,7 @@ class VerifierKey:
         return parsed
 
     def format(self) -> str:
-        return f"{self.name}+{self.key_id:08x}+{_b64(bytes([self.sig_type]) + self.key)}"
+        return f"{self.name}+{self.key_id:08x}+{encode_base64(bytes([self.sig_type]) + self.key)}"
 
     def __str__(self) -> str:
         return self.format()
@@ -342,7 +321,7 @@ class NoteSignature:
     def to_line(self) -> str:
         """``— <name> <base64(key ID || signature)>`` followed by a newline."""
         blob = self.key_id.to_bytes(4, "big") + self.signature
-        return f"{_SIG_PREFIX}{self.name} {_b64(blob)}\n"
+        return f"{_SIG_PREFIX}{self.name} {encode_base64(blob)}\n"
 
     @classmethod
     def parse_line(cls, line: str) -> NoteSignature:

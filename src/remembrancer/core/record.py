@@ -14,15 +14,15 @@ signatures, time or policy; see :mod:`remembrancer.core.admission`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from remembrancer.core.encoding import b64url_decode, b64url_encode
 from remembrancer.core.errors import FormatError
+from remembrancer.core.identifiers import DID_KEY_RE, NAMESPACE_RE
 from remembrancer.core.jcs import (
     canonical_members,
     check_depth,
@@ -31,17 +31,15 @@ from remembrancer.core.jcs import (
     loads_strict,
     parse_canonical,
 )
+from remembrancer.core.tiles import MAX_ENTRY_SIZE
 
-MAX_RECORD_BYTES = 65_535  # the tlog-tiles entry limit
 MAX_INPUT_BYTES = 256 * 1024  # what a parser reads before refusing outright
 MAX_SIGNATURES = 64
 VM_VERSION = "1.0"
 
-NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}:[a-z0-9][a-z0-9-]{0,62}\Z")
 SCHEMA_RE = re.compile(
     r"^([a-z][a-z0-9]*(?:\.[a-z][a-z0-9]*)*)@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z"
 )
-DID_KEY_RE = re.compile(r"^did:key:z[1-9A-HJ-NP-Za-km-z]{40,60}\Z")
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}\Z")
 B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*\Z")
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -52,30 +50,6 @@ OPTIONAL = ("subject", "prev", "payload:cid", "payload:hash")
 ALLOWED = frozenset(REQUIRED + OPTIONAL)
 
 Role = Literal["actor", "witness"]
-
-
-def b64url_encode(data: bytes) -> str:
-    """Unpadded base64url (RFC 4648 section 5), the encoding of record signatures."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PAD = ("", "", "==", "=")
-
-
-def b64url_decode(text: str, *, what: str = "value") -> bytes:
-    """Strict unpadded base64url: the canonical encoding only."""
-    if not isinstance(text, str) or len(text) % 4 == 1 or not text.isascii():
-        raise FormatError(f"{what} is not unpadded base64url", code="record_field_type")
-    try:
-        raw = binascii.a2b_base64(
-            (text + _PAD[len(text) % 4]).encode("ascii").translate(_TO_STANDARD), strict_mode=True
-        )
-    except (binascii.Error, ValueError) as e:
-        raise FormatError(f"{what} is not unpadded base64url", code="record_field_type") from e
-    if b64url_encode(raw) != text:  # '+', '/', '=' or non-zero padding bits
-        raise FormatError(f"{what} is not canonical base64url", code="record_field_type")
-    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +196,9 @@ class Record:
             members = canonical_members(value)
             leaf = join_members(members)
             signing_input = join_members(members, exclude="signatures")
-        if len(leaf) > MAX_RECORD_BYTES:
+        if len(leaf) > MAX_ENTRY_SIZE:  # a record is one tlog-tiles entry
             raise FormatError(
-                f"record is {len(leaf)} canonical bytes, over the {MAX_RECORD_BYTES} limit;"
+                f"record is {len(leaf)} canonical bytes, over the {MAX_ENTRY_SIZE} limit;"
                 " reference large payloads by payload:hash or payload:cid",
                 code="record_too_large",
             )

@@ -7,17 +7,15 @@ package (``core/schemas/<name>@<version>.json``), each with an ``$id`` of
 documents, so a ``$ref`` can never reach the network.  Formats (``uuid``,
 ``date-time``, ``uri``) are asserted.
 
-Reading the bundled documents is the package's own data, not outside input;
-everything else here is pure.
+Pure: the registry is built from documents; reading the bundled ones from
+the package is :mod:`remembrancer.log.schemas`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import jsonschema_rs
@@ -96,10 +94,6 @@ class SchemaRegistry:
             ) from e
         self._documents = {k: dict(v) for k, v in documents.items()}
 
-    @classmethod
-    def bundled(cls) -> SchemaRegistry:
-        return cls(bundled_documents())
-
     def names(self) -> list[str]:
         return sorted(self._validators)
 
@@ -126,16 +120,6 @@ class SchemaRegistry:
             code="payload_invalid",
             details={"errors": errors},
         )
-
-
-def bundled_documents() -> dict[str, dict[str, Any]]:
-    """The bundled schema documents keyed by ``name@version``."""
-    out: dict[str, dict[str, Any]] = {}
-    folder = resources.files("remembrancer.core").joinpath("schemas")
-    for item in folder.iterdir():
-        if item.name.endswith(".json"):
-            out[item.name[: -len(".json")]] = json.loads(item.read_text(encoding="utf-8"))
-    return out
 
 
 def allowed(patterns: Iterable[SchemaPattern], schema: str) -> bool:

@@ -31,23 +31,22 @@ hashes and at most :data:`MAX_EXTRA_BYTES` (64 KiB) of extra data.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from remembrancer.core.checkpoint import (
-    HASH_SIZE,
-    MAX_TREE_SIZE,
     Checkpoint,
     SignedCheckpoint,
     open_checkpoint,
     parse_decimal,
+    require_cosigners,
 )
 from remembrancer.core.cosignature import Cosignature, CosignatureVerifier
-from remembrancer.core.errors import FormatError, VerificationError
-from remembrancer.core.note import MAX_NOTE_BYTES, Note, NoteVerifier, decode_base64
-from remembrancer.core.rfc6962 import hash_leaf, verify_inclusion
+from remembrancer.core.encoding import decode_base64, encode_base64
+from remembrancer.core.errors import FormatError
+from remembrancer.core.note import MAX_NOTE_BYTES, Note, NoteVerifier
+from remembrancer.core.rfc6962 import HASH_SIZE, MAX_TREE_SIZE, hash_leaf, verify_inclusion
 
 __all__ = [
     "HEADER",
@@ -63,10 +62,6 @@ HEADER: Final = "c2sp.org/tlog-proof@v1"
 MAX_PROOF_HASHES: Final = 64
 MAX_EXTRA_BYTES: Final = 64 * 1024
 MAX_TLOG_PROOF_BYTES: Final = MAX_NOTE_BYTES + 128 * 1024
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +118,9 @@ class TlogProof:
     def to_bytes(self) -> bytes:
         lines = [HEADER]
         if self.extra is not None:
-            lines.append(f"extra {_b64(self.extra)}")
+            lines.append(f"extra {encode_base64(self.extra)}")
         lines.append(f"index {self.index}")
-        lines.extend(_b64(h) for h in self.proof_hashes)
+        lines.extend(encode_base64(h) for h in self.proof_hashes)
         return ("\n".join(lines) + "\n\n").encode("ascii") + self.checkpoint_note
 
     @classmethod
@@ -233,23 +228,7 @@ def verify_tlog_proof(
     if isinstance(min_cosigners, bool) or not isinstance(min_cosigners, int) or min_cosigners < 0:
         raise FormatError("min_cosigners is a non-negative int", code="min_cosigners_invalid")
     signed = open_checkpoint(proof.checkpoint_note, log_verifier, cosigner_verifiers)
-    log_key = getattr(log_verifier, "public_key", None)
-    counted: dict[bytes, Cosignature] = {}
-    for cosig in signed.cosignatures:
-        if cosig.public_key == log_key:
-            continue
-        counted.setdefault(cosig.public_key.raw, cosig)
-    if len(counted) < min_cosigners:
-        raise VerificationError(
-            f"the checkpoint has {len(counted)} valid cosignatures from distinct witnesses, "
-            f"the policy needs {min_cosigners}",
-            code="cosigner_quorum_not_met",
-            details={
-                "required": min_cosigners,
-                "verified": len(counted),
-                "cosigners": [c.name for c in counted.values()],
-            },
-        )
+    counted = require_cosigners(signed, getattr(log_verifier, "public_key", None), min_cosigners)
     checkpoint = signed.checkpoint
     leaf_hash = hash_leaf(bytes(leaf_bytes))
     verify_inclusion(
@@ -260,6 +239,6 @@ def verify_tlog_proof(
         leaf_hash=leaf_hash,
         checkpoint=checkpoint,
         signed_checkpoint=signed,
-        cosigners=tuple(counted.values()),
+        cosigners=counted,
         extra=proof.extra,
     )

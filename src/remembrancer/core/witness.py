@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from remembrancer.core.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
+from remembrancer.core.encoding import decode_base64
 from remembrancer.core.errors import FormatError, RemembrancerError, VerificationError
-from remembrancer.core.note import NoteVerifier, decode_base64
+from remembrancer.core.note import NoteVerifier
 from remembrancer.core.rfc6962 import verify_consistency
 
 MAX_PROOF_LINES = 63

@@ -383,21 +383,17 @@ def verify_message(
             details={"origin": origin},
         )
     checkpoint = signed.checkpoint
-    log_key = getattr(verifier, "public_key", None)  # the log's own key never counts
-    counted: dict[bytes, str] = {}
-    for cosig in signed.cosignatures:
-        if cosig.public_key != log_key:
-            counted.setdefault(cosig.public_key.raw, cosig.name)
+    counted = [c.name for c in signed.distinct_cosigners(getattr(verifier, "public_key", None))]
     if len(counted) < trust.min_cosigners:
         raise VerificationError(
             f"the proof's checkpoint has {len(counted)} cosignatures of witnesses that"
             f" {target.name} trusts for {msg.source}; it needs {trust.min_cosigners}",
             code="xns_cosignatures_missing",
-            details={"required": trust.min_cosigners, "verified": sorted(counted.values()),
+            details={"required": trust.min_cosigners, "verified": sorted(counted),
                      "size": checkpoint.size},
         )  # fmt: skip
     _check_inclusion(proof, checkpoint, record.leaf)
-    return VerifiedMessage(msg, trust, proof, checkpoint, tuple(counted.values()))
+    return VerifiedMessage(msg, trust, proof, checkpoint, tuple(counted))
 
 
 def count_cosigners(note: bytes, log_verifier: NoteVerifier, witnesses: Sequence[str]) -> int:
@@ -408,8 +404,7 @@ def count_cosigners(note: bytes, log_verifier: NoteVerifier, witnesses: Sequence
         signed = open_checkpoint(note, log_verifier, [_cosigner(w) for w in witnesses])
     except RemembrancerError:
         return 0
-    log_key = getattr(log_verifier, "public_key", None)
-    return len({c.public_key.raw for c in signed.cosignatures if c.public_key != log_key})
+    return len(signed.distinct_cosigners(getattr(log_verifier, "public_key", None)))
 
 
 def _check_actor_signature(record: Record) -> None:

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.status import HTTP_303_SEE_OTHER
 
 from remembrancer.core.errors import FormatError, NotFoundError, RemembrancerError
+from remembrancer.core.identifiers import NAMESPACE_PATTERN
 from remembrancer.explorer import pages
 from remembrancer.explorer.source import ExplorerSource
 from remembrancer.explorer.views import DEFAULT_PAGE, MAX_INDEX, MAX_PAGE, Explorer
@@ -36,7 +37,7 @@ SECURITY_HEADERS = {
 }
 FRAGMENT_HEADER = "x-explorer-fragment"
 _TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8"}
-NS_PATH = Path(pattern="^[a-z0-9][a-z0-9-]{0,62}:[a-z0-9][a-z0-9-]{0,62}$", max_length=127)
+NS_PATH = Path(pattern=NAMESPACE_PATTERN, max_length=127)
 
 
 def create_router(

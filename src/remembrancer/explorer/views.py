@@ -14,7 +14,6 @@ into 400 and 404 answers.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -25,13 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from remembrancer.core.checkpoint import Checkpoint
+from remembrancer.core.encoding import encode_base64
 from remembrancer.core.errors import FormatError, NotFoundError, RemembrancerError
+from remembrancer.core.identifiers import NAMESPACE_RE
 from remembrancer.core.jcs import loads_strict
 from remembrancer.core.note import Note, NoteSignature, Verifier, parse_vkey
-from remembrancer.core.record import NAMESPACE_RE, Record
+from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import hash_leaf
 from remembrancer.explorer.source import WITNESS_SCOPE, ExplorerSource
-from remembrancer.federation.registry import effective_peers
+from remembrancer.federation.registry.scoring import effective_peers
 from remembrancer.federation.witnessing import WitnessPeer
 from remembrancer.storage.base import StoredCheckpoint
 
@@ -49,10 +50,6 @@ KNOWN_ANCHOR_FIELDS = frozenset({
     "status", "verifier", "finality", "evidence", "error", "superseded_by",
 })  # fmt: skip
 _HEX64 = re.compile("(?:sha256:)?([0-9a-fA-F]{64})")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def check_namespace(namespace: str) -> str:
@@ -120,7 +117,11 @@ def parse_query(q: str) -> tuple[str, Any]:
 
 def entry_summary(index: int, leaf: bytes) -> dict[str, Any]:
     """One line of a log page: a record's identifying fields, or a raw entry's hash."""
-    out: dict[str, Any] = {"index": index, "leafHash": b64(hash_leaf(leaf)), "bytes": len(leaf)}
+    out: dict[str, Any] = {
+        "index": index,
+        "leafHash": encode_base64(hash_leaf(leaf)),
+        "bytes": len(leaf),
+    }
     try:
         rec = Record.from_bytes(leaf)
     except (RemembrancerError, ValueError):
@@ -210,7 +211,7 @@ class Explorer:
             else:
                 item.update(kind="unknown", checked_by_node=None)
             sigs.append(item)
-        return {"origin": cp.origin, "size": cp.size, "root": b64(cp.root_hash),
+        return {"origin": cp.origin, "size": cp.size, "root": encode_base64(cp.root_hash),
                 "body": note.text, "note": note_bytes.decode("utf-8"), "signatures": sigs}  # fmt: skip
 
     def recent_checkpoints(self, namespace: str, n: int) -> list[StoredCheckpoint]:
@@ -454,9 +455,9 @@ class Explorer:
         steps = inclusion_path(index, tree_size)
         return {
             "namespace": namespace, "index": index, "treeSize": tree_size,
-            "leafHash": b64(hash_leaf(leaf)), "root": b64(root) if root else None,
+            "leafHash": encode_base64(hash_leaf(leaf)), "root": encode_base64(root) if root else None,
             "path": [{"level": i, "node": list(node), "sibling": list(sib), "side": side,
-                      "hash": b64(h)} for i, ((node, sib, side), h) in enumerate(zip(steps, proof, strict=True))],
+                      "hash": encode_base64(h)} for i, ((node, sib, side), h) in enumerate(zip(steps, proof, strict=True))],
         }  # fmt: skip
 
     def record(self, namespace: str, index: int) -> dict[str, Any]:
@@ -466,7 +467,7 @@ class Explorer:
         leaf, _ = self._entry(namespace, index)
         proof, state = src.sequencer.proof_inclusion(namespace, index)
         out: dict[str, Any] = {"namespace": namespace, "origin": src.sequencer.origin(namespace),
-                               "index": index, "entry": b64(leaf), **entry_summary(index, leaf),
+                               "index": index, "entry": encode_base64(leaf), **entry_summary(index, leaf),
                                "at": self.now()}  # fmt: skip
         if out["kind"] == "record":
             envelope = loads_strict(leaf)  # a record: it parses strictly
@@ -474,12 +475,12 @@ class Explorer:
             out["signatures"] = [{k: s.get(k) for k in ("alg", "kid", "role")}
                                  for s in envelope.get("signatures", [])]  # fmt: skip
         out["receipt"] = {"eventHash": out.get("eventHash"), "index": index, "treeSize": state.size,
-                          "proof": [b64(h) for h in proof], "checkpoint": state.checkpoint.decode("utf-8")}  # fmt: skip
+                          "proof": [encode_base64(h) for h in proof], "checkpoint": state.checkpoint.decode("utf-8")}  # fmt: skip
         out["checkpoint"] = self.describe_checkpoint(namespace, state.checkpoint)
         steps = inclusion_path(index, state.size)
-        out["tree"] = {"treeSize": state.size, "root": b64(state.root_hash),
+        out["tree"] = {"treeSize": state.size, "root": encode_base64(state.root_hash),
                        "path": [{"level": i, "node": list(n), "sibling": list(s), "side": side,
-                                 "hash": b64(h)} for i, ((n, s, side), h) in enumerate(zip(steps, proof, strict=True))]}  # fmt: skip
+                                 "hash": encode_base64(h)} for i, ((n, s, side), h) in enumerate(zip(steps, proof, strict=True))]}  # fmt: skip
         out["anchored"] = self._anchored(namespace, index)
         out["federation_receipts"] = self._federation_receipts(namespace, index)
         out["keys"] = self.keys(namespace)
@@ -496,7 +497,7 @@ class Explorer:
         proof, _ = self.source.sequencer.proof_inclusion(namespace, index, covering.size)
         d = covering.to_dict()
         return {"treeSize": covering.size, "checkpoint": d["checkpoint"], "root": d["root"],
-                "proof": [b64(h) for h in proof], "anchors": d["anchors"]}  # fmt: skip
+                "proof": [encode_base64(h) for h in proof], "anchors": d["anchors"]}  # fmt: skip
 
     def _federation_receipts(self, namespace: str, index: int) -> list[dict[str, Any]]:
         fed = self.source.federation

@@ -70,12 +70,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
-from remembrancer.anchoring.base import DEPTH_INSUFFICIENT, RailError, VerifyContext, recheck
+from remembrancer.anchoring.base import (
+    DEPTH_INSUFFICIENT,
+    RailError,
+    RailRegistry,
+    VerifyContext,
+    recheck,
+)
 from remembrancer.anchoring.scheduler import Delegation, Scheduler
 from remembrancer.core import governance
 from remembrancer.core.aggregation import (
@@ -95,12 +102,14 @@ from remembrancer.core.errors import (
     RemembrancerError,
     VerificationError,
 )
-from remembrancer.core.note import Verifier
-from remembrancer.federation.evidence import ClaimEvidence
-from remembrancer.federation.protocol import CheckpointContent, ReceiptContent
-from remembrancer.federation.registry import Peer, effective_peers
-from remembrancer.federation.service import FederationService
+from remembrancer.core.keys import SigningKey
+from remembrancer.core.note import NoteVerifier, Verifier
+from remembrancer.federation.evidence.claims import ClaimEvidence
+from remembrancer.federation.ports import ClaimReports, Inbox, Outbox, PeerView
+from remembrancer.federation.protocol.contents import CheckpointContent, ReceiptContent
+from remembrancer.federation.registry.model import Peer
 from remembrancer.federation.transport import FederationClient, RetryPolicy
+from remembrancer.storage.base import Store
 
 __all__ = ["STATE_SCOPE", "AggregateMetrics", "CollaborativeAnchoring", "Pending"]
 
@@ -171,27 +180,44 @@ class _Member:
 class CollaborativeAnchoring:
     """One node's part in collaborative anchoring: member and coordinator.
 
-    Building it wires it in: the scheduler's delegate, the service's
-    ``checkpoint`` and ``receipt`` handlers, and an extension started and
-    stopped with the service."""
+    Building it wires it in: the scheduler's delegate, ``checkpoint`` and
+    ``receipt`` handlers on ``inbox``, and an extension started and stopped
+    with the service.  The parts it uses: ``peers`` (the registry in force,
+    scores, announced heads), ``outbox`` (to coordinators and members),
+    ``reports`` (a coordinator's false claim, proven), ``key`` (evidence it
+    signs as reporter), ``store`` (pending delegations), ``rails`` and
+    ``log_verifiers`` (its own judgement of anchors and checkpoints)."""
 
     def __init__(
         self,
-        service: FederationService,
+        inbox: Inbox,
+        peers: PeerView,
+        outbox: Outbox,
+        reports: ClaimReports,
+        key: SigningKey,
+        store: Store,
+        rails: RailRegistry,
+        log_verifiers: Mapping[str, Sequence[NoteVerifier]],
         scheduler: Scheduler,
         *,
         metrics: AggregateMetrics | None = None,
-        clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.service = service
+        self.peers = peers
+        self.outbox = outbox
+        self.reports = reports
+        self.key = key
+        self.store = store
+        self.rails = rails
+        self.log_verifiers = log_verifiers
         self.scheduler = scheduler
         self.metrics: AggregateMetrics = metrics or _NoMetrics()
-        self.clock = clock or service.clock
+        self.clock = clock
         self._collect: dict[tuple[str, int], dict[bytes, _Member]] = {}
         self._closed: deque[tuple[str, int]] = deque(maxlen=256)
         self._failed: dict[str, dict[str, int]] = {}  # target -> coordinator -> epoch it failed us
         self._pending: dict[str, Pending] = {}
-        for raw in service.store.list_state(STATE_SCOPE).values():
+        for raw in store.list_state(STATE_SCOPE).values():
             try:
                 p = Pending.from_bytes(raw)
             except (ValueError, TypeError):
@@ -204,9 +230,9 @@ class CollaborativeAnchoring:
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: FederationClient | None = None
-        service.add_handler(CheckpointContent, self._on_checkpoint)
-        service.add_handler(ReceiptContent, self._on_receipt)
-        service.add_extension(self)
+        inbox.add_handler(CheckpointContent, self._on_checkpoint)
+        inbox.add_handler(ReceiptContent, self._on_receipt)
+        inbox.add_extension(self)
         scheduler.delegate = self
 
     # --- lifecycle -------------------------------------------------------------------
@@ -259,26 +285,26 @@ class CollaborativeAnchoring:
     # --- shared ----------------------------------------------------------------------
     @property
     def strategy(self) -> str:
-        return self.service.registry.anchor_strategy
+        return self.peers.registry.anchor_strategy
 
     @property
     def me(self) -> str:
-        return self.service.self_did
+        return self.peers.self_did
 
     def _epochs(self) -> EpochClock:
-        return EpochClock(self.service.registry.anchor_epoch_seconds)
+        return EpochClock(self.peers.registry.anchor_epoch_seconds)
 
     def _candidates(self) -> tuple[str, ...]:
-        return coordinator_candidates(self.service.registry.peers)
+        return coordinator_candidates(self.peers.registry.peers)
 
     def coordinator(self, target: str, epoch: int) -> str | None:
         """The coordinator of ``target`` in ``epoch`` under the registry in force."""
         return choose_coordinator(
-            self.service.registry.federation_id, target, epoch, self._candidates()
+            self.peers.registry.federation_id, target, epoch, self._candidates()
         )
 
     def _peer(self, did: str) -> Peer | None:
-        return self.service.registry.get(did)
+        return self.peers.registry.get(did)
 
     def _same(self, a: str, b: str) -> bool:
         """Whether two DIDs name the same registry peer (compared by key)."""
@@ -289,7 +315,7 @@ class CollaborativeAnchoring:
         """Whether this member hands checkpoints to ``coordinator`` now."""
         if self._same(coordinator, self.me):
             return True
-        peers = effective_peers(self.service.registry, self.service.scores)
+        peers = self.peers.effective()
         status = next((p.status for p in peers if p.did == coordinator), None)
         if status != "active":
             return False
@@ -311,14 +337,14 @@ class CollaborativeAnchoring:
         self.metrics.aggregate_event(event, target)
 
     def _save(self, p: Pending) -> None:
-        self.service.store.put_state(STATE_SCOPE, p.key, p.to_bytes())
+        self.store.put_state(STATE_SCOPE, p.key, p.to_bytes())
 
     async def _drop(self, p: Pending) -> bool:
         """Forget ``p`` (False if it was no longer pending)."""
         if self._pending.get(p.key) is not p:
             return False
         del self._pending[p.key]
-        await asyncio.to_thread(self.service.store.delete_state, STATE_SCOPE, p.key)
+        await asyncio.to_thread(self.store.delete_state, STATE_SCOPE, p.key)
         return True
 
     # --- member ----------------------------------------------------------------------
@@ -361,7 +387,7 @@ class CollaborativeAnchoring:
         if peer is None or self._client is None:
             p.deadline = self.clock()
             return
-        (delivery,) = await self.service.deliver([peer], content, client=self._client)
+        (delivery,) = await self.outbox.deliver([peer], content, client=self._client)
         if not delivery.delivered:
             log.warning("coordinator %s did not take %s@%d for %s (epoch %d): %s", p.coordinator,
                         p.namespace, p.size, p.target, p.epoch, delivery.code)  # fmt: skip
@@ -384,7 +410,7 @@ class CollaborativeAnchoring:
         self._failed.setdefault(p.target, {})[p.coordinator] = p.epoch
         if p.refused is None and not self._same(p.coordinator, self.me):
             self._event("missed", p.target)  # (a proven lie was scored when it was found)
-            await self.service.score(p.coordinator, "missed")
+            await self.peers.score(p.coordinator, "missed")
         log.warning("no acceptable aggregate from %s for %s@%d to %s (epoch %d)%s", p.coordinator,
                     p.namespace, p.size, p.target, p.epoch,
                     f": {p.refused}" if p.refused else "")  # fmt: skip
@@ -411,7 +437,7 @@ class CollaborativeAnchoring:
             aggregate = AggregateAnchor.from_dict(content.receipt)
         except FormatError as e:
             self._refuse(sender, None, e.code, e.message)
-            await self.service.score(sender, "invalid", e.code)
+            await self.peers.score(sender, "invalid", e.code)
             return
         self._spawn(self.judge(sender, content.namespace, aggregate, raw))
 
@@ -423,7 +449,7 @@ class CollaborativeAnchoring:
         if not (self._same(aggregate.coordinator, sender)):
             self._refuse(sender, aggregate, "aggregate_coordinator_mismatch",
                          "the claim names another coordinator than its sender")  # fmt: skip
-            await self.service.score(sender, "invalid", "aggregate_coordinator_mismatch")
+            await self.peers.score(sender, "invalid", "aggregate_coordinator_mismatch")
             return False
         p = self._pending.get(f"{namespace}/{target}/{aggregate.size:020d}")
         if p is None or not self._same(p.coordinator, sender):
@@ -431,7 +457,7 @@ class CollaborativeAnchoring:
                      aggregate.origin, aggregate.size)  # fmt: skip
             return False
         try:
-            verify_aggregate(aggregate, federation_id=self.service.registry.federation_id,
+            verify_aggregate(aggregate, federation_id=self.peers.registry.federation_id,
                              target=p.target, origin=p.origin, size=p.size,
                              digest=bytes.fromhex(p.digest))  # fmt: skip
         except VerificationError as e:
@@ -439,13 +465,13 @@ class CollaborativeAnchoring:
             if e.code == "aggregate_path_invalid":
                 await self._prove(sender, raw, "root_mismatch", p)
             else:
-                await self.service.score(sender, "invalid", e.code)
+                await self.peers.score(sender, "invalid", e.code)
             return False
         # Our own rail judges the evidence under our own settings and this
         # level's depth; the claim's status and finality are never read.
         claim = aggregate.anchor
         try:
-            rail = self.service.rails.get(target)
+            rail = self.rails.get(target)
         except ConfigError as e:  # we cannot judge it: no blame
             self._refuse(sender, aggregate, "aggregate_anchor_unchecked", e.explain())
             p.deadline, p.refused = min(p.deadline, self.clock()), "aggregate_anchor_unchecked"
@@ -471,7 +497,7 @@ class CollaborativeAnchoring:
             else:
                 p.deadline, p.refused = min(p.deadline, self.clock()), code  # move on now
                 if code != "aggregate_anchor_unchecked":
-                    await self.service.score(sender, "invalid", code)
+                    await self.peers.score(sender, "invalid", code)
             return False
         # Verified here, or committed but not yet as deep as this level asks
         # (then kept ``submitted`` and re-verified like any anchor of ours).
@@ -485,7 +511,7 @@ class CollaborativeAnchoring:
             log.error("could not add the aggregate to %s@%d: %s", p.namespace, p.size, e.explain())
             self.metrics.anchor_event("failed", p.namespace, p.level, target, "delegated")
             return False
-        await self.service.score(sender, "valid")
+        await self.peers.score(sender, "valid")
         self._event("received", target)
         self.metrics.anchor_event("succeeded", p.namespace, p.level, target, "delegated")
         agg = checked.aggregation
@@ -521,16 +547,16 @@ class CollaborativeAnchoring:
         if raw is None or peer is None:
             return
         evidence = ClaimEvidence.create(
-            kind="invalid_anchor_claim", federation_id=self.service.registry.federation_id,
+            kind="invalid_anchor_claim", federation_id=self.peers.registry.federation_id,
             accused=peer.key_did, message=raw, receipt_at="/content/receipt",
-            countersigner=peer.key_did, finding=finding, reporter_key=self.service.key,
+            countersigner=peer.key_did, finding=finding, reporter_key=self.key,
             reported_at=int(self.clock()),
         )  # fmt: skip
         try:
-            await self.service.report_claim(evidence)
+            await self.reports.report_claim(evidence)
         except RemembrancerError as e:
             log.error("our own evidence against %s did not verify: %s", sender, e.explain())
-            await self.service.score(sender, "invalid", finding)
+            await self.peers.score(sender, "invalid", finding)
 
     # --- coordinator -----------------------------------------------------------------
     async def _on_checkpoint(self, sender: str, content: CheckpointContent, raw: bytes) -> None:
@@ -540,7 +566,7 @@ class CollaborativeAnchoring:
             self._take(sender, content)
         except VerificationError as e:
             log.warning("refused %s's checkpoint for %s: %s", sender, content.target, e.explain())
-            await self.service.score(sender, "invalid", e.code)
+            await self.peers.score(sender, "invalid", e.code)
         except RemembrancerError as e:
             log.info("not taking %s's checkpoint for %s: %s", sender, content.target, e.explain())
 
@@ -561,7 +587,7 @@ class CollaborativeAnchoring:
             raise ConfigError(f"epoch {epoch} of {target} is closed", code="aggregate_epoch_closed")
         if epoch > epochs.epoch(now) + len(self._candidates()):
             raise ConfigError(f"epoch {epoch} is too far ahead", code="aggregate_epoch_ahead")
-        self.service.rails.get(target)  # ConfigError: we cannot anchor there
+        self.rails.get(target)  # ConfigError: we cannot anchor there
         peer = self._peer(sender)
         if peer is None:
             raise ConfigError(f"{sender} is not a peer", code="aggregate_member_unknown")
@@ -590,8 +616,8 @@ class CollaborativeAnchoring:
             return open_checkpoint(note, Verifier(content.origin, peer.pubkey))
         except RemembrancerError:
             pass
-        listed = content.origin in self.service.heads.get(peer.did, {}).get("logs", {})
-        for v in self.service.log_verifiers.get(content.origin, ()) if listed else ():
+        listed = content.origin in self.peers.heads.get(peer.did, {}).get("logs", {})
+        for v in self.log_verifiers.get(content.origin, ()) if listed else ():
             try:
                 return open_checkpoint(note, v)
             except RemembrancerError:
@@ -608,7 +634,7 @@ class CollaborativeAnchoring:
         tree = AggregationTree.build(members)
         deadline = self._epochs().deadline(epoch) - min(1.0, self._epochs().epoch_seconds / 10)
         try:
-            rail = self.service.rails.get(target)
+            rail = self.rails.get(target)
             anchor = await asyncio.to_thread(rail.submit, tree.root, now=int(self.clock()))
             while anchor.status != "verified":
                 if anchor.status in ("failed", "reorged") or self.clock() >= deadline:
@@ -632,7 +658,7 @@ class CollaborativeAnchoring:
         sends = []
         for digest, m in members.items():
             claim = AggregateAnchor(
-                self.service.registry.federation_id, self.me, target, epoch, m.origin, m.size,
+                self.peers.registry.federation_id, self.me, target, epoch, m.origin, m.size,
                 digest, replace(anchor, aggregation=tree.aggregation(digest)),
             )  # fmt: skip
             if self._same(m.sender, self.me):
@@ -646,14 +672,14 @@ class CollaborativeAnchoring:
         if peer is None or self._client is None:
             return
         content = ReceiptContent(member.namespace, claim.to_dict())
-        (delivery,) = await self.service.deliver([peer], content, client=self._client)
+        (delivery,) = await self.outbox.deliver([peer], content, client=self._client)
         if not delivery.delivered:
             log.warning("could not hand %s its aggregate path: %s", member.sender, delivery.code)
 
     # --- status ----------------------------------------------------------------------
     def _targets(self) -> list[str]:
         now = int(self.clock())
-        found: set[str] = set(self.service.rails.targets())
+        found: set[str] = set(self.rails.targets())
         seq = self.scheduler.sequencer
         for name, ns in seq.namespaces.current().items():
             cadence = governance.effective_cadence(ns, seq.governance_state(name), now)

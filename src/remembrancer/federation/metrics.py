@@ -25,7 +25,8 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from remembrancer.federation.registry import STATUSES, effective_peers
+from remembrancer.federation.registry.model import STATUSES
+from remembrancer.federation.registry.scoring import effective_peers
 
 if TYPE_CHECKING:
     from remembrancer.federation.service import FederationService

@@ -39,11 +39,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from remembrancer.core.anchor import Anchor, checkpoint_digest, require_covers
+from remembrancer.core.encoding import b64url_decode, b64url_encode
 from remembrancer.core.errors import FormatError, VerificationError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.keys import PublicKey, SigningKey
 from remembrancer.core.note import Note
-from remembrancer.core.record import b64url_decode, b64url_encode
 
 TYPE = "remembrancer.federation-receipt/v1"
 Role = Literal["anchor", "witness"]

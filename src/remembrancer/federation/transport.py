@@ -23,7 +23,7 @@ Sending (:class:`FederationClient`, on ``httpx.AsyncClient``):
   ``duplicate=True``.
 
 Receiving: :func:`receive` runs a body through a
-:class:`~remembrancer.federation.protocol.MessageVerifier` and returns the
+:class:`~remembrancer.federation.protocol.verify.MessageVerifier` and returns the
 status, headers and body to answer with; the node's route only moves bytes.
 """
 
@@ -48,7 +48,8 @@ from remembrancer.core.errors import (
     RemembrancerError,
 )
 from remembrancer.core.jcs import loads_strict
-from remembrancer.federation.protocol import Message, MessageVerifier
+from remembrancer.federation.protocol.verify import MessageVerifier
+from remembrancer.federation.protocol.wire import Message
 
 __all__ = [
     "CONTENT_TYPE",

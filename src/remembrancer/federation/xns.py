@@ -74,7 +74,8 @@ from remembrancer.core.xns import (
     delivery_event_id,
     verify_message,
 )
-from remembrancer.federation.protocol import XnsContent
+from remembrancer.federation.ports import Inbox, Outbox, PeerView
+from remembrancer.federation.protocol.contents import XnsContent
 from remembrancer.log.sequencer import Receipt, Sequencer
 from remembrancer.storage.base import FoundEntry
 
@@ -146,18 +147,22 @@ class Messaging:
         self.on_delivered = on_delivered
         self.on_relayed = on_relayed
         self.handler_timeout = handler_timeout
-        self.federation: Any = None  # a FederationService, once attached
+        # The federation's parts, once attached (None: this node relays nothing).
+        self.peers: PeerView | None = None
+        self.outbox: Outbox | None = None
         self._inflight: set[bytes] = set()
         self._accepted: dict[str, tuple[int, bytes] | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Callable[[InvokeRequest], Any]] = dict(BUILTIN_HANDLERS)
 
     # --- wiring ----------------------------------------------------------------------
-    def attach(self, federation: Any) -> None:
-        """Relay through ``federation`` and receive its ``xns`` messages."""
-        self.federation = federation
-        federation.add_handler(XnsContent, self.on_xns)
-        federation.add_extension(self)
+    def attach(self, inbox: Inbox, peers: PeerView, outbox: Outbox) -> None:
+        """Receive ``xns`` messages from ``inbox``; relay to the peers that
+        ``peers`` says host a target, through ``outbox``."""
+        self.peers = peers
+        self.outbox = outbox
+        inbox.add_handler(XnsContent, self.on_xns)
+        inbox.add_extension(self)
 
     async def start(self) -> None:
         return None
@@ -190,7 +195,7 @@ class Messaging:
                     need = trust.min_cosigners if trust else 0
                     record, proof = await self._own_proof(record, wait, witnesses, need)
                 return 200, await self.deliver(ns, record, proof)
-            if self.federation is not None:
+            if self.peers is not None:
                 return 202, await self._relay(target, record, proof, wait)
             raise NotFoundError(
                 f"namespace {target} is not hosted here and this node is in no federation"
@@ -490,8 +495,10 @@ class Messaging:
     # --- relay ---------------------------------------------------------------------------
     def home_peers(self, target: str) -> list[Any]:
         """Peers whose heartbeats announce a log of ``target`` (origin ``<prefix>/<target>``)."""
-        fed = self.federation
-        out = []
+        fed = self.peers
+        out: list[Any] = []
+        if fed is None:
+            return out
         for did, seen in sorted(fed.heads.items()):
             if did == fed.self_did:
                 continue
@@ -528,7 +535,8 @@ class Messaging:
             )
         peer = peers[0]
         content = XnsContent(record.namespace, target, record.envelope(), proof.decode("utf-8"))
-        [delivery] = await self.federation.deliver([peer], content)
+        assert self.outbox is not None
+        [delivery] = await self.outbox.deliver([peer], content)
         if not delivery.delivered:
             raise PeerError(
                 f"relaying to {peer.did} at {peer.endpoint} failed:"

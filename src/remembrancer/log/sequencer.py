@@ -59,7 +59,8 @@ from remembrancer.core.rfc6962 import (
     inclusion_proof,
 )
 from remembrancer.core.schema import SchemaRegistry
-from remembrancer.core.tiles import Tile, TileNodeReader
+from remembrancer.core.tiles import MAX_ENTRY_SIZE, Tile, TileNodeReader
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.tiles import BatchNodeReader, TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, FoundEntry, LogState, Store
 
@@ -141,7 +142,7 @@ class Sequencer:
         self.node_key = node_key
         self.origin_prefix = origin_prefix.rstrip("/")
         self.namespaces = namespaces
-        self.schemas = schemas or SchemaRegistry.bundled()
+        self.schemas = schemas or bundled_schemas()
         self.clock = clock
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -321,8 +322,10 @@ class Sequencer:
         record batches.
         """
         for e in entries:
-            if len(e) > 65535:
-                raise FormatError("an entry is at most 65,535 bytes", code="entry_too_large")
+            if len(e) > MAX_ENTRY_SIZE:
+                raise FormatError(
+                    f"an entry is at most {MAX_ENTRY_SIZE:,} bytes", code="entry_too_large"
+                )
 
         def work() -> tuple[int, int]:
             handle = self._logs.get(namespace) or self._logs.setdefault(

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from remembrancer.core.cadence import TARGET_PATTERN
 from remembrancer.core.errors import (
     ConflictError,
     FormatError,
@@ -33,8 +34,9 @@ from remembrancer.core.errors import (
     StorageError,
     VerificationError,
 )
+from remembrancer.core.identifiers import NAMESPACE_RE
 from remembrancer.core.jcs import parse_sha256_hex
-from remembrancer.core.record import NAMESPACE_RE, Record
+from remembrancer.core.record import Record
 from remembrancer.core.tiles import (
     TILE_WIDTH,
     encode_entry_bundle,
@@ -532,7 +534,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
 
     @app.post("/v1/admin/replicas/anchor", responses=_errors(400, 401, 404, 422, 503))
     async def replica_anchor(request: Request, origin: str,
-                             target: str = Query(pattern="^(rfc3161|eip155|btc):[^\\s]{1,64}$")) -> dict[str, Any]:  # fmt: skip
+                             target: str = Query(pattern=TARGET_PATTERN)) -> dict[str, Any]:  # fmt: skip
         """Anchor the replica's latest checkpoint of ``origin`` on this node's rail
         ``target`` (needs the admin token); the claim spreads to the peers."""
         _require_admin(node, request)

@@ -23,8 +23,9 @@ import yaml
 
 from remembrancer.core.errors import ConfigError, FormatError
 from remembrancer.core.jcs import loads_strict
-from remembrancer.core.keys import SigningKey, write_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import parse_vkey
+from remembrancer.node.keyfile import write_key_file
 
 DATA_FORMAT = 1
 DATA_MARKER = "remembrancer-data.json"

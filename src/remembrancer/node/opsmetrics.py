@@ -38,8 +38,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from remembrancer.core.errors import RemembrancerError
-from remembrancer.federation.evidence import ClaimKind, EquivocationEvidence, parse_evidence
-from remembrancer.federation.evidence_store import EVIDENCE_SCOPE, SUBJECT_SCOPE
+from remembrancer.federation.evidence.claims import ClaimKind
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence
+from remembrancer.federation.evidence.parse import parse_evidence
+from remembrancer.federation.evidence.store import EVIDENCE_SCOPE, SUBJECT_SCOPE
 
 if TYPE_CHECKING:
     from remembrancer.node.runtime import Node

@@ -22,7 +22,7 @@ from remembrancer.anchoring.scheduler import Scheduler
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey
 from remembrancer.core.errors import NotFoundError, RemembrancerError, StorageError
 from remembrancer.core.jcs import loads_strict
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import NoteVerifier, format_vkey, parse_vkey
 from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
@@ -33,15 +33,18 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
-from remembrancer.federation.antientropy import ReplicaSpec, Replicator
+from remembrancer.federation.antientropy.model import ReplicaSpec
+from remembrancer.federation.antientropy.replicator import Replicator, SequencerLogs
 from remembrancer.federation.collaborative import CollaborativeAnchoring
-from remembrancer.federation.registry import load_federation_file
+from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.service import FederationService
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.federation.xns import Messaging
 from remembrancer.log.namespaces import NamespaceSource
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
 from remembrancer.node.config import Limits, NodeConfig, WitnessedLog, check_data_dir
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.node.metrics import NodeMetrics
 from remembrancer.node.opsmetrics import StoreMetrics
 from remembrancer.node.ratelimit import TokenBuckets
@@ -66,7 +69,7 @@ class Node:
     witness_name: str = ""
     witnessed: tuple[WitnessedLog, ...] = ()
     clock: Any = time.time
-    schemas: SchemaRegistry = field(default_factory=SchemaRegistry.bundled)
+    schemas: SchemaRegistry = field(default_factory=bundled_schemas)
     rails: RailRegistry = field(default_factory=RailRegistry)
     scheduler_enabled: bool = True
     scheduler_tick_s: float = 1.0
@@ -111,16 +114,20 @@ class Node:
             self.scheduler.on_verified.append(self.federation.on_anchor_verified)
             # Collaborative/hybrid anchoring: the scheduler's delegate and the service's
             # checkpoint/receipt handlers; idle while the registry says independent.
+            # Each extension gets the federation's parts it uses, never the whole service.
+            fed = self.federation
             self.collaborative = CollaborativeAnchoring(
-                self.federation, self.scheduler, metrics=self.metrics
-            )
+                fed, fed.peers, fed.outbox, fed.misbehaviour, self.node_key, self.store,
+                self.rails, fed.log_verifiers, self.scheduler, metrics=self.metrics, clock=self.clock,
+            )  # fmt: skip
             self.metrics.start_aggregates(self.rails.targets())
             # Anti-entropy: verified replicas of the witnessed logs (docs/anti-entropy.md).
             self.replicator = Replicator(
-                self.federation, self.store,
+                fed, fed.peers, fed.outbox, fed.countersigning, fed.misbehaviour, self.store,
                 [ReplicaSpec(w.origin, w.vkeys, w.mirror) for w in self.witnessed], self.rails,
-                own_receipts=self.scheduler.receipts, interval=self.antientropy_seconds,
-                metrics_registry=self.metrics.registry,
+                own=SequencerLogs(self.sequencer, self.node_key.public, self.scheduler.receipts),
+                clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
+                interval=self.antientropy_seconds, metrics_registry=self.metrics.registry,
             )  # fmt: skip
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
@@ -142,7 +149,8 @@ class Node:
             on_relayed=lambda t: m.xns_relayed.labels(t).inc(),
         )  # fmt: skip
         if self.federation is not None:
-            self.messaging.attach(self.federation)
+            fed = self.federation
+            self.messaging.attach(fed, fed.peers, fed.outbox)
         self.pending: dict[str, asyncio.Task[Receipt]] = {}
         self.storage_health: dict[str, Any] = {"status": "ok", "last_error": None, "since": None}
         self.started = time.time()
@@ -156,7 +164,7 @@ class Node:
     @classmethod
     def from_config(cls, config: NodeConfig) -> Node:
         check_data_dir(config.data_dir)
-        schemas = SchemaRegistry.bundled()
+        schemas = bundled_schemas()
         return cls(
             store=open_store(config.storage),
             node_key=read_key_file(config.node_key),
@@ -367,7 +375,7 @@ class Node:
         federation, report it (probation for the log's node, gossip)."""
         from remembrancer.core.checkpoint import Checkpoint
         from remembrancer.core.note import Note
-        from remembrancer.federation.evidence import EquivocationEvidence
+        from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 
         notes = sorted(
             [cosigned, offered], key=lambda n: Checkpoint.parse(Note.from_bytes(n).text).root_hash
@@ -379,8 +387,8 @@ class Node:
                 if self.federation is not None:
                     await self.federation.report_equivocation(evidence)
                 else:
-                    from remembrancer.federation.evidence import verify_equivocation
-                    from remembrancer.federation.evidence_store import EvidenceStore
+                    from remembrancer.federation.evidence.equivocation import verify_equivocation
+                    from remembrancer.federation.evidence.store import EvidenceStore
 
                     report = verify_equivocation(evidence)
                     await asyncio.to_thread(EvidenceStore(self.store).keep, origin, report.incident,

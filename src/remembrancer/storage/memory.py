@@ -30,21 +30,21 @@ from remembrancer.storage.base import (
     AppendBatch,
     Expect,
     FoundEntry,
-    LoadChecks,
     LogState,
     RecordRow,
     StoredCheckpoint,
     StoreStats,
     _AnyValue,
     check_page,
+)
+from remembrancer.storage.checks import (
     find_reuse,
-    load_invalid,
     merge_tile,
-    not_empty,
     plan_bundles,
     slice_bundles,
     validate_batch,
 )
+from remembrancer.storage.loading import LoadChecks, load_invalid, not_empty
 
 SCHEMA_VERSION: Final = 1
 

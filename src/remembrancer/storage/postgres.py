@@ -72,22 +72,22 @@ from remembrancer.storage.base import (
     AppendBatch,
     Expect,
     FoundEntry,
-    LoadChecks,
     LogState,
     RecordRow,
     StoredCheckpoint,
     StoreStats,
     _AnyValue,
     check_page,
+)
+from remembrancer.storage.checks import (
     find_reuse,
-    load_invalid,
     merge_tile,
-    not_empty,
     plan_bundles,
     record_rows,
     slice_bundles,
     validate_batch,
 )
+from remembrancer.storage.loading import LoadChecks, load_invalid, not_empty
 
 if TYPE_CHECKING:
     import psycopg

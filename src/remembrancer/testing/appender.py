@@ -15,13 +15,13 @@ from importlib import resources
 
 import yaml
 
-from remembrancer.core.keys import read_key_file
 from remembrancer.core.namespace import parse_namespaces
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.sequencer import Sequencer
+from remembrancer.node.keyfile import read_key_file
 from remembrancer.storage import open_store
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.records import ledger_payload, make_record
 
 
 async def run(url: str, key_file: str) -> None:

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from remembrancer.testing.demo import demo_key
-from remembrancer.testing.procs import NodeProcess
-from remembrancer.testing.records import ledger_payload, make_record
+from remembrancer.demo.keys import demo_key
+from remembrancer.demo.procs import NodeProcess
+from remembrancer.demo.records import ledger_payload, make_record
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 DESKTOP = {"width": 1200, "height": 900}

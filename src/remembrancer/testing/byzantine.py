@@ -64,8 +64,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
-from remembrancer.core.keys import SigningKey, read_key_file, write_key_file
+from remembrancer.core.keys import SigningKey
+from remembrancer.node.keyfile import read_key_file, write_key_file
 
 MAX_INBOX = 2000
 MAX_BODY = 4 * 1024 * 1024
@@ -73,10 +75,6 @@ MAX_ROUTES = 1000
 MAX_RULES = 64
 TIMEOUT = 10.0
 FEDERATION_PATH = "/federation/v1/messages"
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def sign_message(key: SigningKey, *, type: str, content: Any, federation_id: str, seq: int,
@@ -88,7 +86,7 @@ def sign_message(key: SigningKey, *, type: str, content: Any, federation_id: str
     body: dict[str, Any] = {"type": type, "federation_id": federation_id,
                             "sender": sender or key.did, "seq": seq, "timestamp": timestamp,
                             "content": content}  # fmt: skip
-    body["signature"] = _b64url(key.sign(canonicalize(body)))
+    body["signature"] = b64url_encode(key.sign(canonicalize(body)))
     return canonicalize(body)
 
 
@@ -497,7 +495,7 @@ def forged_ots_evidence(digest: bytes, *, bitcoin_height: int | None = None,
         Timestamp,
     )
 
-    from remembrancer.anchoring.btc import serialize_ots
+    from remembrancer.anchoring.btc.ots import serialize_ots
 
     stamp = Timestamp(digest)
     commitment = stamp.ops.add(OpAppend(os.urandom(16))).ops.add(OpSHA256())

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from remembrancer.testing.records import example_record
+from remembrancer.demo.records import example_record
 
 
 @dataclass(frozen=True, slots=True)

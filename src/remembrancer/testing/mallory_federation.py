@@ -45,13 +45,16 @@ from pathlib import Path
 from typing import Any
 
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
+from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.jcs import canonicalize
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import Signer, format_vkey, sign_note
-from remembrancer.core.record import b64url_encode, sign_envelope, unsigned_envelope
-from remembrancer.federation.evidence import ClaimEvidence, EquivocationEvidence
+from remembrancer.core.record import sign_envelope, unsigned_envelope
+from remembrancer.federation.evidence.claims import ClaimEvidence
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.receipts import Countersignature, FederationReceipt
-from remembrancer.federation.registry import Registry
+from remembrancer.federation.registry.model import Registry
+from remembrancer.node.keyfile import read_key_file
 
 MAX_INBOX = 2000
 MAX_BODY = 1 << 20
@@ -332,7 +335,7 @@ class MalloryProcess:
         return self.keys[0].did
 
     def start(self, timeout: float = 30.0) -> MalloryProcess:
-        from remembrancer.core.keys import write_key_file
+        from remembrancer.node.keyfile import write_key_file
 
         self.directory.mkdir(parents=True, exist_ok=True)
         args = []

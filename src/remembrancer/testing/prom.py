@@ -27,7 +27,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from remembrancer.testing.procs import free_port
+from remembrancer.demo.procs import free_port
 
 JOB = "remembrancer"
 

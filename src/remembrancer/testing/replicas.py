@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import yaml
 
 from remembrancer.core.tiles import tiles_for_size
-from remembrancer.testing.procs import NodeProcess
+from remembrancer.demo.procs import NodeProcess
 
 T = TypeVar("T")
 

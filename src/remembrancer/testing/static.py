@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from remembrancer.testing.procs import free_port
+from remembrancer.demo.procs import free_port
 
 
 class StaticServer:

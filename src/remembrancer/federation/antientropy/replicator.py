@@ -1,0 +1,524 @@
+"""The anti-entropy federation extension: heartbeats, rounds, requests and bundles.
+
+:class:`Replicator` drives a :class:`~remembrancer.federation.antientropy.engine.ReplicaEngine`
+from federation messages: heartbeats start syncs of the logs a peer hosts,
+a periodic round retries what failed, and signed ``request`` messages are
+answered with at most :data:`~remembrancer.federation.antientropy.claims.MAX_REPLY_MESSAGES`
+``bundle`` messages from a per-peer cursor (:data:`CURSOR_SLACK`, a full
+exchange every :data:`FULL_RESYNC_SECONDS` and after a partition heals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+
+from remembrancer.anchoring.base import RailRegistry
+from remembrancer.core.anchor import AnchorReceipt, checkpoint_digest, covers
+from remembrancer.core.errors import FormatError, PeerError, RemembrancerError, VerificationError
+from remembrancer.core.keys import PublicKey
+from remembrancer.core.note import format_vkey
+from remembrancer.federation.antientropy.claims import (
+    federation_receipt_time,
+    pack_bundles,
+    receipt_time,
+)
+from remembrancer.federation.antientropy.engine import OwnLogs, ReplicaEngine
+from remembrancer.federation.antientropy.metrics import ReplicaMetrics
+from remembrancer.federation.antientropy.model import ReplicaSpec, namespace_of
+from remembrancer.federation.antientropy.source import FETCH_CONCURRENCY, FETCH_TIMEOUT, HttpSource
+from remembrancer.federation.countersigning import RECEIPT_SCOPE
+from remembrancer.federation.evidence.equivocation import EquivocationEvidence
+from remembrancer.federation.ports import (
+    EquivocationReports,
+    Inbox,
+    Outbox,
+    PeerView,
+    ReceiptKeeper,
+)
+from remembrancer.federation.protocol.contents import (
+    BundleContent,
+    HeartbeatContent,
+    RequestContent,
+)
+from remembrancer.federation.protocol.wire import Message
+from remembrancer.federation.receipts import TYPE as FEDERATION_RECEIPT_TYPE
+from remembrancer.federation.receipts import FederationReceipt
+from remembrancer.federation.transport import FederationClient, RetryPolicy
+from remembrancer.storage.base import Store
+
+__all__ = ["Replicator"]
+
+
+log = logging.getLogger("remembrancer.antientropy")
+
+
+CURSOR_SLACK: Final = 60  # seconds of anchor time asked again each round
+FULL_RESYNC_SECONDS: Final = 600
+
+
+@dataclass
+class _Cursor:
+    from_ts: int = 0  # anchor time to ask from (0: everything)
+    full_at: float = 0.0  # when the last exchange from 0 was asked
+
+
+class SequencerLogs:
+    """This node's own logs as the engine needs them (:class:`~.engine.OwnLogs`):
+    the sequencer's origins, the node key's vkey for each, the scheduler's receipts."""
+
+    def __init__(self, logs: Any, key: PublicKey,
+                 receipts: Callable[[str], list[AnchorReceipt]]) -> None:  # fmt: skip
+        self.logs = logs  # the sequencer: origin(), namespaces
+        self.key = key
+        self._receipts = receipts
+
+    def origins(self) -> dict[str, str]:
+        logs = self.logs
+        return {logs.origin(ns): ns for ns in logs.namespaces.current()}
+
+    def spec(self, origin: str) -> ReplicaSpec:
+        return ReplicaSpec(origin, (format_vkey(origin, self.key),))
+
+    def receipts(self, namespace: str) -> list[AnchorReceipt]:
+        return self._receipts(namespace)
+
+
+class Replicator:
+    """Anti-entropy for one node: a federation extension on the parts it is given.
+
+    ``inbox`` takes its ``heartbeat``, ``request`` and ``bundle`` handlers and
+    starts and stops it; ``peers`` says who the peers are and takes blame;
+    ``outbox`` sends requests and bundles; ``receipts`` filters and keeps the
+    federation receipts that arrive in bundles; ``reports`` takes the
+    equivocation the engine proves; ``own`` is this node's own logs."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        peers: PeerView,
+        outbox: Outbox,
+        receipts: ReceiptKeeper,
+        reports: EquivocationReports,
+        store: Store,
+        specs: Iterable[ReplicaSpec],
+        rails: RailRegistry,
+        *,
+        own: OwnLogs | None = None,
+        clock: Callable[[], float] = time.time,
+        heartbeat_seconds: float = 2.0,
+        interval: float = 5.0,
+        metrics_registry: Any = None,
+    ) -> None:
+        self.peers = peers
+        self.outbox = outbox
+        self.receipts = receipts
+        self.reports = reports
+        self.clock = clock
+        self.heartbeat_seconds = heartbeat_seconds
+        self.interval = interval
+        self.metrics = ReplicaMetrics(metrics_registry)
+        self.engine = ReplicaEngine(
+            store, specs, rails, clock=clock, own=own,
+            blame=self._blame, report_equivocation=self._report, metrics=self.metrics,
+        )  # fmt: skip
+        self.store = store
+        self._claims: dict[str, dict[str, tuple[int, str, float]]] = {}  # origin -> host -> claim
+        self._last_beat: dict[str, float] = {}
+        self._cursors: dict[tuple[str, str], _Cursor] = {}
+        self._syncing: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self._answering: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._sending: dict[str, asyncio.Future[None]] = {}
+        self._client: httpx.AsyncClient | None = None
+        # Requests and bundles are periodic: a lost one is sent again next round,
+        # so they get one retry at most, and never hold up the next round.
+        self.messages = FederationClient(
+            timeout=FETCH_TIMEOUT, connect_timeout=min(3.0, max(1.0, interval)),
+            retry=RetryPolicy(max_attempts=2, deadline=FETCH_TIMEOUT),
+        )  # fmt: skip
+        self.rounds = 0
+        inbox.add_handler(HeartbeatContent, self._on_heartbeat)
+        inbox.add_handler(RequestContent, self._on_request)
+        inbox.add_handler(BundleContent, self._on_bundle)
+        inbox.add_extension(self)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(FETCH_TIMEOUT, connect=min(5.0, FETCH_TIMEOUT)),
+                limits=httpx.Limits(max_connections=4 * FETCH_CONCURRENCY,
+                                    max_keepalive_connections=2 * FETCH_CONCURRENCY),
+                follow_redirects=False, trust_env=False,
+            )  # fmt: skip
+        return self._client
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._rounds(), name="anti-entropy")
+
+    async def stop(self) -> None:
+        tasks: list[asyncio.Future[Any]] = [
+            t for t in (self._task, *self._syncing.values(), *self._sending.values(), *self._tasks)
+            if t is not None
+        ]  # fmt: skip
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.messages.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- federation hooks -------------------------------------------------------------------
+    async def _blame(self, peer: str, code: str) -> None:
+        await self.peers.score(peer, "invalid", code)
+
+    async def _report(self, evidence: EquivocationEvidence) -> None:
+        await self.reports.report_equivocation(evidence)
+
+    def _peers(self) -> list[Any]:
+        """The other peers to exchange with: every one not suspended (a peer put on
+        probation by missed heartbeats, say during a partition, is exactly one to
+        catch up with)."""
+        return [p for p in self.peers.listed()
+                if p.did != self.peers.self_did and p.status != "suspended"]  # fmt: skip
+
+    def _endpoint(self, did: str) -> str | None:
+        peer = self.peers.registry.get(did)
+        return str(peer.endpoint).rstrip("/") if peer is not None else None
+
+    # --- heartbeats and rounds ----------------------------------------------------------------
+    async def _on_heartbeat(self, sender: str, content: HeartbeatContent, raw: bytes) -> None:
+        now = self.clock()
+        prev = self._last_beat.get(sender)
+        self._last_beat[sender] = now
+        if prev is not None and now - prev > 3 * self.heartbeat_seconds:
+            self._restart_exchange(sender)  # it was away: a full exchange
+        for s in content.logs:
+            spec = self.engine.specs.get(s.origin)
+            if spec is None:
+                continue
+            claims = self._claims.setdefault(s.origin, {})
+            prev_claim = claims.get(sender)
+            claims[sender] = (s.size, s.root, now)
+            changed = prev_claim is None or prev_claim[:2] != (s.size, s.root)
+            if self._behind(s.origin, s.size, s.root) and (
+                changed or now >= self._retry_at.get(s.origin, 0.0)
+            ):
+                self._kick(s.origin)
+
+    def _behind(self, origin: str, size: int, root: str) -> bool:
+        head = self.engine.head(origin)
+        if head is None:
+            return size > 0
+        if size > head.size or (size == head.size and root != "sha256:" + head.root.hex()):
+            return True
+        return self.engine.specs[origin].mirror and self.engine.mirrored(origin) < head.size
+
+    def _restart_exchange(self, peer: str) -> None:
+        for (p, _ns), cursor in self._cursors.items():
+            if p == peer:
+                cursor.from_ts = 0
+
+    def _kick(self, origin: str) -> None:
+        task = self._syncing.get(origin)
+        if task is not None and not task.done():
+            self._again.add(origin)
+            return
+        self._syncing[origin] = asyncio.get_running_loop().create_task(
+            self._sync_loop(origin), name=f"replica-sync {origin}"
+        )
+
+    def _sources(self, origin: str) -> tuple[list[HttpSource], list[HttpSource]]:
+        """The log's hosts (largest claimed size first), and the other peers' mirrors."""
+        ns = namespace_of(origin)
+        hosts = sorted(self._claims.get(origin, {}).items(), key=lambda kv: -kv[1][0])
+        first = []
+        for did, _ in hosts:
+            ep = self._endpoint(did)
+            if ep is not None and ns is not None:
+                first.append(HttpSource(self.client, f"{ep}/logs/{ns}/", peer=did))
+        host_dids = {did for did, _ in hosts}
+        mirrors = [HttpSource(self.client, f"{str(p.endpoint).rstrip('/')}/v1/replicas/{origin}/",
+                              peer=p.did)
+                   for p in self._peers() if p.did not in host_dids]  # fmt: skip
+        return first, mirrors
+
+    def _best_claim(self, origin: str) -> int:
+        return max((c[0] for c in self._claims.get(origin, {}).values()), default=0)
+
+    async def _sync_loop(self, origin: str) -> None:
+        """Sync from the hosts; ask the mirrors only when no host could be reached
+        (a host that answered, even with something refused, has had its say)."""
+        while True:
+            self._again.discard(origin)
+            hosts, mirrors = self._sources(origin)
+            reached = False
+            for source in hosts + mirrors:
+                if source in mirrors and reached:
+                    break
+                try:
+                    await self.engine.sync(origin, source)
+                except PeerError as e:
+                    if e.code != "replica_fetch_failed":
+                        reached = True
+                    continue
+                except RemembrancerError:
+                    reached = True
+                    continue
+                reached = True
+                head = self.engine.head(origin)
+                if head is not None and head.size >= self._best_claim(origin):
+                    break
+            self._update_lag(origin)
+            if origin in self.engine.errors:  # back off: the rounds retry later
+                self._failures[origin] = n = self._failures.get(origin, 0) + 1
+                self._retry_at[origin] = self.clock() + min(60.0, self.interval * 2 ** min(n, 6))
+            else:
+                self._failures.pop(origin, None)
+                self._retry_at.pop(origin, None)
+            if origin not in self._again:
+                return
+
+    def _update_lag(self, origin: str) -> None:
+        head = self.engine.head(origin)
+        self.metrics.set_lag(origin, max(0, self._best_claim(origin) - (head.size if head else 0)))
+
+    async def _rounds(self) -> None:
+        await asyncio.sleep(min(1.0, self.interval))
+        while True:
+            try:
+                await self.round()
+            except Exception:
+                log.exception("anti-entropy round failed")
+            await asyncio.sleep(self.interval)
+
+    async def round(self) -> None:
+        """One anti-entropy round: retry replicas that are behind or failed, ask
+        every active peer for the anchors and receipts of each followed namespace."""
+        self.rounds += 1
+        now = self.clock()
+        silent_after = 3 * self.heartbeat_seconds
+        for origin in self.engine.specs:
+            claims = self._claims.get(origin, {})
+            live = [c for c in claims.values() if now - c[2] <= silent_after]
+            behind = any(self._behind(origin, c[0], c[1]) for c in claims.values())
+            if now < self._retry_at.get(origin, 0.0):
+                continue
+            known = bool(claims) or self.engine.head(origin) is not None
+            if (
+                behind
+                or origin in self.engine.errors
+                or (known and not live and self.rounds % 3 == 1)
+            ):
+                self._kick(origin)  # without a live host, the mirrors are asked
+        await self._exchange()
+
+    def namespaces(self) -> list[str]:
+        out = {ns for ns in (s.namespace for s in self.engine.specs.values()) if ns}
+        if self.engine.own is not None:
+            out |= set(self.engine.own.origins().values())
+        return sorted(out)
+
+    async def _exchange(self) -> None:
+        """Send this round's requests: one task per peer (a peer whose previous
+        requests are still on their way is skipped this round)."""
+        now = self.clock()
+        for peer in self._peers():
+            busy = self._sending.get(peer.did)
+            if busy is not None and not busy.done():
+                continue
+            contents = []
+            for ns in self.namespaces():
+                cursor = self._cursors.setdefault((peer.did, ns), _Cursor())
+                if now - cursor.full_at > FULL_RESYNC_SECONDS:
+                    cursor.from_ts, cursor.full_at = 0, now
+                elif cursor.from_ts == 0:
+                    cursor.full_at = now
+                contents.append(RequestContent(ns, from_ts=cursor.from_ts or None))
+            self._sending[peer.did] = asyncio.ensure_future(self._send_requests(peer, contents))
+
+    async def _send_requests(self, peer: Any, contents: Sequence[RequestContent]) -> None:
+        try:
+            for content in contents:
+                (delivery,) = await self.outbox.deliver([peer], content, client=self.messages)
+                if not delivery.delivered:
+                    return  # unreachable now: the next round tries again
+        except Exception:
+            log.exception("sending requests to %s failed", peer.did)
+
+    # --- requests and bundles -----------------------------------------------------------------
+    async def _on_request(self, sender: str, content: RequestContent, raw: bytes) -> None:
+        key = (sender, content.namespace)
+        if key in self._answering:
+            return  # one answer at a time per peer and namespace
+        peer = self.peers.registry.get(sender)
+        if peer is None:
+            return
+        self._answering.add(key)
+        seq = Message.parse(raw).seq
+        self._spawn(self._answer(key, peer, content, seq), f"bundle for {sender}")
+
+    async def _answer(self, key: tuple[str, str], peer: Any, content: RequestContent,
+                      seq: int) -> None:  # fmt: skip
+        try:
+            want = content.want or ("receipts", "anchors")
+            anchors = receipts = []
+            if "anchors" in want:
+                anchors = await asyncio.to_thread(
+                    self.engine.bundle_items, content.namespace, content.from_ts, content.to_ts
+                )
+            if "receipts" in want:
+                receipts = await asyncio.to_thread(
+                    self._receipt_items, content.namespace, content.from_ts, content.to_ts
+                )
+            for bundle in pack_bundles(content.namespace, receipts, anchors, in_reply_to=seq):
+                (delivery,) = await self.outbox.deliver([peer], bundle, client=self.messages)
+                if not delivery.delivered:
+                    break
+        except Exception:
+            log.exception("answering a request of %s failed", key[0])
+        finally:
+            self._answering.discard(key)
+
+    def _receipt_items(self, namespace: str, from_ts: int | None,
+                       to_ts: int | None) -> list[tuple[int, dict[str, Any]]]:  # fmt: skip
+        """The final receipts of ``namespace`` to relay, each through the relay
+        filter (:meth:`FederationService.checked_receipt`) against the registry in
+        force now: a node relays only countersignatures it verified, and only
+        receipts that are final."""
+        out: list[tuple[int, dict[str, Any]]] = []
+        after: str | None = None
+        while True:
+            page = self.store.list_state_page(RECEIPT_SCOPE, prefix=namespace + "/", after=after,
+                                              limit=256)  # fmt: skip
+            if not page:
+                return out
+            after = page[-1][0]
+            for _, v in page:
+                d = json.loads(v)
+                t = federation_receipt_time(d)
+                if (from_ts is not None and t < from_ts) or (to_ts is not None and t > to_ts):
+                    continue
+                try:
+                    receipt = self.receipts.checked_receipt(FederationReceipt.from_dict(d))
+                except (FormatError, VerificationError) as e:
+                    log.info("not relaying a stored receipt of %s: %s", namespace, e.explain())
+                    continue
+                out.append((t, receipt.to_dict(quorum=self.peers.registry.quorum)))
+
+    async def _on_bundle(self, sender: str, content: BundleContent, raw: bytes) -> None:
+        cursor = self._cursors.get((sender, content.namespace))
+        if content.in_reply_to is not None and cursor is not None:
+            # An answer to one of our requests (oldest items first): ask on from there.
+            times = [federation_receipt_time(r) for r in content.receipts]
+            for a in content.anchors:
+                try:
+                    times.append(receipt_time(AnchorReceipt.from_dict(a)))
+                except FormatError:
+                    continue  # refused (and counted) by the merge
+            if times:
+                cursor.from_ts = max(cursor.from_ts, max(times) - CURSOR_SLACK, 1)
+        self._spawn(self._merge_bundle(sender, content), f"bundle from {sender}")
+
+    async def _merge_bundle(self, sender: str, content: BundleContent) -> None:
+        try:
+            anchors = [a for a in content.anchors if _is_anchor_receipt(a)]
+            report = await self.engine.merge_claims(anchors, sender=sender)
+            refused = list(report.refused)
+            for r in content.receipts:
+                if r.get("type") != FEDERATION_RECEIPT_TYPE:
+                    continue  # other receipt types are not ours to judge
+                try:
+                    await self._merge_receipt(r)
+                except (FormatError, VerificationError) as e:
+                    log.warning("federation receipt from %s refused: %s", sender, e.explain())
+                    self.metrics.add_refused(e.code)
+                    refused.append(e.code)
+            blame = [
+                c for c in refused if c not in ("replica_equivocation", "receipt_quorum_not_met")
+            ]
+            if blame:
+                await self._blame(sender, blame[0])
+        except Exception:
+            log.exception("merging a bundle from %s failed", sender)
+
+    async def _merge_receipt(self, d: Mapping[str, Any]) -> bool:
+        """Verify a final federation receipt of a log we follow and keep it with ours
+        (only its countersignatures that verify: the relay filter)."""
+        receipt = FederationReceipt.from_dict(d)
+        spec = self.engine.spec_for(receipt.origin)
+        if spec is None or namespace_of(receipt.origin) != receipt.namespace:
+            return False
+        if receipt.federation_id != self.peers.registry.federation_id:
+            raise VerificationError("a receipt of another federation",
+                                    code="replica_receipt_invalid")  # fmt: skip
+        signed, _ = await asyncio.to_thread(spec.open, receipt.checkpoint)
+        if not covers(receipt.anchor, checkpoint_digest(signed.body.encode("utf-8"))):
+            raise VerificationError("the receipt's anchor does not cover its checkpoint",
+                                    code="replica_receipt_invalid")  # fmt: skip
+        # Against the registry, as `remembrancer federation verify --registry` does:
+        # a countersigner that missed heartbeats since is still a valid signer.
+        checked = self.receipts.checked_receipt(receipt)
+        return await asyncio.to_thread(self.receipts.keep_receipt, checked)
+
+    # --- status ---------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = int(self.clock())
+        receipts: dict[str, int] = {}
+        for v in self.store.list_state(RECEIPT_SCOPE).values():
+            origin = json.loads(v).get("origin")
+            receipts[origin] = receipts.get(origin, 0) + 1
+        out = []
+        for origin, spec in sorted(self.engine.specs.items()):
+            head = self.engine.head(origin)
+            mirror = self.engine.mirror_state(origin)
+            claims = dict(self._claims.get(origin, {}))  # a copy: the loop updates it
+            best = max(claims.items(), key=lambda kv: kv[1][0], default=None)
+            anchors = self.engine.anchor_receipts(origin)
+            self._update_lag(origin)
+            out.append({
+                "origin": origin, "namespace": spec.namespace, "mirror": spec.mirror,
+                "size": head.size if head else 0,
+                "root": "sha256:" + head.root.hex() if head else None,
+                "checkpoint": head.note.decode("utf-8") if head else None,
+                "accepted_at": head.at if head else None, "source": head.source if head else None,
+                "mirror_size": (mirror.size if mirror else 0) if spec.mirror else None,
+                "host": best[0] if best else None,
+                "heartbeat_size": best[1][0] if best else None,
+                "heartbeat_age_s": round(now - best[1][2], 1) if best else None,
+                "lag": max(0, best[1][0] - (head.size if head else 0)) if best else None,
+                "anchor_receipts": len(anchors),
+                "anchors": sum(len(r.anchors) for r, _ in anchors),
+                "anchors_reverified_here": sum(len(m) for _, m in anchors),
+                "federation_receipts": receipts.get(origin, 0),
+                "last_sync": self.engine.last_sync.get(origin),
+                "last_error": self.engine.errors.get(origin),
+                "equivocation": self.engine.equivocations.get(origin),
+                "syncing": origin in self._syncing and not self._syncing[origin].done(),
+            })  # fmt: skip
+        return {"interval_s": self.interval, "rounds": self.rounds,
+                "namespaces": self.namespaces(), "replicas": out}  # fmt: skip
+
+
+def _is_anchor_receipt(d: Mapping[str, Any]) -> bool:
+    return d.get("type") == "remembrancer.anchor-receipt/v1"

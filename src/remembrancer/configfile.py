@@ -203,12 +203,17 @@ class Placeholder:
     text: str
 
 
-def invalid(expected: str, found: str | None = None) -> PydanticCustomError:
+def invalid(
+    expected: str, found: str | None = None, *, code: str | None = None
+) -> PydanticCustomError:
     """A validator's refusal; ``found`` replaces the input in the message (for
-    inputs that may hold secrets, such as URLs with credentials)."""
+    inputs that may hold secrets, such as URLs with credentials), ``code``
+    the error code :func:`config_error` would choose."""
     ctx: dict[str, Any] = {"expected": expected}
     if found is not None:
         ctx["found"] = found
+    if code is not None:
+        ctx["code"] = code
     return PydanticCustomError("config_value", "{expected}", ctx)
 
 
@@ -263,7 +268,7 @@ HttpUrl = Annotated[str, Expect("an http(s) URL"), BeforeValidator(_http_url)]
 
 
 def _path(value: Any, info: ValidationInfo) -> Path:
-    if type(value) is not str or not value.strip():
+    if not isinstance(value, str | Path) or not str(value).strip():
         raise invalid("a file path")
     path = Path(value).expanduser()
     base = None if info.field_name == "base_dir" else info.data.get("base_dir")
@@ -537,7 +542,7 @@ def config_error(
         where, path = sources[loc[0]], ()
     shown = key_path(path)
     message = ": ".join(p for p in (where, shown, what) if p)
-    chosen = (code or _default_code)(path, reason)
+    chosen = str(ctx["code"]) if "code" in ctx else (code or _default_code)(path, reason)
     details: dict[str, Any] = {"key": shown, "reason": reason}
     if where:
         details["file" if where == source else "source"] = where

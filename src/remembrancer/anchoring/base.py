@@ -303,9 +303,18 @@ class RailRegistry:
         return target in self._rails or self.settings.get(scheme, name) is not None
 
     def build_all(self) -> None:
-        """Build every configured rail now; the first ConfigError stops it."""
+        """Build every configured rail now; the first ConfigError stops it
+        (its message then starts with the rail's key path)."""
         for target in self.settings.targets():
-            self.get(target)
+            try:
+                self.get(target)
+            except ConfigError as e:
+                where = "anchoring." + target.replace(":", ".", 1)
+                if e.message.startswith(where):
+                    raise
+                raise ConfigError(
+                    f"{where}: {e.message}", code=e.code, details={**e.details, "key": where}
+                ) from e
 
     def get(self, target: str) -> Rail:
         rail = self._rails.get(target)

@@ -194,7 +194,7 @@ class BtcSettings(Settings):
     def _reachable(cls, value: int | None, info: ValidationInfo) -> int | None:
         calendars = info.data.get("calendars", DEFAULT_CALENDARS)
         if value is not None and not 1 <= value <= len(calendars):
-            raise invalid(f"an integer from 1 to the {len(calendars)} calendars")
+            raise invalid(f"an integer from 1 to {len(calendars)} (the number of calendars)")
         return value
 
     @model_validator(mode="after")
@@ -257,7 +257,9 @@ class AnchoringSettings(Settings):
                 _null_is_empty(raw), context={"base": base} if base is not None else None
             )
         except ValidationError as e:
-            raise config_error(e, cls, source=source, prefix=("anchoring",), code=_code) from None
+            raise config_error(
+                e, cls, source=source, prefix=("anchoring",), code=rail_error_code
+            ) from None
 
     def by_scheme(self) -> dict[str, Mapping[str, RailSettings]]:
         return {"rfc3161": self.rfc3161, "eip155": self.eip155, "btc": self.btc}
@@ -282,7 +284,7 @@ class AnchoringSettings(Settings):
         return out
 
 
-def _code(path: tuple[Any, ...], reason: str) -> str:
+def rail_error_code(path: tuple[Any, ...], reason: str) -> str:
     if len(path) >= 3 and path[1] in RAIL_CODES:
         return RAIL_CODES[path[1]]
     return "config_key_unknown" if reason == "unknown_key" else "config_invalid"
@@ -300,4 +302,6 @@ def rail_settings(target: str, settings: M | Mapping[str, Any], model: type[M]) 
     try:
         return model.model_validate(settings)
     except ValidationError as e:
-        raise config_error(e, model, prefix=("anchoring", scheme, name), code=_code) from None
+        raise config_error(
+            e, model, prefix=("anchoring", scheme, name), code=rail_error_code
+        ) from None

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
 from pydantic.fields import FieldInfo
@@ -313,14 +312,14 @@ def _bounds(meta: list[Any]) -> str:
     lo: Any = None
     hi: Any = None
     lo_op = hi_op = ""
-    for m in meta:
-        if isinstance(m, annotated_types.Ge):
+    for m in meta:  # annotated_types' Ge, Gt, Le and Lt, as pydantic's Field() makes them
+        if getattr(m, "ge", None) is not None:
             lo, lo_op = m.ge, ">="
-        elif isinstance(m, annotated_types.Gt):
+        elif getattr(m, "gt", None) is not None:
             lo, lo_op = m.gt, ">"
-        elif isinstance(m, annotated_types.Le):
+        if getattr(m, "le", None) is not None:
             hi, hi_op = m.le, "<="
-        elif isinstance(m, annotated_types.Lt):
+        elif getattr(m, "lt", None) is not None:
             hi, hi_op = m.lt, "<"
     if lo_op == ">=" and hi_op == "<=":
         return f" from {_number(lo)} to {_number(hi)}"
@@ -331,8 +330,8 @@ def _bounds(meta: list[Any]) -> str:
 def describe(tp: Any, metadata: list[Any] | None = None) -> str:
     """What a value of type ``tp`` (with its Field metadata) must be, in words."""
     inner, meta = _strip(tp)
-    meta = [*(metadata or []), *meta]
-    for m in meta:
+    meta = [*meta, *(metadata or [])]
+    for m in reversed(meta):  # the outermost annotation wins
         if isinstance(m, Expect):
             return m.text
     if inner is bool:
@@ -356,7 +355,7 @@ def describe(tp: Any, metadata: list[Any] | None = None) -> str:
 
 def default_text(field: FieldInfo) -> str:
     """The default of a field as the documentation writes it."""
-    for m in [*field.metadata, *_strip(field.annotation)[1]]:
+    for m in reversed([*_strip(field.annotation)[1], *field.metadata]):
         if isinstance(m, DefaultText):
             return m.text
     if field.is_required():

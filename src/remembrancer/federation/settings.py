@@ -67,14 +67,17 @@ CosignerVkey = Annotated[
 class WitnessPeerSettings(Settings):
     """``witnessing.peers[]``: a witness this node asks for cosignatures."""
 
-    url: Annotated[HttpUrl, Expect("the witness's http(s) URL prefix")]
+    url: HttpUrl  # the witness's submission prefix, e.g. http://beta:8080/witness
     vkey: CosignerVkey
 
 
 class WitnessingSettings(Settings):
     """``witnessing``: the peers that cosign this node's checkpoints."""
 
-    peers: Annotated[tuple[WitnessPeerSettings, ...], NullIsEmptyList, Field(strict=False)] = ()
+    peers: Annotated[
+        tuple[WitnessPeerSettings, ...], Expect("a list of peers {url, vkey}"), NullIsEmptyList,
+        Field(strict=False),
+    ] = ()  # fmt: skip
     quorum: Annotated[
         int, Expect("an integer from 0 to the number of peers"), DefaultText("every peer")
     ] | None = None  # fmt: skip

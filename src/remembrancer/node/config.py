@@ -154,7 +154,7 @@ class WitnessLogSettings(Settings):
     vkeys: Annotated[
         tuple[Vkey, ...], Expect("a non-empty list of note vkeys of the log"), Field(strict=False)
     ] | None = None  # fmt: skip
-    origin: Annotated[str, DefaultText("the vkeys' name")] | None = None
+    origin: Annotated[str, Expect("the log's origin"), DefaultText("the vkeys' name")] | None = None
     mirror: bool = False  # keep the log's entries as tiles too
 
     @model_validator(mode="after")
@@ -187,7 +187,10 @@ class WitnessSettings(Settings):
         str, Expect("a signed-note key name (no '+', spaces or control characters)"),
         DefaultText("<origin_prefix>/witness"), BeforeValidator(_key_name),
     ] | None = None  # fmt: skip
-    logs: Annotated[tuple[WitnessLogSettings, ...], NullIsEmptyList, Field(strict=False)] = ()
+    logs: Annotated[
+        tuple[WitnessLogSettings, ...], Expect("a list of logs {vkey or vkeys, origin, mirror}"),
+        NullIsEmptyList, Field(strict=False),
+    ] = ()  # fmt: skip
 
 
 class SchedulerSettings(Settings):
@@ -206,7 +209,9 @@ class NodeFile(Settings):
     listen: Annotated[str, Expect("HOST:PORT (port 1 to 65535)"), BeforeValidator(_listen)] = (
         "127.0.0.1:8080"
     )
-    data_dir: ConfigPath = Field(default=Path("data"), validate_default=True)
+    data_dir: Annotated[ConfigPath, Expect("a directory path")] = Field(
+        default=Path("data"), validate_default=True
+    )
     node_key: ConfigPath = Field(default=Path("keys/node.key"), validate_default=True)
     namespaces: ConfigPath = Field(default=Path("namespaces.yaml"), validate_default=True)
     storage: Annotated[

@@ -113,8 +113,9 @@ def _expanded_nodes(root: yaml.Node) -> int:
 
 def parse_yaml(data: bytes, source: str) -> Any:
     """The document in ``data`` (see the module docstring); ConfigError naming ``source``."""
-    loader = _StrictLoader(data)
+    loader: _StrictLoader | None = None
     try:
+        loader = _StrictLoader(data)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -147,7 +148,8 @@ def parse_yaml(data: bytes, source: str) -> Any:
             details={"file": source},
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: str | Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> Any:

@@ -585,7 +585,7 @@ def test_a_slow_answer_gets_503_request_timeout_but_admin_routes_are_exempt(
     async def run() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-            late = await client.get("/v1/slow")
+            late = await asyncio.wait_for(client.get("/v1/slow"), 10)  # the deadline is 0.2 s
             admin = await client.get("/v1/admin/slow")
             quick = await client.get("/v1/node")
             return late, admin, quick

@@ -234,6 +234,14 @@ def test_unknown_keys_are_refused_with_their_path(
     assert e.details["key"] == key
 
 
+def test_an_unknown_key_with_a_line_break_stays_on_one_line(node_dir: Path) -> None:
+    e = refused(node_dir, 'limits: {"max_body_bytes\\nerror: forged": 1}')
+    assert e.message.endswith(
+        "limits.'max_body_bytes\\nerror: forged': unknown key"
+        " (expected one of: " + e.message.split("(expected one of: ")[1]
+    )
+
+
 # --- wrong types and values ---------------------------------------------------------------
 
 

@@ -269,13 +269,16 @@ HttpUrl = Annotated[str, Expect("an http(s) URL"), BeforeValidator(_http_url)]
 
 
 def _path(value: Any, info: ValidationInfo) -> Path:
-    if not isinstance(value, str | Path) or not str(value).strip():
+    if not isinstance(value, str | Path) or not str(value).strip() or not str(value).isprintable():
         raise invalid("a file path")
-    path = Path(value).expanduser()
     base = None if info.field_name == "base_dir" else info.data.get("base_dir")
     if base is None:
         base = (info.context or {}).get("base")
-    return (Path(base) / path).resolve() if base is not None else path
+    try:
+        path = Path(value).expanduser()
+        return (Path(base) / path).resolve() if base is not None else path
+    except (RuntimeError, OSError, ValueError) as e:  # ~nobody/, a symlink loop
+        raise invalid(f"a usable file path ({e})") from None
 
 
 ConfigPath = Annotated[Path, Expect("a file path"), BeforeValidator(_path)]
@@ -446,12 +449,16 @@ def _show(value: Any) -> str:
 
 
 def key_path(loc: tuple[Any, ...]) -> str:
+    """``witness.logs[0].vkey``; a key with control characters is quoted (one line)."""
     out = ""
     for part in loc:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+            continue
+        text = str(part)
+        if not text.isprintable():
+            text = repr(text)
+        out += f".{text}" if out else text
     return out
 
 

@@ -330,6 +330,24 @@ def test_wrong_types_and_values_are_one_line(
         assert what.split(", found ")[-1].startswith(found), what
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("data_dir: ~no-such-user-here/x", "data_dir"),
+        ('data_dir: "a\\0b"', "data_dir"),
+        ('storage: "sqlite:///a\\0b"', "storage"),
+        ("admin: {token_file: ~no-such-user-here/t}", "admin.token_file"),
+    ],
+)
+def test_a_path_that_cannot_be_used_is_one_line(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(f"origin_prefix: a.test\n{text}\n")
+    with pytest.raises(ConfigError) as e:  # was: RuntimeError or ValueError, a traceback
+        load_node_config(path, env={})
+    assert e.value.message.startswith(f"{path}: {key}: expected ")
+    assert "\n" not in e.value.message
+
+
 def test_an_error_never_shows_a_url_secret(node_dir: Path) -> None:
     rpc = "ftp://user:hunter2@rpc.example/v3/KEY123"
     for text in (f"anchoring: {{eip155: {{'1': {{rpc: '{rpc}'}}}}}}",

@@ -50,6 +50,8 @@ def _cosigner_vkey(value: Any) -> str:
         parse_cosigner_vkey(value)
     except RemembrancerError as e:
         raise invalid(f"a cosignature/v1 vkey ({e.message})", code="vkey_invalid") from None
+    except (ValueError, UnicodeError):
+        raise invalid(expected, code="vkey_invalid") from None
     return value
 
 

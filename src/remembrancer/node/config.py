@@ -95,7 +95,7 @@ def _listen(value: Any) -> str:
 
 def _store_url(value: Any) -> str:
     expected = "a store URL: sqlite:///<path>, postgresql://... or memory://"
-    if type(value) is not str:
+    if type(value) is not str or not value.isprintable():
         raise invalid(expected)
     scheme, sep, _ = value.partition("://")
     if not sep or scheme.lower() not in _STORE_SCHEMES:
@@ -117,6 +117,8 @@ def _vkey(value: Any) -> str:
         parse_vkey(value)
     except RemembrancerError as e:
         raise invalid(f"a note vkey ({e.message})", code="vkey_invalid") from None
+    except (ValueError, UnicodeError):
+        raise invalid(expected, code="vkey_invalid") from None
     return value
 
 

@@ -352,7 +352,9 @@ def test_an_error_never_shows_a_url_secret(node_dir: Path) -> None:
     rpc = "ftp://user:hunter2@rpc.example/v3/KEY123"
     for text in (f"anchoring: {{eip155: {{'1': {{rpc: '{rpc}'}}}}}}",
                  f"anchoring: {{btc: {{mainnet: {{bitcoin_rpc: '{rpc}'}}}}}}",
-                 "storage: 'mysql://user:hunter2@db/KEY123'"):  # fmt: skip
+                 "storage: 'mysql://user:hunter2@db/KEY123'",
+                 'storage: "postgresql://user:hunter2@db/KEY123\\0"',
+                 "storage: 'user:hunter2@db/KEY123'"):  # fmt: skip
         e = refused(node_dir, text)
         assert "hunter2" not in e.message and "KEY123" not in e.message, e.message
 

@@ -69,6 +69,7 @@ _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 _ORIGIN_PREFIX = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~-]+)*$")
 _STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "memory")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
+_ORIGIN_PREFIX_TEXT = "a host name with an optional port and path, e.g. node.example.org"
 
 
 # --- field types ------------------------------------------------------------------------
@@ -95,11 +96,12 @@ def _listen(value: Any) -> str:
 
 def _store_url(value: Any) -> str:
     expected = "a store URL: sqlite:///<path>, postgresql://... or memory://"
-    if type(value) is not str or not value.isprintable():
+    if type(value) is not str:
         raise invalid(expected)
     scheme, sep, _ = value.partition("://")
-    if not sep or scheme.lower() not in _STORE_SCHEMES:
-        raise invalid(expected, repr(scheme + sep) if sep else None)
+    if not sep or scheme.lower() not in _STORE_SCHEMES or not value.isprintable():
+        # never the whole URL: a PostgreSQL URL may hold a password
+        raise invalid(expected, repr(scheme + sep) if sep else "a string without '://'")
     return value
 
 
@@ -122,7 +124,6 @@ def _vkey(value: Any) -> str:
     return value
 
 
-_ORIGIN_PREFIX_TEXT = "a host name with an optional port and path, e.g. node.example.org"
 Vkey = Annotated[str, Expect("a note vkey (<origin>+<key id>+<key>)"), BeforeValidator(_vkey)]
 
 

@@ -113,7 +113,7 @@ def test_an_environment_override_is_validated_and_named(tmp_path: Path) -> None:
     _one_line_exit_2(out, "config_invalid",
                      "REMEMBRANCER_LOG_FORMAT: expected 'text' or 'json', found 'xml'")  # fmt: skip
     out = _run(["serve", "--config", str(config), "--listen", "nowhere"])
-    _one_line_exit_2(out, "listen_invalid", "REMEMBRANCER_LISTEN: expected HOST:PORT")
+    _one_line_exit_2(out, "listen_invalid", "--listen: expected HOST:PORT")
 
 
 def test_init_refuses_bad_values_before_writing(tmp_path: Path) -> None:

@@ -440,6 +440,15 @@ def test_environment_overrides_apply_and_empty_ones_do_not(node_dir: Path) -> No
     assert plain.admin_token == (node_dir / "keys" / "admin.token").read_text().strip()
 
 
+def test_serve_listen_option_overrides_the_environment_and_is_named(node_dir: Path) -> None:
+    env = {"REMEMBRANCER_LISTEN": "127.0.0.1:9001"}
+    config = load_node_config(node_dir / "node.yaml", env=env, listen="127.0.0.1:9002")
+    assert config.listen_port == 9002
+    with pytest.raises(ConfigError) as e:
+        load_node_config(node_dir / "node.yaml", env=env, listen="nowhere")
+    assert e.value.message.startswith("--listen: expected HOST:PORT (port 1 to 65535)")
+
+
 @pytest.mark.parametrize("token", ["short", "sixteen chars ok", "x" * 15])
 def test_an_admin_token_from_the_environment_is_checked_and_never_shown(
     node_dir: Path, token: str

@@ -349,9 +349,15 @@ def parse_listen(value: str, path: Path, key: str = "listen") -> tuple[str, int]
 
 
 def parse_node_file(
-    doc: Any, *, source: str, base: Path, env: Mapping[str, str] | None = None
+    doc: Any,
+    *,
+    source: str,
+    base: Path,
+    env: Mapping[str, str] | None = None,
+    options: Mapping[str, tuple[str, str]] | None = None,
 ) -> NodeFile:
-    """Validate a node.yaml document (``env``'s overrides applied first)."""
+    """Validate a node.yaml document, ``env``'s overrides and then ``options``'
+    (key -> (command-line option, value)) applied first."""
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -368,6 +374,9 @@ def parse_node_file(
         if value:
             doc[key] = value
             sources[key] = var
+    for key, (option, value) in (options or {}).items():
+        doc[key] = value
+        sources[key] = option
     try:
         return NodeFile.model_validate(doc, context={"base": base})
     except ValidationError as e:
@@ -377,12 +386,17 @@ def parse_node_file(
 
 
 def load_node_config(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    listen: str | None = None,
 ) -> NodeConfig:
-    """Read, validate and resolve ``node.yaml``; environment overrides apply."""
+    """Read, validate and resolve ``node.yaml``; environment overrides apply,
+    and ``listen`` (``serve --listen``) over them."""
     env = os.environ if env is None else env
     p = Path(path).resolve()
-    file = parse_node_file(read_yaml(p), source=str(p), base=p.parent, env=env)
+    options = {"listen": ("--listen", listen)} if listen else None
+    file = parse_node_file(read_yaml(p), source=str(p), base=p.parent, env=env, options=options)
     host, port = parse_listen(file.listen, p)
     storage = file.storage
     if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):

@@ -106,12 +106,12 @@ GOOD = {"rpc": "http://127.0.0.1:8545"}
         ({"rpc": 8545}, "rpc"),
         ({"rpc": "ws://127.0.0.1:8546"}, "http(s)"),
         ({"rpc": "http://"}, "http(s)"),
-        ({**GOOD, "keyfile": "k"}, "unknown setting(s) keyfile"),
+        ({**GOOD, "keyfile": "k"}, "keyfile: unknown key"),
         ({**GOOD, "key_file": "k", "key_env": "K"}, "not both"),
         ({**GOOD, "key_file": ""}, "key_file"),
         ({**GOOD, "key_env": 5}, "key_env"),
-        ({**GOOD, "to": "0x1234"}, "to must be"),
-        ({**GOOD, "to": "f39fd6e51aad88f6f4ce6ab8827279cfffb92266"}, "to must be"),
+        ({**GOOD, "to": "0x1234"}, "to: expected"),
+        ({**GOOD, "to": "f39fd6e51aad88f6f4ce6ab8827279cfffb92266"}, "to: expected"),
         ({**GOOD, "senders": ["0xnope"]}, "senders"),
         ({**GOOD, "senders": {"a": 1}}, "senders"),
         ({**GOOD, "confirmations": 0}, "confirmations"),
@@ -132,7 +132,7 @@ def test_bad_settings_are_config_errors(settings: dict[str, Any], fragment: str)
         EvmRail.from_config(TARGET, settings)
     assert e.value.code == "evm_config_invalid"
     assert fragment in e.value.message
-    assert e.value.message.startswith("anchoring.eip155.31337:")
+    assert e.value.message.startswith("anchoring.eip155.31337")
 
 
 def test_settings_are_not_a_mapping() -> None:

@@ -13,6 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "remembrancer"
 RANK = {
     "core": 0,
     "net": 1,  # the bounded HTTP client every outbound call uses
+    "configfile": 1,  # strict YAML and typed settings for the configuration files
     "storage": 2,
     "log": 3,
     "anchoring": 4,

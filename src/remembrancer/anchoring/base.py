@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from remembrancer.anchoring.settings import AnchoringSettings
 from remembrancer.core.anchor import Anchor, Finality, Status, allowed_transition
 from remembrancer.core.errors import AnchoringError, ConfigError, FormatError
 from remembrancer.net.http import ErrorClass, status_class
@@ -256,17 +257,26 @@ def recheck(rail: Rail, held: Anchor, ctx: VerifyContext) -> Anchor:
     return judged(held, rail.verify(held, ctx), now=ctx.now, prior=held.status)
 
 
-# scheme -> (module, class, extra that provides its dependencies)
-_RAILS: dict[str, tuple[str, str, str | None]] = {
-    "rfc3161": ("remembrancer.anchoring.rfc3161.rail", "Rfc3161Rail", None),
-    "eip155": ("remembrancer.anchoring.evm.rail", "EvmRail", "evm"),
-    "btc": ("remembrancer.anchoring.btc.rail", "BitcoinRail", "bitcoin"),
+# scheme -> (module, class, extra that provides its dependencies, libraries the rail
+# needs whatever its settings; the EVM rail needs its extra only to sign, and
+# checks that itself when a key is configured)
+_RAILS: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
+    "rfc3161": ("remembrancer.anchoring.rfc3161.rail", "Rfc3161Rail", None, ()),
+    "eip155": ("remembrancer.anchoring.evm.rail", "EvmRail", "evm", ()),
+    "btc": (
+        "remembrancer.anchoring.btc.rail",
+        "BitcoinRail",
+        "bitcoin",
+        ("opentimestamps", "bitcoin"),
+    ),
 }
 
 
 @dataclass
 class RailRegistry:
-    """Rails by target, built from the node's ``anchoring`` configuration::
+    """Rails by target, built from the node's ``anchoring`` settings
+    (:class:`~remembrancer.anchoring.settings.AnchoringSettings`, or a plain
+    mapping validated into one here)::
 
     anchoring:
       rfc3161:
@@ -275,40 +285,70 @@ class RailRegistry:
         "31337": {rpc: http://127.0.0.1:8545, key_file: keys/evm.key}
       btc:
         mainnet: {calendars: [...], bitcoin_rpc: http://...}
+
+    Rails are built on first use, or all at once by :meth:`build_all` (the
+    node does that at start, so a bad setting, an unreadable trust bundle or
+    a missing extra stops it there, not at the first anchor).
     """
 
-    config: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    config: AnchoringSettings | Mapping[str, Any] = field(
+        default_factory=lambda: AnchoringSettings()
+    )
     _rails: dict[str, Rail] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, AnchoringSettings):
+            self.config = AnchoringSettings.parse(self.config)
+
+    @property
+    def settings(self) -> AnchoringSettings:
+        assert isinstance(self.config, AnchoringSettings)
+        return self.config
 
     def register(self, rail: Rail) -> None:
         self._rails[rail.target] = rail
 
     def targets(self) -> list[str]:
-        configured = [f"{s}:{n}" for s, names in self.config.items() for n in names]
-        return sorted(set(configured) | set(self._rails))
+        return sorted(set(self.settings.targets()) | set(self._rails))
 
     def is_configured(self, target: str) -> bool:
         """Whether the node's configuration has a rail for ``target`` (a cadence
         level whose target has none is *not configured*: a state, not a failure)."""
         scheme, _, name = target.partition(":")
-        return target in self._rails or name in self.config.get(scheme, {})
+        return target in self._rails or self.settings.get(scheme, name) is not None
+
+    def build_all(self) -> None:
+        """Build every configured rail now; the first ConfigError stops it
+        (its message then starts with the rail's key path)."""
+        for target in self.settings.targets():
+            try:
+                self.get(target)
+            except ConfigError as e:
+                where = "anchoring." + target.replace(":", ".", 1)
+                if e.message.startswith(where):
+                    raise
+                raise ConfigError(
+                    f"{where}: {e.message}", code=e.code, details={**e.details, "key": where}
+                ) from e
 
     def get(self, target: str) -> Rail:
         rail = self._rails.get(target)
         if rail is not None:
             return rail
         scheme, _, name = target.partition(":")
-        settings = self.config.get(scheme, {}).get(name)
         if scheme not in _RAILS:
             raise ConfigError(f"no rail for target scheme {scheme!r}", code="rail_unknown")
+        settings = self.settings.get(scheme, name)
         if settings is None:
             raise ConfigError(
                 f"target {target} is used by a cadence but not configured under anchoring.{scheme}.{name}",
                 code="rail_not_configured",
             )
-        module_name, class_name, extra = _RAILS[scheme]
+        module_name, class_name, extra, needs = _RAILS[scheme]
         try:
             module = importlib.import_module(module_name)
+            for library in needs:
+                importlib.import_module(library)
         except ImportError as e:
             hint = (
                 f"; install the '{extra}' extra: pip install 'remembrancer[{extra}]'"
@@ -318,6 +358,7 @@ class RailRegistry:
             raise ConfigError(
                 f"target {target} needs {e.name or 'a missing library'}{hint}",
                 code="rail_dependency_missing",
+                details={"target": target, "extra": extra},
             ) from e
         rail = getattr(module, class_name).from_config(target, settings)
         self._rails[target] = rail

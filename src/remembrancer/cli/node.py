@@ -104,10 +104,7 @@ def serve(config_path: str, listen: str | None, log_level: str) -> None:
     from remembrancer.node.config import load_node_config
     from remembrancer.node.runtime import Node
 
-    env = dict(os.environ)
-    if listen:
-        env["REMEMBRANCER_LISTEN"] = listen
-    config = load_node_config(config_path, env)
+    config = load_node_config(config_path, dict(os.environ), listen=listen)
     setup_logging(config.log_format, log_level)
     node = Node.from_config(config)
     app = create_app(node)

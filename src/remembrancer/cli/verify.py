@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
 import click
-import yaml
+from pydantic import Field, StrictStr, ValidationError
 
 from remembrancer.cli.common import echo_json, errors_as_one_line, read_input
+from remembrancer.configfile import NullIsEmptyList, Settings, config_error, parse_yaml
 from remembrancer.core.admission import check_actor_signature
 from remembrancer.core.checkpoint import Checkpoint
 from remembrancer.core.cosignature import parse_cosigner_vkey
@@ -73,22 +74,29 @@ def record_leaf(data: bytes) -> bytes:
     )
 
 
+class TrustPolicy(Settings):
+    """A ``--trust`` file (JSON or YAML): the keys a verification trusts."""
+
+    log_vkeys: Annotated[tuple[StrictStr, ...], NullIsEmptyList, Field(strict=False)] = ()
+    witness_vkeys: Annotated[tuple[StrictStr, ...], NullIsEmptyList, Field(strict=False)] = ()
+    min_cosigners: Annotated[int, Field(ge=0, le=1024)] = 0
+
+
 def load_trust(path: str | None, vkeys: tuple[str, ...], witness_vkeys: tuple[str, ...],
                min_cosigners: int | None) -> tuple[list[str], list[str], int]:  # fmt: skip
     logs, witnesses, minimum = list(vkeys), list(witness_vkeys), min_cosigners
     if path:
-        doc = yaml.safe_load(read_input(path, what="trust policy"))
-        if not isinstance(doc, dict) or any(
-            k not in ("log_vkeys", "witness_vkeys", "min_cosigners") for k in doc
-        ):
-            raise FormatError(
-                f"{path}: a trust policy holds log_vkeys, witness_vkeys and min_cosigners",
-                code="trust_policy_invalid",
-            )
-        logs += list(doc.get("log_vkeys") or [])
-        witnesses += list(doc.get("witness_vkeys") or [])
+        doc = parse_yaml(read_input(path, what="trust policy"), path)
+        try:
+            policy = TrustPolicy.model_validate({} if doc is None else doc)
+        except ValidationError as e:
+            raise config_error(
+                e, TrustPolicy, source=path, code=lambda _path, _reason: "trust_policy_invalid"
+            ) from None
+        logs += policy.log_vkeys
+        witnesses += policy.witness_vkeys
         if minimum is None:
-            minimum = int(doc.get("min_cosigners") or 0)
+            minimum = policy.min_cosigners
     if not logs:
         raise FormatError("give the log's vkey (--vkey) or a trust policy (--trust)", code="usage")
     return logs, witnesses, minimum or 0

@@ -193,7 +193,7 @@ def parse_namespaces(
         raise ConfigError(
             f"{source}: unknown top-level key {extra[0]!r}", code="config_key_unknown"
         )
-    if doc.get("version", 1) != 1:
+    if type(doc.get("version", 1)) is not int or doc.get("version", 1) != 1:
         raise ConfigError(f"{source}: version must be 1", code="config_version_unsupported")
     aliases_raw = doc.get("aliases") or {}
     if not isinstance(aliases_raw, Mapping):

@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+from pydantic import ValidationError
 
+from remembrancer.configfile import config_error
 from remembrancer.core.cosignature import CosignatureVerifier, parse_cosigner_vkey
-from remembrancer.core.errors import ConfigError, RemembrancerError
+from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.note import Note, NoteSignature, open_note
 from remembrancer.core.witness import AddCheckpointRequest
+from remembrancer.federation.settings import WitnessPeerSettings
 from remembrancer.storage.base import LogState
 
 log = logging.getLogger("remembrancer.witnessing")
@@ -41,17 +44,15 @@ class WitnessPeer:
     verifier: CosignatureVerifier
 
     @classmethod
-    def from_config(cls, entry: Any, where: str) -> WitnessPeer:
-        if not isinstance(entry, dict) or not {"url", "vkey"} <= set(entry):
-            raise ConfigError(f"{where}: a witness peer needs url and vkey", code="config_invalid")
-        try:
-            verifier = parse_cosigner_vkey(entry["vkey"])
-        except RemembrancerError as e:
-            raise ConfigError(f"{where}.vkey: {e.message}", code="vkey_invalid") from e
-        url = str(entry["url"]).rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}.url must be http(s)", code="config_invalid")
-        return cls(verifier.name, url, verifier)
+    def from_config(cls, entry: WitnessPeerSettings | Any, where: str) -> WitnessPeer:
+        """From ``witnessing.peers[i]`` (validated, or a mapping validated here)."""
+        if not isinstance(entry, WitnessPeerSettings):
+            try:
+                entry = WitnessPeerSettings.model_validate(entry)
+            except ValidationError as e:
+                raise config_error(e, WitnessPeerSettings, prefix=(where,)) from None
+        verifier = parse_cosigner_vkey(entry.vkey)
+        return cls(verifier.name, entry.url.rstrip("/"), verifier)
 
 
 class LogSource(Protocol):

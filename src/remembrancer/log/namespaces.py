@@ -14,10 +14,8 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from remembrancer.configfile import read_yaml
 from remembrancer.core.errors import ConfigError
 from remembrancer.core.namespace import NamespaceConfig, parse_namespaces
 from remembrancer.core.schema import SchemaRegistry
@@ -29,18 +27,10 @@ MAX_CONFIG_BYTES = 1 << 20
 def load_namespaces_file(
     path: str | os.PathLike[str], schemas: SchemaRegistry
 ) -> dict[str, NamespaceConfig]:
-    """Read and validate a namespaces YAML file; ConfigError names the file."""
+    """Read and validate a namespaces YAML file (strict YAML: see
+    :mod:`remembrancer.configfile`); ConfigError names the file."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}", code="config_unreadable") from e
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes", code="config_too_large")
-    try:
-        doc: Any = yaml.safe_load(data)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}", code="config_yaml_invalid") from e
+    doc = read_yaml(p, max_bytes=MAX_CONFIG_BYTES)
     return parse_namespaces(doc, source=str(p), known_schemas=frozenset(schemas.names()))
 
 

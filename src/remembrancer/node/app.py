@@ -8,6 +8,7 @@ the OpenAPI document.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -77,6 +78,8 @@ _STATUS_BY_CODE = {
     "storage_full": 507,
     "xns_relay_failed": 502,
     "xns_handler_timeout": 504,
+    "request_body_timeout": 408,
+    "request_timeout": 503,
 }
 
 
@@ -755,6 +758,7 @@ async def inclusion_response(
     return Response(json.dumps(body).encode(), media_type="application/json")
 
 
+_ADMIN_PREFIX = "/v1/admin/"
 _PROOF_SUFFIX = "/proofs/inclusion"
 _RECORDS_PREFIX = "/v1/namespaces/"
 _RECORDS_SUFFIX = "/records"
@@ -762,12 +766,17 @@ _RECORDS_SUFFIX = "/records"
 
 class GuardMiddleware:
     """Pure ASGI middleware (no per-request task or stream plumbing): per-client
-    rate limit (429), declared body size (413), request metrics, 5xx logging."""
+    rate limit (429), declared body size (413), the per-request deadline
+    (``limits.request_timeout_s``: 408 ``request_body_timeout`` while the
+    body is still arriving, else 503 ``request_timeout``; not for
+    ``/v1/admin/*``, whose rail calls have their own timeouts and must not be
+    cut off after a paid submission), request metrics, 5xx logging."""
 
     def __init__(self, app: Any, node: Node) -> None:
         self.app = app
         self.node = node
         self.max_body = node.limits.max_body_bytes
+        self.request_timeout = node.limits.request_timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -776,6 +785,7 @@ class GuardMiddleware:
         node = self.node
         client = scope.get("client")
         error: RemembrancerError | None = None
+        expects_body = False
         wait = node.client_limits.take(client[0] if client else "unknown")
         if wait > 0:
             error = PushbackError(
@@ -789,19 +799,62 @@ class GuardMiddleware:
                     error = FormatError(
                         f"request body over {self.max_body} bytes", code="body_too_large"
                     )
+                expects_body |= (name == b"content-length" and value != b"0") or (
+                    name == b"transfer-encoding"
+                )
         status = [500]
+        responded = [False]
+        body_done = [not expects_body]
 
         async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                responded[0] = True
             await send(message)
+
+        async def receive_wrapper() -> Any:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                body_done[0] = True
+            return message
 
         started = time.perf_counter()
         path = scope["path"]
+        deadline = asyncio.timeout(None if path.startswith(_ADMIN_PREFIX) else self.request_timeout)
+        try:
+            async with deadline:
+                path = await self._dispatch(scope, receive_wrapper, send_wrapper, error)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            if responded[0]:  # too late for an answer: the server closes the connection
+                log.warning("%s %s: over its %s s deadline while answering", scope["method"],
+                            scope["path"], self.request_timeout)  # fmt: skip
+                return
+            late: RemembrancerError = (
+                FormatError(f"the request body did not arrive within {self.request_timeout} s",
+                            code="request_body_timeout")
+                if not body_done[0]
+                else PushbackError(f"no answer within {self.request_timeout} s",
+                                   code="request_timeout", retry_after=1)
+            )  # fmt: skip
+            await error_response(late)(scope, receive, send_wrapper)
+            route = scope.get("route")
+            path = getattr(route, "path", "other") if route is not None else "other"
+        node.metrics.requests.labels(path, scope["method"], str(status[0])).inc()
+        if status[0] >= 500:
+            log.warning("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status[0],
+                        (time.perf_counter() - started) * 1000)  # fmt: skip
+
+    async def _dispatch(
+        self, scope: dict[str, Any], receive: Any, send: Any, error: RemembrancerError | None
+    ) -> str:
+        """Answer the request; returns the route label of the metrics."""
+        path: str = scope["path"]
         if error is not None:
-            await error_response(error)(scope, receive, send_wrapper)
-            path = "other"
-        elif (
+            await error_response(error)(scope, receive, send)
+            return "other"
+        if (
             scope["method"] == "POST"
             and path.startswith(_RECORDS_PREFIX)
             and path.endswith(_RECORDS_SUFFIX)
@@ -815,9 +868,9 @@ class GuardMiddleware:
                 response = await submit_record_response(self.node, namespace, body, True)
             except RemembrancerError as e:
                 response = error_response(e)
-            await response(scope, receive, send_wrapper)
-            path = "/v1/namespaces/{namespace}/records"
-        elif (
+            await response(scope, receive, send)
+            return "/v1/namespaces/{namespace}/records"
+        if (
             scope["method"] == "GET"
             and path.startswith(_RECORDS_PREFIX)
             and path.endswith(_PROOF_SUFFIX)
@@ -834,16 +887,11 @@ class GuardMiddleware:
                 )
             except RemembrancerError as e:
                 response = error_response(e)
-            await response(scope, receive, send_wrapper)
-            path = "/v1/namespaces/{namespace}/proofs/inclusion"
-        else:
-            await self.app(scope, receive, send_wrapper)
-            route = scope.get("route")
-            path = getattr(route, "path", "other") if route is not None else "other"
-        node.metrics.requests.labels(path, scope["method"], str(status[0])).inc()
-        if status[0] >= 500:
-            log.warning("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status[0],
-                        (time.perf_counter() - started) * 1000)  # fmt: skip
+            await response(scope, receive, send)
+            return "/v1/namespaces/{namespace}/proofs/inclusion"
+        await self.app(scope, receive, send)
+        route = scope.get("route")
+        return getattr(route, "path", "other") if route is not None else "other"
 
     async def _read_body(self, receive: Any) -> bytes:
         body = bytearray()

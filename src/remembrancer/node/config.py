@@ -1,10 +1,22 @@
 """Node configuration (``node.yaml``), environment overrides, and ``init``.
 
+node.yaml is parsed into :class:`NodeFile`, a strict typed model
+(docs/adr/0011-typed-configuration.md): nested sections, each default in one
+place, unknown keys and wrong types refused with one line naming the file,
+the key path, what was expected and what was found (``remembrancer serve``
+exits 2 on it, never with a traceback).  Booleans are YAML ``true`` and
+``false`` only; every number has bounds (docs/node.md lists them, and a test
+compares that table with these models).  The rails' settings are
+:class:`~remembrancer.anchoring.settings.AnchoringSettings`, the peers'
+:mod:`remembrancer.federation.settings`.
+
 Relative paths in the file are relative to the file's own directory, so a
 node directory can be moved as a whole.  Environment variables override the
-file: ``REMEMBRANCER_LISTEN``, ``REMEMBRANCER_STORAGE``,
-``REMEMBRANCER_ORIGIN_PREFIX``, ``REMEMBRANCER_LOG_FORMAT``,
-``REMEMBRANCER_ADMIN_TOKEN`` (the token itself, instead of a token file).
+file and are validated like the keys they replace (an error names the
+variable): ``REMEMBRANCER_LISTEN``, ``REMEMBRANCER_STORAGE``,
+``REMEMBRANCER_ORIGIN_PREFIX``, ``REMEMBRANCER_LOG_FORMAT``, and
+``REMEMBRANCER_ADMIN_TOKEN`` (the token itself, instead of a token file; at
+least 16 characters).  An empty variable counts as unset.
 """
 
 from __future__ import annotations
@@ -14,38 +26,215 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from remembrancer.core.errors import ConfigError, FormatError
+from remembrancer.anchoring.settings import AnchoringSettings, rail_error_code
+from remembrancer.configfile import (
+    ConfigPath,
+    DefaultText,
+    Expect,
+    NullIsEmpty,
+    NullIsEmptyList,
+    Settings,
+    config_error,
+    invalid,
+    read_yaml,
+)
+from remembrancer.core.errors import ConfigError, FormatError, RemembrancerError
 from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import SigningKey
-from remembrancer.core.note import parse_vkey
+from remembrancer.core.note import is_valid_key_name, parse_vkey
+from remembrancer.federation.settings import (
+    FederationSettings,
+    WitnessingSettings,
+    WitnessPeerSettings,
+)
 from remembrancer.node.keyfile import write_key_file
 
 DATA_FORMAT = 1
 DATA_MARKER = "remembrancer-data.json"
+ENV_OVERRIDES = {
+    "REMEMBRANCER_LISTEN": "listen",
+    "REMEMBRANCER_STORAGE": "storage",
+    "REMEMBRANCER_ORIGIN_PREFIX": "origin_prefix",
+    "REMEMBRANCER_LOG_FORMAT": "log_format",
+}
+ENV_ADMIN_TOKEN = "REMEMBRANCER_ADMIN_TOKEN"
+MIN_TOKEN_CHARS = 16
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 _ORIGIN_PREFIX = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~-]+)*$")
-_TOP = {"version", "origin_prefix", "listen", "data_dir", "node_key", "namespaces", "storage",
-        "admin", "witness", "limits", "log_format", "anchoring", "scheduler", "witnessing", "federation"}  # fmt: skip
+_STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "memory")
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
+_ORIGIN_PREFIX_TEXT = "a host name with an optional port and path, e.g. node.example.org"
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_body_bytes: int = 256 * 1024
-    client_rate: float = 2000.0  # requests per second per client address
-    client_burst: int = 4000
-    namespace_rate: float = 50_000.0  # records per second per namespace
-    namespace_burst: int = 100_000
-    max_pending: int = 20_000  # records waiting per namespace before 503
-    batch_size: int = 1024
-    batch_wait_ms: float = 0.0
-    request_timeout_s: float = 30.0
+# --- field types ------------------------------------------------------------------------
+
+
+def _version(value: Any) -> int:
+    if type(value) is not int or value != 1:
+        raise invalid("1 (the only version)", code="config_version_unsupported")
+    return value
+
+
+def _origin_prefix(value: Any) -> str:
+    if type(value) is not str or not _ORIGIN_PREFIX.match(value):
+        raise invalid(_ORIGIN_PREFIX_TEXT, code="origin_prefix_invalid")
+    return value
+
+
+def _listen(value: Any) -> str:
+    m = _HOSTPORT.match(value) if type(value) is str else None
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise invalid("HOST:PORT (port 1 to 65535)", code="listen_invalid")
+    return str(value)
+
+
+def _store_url(value: Any) -> str:
+    expected = "a store URL: sqlite:///<path>, postgresql://... or memory://"
+    if type(value) is not str:
+        raise invalid(expected)
+    scheme, sep, _ = value.partition("://")
+    if not sep or scheme.lower() not in _STORE_SCHEMES or not value.isprintable():
+        # never the whole URL: a PostgreSQL URL may hold a password
+        raise invalid(expected, repr(scheme + sep) if sep else "a string without '://'")
+    return value
+
+
+def _key_name(value: Any) -> str:
+    if not is_valid_key_name(value) or len(value) > 255:
+        raise invalid("a signed-note key name (no '+', spaces or control characters)")
+    return value
+
+
+def _vkey(value: Any) -> str:
+    expected = "a note vkey (<origin>+<key id>+<key>)"
+    if type(value) is not str:
+        raise invalid(expected, code="vkey_invalid")
+    try:
+        parse_vkey(value)
+    except RemembrancerError as e:
+        raise invalid(f"a note vkey ({e.message})", code="vkey_invalid") from None
+    except (ValueError, UnicodeError):
+        raise invalid(expected, code="vkey_invalid") from None
+    return value
+
+
+Vkey = Annotated[str, Expect("a note vkey (<origin>+<key id>+<key>)"), BeforeValidator(_vkey)]
+
+
+# --- the sections -----------------------------------------------------------------------
+
+
+class Limits(Settings):
+    """``limits``: what one node accepts, per request, client and namespace."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 256 * 1024
+    client_rate: Annotated[float, Field(gt=0)] = 2000.0  # requests per second per client address
+    client_burst: Annotated[int, Field(ge=1)] = 4000
+    namespace_rate: Annotated[float, Field(gt=0)] = 50_000.0  # records per second per namespace
+    namespace_burst: Annotated[int, Field(ge=1)] = 100_000
+    max_pending: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000  # waiting per namespace
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 1024
+    batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    request_timeout_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
+
+
+class AdminSettings(Settings):
+    """``admin``: the bearer token of ``/v1/admin/*``."""
+
+    token_file: ConfigPath | None = None
+
+
+class WitnessLogSettings(Settings):
+    """``witness.logs[]``: a log this node cosigns (docs/anti-entropy.md)."""
+
+    vkey: Vkey | None = None
+    vkeys: Annotated[
+        tuple[Vkey, ...], Expect("a non-empty list of note vkeys of the log"), Field(strict=False)
+    ] | None = None  # fmt: skip
+    origin: Annotated[str, Expect("the log's origin"), DefaultText("the vkeys' name")] | None = None
+    mirror: bool = False  # keep the log's entries as tiles too
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> WitnessLogSettings:
+        if (self.vkey is None) == (self.vkeys is None) or self.vkeys == ():
+            raise invalid("either vkey or a non-empty vkeys", code="vkey_invalid")
+        names = {parse_vkey(v).name for v in self.keys}
+        origin = self.origin or next(iter(names))
+        if names != {origin}:
+            raise invalid(
+                f"vkeys named after the log's origin {origin}",
+                ", ".join(sorted(names)),
+                code="vkey_invalid",
+            )
+        return self
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.vkeys if self.vkeys is not None else (self.vkey or "",)
+
+    @property
+    def log_origin(self) -> str:
+        return self.origin or parse_vkey(self.keys[0]).name
+
+
+class WitnessSettings(Settings):
+    """``witness``: this node as a C2SP witness of other logs."""
+
+    name: Annotated[
+        str, Expect("a signed-note key name (no '+', spaces or control characters)"),
+        DefaultText("<origin_prefix>/witness"), BeforeValidator(_key_name),
+    ] | None = None  # fmt: skip
+    logs: Annotated[
+        tuple[WitnessLogSettings, ...], Expect("a list of logs {vkey or vkeys, origin, mirror}"),
+        NullIsEmptyList, Field(strict=False),
+    ] = ()  # fmt: skip
+
+
+class SchedulerSettings(Settings):
+    """``scheduler``: the anchoring scheduler's loop."""
+
+    enabled: bool = True
+    tick_seconds: Annotated[float, Field(ge=0.05, le=3600)] = 1.0
+    reverify_seconds: Annotated[float, Field(ge=0.1, le=86_400)] = 10.0
+
+
+class NodeFile(Settings):
+    """The whole of node.yaml (with the environment overrides applied)."""
+
+    version: Annotated[int, Expect("1"), BeforeValidator(_version)] = 1
+    origin_prefix: Annotated[str, Expect(_ORIGIN_PREFIX_TEXT), BeforeValidator(_origin_prefix)]
+    listen: Annotated[str, Expect("HOST:PORT (port 1 to 65535)"), BeforeValidator(_listen)] = (
+        "127.0.0.1:8080"
+    )
+    data_dir: Annotated[ConfigPath, Expect("a directory path")] = Field(
+        default=Path("data"), validate_default=True
+    )
+    node_key: ConfigPath = Field(default=Path("keys/node.key"), validate_default=True)
+    namespaces: ConfigPath = Field(default=Path("namespaces.yaml"), validate_default=True)
+    storage: Annotated[
+        str, Expect("a store URL: sqlite:///<path>, postgresql://... or memory://"),
+        BeforeValidator(_store_url),
+    ] = "sqlite:///remembrancer.db"  # fmt: skip
+    log_format: Literal["text", "json"] = "text"
+    admin: Annotated[AdminSettings, NullIsEmpty] = Field(default_factory=AdminSettings)
+    witness: Annotated[WitnessSettings, NullIsEmpty] = Field(default_factory=WitnessSettings)
+    limits: Annotated[Limits, NullIsEmpty] = Field(default_factory=Limits)
+    scheduler: Annotated[SchedulerSettings, NullIsEmpty] = Field(default_factory=SchedulerSettings)
+    anchoring: Annotated[AnchoringSettings, NullIsEmpty] = Field(default_factory=AnchoringSettings)
+    witnessing: Annotated[WitnessingSettings, NullIsEmpty] = Field(
+        default_factory=WitnessingSettings
+    )
+    federation: FederationSettings | None = None
+
+
+# --- the resolved configuration ---------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,237 +246,206 @@ class WitnessedLog:
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
+    """node.yaml validated (:attr:`file`), with what follows from it resolved."""
+
     path: Path
-    origin_prefix: str
+    file: NodeFile
     listen_host: str
     listen_port: int
-    data_dir: Path
-    node_key: Path
-    namespaces: Path
-    storage: str
+    storage: str  # a sqlite path made absolute (relative to data_dir)
     admin_token: str | None
     witness_name: str
-    witnessed: tuple[WitnessedLog, ...] = ()
-    limits: Limits = field(default_factory=Limits)
-    log_format: str = "text"
-    anchoring: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
-    witness_peers: tuple[Mapping[str, Any], ...] = ()
-    federation_file: Path | None = None
-    federation_did: str | None = None
-    heartbeat_seconds: float = 2.0
-    antientropy_seconds: float = 5.0
-    witness_quorum: int | None = None
-    scheduler_enabled: bool = True
-    scheduler_tick_s: float = 1.0
-    scheduler_reverify_s: float = 10.0
+    witnessed: tuple[WitnessedLog, ...]
 
     @property
     def listen(self) -> str:
         return f"{self.listen_host}:{self.listen_port}"
 
+    @property
+    def origin_prefix(self) -> str:
+        return self.file.origin_prefix
 
-def _err(path: Path, key: str, message: str, code: str = "config_invalid") -> ConfigError:
-    return ConfigError(
-        f"{path}: {key}: {message}", code=code, details={"file": str(path), "key": key}
-    )
+    @property
+    def data_dir(self) -> Path:
+        return self.file.data_dir
+
+    @property
+    def node_key(self) -> Path:
+        return self.file.node_key
+
+    @property
+    def namespaces(self) -> Path:
+        return self.file.namespaces
+
+    @property
+    def admin_token_file(self) -> Path | None:
+        return self.file.admin.token_file
+
+    @property
+    def limits(self) -> Limits:
+        return self.file.limits
+
+    @property
+    def log_format(self) -> str:
+        return self.file.log_format
+
+    @property
+    def anchoring(self) -> AnchoringSettings:
+        return self.file.anchoring
+
+    @property
+    def witness_peers(self) -> tuple[WitnessPeerSettings, ...]:
+        return self.file.witnessing.peers
+
+    @property
+    def witness_quorum(self) -> int | None:
+        return self.file.witnessing.quorum
+
+    @property
+    def federation_file(self) -> Path | None:
+        return self.file.federation.file if self.file.federation else None
+
+    @property
+    def federation_did(self) -> str | None:
+        return self.file.federation.did if self.file.federation else None
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        fed = self.file.federation
+        return fed.heartbeat_seconds if fed else _default(FederationSettings, "heartbeat_seconds")
+
+    @property
+    def antientropy_seconds(self) -> float:
+        fed = self.file.federation
+        return (
+            fed.antientropy_seconds if fed else _default(FederationSettings, "antientropy_seconds")
+        )
+
+    @property
+    def scheduler_enabled(self) -> bool:
+        return self.file.scheduler.enabled
+
+    @property
+    def scheduler_tick_s(self) -> float:
+        return self.file.scheduler.tick_seconds
+
+    @property
+    def scheduler_reverify_s(self) -> float:
+        return self.file.scheduler.reverify_seconds
+
+
+def _default(model: type[Settings], name: str) -> Any:
+    return model.model_fields[name].get_default(call_default_factory=True)
 
 
 def parse_listen(value: str, path: Path, key: str = "listen") -> tuple[str, int]:
     m = _HOSTPORT.match(value) if isinstance(value, str) else None
     if m is None or not 0 < int(m.group(2)) < 65536:
-        raise _err(path, key, f"{value!r} is not HOST:PORT", "listen_invalid")
+        raise ConfigError(
+            f"{path}: {key}: expected HOST:PORT (port 1 to 65535), found {value!r}",
+            code="listen_invalid",
+            details={"file": str(path), "key": key},
+        )
     return m.group(1).strip("[]"), int(m.group(2))
 
 
+def parse_node_file(
+    doc: Any,
+    *,
+    source: str,
+    base: Path,
+    env: Mapping[str, str] | None = None,
+    options: Mapping[str, tuple[str, str]] | None = None,
+) -> NodeFile:
+    """Validate a node.yaml document, ``env``'s overrides and then ``options``'
+    (key -> (command-line option, value)) applied first."""
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        kind = "a list" if isinstance(doc, list) else repr(doc)
+        raise ConfigError(
+            f"{source}: expected a mapping of settings, found {kind}",
+            code="config_invalid",
+            details={"file": source},
+        )
+    doc = dict(doc)
+    sources: dict[str, str] = {}
+    for var, key in ENV_OVERRIDES.items():
+        value = (env or {}).get(var)
+        if value:
+            doc[key] = value
+            sources[key] = var
+    for key, (option, value) in (options or {}).items():
+        doc[key] = value
+        sources[key] = option
+    try:
+        return NodeFile.model_validate(doc, context={"base": base})
+    except ValidationError as e:
+        raise config_error(
+            e, NodeFile, source=source, code=rail_error_code, sources=sources
+        ) from None
+
+
 def load_node_config(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    listen: str | None = None,
 ) -> NodeConfig:
-    """Read, validate and resolve ``node.yaml``; environment overrides apply."""
+    """Read, validate and resolve ``node.yaml``; environment overrides apply,
+    and ``listen`` (``serve --listen``) over them."""
     env = os.environ if env is None else env
     p = Path(path).resolve()
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}", code="config_unreadable") from e
-    if len(raw) > 1 << 20:
-        raise ConfigError(f"{p}: larger than 1 MiB", code="config_too_large")
-    try:
-        doc = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}", code="config_yaml_invalid") from e
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: must be a mapping", code="config_invalid")
-    unknown = sorted(k for k in doc if k not in _TOP)
-    if unknown:
-        raise _err(p, unknown[0], "unknown key", "config_key_unknown")
-    if doc.get("version", 1) != 1:
-        raise _err(p, "version", "only version 1 is supported", "config_version_unsupported")
-    base = p.parent
-
-    def path_of(key: str, default: str) -> Path:
-        value = doc.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise _err(p, key, "must be a path")
-        return (base / value).resolve()
-
-    origin_prefix = env.get("REMEMBRANCER_ORIGIN_PREFIX") or doc.get("origin_prefix")
-    if not isinstance(origin_prefix, str) or not _ORIGIN_PREFIX.match(origin_prefix):
-        raise _err(p, "origin_prefix", "must be a host name with an optional path, e.g. node.example.org",
-                   "origin_prefix_invalid")  # fmt: skip
-    host, port = parse_listen(
-        env.get("REMEMBRANCER_LISTEN") or doc.get("listen", "127.0.0.1:8080"), p
-    )
-    data_dir = path_of("data_dir", "data")
-    storage = env.get("REMEMBRANCER_STORAGE") or doc.get("storage") or "sqlite:///remembrancer.db"
-    if not isinstance(storage, str):
-        raise _err(p, "storage", "must be a store URL")
+    options = {"listen": ("--listen", listen)} if listen else None
+    file = parse_node_file(read_yaml(p), source=str(p), base=p.parent, env=env, options=options)
+    host, port = parse_listen(file.listen, p)
+    storage = file.storage
     if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-        storage = "sqlite:///" + str((data_dir / storage[len("sqlite:///") :]).resolve())
-
-    admin = doc.get("admin") or {}
-    if not isinstance(admin, dict) or any(k not in ("token_file",) for k in admin):
-        raise _err(p, "admin", "holds only token_file")
-    token = env.get("REMEMBRANCER_ADMIN_TOKEN")
-    if not token and admin.get("token_file"):
-        token_path = (base / admin["token_file"]).resolve()
-        try:
-            token = token_path.read_text().strip()
-        except OSError as e:
-            raise _err(p, "admin.token_file", f"cannot read {token_path}: {e.strerror}") from e
-        if len(token) < 16:
-            raise _err(p, "admin.token_file", "the token must be at least 16 characters")
-
-    witness = doc.get("witness") or {}
-    if not isinstance(witness, dict) or any(k not in ("name", "logs") for k in witness):
-        raise _err(p, "witness", "holds only name and logs")
-    witness_name = witness.get("name") or f"{origin_prefix}/witness"
-    witnessed = []
-    for i, entry in enumerate(witness.get("logs") or []):
-        if not isinstance(entry, dict) or not isinstance(
-            entry.get("vkeys", entry.get("vkey")), list | str
-        ):
-            raise _err(p, f"witness.logs[{i}]", "needs vkey (or vkeys) and optionally origin")
-        vkeys = entry.get("vkeys") or [entry.get("vkey")]
-        names = set()
-        for v in vkeys:
-            try:
-                names.add(parse_vkey(v).name)
-            except Exception as e:
-                raise _err(p, f"witness.logs[{i}]", f"bad vkey: {e}", "vkey_invalid") from e
-        origin = entry.get("origin") or next(iter(names))
-        if names != {origin}:
-            raise _err(p, f"witness.logs[{i}]", "every vkey's name must be the log's origin")
-        unknown_keys = sorted(set(entry) - {"vkey", "vkeys", "origin", "mirror"})
-        if unknown_keys:
-            raise _err(
-                p, f"witness.logs[{i}].{unknown_keys[0]}", "unknown key", "config_key_unknown"
-            )
-        mirror = entry.get("mirror", False)
-        if not isinstance(mirror, bool):
-            raise _err(p, f"witness.logs[{i}].mirror", "must be true or false")
-        witnessed.append(WitnessedLog(origin, tuple(vkeys), mirror))
-
-    limits_raw = doc.get("limits") or {}
-    defaults = Limits()
-    if not isinstance(limits_raw, dict):
-        raise _err(p, "limits", "must be a mapping")
-    values: dict[str, Any] = {}
-    for key, value in limits_raw.items():
-        if not hasattr(defaults, key):
-            raise _err(p, f"limits.{key}", "unknown limit", "config_key_unknown")
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise _err(p, f"limits.{key}", "must be a number >= 0")
-        values[key] = type(getattr(defaults, key))(value)
-    log_format = env.get("REMEMBRANCER_LOG_FORMAT") or doc.get("log_format", "text")
-    if log_format not in ("text", "json"):
-        raise _err(p, "log_format", "must be text or json")
-    anchoring = _parse_anchoring(doc.get("anchoring"), p, base)
-    witnessing = doc.get("witnessing") or {}
-    if not isinstance(witnessing, dict) or any(k not in ("peers", "quorum") for k in witnessing):
-        raise _err(p, "witnessing", "holds only peers (url, vkey) and quorum")
-    peers = witnessing.get("peers") or []
-    if not isinstance(peers, list) or not all(
-        isinstance(x, dict) and {"url", "vkey"} <= set(x) for x in peers
-    ):
-        raise _err(p, "witnessing.peers", "must be a list of {url, vkey}")
-    fed = doc.get("federation") or {}
-    if not isinstance(fed, dict) or any(
-        k not in ("file", "did", "heartbeat_seconds", "antientropy_seconds") for k in fed
-    ):
-        raise _err(
-            p, "federation", "holds only file, did, heartbeat_seconds and antientropy_seconds"
-        )
-    antientropy = fed.get("antientropy_seconds", 5.0)
-    if (
-        isinstance(antientropy, bool)
-        or not isinstance(antientropy, int | float)
-        or not (0.1 <= antientropy <= 3600)
-    ):
-        raise _err(p, "federation.antientropy_seconds", "must be a number of seconds, 0.1 to 3600")
-    if fed and not isinstance(fed.get("file"), str):
-        raise _err(p, "federation.file", "must name the federation.yaml file")
-    wq = witnessing.get("quorum")
-    if wq is not None and (type(wq) is not int or not 0 <= wq <= len(peers)):
-        raise _err(p, "witnessing.quorum", "must be an integer between 0 and the number of peers")
-    sched = doc.get("scheduler") or {}
-    if not isinstance(sched, dict) or any(
-        k not in ("enabled", "tick_seconds", "reverify_seconds") for k in sched
-    ):
-        raise _err(p, "scheduler", "holds only enabled, tick_seconds and reverify_seconds")
+        storage = "sqlite:///" + str((file.data_dir / storage[len("sqlite:///") :]).resolve())
     return NodeConfig(
         path=p,
-        anchoring=anchoring,
-        witness_peers=tuple(peers),
-        federation_file=(base / fed["file"]).resolve() if fed else None,
-        federation_did=fed.get("did"),
-        heartbeat_seconds=float(fed.get("heartbeat_seconds", 2.0)),
-        antientropy_seconds=float(antientropy),
-        witness_quorum=wq,
-        scheduler_enabled=bool(sched.get("enabled", True)),
-        scheduler_tick_s=float(sched.get("tick_seconds", 1.0)),
-        scheduler_reverify_s=float(sched.get("reverify_seconds", 10.0)),
-        origin_prefix=origin_prefix,
+        file=file,
         listen_host=host,
         listen_port=port,
-        data_dir=data_dir,
-        node_key=path_of("node_key", "keys/node.key"),
-        namespaces=path_of("namespaces", "namespaces.yaml"),
         storage=storage,
-        admin_token=token,
-        witness_name=witness_name,
-        witnessed=tuple(witnessed),
-        limits=Limits(**values) if values else defaults,
-        log_format=log_format,
+        admin_token=_admin_token(file, p, env),
+        witness_name=file.witness.name or f"{file.origin_prefix}/witness",
+        witnessed=tuple(WitnessedLog(w.log_origin, w.keys, w.mirror) for w in file.witness.logs),
     )
 
 
-_PATH_SETTINGS = {"trust_bundle", "pinned_cert", "key_file", "headers_file", "dir"}
-
-
-def _parse_anchoring(raw: Any, p: Path, base: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """``anchoring: {rfc3161|eip155|btc: {<name>: {settings}}}``; path settings
-    are resolved relative to node.yaml.  Each rail validates its own settings
-    when first used (and the node checks every configured rail at start)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise _err(p, "anchoring", "must be a mapping of rail schemes")
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for scheme, targets in raw.items():
-        if scheme not in ("rfc3161", "eip155", "btc"):
-            raise _err(
-                p, f"anchoring.{scheme}", "is not rfc3161, eip155 or btc", "config_key_unknown"
+def _admin_token(file: NodeFile, p: Path, env: Mapping[str, str]) -> str | None:
+    expected = f"a token of at least {MIN_TOKEN_CHARS} printable characters, no spaces"
+    token = env.get(ENV_ADMIN_TOKEN)
+    if token:
+        if len(token) < MIN_TOKEN_CHARS or not _TOKEN.match(token):
+            raise ConfigError(
+                f"{ENV_ADMIN_TOKEN}: expected {expected}, found {len(token)} characters"
+                " (not shown)",
+                code="config_invalid",
+                details={"source": ENV_ADMIN_TOKEN},
             )
-        if not isinstance(targets, dict):
-            raise _err(p, f"anchoring.{scheme}", "must map target names to settings")
-        for name, settings in targets.items():
-            if not isinstance(settings, dict):
-                raise _err(p, f"anchoring.{scheme}.{name}", "must be a mapping of settings")
-            resolved = dict(settings)
-            for key in _PATH_SETTINGS & set(resolved):
-                resolved[key] = str((base / str(resolved[key])).resolve())
-            out.setdefault(scheme, {})[str(name)] = resolved
-    return out
+        return token
+    token_file = file.admin.token_file
+    if token_file is None:
+        return None
+    try:
+        token = token_file.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"{p}: admin.token_file: cannot read {token_file}: {why}",
+            code="config_invalid",
+            details={"file": str(p), "key": "admin.token_file"},
+        ) from e
+    if len(token) < MIN_TOKEN_CHARS or not _TOKEN.match(token):
+        raise ConfigError(
+            f"{p}: admin.token_file: expected {token_file} to hold {expected}, found"
+            f" {len(token)} characters (not shown)",
+            code="config_invalid",
+            details={"file": str(p), "key": "admin.token_file"},
+        )
+    return token
 
 
 def check_data_dir(data_dir: Path) -> None:
@@ -320,6 +478,16 @@ def write_initial_config(
 
     ``demo_keys`` (alias -> key) are written under ``keys/demo/``, marked as demo keys.
     """
+    default_name = re.sub(r"[^A-Za-z0-9.-]+", "-", directory.resolve().name).strip(".-")
+    prefix = origin_prefix or f"{default_name or 'node'}.remembrancer.local"
+    try:  # the values must make a node.yaml that loads: check them before writing anything
+        NodeFile.model_validate(
+            {"origin_prefix": prefix, "listen": listen}, context={"base": directory}
+        )
+    except ValidationError as e:
+        raise config_error(
+            e, NodeFile, sources={"origin_prefix": "--origin-prefix", "listen": "--listen"}
+        ) from None
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "node.yaml"
     if config.exists():
@@ -337,12 +505,11 @@ def write_initial_config(
         f.write(token + "\n")
     example = resources.files("remembrancer.examples").joinpath("namespaces.yaml").read_text()
     (directory / "namespaces.yaml").write_text(example)
-    prefix = origin_prefix or f"{directory.resolve().name or 'node'}.remembrancer.local"
     config.write_text(
         "# Remembrancer node configuration (see docs/node.md).\n"
         "version: 1\n"
         f"origin_prefix: {prefix}\n"
-        f"listen: {listen}\n"
+        f"listen: {json.dumps(listen)}\n"
         "data_dir: data\n"
         "node_key: keys/node.key\n"
         "namespaces: namespaces.yaml\n"

@@ -20,7 +20,7 @@ from remembrancer import __version__
 from remembrancer.anchoring.base import RailRegistry
 from remembrancer.anchoring.scheduler import Scheduler
 from remembrancer.core.cosignature import cosign, format_cosigner_vkey
-from remembrancer.core.errors import NotFoundError, RemembrancerError, StorageError
+from remembrancer.core.errors import ConfigError, NotFoundError, RemembrancerError, StorageError
 from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import NoteVerifier, format_vkey, parse_vkey
@@ -163,6 +163,14 @@ class Node:
 
     @classmethod
     def from_config(cls, config: NodeConfig) -> Node:
+        rails = RailRegistry(config.anchoring)
+        try:  # every configured rail, now: a bad one stops the start, not the first anchor
+            rails.build_all()
+        except ConfigError as e:
+            raise ConfigError(
+                f"{config.path}: {e.message}", code=e.code, details={**e.details,
+                "file": str(config.path)},
+            ) from e  # fmt: skip
         check_data_dir(config.data_dir)
         schemas = bundled_schemas()
         return cls(
@@ -175,7 +183,7 @@ class Node:
             witness_name=config.witness_name,
             witnessed=config.witnessed,
             schemas=schemas,
-            rails=RailRegistry(config.anchoring),
+            rails=rails,
             scheduler_enabled=config.scheduler_enabled,
             scheduler_tick_s=config.scheduler_tick_s,
             scheduler_reverify_s=config.scheduler_reverify_s,

@@ -95,5 +95,6 @@ The ``bitcoin`` extra provides ``opentimestamps`` (>=0.4.5,<0.5) and
 The modules: :mod:`.headers` (block headers, proof of work, headers files),
 :mod:`.rpc` (a bounded Bitcoin Core JSON-RPC client), :mod:`.ots`
 (OpenTimestamps proofs), :mod:`.merkleblock` (transactions and BIP 37
-Merkle blocks), :mod:`.settings` and :mod:`.rail` (:class:`BitcoinRail`).
+Merkle blocks) and :mod:`.rail` (:class:`BitcoinRail`); its settings are
+:class:`remembrancer.anchoring.settings.BtcSettings`.
 """

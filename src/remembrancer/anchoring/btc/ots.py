@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from remembrancer.anchoring.btc.headers import proof_error
-
-DEFAULT_MAX_OTS_BYTES = 100 * 1024
-
+from remembrancer.anchoring.settings import DEFAULT_MAX_OTS_BYTES
 
 OTS_ACCEPT = "application/vnd.opentimestamps.v1"
 

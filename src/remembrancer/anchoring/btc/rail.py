@@ -59,7 +59,7 @@ from remembrancer.anchoring.btc.rpc import (
     http_request,
     is_hash_hex,
 )
-from remembrancer.anchoring.btc.settings import BitcoinRailSettings
+from remembrancer.anchoring.settings import BtcSettings, rail_settings
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, VerificationError
 from remembrancer.net.http import ErrorClass, status_class
@@ -84,7 +84,7 @@ def _library_versions() -> str:
 class BitcoinRail:
     """The ``btc:<network>`` rail.  Thread-safe: it keeps no per-call state."""
 
-    def __init__(self, target: str, settings: BitcoinRailSettings) -> None:
+    def __init__(self, target: str, settings: BtcSettings) -> None:
         scheme, _, network = target.partition(":")
         if scheme != "btc" or network not in NETWORK_CHAINS:
             raise ConfigError(
@@ -108,8 +108,8 @@ class BitcoinRail:
         self._chain_checked = False
 
     @classmethod
-    def from_config(cls, target: str, settings: Mapping[str, Any]) -> BitcoinRail:
-        return cls(target, BitcoinRailSettings.from_mapping(settings))
+    def from_config(cls, target: str, settings: BtcSettings | Mapping[str, Any]) -> BitcoinRail:
+        return cls(target, rail_settings(target, settings, BtcSettings))
 
     # -- shared helpers
 

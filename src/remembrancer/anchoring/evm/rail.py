@@ -15,7 +15,6 @@ import stat
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +23,10 @@ from typing import Any, Literal
 
 from remembrancer.anchoring.base import DEPTH_INSUFFICIENT, RailError, Verdict, VerifyContext
 from remembrancer.anchoring.evm.calldata import anchor_calldata, chain_id_of, parse_calldata
-from remembrancer.anchoring.evm.rpc import JsonRpcClient, redact_url, rpc_data, rpc_quantity
+from remembrancer.anchoring.evm.rpc import JsonRpcClient, rpc_data, rpc_quantity
+from remembrancer.anchoring.settings import EvmSettings, rail_settings
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError
-
-GAS_POLICIES = ("auto", "eip1559", "legacy")
-# fmt: off
-SETTINGS = frozenset({
-    "rpc", "key_file", "key_env", "to", "senders", "confirmations", "timeout",
-    "receipt_wait", "gas_price", "max_fee_gwei", "gas_limit",
-})
-
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -119,63 +111,16 @@ class EvmRail:
             _eth_account()  # fail at start-up, naming the extra, rather than at the first anchor
 
     @classmethod
-    def from_config(cls, target: str, settings: Mapping[str, Any]) -> EvmRail:
-        """Build from ``anchoring.eip155."<chain id>"`` settings; ConfigError on bad ones."""
+    def from_config(cls, target: str, settings: EvmSettings | Mapping[str, Any]) -> EvmRail:
+        """Build from ``anchoring.eip155."<chain id>"`` settings (:class:`EvmSettings`)."""
         chain_id_of(target)
-        if not isinstance(settings, Mapping):
-            raise _config_error(target, "settings must be a mapping")
-        unknown = sorted(set(settings) - SETTINGS)
-        if unknown:
-            raise _config_error(
-                target,
-                f"unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(SETTINGS))}",
-            )
-        rpc = settings.get("rpc")
-        if not isinstance(rpc, str) or not rpc:
-            raise _config_error(target, "rpc (the JSON-RPC URL) is required")
-        parts = urllib.parse.urlsplit(rpc)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _config_error(target, f"rpc must be an http(s) URL, not {redact_url(rpc)!r}")
-        for name in ("key_file", "key_env"):
-            value = settings.get(name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise _config_error(target, f"{name} must be a non-empty string")
-        to = settings.get("to")
-        if to is not None and (not isinstance(to, str) or not _ADDRESS.match(to)):
-            raise _config_error(target, f"to must be a 0x-prefixed 20-byte address, not {to!r}")
-        senders = settings.get("senders") or []
-        if isinstance(senders, str):
-            senders = [senders]
-        if not isinstance(senders, list | tuple) or not all(
-            isinstance(s, str) and _ADDRESS.match(s) for s in senders
-        ):
-            raise _config_error(target, "senders must be a list of 0x-prefixed 20-byte addresses")
-        confirmations = _int_setting(target, settings, "confirmations", 1, minimum=1)
-        gas_limit = settings.get("gas_limit")
-        if gas_limit is not None:
-            gas_limit = _int_setting(target, settings, "gas_limit", 0, minimum=21_000)
-        timeout = _number_setting(target, settings, "timeout", 10.0, positive=True)
-        receipt_wait = _number_setting(target, settings, "receipt_wait", 5.0, positive=False)
-        max_fee = settings.get("max_fee_gwei")
-        if max_fee is not None:
-            max_fee = _number_setting(target, settings, "max_fee_gwei", 0.0, positive=True)
-        policy = settings.get("gas_price", "auto")
-        if policy not in GAS_POLICIES:
-            raise _config_error(target, f"gas_price must be one of {', '.join(GAS_POLICIES)}")
+        s = rail_settings(target, settings, EvmSettings)
         return cls(
-            target,
-            rpc=rpc,
-            key_file=settings.get("key_file"),
-            key_env=settings.get("key_env"),
-            to=to,
-            senders=tuple(senders),
-            confirmations=confirmations,
-            timeout=timeout,
-            receipt_wait=receipt_wait,
-            gas_price=policy,
-            max_fee_gwei=max_fee,
-            gas_limit=gas_limit,
-        )
+            target, rpc=s.rpc, key_file=s.key_file, key_env=s.key_env, to=s.to,
+            senders=s.senders, confirmations=s.confirmations, timeout=s.timeout,
+            receipt_wait=s.receipt_wait, gas_price=s.gas_price, max_fee_gwei=s.max_fee_gwei,
+            gas_limit=s.gas_limit,
+        )  # fmt: skip
 
     @property
     def can_submit(self) -> bool:
@@ -625,25 +570,3 @@ class EvmRail:
             verifier,
             **facts,
         )
-
-
-def _int_setting(
-    target: str, settings: Mapping[str, Any], name: str, default: int, *, minimum: int
-) -> int:
-    value = settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _config_error(target, f"{name} must be an integer >= {minimum}, not {value!r}")
-    return value
-
-
-def _number_setting(
-    target: str, settings: Mapping[str, Any], name: str, default: float, *, positive: bool
-) -> float:
-    value = settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _config_error(target, f"{name} must be a number, not {value!r}")
-    if value < 0 or (positive and value == 0) or value != value or value == float("inf"):
-        raise _config_error(
-            target, f"{name} must be {'> 0' if positive else '>= 0'} and finite, not {value!r}"
-        )
-    return float(value)

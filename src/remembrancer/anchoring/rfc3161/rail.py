@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from asn1crypto import tsp  # type: ignore[import-untyped]
@@ -29,6 +27,7 @@ from remembrancer.anchoring.rfc3161.chain import (
 )
 from remembrancer.anchoring.rfc3161.model import MAX_RESPONSE_BYTES, Imprint, TokenReport, iso_utc
 from remembrancer.anchoring.rfc3161.verify import verify_token
+from remembrancer.anchoring.settings import Rfc3161Settings, rail_settings
 from remembrancer.core.anchor import Anchor, Finality
 from remembrancer.core.errors import ConfigError, VerificationError
 from remembrancer.net.http import HttpFailure, error_class, request
@@ -58,19 +57,15 @@ def new_nonce() -> int:
     return secrets.randbits(63) | (1 << 63)
 
 
-_SETTINGS = {"url", "trust_bundle", "policy_oid", "pinned_cert", "timeout", "base_dir"}
-
-
 @dataclass
 class Rfc3161Rail:
     """Anchors digests at one TSA: target ``rfc3161:<tsa name>``.
 
-    Settings (``anchoring.rfc3161.<name>`` in the node config): ``url`` (the
-    TSA endpoint; without it the rail only verifies), ``trust_bundle`` (PEM file of trusted root CAs), optional
-    ``policy_oid`` (requested, and required in tokens), ``pinned_cert`` (PEM
-    of the TSA's signing certificate: tokens must be signed by exactly it),
-    ``timeout`` (seconds, default 10) and ``base_dir`` (relative paths resolve
-    against it; the node passes its config directory).
+    Settings (``anchoring.rfc3161.<name>``): :class:`Rfc3161Settings`; ``url``
+    is the TSA endpoint (without it the rail only verifies), ``trust_bundle``
+    the PEM file of trusted root CAs, ``policy_oid`` is requested and
+    required in tokens, ``pinned_cert`` the TSA's signing certificate (tokens
+    must be signed by exactly it).
     """
 
     target: str
@@ -82,57 +77,14 @@ class Rfc3161Rail:
     nonce_source: Callable[[], int] = new_nonce  # seedable for deterministic simulations
 
     @classmethod
-    def from_config(cls, target: str, settings: Mapping[str, Any]) -> Rfc3161Rail:
+    def from_config(cls, target: str, settings: Rfc3161Settings | Mapping[str, Any]) -> Rfc3161Rail:
         scheme, _, name = target.partition(":")
         if scheme != "rfc3161" or not name:
             raise ConfigError(f"{target} is not an rfc3161:<name> target", code="rail_unknown")
-        if not isinstance(settings, Mapping):
-            raise ConfigError(f"anchoring.{scheme}.{name} must be a mapping", code="config_invalid")
-        unknown = sorted(set(settings) - _SETTINGS)
-        if unknown:
-            raise ConfigError(
-                f"anchoring.rfc3161.{name}: unknown setting(s) {', '.join(unknown)}",
-                code="config_invalid",
-            )
-        url = settings.get("url")
-        if url is not None and (
-            not isinstance(url, str) or not url.startswith(("http://", "https://"))
-        ):
-            raise ConfigError(
-                f"anchoring.rfc3161.{name}.url must be an http(s) URL", code="config_invalid"
-            )
-        base = Path(str(settings.get("base_dir") or "."))
-
-        def path(key: str) -> Path:
-            value = settings.get(key)
-            if not isinstance(value, str | os.PathLike) or not str(value):
-                raise ConfigError(
-                    f"anchoring.rfc3161.{name}.{key} must be a file path", code="config_invalid"
-                )
-            return base / Path(value).expanduser()
-
-        if "trust_bundle" not in settings:
-            raise ConfigError(
-                f"anchoring.rfc3161.{name}.trust_bundle is required", code="config_invalid"
-            )
-        trust_roots = load_trust_bundle(path("trust_bundle"))
-        pinned = load_certificate(path("pinned_cert")) if settings.get("pinned_cert") else None
-        policy = settings.get("policy_oid")
-        if policy is not None:
-            try:
-                x509.ObjectIdentifier(str(policy))
-            except ValueError as e:
-                raise ConfigError(
-                    f"anchoring.rfc3161.{name}.policy_oid is not an OID", code="config_invalid"
-                ) from e
-            policy = str(policy)
-        timeout = settings.get("timeout", 10.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigError(
-                f"anchoring.rfc3161.{name}.timeout must be a positive number",
-                code="config_invalid",
-            )
-        return cls(target, url, trust_roots, policy, pinned, float(timeout))
+        s = rail_settings(target, settings, Rfc3161Settings)
+        trust_roots = load_trust_bundle(s.trust_bundle)
+        pinned = load_certificate(s.pinned_cert) if s.pinned_cert is not None else None
+        return cls(target, s.url, trust_roots, s.policy_oid, pinned, s.timeout)
 
     @property
     def verifier(self) -> str:

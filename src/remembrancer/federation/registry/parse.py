@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
-import yaml
-
+from remembrancer.configfile import read_yaml
 from remembrancer.core.aggregation import DEFAULT_EPOCH_SECONDS, MAX_EPOCH_SECONDS
 from remembrancer.core.errors import ConfigError, FormatError
 from remembrancer.core.identifiers import FEDERATION_ID_PATTERN, FEDERATION_ID_RE, is_did
@@ -280,7 +279,7 @@ def _parse_config(doc: Any) -> Registry:
     extra = sorted(str(k) for k in doc if k not in _TOP_KEYS)
     if extra:
         raise _Invalid(extra[0], "unknown key", "config_key_unknown")
-    if doc.get("version", 1) != 1:
+    if type(doc.get("version", 1)) is not int or doc.get("version", 1) != 1:
         raise _Invalid("version", "must be 1", "config_version_unsupported")
     body = dict(doc)
     propagation = doc.get("anchor_propagation")
@@ -375,23 +374,4 @@ def registry_from_payload(payload: Any, source: str) -> tuple[Registry, str | No
 def load_federation_file(path: str | os.PathLike[str]) -> Registry:
     """Read and validate ``federation.yaml``; every ConfigError names the file (and key)."""
     p = Path(path)
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(
-            f"{p}: cannot read: {e.strerror}", code="config_unreadable", details={"file": str(p)}
-        ) from e
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{p}: larger than {MAX_CONFIG_BYTES} bytes",
-            code="config_too_large",
-            details={"file": str(p)},
-        )
-    try:
-        doc: Any = yaml.safe_load(data)
-    except yaml.YAMLError as e:
-        raise ConfigError(
-            f"{p}: not valid YAML: {e}", code="config_yaml_invalid", details={"file": str(p)}
-        ) from e
-    return Registry.from_dict(doc, source=str(p))
+    return Registry.from_dict(read_yaml(p, max_bytes=MAX_CONFIG_BYTES), source=str(p))

@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from remembrancer import __version__
 from remembrancer.core.errors import ConfigError, FormatError
 from remembrancer.core.identifiers import NAMESPACE_RE
@@ -122,16 +120,12 @@ def _collect_files(config: NodeConfig, include_keys: bool) -> list[tuple[BackupF
     ]
     if config.federation_file is not None:
         wanted.append(("federation", config.federation_file))
-    for targets in config.anchoring.values():
-        for settings in targets.values():
-            for key in ("trust_bundle", "pinned_cert"):
-                if settings.get(key):
-                    wanted.append(("anchoring", Path(str(settings[key]))))
-            if include_keys and settings.get("key_file"):
-                wanted.append(("anchoring_key", Path(str(settings["key_file"]))))
+    for role, path in config.anchoring.files():
+        if include_keys or role != "anchoring_key":
+            wanted.append((role, path))
     if include_keys:
         wanted.append(("node_key", config.node_key))
-        token_file = _admin_token_file(config)
+        token_file = config.admin_token_file
         if token_file is not None:
             wanted.append(("admin_token", token_file))
     out: list[tuple[BackupFile, Path]] = []
@@ -157,14 +151,6 @@ def _collect_files(config: NodeConfig, include_keys: bool) -> list[tuple[BackupF
             member, shown = f"external/{len(out)}/{path.name}", str(path)
         out.append((BackupFile(member, shown, role, role in SECRET_ROLES), path))
     return out
-
-
-def _admin_token_file(config: NodeConfig) -> Path | None:
-    """``admin.token_file`` of node.yaml (the parsed config keeps the token only)."""
-    doc = yaml.safe_load(config.path.read_bytes())
-    admin = doc.get("admin") if isinstance(doc, dict) else None
-    name = admin.get("token_file") if isinstance(admin, dict) else None
-    return (config.path.parent / name).resolve() if isinstance(name, str) and name else None
 
 
 def _read_small(path: Path, what: str) -> bytes:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from remembrancer.testing.procs import init_node
 
 from remembrancer.core.cosignature import format_cosigner_vkey
 from remembrancer.core.keys import SigningKey
+from remembrancer.demo.procs import init_node
 from remembrancer.node.config import write_initial_config
 
 SERVE = "from remembrancer.cli.main import main; main()"

@@ -20,18 +20,18 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from remembrancer.anchoring.devtsa import DevTsa
 
 from remembrancer.anchoring.base import RailRegistry
+from remembrancer.anchoring.rfc3161.devtsa import DevTsa
 from remembrancer.anchoring.settings import BtcSettings, EvmSettings, Rfc3161Settings
 from remembrancer.configfile import MAX_YAML_NODES, parse_yaml, rows
 from remembrancer.core.cosignature import format_cosigner_vkey
 from remembrancer.core.errors import ConfigError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import format_vkey
-from remembrancer.core.schema import SchemaRegistry
-from remembrancer.federation.registry import load_federation_file
+from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.log.namespaces import load_namespaces_file
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.node.config import (
     NodeFile,
     load_node_config,
@@ -524,11 +524,11 @@ def test_the_namespaces_file_refuses_a_repeated_namespace_and_a_boolean_version(
     path = tmp_path / "namespaces.yaml"
     path.write_text(twice)
     with pytest.raises(ConfigError) as e:
-        load_namespaces_file(path, SchemaRegistry.bundled())  # was: the second one won
+        load_namespaces_file(path, bundled_schemas())  # was: the second one won
     assert "duplicate key 'dao:vaultmesh'" in e.value.message
     path.write_text("version: true\n" + example.replace("version: 1\n", ""))
     with pytest.raises(ConfigError) as v:
-        load_namespaces_file(path, SchemaRegistry.bundled())  # was: True == 1
+        load_namespaces_file(path, bundled_schemas())  # was: True == 1
     assert v.value.code == "config_version_unsupported"
 
 
@@ -574,8 +574,8 @@ def test_init_makes_a_valid_prefix_of_any_directory_name(tmp_path: Path) -> None
 
 
 def test_a_rail_takes_its_model_or_a_mapping_validated_the_same_way(ca_pem: Path) -> None:
-    from remembrancer.anchoring.evm import EvmRail
-    from remembrancer.anchoring.rfc3161 import Rfc3161Rail
+    from remembrancer.anchoring.evm.rail import EvmRail
+    from remembrancer.anchoring.rfc3161.rail import Rfc3161Rail
 
     model = Rfc3161Settings(trust_bundle=ca_pem, url="http://127.0.0.1:1/")  # type: ignore[arg-type]
     assert Rfc3161Rail.from_config("rfc3161:t", model).url == "http://127.0.0.1:1/"
@@ -587,10 +587,18 @@ def test_a_rail_takes_its_model_or_a_mapping_validated_the_same_way(ca_pem: Path
 
 
 def test_rail_defaults_live_in_the_models() -> None:
-    from remembrancer.anchoring import btc, evm, rfc3161, settings
+    import importlib
+
+    from remembrancer.anchoring import settings
+    from remembrancer.anchoring.btc import rail as btc
+    from remembrancer.anchoring.evm import rail as evm
+    from remembrancer.anchoring.rfc3161 import rail as rfc3161
 
     assert not hasattr(btc, "BitcoinRailSettings") and not hasattr(btc, "DEFAULT_CALENDARS")
     assert not hasattr(evm, "SETTINGS") and not hasattr(rfc3161, "_SETTINGS")
+    for gone in ("remembrancer.anchoring.btc.settings",):
+        with pytest.raises(ImportError):
+            importlib.import_module(gone)
     built = btc.BitcoinRail("btc:mainnet", BtcSettings(headers_file=Path("h")))
     assert built.settings.calendars == settings.DEFAULT_CALENDARS
 

@@ -184,10 +184,18 @@ def test_the_compose_federation_builds_starts_and_federates_on_postgresql(
     env = podman_env
 
     def logs() -> str:
-        names = run(
+        """The containers' states, and the last lines of each one that exited."""
+        project = f"rmbtest{os.getpid()}_"
+        lines = run(
             ["podman", "ps", "-a", "--format", "{{.Names}} {{.Status}}"], env, 60, check=False
-        ).stdout
-        return names
+        ).stdout.splitlines()
+        out = [line for line in lines if line.startswith(project)]
+        for line in out[:]:
+            name, _, status = line.partition(" ")
+            if status.startswith("Exited"):
+                tail = run(["podman", "logs", "--tail", "20", name], env, 60, check=False)
+                out.append(f"--- {name}:\n{tail.stdout}{tail.stderr}")
+        return "\n".join(out)
 
     def ready(url: str) -> bool:
         with urllib.request.urlopen(url + "/readyz", timeout=3) as r:

@@ -280,6 +280,7 @@ class CollaborativeAnchoring:
         now = self.clock()
         epochs = self._epochs()
         current = epochs.epoch(now)
+
         # Oldest epoch first; within one, the collection with the most distinct
         # members, then an order that rotates with the epoch (no target is
         # always last when the budget is short).

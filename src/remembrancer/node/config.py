@@ -50,6 +50,7 @@ from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import is_valid_key_name, parse_vkey
 from remembrancer.federation.settings import (
+    BudgetSettings,
     FederationSettings,
     WitnessingSettings,
     WitnessPeerSettings,
@@ -320,6 +321,11 @@ class NodeConfig:
         return (
             fed.antientropy_seconds if fed else _default(FederationSettings, "antientropy_seconds")
         )
+
+    @property
+    def federation_budget(self) -> BudgetSettings:
+        fed = self.file.federation
+        return fed.budget if fed else BudgetSettings()
 
     @property
     def scheduler_enabled(self) -> bool:

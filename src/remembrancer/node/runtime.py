@@ -33,11 +33,13 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
+from remembrancer.federation.antientropy.claims import ClaimBudget
 from remembrancer.federation.antientropy.model import ReplicaSpec
 from remembrancer.federation.antientropy.replicator import Replicator, SequencerLogs
 from remembrancer.federation.collaborative import CollaborativeAnchoring
 from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.service import FederationService
+from remembrancer.federation.settings import BudgetSettings
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.federation.xns import Messaging
 from remembrancer.log.namespaces import NamespaceSource
@@ -80,6 +82,7 @@ class Node:
     federation_did: str | None = None
     heartbeat_seconds: float = 2.0
     antientropy_seconds: float = 5.0
+    federation_budget: BudgetSettings = field(default_factory=BudgetSettings)
 
     def __post_init__(self) -> None:
         self.witness_name = self.witness_name or f"{self.origin_prefix}/witness"
@@ -119,6 +122,7 @@ class Node:
             self.collaborative = CollaborativeAnchoring(
                 fed, fed.peers, fed.outbox, fed.misbehaviour, self.node_key, self.store,
                 self.rails, fed.log_verifiers, self.scheduler, metrics=self.metrics, clock=self.clock,
+                anchors_per_epoch=self.federation_budget.anchors_per_epoch,
             )  # fmt: skip
             self.metrics.start_aggregates(self.rails.targets())
             # Anti-entropy: verified replicas of the witnessed logs (docs/anti-entropy.md).
@@ -128,6 +132,7 @@ class Node:
                 own=SequencerLogs(self.sequencer, self.node_key.public, self.scheduler.receipts),
                 clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
                 interval=self.antientropy_seconds, metrics_registry=self.metrics.registry,
+                budget=claim_budget(self.federation_budget),
             )  # fmt: skip
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
@@ -198,6 +203,7 @@ class Node:
             federation_did=config.federation_did,
             heartbeat_seconds=config.heartbeat_seconds,
             antientropy_seconds=config.antientropy_seconds,
+            federation_budget=config.federation_budget,
         )
 
     async def start(self) -> None:
@@ -447,3 +453,13 @@ def entry_view(namespace: str, index: int, leaf: bytes) -> dict[str, Any]:
         out["entry"] = base64.b64encode(leaf).decode()
         out["entryHash"] = "sha256:" + hashlib.sha256(leaf).hexdigest()
     return out
+
+
+def claim_budget(b: BudgetSettings) -> ClaimBudget:
+    """The storage budget of anchor claims, from ``federation.budget``."""
+    return ClaimBudget(
+        evidence_bytes={"rfc3161": b.evidence_bytes.rfc3161, "eip155": b.evidence_bytes.eip155,
+                        "btc": b.evidence_bytes.btc},
+        unverified_claims=b.unverified_claims_per_peer_log,
+        unverified_bytes=b.unverified_bytes_per_peer_log,
+    )  # fmt: skip

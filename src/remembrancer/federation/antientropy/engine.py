@@ -49,6 +49,9 @@ from remembrancer.core.tiles import (
     tile_width,
 )
 from remembrancer.federation.antientropy.claims import (
+    ClaimBudget,
+    anchor_size,
+    check_evidence,
     merge_anchors,
     note_rank,
     receipt_time,
@@ -59,6 +62,7 @@ from remembrancer.federation.antientropy.model import (
     ANCHOR_SCOPE,
     MIRROR_PREFIX,
     REPLICA_SCOPE,
+    UNVERIFIED_SCOPE,
     ReplicaHead,
     ReplicaSpec,
     namespace_of,
@@ -75,6 +79,7 @@ log = logging.getLogger("remembrancer.antientropy")
 
 
 CHUNK_BUNDLES: Final = 64  # entry bundles per verified, committed chunk (16,384 entries)
+CLAIM_PAGE: Final = 256  # stored claims read per store query
 
 
 class OwnLogs(Protocol):
@@ -133,8 +138,10 @@ class ReplicaEngine:
         blame: Blame = _no_blame,
         report_equivocation: ReportEquivocation = _no_report,
         metrics: ReplicaMetrics | None = None,
+        budget: ClaimBudget | None = None,
     ) -> None:
         self.store = store
+        self.budget = budget or ClaimBudget()
         self.specs = {s.origin: s for s in specs}
         self.rails = rails
         self.clock = clock
@@ -471,12 +478,23 @@ class ReplicaEngine:
             spec = self.own.spec(origin)
         return spec
 
-    def _claims(self, origin: str) -> dict[int, dict[str, Any]]:
+    def _claims(self, origin: str, *, after: int = -1,
+                limit: int | None = None) -> dict[int, dict[str, Any]]:  # fmt: skip
+        """The stored claims of ``origin`` at sizes > ``after`` (at most ``limit``),
+        read a page at a time from the key range ``<origin>/``: never the whole scope."""
         prefix = origin + "/"
         out: dict[int, dict[str, Any]] = {}
-        for k, v in self.store.list_state(ANCHOR_SCOPE).items():
-            if k.startswith(prefix) and k[len(prefix) :].isdigit():
-                out[int(k[len(prefix) :])] = json.loads(v)
+        cursor = f"{prefix}{after:020d}" if after >= 0 else None
+        while limit is None or len(out) < limit:
+            want = CLAIM_PAGE if limit is None else min(CLAIM_PAGE, limit - len(out))
+            page = self.store.list_state_page(ANCHOR_SCOPE, prefix=prefix, after=cursor,
+                                              limit=want)  # fmt: skip
+            for k, v in page:
+                if k[len(prefix) :].isdigit():
+                    out[int(k[len(prefix) :])] = json.loads(v)
+            if len(page) < want:
+                break
+            cursor = page[-1][0]
         return out
 
     def _own_receipts(self, origin: str) -> dict[int, AnchorReceipt]:
@@ -485,14 +503,18 @@ class ReplicaEngine:
         ns = self.own.origins().get(origin)
         return {r.size: r for r in self.own.receipts(ns)} if ns else {}
 
-    def anchor_receipts(self, origin: str) -> list[tuple[AnchorReceipt, list[str]]]:
-        """Every anchor receipt this node holds for ``origin`` (its own scheduler's
+    def anchor_receipts(self, origin: str, *, after: int = -1, limit: int | None = None,
+                        relay: bool = False) -> list[tuple[AnchorReceipt, list[str]]]:  # fmt: skip
+        """The anchor receipts this node holds for ``origin`` (its own scheduler's
         and the claims of others, merged), with the keys of the anchors
-        re-verified here, by checkpoint size."""
-        claims = self._claims(origin)
-        own = self._own_receipts(origin)
+        re-verified here, by checkpoint size: those at sizes > ``after``, at
+        most ``limit`` of them.  ``relay``: only what this node vouches for
+        (anchors verified here and its own scheduler's); receipts left with
+        no anchor are left out."""
+        claims = self._claims(origin, after=after, limit=limit)
+        own = {s: r for s, r in self._own_receipts(origin).items() if s > after}
         out = []
-        for size in sorted(set(claims) | set(own)):
+        for size in sorted(set(claims) | set(own))[:limit]:
             doc = claims.get(size)
             held = AnchorReceipt.from_dict(doc["receipt"]) if doc else None
             mine = own.get(size)
@@ -504,13 +526,20 @@ class ReplicaEngine:
             marks |= {a.key for a in (mine.anchors if mine else ()) if a.status == "verified"}
             anchors = merge_anchors(held.anchors if held else (), mine.anchors if mine else (),
                                     verified=marks)  # fmt: skip
+            if relay:
+                ours = {a.key for a in mine.anchors} if mine else set()
+                anchors = tuple(a for a in anchors if a.key in marks or a.key in ours)
+                if not anchors:
+                    continue
             out.append((replace(base, anchors=anchors),
                         sorted(k for k in marks if any(a.key == k for a in anchors))))  # fmt: skip
         return out
 
-    def anchor_view(self, origin: str) -> list[dict[str, Any]]:
+    def anchor_view(self, origin: str, *, after: int = -1,
+                    limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
         return [
-            {**r.to_dict(), "reverified_here": marks} for r, marks in self.anchor_receipts(origin)
+            {**r.to_dict(), "reverified_here": marks}
+            for r, marks in self.anchor_receipts(origin, after=after, limit=limit)
         ]
 
     async def merge_claims(
@@ -524,7 +553,7 @@ class ReplicaEngine:
         report = MergeReport()
         for item in items:
             try:
-                changed = await self._merge_claim(item)
+                changed = await self._merge_claim(item, sender)
             except InconsistencyError as e:
                 report.refused.append(e.code)  # the log equivocated; reported already
                 continue
@@ -541,13 +570,80 @@ class ReplicaEngine:
                 report.unchanged += 1
         return report
 
-    async def _merge_claim(self, item: Mapping[str, Any]) -> bool | None:
+    async def _merge_claim(self, item: Mapping[str, Any], sender: str | None) -> bool | None:
         receipt = AnchorReceipt.from_dict(item)
         spec = self.spec_for(receipt.origin)
         if spec is None:
             return None
+        check_evidence(receipt.anchors, self.budget)  # before anything is read or kept
         async with self._lock(receipt.origin):
-            return await self._merge_claim_locked(spec, receipt)
+            changed = await self._merge_claim_locked(spec, receipt)
+            if changed and sender is not None:
+                await asyncio.to_thread(self._charge, receipt.origin, receipt.size, sender)
+            return changed
+
+    # --- the storage budget of unverified claims (docs/operations.md) ----------------------
+    def _unverified_bytes(self, origin: str, size: int) -> int:
+        """Bytes of the anchors of the stored claim at ``size`` that nobody verified here."""
+        raw = self.store.get_state(ANCHOR_SCOPE, f"{origin}/{size:020d}")
+        if raw is None:
+            return 0
+        doc = json.loads(raw)
+        marks = set(doc["reverified"])
+        held = AnchorReceipt.from_dict(doc["receipt"])
+        return sum(anchor_size(a) for a in held.anchors if a.key not in marks)
+
+    def _charge(self, origin: str, size: int, sender: str) -> None:
+        """Book the unverified part of the claim at ``size`` to ``sender``; past
+        the (peer, log) budget, drop that peer's oldest unverified claims."""
+        prefix = f"{origin}|{sender}|"
+        used = self._unverified_bytes(origin, size)
+        if used == 0:
+            self.store.delete_state(UNVERIFIED_SCOPE, f"{prefix}{size:020d}")
+            return
+        self.store.put_state(UNVERIFIED_SCOPE, f"{prefix}{size:020d}",
+                             json.dumps({"bytes": used}).encode())  # fmt: skip
+        held: list[tuple[int, int]] = []
+        cursor: str | None = None
+        while True:  # bounded: at most unverified_claims + 1 entries per (peer, log)
+            page = self.store.list_state_page(UNVERIFIED_SCOPE, prefix=prefix, after=cursor,
+                                              limit=CLAIM_PAGE)  # fmt: skip
+            held += [(int(k[len(prefix) :]), int(json.loads(v)["bytes"])) for k, v in page]
+            if len(page) < CLAIM_PAGE:
+                break
+            cursor = page[-1][0]
+        total = sum(b for _, b in held)
+        dropped = 0
+        for s, b in list(held):  # oldest checkpoint first; the claim just kept goes last
+            if len(held) <= self.budget.unverified_claims and total <= self.budget.unverified_bytes:
+                break
+            if s == size and len(held) > 1:
+                continue
+            self._evict(origin, s)
+            self.store.delete_state(UNVERIFIED_SCOPE, f"{prefix}{s:020d}")
+            self.metrics.add_refused("anchor_claims_over_budget")
+            held = [h for h in held if h[0] != s]
+            total -= b
+            dropped += 1
+        if dropped:
+            log.info("unverified anchor claims of %s from %s over budget: %d dropped", origin,
+                     sender, dropped)  # fmt: skip
+
+    def _evict(self, origin: str, size: int) -> None:
+        """Drop the anchors nobody verified here from the stored claim at ``size``
+        (the whole claim when none is left)."""
+        key = f"{origin}/{size:020d}"
+        raw = self.store.get_state(ANCHOR_SCOPE, key)
+        if raw is None:
+            return
+        doc = json.loads(raw)
+        held = AnchorReceipt.from_dict(doc["receipt"])
+        kept = tuple(a for a in held.anchors if a.key in doc["reverified"])
+        if not kept:
+            self.store.delete_state(ANCHOR_SCOPE, key)
+            return
+        doc["receipt"] = replace(held, anchors=kept).to_dict()
+        self.store.put_state(ANCHOR_SCOPE, key, json.dumps(doc).encode())
 
     async def _merge_claim_locked(self, spec: ReplicaSpec, receipt: AnchorReceipt) -> bool:
         origin = receipt.origin
@@ -721,7 +817,7 @@ class ReplicaEngine:
             origins += [o for o, ns in self.own.origins().items() if ns == namespace]
         out = []
         for origin in origins:
-            for receipt, _ in self.anchor_receipts(origin):
+            for receipt, _ in self.anchor_receipts(origin, relay=True):
                 t = receipt_time(receipt)
                 if (from_ts is None or t >= from_ts) and (to_ts is None or t <= to_ts):
                     out.append((t, receipt.to_dict()))

@@ -26,6 +26,7 @@ from remembrancer.core.errors import FormatError, PeerError, RemembrancerError, 
 from remembrancer.core.keys import PublicKey
 from remembrancer.core.note import format_vkey
 from remembrancer.federation.antientropy.claims import (
+    ClaimBudget,
     federation_receipt_time,
     pack_bundles,
     receipt_time,
@@ -116,6 +117,7 @@ class Replicator:
         heartbeat_seconds: float = 2.0,
         interval: float = 5.0,
         metrics_registry: Any = None,
+        budget: ClaimBudget | None = None,
     ) -> None:
         self.peers = peers
         self.outbox = outbox
@@ -128,6 +130,7 @@ class Replicator:
         self.engine = ReplicaEngine(
             store, specs, rails, clock=clock, own=own,
             blame=self._blame, report_equivocation=self._report, metrics=self.metrics,
+            budget=budget,
         )  # fmt: skip
         self.store = store
         self._claims: dict[str, dict[str, tuple[int, str, float]]] = {}  # origin -> host -> claim

@@ -18,6 +18,7 @@ Each case runs bounded in time and asserts its bound (docs/operations.md,
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
 import time
@@ -26,12 +27,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 
+from remembrancer.core.keys import SigningKey
+from remembrancer.core.note import format_vkey
 from remembrancer.demo.keys import demo_key
-from remembrancer.demo.procs import NodeProcess, init_node
+from remembrancer.demo.procs import (
+    NodeProcess,
+    free_port,
+    init_node,
+    wire_federation,
+    wire_witnessing,
+)
 from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.net.http import request
-from remembrancer.testing.replicas import http, http_json, wait_for
+from remembrancer.node.keyfile import write_key_file
+from remembrancer.testing.hostile_peer import HostilePeer
+from remembrancer.testing.replicas import http, http_json, replicas, set_mirror, wait_for
 
 NS = "dao:vaultmesh"
 
@@ -156,3 +168,96 @@ def test_healthz_answers_under_1000_half_open_connections(
         assert json.loads(got.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "headers_too_large"
     finally:
         node.stop()
+
+
+# --- memory: a peer serving maximal bundles ------------------------------------------
+
+FED = "test-federation"
+ROLES = ["witness", "anchor", "countersign", "relay", "coordinator"]
+BUDGET = 64 << 20  # replication.memory_budget_bytes (the default)
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _peer(node: NodeProcess, did: str) -> dict:  # type: ignore[type-arg]
+    peers = http_json(f"{node.url}/v1/federation")["peers"]
+    return next(p for p in peers if p["did"] == did)  # type: ignore[no-any-return]
+
+
+def _hostile_key(directory: Path) -> tuple[SigningKey, Path]:
+    key = SigningKey.generate()
+    directory.mkdir(parents=True, exist_ok=True)
+    write_key_file(directory / "hostile.key", key)
+    return key, directory / "hostile.key"
+
+
+def test_mirroring_maximal_bundles_stays_within_the_memory_budget(tmp_path: Path) -> None:
+    """Issue 19 case 2: a peer announces its log at 16,384 entries (a new root in
+    every heartbeat) and serves maximal entry bundles; the mirroring node
+    fetches one chunk within its budget, finds it does not verify, and stops:
+    its peak RSS stays within the budget, it never fetches past that chunk, and
+    the peer is scored.  An honest log is mirrored meanwhile."""
+    key, key_file = _hostile_key(tmp_path / "hostile")
+    origin = f"hostile.test/{NS}"
+    hostile_port = free_port()
+    nodes = [init_node(tmp_path / f"n{i}", origin_prefix=f"n{i}.test") for i in range(2)]
+    victim, honest = nodes
+    extra = [{"did": key.did, "endpoint": f"http://127.0.0.1:{hostile_port}", "pubkey": key.did,
+              "status": "active", "roles": ROLES}]  # fmt: skip
+    wire_witnessing(nodes, quorum=0)
+    wire_federation(nodes, quorum=2, extra_peers=extra, heartbeat_seconds=1)
+    doc = victim.config.read_text()
+    victim.edit_config(scheduler={"enabled": False}, replication={"memory_budget_bytes": BUDGET})
+    logs = yaml.safe_load(victim.config.read_text())["witness"]["logs"]
+    logs.append({"vkey": format_vkey(origin, key.public), "mirror": True})
+    victim.edit_config(witness={**yaml.safe_load(doc)["witness"], "logs": logs})
+    set_mirror(victim, antientropy_seconds=0.5)
+    for n in nodes:
+        n.start()
+    try:
+        pid = victim.proc.pid  # type: ignore[union-attr]
+        honest_origin = f"n1.test/{NS}"
+        _write(honest, 40)
+        wait_for(lambda: replicas(victim.url)[honest_origin]["mirror_size"] >= 40, 30,
+                 "the victim to mirror the honest log")  # fmt: skip
+        (Path("/proc") / str(pid) / "clear_refs").write_text("5")  # reset the peak RSS
+        baseline = _status_kb(pid, "VmRSS") * 1024
+        with HostilePeer.start(tmp_path / "hostile", mode="max-bundles", key_file=key_file,
+                               federation_id=FED, victim=victim.url, origin=origin, size=16_384,
+                               port=hostile_port, heartbeat_seconds=1) as hostile:  # fmt: skip
+            ceiling = baseline + 8 * BUDGET  # past this the node is stopped (guard missing)
+
+            def attempts() -> int | None:
+                rss = _status_kb(pid, "VmRSS") * 1024
+                if rss > ceiling:
+                    victim.stop(signal.SIGKILL)
+                    raise AssertionError(f"RSS {rss >> 20} MiB, over {ceiling >> 20} MiB")
+                got = hostile.stats()["paths"].get(f"/logs/{NS}/tile/entries/000", 0)
+                return got if got >= 3 else None
+
+            wait_for(attempts, 90, "three attempts to mirror the hostile log", interval=0.2)
+            peak = _status_kb(pid, "VmHWM") * 1024
+            stats = hostile.stats()["paths"]
+            replica = replicas(victim.url)[origin]
+            # Honest work goes on meanwhile.
+            _write(honest, 40, start=40)
+            wait_for(lambda: replicas(victim.url)[honest_origin]["mirror_size"] >= 80, 30,
+                     "the victim to keep mirroring the honest log")  # fmt: skip
+        growth = peak - baseline
+        print(f"peak RSS {peak / 2**20:.0f} MiB = baseline {baseline / 2**20:.0f} MiB"
+              f" + {growth / 2**20:.1f} MiB; budget {BUDGET >> 20} MiB;"
+              f" bundles fetched: {sorted(p for p in stats if 'entries' in p)}")  # fmt: skip
+        assert growth <= BUDGET, (peak, baseline)
+        # One chunk per attempt (one maximal bundle fits the budget), nothing beyond it.
+        assert [p for p in stats if "/tile/entries/" in p] == [f"/logs/{NS}/tile/entries/000"]
+        assert replica["mirror_size"] == 0 and replica["size"] == 0
+        assert (replica["last_error"] or {}).get("code") == "replica_inconsistent"
+        assert _peer(victim, key.did)["score"] < 100
+    finally:
+        for n in nodes:
+            n.stop()

@@ -159,7 +159,7 @@ class ServerSettings(Settings):
 class ReplicationSettings(Settings):
     """``replication``: what anti-entropy may spend on one fetch and one sync."""
 
-    memory_budget_bytes: Annotated[int, Field(ge=36 << 20, le=1 << 40)] = 64 << 20
+    memory_budget_bytes: Annotated[int, Field(ge=49 << 20, le=1 << 40)] = 64 << 20
     fetch_deadline_s: Annotated[float, Field(ge=0.5, le=3600)] = 15.0
     sync_deadline_s: Annotated[float, Field(ge=1, le=86_400)] = 120.0
 

@@ -261,3 +261,58 @@ def test_mirroring_maximal_bundles_stays_within_the_memory_budget(tmp_path: Path
     finally:
         for n in nodes:
             n.stop()
+
+
+# --- time: a peer that claims more and drips its answers ---------------------------
+
+
+def test_a_stalling_source_does_not_freeze_the_replica_and_loses_score(tmp_path: Path) -> None:
+    """Issue 19 case 3: a peer claims in its heartbeats to host a third node's log
+    at a larger size and answers one byte every 2 s.  The victim asks it first
+    (nothing verified from anyone yet), cuts it off at the fetch deadline,
+    scores it and tries it last from then on: its replica of the honest log
+    keeps up."""
+    deadline = 3.0  # replication.fetch_deadline_s
+    key, key_file = _hostile_key(tmp_path / "staller")
+    staller_port = free_port()
+    nodes = [init_node(tmp_path / f"n{i}", origin_prefix=f"n{i}.test") for i in range(2)]
+    honest, victim = nodes
+    origin = f"n0.test/{NS}"
+    extra = [{"did": key.did, "endpoint": f"http://127.0.0.1:{staller_port}", "pubkey": key.did,
+              "status": "active", "roles": ROLES}]  # fmt: skip
+    wire_witnessing(nodes, quorum=0)
+    wire_federation(nodes, quorum=2, extra_peers=extra, heartbeat_seconds=1)
+    for n in nodes:
+        n.edit_config(scheduler={"enabled": False})
+        set_mirror(n, False, antientropy_seconds=0.5)
+    victim.edit_config(replication={"fetch_deadline_s": deadline})
+    with HostilePeer.start(tmp_path / "staller", mode="drip", key_file=key_file,
+                           federation_id=FED, victim=victim.url, origin=origin,
+                           size=1_000_000, port=staller_port, heartbeat_seconds=1,
+                           drip_seconds=2) as staller:  # fmt: skip
+        for n in nodes:
+            n.start()
+        try:
+            wait_for(lambda: staller.stats()["heartbeats"] >= 2, 30, "the staller's heartbeats")
+            timings = []
+            for round_ in range(3):
+                _write(honest, 10, start=10 * round_)
+                size = http_json(f"{honest.url}/v1/namespaces/{NS}")["size"]
+                t0 = time.monotonic()
+                wait_for(lambda s=size: replicas(victim.url)[origin]["size"] >= s,  # type: ignore[misc]
+                         2 * deadline + 20, f"the victim's replica of {origin} at {size}")  # fmt: skip
+                timings.append(time.monotonic() - t0)
+            asked = staller.stats()["paths"].get(f"/logs/{NS}/checkpoint", 0)
+            score = _peer(victim, key.did)
+            print(f"replica progress while the staller drips: {[round(t, 1) for t in timings]} s;"
+                  f" staller asked {asked} times, score {score['score']:.1f}")  # fmt: skip
+            assert asked >= 1  # it was asked (first: it claimed the most) ...
+            assert score["score"] < 100  # ... cut off and scored
+            replica = replicas(victim.url)[origin]
+            assert replica["size"] >= 30 and replica["equivocation"] is None
+            # Tried last while it is at the back of the line: not once per round.
+            rounds = http_json(f"{victim.url}/v1/federation/replicas")["rounds"]
+            assert asked <= 3, (asked, rounds)
+        finally:
+            for n in nodes:
+                n.stop()

@@ -264,14 +264,18 @@ class Replicator:
 
     def _sources(self, origin: str) -> tuple[list[HttpSource], list[HttpSource]]:
         """The log's hosts, and the other peers' mirrors, each in the order they are
-        tried: by what this node verified, never by what a heartbeat claims.
-        A peer that recently stalled or served bad data comes last; then the
-        one whose checkpoint of the log verified here at the largest size."""
+        tried: by what this node verified, not by what a heartbeat claims.
+        A peer that recently stalled or served bad data comes last; before it,
+        the one whose checkpoint of the log verified here at the largest size;
+        a heartbeat's claim only orders peers nothing was verified from yet."""
         ns = namespace_of(origin)
         now = self.clock()
+        claims = self._claims.get(origin, {})
 
-        def order(did: str) -> tuple[bool, int, str]:
-            return (self._faulty(did, now), -self.engine.verified_from.get((origin, did), 0), did)
+        def order(did: str) -> tuple[bool, int, int, str]:
+            verified = self.engine.verified_from.get((origin, did), 0)
+            claim = claims[did][0] if did in claims and not verified else 0
+            return (self._faulty(did, now), -verified, -claim, did)
 
         hosts = sorted(self._claims.get(origin, {}), key=order)
         first = []

@@ -419,9 +419,17 @@ class ReplicaEngine:
         writer = await asyncio.to_thread(self._writer, key, start)
         while start < size:
             end, entries = await self._fetch_chunk(source, start, size)
+            commit = asyncio.ensure_future(asyncio.to_thread(
+                self._store_chunk, key, writer, start, end, entries, size, cp.root_hash, note,
+                source, loop))  # fmt: skip
             try:
-                writer = await asyncio.to_thread(self._store_chunk, key, writer, start, end,
-                                                 entries, size, cp.root_hash, note, source, loop)  # fmt: skip
+                try:
+                    writer = await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # A sync cut off at its deadline: the worker thread cannot be
+                    # stopped, so the next sync must not start before it is done.
+                    await asyncio.gather(commit, return_exceptions=True)
+                    raise
             except VerificationError as e:
                 if head is not None and head.size:
                     await self._equivocation(spec, vkey, head.note, note, source)

@@ -139,8 +139,13 @@ def test_healthz_answers_under_1000_half_open_connections(
         # Every half-open connection is closed within the header deadline (and slack).
         wait_for(lambda: all(_closed(s) for s in sockets), header_timeout * 3 + 10,
                  "the half-open connections to be closed")  # fmt: skip
-        assert _metric(node, "remembrancer_http_connections_closed_total",
-                       reason="half_open_per_client") > 900  # fmt: skip
+        closed = {r: _metric(node, "remembrancer_http_connections_closed_total", reason=r)
+                  for r in ("half_open_per_client", "half_open", "header_timeout")}  # fmt: skip
+        print(f"closed by the server: {closed}")
+        # At most server.max_half_open (256) were ever half-open at once; the
+        # rest were evicted, oldest first, and the last ones met the deadline.
+        assert closed["half_open_per_client"] + closed["half_open"] >= 1000 - 256, closed
+        assert sum(closed.values()) >= 1000, closed
 
         # A few half-open connections under the per-client cap: closed by the deadline.
         before = _metric(node, "remembrancer_http_connections_closed_total",

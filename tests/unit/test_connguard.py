@@ -33,7 +33,8 @@ class Fake:
 
 
 def _guard(**kw: float) -> ConnectionGuard:
-    return ConnectionGuard(ConnectionLimits(**{"header_timeout_s": 60.0, **kw}))  # type: ignore[arg-type]
+    limits = {"header_timeout_s": 60.0, "half_open_grace_s": 0.0, **kw}
+    return ConnectionGuard(ConnectionLimits(**limits))  # type: ignore[arg-type]
 
 
 @in_loop
@@ -123,3 +124,16 @@ async def test_a_closed_connection_is_forgotten_and_its_timer_cancelled() -> Non
     assert not guard.connections and not guard.half_open and not guard.by_client
     await asyncio.sleep(0.1)  # the cancelled deadline must not fire
     assert not c.closed and guard.counts["header_timeout"] == 0
+
+
+@in_loop
+async def test_a_burst_of_young_connections_is_spared_by_the_per_client_cap_only() -> None:
+    guard = _guard(max_half_open_per_client=2, max_half_open=4, half_open_grace_s=60.0)
+    burst = [Fake() for _ in range(4)]
+    for c in burst:
+        guard.opened(c.conn)
+    assert not any(c.closed for c in burst)  # young: their headers may be on their way
+    late = Fake("10.0.0.9")
+    guard.opened(late.conn)  # the cap in all spares none: the oldest goes
+    assert [c.closed for c in burst] == [True, False, False, False] and not late.closed
+    assert guard.counts["half_open"] == 1 and guard.counts["half_open_per_client"] == 0

@@ -153,7 +153,7 @@ class ServerSettings(Settings):
     max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 64 * 1024
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 512
     max_half_open: Annotated[int, Field(ge=1, le=1_000_000)] = 256
-    max_half_open_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 16
+    max_half_open_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 32
 
 
 class ReplicationSettings(Settings):

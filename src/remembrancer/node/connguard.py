@@ -19,7 +19,9 @@ last response) until the headers of its next request are complete.
   (``server.max_half_open``): when a new connection is over either, the
   *oldest* half-open connection (of that client, or of anyone) is closed, so
   a client that parks connections only ever displaces its own, and a fresh
-  request (a health check) always gets its turn.
+  request (a health check) always gets its turn.  The per-client cap spares
+  connections half-open for less than ``half_open_grace_s`` (1 s: a burst of
+  connections whose headers are on their way); the cap in all spares none.
 - **Connections** (``server.max_connections``): a connection beyond the cap
   closes the oldest half-open one, or, if none is half-open, is closed at
   once.  uvicorn's ``limit_concurrency`` is the same number: at the cap a
@@ -54,13 +56,17 @@ class ConnectionLimits:
     max_header_bytes: int = 64 * 1024
     max_connections: int = 512
     max_half_open: int = 256
-    max_half_open_per_client: int = 16
+    max_half_open_per_client: int = 32
+    # A client's half-open connection younger than this is not evicted by the
+    # per-client cap (a burst of honest connections whose headers are already
+    # on their way); the cap in all still holds.
+    half_open_grace_s: float = 1.0
 
 
 class _Conn:
     """What the guard keeps of one connection."""
 
-    __slots__ = ("client", "close", "received", "started", "timer")
+    __slots__ = ("client", "close", "received", "since", "started", "timer")
 
     def __init__(self, client: str, close: Callable[[bytes | None], None],
                  started: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
@@ -69,6 +75,7 @@ class _Conn:
         self.started = started  # whether a request's headers came in unnoticed (h11 pipelining)
         self.timer: asyncio.TimerHandle | None = None
         self.received = 0  # bytes received while half-open
+        self.since = 0.0  # loop time it became half-open
 
 
 class ConnectionGuard:
@@ -99,15 +106,21 @@ class ConnectionGuard:
         """``conn`` waits for the headers of a request: half-open, deadline armed."""
         if conn not in self.connections or conn in self.half_open:
             return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         mine = self.by_client.setdefault(conn.client, OrderedDict())
         while len(mine) >= self.limits.max_half_open_per_client:
-            self._evict(next(iter(mine)), "half_open_per_client")
+            oldest = next(iter(mine))
+            if now - oldest.since < self.limits.half_open_grace_s:
+                break  # a burst: its headers may be on their way
+            self._evict(oldest, "half_open_per_client")
         while len(self.half_open) >= self.limits.max_half_open:
             self._evict(next(iter(self.half_open)), "half_open")
+        mine = self.by_client.setdefault(conn.client, OrderedDict())
         mine[conn] = None
         self.half_open[conn] = None
         conn.received = 0
-        loop = asyncio.get_running_loop()
+        conn.since = now
         conn.timer = loop.call_later(self.limits.header_timeout_s, self._timed_out, conn)
 
     def received(self, conn: _Conn, n: int) -> bool:

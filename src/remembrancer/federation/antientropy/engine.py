@@ -490,19 +490,22 @@ class ReplicaEngine:
                 break  # the chunk is as large as the budget allows
             blobs = await source.bundles(group)
 
-            def decode(blobs: list[bytes] = blobs, group: list[Tile] = group) -> list[bytes]:
-                out: list[bytes] = []
-                for t, blob in zip(group, blobs, strict=True):
-                    try:
-                        got = decode_entry_bundle(blob, t.width)
-                    except FormatError as e:
-                        raise FormatError(f"entry bundle {t.entries_path()}: {e.message}",
-                                          code="replica_bundle_malformed") from e  # fmt: skip
-                    out.extend(got[start - t.index * TILE_WIDTH :] if t.index == first else got)
-                blobs.clear()  # the raw bundles are no longer needed
-                return out
-
-            got = await asyncio.to_thread(decode)
+            # Decoded here, on the loop, bundle by bundle, each raw bundle dropped
+            # as soon as it is decoded: the buffers are allocated and freed by
+            # one thread (one malloc arena), so what is freed is reused, not
+            # kept aside per worker thread (a copy of 256 entries is quick).
+            got: list[bytes] = []
+            for n, t in enumerate(group):
+                blob, blobs[n] = blobs[n], b""
+                try:
+                    part = decode_entry_bundle(blob, t.width)
+                except FormatError as e:
+                    raise FormatError(f"entry bundle {t.entries_path()}: {e.message}",
+                                      code="replica_bundle_malformed") from e  # fmt: skip
+                del blob
+                got.extend(part[start - t.index * TILE_WIDTH :] if t.index == first else part)
+                del part
+                await asyncio.sleep(0)
             del blobs
             held += sum(map(len, got)) + ENTRY_OVERHEAD * len(got)
             entries.extend(got)

@@ -93,3 +93,23 @@ def test_a_source_that_stalls_is_scored_and_tried_last_for_a_growing_backoff() -
     assert rep._faults[DID["staller"]][1] == now[0] + 5.0 * 4
     now[0] += 21  # the backoff is over: the claim orders it again
     assert _order(rep)[0] == ["staller", "honest"]
+
+
+def test_a_sync_over_its_deadline_is_cut_off() -> None:
+    import pytest
+
+    from remembrancer.core.errors import PeerError
+
+    rep, _, _ = _replicator()
+    rep.sync_deadline = 0.2
+
+    async def slow(origin: str, source: Any) -> bool:
+        await asyncio.sleep(30)  # a source that serves every fetch just in time, for ever
+        return True
+
+    rep.engine.sync = slow  # type: ignore[method-assign]
+    source = rep._sources(ORIGIN)[1][0]
+    with pytest.raises(PeerError) as e:
+        asyncio.run(asyncio.wait_for(rep._sync_one(ORIGIN, source), 10))
+    assert e.value.code == "replica_sync_timeout"
+    assert rep.engine.errors[ORIGIN]["code"] == "replica_sync_timeout"

@@ -45,7 +45,13 @@ from remembrancer.federation.xns import Messaging
 from remembrancer.log.namespaces import NamespaceSource
 from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
-from remembrancer.node.config import Limits, NodeConfig, WitnessedLog, check_data_dir
+from remembrancer.node.config import (
+    Limits,
+    NodeConfig,
+    ReplicationSettings,
+    WitnessedLog,
+    check_data_dir,
+)
 from remembrancer.node.keyfile import read_key_file
 from remembrancer.node.metrics import NodeMetrics
 from remembrancer.node.opsmetrics import StoreMetrics
@@ -83,6 +89,7 @@ class Node:
     heartbeat_seconds: float = 2.0
     antientropy_seconds: float = 5.0
     federation_budget: BudgetSettings = field(default_factory=BudgetSettings)
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     def __post_init__(self) -> None:
         self.witness_name = self.witness_name or f"{self.origin_prefix}/witness"
@@ -133,6 +140,9 @@ class Node:
                 clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
                 interval=self.antientropy_seconds, metrics_registry=self.metrics.registry,
                 budget=claim_budget(self.federation_budget),
+                memory_budget=self.replication.memory_budget_bytes,
+                fetch_deadline=self.replication.fetch_deadline_s,
+                sync_deadline=self.replication.sync_deadline_s,
             )  # fmt: skip
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
@@ -204,6 +214,7 @@ class Node:
             heartbeat_seconds=config.heartbeat_seconds,
             antientropy_seconds=config.antientropy_seconds,
             federation_budget=config.federation_budget,
+            replication=config.replication,
         )
 
     async def start(self) -> None:

@@ -38,6 +38,7 @@ from remembrancer.core.errors import (
 from remembrancer.core.note import Note
 from remembrancer.core.rfc6962 import HASH_SIZE, consistency_proof, root_hash, verify_consistency
 from remembrancer.core.tiles import (
+    MAX_ENTRY_SIZE,
     TILE_WIDTH,
     Tile,
     TileNodeReader,
@@ -72,7 +73,7 @@ from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.log.tiles import TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
 
-__all__ = ["CHUNK_BUNDLES", "ReplicaEngine"]
+__all__ = ["CHUNK_BUNDLES", "DEFAULT_MEMORY_BUDGET", "ReplicaEngine", "chunk_room"]
 
 
 log = logging.getLogger("remembrancer.antientropy")
@@ -80,6 +81,33 @@ log = logging.getLogger("remembrancer.antientropy")
 
 CHUNK_BUNDLES: Final = 64  # entry bundles per verified, committed chunk (16,384 entries)
 CLAIM_PAGE: Final = 256  # stored claims read per store query
+DEFAULT_MEMORY_BUDGET: Final = 64 << 20  # replication.memory_budget_bytes
+FETCH_CONCURRENCY: Final = 16  # bundles fetched at once, when the budget allows
+ENTRY_OVERHEAD: Final = 64  # bytes a decoded entry costs beyond its data (object header, list)
+COPIES_AT_COMMIT: Final = 3  # the entries, the bundles encoded from them, the store's copy
+
+
+def bundle_cap(t: Tile) -> int:
+    """The most bytes the entry bundle of ``t`` can hold (and the most its entries
+    can take once decoded, with :data:`ENTRY_OVERHEAD`)."""
+    return t.width * (2 + MAX_ENTRY_SIZE + ENTRY_OVERHEAD)
+
+
+def chunk_room(held: int, tiles: Sequence[Tile], budget: int) -> bool:
+    """Whether a chunk holding ``held`` bytes of entries may fetch the bundles of
+    ``tiles`` too, within ``budget`` bytes, whatever they turn out to hold.
+
+    While a bundle is fetched and decoded the raw answer and the entries are
+    both alive (twice its size); when the chunk is committed the entries, the
+    bundles the store encodes from them and the store's own copy are
+    (:data:`COPIES_AT_COMMIT` times).  So the chunk takes another bundle only
+    while three times the worst case of what it would then hold fits:
+    ``3 * (held + sum of caps) <= budget``.  A budget of at least three
+    maximal bundles (:data:`MIN_MEMORY_BUDGET`) always lets one in."""
+    return COPIES_AT_COMMIT * (held + sum(bundle_cap(t) for t in tiles)) <= budget
+
+
+MIN_MEMORY_BUDGET: Final = COPIES_AT_COMMIT * TILE_WIDTH * (2 + MAX_ENTRY_SIZE + ENTRY_OVERHEAD)
 
 
 class OwnLogs(Protocol):
@@ -139,7 +167,15 @@ class ReplicaEngine:
         report_equivocation: ReportEquivocation = _no_report,
         metrics: ReplicaMetrics | None = None,
         budget: ClaimBudget | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
+        if memory_budget < MIN_MEMORY_BUDGET:
+            raise ConfigError(
+                f"a replication memory budget of {memory_budget} bytes cannot hold one entry"
+                f" bundle; at least {MIN_MEMORY_BUDGET}",
+                code="memory_budget_too_small",
+            )
+        self.memory_budget = memory_budget
         self.store = store
         self.budget = budget or ClaimBudget()
         self.specs = {s.origin: s for s in specs}
@@ -153,6 +189,10 @@ class ReplicaEngine:
         self._heads: dict[str, ReplicaHead] = {}
         self._mirrored: dict[str, int] = {}  # origin -> entries mirrored (cache of the store's)
         self.errors: dict[str, dict[str, Any]] = {}  # origin -> last error
+        # (origin, peer) -> size of the latest checkpoint of origin that peer served
+        # and that verified here (the order sources are tried in)
+        self.verified_from: dict[tuple[str, str], int] = {}
+        self._offered: dict[str, int] = {}  # origin -> size of the checkpoint being synced
         self.last_sync: dict[str, int] = {}
         self.equivocations: dict[str, str] = {}  # origin -> evidence ref
         self._incidents: set[str] = set()
@@ -267,6 +307,9 @@ class ReplicaEngine:
                 raise
             self.errors.pop(origin, None)
             self.last_sync[origin] = int(self.clock())
+            offered = self._offered.pop(origin, None)
+            if source.peer is not None and offered is not None:
+                self.verified_from[(origin, source.peer)] = offered
             return grew
 
     def _error(self, origin: str, e: RemembrancerError, source: Source) -> None:
@@ -279,6 +322,7 @@ class ReplicaEngine:
         note = await source.checkpoint()
         signed, vkey = await asyncio.to_thread(spec.open, note)
         cp = signed.checkpoint
+        self._offered[spec.origin] = cp.size
         head = self._heads.get(spec.origin)
         mirrored = 0
         if spec.mirror:
@@ -372,80 +416,109 @@ class ReplicaEngine:
 
     async def _mirror(self, spec: ReplicaSpec, vkey: str, source: Source, head: ReplicaHead | None,
                       note: bytes, signed: SignedCheckpoint, start: int) -> None:  # fmt: skip
-        """Fetch, verify and store entries ``[start, size)`` in chunks."""
+        """Fetch, verify and store entries ``[start, size)`` in chunks within the
+        memory budget: each chunk is verified and committed before the next
+        bundle is fetched (no prefetch)."""
         cp = signed.checkpoint
         key = MIRROR_PREFIX + spec.origin
         size = cp.size
         loop = asyncio.get_running_loop()
         writer = await asyncio.to_thread(self._writer, key, start)
-        pending = asyncio.ensure_future(self._fetch_chunk(source, start, size))
-        try:
-            while start < size:
-                end, entries = await pending
-                if end < size:
-                    pending = asyncio.ensure_future(self._fetch_chunk(source, end, size))
-
-                def verify(begin: int = start, end: int = end, entries: list[bytes] = entries,
-                           base: TileWriter = writer) -> tuple[TileWriter, bytes]:  # fmt: skip
-                    trial = base.copy()
-                    leaves = bundle_leaf_hashes(entries)
-                    hashes = [leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE)]
-                    tiles = trial.append(hashes)
-                    root = trial.root()
-                    if end == size:
-                        if root != cp.root_hash:
-                            raise VerificationError(
-                                f"entries {begin}..{end} do not hash to the signed root",
-                                code="replica_inconsistent",
-                            )
-                    else:
-                        proof = consistency_proof(end, size, tiles_reader(source, size, loop))
-                        verify_consistency(end, size, root, cp.root_hash, proof)
-                    batch = AppendBatch(key, begin, [EntryRow(e) for e in entries], tiles,
-                                        LogState(key, end, root, note), int(self.clock()))  # fmt: skip
-                    self.store.append(batch)
-                    return trial, root
-
+        while start < size:
+            end, entries = await self._fetch_chunk(source, start, size)
+            commit = asyncio.ensure_future(asyncio.to_thread(
+                self._store_chunk, key, writer, start, end, entries, size, cp.root_hash, note,
+                source, loop))  # fmt: skip
+            try:
                 try:
-                    writer, _ = await asyncio.to_thread(verify)
-                except VerificationError as e:
-                    if head is not None and head.size:
-                        await self._equivocation(spec, vkey, head.note, note, source)
-                    raise VerificationError(
-                        f"{source.name} served entries of {spec.origin} that do not match its"
-                        f" signed checkpoint of size {size}: {e.message}",
-                        code="replica_inconsistent",
-                        details={"origin": spec.origin, "size": size, "cause": e.code},
-                    ) from e
-                self.metrics.add_mirrored(spec.origin, end - start)
-                self._mirrored[spec.origin] = end
-                start = end
-        finally:
-            if not pending.done():
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+                    writer = await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # A sync cut off at its deadline: the worker thread cannot be
+                    # stopped, so the next sync must not start before it is done.
+                    await asyncio.gather(commit, return_exceptions=True)
+                    raise
+            except VerificationError as e:
+                if head is not None and head.size:
+                    await self._equivocation(spec, vkey, head.note, note, source)
+                raise VerificationError(
+                    f"{source.name} served entries of {spec.origin} that do not match its"
+                    f" signed checkpoint of size {size}: {e.message}",
+                    code="replica_inconsistent",
+                    details={"origin": spec.origin, "size": size, "cause": e.code},
+                ) from e
+            finally:
+                entries.clear()  # the chunk is stored or refused: its memory is free
+            self.metrics.add_mirrored(spec.origin, end - start)
+            self._mirrored[spec.origin] = end
+            start = end
+
+    def _store_chunk(self, key: str, base: TileWriter, begin: int, end: int,
+                     entries: list[bytes], size: int, signed_root: bytes, note: bytes,
+                     source: Source, loop: asyncio.AbstractEventLoop) -> TileWriter:  # fmt: skip
+        """Verify entries ``[begin, end)`` against the signed root (the root itself
+        for the last chunk, else a consistency proof from the source's hash
+        tiles) and commit them; the writer extended by them (worker thread)."""
+        trial = base.copy()
+        leaves = bundle_leaf_hashes(entries)
+        hashes = [leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE)]
+        tiles = trial.append(hashes)
+        root = trial.root()
+        if end == size:
+            if root != signed_root:
+                raise VerificationError(
+                    f"entries {begin}..{end} do not hash to the signed root",
+                    code="replica_inconsistent",
+                )
+        else:
+            proof = consistency_proof(end, size, tiles_reader(source, size, loop))
+            verify_consistency(end, size, root, signed_root, proof)
+        batch = AppendBatch(key, begin, [EntryRow(e) for e in entries], tiles,
+                            LogState(key, end, root, note), int(self.clock()))  # fmt: skip
+        self.store.append(batch)
+        return trial
 
     async def _fetch_chunk(self, source: Source, start: int, size: int) -> tuple[int, list[bytes]]:
-        """Entries ``[start, end)`` for the chunk starting at ``start``; FormatError
-        ``replica_bundle_malformed`` for a bundle that does not decode."""
+        """Entries ``[start, end)`` for the chunk starting at ``start``, within the
+        memory budget (:func:`chunk_room`); FormatError ``replica_bundle_malformed``
+        for a bundle that does not decode."""
         first = start // TILE_WIDTH
         last = min((size - 1) // TILE_WIDTH, first + CHUNK_BUNDLES - 1)
-        end = min(size, (last + 1) * TILE_WIDTH)
-        tiles = [Tile(0, i, tile_width(0, i, size)) for i in range(first, last + 1)]
-        blobs = await source.bundles(tiles)
+        entries: list[bytes] = []
+        held = 0
+        index = first
+        while index <= last:
+            group: list[Tile] = []
+            while index + len(group) <= last and len(group) < FETCH_CONCURRENCY:
+                t = Tile(0, index + len(group), tile_width(0, index + len(group), size))
+                if not chunk_room(held, [*group, t], self.memory_budget):
+                    break
+                group.append(t)
+            if not group:
+                break  # the chunk is as large as the budget allows
+            blobs = await source.bundles(group)
 
-        def decode() -> list[bytes]:
-            entries: list[bytes] = []
-            for t, blob in zip(tiles, blobs, strict=True):
+            # Decoded here, on the loop, bundle by bundle, each raw bundle dropped
+            # as soon as it is decoded: the buffers are allocated and freed by
+            # one thread (one malloc arena), so what is freed is reused, not
+            # kept aside per worker thread (a copy of 256 entries is quick).
+            got: list[bytes] = []
+            for n, t in enumerate(group):
+                blob, blobs[n] = blobs[n], b""
                 try:
-                    got = decode_entry_bundle(blob, t.width)
+                    part = decode_entry_bundle(blob, t.width)
                 except FormatError as e:
                     raise FormatError(f"entry bundle {t.entries_path()}: {e.message}",
                                       code="replica_bundle_malformed") from e  # fmt: skip
-                entries.extend(got[start - t.index * TILE_WIDTH :] if t.index == first else got)
-            return entries
-
-        return end, await asyncio.to_thread(decode)
+                del blob
+                got.extend(part[start - t.index * TILE_WIDTH :] if t.index == first else part)
+                del part
+                await asyncio.sleep(0)
+            del blobs
+            held += sum(map(len, got)) + ENTRY_OVERHEAD * len(got)
+            entries.extend(got)
+            index += len(group)
+        end = min(size, index * TILE_WIDTH)
+        return end, entries
 
     def _stored_root(self, origin: str, size: int) -> bytes:
         key = MIRROR_PREFIX + origin

@@ -184,7 +184,7 @@ def test_the_compose_federation_builds_starts_and_federates_on_postgresql(
     env = podman_env
 
     def logs() -> str:
-        """The containers' states, and the last lines of each one that exited."""
+        """The containers' states, and the last lines of each one's log."""
         project = f"rmbtest{os.getpid()}_"
         lines = run(
             ["podman", "ps", "-a", "--format", "{{.Names}} {{.Status}}"], env, 60, check=False
@@ -192,9 +192,8 @@ def test_the_compose_federation_builds_starts_and_federates_on_postgresql(
         out = [line for line in lines if line.startswith(project)]
         for line in out[:]:
             name, _, status = line.partition(" ")
-            if status.startswith("Exited"):
-                tail = run(["podman", "logs", "--tail", "20", name], env, 60, check=False)
-                out.append(f"--- {name}:\n{tail.stdout}{tail.stderr}")
+            tail = run(["podman", "logs", "--tail", "15", name], env, 60, check=False)
+            out.append(f"--- {name} ({status}):\n{tail.stdout}{tail.stderr}")
         return "\n".join(out)
 
     def ready(url: str) -> bool:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from remembrancer.node.connguard import ConnectionGuard, ConnectionLimits, _Conn
+from remembrancer.node.connguard import ConnectionGuard, ConnectionLimits, _Conn, header_part
 from remembrancer.testing.waiting import until
 
 
@@ -137,3 +137,28 @@ async def test_a_burst_of_young_connections_is_spared_by_the_per_client_cap_only
     guard.opened(late.conn)  # the cap in all spares none: the oldest goes
     assert [c.closed for c in burst] == [True, False, False, False] and not late.closed
     assert guard.counts["half_open"] == 1 and guard.counts["half_open_per_client"] == 0
+
+
+def test_a_body_in_the_same_read_as_the_headers_is_not_counted_as_headers() -> None:
+    """A POST of 150 KB often arrives in one read with its headers: only the
+    bytes up to the blank line count against the header cap (a guard counting
+    the whole read refused every large body with 431)."""
+    c = Fake()
+    head = b"POST /federation HTTP/1.1\r\nHost: x\r\nContent-Length: 150000\r\n\r\n"
+    assert header_part(c.conn, head + b"{" * 150_000) == len(head)
+    d = Fake()  # the blank line split across two reads
+    assert header_part(d.conn, head[:-3]) == len(head) - 3
+    assert header_part(d.conn, head[-3:] + b"x" * 1000) == 3
+    e = Fake()  # no blank line yet: everything so far is headers
+    partial = b"GET / HTTP/1.1\r\nX: " + b"a" * 5000
+    assert header_part(e.conn, partial) == len(partial)
+
+
+@in_loop
+async def test_a_large_body_after_small_headers_passes_the_header_cap() -> None:
+    guard = _guard(max_header_bytes=1024)
+    c = Fake()
+    guard.opened(c.conn)
+    data = b"POST / HTTP/1.1\r\nContent-Length: 10000\r\n\r\n" + b"x" * 10_000
+    assert guard.received(c.conn, header_part(c.conn, data))
+    assert guard.counts.get("headers_too_large", 0) == 0

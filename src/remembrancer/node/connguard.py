@@ -66,7 +66,7 @@ class ConnectionLimits:
 class _Conn:
     """What the guard keeps of one connection."""
 
-    __slots__ = ("client", "close", "received", "since", "started", "timer")
+    __slots__ = ("client", "close", "received", "since", "started", "tail", "timer")
 
     def __init__(self, client: str, close: Callable[[bytes | None], None],
                  started: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
@@ -75,7 +75,21 @@ class _Conn:
         self.started = started  # whether a request's headers came in unnoticed (h11 pipelining)
         self.timer: asyncio.TimerHandle | None = None
         self.received = 0  # bytes received while half-open
+        self.tail = b""  # the last bytes of the headers so far (a blank line may straddle reads)
         self.since = 0.0  # loop time it became half-open
+
+
+def header_part(conn: _Conn, data: bytes) -> int:
+    """How many bytes of ``data`` belong to the request's headers: up to the blank
+    line that ends them, or all of it while they go on.  A request's body often
+    arrives in the same read as its headers and is not theirs to count."""
+    before = len(conn.tail)
+    seen = conn.tail + data
+    end = seen.find(b"\r\n\r\n")
+    conn.tail = seen[-3:]
+    if end < 0:
+        return len(data)
+    return max(0, end + 4 - before)
 
 
 class ConnectionGuard:
@@ -120,6 +134,7 @@ class ConnectionGuard:
         mine[conn] = None
         self.half_open[conn] = None
         conn.received = 0
+        conn.tail = b""
         conn.since = now
         conn.timer = loop.call_later(self.limits.header_timeout_s, self._timed_out, conn)
 
@@ -214,7 +229,7 @@ def guarded_protocol(base: type[asyncio.Protocol], guard: ConnectionGuard) -> ty
 
         def data_received(self, data: bytes) -> None:
             conn = self._guard_conn
-            if conn is not None and not guard.received(conn, len(data)):
+            if conn is not None and not guard.received(conn, header_part(conn, data)):
                 self._guard_close(_HEADERS_TOO_LARGE)
                 return
             super().data_received(data)

@@ -57,7 +57,7 @@ from remembrancer.federation.receipts import TYPE as RECEIPT_TYPE
 from remembrancer.federation.receipts import FederationReceipt
 from remembrancer.federation.registry.model import Peer, Registry
 from remembrancer.federation.registry.scoring import PeerScores
-from remembrancer.federation.transport import Reply, receive
+from remembrancer.federation.transport import Received, receive
 from remembrancer.storage.base import Store
 
 __all__ = ["SEQ_SCOPE", "FederationService", "StoreReplayState"]
@@ -270,7 +270,7 @@ class FederationService:
             self._loop.create_task(self.peers.save())
 
     # --- receiving ---------------------------------------------------------------
-    async def handle(self, body: bytes, content_type: str | None) -> Reply:
+    async def handle(self, body: bytes, content_type: str | None) -> Received:
         reply = await asyncio.to_thread(receive, self.verifier, body, content_type, self.clock())
         msg = reply.message
         if msg is None:

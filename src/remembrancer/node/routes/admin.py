@@ -34,7 +34,7 @@ def create_router(node: Node) -> APIRouter:
         return {
             "namespace": namespace,
             "results": dict(results),
-            "anchoring": node.scheduler.health(namespace),
+            "anchoring": await in_thread(node.scheduler.health, namespace),
         }
 
     @router.post("/v1/admin/replicas/anchor", responses=errors(400, 401, 404, 422, 503))

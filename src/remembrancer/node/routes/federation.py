@@ -52,7 +52,7 @@ def create_router(node: Node) -> APIRouter:
     async def federation_anchoring() -> dict[str, Any]:
         federation_of(node)
         assert node.collaborative is not None
-        return node.collaborative.status()
+        return await in_thread(node.collaborative.status)
 
     @router.get("/v1/federation/receipts", responses=errors(400, 404),
                 summary="Final federation receipts, a page at a time")  # fmt: skip
@@ -86,7 +86,7 @@ def create_router(node: Node) -> APIRouter:
         summary="The federation registry in force (federation.yaml form)",
     )
     async def federation_registry() -> dict[str, Any]:
-        return federation_of(node).registry_document()  # type: ignore[no-any-return]
+        return await in_thread(federation_of(node).registry_document)
 
     @router.get(
         "/v1/federation/proposals",

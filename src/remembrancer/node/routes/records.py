@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from remembrancer.core.anchor import AnchorReceipt
 from remembrancer.core.errors import FormatError, NotFoundError, PushbackError, RemembrancerError
 from remembrancer.core.identifiers import NAMESPACE_RE
 from remembrancer.core.jcs import parse_sha256_hex
@@ -29,6 +30,7 @@ from remembrancer.node.routes.common import (
 )
 from remembrancer.node.runtime import Node
 from remembrancer.node.statuses import outcome_status
+from remembrancer.storage.base import StoredCheckpoint
 
 
 def create_router(node: Node) -> APIRouter:
@@ -73,7 +75,8 @@ def create_router(node: Node) -> APIRouter:
             exc = task.exception()
             if isinstance(exc, RemembrancerError):
                 raise exc
-        return JSONResponse(node.receipt_for(namespace, digest, anchored=anchored).to_dict())
+        receipt = await in_thread(lambda: node.receipt_for(namespace, digest, anchored=anchored))
+        return JSONResponse(receipt.to_dict())
 
     # --- node and namespaces ----------------------------------------------------
     @router.get("/v1/node", summary="This node's identity and keys")
@@ -82,23 +85,21 @@ def create_router(node: Node) -> APIRouter:
 
     @router.get("/v1/namespaces", summary="Namespaces hosted here")
     async def namespaces() -> dict[str, Any]:
-        out = []
-        for ns in sorted(node.namespaces.current()):
-            state = node.store.log_state(ns)
-            out.append(
-                {
-                    "namespace": ns,
-                    "origin": node.sequencer.origin(ns),
-                    "size": state.size if state else 0,
-                }
-            )
-        return {"namespaces": out}
+        def read() -> list[dict[str, Any]]:
+            out = []
+            for ns in sorted(node.namespaces.current()):
+                state = node.store.log_state(ns)
+                size = state.size if state else 0
+                out.append({"namespace": ns, "origin": node.sequencer.origin(ns), "size": size})
+            return out
+
+        return {"namespaces": await in_thread(read)}
 
     @router.get("/v1/namespaces/{namespace}", responses=errors(400, 404))
     async def namespace(namespace: str) -> dict[str, Any]:
         """Policy (effective, after governance), size, latest checkpoint, cadence."""
         check_ns(namespace)
-        return node.namespace_view(namespace)
+        return await in_thread(node.namespace_view, namespace)
 
     @router.get("/v1/namespaces/{namespace}/governance", responses=errors(400, 404))
     async def namespace_governance(namespace: str) -> dict[str, Any]:
@@ -118,10 +119,15 @@ def create_router(node: Node) -> APIRouter:
     async def record_by_hash(namespace: str, event_hash: str) -> dict[str, Any]:
         """Look a record up by its ``eventHash`` (``sha256:<hex>``)."""
         check_ns(namespace)
-        found = node.store.find_event_hash(namespace, parse_sha256_hex(event_hash))
-        if found is None:
-            raise NotFoundError("no record with that eventHash", code="record_not_found")
-        return await in_thread(node.record_at, namespace, found.index)
+        digest = parse_sha256_hex(event_hash)
+
+        def read() -> dict[str, Any]:
+            found = node.store.find_event_hash(namespace, digest)
+            if found is None:
+                raise NotFoundError("no record with that eventHash", code="record_not_found")
+            return node.record_at(namespace, found.index)
+
+        return await in_thread(read)
 
     # --- cross-namespace messages (docs/messaging.md) ---------------------------------
     @router.post(
@@ -178,11 +184,15 @@ def create_router(node: Node) -> APIRouter:
     async def proof_consistency(namespace: str, old: int = Query(ge=1, lt=2**63),
                                 new: int = Query(ge=1, lt=2**63)) -> dict[str, Any]:  # fmt: skip
         check_ns(namespace)
-        node.require_namespace(namespace)
         if old > new:
             raise FormatError("old must not exceed new", code="size_out_of_range")
-        proof = await in_thread(node.sequencer.proof_consistency, namespace, old, new)
-        notes = {s: node.store.checkpoint_at(namespace, s) for s in (old, new)}
+
+        def read() -> tuple[list[bytes], dict[int, StoredCheckpoint | None]]:
+            node.require_namespace(namespace)
+            proof = node.sequencer.proof_consistency(namespace, old, new)
+            return proof, {s: node.store.checkpoint_at(namespace, s) for s in (old, new)}
+
+        proof, notes = await in_thread(read)
         return {"namespace": namespace, "old": old, "new": new,
                 "proof": [base64.b64encode(h).decode() for h in proof],
                 "checkpoints": {str(s): (c.note.decode() if c else None) for s, c in notes.items()}}  # fmt: skip
@@ -197,9 +207,12 @@ def create_router(node: Node) -> APIRouter:
                       limit: int = Query(default=50, ge=1, le=500)) -> dict[str, Any]:  # fmt: skip
         """Anchor receipts of a log, by checkpoint size."""
         check_ns(namespace)
-        node.require_namespace(namespace)
-        receipts = await in_thread(node.scheduler.receipts, namespace)
-        page = [r for r in receipts if r.size > after][:limit]
+
+        def read() -> list[AnchorReceipt]:
+            node.require_namespace(namespace)
+            return node.scheduler.receipts(namespace)
+
+        page = [r for r in await in_thread(read) if r.size > after][:limit]
         return {"namespace": namespace, "receipts": [r.to_dict() for r in page]}
 
     @router.get("/v1/namespaces/{namespace}/anchors/{size}", responses=errors(400, 404))
@@ -250,14 +263,16 @@ async def inclusion_response(
     node: Node, namespace: str, index: int, size: int | None, fmt: str
 ) -> Response:
     check_ns(namespace)
-    node.require_namespace(namespace)
-    proof, state = node.sequencer.proof_inclusion(namespace, index, size)
-    note: bytes | None
-    if size is None or size == state.size:
-        size, note = state.size, state.checkpoint
-    else:
-        stored = await in_thread(node.store.checkpoint_at, namespace, size)
-        note = stored.note if stored else None
+
+    def read() -> tuple[list[bytes], int, bytes | None]:
+        node.require_namespace(namespace)
+        proof, state = node.sequencer.proof_inclusion(namespace, index, size)
+        if size is None or size == state.size:
+            return proof, state.size, state.checkpoint
+        stored = node.store.checkpoint_at(namespace, size)
+        return proof, size, stored.note if stored else None
+
+    proof, size, note = await in_thread(read)
     if fmt == "tlog-proof":
         if note is None:
             raise NotFoundError(f"no signed checkpoint at size {size}", code="checkpoint_not_found")

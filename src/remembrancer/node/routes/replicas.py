@@ -48,9 +48,13 @@ def create_router(node: Node) -> APIRouter:
         """Every anchor claim this node holds on the log's checkpoints, in the conflict
         order, with the anchors re-verified here (``reverified_here``)."""
         engine = replicas_of(node).engine
-        receipts = await in_thread(engine.anchor_view, origin)
-        if not receipts and engine.head(origin) is None and origin not in engine.own_origins():
-            raise NotFoundError(f"no replica of {origin!r} here", code="replica_unknown")
-        return {"origin": origin, "receipts": receipts}
+
+        def read() -> list[dict[str, Any]]:
+            receipts: list[dict[str, Any]] = engine.anchor_view(origin)
+            if not receipts and engine.head(origin) is None and origin not in engine.own_origins():
+                raise NotFoundError(f"no replica of {origin!r} here", code="replica_unknown")
+            return receipts
+
+        return {"origin": origin, "receipts": await in_thread(read)}
 
     return router

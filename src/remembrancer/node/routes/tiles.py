@@ -25,7 +25,7 @@ def create_router(node: Node) -> APIRouter:
     )
     async def checkpoint(namespace: str) -> Response:
         check_ns(namespace)
-        state = node.store.log_state(namespace)
+        state = await in_thread(node.store.log_state, namespace)
         if state is None:
             raise NotFoundError(f"log {namespace} has no checkpoint yet", code="log_unknown")
         return Response(state.checkpoint, media_type=TEXT, headers={"Cache-Control": MUTABLE})
@@ -34,7 +34,7 @@ def create_router(node: Node) -> APIRouter:
                 responses={200: {"content": {"application/octet-stream": {}}}, **errors(400, 404)})  # fmt: skip
     async def tile(namespace: str, tile_path: str) -> Response:
         check_ns(namespace)
-        state = node.store.log_state(namespace)
+        state = await in_thread(node.store.log_state, namespace)
         if state is None:
             raise NotFoundError(f"log {namespace} is empty", code="log_unknown")
         if tile_path.startswith("entries/"):

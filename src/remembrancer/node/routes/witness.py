@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from remembrancer.core.errors import RemembrancerError
-from remembrancer.node.routes.common import TEXT, errors, read_body
+from remembrancer.node.routes.common import TEXT, errors, in_thread, read_body
 from remembrancer.node.runtime import Node
 from remembrancer.node.statuses import status_for
 
@@ -45,6 +45,6 @@ def create_router(node: Node) -> APIRouter:
     )
     async def witnessed(origin: str) -> Response:
         """The latest checkpoint this witness cosigned for ``origin``, with its cosignature."""
-        return Response(node.witnessed_checkpoint(origin), media_type=TEXT)
+        return Response(await in_thread(node.witnessed_checkpoint, origin), media_type=TEXT)
 
     return router

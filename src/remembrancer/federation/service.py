@@ -33,6 +33,7 @@ from typing import Any, Final
 from remembrancer.anchoring.base import RailRegistry
 from remembrancer.core.anchor import Anchor
 from remembrancer.core.errors import RemembrancerError
+from remembrancer.core.histogram import LatencyHistogram
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import NoteVerifier
 from remembrancer.federation.changes import RegistryChanges, load_registry_state
@@ -184,7 +185,7 @@ class FederationService:
         return self.countersigning.claim_refusals
 
     @property
-    def latencies(self) -> list[float]:
+    def latencies(self) -> LatencyHistogram:
         return self.countersigning.latencies
 
     def pending_receipts(self) -> int:

@@ -71,7 +71,7 @@ def create_router(node: Node) -> APIRouter:
         if task is not None and not task.done():
             return JSONResponse({"status": "pending", "eventHash": event_hash},
                                 status_code=outcome_status("pending"))  # fmt: skip
-        if task is not None and task.exception() is not None:
+        if task is not None and not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             if isinstance(exc, RemembrancerError):
                 raise exc

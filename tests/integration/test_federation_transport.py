@@ -33,6 +33,7 @@ from remembrancer.federation.transport import (
     RetryPolicy,
     receive,
 )
+from remembrancer.node.statuses import federation_answer
 
 FED = "vaultmesh-primary"
 EAST = SigningKey(hashlib.sha256(b"east1").digest())
@@ -82,14 +83,15 @@ class ScriptedPeer:
             )
             return
         content_type = dict(scope["headers"]).get(b"content-type", b"").decode()
-        reply = receive(self.verifier, body, content_type, time.time())
-        if reply.message is not None:
-            self.accepted.append(reply.message.seq)
+        received = receive(self.verifier, body, content_type, time.time())
+        if received.message is not None:
+            self.accepted.append(received.message.seq)
         if action.late:
             await asyncio.sleep(action.late)
-        headers = [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
+        status, reply_headers, reply = federation_answer(received)
+        headers = [(k.lower().encode(), v.encode()) for k, v in reply_headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply})
 
 
 class Server:

@@ -23,11 +23,12 @@ from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, NoteSignature, Signer, format_vkey, open_note, sign_note
 from remembrancer.core.tiles import TileTree
-from remembrancer.core.witness import WITNESS_STATUS, AddCheckpointRequest
+from remembrancer.core.witness import AddCheckpointRequest
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.node.app import create_app
 from remembrancer.node.config import WitnessedLog
 from remembrancer.node.runtime import Node
+from remembrancer.node.statuses import WITNESS_STATUS
 from remembrancer.storage import open_store
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "src/remembrancer/examples/namespaces.yaml"
@@ -182,7 +183,7 @@ def test_stale_old_size_status_comes_from_the_status_table(
     """The 409 for a stale old size is the table's status for
     ``witness_old_size_mismatch``, not a number of its own in the route; its body
     stays the spec's ``text/x.tlog.size``."""
-    import remembrancer.node.app as app_module
+    import remembrancer.node.statuses as statuses
 
     assert WITNESS_STATUS["witness_old_size_mismatch"] == 409
 
@@ -195,7 +196,7 @@ def test_stale_old_size_status_comes_from_the_status_table(
 
     run(tmp_path / "a", first)
     # Change the table: the route must follow it.
-    monkeypatch.setitem(app_module._STATUS_BY_CODE, "witness_old_size_mismatch", 418)
+    monkeypatch.setitem(statuses.API_STATUS, "witness_old_size_mismatch", 418)
 
     async def second(c: httpx.AsyncClient, node: Node) -> None:
         assert (await post(c, 0, [], note(10))).status_code == 200

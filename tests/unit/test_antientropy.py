@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -609,3 +610,65 @@ def test_a_source_that_drips_its_answer_is_cut_off_at_the_deadline() -> None:
     code, took = run(scenario())
     assert code == "replica_fetch_timeout"
     assert took < 5.0  # the per-read timeout (5 s) never fired: the deadline did
+# --- fetch first, compute after ------------------------------------------------------
+
+
+class Computing:
+    """Counts the proof and evidence computations in progress (any thread)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.lock = threading.Lock()
+
+    def wrap(self, fn: Any) -> Any:
+        def computing(*args: Any, **kwargs: Any) -> Any:
+            with self.lock:
+                self.now += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        return computing
+
+
+def test_tiles_are_fetched_before_any_computation_starts(
+    monkeypatch: pytest.MonkeyPatch, small_chunks: None
+) -> None:
+    """No computation waits on the network: every tile a proof, root or evidence
+    reads is fetched before the computation starts (so the engine runs the same
+    in the simulation's virtual time), and the results are unchanged."""
+    computing = Computing()
+    monkeypatch.setattr(engine_module, "consistency_proof",
+                        computing.wrap(engine_module.consistency_proof))  # fmt: skip
+    monkeypatch.setattr(EquivocationEvidence, "build",
+                        staticmethod(computing.wrap(EquivocationEvidence.build)))  # fmt: skip
+    during: list[str] = []
+
+    @dataclass
+    class Watched(TreeSource):
+        async def tiles(self, tiles: list[Tile]) -> list[bytes]:
+            if computing.now:
+                during.extend(t.path() for t in tiles)
+            return await super().tiles(tiles)
+
+    # A checkpoint replica grows with a consistency proof.
+    log, calls = Log().grow(100), Calls()
+    eng = engine(MemoryStore(), SPEC, calls)
+    run(eng.sync(ORIGIN, Watched(log)))
+    assert run(eng.sync(ORIGIN, Watched(log.grow(900)))) is True
+    # A mirror checks each chunk against the signed root with a proof.
+    mirror = engine(MemoryStore(), MIRROR, calls)
+    source = Watched(Log(list(log.entries)))
+    assert run(mirror.sync(ORIGIN, source)) is True
+    assert any(p.startswith("tile/0/") for p in source.fetched)
+    # A fork of another size becomes evidence built from the larger tree's tiles.
+    fork = Log(list(log.entries))
+    fork.entries[10] = b"rewritten"
+    fork.grow(100)
+    with pytest.raises(InconsistencyError):
+        run(eng.sync(ORIGIN, Watched(fork)))
+    assert len(calls.reported) == 1 and verify_equivocation(calls.reported[0])
+    assert calls.blamed == []
+    assert during == [], f"tiles fetched while computing: {during[:5]}"

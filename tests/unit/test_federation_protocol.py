@@ -52,8 +52,9 @@ from remembrancer.federation.protocol.verify import (
 )
 from remembrancer.federation.protocol.wire import MAX_MESSAGE_BYTES, Message, SeqCounter
 from remembrancer.federation.receipts import Countersignature
-from remembrancer.federation.transport import STATUS_FOR_CODE, receive
+from remembrancer.federation.transport import REFUSAL_CODES, receive
 from remembrancer.node.ratelimit import TokenBuckets
+from remembrancer.node.statuses import FEDERATION_STATUS, federation_answer
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "spec" / "federation.md"
 FED = "vaultmesh-primary"
@@ -159,8 +160,10 @@ def test_spec_example_verifies_byte_for_byte() -> None:
     # Signing the same content again gives the same bytes (Ed25519 is deterministic).
     again = make(msg.content, seq=msg.seq, timestamp=msg.timestamp)
     assert again.to_bytes() == body
-    reply = receive(MessageVerifier(FED, v.peers), body, "application/json", NOW + 120)
-    assert reply.status == 202 and reply.body.decode() == answer.split("\n\n", 1)[1].strip()
+    status, _, reply = federation_answer(
+        receive(MessageVerifier(FED, v.peers), body, "application/json", NOW + 120)
+    )
+    assert status == 202 and reply.decode() == answer.split("\n\n", 1)[1].strip()
 
 
 def test_spec_status_table_matches_the_code() -> None:
@@ -168,7 +171,8 @@ def test_spec_status_table_matches_the_code() -> None:
     rows = dict(
         (code, int(status)) for status, code in re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \|", text, flags=re.M)
     )  # fmt: skip
-    assert rows == dict(STATUS_FOR_CODE)
+    assert rows == dict(FEDERATION_STATUS)
+    assert set(rows) == REFUSAL_CODES  # the federation names the codes, the node the statuses
     assert len(set(rows.values())) == len(rows)  # one status per failure
 
 
@@ -599,7 +603,7 @@ def test_every_refusal_code_has_one_status() -> None:
     codes = {"malformed", "oversize", "federation_mismatch", "unknown_sender", "stale",
              "replayed", "signature_invalid", "peer_suspended", "role_not_allowed",
              "rate_limited"}  # fmt: skip
-    assert codes <= set(STATUS_FOR_CODE)
+    assert codes <= REFUSAL_CODES
 
 
 # --- fuzzing: only our errors ------------------------------------------------------------------
@@ -639,7 +643,7 @@ def test_mutated_messages_raise_only_our_errors(
     try:
         msg = verifier().verify(bytes(data), NOW)
     except RemembrancerError as e:
-        assert e.code in STATUS_FOR_CODE, e
+        assert e.code in REFUSAL_CODES, e
     else:
         assert msg.raw == base  # only a no-op edit can be accepted
 

@@ -178,3 +178,125 @@ def test_layering_check_detects_a_violation(tmp_path: Path) -> None:
     bad.write_text("from remembrancer.node import app\nimport socket\n")
     names = _imports(bad)
     assert "remembrancer.node" in names and "socket" in names
+
+
+# --- HTTP statuses live in node/ ------------------------------------------------------
+# Only the node speaks HTTP as a server: core, log, anchoring and federation raise
+# errors (code, message, evidence) or return outcomes, and node/statuses.py maps them
+# to statuses.  The explorer's routes module is an HTTP layer too (an APIRouter the
+# node mounts, with the node's status mapping handed in); the rest of explorer/ is
+# not.  Clients may read a status they received (comparisons are not flagged).
+HTTP_LAYERS = ("node", "explorer/routes.py")
+HTTP_SERVER_IMPORTS = ("fastapi", "starlette", "http.server", "http.HTTPStatus", "werkzeug")
+# A second, stand-alone server that is not the node: the development TSA
+# (`remembrancer tsa serve`, RFC 3161 over HTTP) answers its own few statuses.
+HTTP_STATUS_EXEMPT = {"anchoring/rfc3161/devtsa.py": "the dev TSA's own HTTP server"}
+_ANSWER_CALLS = ("send", "response", "reply", "served", "answer", "status")
+
+
+def _is_status(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) is int and 100 <= node.value <= 599
+
+
+def _name(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def _http_statuses(path: Path) -> list[str]:
+    """Where ``path`` imports an HTTP server framework or produces an HTTP status:
+    a status table (a dict of two or more status values), a ``status``/``status_code``
+    argument or variable set to one, a returned ``(status, ...)`` tuple, an answer
+    built from one (``Reply(202, ...)``, ``send_response(404)``), ``HTTPException``."""
+    found = [f"imports {name}" for name in _imports(path) if name.startswith(HTTP_SERVER_IMPORTS)]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", 0)
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "http"
+            and any(alias.name == "HTTPStatus" for alias in node.names)
+        ):
+            found.append(f"line {line}: imports http.HTTPStatus")
+        if isinstance(node, ast.Name | ast.Attribute) and "HTTPException" in _name(node):
+            found.append(f"line {line}: HTTPException")
+        elif isinstance(node, ast.Dict) and sum(map(_is_status, node.values)) >= 2:
+            found.append(f"line {line}: a table of HTTP statuses")
+        elif (
+            isinstance(node, ast.keyword)
+            and "status" in (node.arg or "")
+            and _is_status(node.value)
+        ):
+            found.append(f"line {line}: {node.arg}={node.value.value}")  # type: ignore[attr-defined]
+        elif isinstance(node, ast.Assign) and _is_status(node.value):
+            for target in node.targets:
+                if "status" in _name(target).lower():
+                    found.append(f"line {line}: {_name(target)} = {node.value.value}")  # type: ignore[attr-defined]
+        elif (
+            isinstance(node, ast.Return)
+            and isinstance(node.value, ast.Tuple)
+            and node.value.elts
+            and _is_status(node.value.elts[0])
+        ):
+            found.append(f"line {line}: returns an HTTP status")
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and _is_status(node.args[0])
+            and any(word in _name(node.func).lower() for word in _ANSWER_CALLS)
+        ):
+            found.append(f"line {line}: {_name(node.func)}({node.args[0].value}, ...)")  # type: ignore[attr-defined]
+    return found
+
+
+def _outside_http_layers() -> list[Path]:
+    http = [SRC / p for p in HTTP_LAYERS]
+    out = []
+    for layer in RANK:
+        if layer in ("testing", "demo", "cli"):  # test fakes and clients, above the node
+            continue
+        for path in sorted((SRC / layer).rglob("*.py")):
+            if any(path == h or h in path.parents for h in http):
+                continue
+            if str(path.relative_to(SRC)) in HTTP_STATUS_EXEMPT:
+                continue
+            out.append(path)
+    return out
+
+
+def test_http_statuses_only_in_node() -> None:
+    offenders = {
+        str(path.relative_to(SRC)): found
+        for path in _outside_http_layers()
+        if (found := _http_statuses(path))
+    }
+    assert not offenders, offenders
+
+
+def test_the_http_status_check_can_fail(tmp_path: Path) -> None:
+    # Each of the shapes the check must see, as they were before node/statuses.py.
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from starlette.exceptions import HTTPException\n"
+        "STATUS_FOR_CODE = {'malformed': 400, 'stale': 422}\n"
+        "async def post(ok):\n"
+        "    if ok:\n"
+        "        return 200, {}\n"
+        "    return 202, {}\n"
+        "def error_reply(err):\n"
+        "    status = 503\n"
+        "    return Reply(500, {}, b'')\n"
+        "def f():\n"
+        "    raise HTTPException(status_code=404)\n"
+    )
+    found = _http_statuses(bad)
+    assert len(found) == 8, found  # import, table, 2 returns, status=, Reply(), raise + kw
+    exempt = SRC / "anchoring/rfc3161/devtsa.py"
+    assert _http_statuses(exempt), "the exemption is stale: drop it"
+    # A client reading a status it received is fine.
+    good = tmp_path / "good.py"
+    good.write_text("def ok(r):\n    return r.status_code == 200 or r.status in (429, 503)\n")
+    assert _http_statuses(good) == []

@@ -368,3 +368,46 @@ def test_mutated_bundles_decode_canonically_or_fail(
     assert encode_entry_bundle(decoded) == bytes(encoded)
     if expected is not None:
         assert len(decoded) == expected
+
+
+# --- fetch first: the tiles a computation reads, known before it runs -----------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 70_000), st.data())
+def test_node_tiles_are_exactly_what_a_reader_fetches(size2: int, data: st.DataObject) -> None:
+    from collections.abc import Sequence
+
+    from remembrancer.core.rfc6962 import (
+        consistency_proof,
+        consistency_proof_nodes,
+        inclusion_proof,
+        inclusion_proof_nodes,
+        range_nodes,
+        root_hash,
+    )
+    from remembrancer.core.tiles import TileNodeReader, node_tiles, prefetched_reader
+
+    size1 = data.draw(st.integers(1, size2))
+    index = data.draw(st.integers(0, size2 - 1))
+    for ids, compute in (
+        ([n for s in consistency_proof_nodes(size1, size2) for n in s],
+         lambda r: consistency_proof(size1, size2, r)),
+        ([n for s in inclusion_proof_nodes(index, size2) for n in s],
+         lambda r: inclusion_proof(index, size2, r)),
+        (range_nodes(0, size2), lambda r: root_hash(size2, r)),
+    ):  # fmt: skip
+        asked: list[Tile] = []
+
+        def fetch(tiles: Sequence[Tile], asked: list[Tile] = asked) -> list[bytes]:
+            asked.extend(tiles)
+            return [bytes([t.index % 251]) * 32 * t.width for t in tiles]
+
+        expected = compute(TileNodeReader(fetch, size2, cache_tiles=0))
+        planned = node_tiles(ids, size2)
+        assert sorted(planned, key=repr) == sorted(set(asked), key=repr)
+        tiles = {t: bytes([t.index % 251]) * 32 * t.width for t in planned}
+        assert compute(prefetched_reader(size2, tiles)) == expected  # no I/O, same answer
+    with pytest.raises(FormatError) as e:
+        prefetched_reader(size2, {}).read_nodes(range_nodes(0, size2))
+    assert e.value.code == "tile_not_prefetched"

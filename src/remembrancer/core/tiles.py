@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from remembrancer.core import rfc6962
@@ -506,6 +506,37 @@ class TileTree:
 
 FetchTiles = Callable[[Sequence[Tile]], Sequence[bytes]]
 """Returns the bytes of each requested tile, in order, in one batch."""
+
+
+def node_tiles(ids: Iterable[NodeId], size: int) -> list[Tile]:
+    """The tiles a :class:`TileNodeReader` of a tree of ``size`` reads to answer
+    ``ids``, each once, in first-use order: what to fetch before a computation
+    that reads those nodes (fetch first, compute after)."""
+    out: dict[_TileKey, Tile] = {}
+    for level, index in ids:
+        _check_node(level, index, size)
+        tile_level, height = level >> 3, level & 7
+        tile_index = (index << height) >> 8
+        width = min(TILE_WIDTH, (size >> (tile_level << 3)) - (tile_index << 8))
+        key = (tile_level, tile_index, width)
+        if key not in out:
+            out[key] = Tile(*key)
+    return list(out.values())
+
+
+def prefetched_reader(size: int, tiles: Mapping[Tile, bytes]) -> TileNodeReader:
+    """A reader of a tree of ``size`` over tiles fetched already: it does no I/O;
+    a tile it was not given raises FormatError ``tile_not_prefetched``."""
+
+    def fetch(wanted: Sequence[Tile]) -> list[bytes]:
+        missing = [t.path() for t in wanted if t not in tiles]
+        if missing:
+            raise FormatError(f"tiles not fetched: {', '.join(missing)}",
+                              code="tile_not_prefetched")  # fmt: skip
+        return [tiles[t] for t in wanted]
+
+    return TileNodeReader(fetch, size, cache_tiles=0)
+
 
 _TileKey = tuple[int, int, int]
 

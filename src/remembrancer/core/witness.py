@@ -3,22 +3,23 @@
 A witness keeps, per log origin, the latest checkpoint it cosigned.  Given a
 request (old size, consistency proof, checkpoint note), the log's trusted
 keys and that stored state, :func:`check_add_checkpoint` returns the
-checkpoint to cosign or raises :class:`WitnessRefusal` whose ``code`` maps to
-the spec's status code:
+checkpoint to cosign or raises :class:`WitnessRefusal` whose ``code`` names
+the spec's case (the spec's HTTP status of each is the node's business:
+``remembrancer.node.statuses.WITNESS_STATUS``):
 
-==============================  ======  ============================================
-code                            status  when
-==============================  ======  ============================================
-``witness_request_malformed``   400     the body is not old line, proof lines, blank
-                                        line, note (or more than 63 proof lines)
-``witness_origin_unknown``      404     the checkpoint's origin is not a witnessed log
-``witness_signature_invalid``   403     no signature verifies against a trusted key
-``witness_old_size_too_large``  400     old size > checkpoint size
-``witness_old_size_mismatch``   409     old size != latest cosigned size (details:
-                                        ``size``, served as ``text/x.tlog.size``)
-``witness_root_mismatch``       409     same size as the latest cosigned, other root
-``witness_proof_invalid``       422     the consistency proof does not verify
-==============================  ======  ============================================
+==============================  ============================================
+code                            when
+==============================  ============================================
+``witness_request_malformed``   the body is not old line, proof lines, blank
+                                line, note (or more than 63 proof lines)
+``witness_origin_unknown``      the checkpoint's origin is not a witnessed log
+``witness_signature_invalid``   no signature verifies against a trusted key
+``witness_old_size_too_large``  old size > checkpoint size
+``witness_old_size_mismatch``   old size != latest cosigned size (details:
+                                ``size``, served as ``text/x.tlog.size``)
+``witness_root_mismatch``       same size as the latest cosigned, other root
+``witness_proof_invalid``       the consistency proof does not verify
+==============================  ============================================
 
 The caller performs the atomic check-and-update: read the state, call this,
 then compare-and-swap the new state, retrying on a lost race.
@@ -27,9 +28,8 @@ then compare-and-swap the new state, retrying on a lost race.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from remembrancer.core.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
 from remembrancer.core.encoding import decode_base64
@@ -40,18 +40,6 @@ from remembrancer.core.rfc6962 import verify_consistency
 MAX_PROOF_LINES = 63
 MAX_REQUEST_BYTES = 1 << 20
 _OLD_RE = re.compile(r"old (0|[1-9][0-9]{0,19})")
-
-
-# The HTTP status the C2SP tlog-witness spec gives each refusal (table above).
-WITNESS_STATUS: Final[Mapping[str, int]] = {
-    "witness_request_malformed": 400,
-    "witness_origin_unknown": 404,
-    "witness_signature_invalid": 403,
-    "witness_old_size_too_large": 400,
-    "witness_old_size_mismatch": 409,
-    "witness_root_mismatch": 409,
-    "witness_proof_invalid": 422,
-}
 
 
 class WitnessRefusal(RemembrancerError):

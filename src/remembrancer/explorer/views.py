@@ -584,7 +584,7 @@ class Explorer:
             "window": {"checkpoints": checkpoints, "from": lo or None, "to": hi or None,
                        "buckets": buckets, "per_namespace": RECENT_CHECKPOINTS},
             "peers": out_peers, "cosigned_by_this_node": cosigned,
-            "evidence": evidence, "split_views": src.witnessing.split_views[-20:],
+            "evidence": evidence, "split_views": list(src.witnessing.split_views)[-20:],
             "stats": src.witnessing.stats(), "at": self.now(),
         }  # fmt: skip
 

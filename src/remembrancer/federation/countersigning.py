@@ -32,6 +32,7 @@ from remembrancer.anchoring.base import DEPTH_INSUFFICIENT, RailRegistry, Verdic
 from remembrancer.core.anchor import Anchor, checkpoint_digest, covers
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.errors import ConfigError, PeerError, RemembrancerError
+from remembrancer.core.histogram import LatencyHistogram
 from remembrancer.core.keys import PublicKey, SigningKey
 from remembrancer.core.note import NoteVerifier
 from remembrancer.federation.evidence.claims import Finding
@@ -124,7 +125,7 @@ class Countersigning:
         self.log_verifiers = log_verifiers
         self.clock = clock
         self._proposals: dict[str, _Proposal] = {}
-        self.latencies: list[float] = []  # proposal -> final, seconds
+        self.latencies = LatencyHistogram()  # proposal -> final, seconds (bounded)
         # Anchor claims this node refused to countersign, newest last.
         self.claim_refusals: deque[dict[str, Any]] = deque(maxlen=MAX_CLAIM_REFUSALS)
 
@@ -337,8 +338,9 @@ class Countersigning:
                     code="quorum_not_reached",
                 ) from e
             final = proposal.receipt
-            self.latencies.append(time.perf_counter() - proposal.started)
-            self.metrics.receipt(namespace, "final", self.latencies[-1])
+            seconds = time.perf_counter() - proposal.started
+            self.latencies.observe(seconds)
+            self.metrics.receipt(namespace, "final", seconds)
             await asyncio.to_thread(self._store_receipt, final)
             await self.outbox.deliver(
                 self.peers.others(),

@@ -33,6 +33,7 @@ from typing import Any, Final
 from remembrancer.anchoring.base import RailRegistry
 from remembrancer.core.anchor import Anchor
 from remembrancer.core.errors import RemembrancerError
+from remembrancer.core.histogram import LatencyHistogram
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import NoteVerifier
 from remembrancer.federation.changes import RegistryChanges, load_registry_state
@@ -57,7 +58,7 @@ from remembrancer.federation.receipts import TYPE as RECEIPT_TYPE
 from remembrancer.federation.receipts import FederationReceipt
 from remembrancer.federation.registry.model import Peer, Registry
 from remembrancer.federation.registry.scoring import PeerScores
-from remembrancer.federation.transport import Reply, receive
+from remembrancer.federation.transport import Received, receive
 from remembrancer.storage.base import Store
 
 __all__ = ["SEQ_SCOPE", "FederationService", "StoreReplayState"]
@@ -184,7 +185,7 @@ class FederationService:
         return self.countersigning.claim_refusals
 
     @property
-    def latencies(self) -> list[float]:
+    def latencies(self) -> LatencyHistogram:
         return self.countersigning.latencies
 
     def pending_receipts(self) -> int:
@@ -270,7 +271,7 @@ class FederationService:
             self._loop.create_task(self.peers.save())
 
     # --- receiving ---------------------------------------------------------------
-    async def handle(self, body: bytes, content_type: str | None) -> Reply:
+    async def handle(self, body: bytes, content_type: str | None) -> Received:
         reply = await asyncio.to_thread(receive, self.verifier, body, content_type, self.clock())
         msg = reply.message
         if msg is None:

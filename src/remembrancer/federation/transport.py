@@ -2,9 +2,11 @@
 
 A message is delivered with ``POST <endpoint>/federation/v1/messages``,
 ``Content-Type: application/json``, the message's exact wire bytes as the
-body.  The receiver answers ``202`` or one status per refusal
-(:data:`STATUS_FOR_CODE`), with a JSON ``{"error": {code, message, details}}``
-body and, for 429 and 503, a ``Retry-After`` header.
+body.  The receiver answers ``202`` or one status per refusal code
+(:data:`REFUSAL_CODES`; the status table is the node's,
+``remembrancer.node.statuses.FEDERATION_STATUS``), with a JSON
+``{"error": {code, message, details}}`` body and, for 429 and 503, a
+``Retry-After`` header.
 
 Sending (:class:`FederationClient`, on ``httpx.AsyncClient``):
 
@@ -24,18 +26,17 @@ Sending (:class:`FederationClient`, on ``httpx.AsyncClient``):
 
 Receiving: :func:`receive` runs a body through a
 :class:`~remembrancer.federation.protocol.verify.MessageVerifier` and returns the
-status, headers and body to answer with; the node's route only moves bytes.
+outcome (:class:`Received`: the accepted message, or the refusal); the node
+turns it into status, headers and body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
-import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -54,13 +55,12 @@ from remembrancer.federation.protocol.wire import Message
 __all__ = [
     "CONTENT_TYPE",
     "PATH",
-    "STATUS_FOR_CODE",
+    "REFUSAL_CODES",
     "Delivery",
     "FederationClient",
     "HasEndpoint",
-    "Reply",
+    "Received",
     "RetryPolicy",
-    "error_reply",
     "message_url",
     "receive",
 ]
@@ -69,21 +69,12 @@ PATH: Final = "/federation/v1/messages"
 CONTENT_TYPE: Final = "application/json"
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 
-STATUS_FOR_CODE: Final[Mapping[str, int]] = {
-    "malformed": 400,
-    "signature_invalid": 401,
-    "role_not_allowed": 403,
-    "unknown_sender": 404,
-    "replayed": 409,
-    "peer_suspended": 410,
-    "oversize": 413,
-    "unsupported_media_type": 415,
-    "federation_mismatch": 421,
-    "stale": 422,
-    "rate_limited": 429,
-    "unavailable": 503,
-}
-"""The one HTTP status of each refusal code of the spec's status table."""
+REFUSAL_CODES: Final = frozenset({
+    "malformed", "signature_invalid", "role_not_allowed", "unknown_sender", "replayed",
+    "peer_suspended", "oversize", "unsupported_media_type", "federation_mismatch", "stale",
+    "rate_limited", "unavailable",
+})  # fmt: skip
+"""The refusal codes of the spec's status table (each has one status there)."""
 
 
 def message_url(endpoint: str) -> str:
@@ -97,46 +88,31 @@ def message_url(endpoint: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    """What to answer a POST with; ``message`` is set when it was accepted."""
+class Received:
+    """The outcome of one POSTed body: the accepted ``message``, or the refusal ``error``."""
 
-    status: int
-    headers: dict[str, str]
-    body: bytes
     message: Message | None = None
+    error: RemembrancerError | None = None
 
 
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def error_reply(err: RemembrancerError) -> Reply:
-    """The answer for a refusal: its status, ``Retry-After`` for pushback, the JSON error."""
-    status = STATUS_FOR_CODE.get(err.code)
-    if status is None:
-        status = 503 if isinstance(err, PushbackError) else 500
-    headers = {"Content-Type": CONTENT_TYPE}
-    if isinstance(err, PushbackError):
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
-    return Reply(status, headers, _json({"error": err.to_dict()}))
-
-
-def receive(verifier: MessageVerifier, body: bytes, content_type: str | None, now: float) -> Reply:
-    """Check one POSTed body; ``202 {"seq": n}`` or the refusal (see :data:`STATUS_FOR_CODE`).
+def receive(
+    verifier: MessageVerifier, body: bytes, content_type: str | None, now: float
+) -> Received:
+    """Check one POSTed body: the accepted message, or the refusal (a code of
+    :data:`REFUSAL_CODES`, or pushback).
 
     The route should refuse a ``Content-Length`` over the limit (413) before
     reading the body, and must not read more than the limit plus one byte.
     """
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != CONTENT_TYPE:
-        return error_reply(
-            FormatError(f"Content-Type must be {CONTENT_TYPE}", code="unsupported_media_type")
+        return Received(
+            error=FormatError(f"Content-Type must be {CONTENT_TYPE}", code="unsupported_media_type")
         )
     try:
-        msg = verifier.verify(body, now)
+        return Received(message=verifier.verify(body, now))
     except RemembrancerError as e:
-        return error_reply(e)
-    return Reply(202, {"Content-Type": CONTENT_TYPE}, _json({"seq": msg.seq}), msg)
+        return Received(error=e)
 
 
 # --------------------------------------------------------------------------

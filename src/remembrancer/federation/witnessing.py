@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,10 +29,13 @@ from pydantic import ValidationError
 from remembrancer.configfile import config_error
 from remembrancer.core.cosignature import CosignatureVerifier, parse_cosigner_vkey
 from remembrancer.core.errors import RemembrancerError
+from remembrancer.core.histogram import LatencyHistogram
 from remembrancer.core.note import Note, NoteSignature, open_note
 from remembrancer.core.witness import AddCheckpointRequest
 from remembrancer.federation.settings import WitnessPeerSettings
 from remembrancer.storage.base import LogState
+
+MAX_SPLIT_VIEWS = 100  # split views kept for the explorer (all are counted)
 
 log = logging.getLogger("remembrancer.witnessing")
 
@@ -87,10 +90,13 @@ class CheckpointWitnessing:
         self._rounds: dict[str, _Round] = {}
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.latencies: list[float] = []  # seconds from signing to a quorum of cosignatures
+        # Seconds from signing to a quorum of cosignatures (bounded: a histogram).
+        self.latencies = LatencyHistogram()
         # Called with each latency as it is measured (the node's histogram).
         self.on_cosigned: Callable[[float], None] = lambda seconds: None
-        self.split_views: list[dict[str, Any]] = []
+        # The newest split views seen (bounded), and how many there were in all.
+        self.split_views: deque[dict[str, Any]] = deque(maxlen=MAX_SPLIT_VIEWS)
+        self.split_view_count = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -160,8 +166,9 @@ class CheckpointWitnessing:
                 if attached_count < need <= len(sigs) and r is not None:
                     created = r.created.pop(head.size, None)
                     if created is not None:
-                        self.latencies.append(time.perf_counter() - created)
-                        self.on_cosigned(self.latencies[-1])
+                        seconds = time.perf_counter() - created
+                        self.latencies.observe(seconds)
+                        self.on_cosigned(seconds)
                     for size in [s for s in r.created if s < head.size]:
                         r.created.pop(size, None)
                 attached_count = len(sigs)
@@ -229,6 +236,7 @@ class CheckpointWitnessing:
         record = {"peer": peer.name, "origin": origin, "size": head.size,
                   "checkpoint": base64.b64encode(head.checkpoint).decode(), "detail": detail}  # fmt: skip
         self.split_views.append(record)
+        self.split_view_count += 1
         log.error(
             "witness %s refused %s at size %d as inconsistent: %s",
             peer.name,
@@ -238,11 +246,11 @@ class CheckpointWitnessing:
         )
 
     def stats(self) -> dict[str, Any]:
-        lat = self.latencies[-1000:]
+        median = self.latencies.quantile(0.5)
         return {
             "peers": [p.name for p in self.peers],
             "quorum": self.quorum,
-            "rounds": len(lat),
-            "median_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
-            "split_views": len(self.split_views),
+            "rounds": self.latencies.count,
+            "median_ms": round(median * 1000, 1) if median is not None else None,
+            "split_views": self.split_view_count,
         }

@@ -40,7 +40,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from remembrancer.core.checkpoint import Checkpoint
 from remembrancer.core.cosignature import CosignatureVerifier
@@ -113,6 +113,16 @@ def echo(request: InvokeRequest) -> dict[str, Any]:
 BUILTIN_HANDLERS: Mapping[str, Callable[[InvokeRequest], Any]] = {"echo": echo}
 
 
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """What became of a posted message: ``delivered`` here (``view``: the delivery
+    and its answer) or ``relayed`` to the target's home node (``view``: where to
+    poll)."""
+
+    outcome: Literal["delivered", "relayed"]
+    view: dict[str, Any]
+
+
 class Messaging:
     """See the module docstring.  One per node; built by the node runtime."""
 
@@ -176,8 +186,9 @@ class Messaging:
         return self.sequencer.namespaces.current()
 
     # --- the HTTP entry points -----------------------------------------------------
-    async def post(self, target: str, body: bytes, wait: float) -> tuple[int, dict[str, Any]]:
-        """``POST /v1/namespaces/{target}/messages``: deliver here (200) or relay (202).
+    async def post(self, target: str, body: bytes, wait: float) -> Posted:
+        """``POST /v1/namespaces/{target}/messages``: deliver here (outcome
+        ``delivered``) or relay to the target's home node (``relayed``).
 
         ``body`` is ``{"record": {...}, "proof": "<tlog-proof>"}``; without
         ``proof`` the record must be in a log hosted here, and this node
@@ -194,9 +205,9 @@ class Messaging:
                     witnesses = trust.witnesses if trust else ()
                     need = trust.min_cosigners if trust else 0
                     record, proof = await self._own_proof(record, wait, witnesses, need)
-                return 200, await self.deliver(ns, record, proof)
+                return Posted("delivered", await self.deliver(ns, record, proof))
             if self.peers is not None:
-                return 202, await self._relay(target, record, proof, wait)
+                return Posted("relayed", await self._relay(target, record, proof, wait))
             raise NotFoundError(
                 f"namespace {target} is not hosted here and this node is in no federation"
                 " to relay through",

@@ -55,6 +55,7 @@ from remembrancer.node.config import (
 from remembrancer.node.keyfile import read_key_file
 from remembrancer.node.metrics import NodeMetrics
 from remembrancer.node.opsmetrics import StoreMetrics
+from remembrancer.node.pending import PendingReceipts
 from remembrancer.node.ratelimit import TokenBuckets
 from remembrancer.storage import open_store
 from remembrancer.storage.base import Store
@@ -166,7 +167,8 @@ class Node:
         if self.federation is not None:
             fed = self.federation
             self.messaging.attach(fed, fed.peers, fed.outbox)
-        self.pending: dict[str, asyncio.Task[Receipt]] = {}
+        # wait=false submissions until their receipt URL can answer (bounded).
+        self.pending = PendingReceipts(self.limits.max_pending)
         self.storage_health: dict[str, Any] = {"status": "ok", "last_error": None, "since": None}
         self.started = time.time()
         self.ready = False
@@ -296,8 +298,9 @@ class Node:
 
     def submit_later(self, record: Record) -> None:
         key = f"{record.namespace}/{record.event_hash_hex}"
+        self.pending.admit(key)
         task = asyncio.get_running_loop().create_task(self.sequencer.submit(record))
-        self.pending[key] = task
+        self.pending.add(key, task)
 
         def done(t: asyncio.Task[Receipt]) -> None:
             if not t.cancelled() and t.exception() is not None:
@@ -306,8 +309,6 @@ class Node:
                     self.storage_failed(exc)
                 code = exc.code if isinstance(exc, RemembrancerError) else "internal"
                 self.metrics.rejected.labels(record.namespace, code).inc()
-            # keep finished tasks briefly so the receipt URL can report a refusal
-            asyncio.get_running_loop().call_later(300, self.pending.pop, key, None)
 
         task.add_done_callback(done)
 

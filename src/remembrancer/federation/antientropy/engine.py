@@ -68,7 +68,12 @@ from remembrancer.federation.antientropy.model import (
     ReplicaSpec,
     namespace_of,
 )
-from remembrancer.federation.antientropy.source import Source, tiles_reader
+from remembrancer.federation.antientropy.source import (
+    Source,
+    consistency_nodes,
+    fetch_nodes,
+    root_nodes,
+)
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.log.tiles import TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
@@ -369,12 +374,9 @@ class ReplicaEngine:
         cp = signed.checkpoint
         if head.size == 0:
             return  # the empty tree is a prefix of every tree
-        loop = asyncio.get_running_loop()
-
-        def prove() -> list[bytes]:
-            return consistency_proof(head.size, cp.size, tiles_reader(source, cp.size, loop))
-
-        proof = await asyncio.to_thread(prove)
+        # Fetch first, compute after: the proof's tiles, then the proof (no I/O).
+        tree = await fetch_nodes(source, cp.size, consistency_nodes(head.size, cp.size))
+        proof = await asyncio.to_thread(consistency_proof, head.size, cp.size, tree)
         try:
             verify_consistency(head.size, cp.size, head.root, cp.root_hash, proof)
         except VerificationError:
@@ -387,15 +389,17 @@ class ReplicaEngine:
         conclusive, report it and raise InconsistencyError ``replica_equivocation``;
         otherwise the source served tiles that do not match the signed root:
         VerificationError ``replica_inconsistent``."""
-        loop = asyncio.get_running_loop()
-        sizes = sorted((_note_size(held), _note_size(offered)))
-
-        def build() -> EquivocationEvidence:
-            tree = tiles_reader(source, sizes[1], loop) if source is not None else None
-            return EquivocationEvidence.build(vkey, held, offered, tree)
+        small, large = sorted((_note_size(held), _note_size(offered)))
+        tree: TileNodeReader | None = None
+        if source is not None and small != large:
+            # Fetch first (the larger tree's tiles the evidence reads), compute after.
+            ids = root_nodes(large) + root_nodes(small) + consistency_nodes(small, large)
+            tree = await fetch_nodes(source, large, ids)
 
         try:
-            evidence = await asyncio.to_thread(build)
+            evidence = await asyncio.to_thread(
+                EquivocationEvidence.build, vkey, held, offered, tree
+            )
         except RemembrancerError as e:
             raise VerificationError(
                 f"the tiles served for {spec.origin} do not match its signed checkpoints"
@@ -422,14 +426,16 @@ class ReplicaEngine:
         cp = signed.checkpoint
         key = MIRROR_PREFIX + spec.origin
         size = cp.size
-        loop = asyncio.get_running_loop()
         writer = await asyncio.to_thread(self._writer, key, start)
         while start < size:
             end, entries = await self._fetch_chunk(source, start, size)
-            commit = asyncio.ensure_future(asyncio.to_thread(
-                self._store_chunk, key, writer, start, end, entries, size, cp.root_hash, note,
-                source, loop))  # fmt: skip
             try:
+                # Fetch first: the tiles of the proof from this chunk's end to the
+                # signed size; verify after, in a worker thread, without I/O.
+                proof_tree = await fetch_nodes(source, size, consistency_nodes(end, size))
+                commit = asyncio.ensure_future(asyncio.to_thread(
+                    self._store_chunk, key, writer, start, end, entries, size, cp.root_hash, note,
+                    proof_tree))  # fmt: skip
                 try:
                     writer = await asyncio.shield(commit)
                 except asyncio.CancelledError:
@@ -454,10 +460,11 @@ class ReplicaEngine:
 
     def _store_chunk(self, key: str, base: TileWriter, begin: int, end: int,
                      entries: list[bytes], size: int, signed_root: bytes, note: bytes,
-                     source: Source, loop: asyncio.AbstractEventLoop) -> TileWriter:  # fmt: skip
+                     tree: TileNodeReader) -> TileWriter:  # fmt: skip
         """Verify entries ``[begin, end)`` against the signed root (the root itself
         for the last chunk, else a consistency proof from the source's hash
-        tiles) and commit them; the writer extended by them (worker thread)."""
+        tiles, fetched before into ``tree``) and commit them; the writer
+        extended by them (worker thread, no I/O but the store)."""
         trial = base.copy()
         leaves = bundle_leaf_hashes(entries)
         hashes = [leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE)]
@@ -470,7 +477,7 @@ class ReplicaEngine:
                     code="replica_inconsistent",
                 )
         else:
-            proof = consistency_proof(end, size, tiles_reader(source, size, loop))
+            proof = consistency_proof(end, size, tree)
             verify_consistency(end, size, root, signed_root, proof)
         batch = AppendBatch(key, begin, [EntryRow(e) for e in entries], tiles,
                             LogState(key, end, root, note), int(self.clock()))  # fmt: skip

@@ -4,20 +4,33 @@
 reads a tlog-tiles prefix over HTTP (a log, or a peer's mirror) with a size
 cap on every answer and at most :data:`FETCH_CONCURRENCY` requests in flight.
 Everything a source serves is verified by the engine before it is kept.
+
+Fetch first, compute after: :func:`fetch_nodes` fetches every tile a proof
+or root computation will read, in one batch, and hands back a reader that
+does no I/O, so the computation is pure (and may run on a worker thread, or
+inside the simulation's virtual time, without waiting on the network).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, Protocol
 
 import httpx
 
 from remembrancer.core.errors import PeerError
-from remembrancer.core.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, Tile, TileNodeReader
+from remembrancer.core.rfc6962 import NodeId, consistency_proof_nodes, range_nodes
+from remembrancer.core.tiles import (
+    MAX_ENTRY_SIZE,
+    TILE_WIDTH,
+    Tile,
+    TileNodeReader,
+    node_tiles,
+    prefetched_reader,
+)
 
-__all__ = ["HttpSource", "Source"]
+__all__ = ["HttpSource", "Source", "consistency_nodes", "fetch_nodes", "root_nodes"]
 
 
 FETCH_CONCURRENCY: Final = 16  # HTTP requests in flight per source
@@ -123,18 +136,25 @@ class HttpSource:
         ))  # fmt: skip
 
 
-def tiles_reader(source: Source, size: int, loop: asyncio.AbstractEventLoop) -> TileNodeReader:
-    """A node reader (for a worker thread) over the source's tiles of ``size``;
-    each batch of tiles is fetched concurrently on ``loop``."""
+def consistency_nodes(size1: int, size2: int) -> list[NodeId]:
+    """The nodes the consistency proof ``size1 -> size2`` reads (none from 0)."""
+    if size1 == 0:
+        return []
+    return [node for slot in consistency_proof_nodes(size1, size2) for node in slot]
 
-    def fetch(tiles: Sequence[Tile]) -> list[bytes]:
-        future = asyncio.run_coroutine_threadsafe(source.tiles(tiles), loop)
-        wait = getattr(source, "deadline", FETCH_TIMEOUT)
-        try:
-            return future.result(timeout=wait * max(1, -(-len(tiles) // FETCH_CONCURRENCY)) + 5)
-        except TimeoutError as e:
-            future.cancel()
-            raise PeerError(f"{source.name}: tiles not served in time",
-                            code="replica_fetch_timeout", details={"source": source.name}) from e  # fmt: skip
 
-    return TileNodeReader(fetch, size)
+def root_nodes(size: int) -> list[NodeId]:
+    """The nodes the root of the tree of ``size`` is folded from."""
+    return range_nodes(0, size)
+
+
+async def fetch_nodes(source: Source, size: int, ids: Iterable[NodeId]) -> TileNodeReader:
+    """Fetch every tile of the source's tree of ``size`` that holds a node of
+    ``ids`` (one concurrent batch), and return a reader over them that does no
+    I/O.  Raises the source's PeerError when a tile cannot be fetched."""
+    tiles = node_tiles(ids, size)
+    blobs = await source.tiles(tiles) if tiles else []
+    if len(blobs) != len(tiles):
+        raise PeerError(f"{source.name}: asked for {len(tiles)} tiles, got {len(blobs)}",
+                        code="replica_fetch_failed")  # fmt: skip
+    return prefetched_reader(size, dict(zip(tiles, blobs, strict=True)))

@@ -54,6 +54,7 @@ from remembrancer.federation.registry.model import ROLES, Peer, Registry
 from remembrancer.federation.service import FederationService
 from remembrancer.federation.transport import FederationClient
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
+from remembrancer.node.statuses import federation_answer
 from remembrancer.storage.base import LogState
 from remembrancer.storage.memory import MemoryStore
 from remembrancer.testing.simulation.clock import run_virtual
@@ -202,11 +203,10 @@ class SimNode:
         path = request.url.path
         try:
             if request.method == "POST" and path == "/federation/v1/messages":
-                reply = await self.service.handle(body, request.headers.get("content-type"))
-                code = None
-                if reply.status >= 400:
-                    code = json.loads(reply.body)["error"]["code"]
-                return Served(reply.status, reply.headers.get("Content-Type", ""), reply.body, code)
+                received = await self.service.handle(body, request.headers.get("content-type"))
+                status, headers, reply = federation_answer(received)
+                code = received.error.code if received.error is not None else None
+                return Served(status, headers.get("Content-Type", ""), reply, code)
             if request.method == "POST" and path == "/witness/add-checkpoint":
                 return self.witness.add_checkpoint(body)
             if request.method == "GET" and path == f"/logs/{self.namespace}/checkpoint":

@@ -30,7 +30,6 @@ from remembrancer.core.rfc6962 import (
     verify_consistency,
 )
 from remembrancer.core.witness import (
-    WITNESS_STATUS,
     AddCheckpointRequest,
     CosignedState,
     WitnessRefusal,
@@ -38,6 +37,7 @@ from remembrancer.core.witness import (
     checkpoint_origin,
 )
 from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.node.statuses import WITNESS_STATUS
 from remembrancer.storage.base import LogState
 from remembrancer.testing.simulation.network import Served
 

@@ -610,6 +610,8 @@ def test_a_source_that_drips_its_answer_is_cut_off_at_the_deadline() -> None:
     code, took = run(scenario())
     assert code == "replica_fetch_timeout"
     assert took < 5.0  # the per-read timeout (5 s) never fired: the deadline did
+
+
 # --- fetch first, compute after ------------------------------------------------------
 
 

@@ -566,6 +566,14 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         return _federation().registry_document()  # type: ignore[no-any-return]
 
     @app.get(
+        "/v1/federation/registry/changes",
+        responses=_errors(404),
+        summary="The applied registry changes, signed, for a peer that catches up",
+    )
+    async def federation_registry_changes() -> dict[str, Any]:
+        return await _in_thread(_federation().changes.changes_document)
+
+    @app.get(
         "/v1/federation/proposals",
         responses=_errors(404),
         summary="Pending and applied registry changes",

@@ -181,7 +181,7 @@ def wire_federation(nodes: list[NodeProcess], *, quorum: int, federation_id: str
     ``min_regions`` (``receipts.min_regions``) the geo-redundant receipt policy."""
     from remembrancer.node.keyfile import read_key_file
 
-    peers = []
+    peers: list[dict[str, Any]] = []
     for n in nodes:
         doc = yaml.safe_load(n.config.read_text())
         key = read_key_file(n.directory / doc["node_key"])

@@ -708,6 +708,7 @@ class CollaborativeAnchoring:
             targets[t] = {
                 "coordinator": self.coordinator(t, epoch),
                 "next_coordinator": self.coordinator(t, epoch + 1),
+                "rotation": list(self._rotation(t, epoch)),
                 "collecting": {str(e): [{"member": m.sender, "origin": m.origin, "size": m.size}
                                         for m in bucket.values()]
                                for (tt, e), bucket in sorted(self._collect.items()) if tt == t},

@@ -72,12 +72,8 @@ def _wait(
 def _why(nodes: list[NodeProcess]) -> str:
     """The log lines that explain a missed or fallback epoch."""
     keys = ("no acceptable aggregate", "did not take", "anchored alone", "registry change", "refus")
-    out = "\n".join(f"{n.url}: {line}" for n in nodes for line in n.log_tail(400_000).splitlines()
+    return "\n".join(f"{n.url}: {line}" for n in nodes for line in n.log_tail(400_000).splitlines()
                      if any(k in line for k in keys))[-6000:]  # fmt: skip
-    if "H17_WHY" in os.environ:
-        for n in nodes:
-            Path(f"{os.environ['H17_WHY']}.{n.port}").write_text(n.log_tail(2_000_000))
-    return out
 
 
 def _key(n: NodeProcess) -> SigningKey:

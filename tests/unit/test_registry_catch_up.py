@@ -200,3 +200,50 @@ def test_heartbeat_registry_digest_and_rails_round_trip_and_are_checked() -> Non
                 {"logs": [], "rails": {f"rfc3161:t{i}": 1 for i in range(65)}}):  # fmt: skip
         with pytest.raises(FormatError):
             HeartbeatContent.from_json(bad)
+
+
+def test_a_pull_is_bounded_in_size_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from remembrancer.federation import changes as changes_module
+
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/big"):
+                self.send_response(200)
+                self.end_headers()
+                for _ in range(9):
+                    self.wfile.write(b" " * (1 << 20))
+            elif self.path.startswith("/slow"):
+                self.send_response(200)
+                self.end_headers()
+                while not release.wait(0.05):  # a byte at a time, forever
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+            else:
+                self.send_response(404)
+                self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(changes_module, "PULL_TIMEOUT", 1.0)
+    away = node(registry(), KEYS[2])
+    try:
+        assert asyncio.run(away.pull("p", base + "/big"))["refused"] == "registry_changes_too_large"
+        assert (
+            asyncio.run(away.pull("p", base + "/none"))["refused"] == "registry_changes_unavailable"
+        )
+        out = asyncio.run(away.pull("p", base + "/slow"))
+        assert out["refused"] == "registry_changes_unavailable" and "Timeout" in out["reason"]
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    assert away.state.registry == registry()

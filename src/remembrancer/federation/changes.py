@@ -345,10 +345,11 @@ class RegistryChanges:
 
     async def pull(self, did: str, endpoint: str) -> dict[str, Any]:
         """Fetch ``endpoint``'s change history (bounded: :data:`MAX_CHANGES_BYTES`,
-        :data:`PULL_TIMEOUT` seconds) and fold it with :meth:`catch_up`."""
+        :data:`PULL_TIMEOUT` seconds for the whole pull) and fold it with :meth:`catch_up`."""
         url = f"{endpoint.rstrip('/')}/v1/federation/registry/changes"
         try:
             async with (
+                asyncio.timeout(PULL_TIMEOUT),  # the whole pull, however slowly it trickles
                 httpx.AsyncClient(timeout=PULL_TIMEOUT) as client,
                 client.stream("GET", url) as r,
             ):
@@ -361,7 +362,7 @@ class RegistryChanges:
                     if len(body) > MAX_CHANGES_BYTES:
                         return self._note(did, 0, "registry_changes_too_large",
                                           f"{url} sent more than {MAX_CHANGES_BYTES} bytes")  # fmt: skip
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, TimeoutError) as e:
             return self._note(did, 0, "registry_changes_unavailable", f"{url}: {type(e).__name__}")
         try:
             doc = json.loads(bytes(body))

@@ -302,10 +302,7 @@ class CollaborativeAnchoring:
         joined through a registry change enters only from the epoch its
         heartbeats announced its rail for ``target`` ready
         (:meth:`~remembrancer.federation.peers.PeerDirectory.coordinates`)."""
-        coordinates = getattr(self.peers, "coordinates", None)
-        if coordinates is None:
-            return self._candidates()
-        return tuple(c for c in self._candidates() if coordinates(c, target, epoch))
+        return tuple(c for c in self._candidates() if self.peers.coordinates(c, target, epoch))
 
     def coordinator(self, target: str, epoch: int) -> str | None:
         """The coordinator of ``target`` in ``epoch`` under the registry in force."""

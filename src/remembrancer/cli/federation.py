@@ -65,17 +65,29 @@ def propagate(namespace: str, url: str, token: str | None, token_file: str | Non
 
 @federation.command("verify")
 @click.argument("receipt_file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--registry", "registry_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The federation.yaml whose peers' keys and quorum to trust.")  # fmt: skip
+@click.option(
+    "--registry",
+    "registry_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The federation.yaml whose peers' keys, regions, quorum and receipt policy to trust.",
+)
+@click.option("--min-regions", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="Require at least this many distinct signer regions (the registry's "
+                   "receipts.min_regions applies when it is higher).")  # fmt: skip
 @errors_as_one_line
-def verify(receipt_file: str, registry_file: str) -> None:
+def verify(receipt_file: str, registry_file: str, min_regions: int) -> None:
     """Verify a federation receipt offline: a quorum of distinct active peers
-    countersigned it, and its anchor covers its checkpoint (the anchored root
-    is the checkpoint's digest, or an aggregation path leads there)."""
-    verify_federation_receipt_file(receipt_file, registry_file)
+    countersigned it, those signers span the required number of distinct
+    regions (as the registry lists them), and its anchor covers its
+    checkpoint (the anchored root is the checkpoint's digest, or an
+    aggregation path leads there).  Prints the signers and their regions."""
+    verify_federation_receipt_file(receipt_file, registry_file, min_regions)
 
 
-def verify_federation_receipt_file(receipt_file: str, registry_file: str) -> None:
+def verify_federation_receipt_file(
+    receipt_file: str, registry_file: str, min_regions: int = 0
+) -> None:
     """Shared by ``federation verify`` and ``remembrancer verify --registry``."""
     from remembrancer.federation.receipts import FederationReceipt, verify_federation_receipt
     from remembrancer.federation.registry.parse import load_federation_file
@@ -87,9 +99,15 @@ def verify_federation_receipt_file(receipt_file: str, registry_file: str) -> Non
                           f"{registry.federation_id}", code="federation_mismatch")  # fmt: skip
     peers = {p.did: p.pubkey for p in registry.peers}
     active = [p.did for p in registry.peers if p.status == "active"]
-    report = verify_federation_receipt(receipt, peers, registry.quorum, active=active)
+    min_regions = max(registry.receipt_regions, min_regions)
+    report = verify_federation_receipt(receipt, peers, registry.quorum, active=active,
+                                       regions=registry.regions(), min_regions=min_regions)  # fmt: skip
+    spanned = ", ".join(report.regions) or "none declared"
     click.echo(f"OK: {receipt.namespace} anchor {receipt.anchor.target} {receipt.anchor.tx_ref} countersigned by "
                f"{len(report.signers)} of quorum {report.quorum}: {', '.join(report.signers)}")  # fmt: skip
+    click.echo(f"regions: {len(report.regions)} of {report.min_regions} required: {spanned}")
+    for did in report.signers:
+        click.echo(f"  {did}: {registry.regions().get(did) or '(no region)'}")
 
 
 def _propose(

@@ -172,19 +172,23 @@ def wire_witnessing(
 def wire_federation(nodes: list[NodeProcess], *, quorum: int, federation_id: str = "test-federation",
                     heartbeat_seconds: float = 0.5, extra_peers: list[dict[str, Any]] | None = None,
                     anchor_strategy: str = "independent", epoch_seconds: int | None = None,
-                    roles: list[str] | None = None) -> None:  # fmt: skip
+                    roles: list[str] | None = None, regions: list[str | None] | None = None,
+                    min_regions: int = 0) -> None:  # fmt: skip
     """Write one federation.yaml listing every node (did:key DIDs, ``roles``,
     default all five) into each node's directory and point node.yaml at it.
     ``anchor_strategy`` and ``epoch_seconds`` (``anchor_propagation.epoch_seconds``)
-    set the collaborative-anchoring mode."""
+    set the collaborative-anchoring mode; ``regions`` (one per node) and
+    ``min_regions`` (``receipts.min_regions``) the geo-redundant receipt policy."""
     from remembrancer.node.keyfile import read_key_file
 
-    peers = []
+    peers: list[dict[str, Any]] = []
     for n in nodes:
         doc = yaml.safe_load(n.config.read_text())
         key = read_key_file(n.directory / doc["node_key"])
         peers.append({"did": key.did, "endpoint": n.peer_url, "pubkey": key.did, "status": "active",
                       "roles": roles or ["witness", "anchor", "countersign", "relay", "coordinator"]})  # fmt: skip
+        if regions is not None and regions[len(peers) - 1] is not None:
+            peers[-1]["region"] = regions[len(peers) - 1]
     peers += list(extra_peers or [])
     registry = {
         "federation_id": federation_id,
@@ -194,6 +198,8 @@ def wire_federation(nodes: list[NodeProcess], *, quorum: int, federation_id: str
     }
     if epoch_seconds is not None:
         registry["anchor_propagation"] = {"epoch_seconds": epoch_seconds}
+    if min_regions:
+        registry["receipts"] = {"min_regions": min_regions}
     for n in nodes:
         (n.directory / "federation.yaml").write_text(yaml.safe_dump(registry))
         n.edit_config(

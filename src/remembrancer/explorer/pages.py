@@ -568,10 +568,14 @@ def record(v: Mapping[str, Any]) -> Html:
     frows = []
     for r in v["federation_receipts"]:
         a = r.get("anchor") or {}
+        regions = r.get("regions") if isinstance(r.get("regions"), dict) else {}
+        signed = [str(x) for x in regions.get("signed") or []]
         frows.append([code(a.get("target")), code(a.get("tx_hash") or "—", 24), badge("final" if r.get("quorum_met") else "pending"),
-                      len(r.get("signatures") or []), when(r.get("finalized_at"), now)])  # fmt: skip
+                      len(r.get("signatures") or []),
+                      h("{} (of {} required)", ", ".join(signed) or "—", regions.get("min_regions", 0)),
+                      when(r.get("finalized_at"), now)])  # fmt: skip
     parts.append(section("Federation receipts", table("Federation receipts covering this record",
-                         ["Target", "Transaction", "Quorum", "Countersignatures", "Final since"], frows,
+                         ["Target", "Transaction", "Quorum", "Countersignatures", "Regions", "Final since"], frows,
                          empty="No federation receipt covers this record yet."), region="receipts"))  # fmt: skip
     parts.append(section("Tree", tree_section(v["tree"], index, v["leafHash"]), id="tree"))
     return cat(parts)

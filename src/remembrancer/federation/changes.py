@@ -10,6 +10,16 @@ quorum the new registry is installed in the
 takes precedence over ``federation.yaml`` at the next start).  An operator
 approves with :meth:`RegistryChanges.approve`, which signs the proposal with
 the node key and forwards it to every peer (old and new registry).
+
+Catch-up.  Each applied record is kept with the approvals it gathered (the
+last :data:`MAX_KEPT_CHANGES`) and served at ``GET
+/v1/federation/registry/changes``.  Heartbeats carry the sender's registry
+digest; a node that hears another one (it was down while the registry
+changed) pulls that peer's history and applies each change only if it
+carries the approvals of a quorum of the registry in force here at that
+step (:meth:`RegistryChanges.catch_up`): a forged or unsigned history is
+refused (``registry_change_unapproved``, ``proposal_signature_invalid``,
+``registry_change_digest_mismatch``) and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -42,6 +53,11 @@ __all__ = ["REGISTRY_KEY", "REGISTRY_SCOPE", "RegistryChanges", "load_registry_s
 log = logging.getLogger("remembrancer.federation")
 REGISTRY_SCOPE: Final = "federation-registry"
 REGISTRY_KEY: Final = "state"
+MAX_KEPT_CHANGES: Final = 256  # applied change records kept (and served) for catch-up
+MAX_CATCH_UP_LOG: Final = 50  # catch-up outcomes shown in GET /v1/federation/proposals
+MAX_CHANGES_BYTES: Final = 8 << 20  # a peer's change history, at most
+PULL_TIMEOUT: Final = 10.0  # seconds for one pull
+PULL_INTERVAL: Final = 2.0  # seconds between pulls from one peer
 
 
 class RegistryChanges:
@@ -65,6 +81,19 @@ class RegistryChanges:
         self.clock = clock
         self.schemas = bundled_schemas()
         self._lock = asyncio.Lock()
+        # The applied records with the approvals they gathered, oldest first: the
+        # signed change history peers pull (GET /v1/federation/registry/changes).
+        self._applied_records: dict[str, str] = _stored_applied_records(store)
+        self._pulling: set[str] = set()
+        self._pulled_at: dict[str, float] = {}
+        self.catch_ups: deque[dict[str, Any]] = deque(maxlen=MAX_CATCH_UP_LOG)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._update_joined()
+
+    def _update_joined(self) -> None:
+        """Tell the peer directory which peers joined through an applied change."""
+        added = {h.peer for h in self.state.history if h.old == "absent" and h.new != "absent"}
+        self.peers.joined = frozenset(d for d in added if self.state.registry.get(d) is not None)
 
     @property
     def proposal_namespace(self) -> str:
@@ -136,6 +165,7 @@ class RegistryChanges:
             state = state.apply(pid, int(self.clock()))
             records = {}
             applied = True
+            self._keep_applied(pid, merged)
         self.state = state
         self._records = records
         self._save()
@@ -143,9 +173,15 @@ class RegistryChanges:
             self._install(state.applied[-1])
         return self._proposal_view(pid)
 
+    def _keep_applied(self, pid: str, record: Record) -> None:
+        self._applied_records[pid] = record.leaf.decode("utf-8")
+        while len(self._applied_records) > MAX_KEPT_CHANGES:
+            del self._applied_records[next(iter(self._applied_records))]
+
     def _install(self, change: AppliedChange) -> None:
         """Make the newly applied registry the one in force."""
         self.peers.registry = self.state.registry
+        self._update_joined()
         now = int(self.clock())
         for h in self.state.history:
             if h.evidence_ref != change.event_hash:
@@ -168,7 +204,9 @@ class RegistryChanges:
             # When each pending proposal was received here (expiry counts from it).
             "received": {pid: p.received_at for pid, p in sorted(state.pending.items())},
             "dropped": list(state.dropped),
-        }
+            "applied_records": [{"proposal_id": k, "record": v}
+                                for k, v in self._applied_records.items()],
+        }  # fmt: skip
         self.store.put_state(REGISTRY_SCOPE, REGISTRY_KEY, json.dumps(doc).encode())
 
     def _proposal_view(self, pid: str) -> dict[str, Any]:
@@ -266,6 +304,147 @@ class RegistryChanges:
             log.warning("%s refused a registry proposal: %s %s", url, r.status_code, r.text[:300])
         return str(r.status_code)
 
+    # --- catching up (a node that was down while the registry changed) ----------------
+    def changes_document(self) -> dict[str, Any]:
+        """``GET /v1/federation/registry/changes``: the applied changes this node
+        keeps (at most :data:`MAX_KEPT_CHANGES`, oldest first), each as the
+        signed record with every approval it gathered and the digest of the
+        registry it produced.  Evidence a peer checks, never trusts."""
+        state = self.state
+        out = []
+        for a in state.applied:
+            leaf = self._applied_records.get(a.proposal_id)
+            if leaf is not None:
+                out.append({"proposal_id": a.proposal_id, "event_hash": a.event_hash,
+                            "registry_digest": a.registry_digest, "record": leaf})  # fmt: skip
+        return {"federation_id": state.registry.federation_id,
+                "registry_digest": state.registry.digest(), "changes": out}  # fmt: skip
+
+    def catch_up_from(self, peer_did: str) -> None:
+        """A registry peer announced another registry than ours: pull its change
+        history in the background (one pull per peer at a time, at most one
+        every :data:`PULL_INTERVAL` seconds per peer)."""
+        peer = self.peers.registry.get(peer_did)
+        if peer is None or peer.did in self._pulling or peer.did == self.peers.self_did:
+            return
+        if self.clock() - self._pulled_at.get(peer.did, -PULL_INTERVAL) < PULL_INTERVAL:
+            return
+        self._pulling.add(peer.did)
+        self._pulled_at[peer.did] = self.clock()
+        task = asyncio.get_running_loop().create_task(self._pull_task(peer.did, peer.endpoint))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pull_task(self, did: str, endpoint: str) -> None:
+        try:
+            await self.pull(did, endpoint)
+        except Exception:
+            log.exception("registry catch-up from %s failed", did)
+        finally:
+            self._pulling.discard(did)
+
+    async def pull(self, did: str, endpoint: str) -> dict[str, Any]:
+        """Fetch ``endpoint``'s change history (bounded: :data:`MAX_CHANGES_BYTES`,
+        :data:`PULL_TIMEOUT` seconds for the whole pull) and fold it with :meth:`catch_up`."""
+        url = f"{endpoint.rstrip('/')}/v1/federation/registry/changes"
+        try:
+            async with (
+                asyncio.timeout(PULL_TIMEOUT),  # the whole pull, however slowly it trickles
+                httpx.AsyncClient(timeout=PULL_TIMEOUT) as client,
+                client.stream("GET", url) as r,
+            ):
+                if r.status_code != 200:
+                    return self._note(did, 0, "registry_changes_unavailable",
+                                      f"{url} answered {r.status_code}")  # fmt: skip
+                body = bytearray()
+                async for chunk in r.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_CHANGES_BYTES:
+                        return self._note(did, 0, "registry_changes_too_large",
+                                          f"{url} sent more than {MAX_CHANGES_BYTES} bytes")  # fmt: skip
+        except (httpx.HTTPError, TimeoutError) as e:
+            return self._note(did, 0, "registry_changes_unavailable", f"{url}: {type(e).__name__}")
+        try:
+            doc = json.loads(bytes(body))
+        except ValueError:
+            return self._note(did, 0, "registry_changes_malformed", "not JSON")
+        return await self.catch_up(did, doc)
+
+    def _note(self, source: str, applied: int, code: str | None, why: str = "") -> dict[str, Any]:
+        entry = {"at": int(self.clock()), "source": source, "applied": applied, "refused": code,
+                 "reason": why[:300], "registry_digest": self.state.registry.digest()}  # fmt: skip
+        self.catch_ups.append(entry)
+        if code is not None:
+            log.warning("registry catch-up from %s: %s (%s)", source, code, why[:300])
+        elif applied:
+            log.warning("registry catch-up from %s: %d changes applied", source, applied)
+        return entry
+
+    async def catch_up(self, source: str, doc: Any) -> dict[str, Any]:
+        """Fold a peer's change history: after the change that produced our
+        registry (or from the first, when none did), each change must be
+        approved by a quorum of the registry in force here at that step
+        (:meth:`RegistryState.apply_signed`) and produce the digest it states.
+        The first change that fails stops the fold (what came before it stays
+        applied); the outcome is kept in :attr:`catch_ups`."""
+        async with self._lock:
+            return await asyncio.to_thread(self._catch_up, source, doc)
+
+    def _catch_up(self, source: str, doc: Any) -> dict[str, Any]:
+        changes = doc.get("changes") if isinstance(doc, dict) else None
+        if not isinstance(changes, list) or len(changes) > MAX_KEPT_CHANGES or any(
+            not isinstance(c, dict) or not isinstance(c.get("record"), str)
+            or not isinstance(c.get("registry_digest"), str) for c in changes
+        ):  # fmt: skip
+            return self._note(source, 0, "registry_changes_malformed", "no list of changes")
+        if doc.get("federation_id") != self.state.registry.federation_id:
+            return self._note(
+                source, 0, "federation_id_mismatch", str(doc.get("federation_id"))[:80]
+            )
+        ours = self.state.registry.digest()
+        start = max(
+            (i + 1 for i, c in enumerate(changes) if c["registry_digest"] == ours), default=0
+        )
+        state, kept, applied = self.state, dict(self._applied_records), 0
+        refused: RemembrancerError | None = None
+        for c in changes[start:]:
+            try:
+                record = self._check_record(c["record"].encode("utf-8"))
+                done = next((a for a in state.applied if a.proposal_id == record.event_id), None)
+                if done is not None and done.event_hash == record.event_hash_hex:
+                    continue
+                nxt = state.expire(int(self.clock())).apply_signed(record, int(self.clock()))
+                if nxt.registry.digest() != c["registry_digest"]:
+                    raise VerificationError(
+                        f"change {record.event_id} produces {nxt.registry.digest()}, not the"
+                        f" {c['registry_digest'][:80]} it states",
+                        code="registry_change_digest_mismatch",
+                    )
+            except RemembrancerError as e:
+                refused = e
+                break
+            except (ValueError, TypeError, UnicodeError) as e:
+                refused = VerificationError(
+                    f"unreadable change: {e}", code="registry_change_malformed"
+                )
+                break
+            state = nxt
+            kept[record.event_id] = c["record"]
+            applied += 1
+        if applied:
+            installed = state.applied[-applied:]
+            self.state = state
+            self._records = {}
+            self._applied_records = kept
+            while len(self._applied_records) > MAX_KEPT_CHANGES:
+                del self._applied_records[next(iter(self._applied_records))]
+            self._save()
+            for change in installed:
+                self._install(change)
+        if refused is not None:
+            return self._note(source, applied, refused.code, refused.message)
+        return self._note(source, applied, None)
+
     def proposals(self) -> dict[str, Any]:
         state = self.state
         now = int(self.clock())
@@ -277,7 +456,17 @@ class RegistryChanges:
             "pending": [self._proposal_view(pid) for pid in live],
             "applied": [a.to_dict() for a in state.applied],
             "history": [h.to_dict() for h in state.history],
+            "catch_up": list(self.catch_ups),
         }
+
+
+def _stored_applied_records(store: Store) -> dict[str, str]:
+    raw = store.get_state(REGISTRY_SCOPE, REGISTRY_KEY)
+    try:
+        rows = json.loads(raw).get("applied_records", []) if raw else []
+        return {str(r["proposal_id"]): str(r["record"]) for r in rows[-MAX_KEPT_CHANGES:]}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
 def _merge_signatures(stored: Record, incoming: Record, registry: Registry) -> Record:

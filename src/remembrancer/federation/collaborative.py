@@ -326,10 +326,17 @@ class CollaborativeAnchoring:
     def _candidates(self) -> tuple[str, ...]:
         return coordinator_candidates(self.peers.registry.peers)
 
+    def _rotation(self, target: str, epoch: int) -> tuple[str, ...]:
+        """The candidates that coordinate ``target`` in ``epoch``: a peer that
+        joined through a registry change enters only from the epoch its
+        heartbeats announced its rail for ``target`` ready
+        (:meth:`~remembrancer.federation.peers.PeerDirectory.coordinates`)."""
+        return tuple(c for c in self._candidates() if self.peers.coordinates(c, target, epoch))
+
     def coordinator(self, target: str, epoch: int) -> str | None:
         """The coordinator of ``target`` in ``epoch`` under the registry in force."""
         return choose_coordinator(
-            self.peers.registry.federation_id, target, epoch, self._candidates()
+            self.peers.registry.federation_id, target, epoch, self._rotation(target, epoch)
         )
 
     def _peer(self, did: str) -> Peer | None:
@@ -740,6 +747,7 @@ class CollaborativeAnchoring:
             targets[t] = {
                 "coordinator": self.coordinator(t, epoch),
                 "next_coordinator": self.coordinator(t, epoch + 1),
+                "rotation": list(self._rotation(t, epoch)),
                 "collecting": {str(e): [{"member": m.sender, "origin": m.origin, "size": m.size}
                                         for m in bucket.values()]
                                for (tt, e), bucket in sorted(self._collect.items()) if tt == t},

@@ -7,8 +7,8 @@ with the log's key (from its witness configuration) and the anchor's
 evidence with its own rails, trust settings and required depth
 (:func:`judge_claim`: never the claim's ``status`` or ``finality``), then
 answers with a ``countersign`` message.  At ``quorum`` distinct active peers
-the receipt is final; it is stored and sent to every peer in a ``receipt``
-message, and it verifies offline with ``remembrancer federation verify``.
+that span the registry's ``receipts.min_regions`` regions the receipt is
+final; it is stored and sent to every peer in a ``receipt`` message, and it verifies offline with ``remembrancer federation verify``.
 
 A claim this node finds false is never countersigned and is proven
 misbehaviour (:class:`~remembrancer.federation.misbehaviour.Misbehaviour`).
@@ -49,6 +49,7 @@ from remembrancer.federation.receipts import (
     Countersignature,
     FederationReceipt,
     Role,
+    signer_regions,
     verified_countersignatures,
     verify_countersignature,
     verify_federation_receipt,
@@ -227,15 +228,18 @@ class Countersigning:
             self.metrics.countersigned(sender, time.perf_counter() - proposal.started)
         effective = self.peers.effective()
         peers = {p.did: p.pubkey for p in effective}
+        registry = self.peers.registry
         try:
             verify_federation_receipt(
                 receipt,
                 peers,
-                self.peers.registry.quorum,
+                registry.quorum,
                 active=[p.did for p in effective if p.status == "active"],
+                regions=registry.regions(),
+                min_regions=registry.receipt_regions,
             )
         except RemembrancerError as e:
-            if e.code == "receipt_quorum_not_met":
+            if e.code in ("receipt_quorum_not_met", "receipt_regions_not_met"):
                 proposal.receipt = receipt
             return
         proposal.receipt = replace(receipt, finalized_at=int(self.clock()))
@@ -261,7 +265,22 @@ class Countersigning:
         registry = self.peers.registry
         peers = registry.peers
         verify_federation_receipt(receipt, {p.did: p.pubkey for p in peers}, registry.quorum,
-                                  active=[p.did for p in peers if p.status == "active"])  # fmt: skip
+                                  active=[p.did for p in peers if p.status == "active"],
+                                  regions=registry.regions(),
+                                  min_regions=registry.receipt_regions)  # fmt: skip
+
+    def receipt_doc(self, receipt: FederationReceipt) -> dict[str, Any]:
+        """A final receipt as stored and served: the wire form plus a ``regions``
+        summary (the distinct registry regions of its countersigners and the
+        policy's ``min_regions``), which the explorer shows.  The summary is
+        this node's reading of its registry, never evidence: a verifier
+        recomputes it from its own registry (``federation verify``)."""
+        registry = self.peers.registry
+        out = receipt.to_dict(quorum=registry.quorum)
+        signers = [s.node for s in receipt.signatures]
+        out["regions"] = {"signed": list(signer_regions(signers, registry.regions())),
+                          "min_regions": registry.receipt_regions}  # fmt: skip
+        return out
 
     def registry_keys(self) -> dict[str, PublicKey]:
         """Each registry peer's DID -> key (every status), what countersignatures verify against."""
@@ -300,7 +319,7 @@ class Countersigning:
                 merged, _ = verified_countersignatures(merged, self.registry_keys())
                 if merged == held:
                     return False
-            value = json.dumps(merged.to_dict(quorum=self.peers.registry.quorum)).encode()
+            value = json.dumps(self.receipt_doc(merged)).encode()
             if self.store.put_state(RECEIPT_SCOPE, key, value, expect=raw):
                 return True
         return False
@@ -332,9 +351,13 @@ class Countersigning:
                 await asyncio.wait_for(proposal.done.wait(), timeout)
             except TimeoutError as e:
                 self.metrics.receipt(namespace, "not_final", time.perf_counter() - proposal.started)
+                registry = self.peers.registry
+                spanned = signer_regions([c.node for c in proposal.receipt.signatures],
+                                         registry.regions())  # fmt: skip
                 raise PeerError(
-                    f"{len(proposal.receipt.signatures)} countersignatures, quorum is"
-                    f" {self.peers.registry.quorum}",
+                    f"{len(proposal.receipt.signatures)} countersignatures from"
+                    f" {len(spanned)} regions; quorum is {registry.quorum}, regions"
+                    f" {registry.receipt_regions}",
                     code="quorum_not_reached",
                 ) from e
             final = proposal.receipt
@@ -367,7 +390,7 @@ class Countersigning:
         self.store.put_state(
             RECEIPT_SCOPE,
             key,
-            json.dumps(receipt.to_dict(quorum=self.peers.registry.quorum)).encode(),
+            json.dumps(self.receipt_doc(receipt)).encode(),
             expect=ANY,
         )
 

@@ -27,6 +27,10 @@ __all__ = ["SCORES_SCOPE", "PeerDirectory"]
 log = logging.getLogger("remembrancer.federation")
 SCORES_SCOPE: Final = "federation"
 """Store state scope of the scores (key ``scores``) and of this node's own seq (``own-seq``)."""
+RAILS_READY_KEY: Final = "rails-ready"
+OWN_RAILS_KEY: Final = "own-rails"
+MAX_RAIL_TARGETS: Final = 64  # rail targets kept per peer
+RAILS_LEAD_EPOCHS: Final = 2  # a rail announced ready coordinates from this many epochs on
 
 
 class PeerDirectory:
@@ -56,6 +60,15 @@ class PeerDirectory:
         # Called with the effective peers after every save (the message verifier's table).
         self.on_change: Callable[[tuple[Peer, ...]], None] | None = None
         self._listed = self.effective()
+        # Peers that joined through an applied registry change (set by RegistryChanges):
+        # they coordinate a target only from the epoch their heartbeats announced
+        # their rail for it ready (docs/federation.md, "Joining").
+        self.joined: frozenset[str] = frozenset()
+        raw = store.get_state(SCORES_SCOPE, RAILS_READY_KEY)
+        # peer DID -> {target: first epoch it coordinates}; the first value heard stays.
+        self.rails_ready: dict[str, dict[str, int]] = json.loads(raw) if raw else {}
+        raw = store.get_state(SCORES_SCOPE, OWN_RAILS_KEY)
+        self.own_rails: dict[str, int] = json.loads(raw) if raw else {}
 
     def effective(self) -> tuple[Peer, ...]:
         """Every registry peer with its effective status (registry status and scores)."""
@@ -112,3 +125,47 @@ class PeerDirectory:
         """One invalid message (or refused claim) by ``peer``, saved when its status changes."""
         if self.scores.on_invalid(peer, code, now) is not None:
             await self.save()
+
+    # --- rails readiness (the coordinator rotation) ---------------------------------
+    def announce_rails(self, targets: list[str], epoch: int) -> dict[str, int] | None:
+        """What this node's heartbeats announce: each configured rail target and
+        the first epoch it coordinates it, ``epoch + RAILS_LEAD_EPOCHS`` when the
+        target is first announced (kept in the store, so the same epoch is
+        announced after a restart).  None while this node is not a peer of the
+        registry it holds: a joiner announces only once it knows it joined."""
+        if self.registry.get(self.self_did) is None:
+            return None
+        fresh = [t for t in targets[:MAX_RAIL_TARGETS] if t not in self.own_rails]
+        if fresh:
+            for t in fresh:
+                self.own_rails[t] = epoch + RAILS_LEAD_EPOCHS
+            self.store.put_state(SCORES_SCOPE, OWN_RAILS_KEY, json.dumps(self.own_rails).encode())
+        return {t: e for t, e in self.own_rails.items() if t in targets}
+
+    def note_rails(self, peer: str, rails: dict[str, int]) -> bool:
+        """A registry peer's heartbeat announced ``rails``: keep the first epoch
+        heard per target (a later announcement moves nothing).  Whether anything
+        new was kept (the caller saves with :meth:`save_rails`)."""
+        known = self.registry.get(peer)
+        if known is None:
+            return False
+        held = self.rails_ready.setdefault(known.did, {})
+        new = {t: e for t, e in rails.items() if t not in held}
+        room = MAX_RAIL_TARGETS - len(held)
+        for t, e in list(new.items())[: max(0, room)]:
+            held[t] = e
+        return bool(new) and room > 0
+
+    def save_rails(self) -> None:
+        self.store.put_state(SCORES_SCOPE, RAILS_READY_KEY, json.dumps(self.rails_ready).encode())
+
+    def coordinates(self, did: str, target: str, epoch: int) -> bool:
+        """Whether ``did`` is in the coordinator rotation of ``target`` in ``epoch``:
+        a peer of the bootstrap registry always is; a peer that joined through
+        a registry change only from the epoch it announced for that rail."""
+        if did not in self.joined:
+            return True
+        first = (self.own_rails if did == self.self_did else self.rails_ready.get(did, {})).get(
+            target
+        )
+        return first is not None and first <= epoch

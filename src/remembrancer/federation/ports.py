@@ -93,6 +93,11 @@ class PeerView(Protocol):
         """An observation of ``peer``: ``valid``, ``invalid`` (reason: a code) or ``missed``."""
         ...
 
+    def coordinates(self, did: str, target: str, epoch: int) -> bool:
+        """Whether ``did`` is in the coordinator rotation of ``target`` in ``epoch``
+        (a peer that joined through a registry change: once its rail is announced ready)."""
+        ...
+
 
 class Outbox(Protocol):
     async def deliver(

@@ -25,7 +25,11 @@ receipt without ``signatures``, ``quorum_met`` and ``finalized_at``, with the
 signer's ``node``, ``role`` and ``timestamp`` added under ``"countersigner"``.
 So a signature commits to the checkpoint, the anchor and its evidence, and to
 who signed when.  ``verify_federation_receipt`` checks, offline, that at least
-``quorum`` distinct keys of active registry peers signed, and that the anchor
+``quorum`` distinct keys of active registry peers signed, that they span at
+least ``min_regions`` distinct regions as the registry lists them (a
+signer's region is part of its signed registry entry, never a claim in the
+receipt; a node adds a ``regions`` summary when it stores a final receipt,
+which nothing reads back as evidence), and that the anchor
 covers the evidence checkpoint (:func:`remembrancer.core.anchor.covers`): its
 root is the SHA-256 of the checkpoint body, or, for an aggregated anchor
 (collaborative anchoring), the aggregation path in ``evidence.anchor`` leads
@@ -183,6 +187,14 @@ class FederationReceiptReport:
     signers: tuple[str, ...]
     quorum: int
     root_matches_checkpoint: bool
+    regions: tuple[str, ...] = ()  # the distinct registry regions of the counted signers
+    min_regions: int = 0
+
+
+def signer_regions(signers: Sequence[str], regions: Mapping[str, str | None]) -> tuple[str, ...]:
+    """The distinct regions (sorted) that the registry gives ``signers``; a
+    signer without a region adds none."""
+    return tuple(sorted({r for s in signers if (r := regions.get(s))}))
 
 
 def verify_countersignature(
@@ -230,15 +242,22 @@ def verify_federation_receipt(
     quorum: int,
     *,
     active: Sequence[str] | None = None,
+    regions: Mapping[str, str | None] | None = None,
+    min_regions: int = 0,
 ) -> FederationReceiptReport:
     """Offline: at least ``quorum`` distinct active peers' keys countersigned it,
-    and the anchor covers the evidence checkpoint (its root is the SHA-256 of
-    the checkpoint body, or its aggregation path leads from that digest to
-    the root).
+    those signers span at least ``min_regions`` distinct regions, and the
+    anchor covers the evidence checkpoint (its root is the SHA-256 of the
+    checkpoint body, or its aggregation path leads from that digest to the
+    root).
 
     ``peers`` maps each registry peer's DID to its key; ``active`` (default:
-    all) lists the DIDs whose status is ``active``.  Signatures by unknown or
-    inactive peers, invalid signatures and repeated keys do not count.
+    all) lists the DIDs whose status is ``active``; ``regions`` maps each
+    registry DID to the region the *registry* gives it (never anything the
+    receipt says).  Signatures by unknown or inactive peers, invalid
+    signatures and repeated keys do not count, and a signer without a region
+    counts for the quorum only.  VerificationError ``receipt_quorum_not_met``
+    or ``receipt_regions_not_met`` (the geo-redundancy policy).
     """
     require_covers(receipt.anchor, receipt.checkpoint_digest, code="receipt_root_mismatch")
     allowed = set(active if active is not None else peers)
@@ -257,4 +276,12 @@ def verify_federation_receipt(
             code="receipt_quorum_not_met",
             details={"counted": counted, "quorum": quorum},
         )
-    return FederationReceiptReport(tuple(counted), quorum, True)
+    spanned = signer_regions(counted, regions or {})
+    if len(spanned) < min_regions:
+        raise VerificationError(
+            f"the {len(counted)} valid countersignatures span {len(spanned)} regions"
+            f" ({', '.join(spanned) or 'none'}); the federation requires {min_regions}",
+            code="receipt_regions_not_met",
+            details={"counted": counted, "regions": list(spanned), "min_regions": min_regions},
+        )
+    return FederationReceiptReport(tuple(counted), quorum, True, spanned, min_regions)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from remembrancer.anchoring.base import RailRegistry
+from remembrancer.core.aggregation import EpochClock
 from remembrancer.core.anchor import Anchor
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.histogram import LatencyHistogram
@@ -239,7 +240,13 @@ class FederationService:
                 summaries.append(
                     LogSummary(self.logs.origin(ns), head.size, "sha256:" + head.root_hash.hex())
                 )
-        msg = await asyncio.to_thread(self.outbox.sign, HeartbeatContent(tuple(summaries)))
+        epoch = EpochClock(self.registry.anchor_epoch_seconds).epoch(self.clock())
+        rails = await asyncio.to_thread(
+            self.peers.announce_rails, sorted(self.rails.targets()), epoch
+        )
+        content = HeartbeatContent(tuple(summaries), self.registry.digest(),
+                                   tuple(sorted((rails or {}).items())))  # fmt: skip
+        msg = await asyncio.to_thread(self.outbox.sign, content)
         await self.outbox.beats.broadcast(self._heartbeat_targets(), msg)
 
     def _heartbeat_targets(self) -> list[Peer]:
@@ -288,6 +295,10 @@ class FederationService:
                 }
                 if self.peers.scores.on_heartbeat(sender, now) is not None:
                     await self.peers.save()
+                if content.rails and self.peers.note_rails(sender, dict(content.rails)):
+                    await asyncio.to_thread(self.peers.save_rails)
+                if content.registry is not None and content.registry != self.registry.digest():
+                    self.changes.catch_up_from(sender)
             elif isinstance(content, AnchorContent):
                 asyncio.get_running_loop().create_task(
                     self.countersigning.countersign(sender, content, msg.raw)

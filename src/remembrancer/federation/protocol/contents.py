@@ -33,6 +33,8 @@ from remembrancer.federation.protocol.grammar import (
 from remembrancer.federation.receipts import TYPE as FEDERATION_RECEIPT_TYPE
 from remembrancer.federation.receipts import Countersignature, FederationReceipt
 
+MAX_HEARTBEAT_RAILS: Final = 64
+
 __all__ = [
     "AnchorContent",
     "BundleContent",
@@ -85,18 +87,43 @@ class HeartbeatContent:
 
     TYPE: ClassVar[MessageType] = "heartbeat"
     logs: tuple[LogSummary, ...] = ()
+    # The sender's registry in force (``sha256:<hex>`` digest): a peer that
+    # holds another one pulls the signed change history (registry catch-up).
+    registry: str | None = None
+    # The sender's configured rail targets, each with the first epoch it
+    # coordinates that target (a joiner enters the rotation from there).
+    rails: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_json(cls, value: Any) -> HeartbeatContent:
-        check_object(value, "content", ("logs",))
+        check_object(value, "content", ("logs",), ("registry", "rails"))
         items = check_list(value["logs"], "content.logs")
         logs = tuple(LogSummary.from_json(v, f"content.logs[{i}]") for i, v in enumerate(items))
         if len({s.origin for s in logs}) != len(logs):
             raise malformed("content.logs", "must not list an origin twice")
-        return cls(logs)
+        registry = None
+        if "registry" in value:
+            registry = check_hash(value["registry"], "content.registry")
+        rails: list[tuple[str, int]] = []
+        if "rails" in value:
+            raw = value["rails"]
+            if type(raw) is not dict or len(raw) > MAX_HEARTBEAT_RAILS:
+                raise malformed(
+                    "content.rails", f"must be an object of at most {MAX_HEARTBEAT_RAILS} targets"
+                )
+            for target, epoch in sorted(raw.items()):
+                where = f"content.rails.{str(target)[:64]}"
+                check_match(target, TARGET_RE, where, "a rail target")
+                rails.append((target, check_int(epoch, where)))
+        return cls(logs, registry, tuple(rails))
 
     def to_json(self) -> dict[str, Any]:
-        return {"logs": [s.to_json() for s in self.logs]}
+        out: dict[str, Any] = {"logs": [s.to_json() for s in self.logs]}
+        if self.registry is not None:
+            out["registry"] = self.registry
+        if self.rails:
+            out["rails"] = dict(self.rails)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ and :meth:`Registry.from_record_payload` call it.  Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeAlias, cast
@@ -51,6 +52,11 @@ MAX_PEERS: Final = 256
 MAX_MEMO_CHARS: Final = 280
 
 
+REGION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+REGION_RE: Final = re.compile(REGION_PATTERN)
+"""A region or jurisdiction label: ``eu-west``, ``us:ca``, ``CH`` (compared exactly)."""
+
+
 _SEVERITY: Final[dict[str, int]] = {"active": 0, "probation": 1, "suspended": 2}
 
 
@@ -63,10 +69,15 @@ class Peer:
     pubkey: PublicKey
     status: PeerStatus
     roles: frozenset[Role]
+    region: str | None = None  # where it runs (a region or jurisdiction), as the registry says
 
     def __post_init__(self) -> None:
         if not isinstance(self.pubkey, PublicKey):
             raise FormatError("a peer's pubkey is a PublicKey", code="peer_pubkey_invalid")
+        if self.region is not None and not (
+            isinstance(self.region, str) and REGION_RE.fullmatch(self.region)
+        ):
+            raise FormatError(f"bad region {self.region!r}", code="peer_region_invalid")
         if self.status not in STATUSES:
             raise FormatError(f"unknown peer status {self.status!r}", code="peer_status_invalid")
         roles = frozenset(self.roles)
@@ -96,6 +107,7 @@ class Peer:
             "pubkey": self.key_did,
             "status": self.status,
             "roles": [r for r in ROLES if r in self.roles],
+            **({} if self.region is None else {"region": self.region}),
         }
 
 
@@ -113,6 +125,7 @@ class Registry:
     anchor_strategy: AnchorStrategy
     peers: tuple[Peer, ...]
     anchor_epoch_seconds: int = DEFAULT_EPOCH_SECONDS
+    receipt_regions: int = 0  # distinct regions a federation receipt needs besides the quorum
     _by_did: dict[str, Peer] = field(init=False, repr=False, compare=False)
     _by_key: dict[bytes, Peer] = field(init=False, repr=False, compare=False)
 
@@ -136,6 +149,11 @@ class Registry:
             raise FormatError(
                 f"anchor_epoch_seconds is an integer from 1 to {MAX_EPOCH_SECONDS}",
                 code="anchor_epoch_invalid",
+            )
+        if type(self.receipt_regions) is not int or not 0 <= self.receipt_regions <= MAX_PEERS:
+            raise FormatError(
+                f"receipts.min_regions is an integer from 0 to {MAX_PEERS}",
+                code="receipt_regions_invalid",
             )
         peers = tuple(sorted(self.peers, key=lambda p: p.did))
         by_did: dict[str, Peer] = {}
@@ -198,6 +216,14 @@ class Registry:
         """The peers whose registry status is ``active``, sorted by DID."""
         return tuple(p for p in self.peers if p.status == "active")
 
+    def active_regions(self) -> frozenset[str]:
+        """The distinct regions of the active peers (what ``receipt_regions`` can reach)."""
+        return frozenset(p.region for p in self.peers if p.status == "active" and p.region)
+
+    def regions(self) -> dict[str, str | None]:
+        """Each peer's DID -> its registry region (None: it declares none)."""
+        return {p.did: p.region for p in self.peers}
+
     def __contains__(self, did: object) -> bool:
         return isinstance(did, str) and self.get(did) is not None
 
@@ -233,6 +259,8 @@ class Registry:
         }
         if self.anchor_epoch_seconds != DEFAULT_EPOCH_SECONDS:
             out["anchor_propagation"] = {"epoch_seconds": self.anchor_epoch_seconds}
+        if self.receipt_regions:
+            out["receipts"] = {"min_regions": self.receipt_regions}
         return out
 
     @classmethod
@@ -243,6 +271,7 @@ class Registry:
         ``details`` hold ``file`` and ``key``.  Codes: ``config_invalid``,
         ``config_key_unknown``, ``config_version_unsupported``,
         ``federation_id_invalid``, ``quorum_invalid``, ``quorum_unreachable``,
+        ``receipt_regions_invalid``, ``receipt_regions_unreachable``, ``peer_region_invalid``,
         ``anchor_strategy_invalid``, ``anchor_strategy_conflict``,
         ``anchor_epoch_invalid``, ``peers_invalid``, ``peer_invalid``, ``peer_did_invalid``,
         ``peer_did_duplicate``, ``peer_endpoint_invalid``,
@@ -266,6 +295,8 @@ class Registry:
         }
         if self.anchor_epoch_seconds != DEFAULT_EPOCH_SECONDS:
             payload["registry"]["anchor_propagation"] = {"epoch_seconds": self.anchor_epoch_seconds}
+        if self.receipt_regions:
+            payload["registry"]["receipts"] = {"min_regions": self.receipt_regions}
         if memo is not None:
             if not isinstance(memo, str) or len(memo) > MAX_MEMO_CHARS:
                 raise FormatError(

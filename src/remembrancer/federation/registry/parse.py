@@ -12,11 +12,18 @@
         pubkey: did:key:z6Mk...         # or the standard base64 of the 32 key bytes
         status: active                  # active | probation | suspended (default active)
         roles: [witness, anchor, countersign, relay, coordinator]   # default: all five
+        region: eu-west                 # optional: a region or jurisdiction label
+    receipts:                           # optional: the federation's receipt policy
+      min_regions: 2                    # distinct peer regions a receipt needs (default 0)
 
 The seed's template wrote the strategy as ``anchor_propagation: {mode:
 collaborative, retry_strategy: geometric-backoff}``; that spelling is read
 too (it must agree with ``anchor_strategy`` when both are present).
 ``anchor_propagation.epoch_seconds`` is an integer from 1 to 86400 (default 60).
+``receipts.min_regions`` (default 0) is how many distinct ``region`` labels
+the countersigners of a federation receipt must span, besides the quorum
+(the seed's "geo-redundant proofs", docs/federation.md); ``federation.yaml``
+refuses a value its active peers cannot reach (``receipt_regions_unreachable``).
 
 Keys.  ``pubkey`` is given as a ``did:key`` or as canonical standard base64
 of its 32 bytes.  It is required when ``did`` is an alias; when ``did`` is
@@ -46,6 +53,8 @@ from remembrancer.core.keys import PUBLIC_KEY_SIZE, PublicKey, public_from_did_k
 from remembrancer.federation.registry.model import (
     MAX_MEMO_CHARS,
     MAX_PEERS,
+    REGION_PATTERN,
+    REGION_RE,
     ROLES,
     STATUSES,
     STRATEGIES,
@@ -66,9 +75,10 @@ MAX_ENDPOINT_CHARS: Final = 512
 
 
 _TOP_KEYS: Final = frozenset(
-    {"version", "federation_id", "quorum", "anchor_strategy", "anchor_propagation", "peers"}
-)
-_PEER_KEYS: Final = frozenset({"did", "endpoint", "pubkey", "status", "roles"})
+    {"version", "federation_id", "quorum", "anchor_strategy", "anchor_propagation", "peers",
+     "receipts"}
+)  # fmt: skip
+_PEER_KEYS: Final = frozenset({"did", "endpoint", "pubkey", "status", "roles", "region"})
 
 
 class _Invalid(Exception):
@@ -196,7 +206,14 @@ def _peer(value: Any, key: str, *, default_status: bool) -> Peer:
                 f"{_at(key, 'roles')}[{i}]", f"{role!r} is repeated", "peer_role_duplicate"
             )
         roles.append(role)
-    return Peer(did, endpoint, pubkey, cast(PeerStatus, status), frozenset(roles))
+    region = value.get("region")
+    if region is not None and (not isinstance(region, str) or not REGION_RE.fullmatch(region)):
+        raise _Invalid(
+            _at(key, "region"),
+            f"{region!r} must match {REGION_PATTERN} (a region or jurisdiction label)",
+            "peer_region_invalid",
+        )
+    return Peer(did, endpoint, pubkey, cast(PeerStatus, status), frozenset(roles), region)
 
 
 def _registry(
@@ -257,7 +274,33 @@ def _registry(
             "quorum_unreachable",
         )
     epoch = _epoch_seconds(body.get("anchor_propagation"), _at(prefix, "anchor_propagation"))
-    return Registry(federation_id, quorum, cast(AnchorStrategy, strategy), tuple(peers), epoch)
+    min_regions = _min_regions(body.get("receipts"), _at(prefix, "receipts"))
+    if reachable_quorum and min_regions:
+        regions = {p.region for p in peers if p.status == "active" and p.region}
+        if min_regions > len(regions):
+            raise _Invalid(
+                _at(prefix, "receipts.min_regions"),
+                f"is {min_regions} but the active peers span only {len(regions)} regions,"
+                " so no receipt could ever be final",
+                "receipt_regions_unreachable",
+            )
+    return Registry(
+        federation_id, quorum, cast(AnchorStrategy, strategy), tuple(peers), epoch, min_regions
+    )
+
+
+def _min_regions(policy: Any, key: str) -> int:
+    if policy is None:
+        return 0
+    if not isinstance(policy, Mapping) or set(policy) != {"min_regions"}:
+        raise _Invalid(key, "holds exactly min_regions", "receipt_regions_invalid")
+    value = policy["min_regions"]
+    if type(value) is not int or not 0 <= value <= MAX_PEERS:
+        raise _Invalid(
+            f"{key}.min_regions", f"must be an integer from 0 to {MAX_PEERS}",
+            "receipt_regions_invalid",
+        )  # fmt: skip
+    return value
 
 
 def _epoch_seconds(propagation: Any, key: str) -> int:
@@ -328,7 +371,7 @@ def _parse_payload(payload: Any) -> tuple[Registry, str | None]:
     extra = sorted(
         str(k)
         for k in body
-        if k not in ("peers", "quorum", "anchor_strategy", "anchor_propagation")
+        if k not in ("peers", "quorum", "anchor_strategy", "anchor_propagation", "receipts")
     )
     if extra:
         raise _Invalid(f"registry.{extra[0]}", "unknown key", "registry_payload_invalid")

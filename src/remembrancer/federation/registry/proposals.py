@@ -225,6 +225,15 @@ class RegistryState:
                 code="quorum_unreachable",
                 details={"proposal": record.event_id, "active": active, "quorum": proposed.quorum},
             )
+        regions = len(proposed.active_regions())
+        if proposed.receipt_regions > regions:
+            raise PolicyError(
+                f"the proposed registry needs receipts from {proposed.receipt_regions} regions"
+                f" but its active peers span {regions}",
+                code="receipt_regions_unreachable",
+                details={"proposal": record.event_id, "regions": regions,
+                         "min_regions": proposed.receipt_regions},
+            )  # fmt: skip
         if proposed == current:
             raise PolicyError(
                 "the proposal does not change the registry",
@@ -516,6 +525,35 @@ class RegistryState:
             history=(*self.history, *changes),
             dropped=self.dropped,
         )
+
+    def apply_signed(self, record: Record, at: int) -> RegistryState:
+        """Apply a change another node applied (registry catch-up): ``record``
+        must carry, as its actor and witness signatures, the approvals of
+        ``quorum`` distinct peers that are active in the registry in force
+        *here*, the quorum this node knew.  Pending proposals here are
+        superseded as by :meth:`apply`; a proposal this node dropped is still
+        applied (the federation approved it).  Errors: those of
+        :meth:`check_proposal`; VerificationError ``registry_change_unapproved``
+        when the signatures that verify fall short of the quorum."""
+        if any(a.proposal_id == record.event_id for a in self.applied):
+            raise ConflictError(
+                f"proposal {record.event_id} was already applied",
+                code="proposal_id_conflict",
+                details={"proposal": record.event_id},
+            )
+        staged = replace(self, pending={}, dropped=())._propose(record, at)
+        counted = staged.approvals(record.event_id)
+        if len(counted) < self.registry.quorum:
+            raise VerificationError(
+                f"change {record.event_id} carries {len(counted)} valid approvals of active"
+                f" peers; the registry in force here needs {self.registry.quorum}",
+                code="registry_change_unapproved",
+                details={"proposal": record.event_id, "approvals": list(counted),
+                         "quorum": self.registry.quorum},
+            )  # fmt: skip
+        done = staged.apply(record.event_id, at)
+        change = replace(done.applied[-1], superseded=tuple(self.pending))
+        return replace(done, applied=(*done.applied[:-1], change), dropped=self.dropped)
 
     def fold(self, record: Record) -> tuple[RegistryState, RemembrancerError | None]:
         """Fold one admitted record of the federation namespace into the state.

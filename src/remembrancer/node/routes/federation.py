@@ -89,6 +89,14 @@ def create_router(node: Node) -> APIRouter:
         return await in_thread(federation_of(node).registry_document)
 
     @router.get(
+        "/v1/federation/registry/changes",
+        responses=errors(404),
+        summary="The applied registry changes, signed, for a peer that catches up",
+    )
+    async def federation_registry_changes() -> dict[str, Any]:
+        return await in_thread(federation_of(node).changes.changes_document)
+
+    @router.get(
         "/v1/federation/proposals",
         responses=errors(404),
         summary="Pending and applied registry changes",

@@ -62,7 +62,7 @@ from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tiles import MAX_ENTRY_SIZE, Tile, TileNodeReader
 from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.tiles import BatchNodeReader, TileWriter
-from remembrancer.storage.base import AppendBatch, EntryRow, FoundEntry, LogState, Store
+from remembrancer.storage.base import AppendBatch, EntryRow, Fence, FoundEntry, LogState, Store
 
 log = logging.getLogger("remembrancer.sequencer")
 T = TypeVar("T")
@@ -156,6 +156,14 @@ class Sequencer:
         self._readers_lock = threading.Lock()
         self._closing = False
         self.on_batch: list[Callable[[str, int, int, bytes], None]] = []  # ns, start, end, note
+        # Several processes over one store (node/ha.py): ``fence`` gives the
+        # lease's fencing token every append carries; ``authoritative`` says
+        # whether this process's cached log heads are the truth (it sequences),
+        # else every read takes the head from the store; ``on_fenced`` hears of
+        # an append the store refused because the lease moved on.
+        self.fence: Callable[[], Fence | None] = lambda: None
+        self.authoritative: Callable[[], bool] = lambda: True
+        self.on_fenced: Callable[[], None] = lambda: None
 
     def origin(self, namespace: str) -> str:
         return f"{self.origin_prefix}/{namespace}"
@@ -302,8 +310,9 @@ class Sequencer:
             new = LogState(namespace, size, state.root_hash, note)
             try:
                 self.store.append(
-                    AppendBatch(namespace, size, [], [], new, checkpoint_time=int(self.clock()))
-                )
+                    AppendBatch(namespace, size, [], [], new, checkpoint_time=int(self.clock()),
+                                fence=self.fence())
+                )  # fmt: skip
             except ConflictError:
                 return False  # the log moved on meanwhile
             self._heads[namespace] = new
@@ -441,13 +450,18 @@ class Sequencer:
             )
             state = LogState(handle.namespace, writer.size, root, note)
             self.store.append(
-                AppendBatch(handle.namespace, start, rows, tiles, state, checkpoint_time=now)
-            )
-        except BaseException:
+                AppendBatch(handle.namespace, start, rows, tiles, state, checkpoint_time=now,
+                            fence=self.fence())
+            )  # fmt: skip
+        except BaseException as e:
             # The store may have committed although it raised (its answer was lost
             # with the connection): the next batch resumes from the durable state.
             handle.writer = None
             self._heads.pop(handle.namespace, None)
+            if isinstance(e, ConflictError) and e.code == "fenced":
+                log.warning("%s: append refused, another process holds the sequencer lease",
+                            handle.namespace)  # fmt: skip
+                self.on_fenced()
             raise
         handle.checkpoint = note
         self._heads[handle.namespace] = state
@@ -551,8 +565,26 @@ class Sequencer:
 
         return TileNodeReader(fetch, size, cache_tiles=cache)
 
+    def reset(self) -> None:
+        """Forget every log's in-memory head and tree (on the writer thread, after
+        the batch under way): the next batch resumes from the store.  A process
+        that gains or loses the sequencer lease calls this."""
+
+        def work() -> None:
+            for handle in self._logs.values():
+                handle.writer = None
+            self._heads.clear()
+
+        if threading.current_thread().name.startswith("integrate"):
+            work()  # called from a batch (a fenced append): already on the writer thread
+        else:
+            self._write_pool.submit(work).result()
+
     def head(self, namespace: str) -> LogState | None:
-        """The latest durable state of a log (cached; refreshed by every commit)."""
+        """The latest durable state of a log (cached and refreshed by every commit
+        while this process sequences; else read from the shared store)."""
+        if not self.authoritative():
+            return self.store.log_state(namespace)
         state = self._heads.get(namespace)
         if state is None:
             state = self.store.log_state(namespace)

@@ -47,6 +47,7 @@ from remembrancer.core.tiles import (
 from remembrancer.core.tlogproof import TlogProof
 from remembrancer.core.witness import WITNESS_STATUS
 from remembrancer.explorer.routes import create_router as create_explorer_router
+from remembrancer.node.ha import forward
 from remembrancer.node.runtime import Node
 
 log = logging.getLogger("remembrancer.http")
@@ -80,6 +81,8 @@ _STATUS_BY_CODE = {
     "xns_handler_timeout": 504,
     "request_body_timeout": 408,
     "request_timeout": 503,
+    "fenced": 503,
+    "no_leader": 503,
 }
 
 
@@ -678,7 +681,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         return {"status": "ok" if storage["status"] == "ok" else "degraded",
                 "uptime_s": round(time.time() - node.started, 1),
                 "config_error": error.to_dict() if error else None, "anchoring": anchoring,
-                "storage": storage}  # fmt: skip
+                "storage": storage, "ha": node.ha.view() if node.ha else None}  # fmt: skip
 
     @app.get("/readyz", responses={200: {"description": "Ready"}, 503: {"model": ErrorResponse}})
     async def readyz() -> Response:
@@ -759,6 +762,8 @@ async def inclusion_response(
 
 
 _ADMIN_PREFIX = "/v1/admin/"
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORWARDED_ANSWER = 64 << 20  # bytes of the leader's answer to a forwarded write
 _PROOF_SUFFIX = "/proofs/inclusion"
 _RECORDS_PREFIX = "/v1/namespaces/"
 _RECORDS_SUFFIX = "/records"
@@ -854,6 +859,22 @@ class GuardMiddleware:
         if error is not None:
             await error_response(error)(scope, receive, send)
             return "other"
+        ha = self.node.ha
+        if ha is not None and scope["method"] not in _READ_METHODS and not ha.leading():
+            # Several processes: a write reaching a follower goes to the leader.
+            try:
+                body = await self._read_body(receive)
+                query = scope.get("query_string", b"").decode("latin-1")
+                status, headers, content = await forward(
+                    ha, scope["method"], path + (f"?{query}" if query else ""), body,
+                    {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+                    self.request_timeout, FORWARDED_ANSWER,
+                )  # fmt: skip
+                response: Response = Response(content, status_code=status, headers=headers)
+            except RemembrancerError as e:
+                response = error_response(e)
+            await response(scope, receive, send)
+            return "forwarded"
         if (
             scope["method"] == "POST"
             and path.startswith(_RECORDS_PREFIX)

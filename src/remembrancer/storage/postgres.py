@@ -53,6 +53,12 @@ Tables (schema version 1)::
     checkpoints (log_id bigint, size bigint, note bytea, time bigint,
                  PRIMARY KEY (log_id, size))
     state       (scope text, key text, value bytea, PRIMARY KEY (scope, key))
+
+Several processes over one schema (``ha.enabled``, node/ha.py): an append
+whose batch carries a :class:`~remembrancer.storage.base.Fence` first locks
+its lease row in ``leases`` ``FOR SHARE`` where the epoch is still the
+fence's, and refuses (``ConflictError``, ``fenced``) otherwise; the table
+and the lease statements are in :mod:`remembrancer.storage.lease`.
 """
 
 from __future__ import annotations

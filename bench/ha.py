@@ -31,12 +31,16 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from bench.common import Row, budget, info, suite_main
 from bench.common import row as _row
 from bench.loadgen import LoadResult, request_bytes, run_load
 from bench.storage import _pg_dsn
+from remembrancer.core.namespace import parse_namespaces
 from remembrancer.demo.procs import NodeProcess
 from remembrancer.demo.records import example_record
 from remembrancer.log.namespaces import StaticNamespaces
@@ -131,12 +135,19 @@ def bench_takeover(rounds: int, tmp: Path, schemas: _Schemas) -> list[Row]:
 def _fill(url: str, key_file: Path, size: int) -> float:
     dsn, _, schema = url.partition("?schema=")
     store = PostgresStore(dsn, schema=schema)
-    seq = Sequencer(store, read_key_file(key_file), "ha.test", StaticNamespaces({}))
+    doc = yaml.safe_load(
+        resources.files("remembrancer.examples").joinpath("namespaces.yaml").read_text()
+    )
+    seq = Sequencer(store, read_key_file(key_file), "ha.test",
+                    StaticNamespaces(parse_namespaces(doc)))  # fmt: skip
     start = time.perf_counter()
     pad = bytes(200)
     try:
         for i in range(0, size, 10_000):
             seq.append_raw(NS, [b"%012d" % j + pad for j in range(i, min(size, i + 10_000))])
+        # Fold the namespace's governance over the raw entries once, here, and save it:
+        # else the first process to start would do it on its event loop.
+        seq.governance_state(NS)
     finally:
         asyncio.run(seq.close())
         store.close()

@@ -147,6 +147,7 @@ def _fill(url: str, key_file: Path, size: int) -> float:
             seq.append_raw(NS, [b"%012d" % j + pad for j in range(i, min(size, i + 10_000))])
         # Fold the namespace's governance over the raw entries once, here, and save it:
         # else the first process to start would do it on its event loop.
+        seq.reset()
         seq.governance_state(NS)
     finally:
         asyncio.run(seq.close())
@@ -177,7 +178,7 @@ def bench_reads(size: int, k: int, tmp: Path, schemas: _Schemas) -> list[Row]:
     fill = _fill(url, procs[0].directory / "keys" / "node.key", size)
     try:
         for p in procs:
-            p.start()
+            p.start(timeout=180)  # a shared, loaded machine: starting can be slow
         leader = wait_for_leader(procs)
         rng = random.Random(7)
         paths = [f"/v1/namespaces/{NS}/proofs/inclusion?index={rng.randrange(size)}"

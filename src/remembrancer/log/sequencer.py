@@ -67,6 +67,7 @@ from remembrancer.storage.base import AppendBatch, EntryRow, Fence, FoundEntry, 
 log = logging.getLogger("remembrancer.sequencer")
 T = TypeVar("T")
 GOVERNANCE_SCOPE = "governance"
+GOVERNANCE_SAVE_EVERY = 10_000  # entries between saves of an unchanged governance state
 
 
 class NamespaceProvider(Protocol):
@@ -118,6 +119,7 @@ class _Log:
     task: asyncio.Task[None] | None = None
     inflight: int = 0
     gov: governance.GovernanceState = field(default_factory=governance.GovernanceState)
+    gov_saved: int = 0  # the log size the stored governance state covers
     checkpoint: bytes = b""
 
 
@@ -359,6 +361,7 @@ class Sequencer:
             )
             handle.checkpoint = state.checkpoint if state else b""
             handle.gov = self._load_governance(handle.namespace, size)
+            handle.gov_saved = size
         return handle.writer
 
     def _integrate(self, handle: _Log, batch: list[_Pending]) -> list[Receipt | RemembrancerError]:
@@ -411,8 +414,13 @@ class Sequencer:
             edge_before = self._commit(handle, writer, new_rows, leaf_hashes)
             for rec, ns in new_records:  # in log order
                 handle.gov = governance.fold(handle.gov, rec, ns)
-            if handle.gov is not gov_before:
+            changed = handle.gov is not gov_before
+            if changed or writer.size - handle.gov_saved >= GOVERNANCE_SAVE_EVERY:
+                # Also every so many entries: whoever loads it next (a restart, the
+                # process taking over the lease, a follower's read) folds only the rest.
                 self._save_governance(handle.namespace, handle.gov, writer.size)
+                handle.gov_saved = writer.size
+            if changed:
                 _log_governance(handle.namespace, gov_before, handle.gov)
             reader: Any = BatchNodeReader(edge_before, leaf_hashes)
         else:

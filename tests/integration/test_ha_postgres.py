@@ -171,6 +171,7 @@ def test_paused_leader_is_fenced_off_and_steps_down(
     refused = _until(lambda: (r := _get(receipt_url)).status != 202 and r, "A's verdict")
     assert refused.status == 503, refused.content
     assert json.loads(refused.content)["error"]["code"] == "fenced"
+    assert refused.headers.get("retry-after") == "1"
     assert _get(f"{b.url}/v1/namespaces/{NS}/events/{rec.event_hash_hex}").status == 404
     assert _get(f"{b.url}/logs/{NS}/checkpoint").status == 404  # nothing was ever written
 

@@ -130,6 +130,8 @@ def error_response(e: RemembrancerError) -> JSONResponse:
     headers = {}
     if isinstance(e, PushbackError):
         headers["Retry-After"] = str(max(1, round(e.retry_after)))
+    elif e.code == "fenced":  # not written: retry, through any process, once the lease settled
+        headers["Retry-After"] = "1"
     return JSONResponse({"error": e.to_dict()}, status_code=status, headers=headers)
 
 

@@ -36,8 +36,9 @@ from pathlib import Path
 import yaml
 
 from remembrancer.core.cosignature import format_cosigner_vkey
-from remembrancer.core.keys import SigningKey, read_key_file
+from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import format_vkey
+from remembrancer.node.keyfile import read_key_file
 
 ROLES = ["witness", "anchor", "countersign", "relay", "coordinator"]
 

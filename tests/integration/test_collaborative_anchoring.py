@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -189,14 +190,56 @@ def check_final_receipts_offline(nodes: list[NodeProcess], tmp_path: Path, targe
         assert bad.returncode == 1 and "receipt_root_mismatch" in bad.stderr
 
 
-def check_one_aggregate(nodes: list[NodeProcess], target: str) -> set[str]:
-    """Every member's anchor is the same aggregated anchor over all 6 checkpoints."""
+def check_aggregates(nodes: list[NodeProcess], target: str) -> dict[str, str]:
+    """Every member's checkpoint is in exactly one aggregate; the members of one
+    aggregate agree on its root and hold every leaf index of its tree once.
+    Returns the root of each aggregate by its transaction."""
     found = [a for n in nodes for ns in NAMESPACES for a in verified(n, ns, target)]
     assert len(found) == 6 and all("aggregation" in a for a in found)
-    assert {a["aggregation"]["treeSize"] for a in found} == {6}
-    assert sorted(a["aggregation"]["leafIndex"] for a in found) == list(range(6))
-    assert len({a["root"] for a in found}) == 1
-    return {a["txRef"] for a in found}
+    roots: dict[str, str] = {}
+    for tx_ref in {a["txRef"] for a in found}:
+        members = [a for a in found if a["txRef"] == tx_ref]
+        (size,) = {a["aggregation"]["treeSize"] for a in members}
+        assert sorted(a["aggregation"]["leafIndex"] for a in members) == list(range(size))
+        (roots[tx_ref],) = {a["root"] for a in members}
+    return roots
+
+
+AGGREGATE_MADE = re.compile(
+    r"anchored the aggregate of (\d+) checkpoints for (\S+) \(epoch (\d+)\)"
+)
+
+
+def aggregates_made(nodes: list[NodeProcess], target: str) -> list[tuple[int, int]]:
+    """(epoch, leaves) of each aggregate the coordinators say they anchored
+    (their own log lines)."""
+    made = []
+    for n in nodes:
+        text = (n.directory / "node.log").read_text(errors="replace")
+        for leaves, t, epoch in AGGREGATE_MADE.findall(text):
+            if t == target:
+                made.append((int(epoch), int(leaves)))
+    return sorted(made)
+
+
+def check_one_anchor_per_epoch(nodes: list[NodeProcess], target: str, sent: int) -> dict[str, str]:
+    """The six delegations normally fall in one epoch: one aggregate, one anchor
+    (``sent``: tokens or transactions).  On a loaded machine the appends and
+    cadences can straddle an epoch boundary, and then each epoch's coordinator
+    rightly makes its own aggregate.  What must hold: one anchor per epoch used
+    (at most two epochs), every checkpoint in exactly one aggregate, no
+    delegation missed.  Returns the root of each aggregate by its txRef."""
+    made = aggregates_made(nodes, target)
+    assert len(made) == sent, f"{sent} anchors sent for the aggregates {made}"
+    assert len({epoch for epoch, _ in made}) == len(made), f"two aggregates in one epoch: {made}"
+    assert sum(leaves for _, leaves in made) == 6
+    assert len(made) <= 2, f"the delegations spread over {len(made)} epochs"
+    for n in nodes:
+        counters = get(f"{n.url}/v1/federation/anchoring")["counters"]
+        assert counters["missed"] == counters["fallback"] == 0, counters
+    by_tx = check_aggregates(nodes, target)
+    assert len(by_tx) == sent
+    return by_tx
 
 
 # --------------------------------------------------------------------------
@@ -229,19 +272,22 @@ def test_rfc3161_tokens_collaborative_vs_independent(tmp_path: Path, strategy: s
                 assert not any("aggregation" in a for n in nodes for ns in NAMESPACES
                                for a in anchors(n, ns))  # fmt: skip
                 return
-            assert tokens == 1, f"{tokens} TSA tokens for one epoch"
-            assert len(check_one_aggregate(nodes, TSA)) == 1
+            check_one_anchor_per_epoch(nodes, TSA, tokens)
+            epochs = aggregates_made(nodes, TSA)  # [(epoch, leaves)], one in most runs
+            assert epochs[0][0] in (first, first + 1)
             dids = [n.info["did"] for n in nodes]
-            coordinator = choose_coordinator(FEDERATION, TSA, first, dids)
+            by = [choose_coordinator(FEDERATION, TSA, e, dids) for e, _ in epochs]
             made = {n.info["did"]: get(f"{n.url}/v1/federation/anchoring") for n in nodes}
-            assert made[coordinator]["targets"][TSA]["last_aggregate"]["epoch"] == first
-            assert made[coordinator]["targets"][TSA]["last_aggregate"]["leaves"] == 6
-            assert sum(s["counters"]["made"] for s in made.values()) == 1
+            last_epoch, last_leaves = epochs[-1]
+            assert made[by[-1]]["targets"][TSA]["last_aggregate"]["epoch"] == last_epoch
+            assert made[by[-1]]["targets"][TSA]["last_aggregate"]["leaves"] == last_leaves
+            assert sum(s["counters"]["made"] for s in made.values()) == len(epochs)
             assert all(s["counters"]["received"] == 2 and s["counters"]["refused"] == 0
                        for s in made.values())  # fmt: skip
-            with urllib.request.urlopen(f"{nodes[dids.index(coordinator)].url}/metrics") as r:
+            with urllib.request.urlopen(f"{nodes[dids.index(by[-1])].url}/metrics") as r:
                 text = r.read().decode()
-            assert f'remembrancer_aggregates_total{{event="made",target="{TSA}"}} 1.0' in text
+            mine = by.count(by[-1])
+            assert f'remembrancer_aggregates_total{{event="made",target="{TSA}"}} {mine}.0' in text
             text = cli("federation", "status", "--url", nodes[0].url).stdout
             assert "collaborative anchoring: epoch" in text and f"{TSA}: coordinator" in text
             check_final_receipts_offline(nodes, tmp_path, TSA, tsa_ca=tsa_dir / "ca.pem")
@@ -282,11 +328,15 @@ def test_evm_transactions_collaborative_vs_independent(
         if strategy == "independent":
             assert txs == 6
             return
-        assert txs == 1, f"{txs} transactions for one epoch"
-        (tx_hash,) = check_one_aggregate(nodes, target)
-        tx = anvil.rpc("eth_getTransactionByHash", tx_hash)
-        root = verified(nodes[0], NAMESPACES[0], target)[0]["root"]
-        assert tx["input"] == "0x5256" + root[7:]  # calldata "RV" || aggregation root
+        # The six delegations normally fall in one epoch: one aggregate, one
+        # transaction.  On a loaded machine the appends and cadences can straddle
+        # an epoch boundary, and then each epoch's coordinator rightly makes its
+        # own aggregate; what must hold is one transaction per epoch used, every
+        # checkpoint in exactly one aggregate, and no delegation missed.
+        by_tx = check_one_anchor_per_epoch(nodes, target, txs)
+        for tx_hash, root in by_tx.items():
+            tx = anvil.rpc("eth_getTransactionByHash", tx_hash)
+            assert tx["input"] == "0x5256" + root[7:]  # calldata "RV" || aggregation root
         check_final_receipts_offline(nodes, tmp_path, target, evm_rpc=anvil.url)
 
 

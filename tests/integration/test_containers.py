@@ -184,10 +184,17 @@ def test_the_compose_federation_builds_starts_and_federates_on_postgresql(
     env = podman_env
 
     def logs() -> str:
-        names = run(
+        """The containers' states, and the last lines of each one's log."""
+        project = f"rmbtest{os.getpid()}_"
+        lines = run(
             ["podman", "ps", "-a", "--format", "{{.Names}} {{.Status}}"], env, 60, check=False
-        ).stdout
-        return names
+        ).stdout.splitlines()
+        out = [line for line in lines if line.startswith(project)]
+        for line in out[:]:
+            name, _, status = line.partition(" ")
+            tail = run(["podman", "logs", "--tail", "15", name], env, 60, check=False)
+            out.append(f"--- {name} ({status}):\n{tail.stdout}{tail.stderr}")
+        return "\n".join(out)
 
     def ready(url: str) -> bool:
         with urllib.request.urlopen(url + "/readyz", timeout=3) as r:

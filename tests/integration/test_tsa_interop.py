@@ -30,7 +30,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -772,6 +772,12 @@ def test_deliberate_divergences_from_openssl(cases: dict[str, Case], openssl_bin
         assert accepted, (code, stderr)
 
 
+def _elements(tlv: ber.Tlv) -> Iterator[ber.Tlv]:
+    yield tlv
+    for child in tlv.children:
+        yield from _elements(child)
+
+
 def _outside(spans: list[tuple[int, int]], i: int) -> bool:
     return not any(start <= i < end for start, end in spans)
 
@@ -788,12 +794,16 @@ def test_flipped_bits_same_verdict_as_openssl(cases: dict[str, Case], openssl_bi
     signed_data = top.children[1].children[1].children[0]
     cert_sets = [(c.start, c.end) for c in signed_data.children if c.is_(2, 0)]
     positions = [i for i in range(len(case.response)) if _outside(cert_sets, i)]
+    constructed_at = {t.start for t in _elements(top) if t.constructed}
 
     def judge(i: int) -> tuple[int, bool, bool, bool]:
-        mutated = Case(flip(case.response, i, i % 8), case.query, case.ca_file, case.untrusted)
+        bit = i % 8
+        mutated = Case(flip(case.response, i, bit), case.query, case.ca_file, case.untrusted)
         try:
             ber.read(mutated.response)
-            well_formed = True
+            # A constructed element marked primitive (bit 6 of its identifier, 0x20)
+            # frames as BER, but a SET or SEQUENCE cannot be primitive.
+            well_formed = not (i in constructed_at and bit == 5)
         except ber.BerError:
             well_formed = False
         return (

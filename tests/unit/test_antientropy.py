@@ -21,6 +21,7 @@ from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.core.anchor import Anchor, AnchorReceipt, checkpoint_digest, resolve_conflicts
 from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.errors import (
+    ConfigError,
     InconsistencyError,
     NotFoundError,
     PeerError,
@@ -523,3 +524,88 @@ def test_the_namespace_of_an_origin() -> None:
     assert SPEC.namespace == "dao:vaultmesh"
     assert ReplicaSpec("example.org/log", ()).namespace is None
     assert ReplicaSpec("example.org:8443/a/b/fin:clearing", ()).namespace == "fin:clearing"
+
+
+# --- resource bounds (issue 19) --------------------------------------------------------
+
+
+def test_a_chunk_takes_a_bundle_only_while_three_worst_cases_fit_the_budget() -> None:
+    from remembrancer.federation.antientropy.engine import MIN_MEMORY_BUDGET, bundle_cap, chunk_room
+
+    full, part = Tile(0, 0, 256), Tile(0, 1, 10)
+    assert chunk_room(0, [full], MIN_MEMORY_BUDGET)
+    assert not chunk_room(1, [full], MIN_MEMORY_BUDGET)
+    assert not chunk_room(0, [full, full], 5 * bundle_cap(full))
+    assert chunk_room(0, [full, full], 6 * bundle_cap(full))
+    assert chunk_room(0, [part], 3 * bundle_cap(part))
+    with pytest.raises(ConfigError) as e:
+        ReplicaEngine(MemoryStore(), [MIRROR], RailRegistry(), memory_budget=MIN_MEMORY_BUDGET - 1)
+    assert e.value.code == "memory_budget_too_small"
+
+
+@dataclass
+class MaximalSource(TreeSource):
+    """Serves a checkpoint of 16,384 entries and maximal entry bundles (256 entries
+    of 65,535 bytes) that do not hash to it."""
+
+    bundle: bytes = b""
+
+    async def bundles(self, tiles: list[Tile]) -> list[bytes]:
+        if not self.bundle:
+            self.bundle = encode_entry_bundle([b"\xa5" * 65535] * 256)
+        self.fetched += [t.entries_path() for t in tiles]
+        return [self.bundle for _ in tiles]
+
+
+def test_maximal_bundles_are_fetched_one_chunk_within_the_budget_and_refused() -> None:
+    from remembrancer.federation.antientropy.engine import MIN_MEMORY_BUDGET
+
+    log, store, calls = Log().grow(16_384), MemoryStore(), Calls()
+    eng = ReplicaEngine(store, [MIRROR], RailRegistry(), clock=lambda: NOW, blame=calls.blame,
+                        report_equivocation=calls.report, memory_budget=MIN_MEMORY_BUDGET)  # fmt: skip
+    source = MaximalSource(log)
+    with pytest.raises(VerificationError) as e:
+        run(eng.sync(ORIGIN, source))
+    assert e.value.code == "replica_inconsistent"
+    # Verified before anything more was fetched: one maximal bundle fits the budget.
+    assert [p for p in source.fetched if p.startswith("tile/entries/")] == ["tile/entries/000"]
+    assert calls.blamed == [("did:key:source", "replica_inconsistent")]
+    assert store.log_state(MIRROR_PREFIX + ORIGIN) is None
+
+
+def test_a_source_that_drips_its_answer_is_cut_off_at_the_deadline() -> None:
+    import httpx
+
+    from remembrancer.federation.antientropy.source import HttpSource
+
+    async def scenario() -> tuple[str, float]:
+        async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            try:
+                for _ in range(1000):  # one byte every 0.2 s: no read ever times out
+                    writer.write(b"x")
+                    await writer.drain()
+                    await asyncio.sleep(0.2)
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(drip, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as client:
+            source = HttpSource(client, f"http://127.0.0.1:{port}/logs/x/", peer="p",
+                                deadline=1.0)  # fmt: skip
+            t0 = asyncio.get_running_loop().time()
+            try:
+                await source.checkpoint()
+            except PeerError as e:
+                code = e.code
+            took = asyncio.get_running_loop().time() - t0
+        server.close()
+        return code, took
+
+    code, took = run(scenario())
+    assert code == "replica_fetch_timeout"
+    assert took < 5.0  # the per-read timeout (5 s) never fired: the deadline did

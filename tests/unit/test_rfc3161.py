@@ -343,6 +343,22 @@ def test_every_bit_flip_in_the_signed_parts_is_caught(tsa: DevTsa) -> None:
     assert not any(start <= i < end for i in still_valid for start, end in spans.values())
 
 
+def test_signed_attributes_marked_primitive_are_malformed(tsa: DevTsa) -> None:
+    """The [0] tag of the signed attributes with its constructed bit cleared:
+    refused as malformed (a SET OF is constructed in BER too), not read as a
+    token without signed attributes.  OpenSSL accepts this one."""
+    resp, imprint, nonce = issue(tsa)
+    attrs = parse_response(resp).signed_attrs_der
+    at = resp.find(b"\xa0" + attrs[1:])
+    assert at > 0
+    mutated = resp[:at] + b"\x80" + resp[at + 1 :]
+    trust = roots(tsa)
+    assert (
+        code_of(lambda: verify_token(mutated, imprint, nonce=nonce, trust_roots=trust))
+        == "tsa_response_malformed"
+    )
+
+
 # -- only our errors, for any bytes ---------------------------------------------------
 
 

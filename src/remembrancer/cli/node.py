@@ -111,16 +111,52 @@ def serve(config_path: str, listen: str | None, log_level: str) -> None:
     logging.getLogger("remembrancer").info(
         "serving %s on http://%s (node %s)", config.origin_prefix, config.listen, node.node_key.did
     )
-    run_server(app, config.listen_host, config.listen_port)
+    from prometheus_client import Counter
+
+    closed = Counter("remembrancer_http_connections_closed_total",
+                     "Connections the server closed at a limit (server in node.yaml), by reason",
+                     ["reason"], registry=node.metrics.registry)  # fmt: skip
+    run_server(app, config.listen_host, config.listen_port, config.server,
+               on_close=lambda why: closed.labels(why).inc())  # fmt: skip
 
 
-def run_server(app: Any, host: str, port: int) -> None:
+def server_protocol(settings: Any, on_close: Any = None) -> tuple[type[Any], Any]:
+    """uvicorn's HTTP protocol (httptools when installed, else h11) under a
+    :class:`~remembrancer.node.connguard.ConnectionGuard` with ``settings``
+    (``server`` in node.yaml); the class and the guard."""
+    from remembrancer.node.connguard import ConnectionGuard, ConnectionLimits, guarded_protocol
+
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # pragma: no cover - httptools is a uvicorn[standard] extra
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base  # type: ignore[assignment]
+    guard = ConnectionGuard(
+        ConnectionLimits(
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+            max_connections=settings.max_connections,
+            max_half_open=settings.max_half_open,
+            max_half_open_per_client=settings.max_half_open_per_client,
+        ),
+        on_close=on_close,
+    )
+    return guarded_protocol(base, guard), guard
+
+
+def run_server(app: Any, host: str, port: int, settings: Any = None, *,
+               on_close: Any = None) -> None:  # fmt: skip
     """Serve until SIGINT or SIGTERM, then shut down gracefully (the lifespan
-    drains the sequencer) and exit 0."""
+    drains the sequencer) and exit 0.  ``settings``: the ``server`` section of
+    node.yaml (connection limits; default: its defaults)."""
     import contextlib
     import signal
 
     import uvicorn
+
+    from remembrancer.node.config import ServerSettings
+
+    settings = settings or ServerSettings()
+    protocol, _ = server_protocol(settings, on_close)
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -137,8 +173,13 @@ def run_server(app: Any, host: str, port: int) -> None:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
 
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=30, lifespan="on")  # fmt: skip
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=30, lifespan="on", http=protocol,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keepalive_timeout_s,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+    )  # fmt: skip
     Server(config).run()
 
 

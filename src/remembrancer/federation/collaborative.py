@@ -68,6 +68,7 @@ was by the deadline.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -116,9 +117,10 @@ __all__ = ["STATE_SCOPE", "AggregateMetrics", "CollaborativeAnchoring", "Pending
 log = logging.getLogger("remembrancer.collaborative")
 STATE_SCOPE: Final = "collaborative"
 MAX_PER_SENDER: Final = 1024  # checkpoints one member may put in one (target, epoch)
+DEFAULT_ANCHORS_PER_EPOCH: Final = 2  # aggregates a coordinator submits per epoch (all targets)
 MAX_EPOCHS_OPEN: Final = 64  # (target, epoch) collections a coordinator keeps at once
 KEEP_REFUSALS: Final = 50
-Event = Literal["delegated", "made", "received", "refused", "missed", "fallback"]
+Event = Literal["delegated", "made", "received", "refused", "missed", "fallback", "deferred"]
 
 
 class AggregateMetrics(Protocol):
@@ -202,8 +204,12 @@ class CollaborativeAnchoring:
         *,
         metrics: AggregateMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        anchors_per_epoch: int = DEFAULT_ANCHORS_PER_EPOCH,
     ) -> None:
         self.peers = peers
+        self.anchors_per_epoch = anchors_per_epoch
+        self._made: dict[int, int] = {}  # epoch -> aggregates submitted in it (the last few)
+        self._aggregated: dict[tuple[str, str], int] = {}  # (origin, target) -> size aggregated
         self.outbox = outbox
         self.reports = reports
         self.key = key
@@ -273,11 +279,34 @@ class CollaborativeAnchoring:
         """Close the collections whose cut-off passed; expire overdue delegations."""
         now = self.clock()
         epochs = self._epochs()
-        for key in sorted(self._collect):
-            if now >= epochs.cutoff(key[1]):
-                members = self._collect.pop(key)
+        current = epochs.epoch(now)
+
+        # Oldest epoch first; within one, the collection with the most distinct
+        # members, then an order that rotates with the epoch (no target is
+        # always last when the budget is short).
+        def order(k: tuple[str, int]) -> tuple[int, int, bytes]:
+            senders = len({m.sender for m in self._collect[k].values()})
+            return (k[1], -senders, hashlib.sha256(f"{k[0]}/{current}".encode()).digest())
+
+        for key in sorted(self._collect, key=order):
+            if now < epochs.cutoff(key[1]):
+                continue
+            if now >= epochs.deadline(key[1]):
+                # Waited past its members' deadline: they have moved on.
+                self._collect.pop(key)
                 self._closed.append(key)
-                self._spawn(self._aggregate(key[0], key[1], members))
+                self._event("deferred", key[0])
+                log.warning("the aggregate of %s for epoch %d waited past its deadline: dropped",
+                            key[0], key[1])  # fmt: skip
+                continue
+            if self._made.get(current, 0) >= self.anchors_per_epoch:
+                continue  # the anchoring budget of this epoch is spent: it waits for the next
+            members = self._collect.pop(key)
+            self._closed.append(key)
+            self._made[current] = self._made.get(current, 0) + 1
+            for old in [e for e in self._made if e < current - 4]:
+                del self._made[old]
+            self._spawn(self._aggregate(key[0], key[1], members))
         for p in sorted(self._pending.values(), key=lambda p: p.deadline):
             if now >= p.deadline and await self._drop(p):
                 self._spawn(self._expire(p))
@@ -592,6 +621,10 @@ class CollaborativeAnchoring:
         if peer is None:
             raise ConfigError(f"{sender} is not a peer", code="aggregate_member_unknown")
         signed = self._open_member_checkpoint(peer, content)
+        last = self._aggregated.get((content.origin, target))
+        if last is not None and signed.checkpoint.size <= last:
+            raise ConfigError(f"{content.origin} at {signed.checkpoint.size} adds nothing to the"
+                              f" aggregate of {target} at {last}", code="aggregate_checkpoint_stale")  # fmt: skip
         digest = checkpoint_digest(signed.body.encode("utf-8"))
         bucket = self._collect.get(key)
         if bucket is None:
@@ -608,23 +641,29 @@ class CollaborativeAnchoring:
                                  signed.checkpoint.size)  # fmt: skip
 
     def _open_member_checkpoint(self, peer: Peer, content: CheckpointContent) -> SignedCheckpoint:
-        """The member's checkpoint, if its log is hosted by ``peer``: signed with
-        the peer's own key, or with a key we know for the origin while the
-        peer's heartbeats list the origin."""
+        """The member's checkpoint, if ``peer`` hosts its log: the note is signed
+        with the peer's registry key and, unless the peer is this node, the log
+        is one this node follows (``witness.logs``) under that same key.  A
+        heartbeat saying a peer hosts a log is not enough, and neither is a
+        log nobody here knows (an invented origin)."""
         note = content.note.encode("utf-8")
+        theirs = Verifier(content.origin, peer.pubkey)
         try:
-            return open_checkpoint(note, Verifier(content.origin, peer.pubkey))
+            signed = open_checkpoint(note, theirs)
         except RemembrancerError:
-            pass
-        listed = content.origin in self.peers.heads.get(peer.did, {}).get("logs", {})
-        for v in self.log_verifiers.get(content.origin, ()) if listed else ():
-            try:
-                return open_checkpoint(note, v)
-            except RemembrancerError:
-                continue
+            raise VerificationError(
+                f"the checkpoint of {content.origin} is not signed by {peer.did}'s registry key",
+                code="aggregate_checkpoint_unsigned",
+            ) from None
+        if self._same(peer.did, self.me) or any(
+            v.name == theirs.name and v.key_id == theirs.key_id
+            for v in self.log_verifiers.get(content.origin, ())
+        ):
+            return signed
         raise VerificationError(
-            f"the checkpoint of {content.origin} is not signed by a log that {peer.did} hosts",
-            code="aggregate_checkpoint_unsigned",
+            f"{content.origin} is not a log that {peer.did} hosts (none this node follows"
+            " is signed by its registry key)",
+            code="aggregate_log_not_hosted",
         )
 
     async def _aggregate(self, target: str, epoch: int, members: dict[bytes, _Member]) -> None:
@@ -649,6 +688,9 @@ class CollaborativeAnchoring:
                       tree.size, target, epoch, e.explain())  # fmt: skip
             return
         self._event("made", target)
+        for m in members.values():
+            k = (m.origin, target)
+            self._aggregated[k] = max(self._aggregated.get(k, -1), m.size)
         self.last_made[target] = {
             "epoch": epoch, "leaves": tree.size, "members": sorted({m.sender for m in members.values()}),
             "root": "sha256:" + tree.root.hex(), "txRef": anchor.tx_ref, "at": int(self.clock()),
@@ -727,7 +769,15 @@ class CollaborativeAnchoring:
             ],
             "counters": {
                 e: self.counters[e]
-                for e in ("delegated", "made", "received", "refused", "missed", "fallback")
+                for e in (
+                    "delegated",
+                    "made",
+                    "received",
+                    "refused",
+                    "missed",
+                    "fallback",
+                    "deferred",
+                )
             },
             "refusals": list(self.refusals),
         }

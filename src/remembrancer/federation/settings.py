@@ -11,6 +11,11 @@
       did: did:vm:node:alpha      # this node's DID in it (default: its did:key)
       heartbeat_seconds: 2
       antientropy_seconds: 5
+      budget:                     # what peers may cost this node (docs/operations.md)
+        evidence_bytes: {rfc3161: 32768, eip155: 8192, btc: 32768}
+        unverified_claims_per_peer_log: 16
+        unverified_bytes_per_peer_log: 262144
+        anchors_per_epoch: 2
 
 Strict models (:mod:`remembrancer.configfile`), each default in one place;
 the registry itself (``federation.yaml``) keeps its own strict parser, which
@@ -29,6 +34,7 @@ from remembrancer.configfile import (
     DefaultText,
     Expect,
     HttpUrl,
+    NullIsEmpty,
     NullIsEmptyList,
     Settings,
     invalid,
@@ -93,6 +99,26 @@ class WitnessingSettings(Settings):
         return value
 
 
+class EvidenceBytesSettings(Settings):
+    """``federation.budget.evidence_bytes``: the largest anchor ``evidence`` per rail."""
+
+    rfc3161: Annotated[int, Field(ge=1024, le=1 << 20)] = 32 * 1024
+    eip155: Annotated[int, Field(ge=1024, le=1 << 20)] = 8 * 1024
+    btc: Annotated[int, Field(ge=1024, le=1 << 20)] = 32 * 1024
+
+
+class BudgetSettings(Settings):
+    """``federation.budget``: what a peer may cost this node (docs/operations.md,
+    "Resource budget: storage and anchoring")."""
+
+    evidence_bytes: Annotated[EvidenceBytesSettings, NullIsEmpty] = Field(
+        default_factory=EvidenceBytesSettings
+    )
+    unverified_claims_per_peer_log: Annotated[int, Field(ge=1, le=10_000)] = 16
+    unverified_bytes_per_peer_log: Annotated[int, Field(ge=1024, le=1 << 30)] = 256 * 1024
+    anchors_per_epoch: Annotated[int, Field(ge=1, le=1000)] = 2
+
+
 class FederationSettings(Settings):
     """``federation``: the registry file and this node's place in it."""
 
@@ -103,3 +129,4 @@ class FederationSettings(Settings):
     ] | None = None  # fmt: skip
     heartbeat_seconds: Interval = 2.0
     antientropy_seconds: Interval = 5.0
+    budget: Annotated[BudgetSettings, NullIsEmpty] = Field(default_factory=BudgetSettings)

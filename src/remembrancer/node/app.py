@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import time
@@ -531,14 +532,21 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
                         headers={"Cache-Control": IMMUTABLE if full else MUTABLE})  # fmt: skip
 
     @app.get("/v1/replicas/{origin:path}/anchors", responses=_errors(404))
-    async def replica_anchors(origin: str) -> dict[str, Any]:
-        """Every anchor claim this node holds on the log's checkpoints, in the conflict
-        order, with the anchors re-verified here (``reverified_here``)."""
+    async def replica_anchors(origin: str, after: int = Query(-1, ge=-1),
+                              limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:  # fmt: skip
+        """The anchor claims this node holds on the log's checkpoints, in the conflict
+        order, with the anchors re-verified here (``reverified_here``): a page of
+        at most ``limit`` checkpoints of sizes > ``after``; ``next`` is the
+        ``after`` of the next page (null on the last)."""
         engine = _replicas().engine
-        receipts = await _in_thread(engine.anchor_view, origin)
-        if not receipts and engine.head(origin) is None and origin not in engine.own_origins():
+        receipts = await _in_thread(functools.partial(engine.anchor_view, after=after,
+                                                      limit=limit), origin)  # fmt: skip
+        if (not receipts and after < 0 and engine.head(origin) is None
+                and origin not in engine.own_origins()):  # fmt: skip
             raise NotFoundError(f"no replica of {origin!r} here", code="replica_unknown")
-        return {"origin": origin, "receipts": receipts}
+        more = len(receipts) == limit
+        return {"origin": origin, "receipts": receipts,
+                "next": receipts[-1]["size"] if more else None}  # fmt: skip
 
     @app.post("/v1/admin/replicas/anchor", responses=_errors(400, 401, 404, 422, 503))
     async def replica_anchor(request: Request, origin: str,

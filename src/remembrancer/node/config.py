@@ -50,6 +50,7 @@ from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.note import is_valid_key_name, parse_vkey
 from remembrancer.federation.settings import (
+    BudgetSettings,
     FederationSettings,
     WitnessingSettings,
     WitnessPeerSettings,
@@ -143,6 +144,25 @@ class Limits(Settings):
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = 1024
     batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
     request_timeout_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
+
+
+class ServerSettings(Settings):
+    """``server``: the HTTP server's connection limits (node/connguard.py, uvicorn)."""
+
+    header_timeout_s: Annotated[float, Field(ge=0.1, le=3600)] = 10.0
+    keepalive_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 5
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 64 * 1024
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 512
+    max_half_open: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    max_half_open_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 32
+
+
+class ReplicationSettings(Settings):
+    """``replication``: what anti-entropy may spend on one fetch and one sync."""
+
+    memory_budget_bytes: Annotated[int, Field(ge=49 << 20, le=1 << 40)] = 64 << 20
+    fetch_deadline_s: Annotated[float, Field(ge=0.5, le=3600)] = 15.0
+    sync_deadline_s: Annotated[float, Field(ge=1, le=86_400)] = 120.0
 
 
 class AdminSettings(Settings):
@@ -267,6 +287,10 @@ class NodeFile(Settings):
     admin: Annotated[AdminSettings, NullIsEmpty] = Field(default_factory=AdminSettings)
     witness: Annotated[WitnessSettings, NullIsEmpty] = Field(default_factory=WitnessSettings)
     limits: Annotated[Limits, NullIsEmpty] = Field(default_factory=Limits)
+    server: Annotated[ServerSettings, NullIsEmpty] = Field(default_factory=ServerSettings)
+    replication: Annotated[ReplicationSettings, NullIsEmpty] = Field(
+        default_factory=ReplicationSettings
+    )
     scheduler: Annotated[SchedulerSettings, NullIsEmpty] = Field(default_factory=SchedulerSettings)
     anchoring: Annotated[AnchoringSettings, NullIsEmpty] = Field(default_factory=AnchoringSettings)
     witnessing: Annotated[WitnessingSettings, NullIsEmpty] = Field(
@@ -346,6 +370,14 @@ class NodeConfig:
         return self.file.limits
 
     @property
+    def server(self) -> ServerSettings:
+        return self.file.server
+
+    @property
+    def replication(self) -> ReplicationSettings:
+        return self.file.replication
+
+    @property
     def log_format(self) -> str:
         return self.file.log_format
 
@@ -384,6 +416,11 @@ class NodeConfig:
     @property
     def ha(self) -> HaSettings:
         return self.file.ha
+
+    @property
+    def federation_budget(self) -> BudgetSettings:
+        fed = self.file.federation
+        return fed.budget if fed else BudgetSettings()
 
     @property
     def scheduler_enabled(self) -> bool:

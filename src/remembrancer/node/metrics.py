@@ -71,5 +71,13 @@ class NodeMetrics:
     def start_aggregates(self, targets: list[str]) -> None:
         """Make the collaborative-anchoring series of ``targets`` exist, at 0."""
         for target in targets:
-            for event in ("delegated", "made", "received", "refused", "missed", "fallback"):
+            for event in (
+                "delegated",
+                "made",
+                "received",
+                "refused",
+                "missed",
+                "fallback",
+                "deferred",
+            ):
                 self.aggregates.labels(event, target)

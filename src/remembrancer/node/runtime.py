@@ -33,17 +33,25 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
+from remembrancer.federation.antientropy.claims import ClaimBudget
 from remembrancer.federation.antientropy.model import ReplicaSpec
 from remembrancer.federation.antientropy.replicator import Replicator, SequencerLogs
 from remembrancer.federation.collaborative import CollaborativeAnchoring
 from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.service import FederationService
+from remembrancer.federation.settings import BudgetSettings
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.federation.xns import Messaging
 from remembrancer.log.namespaces import NamespaceSource
 from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.sequencer import NamespaceProvider, Receipt, Sequencer
-from remembrancer.node.config import Limits, NodeConfig, WitnessedLog, check_data_dir
+from remembrancer.node.config import (
+    Limits,
+    NodeConfig,
+    ReplicationSettings,
+    WitnessedLog,
+    check_data_dir,
+)
 from remembrancer.node.ha import LEASE_NAME, LeaseKeeper, holder_id
 from remembrancer.node.keyfile import read_key_file
 from remembrancer.node.metrics import NodeMetrics
@@ -81,6 +89,8 @@ class Node:
     federation_did: str | None = None
     heartbeat_seconds: float = 2.0
     antientropy_seconds: float = 5.0
+    federation_budget: BudgetSettings = field(default_factory=BudgetSettings)
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
     ha: LeaseKeeper | None = None  # several processes over one PostgreSQL (node/ha.py)
 
     def __post_init__(self) -> None:
@@ -128,6 +138,7 @@ class Node:
             self.collaborative = CollaborativeAnchoring(
                 fed, fed.peers, fed.outbox, fed.misbehaviour, self.node_key, self.store,
                 self.rails, fed.log_verifiers, self.scheduler, metrics=self.metrics, clock=self.clock,
+                anchors_per_epoch=self.federation_budget.anchors_per_epoch,
             )  # fmt: skip
             self.metrics.start_aggregates(self.rails.targets())
             # Anti-entropy: verified replicas of the witnessed logs (docs/anti-entropy.md).
@@ -137,6 +148,10 @@ class Node:
                 own=SequencerLogs(self.sequencer, self.node_key.public, self.scheduler.receipts),
                 clock=self.clock, heartbeat_seconds=self.heartbeat_seconds,
                 interval=self.antientropy_seconds, metrics_registry=self.metrics.registry,
+                budget=claim_budget(self.federation_budget),
+                memory_budget=self.replication.memory_budget_bytes,
+                fetch_deadline=self.replication.fetch_deadline_s,
+                sync_deadline=self.replication.sync_deadline_s,
             )  # fmt: skip
         self.client_limits = TokenBuckets(self.limits.client_rate, self.limits.client_burst)
         self.namespace_limits = TokenBuckets(
@@ -209,6 +224,8 @@ class Node:
             federation_did=config.federation_did,
             heartbeat_seconds=config.heartbeat_seconds,
             antientropy_seconds=config.antientropy_seconds,
+            federation_budget=config.federation_budget,
+            replication=config.replication,
         )
 
     async def start(self) -> None:
@@ -462,6 +479,16 @@ def entry_view(namespace: str, index: int, leaf: bytes) -> dict[str, Any]:
         out["entry"] = base64.b64encode(leaf).decode()
         out["entryHash"] = "sha256:" + hashlib.sha256(leaf).hexdigest()
     return out
+
+
+def claim_budget(b: BudgetSettings) -> ClaimBudget:
+    """The storage budget of anchor claims, from ``federation.budget``."""
+    return ClaimBudget(
+        evidence_bytes={"rfc3161": b.evidence_bytes.rfc3161, "eip155": b.evidence_bytes.eip155,
+                        "btc": b.evidence_bytes.btc},
+        unverified_claims=b.unverified_claims_per_peer_log,
+        unverified_bytes=b.unverified_bytes_per_peer_log,
+    )  # fmt: skip
 
 
 def _lease_keeper(config: NodeConfig, store: Store) -> LeaseKeeper | None:

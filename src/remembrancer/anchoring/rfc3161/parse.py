@@ -172,8 +172,12 @@ def _parse(data: bytes, top: ber.Tlv) -> Parsed:
             "the SignerInfo does not name its signer by issuerAndSerialNumber "
             "(a subjectKeyIdentifier is not accepted: OpenSSL's RFC 3161 verifier cannot read it)"
         )
-    if not si_fields[3].is_(2, 0) or not si_fields[3].constructed:
+    if not si_fields[3].is_(2, 0):
         refuse("tsa_signature_invalid", "the SignerInfo has no signed attributes")
+    if not si_fields[3].constructed:
+        # OpenSSL's decoder lets this through; X.690 8.12.1 does not (a SET OF is
+        # always constructed), and neither do we.
+        _malformed("the signed attributes ([0] IMPLICIT SET OF) are marked primitive")
     attrs_tlv = si_fields[3]
     reason = ber.der_framing_error(attrs_tlv)
     if reason is not None:

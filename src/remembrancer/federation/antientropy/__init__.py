@@ -50,9 +50,14 @@ Where the data comes from:
   :data:`MAX_REPLY_MESSAGES` bundles per request, oldest items first, so a
   long catch-up continues over several rounds.
 
+Sources are tried in the order of what verified here, never of what a
+heartbeat claims; a source that stalls (every fetch has an overall deadline)
+or serves what does not verify is scored and tried last.
+
 Mirroring fetches the missing entry bundles (256 entries each) in chunks of
-:data:`CHUNK_BUNDLES`, :data:`FETCH_CONCURRENCY` at a time, hashes them in
-one batch per chunk and extends the stored tree.  A chunk that ends before
+at most :data:`CHUNK_BUNDLES`, within the memory budget
+(:func:`~.engine.chunk_room`), hashes them in one batch per chunk and extends
+the stored tree; the next chunk is fetched only once this one is stored.  A chunk that ends before
 the checkpoint is checked with a consistency proof from the chunk's
 recomputed root to the signed root (computed from the source's hash tiles);
 the last chunk's root must be the signed root.  Each chunk is committed to

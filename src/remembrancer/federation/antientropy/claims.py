@@ -15,17 +15,24 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from remembrancer.core.anchor import Anchor, AnchorReceipt, bound_anchors, resolve_conflicts
-from remembrancer.core.errors import RemembrancerError
+from remembrancer.core.errors import FormatError, RemembrancerError
 from remembrancer.core.jcs import canonicalize
 from remembrancer.core.note import Note
 from remembrancer.federation.protocol.contents import BundleContent
 from remembrancer.federation.protocol.grammar import MAX_LIST_ITEMS
 
-__all__ = ["merge_anchors", "pack_bundles", "receipt_time"]
+__all__ = [
+    "ClaimBudget",
+    "check_evidence",
+    "evidence_size",
+    "merge_anchors",
+    "pack_bundles",
+    "receipt_time",
+]
 
 
 log = logging.getLogger("remembrancer.antientropy")
@@ -33,6 +40,57 @@ log = logging.getLogger("remembrancer.antientropy")
 
 BUNDLE_BUDGET: Final = 200 * 1024  # bytes of items per bundle message (the limit is 256 KiB)
 MAX_REPLY_MESSAGES: Final = 8  # bundles answering one request
+
+
+DEFAULT_EVIDENCE_BYTES: Final = {"rfc3161": 32 * 1024, "eip155": 8 * 1024, "btc": 32 * 1024}
+DEFAULT_UNVERIFIED_CLAIMS: Final = 16  # checkpoints with unverified claims per (peer, log)
+DEFAULT_UNVERIFIED_BYTES: Final = 256 * 1024  # bytes of unverified anchors per (peer, log)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBudget:
+    """What anchor claims from peers may cost this node's store (docs/operations.md,
+    "Resource budget: storage and anchoring").
+
+    ``evidence_bytes``: the largest ``evidence`` (canonical JSON bytes) an
+    anchor may carry, per rail (the target's scheme); larger is refused
+    (``anchor_evidence_too_large``) and the sender blamed.
+    ``unverified_claims`` and ``unverified_bytes``: per (peer, log), how many
+    checkpoints' worth of anchors nobody verified here, and how many bytes of
+    them, are kept; past either, the oldest (smallest checkpoint size) are
+    dropped first.  Anchors verified here and this node's own are never
+    dropped by the budget."""
+
+    evidence_bytes: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_EVIDENCE_BYTES))
+    unverified_claims: int = DEFAULT_UNVERIFIED_CLAIMS
+    unverified_bytes: int = DEFAULT_UNVERIFIED_BYTES
+
+    def evidence_cap(self, target: str) -> int:
+        scheme = target.partition(":")[0]
+        return self.evidence_bytes.get(scheme, min(DEFAULT_EVIDENCE_BYTES.values()))
+
+
+def evidence_size(a: Anchor) -> int:
+    """The bytes of an anchor's evidence, as canonical JSON."""
+    return len(json.dumps(a.evidence, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
+def anchor_size(a: Anchor) -> int:
+    """The bytes an anchor takes in a stored claim."""
+    return len(json.dumps(a.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
+def check_evidence(anchors: Iterable[Anchor], budget: ClaimBudget) -> None:
+    """FormatError ``anchor_evidence_too_large`` for the first anchor whose
+    evidence is over its rail's cap."""
+    for a in anchors:
+        size, cap = evidence_size(a), budget.evidence_cap(a.target)
+        if size > cap:
+            raise FormatError(
+                f"anchor {a.key} carries {size} bytes of evidence; {a.scheme} allows {cap}",
+                code="anchor_evidence_too_large",
+                details={"anchor": a.key[:200], "bytes": size, "cap": cap},
+            )
 
 
 _STATUS_RANK: Final = {"pending": 0, "submitted": 1, "verified": 2, "failed": 3, "reorged": 4}

@@ -38,6 +38,7 @@ from remembrancer.core.errors import (
 from remembrancer.core.note import Note
 from remembrancer.core.rfc6962 import HASH_SIZE, consistency_proof, root_hash, verify_consistency
 from remembrancer.core.tiles import (
+    MAX_ENTRY_SIZE,
     TILE_WIDTH,
     Tile,
     TileNodeReader,
@@ -49,6 +50,9 @@ from remembrancer.core.tiles import (
     tile_width,
 )
 from remembrancer.federation.antientropy.claims import (
+    ClaimBudget,
+    anchor_size,
+    check_evidence,
     merge_anchors,
     note_rank,
     receipt_time,
@@ -59,6 +63,7 @@ from remembrancer.federation.antientropy.model import (
     ANCHOR_SCOPE,
     MIRROR_PREFIX,
     REPLICA_SCOPE,
+    UNVERIFIED_SCOPE,
     ReplicaHead,
     ReplicaSpec,
     namespace_of,
@@ -68,13 +73,41 @@ from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.log.tiles import TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, LogState, Store
 
-__all__ = ["CHUNK_BUNDLES", "ReplicaEngine"]
+__all__ = ["CHUNK_BUNDLES", "DEFAULT_MEMORY_BUDGET", "ReplicaEngine", "chunk_room"]
 
 
 log = logging.getLogger("remembrancer.antientropy")
 
 
 CHUNK_BUNDLES: Final = 64  # entry bundles per verified, committed chunk (16,384 entries)
+CLAIM_PAGE: Final = 256  # stored claims read per store query
+DEFAULT_MEMORY_BUDGET: Final = 64 << 20  # replication.memory_budget_bytes
+FETCH_CONCURRENCY: Final = 16  # bundles fetched at once, when the budget allows
+ENTRY_OVERHEAD: Final = 64  # bytes a decoded entry costs beyond its data (object header, list)
+COPIES_AT_COMMIT: Final = 3  # the entries, the bundles encoded from them, the store's copy
+
+
+def bundle_cap(t: Tile) -> int:
+    """The most bytes the entry bundle of ``t`` can hold (and the most its entries
+    can take once decoded, with :data:`ENTRY_OVERHEAD`)."""
+    return t.width * (2 + MAX_ENTRY_SIZE + ENTRY_OVERHEAD)
+
+
+def chunk_room(held: int, tiles: Sequence[Tile], budget: int) -> bool:
+    """Whether a chunk holding ``held`` bytes of entries may fetch the bundles of
+    ``tiles`` too, within ``budget`` bytes, whatever they turn out to hold.
+
+    While a bundle is fetched and decoded the raw answer and the entries are
+    both alive (twice its size); when the chunk is committed the entries, the
+    bundles the store encodes from them and the store's own copy are
+    (:data:`COPIES_AT_COMMIT` times).  So the chunk takes another bundle only
+    while three times the worst case of what it would then hold fits:
+    ``3 * (held + sum of caps) <= budget``.  A budget of at least three
+    maximal bundles (:data:`MIN_MEMORY_BUDGET`) always lets one in."""
+    return COPIES_AT_COMMIT * (held + sum(bundle_cap(t) for t in tiles)) <= budget
+
+
+MIN_MEMORY_BUDGET: Final = COPIES_AT_COMMIT * TILE_WIDTH * (2 + MAX_ENTRY_SIZE + ENTRY_OVERHEAD)
 
 
 class OwnLogs(Protocol):
@@ -133,8 +166,18 @@ class ReplicaEngine:
         blame: Blame = _no_blame,
         report_equivocation: ReportEquivocation = _no_report,
         metrics: ReplicaMetrics | None = None,
+        budget: ClaimBudget | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
+        if memory_budget < MIN_MEMORY_BUDGET:
+            raise ConfigError(
+                f"a replication memory budget of {memory_budget} bytes cannot hold one entry"
+                f" bundle; at least {MIN_MEMORY_BUDGET}",
+                code="memory_budget_too_small",
+            )
+        self.memory_budget = memory_budget
         self.store = store
+        self.budget = budget or ClaimBudget()
         self.specs = {s.origin: s for s in specs}
         self.rails = rails
         self.clock = clock
@@ -146,6 +189,10 @@ class ReplicaEngine:
         self._heads: dict[str, ReplicaHead] = {}
         self._mirrored: dict[str, int] = {}  # origin -> entries mirrored (cache of the store's)
         self.errors: dict[str, dict[str, Any]] = {}  # origin -> last error
+        # (origin, peer) -> size of the latest checkpoint of origin that peer served
+        # and that verified here (the order sources are tried in)
+        self.verified_from: dict[tuple[str, str], int] = {}
+        self._offered: dict[str, int] = {}  # origin -> size of the checkpoint being synced
         self.last_sync: dict[str, int] = {}
         self.equivocations: dict[str, str] = {}  # origin -> evidence ref
         self._incidents: set[str] = set()
@@ -260,6 +307,9 @@ class ReplicaEngine:
                 raise
             self.errors.pop(origin, None)
             self.last_sync[origin] = int(self.clock())
+            offered = self._offered.pop(origin, None)
+            if source.peer is not None and offered is not None:
+                self.verified_from[(origin, source.peer)] = offered
             return grew
 
     def _error(self, origin: str, e: RemembrancerError, source: Source) -> None:
@@ -272,6 +322,7 @@ class ReplicaEngine:
         note = await source.checkpoint()
         signed, vkey = await asyncio.to_thread(spec.open, note)
         cp = signed.checkpoint
+        self._offered[spec.origin] = cp.size
         head = self._heads.get(spec.origin)
         mirrored = 0
         if spec.mirror:
@@ -365,80 +416,109 @@ class ReplicaEngine:
 
     async def _mirror(self, spec: ReplicaSpec, vkey: str, source: Source, head: ReplicaHead | None,
                       note: bytes, signed: SignedCheckpoint, start: int) -> None:  # fmt: skip
-        """Fetch, verify and store entries ``[start, size)`` in chunks."""
+        """Fetch, verify and store entries ``[start, size)`` in chunks within the
+        memory budget: each chunk is verified and committed before the next
+        bundle is fetched (no prefetch)."""
         cp = signed.checkpoint
         key = MIRROR_PREFIX + spec.origin
         size = cp.size
         loop = asyncio.get_running_loop()
         writer = await asyncio.to_thread(self._writer, key, start)
-        pending = asyncio.ensure_future(self._fetch_chunk(source, start, size))
-        try:
-            while start < size:
-                end, entries = await pending
-                if end < size:
-                    pending = asyncio.ensure_future(self._fetch_chunk(source, end, size))
-
-                def verify(begin: int = start, end: int = end, entries: list[bytes] = entries,
-                           base: TileWriter = writer) -> tuple[TileWriter, bytes]:  # fmt: skip
-                    trial = base.copy()
-                    leaves = bundle_leaf_hashes(entries)
-                    hashes = [leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE)]
-                    tiles = trial.append(hashes)
-                    root = trial.root()
-                    if end == size:
-                        if root != cp.root_hash:
-                            raise VerificationError(
-                                f"entries {begin}..{end} do not hash to the signed root",
-                                code="replica_inconsistent",
-                            )
-                    else:
-                        proof = consistency_proof(end, size, tiles_reader(source, size, loop))
-                        verify_consistency(end, size, root, cp.root_hash, proof)
-                    batch = AppendBatch(key, begin, [EntryRow(e) for e in entries], tiles,
-                                        LogState(key, end, root, note), int(self.clock()))  # fmt: skip
-                    self.store.append(batch)
-                    return trial, root
-
+        while start < size:
+            end, entries = await self._fetch_chunk(source, start, size)
+            commit = asyncio.ensure_future(asyncio.to_thread(
+                self._store_chunk, key, writer, start, end, entries, size, cp.root_hash, note,
+                source, loop))  # fmt: skip
+            try:
                 try:
-                    writer, _ = await asyncio.to_thread(verify)
-                except VerificationError as e:
-                    if head is not None and head.size:
-                        await self._equivocation(spec, vkey, head.note, note, source)
-                    raise VerificationError(
-                        f"{source.name} served entries of {spec.origin} that do not match its"
-                        f" signed checkpoint of size {size}: {e.message}",
-                        code="replica_inconsistent",
-                        details={"origin": spec.origin, "size": size, "cause": e.code},
-                    ) from e
-                self.metrics.add_mirrored(spec.origin, end - start)
-                self._mirrored[spec.origin] = end
-                start = end
-        finally:
-            if not pending.done():
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+                    writer = await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # A sync cut off at its deadline: the worker thread cannot be
+                    # stopped, so the next sync must not start before it is done.
+                    await asyncio.gather(commit, return_exceptions=True)
+                    raise
+            except VerificationError as e:
+                if head is not None and head.size:
+                    await self._equivocation(spec, vkey, head.note, note, source)
+                raise VerificationError(
+                    f"{source.name} served entries of {spec.origin} that do not match its"
+                    f" signed checkpoint of size {size}: {e.message}",
+                    code="replica_inconsistent",
+                    details={"origin": spec.origin, "size": size, "cause": e.code},
+                ) from e
+            finally:
+                entries.clear()  # the chunk is stored or refused: its memory is free
+            self.metrics.add_mirrored(spec.origin, end - start)
+            self._mirrored[spec.origin] = end
+            start = end
+
+    def _store_chunk(self, key: str, base: TileWriter, begin: int, end: int,
+                     entries: list[bytes], size: int, signed_root: bytes, note: bytes,
+                     source: Source, loop: asyncio.AbstractEventLoop) -> TileWriter:  # fmt: skip
+        """Verify entries ``[begin, end)`` against the signed root (the root itself
+        for the last chunk, else a consistency proof from the source's hash
+        tiles) and commit them; the writer extended by them (worker thread)."""
+        trial = base.copy()
+        leaves = bundle_leaf_hashes(entries)
+        hashes = [leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE)]
+        tiles = trial.append(hashes)
+        root = trial.root()
+        if end == size:
+            if root != signed_root:
+                raise VerificationError(
+                    f"entries {begin}..{end} do not hash to the signed root",
+                    code="replica_inconsistent",
+                )
+        else:
+            proof = consistency_proof(end, size, tiles_reader(source, size, loop))
+            verify_consistency(end, size, root, signed_root, proof)
+        batch = AppendBatch(key, begin, [EntryRow(e) for e in entries], tiles,
+                            LogState(key, end, root, note), int(self.clock()))  # fmt: skip
+        self.store.append(batch)
+        return trial
 
     async def _fetch_chunk(self, source: Source, start: int, size: int) -> tuple[int, list[bytes]]:
-        """Entries ``[start, end)`` for the chunk starting at ``start``; FormatError
-        ``replica_bundle_malformed`` for a bundle that does not decode."""
+        """Entries ``[start, end)`` for the chunk starting at ``start``, within the
+        memory budget (:func:`chunk_room`); FormatError ``replica_bundle_malformed``
+        for a bundle that does not decode."""
         first = start // TILE_WIDTH
         last = min((size - 1) // TILE_WIDTH, first + CHUNK_BUNDLES - 1)
-        end = min(size, (last + 1) * TILE_WIDTH)
-        tiles = [Tile(0, i, tile_width(0, i, size)) for i in range(first, last + 1)]
-        blobs = await source.bundles(tiles)
+        entries: list[bytes] = []
+        held = 0
+        index = first
+        while index <= last:
+            group: list[Tile] = []
+            while index + len(group) <= last and len(group) < FETCH_CONCURRENCY:
+                t = Tile(0, index + len(group), tile_width(0, index + len(group), size))
+                if not chunk_room(held, [*group, t], self.memory_budget):
+                    break
+                group.append(t)
+            if not group:
+                break  # the chunk is as large as the budget allows
+            blobs = await source.bundles(group)
 
-        def decode() -> list[bytes]:
-            entries: list[bytes] = []
-            for t, blob in zip(tiles, blobs, strict=True):
+            # Decoded here, on the loop, bundle by bundle, each raw bundle dropped
+            # as soon as it is decoded: the buffers are allocated and freed by
+            # one thread (one malloc arena), so what is freed is reused, not
+            # kept aside per worker thread (a copy of 256 entries is quick).
+            got: list[bytes] = []
+            for n, t in enumerate(group):
+                blob, blobs[n] = blobs[n], b""
                 try:
-                    got = decode_entry_bundle(blob, t.width)
+                    part = decode_entry_bundle(blob, t.width)
                 except FormatError as e:
                     raise FormatError(f"entry bundle {t.entries_path()}: {e.message}",
                                       code="replica_bundle_malformed") from e  # fmt: skip
-                entries.extend(got[start - t.index * TILE_WIDTH :] if t.index == first else got)
-            return entries
-
-        return end, await asyncio.to_thread(decode)
+                del blob
+                got.extend(part[start - t.index * TILE_WIDTH :] if t.index == first else part)
+                del part
+                await asyncio.sleep(0)
+            del blobs
+            held += sum(map(len, got)) + ENTRY_OVERHEAD * len(got)
+            entries.extend(got)
+            index += len(group)
+        end = min(size, index * TILE_WIDTH)
+        return end, entries
 
     def _stored_root(self, origin: str, size: int) -> bytes:
         key = MIRROR_PREFIX + origin
@@ -471,12 +551,23 @@ class ReplicaEngine:
             spec = self.own.spec(origin)
         return spec
 
-    def _claims(self, origin: str) -> dict[int, dict[str, Any]]:
+    def _claims(self, origin: str, *, after: int = -1,
+                limit: int | None = None) -> dict[int, dict[str, Any]]:  # fmt: skip
+        """The stored claims of ``origin`` at sizes > ``after`` (at most ``limit``),
+        read a page at a time from the key range ``<origin>/``: never the whole scope."""
         prefix = origin + "/"
         out: dict[int, dict[str, Any]] = {}
-        for k, v in self.store.list_state(ANCHOR_SCOPE).items():
-            if k.startswith(prefix) and k[len(prefix) :].isdigit():
-                out[int(k[len(prefix) :])] = json.loads(v)
+        cursor = f"{prefix}{after:020d}" if after >= 0 else None
+        while limit is None or len(out) < limit:
+            want = CLAIM_PAGE if limit is None else min(CLAIM_PAGE, limit - len(out))
+            page = self.store.list_state_page(ANCHOR_SCOPE, prefix=prefix, after=cursor,
+                                              limit=want)  # fmt: skip
+            for k, v in page:
+                if k[len(prefix) :].isdigit():
+                    out[int(k[len(prefix) :])] = json.loads(v)
+            if len(page) < want:
+                break
+            cursor = page[-1][0]
         return out
 
     def _own_receipts(self, origin: str) -> dict[int, AnchorReceipt]:
@@ -485,14 +576,18 @@ class ReplicaEngine:
         ns = self.own.origins().get(origin)
         return {r.size: r for r in self.own.receipts(ns)} if ns else {}
 
-    def anchor_receipts(self, origin: str) -> list[tuple[AnchorReceipt, list[str]]]:
-        """Every anchor receipt this node holds for ``origin`` (its own scheduler's
+    def anchor_receipts(self, origin: str, *, after: int = -1, limit: int | None = None,
+                        relay: bool = False) -> list[tuple[AnchorReceipt, list[str]]]:  # fmt: skip
+        """The anchor receipts this node holds for ``origin`` (its own scheduler's
         and the claims of others, merged), with the keys of the anchors
-        re-verified here, by checkpoint size."""
-        claims = self._claims(origin)
-        own = self._own_receipts(origin)
+        re-verified here, by checkpoint size: those at sizes > ``after``, at
+        most ``limit`` of them.  ``relay``: only what this node vouches for
+        (anchors verified here and its own scheduler's); receipts left with
+        no anchor are left out."""
+        claims = self._claims(origin, after=after, limit=limit)
+        own = {s: r for s, r in self._own_receipts(origin).items() if s > after}
         out = []
-        for size in sorted(set(claims) | set(own)):
+        for size in sorted(set(claims) | set(own))[:limit]:
             doc = claims.get(size)
             held = AnchorReceipt.from_dict(doc["receipt"]) if doc else None
             mine = own.get(size)
@@ -504,13 +599,20 @@ class ReplicaEngine:
             marks |= {a.key for a in (mine.anchors if mine else ()) if a.status == "verified"}
             anchors = merge_anchors(held.anchors if held else (), mine.anchors if mine else (),
                                     verified=marks)  # fmt: skip
+            if relay:
+                ours = {a.key for a in mine.anchors} if mine else set()
+                anchors = tuple(a for a in anchors if a.key in marks or a.key in ours)
+                if not anchors:
+                    continue
             out.append((replace(base, anchors=anchors),
                         sorted(k for k in marks if any(a.key == k for a in anchors))))  # fmt: skip
         return out
 
-    def anchor_view(self, origin: str) -> list[dict[str, Any]]:
+    def anchor_view(self, origin: str, *, after: int = -1,
+                    limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
         return [
-            {**r.to_dict(), "reverified_here": marks} for r, marks in self.anchor_receipts(origin)
+            {**r.to_dict(), "reverified_here": marks}
+            for r, marks in self.anchor_receipts(origin, after=after, limit=limit)
         ]
 
     async def merge_claims(
@@ -524,7 +626,7 @@ class ReplicaEngine:
         report = MergeReport()
         for item in items:
             try:
-                changed = await self._merge_claim(item)
+                changed = await self._merge_claim(item, sender)
             except InconsistencyError as e:
                 report.refused.append(e.code)  # the log equivocated; reported already
                 continue
@@ -541,13 +643,80 @@ class ReplicaEngine:
                 report.unchanged += 1
         return report
 
-    async def _merge_claim(self, item: Mapping[str, Any]) -> bool | None:
+    async def _merge_claim(self, item: Mapping[str, Any], sender: str | None) -> bool | None:
         receipt = AnchorReceipt.from_dict(item)
         spec = self.spec_for(receipt.origin)
         if spec is None:
             return None
+        check_evidence(receipt.anchors, self.budget)  # before anything is read or kept
         async with self._lock(receipt.origin):
-            return await self._merge_claim_locked(spec, receipt)
+            changed = await self._merge_claim_locked(spec, receipt)
+            if changed and sender is not None:
+                await asyncio.to_thread(self._charge, receipt.origin, receipt.size, sender)
+            return changed
+
+    # --- the storage budget of unverified claims (docs/operations.md) ----------------------
+    def _unverified_bytes(self, origin: str, size: int) -> int:
+        """Bytes of the anchors of the stored claim at ``size`` that nobody verified here."""
+        raw = self.store.get_state(ANCHOR_SCOPE, f"{origin}/{size:020d}")
+        if raw is None:
+            return 0
+        doc = json.loads(raw)
+        marks = set(doc["reverified"])
+        held = AnchorReceipt.from_dict(doc["receipt"])
+        return sum(anchor_size(a) for a in held.anchors if a.key not in marks)
+
+    def _charge(self, origin: str, size: int, sender: str) -> None:
+        """Book the unverified part of the claim at ``size`` to ``sender``; past
+        the (peer, log) budget, drop that peer's oldest unverified claims."""
+        prefix = f"{origin}|{sender}|"
+        used = self._unverified_bytes(origin, size)
+        if used == 0:
+            self.store.delete_state(UNVERIFIED_SCOPE, f"{prefix}{size:020d}")
+            return
+        self.store.put_state(UNVERIFIED_SCOPE, f"{prefix}{size:020d}",
+                             json.dumps({"bytes": used}).encode())  # fmt: skip
+        held: list[tuple[int, int]] = []
+        cursor: str | None = None
+        while True:  # bounded: at most unverified_claims + 1 entries per (peer, log)
+            page = self.store.list_state_page(UNVERIFIED_SCOPE, prefix=prefix, after=cursor,
+                                              limit=CLAIM_PAGE)  # fmt: skip
+            held += [(int(k[len(prefix) :]), int(json.loads(v)["bytes"])) for k, v in page]
+            if len(page) < CLAIM_PAGE:
+                break
+            cursor = page[-1][0]
+        total = sum(b for _, b in held)
+        dropped = 0
+        for s, b in list(held):  # oldest checkpoint first; the claim just kept goes last
+            if len(held) <= self.budget.unverified_claims and total <= self.budget.unverified_bytes:
+                break
+            if s == size and len(held) > 1:
+                continue
+            self._evict(origin, s)
+            self.store.delete_state(UNVERIFIED_SCOPE, f"{prefix}{s:020d}")
+            self.metrics.add_refused("anchor_claims_over_budget")
+            held = [h for h in held if h[0] != s]
+            total -= b
+            dropped += 1
+        if dropped:
+            log.info("unverified anchor claims of %s from %s over budget: %d dropped", origin,
+                     sender, dropped)  # fmt: skip
+
+    def _evict(self, origin: str, size: int) -> None:
+        """Drop the anchors nobody verified here from the stored claim at ``size``
+        (the whole claim when none is left)."""
+        key = f"{origin}/{size:020d}"
+        raw = self.store.get_state(ANCHOR_SCOPE, key)
+        if raw is None:
+            return
+        doc = json.loads(raw)
+        held = AnchorReceipt.from_dict(doc["receipt"])
+        kept = tuple(a for a in held.anchors if a.key in doc["reverified"])
+        if not kept:
+            self.store.delete_state(ANCHOR_SCOPE, key)
+            return
+        doc["receipt"] = replace(held, anchors=kept).to_dict()
+        self.store.put_state(ANCHOR_SCOPE, key, json.dumps(doc).encode())
 
     async def _merge_claim_locked(self, spec: ReplicaSpec, receipt: AnchorReceipt) -> bool:
         origin = receipt.origin
@@ -721,7 +890,7 @@ class ReplicaEngine:
             origins += [o for o, ns in self.own.origins().items() if ns == namespace]
         out = []
         for origin in origins:
-            for receipt, _ in self.anchor_receipts(origin):
+            for receipt, _ in self.anchor_receipts(origin, relay=True):
                 t = receipt_time(receipt)
                 if (from_ts is None or t >= from_ts) and (to_ts is None or t <= to_ts):
                     out.append((t, receipt.to_dict()))

@@ -19,13 +19,24 @@ from remembrancer.core.errors import RemembrancerError, VerificationError
 from remembrancer.core.identifiers import NAMESPACE_RE
 from remembrancer.core.note import parse_vkey
 
-__all__ = ["ANCHOR_SCOPE", "MIRROR_PREFIX", "REPLICA_SCOPE", "ReplicaHead", "ReplicaSpec"]
+__all__ = [
+    "ANCHOR_SCOPE",
+    "MIRROR_PREFIX",
+    "REPLICA_SCOPE",
+    "UNVERIFIED_SCOPE",
+    "ReplicaHead",
+    "ReplicaSpec",
+]
 
 
 REPLICA_SCOPE: Final = "replicas"
 """Store state scope of replica heads: origin -> JSON :class:`ReplicaHead`."""
 ANCHOR_SCOPE: Final = "replica-anchors"
 """Store state scope of anchor claims: ``<origin>/<size, 20 digits>`` -> JSON."""
+UNVERIFIED_SCOPE: Final = "replica-anchors-unverified"
+"""Store state scope indexing the anchor claims nobody verified here, per
+(peer, log): ``<origin>|<sender DID>|<size, 20 digits>`` -> JSON
+``{"bytes": n}`` (the storage budget, docs/operations.md)."""
 MIRROR_PREFIX: Final = "replica/"
 """A mirrored log's entries and tiles are the store log ``replica/<origin>``
 (never a namespace name: those have no ``/``)."""

@@ -26,11 +26,16 @@ from remembrancer.core.errors import FormatError, PeerError, RemembrancerError, 
 from remembrancer.core.keys import PublicKey
 from remembrancer.core.note import format_vkey
 from remembrancer.federation.antientropy.claims import (
+    ClaimBudget,
     federation_receipt_time,
     pack_bundles,
     receipt_time,
 )
-from remembrancer.federation.antientropy.engine import OwnLogs, ReplicaEngine
+from remembrancer.federation.antientropy.engine import (
+    DEFAULT_MEMORY_BUDGET,
+    OwnLogs,
+    ReplicaEngine,
+)
 from remembrancer.federation.antientropy.metrics import ReplicaMetrics
 from remembrancer.federation.antientropy.model import ReplicaSpec, namespace_of
 from remembrancer.federation.antientropy.source import FETCH_CONCURRENCY, FETCH_TIMEOUT, HttpSource
@@ -62,6 +67,8 @@ log = logging.getLogger("remembrancer.antientropy")
 
 CURSOR_SLACK: Final = 60  # seconds of anchor time asked again each round
 FULL_RESYNC_SECONDS: Final = 600
+SYNC_DEADLINE: Final = 120.0  # replication.sync_deadline_s: one sync from one source
+FAULT_BACKOFF_MAX: Final = 600.0  # seconds a faulty source stays at the back of the line
 
 
 @dataclass
@@ -116,6 +123,10 @@ class Replicator:
         heartbeat_seconds: float = 2.0,
         interval: float = 5.0,
         metrics_registry: Any = None,
+        budget: ClaimBudget | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        fetch_deadline: float = FETCH_TIMEOUT,
+        sync_deadline: float = SYNC_DEADLINE,
     ) -> None:
         self.peers = peers
         self.outbox = outbox
@@ -125,9 +136,13 @@ class Replicator:
         self.heartbeat_seconds = heartbeat_seconds
         self.interval = interval
         self.metrics = ReplicaMetrics(metrics_registry)
+        self.fetch_deadline = fetch_deadline
+        self.sync_deadline = sync_deadline
         self.engine = ReplicaEngine(
             store, specs, rails, clock=clock, own=own,
             blame=self._blame, report_equivocation=self._report, metrics=self.metrics,
+            budget=budget,
+            memory_budget=memory_budget,
         )  # fmt: skip
         self.store = store
         self._claims: dict[str, dict[str, tuple[int, str, float]]] = {}  # origin -> host -> claim
@@ -136,6 +151,8 @@ class Replicator:
         self._syncing: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._failures: dict[str, int] = {}
+        # peer -> (faults in a row, tried again only as a last resort until then)
+        self._faults: dict[str, tuple[int, float]] = {}
         self._retry_at: dict[str, float] = {}
         self._answering: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -249,26 +266,74 @@ class Replicator:
         )
 
     def _sources(self, origin: str) -> tuple[list[HttpSource], list[HttpSource]]:
-        """The log's hosts (largest claimed size first), and the other peers' mirrors."""
+        """The log's hosts, and the other peers' mirrors, each in the order they are
+        tried: by what this node verified, not by what a heartbeat claims.
+        A peer that recently stalled or served bad data comes last; before it,
+        the one whose checkpoint of the log verified here at the largest size;
+        a heartbeat's claim only orders peers nothing was verified from yet."""
         ns = namespace_of(origin)
-        hosts = sorted(self._claims.get(origin, {}).items(), key=lambda kv: -kv[1][0])
+        now = self.clock()
+        claims = self._claims.get(origin, {})
+
+        def order(did: str) -> tuple[bool, int, int, str]:
+            verified = self.engine.verified_from.get((origin, did), 0)
+            claim = claims[did][0] if did in claims and not verified else 0
+            return (self._faulty(did, now), -verified, -claim, did)
+
+        hosts = sorted(self._claims.get(origin, {}), key=order)
         first = []
-        for did, _ in hosts:
+        for did in hosts:
             ep = self._endpoint(did)
             if ep is not None and ns is not None:
-                first.append(HttpSource(self.client, f"{ep}/logs/{ns}/", peer=did))
-        host_dids = {did for did, _ in hosts}
-        mirrors = [HttpSource(self.client, f"{str(p.endpoint).rstrip('/')}/v1/replicas/{origin}/",
-                              peer=p.did)
-                   for p in self._peers() if p.did not in host_dids]  # fmt: skip
+                first.append(HttpSource(self.client, f"{ep}/logs/{ns}/", peer=did,
+                                        deadline=self.fetch_deadline))  # fmt: skip
+        host_dids = set(hosts)
+        others = sorted((p.did for p in self._peers() if p.did not in host_dids), key=order)
+        mirrors = [HttpSource(self.client, f"{ep}/v1/replicas/{origin}/", peer=did,
+                              deadline=self.fetch_deadline)
+                   for did in others if (ep := self._endpoint(did)) is not None]  # fmt: skip
         return first, mirrors
+
+    def _faulty(self, did: str, now: float) -> bool:
+        """Whether ``did`` stalled or served bad data recently (it is tried last)."""
+        fault = self._faults.get(did)
+        return fault is not None and now < fault[1]
+
+    async def _fault(self, did: str | None, *, stalled: bool) -> None:
+        """``did`` stalled (a fetch or a sync over its deadline: scored ``missed``)
+        or served bad data (the engine blamed it already): to the back of the
+        line, for longer each time it happens again."""
+        if did is None:
+            return
+        n = self._faults.get(did, (0, 0.0))[0] + 1
+        self._faults[did] = (
+            n,
+            self.clock() + min(FAULT_BACKOFF_MAX, self.interval * 2 ** min(n, 10)),
+        )
+        if stalled:
+            await self.peers.score(did, "missed")
 
     def _best_claim(self, origin: str) -> int:
         return max((c[0] for c in self._claims.get(origin, {}).values()), default=0)
 
+    async def _sync_one(self, origin: str, source: HttpSource) -> None:
+        """One sync from one source, within :attr:`sync_deadline` (what verified by
+        then is kept: the mirror commits chunk by chunk)."""
+        try:
+            async with asyncio.timeout(self.sync_deadline):
+                await self.engine.sync(origin, source)
+        except TimeoutError as e:
+            err = PeerError(f"{source.name}: no complete sync within {self.sync_deadline:g} s",
+                            code="replica_sync_timeout", details={"source": source.name})  # fmt: skip
+            self.engine.errors[origin] = {**err.to_dict(), "source": source.name,
+                                          "peer": source.peer, "at": int(self.clock())}  # fmt: skip
+            raise err from e
+
     async def _sync_loop(self, origin: str) -> None:
         """Sync from the hosts; ask the mirrors only when no host could be reached
-        (a host that answered, even with something refused, has had its say)."""
+        (a host that answered, even with something refused, has had its say).
+        A source that stalled or served bad data recently is tried only when no
+        other source was reached."""
         while True:
             self._again.discard(origin)
             hosts, mirrors = self._sources(origin)
@@ -276,16 +341,27 @@ class Replicator:
             for source in hosts + mirrors:
                 if source in mirrors and reached:
                     break
+                did = source.peer
+                if reached and did is not None and self._faulty(did, self.clock()):
+                    break  # the rest are at the back of the line for a reason
                 try:
-                    await self.engine.sync(origin, source)
+                    await self._sync_one(origin, source)
                 except PeerError as e:
-                    if e.code != "replica_fetch_failed":
+                    if e.code in ("replica_fetch_timeout", "replica_sync_timeout"):
+                        await self._fault(did, stalled=True)
+                    elif e.code != "replica_fetch_failed":
                         reached = True
+                    continue
+                except (VerificationError, FormatError):
+                    await self._fault(did, stalled=False)
+                    reached = True
                     continue
                 except RemembrancerError:
                     reached = True
                     continue
                 reached = True
+                if did is not None:
+                    self._faults.pop(did, None)
                 head = self.engine.head(origin)
                 if head is not None and head.size >= self._best_claim(origin):
                     break

@@ -48,15 +48,22 @@ class Source(Protocol):
 
 class HttpSource:
     """A tlog-tiles prefix over HTTP: a log (``<endpoint>/logs/<namespace>/``) or
-    a peer's mirror (``<endpoint>/v1/replicas/<origin>/``).  Errors: PeerError
-    ``replica_fetch_failed`` (transport, status, or an answer over its size cap)."""
+    a peer's mirror (``<endpoint>/v1/replicas/<origin>/``).
+
+    Every fetch has an overall ``deadline`` (seconds, from the request to the
+    last byte of the answer: a peer that drips its answer is cut off, however
+    often it sends a byte) and a size cap (an entry bundle: what its width
+    can hold).  Errors: PeerError ``replica_fetch_timeout`` (the deadline
+    passed) or ``replica_fetch_failed`` (transport, status, or an answer over
+    its cap)."""
 
     def __init__(self, client: httpx.AsyncClient, prefix: str, *, peer: str | None = None,
-                 concurrency: int = FETCH_CONCURRENCY) -> None:  # fmt: skip
+                 concurrency: int = FETCH_CONCURRENCY, deadline: float = FETCH_TIMEOUT) -> None:  # fmt: skip
         self.client = client
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self._peer = peer
         self._slots = asyncio.Semaphore(concurrency)
+        self.deadline = deadline
 
     @property
     def name(self) -> str:
@@ -70,25 +77,39 @@ class HttpSource:
         url = self.prefix + path
         async with self._slots:
             try:
-                async with self.client.stream("GET", url) as r:
-                    if r.status_code != 200:
-                        raise PeerError(f"GET {url}: HTTP {r.status_code}",
-                                        code="replica_fetch_failed",
-                                        details={"url": url, "status": r.status_code})  # fmt: skip
-                    declared = r.headers.get("content-length")
-                    if declared is not None and declared.isdigit() and int(declared) > cap:
-                        raise PeerError(f"GET {url}: {declared} bytes, over {cap}",
-                                        code="replica_fetch_failed", details={"url": url})  # fmt: skip
-                    body = bytearray()
-                    async for chunk in r.aiter_bytes():
-                        body += chunk
-                        if len(body) > cap:
-                            raise PeerError(f"GET {url}: more than {cap} bytes",
-                                            code="replica_fetch_failed", details={"url": url})  # fmt: skip
-                    return bytes(body)
+                async with asyncio.timeout(self.deadline):
+                    return await self._read(url, cap)
+            except TimeoutError as e:
+                raise PeerError(f"GET {url}: no complete answer within {self.deadline:g} s",
+                                code="replica_fetch_timeout",
+                                details={"url": url, "deadline_s": self.deadline}) from e  # fmt: skip
+            except httpx.TimeoutException as e:
+                raise PeerError(f"GET {url}: {type(e).__name__}: {e}",
+                                code="replica_fetch_timeout", details={"url": url}) from e  # fmt: skip
             except httpx.HTTPError as e:
                 raise PeerError(f"GET {url}: {type(e).__name__}: {e}",
                                 code="replica_fetch_failed", details={"url": url}) from e  # fmt: skip
+
+    async def _read(self, url: str, cap: int) -> bytes:
+        async with self.client.stream("GET", url) as r:
+            if r.status_code != 200:
+                raise PeerError(f"GET {url}: HTTP {r.status_code}", code="replica_fetch_failed",
+                                details={"url": url, "status": r.status_code})  # fmt: skip
+            declared = r.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > cap:
+                raise PeerError(f"GET {url}: {declared} bytes, over {cap}",
+                                code="replica_fetch_failed", details={"url": url})  # fmt: skip
+            parts: list[bytes] = []  # joined once: no over-allocation, one copy at the end
+            got = 0
+            async for chunk in r.aiter_bytes():
+                got += len(chunk)
+                if got > cap:
+                    raise PeerError(f"GET {url}: more than {cap} bytes",
+                                    code="replica_fetch_failed", details={"url": url})  # fmt: skip
+                parts.append(chunk)
+            body = b"".join(parts)
+            parts.clear()
+            return body
 
     async def checkpoint(self) -> bytes:
         return await self._get("checkpoint", MAX_CHECKPOINT_BYTES)
@@ -97,9 +118,9 @@ class HttpSource:
         return list(await asyncio.gather(*(self._get(t.path(), t.byte_size) for t in tiles)))
 
     async def bundles(self, tiles: Sequence[Tile]) -> list[bytes]:
-        return list(
-            await asyncio.gather(*(self._get(t.entries_path(), MAX_BUNDLE_BYTES) for t in tiles))
-        )
+        return list(await asyncio.gather(
+            *(self._get(t.entries_path(), t.width * (2 + MAX_ENTRY_SIZE)) for t in tiles)
+        ))  # fmt: skip
 
 
 def tiles_reader(source: Source, size: int, loop: asyncio.AbstractEventLoop) -> TileNodeReader:
@@ -108,6 +129,12 @@ def tiles_reader(source: Source, size: int, loop: asyncio.AbstractEventLoop) -> 
 
     def fetch(tiles: Sequence[Tile]) -> list[bytes]:
         future = asyncio.run_coroutine_threadsafe(source.tiles(tiles), loop)
-        return future.result(timeout=FETCH_TIMEOUT * 3)
+        wait = getattr(source, "deadline", FETCH_TIMEOUT)
+        try:
+            return future.result(timeout=wait * max(1, -(-len(tiles) // FETCH_CONCURRENCY)) + 5)
+        except TimeoutError as e:
+            future.cancel()
+            raise PeerError(f"{source.name}: tiles not served in time",
+                            code="replica_fetch_timeout", details={"source": source.name}) from e  # fmt: skip
 
     return TileNodeReader(fetch, size)

@@ -182,6 +182,9 @@ class Scheduler:
         self.on_verified: list[Callable[[str, Anchor, bytes], Coroutine[Any, Any, object]]] = []
         self.delegate: AnchorDelegate | None = None  # collaborative anchoring, when set
         self._cadences: dict[str, dict[str, Any]] = {}  # cadence in effect at the last tick
+        # Several processes over one store: only the one holding the sequencer
+        # lease anchors (node/ha.py); the others' loops idle.
+        self.active: Callable[[], bool] = lambda: True
 
     # --- state -------------------------------------------------------------------
     def level_state(self, namespace: str, level: str) -> LevelState:
@@ -242,6 +245,9 @@ class Scheduler:
     async def _run(self) -> None:
         while True:
             try:
+                if not self.active():
+                    await asyncio.sleep(self.tick_seconds)
+                    continue
                 await self.tick()
                 if self.clock() - self._last_reverify >= self.reverify_seconds:
                     await self.reverify()

@@ -62,11 +62,12 @@ from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tiles import MAX_ENTRY_SIZE, Tile, TileNodeReader
 from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.tiles import BatchNodeReader, TileWriter
-from remembrancer.storage.base import AppendBatch, EntryRow, FoundEntry, LogState, Store
+from remembrancer.storage.base import AppendBatch, EntryRow, Fence, FoundEntry, LogState, Store
 
 log = logging.getLogger("remembrancer.sequencer")
 T = TypeVar("T")
 GOVERNANCE_SCOPE = "governance"
+GOVERNANCE_SAVE_EVERY = 10_000  # entries between saves of an unchanged governance state
 
 
 class NamespaceProvider(Protocol):
@@ -118,6 +119,7 @@ class _Log:
     task: asyncio.Task[None] | None = None
     inflight: int = 0
     gov: governance.GovernanceState = field(default_factory=governance.GovernanceState)
+    gov_saved: int = 0  # the log size the stored governance state covers
     checkpoint: bytes = b""
 
 
@@ -156,6 +158,14 @@ class Sequencer:
         self._readers_lock = threading.Lock()
         self._closing = False
         self.on_batch: list[Callable[[str, int, int, bytes], None]] = []  # ns, start, end, note
+        # Several processes over one store (node/ha.py): ``fence`` gives the
+        # lease's fencing token every append carries; ``authoritative`` says
+        # whether this process's cached log heads are the truth (it sequences),
+        # else every read takes the head from the store; ``on_fenced`` hears of
+        # an append the store refused because the lease moved on.
+        self.fence: Callable[[], Fence | None] = lambda: None
+        self.authoritative: Callable[[], bool] = lambda: True
+        self.on_fenced: Callable[[], None] = lambda: None
 
     def origin(self, namespace: str) -> str:
         return f"{self.origin_prefix}/{namespace}"
@@ -302,8 +312,9 @@ class Sequencer:
             new = LogState(namespace, size, state.root_hash, note)
             try:
                 self.store.append(
-                    AppendBatch(namespace, size, [], [], new, checkpoint_time=int(self.clock()))
-                )
+                    AppendBatch(namespace, size, [], [], new, checkpoint_time=int(self.clock()),
+                                fence=self.fence())
+                )  # fmt: skip
             except ConflictError:
                 return False  # the log moved on meanwhile
             self._heads[namespace] = new
@@ -350,6 +361,7 @@ class Sequencer:
             )
             handle.checkpoint = state.checkpoint if state else b""
             handle.gov = self._load_governance(handle.namespace, size)
+            handle.gov_saved = size
         return handle.writer
 
     def _integrate(self, handle: _Log, batch: list[_Pending]) -> list[Receipt | RemembrancerError]:
@@ -402,8 +414,13 @@ class Sequencer:
             edge_before = self._commit(handle, writer, new_rows, leaf_hashes)
             for rec, ns in new_records:  # in log order
                 handle.gov = governance.fold(handle.gov, rec, ns)
-            if handle.gov is not gov_before:
+            changed = handle.gov is not gov_before
+            if changed or writer.size - handle.gov_saved >= GOVERNANCE_SAVE_EVERY:
+                # Also every so many entries: whoever loads it next (a restart, the
+                # process taking over the lease, a follower's read) folds only the rest.
                 self._save_governance(handle.namespace, handle.gov, writer.size)
+                handle.gov_saved = writer.size
+            if changed:
                 _log_governance(handle.namespace, gov_before, handle.gov)
             reader: Any = BatchNodeReader(edge_before, leaf_hashes)
         else:
@@ -441,13 +458,18 @@ class Sequencer:
             )
             state = LogState(handle.namespace, writer.size, root, note)
             self.store.append(
-                AppendBatch(handle.namespace, start, rows, tiles, state, checkpoint_time=now)
-            )
-        except BaseException:
+                AppendBatch(handle.namespace, start, rows, tiles, state, checkpoint_time=now,
+                            fence=self.fence())
+            )  # fmt: skip
+        except BaseException as e:
             # The store may have committed although it raised (its answer was lost
             # with the connection): the next batch resumes from the durable state.
             handle.writer = None
             self._heads.pop(handle.namespace, None)
+            if isinstance(e, ConflictError) and e.code == "fenced":
+                log.warning("%s: append refused, another process holds the sequencer lease",
+                            handle.namespace)  # fmt: skip
+                self.on_fenced()
             raise
         handle.checkpoint = note
         self._heads[handle.namespace] = state
@@ -551,8 +573,26 @@ class Sequencer:
 
         return TileNodeReader(fetch, size, cache_tiles=cache)
 
+    def reset(self) -> None:
+        """Forget every log's in-memory head and tree (on the writer thread, after
+        the batch under way): the next batch resumes from the store.  A process
+        that gains or loses the sequencer lease calls this."""
+
+        def work() -> None:
+            for handle in self._logs.values():
+                handle.writer = None
+            self._heads.clear()
+
+        if threading.current_thread().name.startswith("integrate"):
+            work()  # called from a batch (a fenced append): already on the writer thread
+        else:
+            self._write_pool.submit(work).result()
+
     def head(self, namespace: str) -> LogState | None:
-        """The latest durable state of a log (cached; refreshed by every commit)."""
+        """The latest durable state of a log (cached and refreshed by every commit
+        while this process sequences; else read from the shared store)."""
+        if not self.authoritative():
+            return self.store.log_state(namespace)
         state = self._heads.get(namespace)
         if state is None:
             state = self.store.log_state(namespace)

@@ -225,6 +225,47 @@ class SchedulerSettings(Settings):
     reverify_seconds: Annotated[float, Field(ge=0.1, le=86_400)] = 10.0
 
 
+def _advertise_url(value: Any) -> str:
+    expected = "the http(s)://HOST:PORT URL the other processes reach this one at"
+    if type(value) is not str:
+        raise invalid(expected)
+    m = re.match(r"^https?://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?$", value)
+    if m is None:
+        raise invalid(expected, repr(value[:100]))
+    return value.rstrip("/")
+
+
+class HaSettings(Settings):
+    """``ha``: several processes of one node over one PostgreSQL store
+    (docs/operations.md, "Several processes over one PostgreSQL").  Off by
+    default: one process, no lease, no fencing."""
+
+    enabled: bool = False
+    lease_seconds: Annotated[float, Field(ge=0.5, le=600)] = 10.0
+    renew_seconds: Annotated[
+        float, Field(ge=0.05, le=300), DefaultText("lease_seconds / 4")
+    ] | None = None  # fmt: skip
+    advertise_url: Annotated[
+        str, Expect("the http(s)://HOST:PORT URL the other processes reach this one at"),
+        BeforeValidator(_advertise_url),
+    ] | None = None  # fmt: skip
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HaSettings:
+        if self.enabled and self.advertise_url is None:
+            raise invalid("an advertise_url when enabled is true", "none")
+        if self.renew_seconds is not None and self.renew_seconds * 2 > self.lease_seconds:
+            raise invalid(
+                "renew_seconds at most half of lease_seconds",
+                f"{self.renew_seconds:g} for a lease of {self.lease_seconds:g} s",
+            )
+        return self
+
+    @property
+    def renew_every(self) -> float:
+        return self.renew_seconds if self.renew_seconds is not None else self.lease_seconds / 4
+
+
 class NodeFile(Settings):
     """The whole of node.yaml (with the environment overrides applied)."""
 
@@ -256,6 +297,25 @@ class NodeFile(Settings):
         default_factory=WitnessingSettings
     )
     federation: FederationSettings | None = None
+    ha: Annotated[HaSettings, NullIsEmpty] = Field(default_factory=HaSettings)
+
+    @model_validator(mode="after")
+    def _ha_needs_postgres(self) -> NodeFile:
+        if not self.ha.enabled:
+            return self
+        if self.storage.partition("://")[0].lower() not in ("postgresql", "postgres"):
+            raise invalid(
+                "storage on PostgreSQL when ha.enabled is true (the processes share it)",
+                repr(self.storage.partition("://")[0] + "://"),
+                code="ha_needs_postgres",
+            )
+        if self.federation is not None:
+            raise invalid(
+                "no federation section when ha.enabled is true (not supported yet)",
+                "a federation section",
+                code="ha_unsupported",
+            )
+        return self
 
 
 # --- the resolved configuration ---------------------------------------------------------
@@ -352,6 +412,10 @@ class NodeConfig:
         return (
             fed.antientropy_seconds if fed else _default(FederationSettings, "antientropy_seconds")
         )
+
+    @property
+    def ha(self) -> HaSettings:
+        return self.file.ha
 
     @property
     def federation_budget(self) -> BudgetSettings:

@@ -11,7 +11,10 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+from starlette.responses import Response
+
 from remembrancer.core.errors import FormatError, PushbackError, RemembrancerError
+from remembrancer.node.ha import forward
 from remembrancer.node.routes.common import error_response
 from remembrancer.node.routes.records import inclusion_response, submit_record_response
 from remembrancer.node.runtime import Node
@@ -19,6 +22,8 @@ from remembrancer.node.runtime import Node
 log = logging.getLogger("remembrancer.http")
 
 _ADMIN_PREFIX = "/v1/admin/"
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORWARDED_ANSWER = 64 << 20  # bytes of the leader's answer to a forwarded write
 _PROOF_SUFFIX = "/proofs/inclusion"
 _RECORDS_PREFIX = "/v1/namespaces/"
 _RECORDS_SUFFIX = "/records"
@@ -114,6 +119,22 @@ class GuardMiddleware:
         if error is not None:
             await error_response(error)(scope, receive, send)
             return "other"
+        ha = self.node.ha
+        if ha is not None and scope["method"] not in _READ_METHODS and not ha.leading():
+            # Several processes: a write reaching a follower goes to the leader.
+            try:
+                body = await self._read_body(receive)
+                query = scope.get("query_string", b"").decode("latin-1")
+                status, headers, content = await forward(
+                    ha, scope["method"], path + (f"?{query}" if query else ""), body,
+                    {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+                    self.request_timeout, FORWARDED_ANSWER,
+                )  # fmt: skip
+                response: Response = Response(content, status_code=status, headers=headers)
+            except RemembrancerError as e:
+                response = error_response(e)
+            await response(scope, receive, send)
+            return "forwarded"
         if (
             scope["method"] == "POST"
             and path.startswith(_RECORDS_PREFIX)

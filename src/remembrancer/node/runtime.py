@@ -52,6 +52,7 @@ from remembrancer.node.config import (
     WitnessedLog,
     check_data_dir,
 )
+from remembrancer.node.ha import LEASE_NAME, LeaseKeeper, holder_id
 from remembrancer.node.keyfile import read_key_file
 from remembrancer.node.metrics import NodeMetrics
 from remembrancer.node.opsmetrics import StoreMetrics
@@ -91,6 +92,7 @@ class Node:
     antientropy_seconds: float = 5.0
     federation_budget: BudgetSettings = field(default_factory=BudgetSettings)
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
+    ha: LeaseKeeper | None = None  # several processes over one PostgreSQL (node/ha.py)
 
     def __post_init__(self) -> None:
         self.witness_name = self.witness_name or f"{self.origin_prefix}/witness"
@@ -101,10 +103,17 @@ class Node:
             max_wait=self.limits.batch_wait_ms / 1000, max_pending=self.limits.max_pending,
         )  # fmt: skip
         self.sequencer.on_batch.append(self._on_batch)
+        if self.ha is not None:
+            self.sequencer.fence = self.ha.fence
+            self.sequencer.authoritative = self.ha.leading
+            self.sequencer.on_fenced = self.ha.fenced_append
+            self.ha.on_change = self.sequencer.reset
         self.scheduler = Scheduler(
             self.store, self.sequencer, self.rails, clock=self.clock, metrics=self.metrics,
             tick_seconds=self.scheduler_tick_s, reverify_seconds=self.scheduler_reverify_s,
         )  # fmt: skip
+        if self.ha is not None:
+            self.scheduler.active = self.ha.leading
         self.witnessing = CheckpointWitnessing(
             self.sequencer, self.witness_peers, quorum=self.witness_quorum
         )
@@ -190,8 +199,10 @@ class Node:
             ) from e  # fmt: skip
         check_data_dir(config.data_dir)
         schemas = bundled_schemas()
+        store = open_store(config.storage)
         return cls(
-            store=open_store(config.storage),
+            store=store,
+            ha=_lease_keeper(config, store),
             node_key=read_key_file(config.node_key),
             origin_prefix=config.origin_prefix,
             namespaces=NamespaceSource(config.namespaces, schemas),
@@ -220,6 +231,8 @@ class Node:
         )
 
     async def start(self) -> None:
+        if self.ha is not None:
+            await asyncio.to_thread(self.ha.start)
         for ns in self.namespaces.current():
             state = self.store.log_state(ns)
             self.metrics.log_size.labels(ns).set(state.size if state else 0)
@@ -238,6 +251,8 @@ class Node:
             await self.federation.stop()
         await self.witnessing.stop()  # before the sequencer's writer thread goes away
         await self.sequencer.close()
+        if self.ha is not None:  # after the drain: its appends still carry the epoch
+            await asyncio.to_thread(self.ha.stop)
         self.store.close()
 
     def _on_batch(self, namespace: str, start: int, end: int, note: bytes) -> None:
@@ -475,3 +490,20 @@ def claim_budget(b: BudgetSettings) -> ClaimBudget:
         unverified_claims=b.unverified_claims_per_peer_log,
         unverified_bytes=b.unverified_bytes_per_peer_log,
     )  # fmt: skip
+
+
+def _lease_keeper(config: NodeConfig, store: Store) -> LeaseKeeper | None:
+    """The sequencer lease keeper of ``ha.enabled`` (the config has checked the store is PostgreSQL)."""
+    ha = config.ha
+    if not ha.enabled:
+        return None
+    from remembrancer.storage.lease import PgLease
+    from remembrancer.storage.postgres import PostgresStore
+
+    if not isinstance(store, PostgresStore):  # pragma: no cover - refused by the config
+        raise ConfigError("ha.enabled needs storage on PostgreSQL", code="ha_needs_postgres")
+    assert ha.advertise_url is not None
+    store.limit_idle_transactions(ha.lease_seconds / 2)
+    lease = PgLease(store, LEASE_NAME, holder_id(), ha.advertise_url, ha.lease_seconds,
+                    statement_timeout=ha.lease_seconds / 2)  # fmt: skip
+    return LeaseKeeper(lease, lease_seconds=ha.lease_seconds, renew_seconds=ha.renew_every)

@@ -67,6 +67,8 @@ API_STATUS: dict[str, int] = {
     "xns_handler_timeout": 504,
     "request_body_timeout": 408,
     "request_timeout": 503,
+    "fenced": 503,
+    "no_leader": 503,
 }
 
 # POST /federation/v1/messages: the spec's status table (one status per refusal code).
@@ -127,6 +129,8 @@ def retry_after(e: RemembrancerError) -> dict[str, str]:
     """The node API's ``Retry-After`` for pushback (rounded, at least 1 s), else none."""
     if isinstance(e, PushbackError):
         return {"Retry-After": str(max(1, round(e.retry_after)))}
+    if e.code == "fenced":  # not written: retry, through any process, once the lease settled
+        return {"Retry-After": "1"}
     return {}
 
 

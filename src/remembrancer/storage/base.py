@@ -146,6 +146,17 @@ class LogState:
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """A sequencer lease's fencing token (docs/operations.md, "Several processes"):
+    an append carrying it commits only while ``epoch`` is still the lease
+    ``name``'s epoch, checked inside the append's own transaction.  Only
+    stores shared by several processes (PostgreSQL) take one."""
+
+    name: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class AppendBatch:
     """Entries ``[start, start + len(entries))`` of one log, the tiles they change,
     and the log state after them (whose signed checkpoint covers them)."""
@@ -156,6 +167,7 @@ class AppendBatch:
     tiles: Sequence[tuple[int, int, bytes]]  # (level, index, hashes)
     state: LogState
     checkpoint_time: int = 0  # seconds since the epoch at signing
+    fence: Fence | None = None  # commit only while this lease epoch is current
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ def _invalid(message: str, **details: object) -> StorageError:
     return StorageError(message, code="batch_invalid", details=details)
 
 
-def validate_batch(batch: AppendBatch) -> None:
+def validate_batch(batch: AppendBatch, *, fencing: bool = False) -> None:
     """Refuse a batch that is not self-consistent (``StorageError``, ``batch_invalid``).
 
     Checks only what needs no stored data; the backends check ``start`` and
@@ -31,6 +31,12 @@ def validate_batch(batch: AppendBatch) -> None:
     ns = batch.namespace
     if not isinstance(ns, str) or not ns:
         raise _invalid("the batch has no namespace")
+    if batch.fence is not None and not fencing:
+        raise StorageError(
+            "this store is not shared between processes and takes no fencing token"
+            " (a sequencer lease needs PostgreSQL)",
+            code="fencing_unsupported",
+        )
     state = batch.state
     if state.namespace != ns:
         raise _invalid(

@@ -53,6 +53,12 @@ Tables (schema version 1)::
     checkpoints (log_id bigint, size bigint, note bytea, time bigint,
                  PRIMARY KEY (log_id, size))
     state       (scope text, key text, value bytea, PRIMARY KEY (scope, key))
+
+Several processes over one schema (``ha.enabled``, node/ha.py): an append
+whose batch carries a :class:`~remembrancer.storage.base.Fence` first locks
+its lease row in ``leases`` ``FOR SHARE`` where the epoch is still the
+fence's, and refuses (``ConflictError``, ``fenced``) otherwise; the table
+and the lease statements are in :mod:`remembrancer.storage.lease`.
 """
 
 from __future__ import annotations
@@ -184,6 +190,7 @@ _UPSERT_CHECKPOINT: Final = (
     "INSERT INTO checkpoints (log_id, size, note, time) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (log_id, size) DO UPDATE SET note = excluded.note, time = excluded.time"
 )
+_FENCE: Final = "SELECT 1 FROM leases WHERE name = %s AND epoch = %s FOR SHARE"
 _TABLES: Final = ("logs", "bundles", "records", "tiles", "checkpoints", "state")
 _READ_TILES: Final = (
     "SELECT level, idx, hashes FROM tiles"
@@ -265,6 +272,15 @@ class _Pool:
             self._cond.notify()
         conn.close()
 
+    def drop_idle(self) -> None:
+        """Close the idle connections (new ones get the store's current session settings)."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -302,6 +318,7 @@ class PostgresStore:
         self._timeout = timeout
         self._closed = False
         self._log_ids: dict[str, int] = {}  # committed rows only: ids never change
+        self._idle_tx_ms: int | None = None
         self._pool = _Pool(self._connect, pool_size, timeout)
         try:
             self.schema_version = self._migrate()
@@ -335,12 +352,29 @@ class PostgresStore:
             )
             if self.schema is not None:
                 conn.execute("SELECT set_config('search_path', %s, false)", (f'"{self.schema}"',))
+            if self._idle_tx_ms is not None:
+                conn.execute(
+                    "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                    (str(self._idle_tx_ms),),
+                )
         except pg.Error as e:
             conn.close()
             raise StorageError(
                 f"cannot set up a PostgreSQL session: {_first_line(e)}", code="unavailable"
             ) from e
         return conn
+
+    def limit_idle_transactions(self, seconds: float) -> None:
+        """Have the server end any session of ours that sits idle inside a
+        transaction for ``seconds`` (a process paused mid-append): its locks,
+        the lease row's among them, must not outlive its lease."""
+        self._idle_tx_ms = max(1, int(seconds * 1000))
+        self._pool.drop_idle()
+
+    def dedicated_connection(self) -> Conn:
+        """A connection of its own, outside the pool (the lease keeper's: its
+        renewals must not queue behind a busy pool).  The caller closes it."""
+        return self._connect()
 
     @contextmanager
     def _conn(self, what: str) -> Iterator[Conn]:
@@ -481,7 +515,7 @@ class PostgresStore:
         return LogState(namespace, int(row[0]), bytes(row[1]), bytes(row[2]))
 
     def append(self, batch: AppendBatch) -> None:
-        validate_batch(batch)
+        validate_batch(batch, fencing=True)
         pg = self._pg
         with self._conn("append a batch") as conn:
             try:
@@ -497,6 +531,14 @@ class PostgresStore:
         indexes = [t[1] for t in batch.tiles]
         with conn.transaction():
             with conn.pipeline():
+                # Fencing first: the lease row, locked FOR SHARE until COMMIT, so a
+                # takeover (an UPDATE of that row) waits for this append and this
+                # append refuses to run after a takeover (see storage/lease.py).
+                fenced = (
+                    conn.execute(_FENCE, (batch.fence.name, batch.fence.epoch))
+                    if batch.fence is not None
+                    else None
+                )
                 if known_id is None:
                     conn.execute(
                         "INSERT INTO logs (namespace, size, root_hash, checkpoint)"
@@ -522,6 +564,15 @@ class PostgresStore:
                     if batch.entries
                     else None
                 )
+            if fenced is not None and fenced.fetchone() is None:
+                assert batch.fence is not None
+                raise ConflictError(
+                    f"the sequencer lease {batch.fence.name} has moved past epoch"
+                    f" {batch.fence.epoch}: this process no longer sequences {ns}",
+                    code="fenced",
+                    details={"namespace": ns, "lease": batch.fence.name,
+                             "epoch": batch.fence.epoch},
+                )  # fmt: skip
             row = head.fetchone()
             assert row is not None
             log_id, size = int(row[0]), int(row[1])

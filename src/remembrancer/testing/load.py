@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +32,15 @@ class Ack:
 
 
 class RecordLoad:
-    """``threads`` threads submitting ``namespace`` records to ``url`` until stopped."""
+    """``threads`` threads submitting ``namespace`` records to ``url`` until stopped
+    (several URLs: each submission to the next, as a round-robin load balancer would)."""
 
     def __init__(
-        self, url: str, *, namespace: str = "dao:vaultmesh", threads: int = 3, timeout: float = 15
-    ) -> None:
-        self.url = url.rstrip("/")
+        self, url: str | Sequence[str], *, namespace: str = "dao:vaultmesh", threads: int = 3,
+        timeout: float = 15,
+    ) -> None:  # fmt: skip
+        self.urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url)]
+        self.url = self.urls[0]
         self.namespace = namespace
         self.timeout = timeout
         self.acked: list[Ack] = []
@@ -45,6 +49,7 @@ class RecordLoad:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._counter = itertools.count(int(time.time() * 1000) % 10**9)
+        self._turn = itertools.count()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def __enter__(self) -> RecordLoad:
@@ -84,8 +89,9 @@ class RecordLoad:
             time.sleep(0.05)
 
     def _run(self) -> None:
-        target = f"{self.url}/v1/namespaces/{self.namespace}/records"
         while not self._stop.is_set():
+            url = self.urls[next(self._turn) % len(self.urls)]
+            target = f"{url}/v1/namespaces/{self.namespace}/records"
             rec = example_record(self.namespace, next(self._counter), timestamp=int(time.time()))
             req = urllib.request.Request(
                 target, data=rec.leaf, headers={"Content-Type": "application/json"}

@@ -33,7 +33,7 @@ def create_router(node: Node) -> APIRouter:
         return {"status": "ok" if storage["status"] == "ok" else "degraded",
                 "uptime_s": round(time.time() - node.started, 1),
                 "config_error": error.to_dict() if error else None, "anchoring": anchoring,
-                "storage": storage}  # fmt: skip
+                "storage": storage, "ha": node.ha.view() if node.ha else None}  # fmt: skip
 
     @router.get("/readyz", responses={200: {"description": "Ready"}, 503: {"model": ErrorResponse}})
     async def readyz() -> Response:

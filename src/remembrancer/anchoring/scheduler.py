@@ -63,6 +63,7 @@ from remembrancer.core.anchor import (
     bound_anchors,
     checkpoint_digest,
     covers,
+    needs_reverify,
     require_covers,
     resolve_conflicts,
 )
@@ -76,18 +77,6 @@ log = logging.getLogger("remembrancer.scheduler")
 STATE_SCOPE = "scheduler"
 ANCHOR_SCOPE = "anchors"
 STALE_AFTER = 3600
-REORG_MARGIN = 6  # keep re-checking a final chain anchor until this many blocks past its depth
-
-
-def needs_reverify(a: Anchor) -> bool:
-    """Not-final anchors, and chain anchors still within reorg reach of their depth."""
-    if a.status in ("failed", "reorged"):
-        return False
-    if a.status != "verified" or a.finality.state != "final":
-        return True
-    required = a.finality.required_depth
-    return required > 0 and a.finality.observed_depth < required + REORG_MARGIN
-
 
 BACKING_OFF_AFTER = 3
 

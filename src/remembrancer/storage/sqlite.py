@@ -23,7 +23,9 @@ goes on meanwhile, though the WAL cannot be checkpointed past the snapshot
 until it ends.  Import: :meth:`SqliteStore.load` holds one ``BEGIN
 IMMEDIATE`` transaction on the writer for the whole load.
 
-Tables (schema version 1)::
+Tables (schema version 2; version 1 had all but the last three, and kept
+their rows as JSON in ``state``: opening it moves them, see
+:mod:`remembrancer.storage.legacy`)::
 
     meta        (key TEXT PRIMARY KEY, value INTEGER)        -- 'schema_version'
     logs        (id INTEGER PRIMARY KEY, namespace TEXT UNIQUE,
@@ -38,6 +40,13 @@ Tables (schema version 1)::
     tiles       (log_id, level, idx, hashes BLOB, PRIMARY KEY (log_id, level, idx))
     checkpoints (log_id, size, note BLOB, time INTEGER, PRIMARY KEY (log_id, size))
     state       (scope TEXT, key TEXT, value BLOB, PRIMARY KEY (scope, key))
+    anchor_receipts (namespace TEXT, size INTEGER, finished INTEGER, receipt BLOB,
+                 PRIMARY KEY (namespace, size))
+                 + INDEX (namespace, size) WHERE finished = 0
+    witness_cosigned (origin TEXT PRIMARY KEY, size INTEGER, root_hash BLOB,
+                 note BLOB, cosignature TEXT, time INTEGER)
+    federation_receipts (namespace TEXT, receipt_id TEXT, receipt BLOB,
+                 PRIMARY KEY (namespace, receipt_id))
 """
 
 from __future__ import annotations
@@ -54,8 +63,11 @@ from remembrancer.core.errors import ConflictError, RemembrancerError, StorageEr
 from remembrancer.storage.base import (
     ANY,
     BUNDLE_WIDTH,
+    AnchorReceiptRow,
     AppendBatch,
+    CosignedRow,
     Expect,
+    FederationReceiptRow,
     FoundEntry,
     LogState,
     RecordRow,
@@ -63,6 +75,7 @@ from remembrancer.storage.base import (
     StoreStats,
     _AnyValue,
     check_page,
+    check_typed_rows,
 )
 from remembrancer.storage.checks import (
     find_reuse,
@@ -72,9 +85,10 @@ from remembrancer.storage.checks import (
     slice_bundles,
     validate_batch,
 )
+from remembrancer.storage.legacy import LEGACY_SCOPES, split_legacy
 from remembrancer.storage.loading import LoadChecks, load_invalid, not_empty
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # _MIGRATIONS[v] takes a database from schema version v to v + 1.
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -128,6 +142,43 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (scope, key)
         ) WITHOUT ROWID""",
     ),
+    (
+        """CREATE TABLE anchor_receipts (
+            namespace TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            finished INTEGER NOT NULL,
+            receipt BLOB NOT NULL,
+            PRIMARY KEY (namespace, size)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX anchor_receipts_unfinished ON anchor_receipts (namespace, size)"
+        " WHERE finished = 0",
+        """CREATE TABLE witness_cosigned (
+            origin TEXT NOT NULL PRIMARY KEY,
+            size INTEGER NOT NULL CHECK (size >= 0),
+            root_hash BLOB NOT NULL,
+            note BLOB NOT NULL,
+            cosignature TEXT NOT NULL,
+            time INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE federation_receipts (
+            namespace TEXT NOT NULL,
+            receipt_id TEXT NOT NULL,
+            receipt BLOB NOT NULL,
+            PRIMARY KEY (namespace, receipt_id)
+        ) WITHOUT ROWID""",
+    ),
+)
+_TABLES: Final = ("logs", "state", "bundles", "records", "tiles", "checkpoints",
+                  "anchor_receipts", "witness_cosigned", "federation_receipts")  # fmt: skip
+_INSERT_ANCHOR_RECEIPT: Final = (
+    "INSERT INTO anchor_receipts (namespace, size, finished, receipt) VALUES (?, ?, ?, ?)"
+)
+_INSERT_COSIGNED: Final = (
+    "INSERT INTO witness_cosigned (origin, size, root_hash, note, cosignature, time)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_FEDERATION_RECEIPT: Final = (
+    "INSERT INTO federation_receipts (namespace, receipt_id, receipt) VALUES (?, ?, ?)"
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -341,6 +392,8 @@ class SqliteStore:
             for version in range(found, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[version]:
                     conn.execute(statement)
+                if version == 1:
+                    _move_legacy(conn)
             if found < SCHEMA_VERSION:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -684,6 +737,136 @@ class SqliteStore:
             rows = conn.execute(sql + " ORDER BY key LIMIT ?", (*args, limit)).fetchall()
         return [(r[0], bytes(r[1])) for r in rows]
 
+    # --- typed state ---------------------------------------------------------------------
+
+    def anchor_receipt(self, namespace: str, size: int) -> AnchorReceiptRow | None:
+        with self._read("read an anchor receipt") as conn:
+            row = conn.execute(
+                f"SELECT {_ANCHOR_COLUMNS} FROM anchor_receipts WHERE namespace = ? AND size = ?",
+                (namespace, size),
+            ).fetchone()
+        return None if row is None else _anchor_row(row)
+
+    def put_anchor_receipt(self, row: AnchorReceiptRow) -> None:
+        with self._write("write an anchor receipt") as conn:
+            conn.execute(
+                _INSERT_ANCHOR_RECEIPT + " ON CONFLICT (namespace, size) DO UPDATE SET"
+                " finished = excluded.finished, receipt = excluded.receipt",
+                (row.namespace, row.size, int(row.finished), row.receipt),
+            )
+
+    def anchor_receipts(
+        self, namespace: str, *, after: int = -1, limit: int = 100
+    ) -> list[AnchorReceiptRow]:
+        check_page(limit)
+        with self._read("read anchor receipts") as conn:
+            rows = conn.execute(
+                f"SELECT {_ANCHOR_COLUMNS} FROM anchor_receipts WHERE namespace = ? AND size > ?"
+                " ORDER BY size LIMIT ?",
+                (namespace, after, limit),
+            ).fetchall()
+        return [_anchor_row(r) for r in rows]
+
+    def unfinished_anchor_receipts(
+        self, *, after: tuple[str, int] | None = None, limit: int = 100
+    ) -> list[AnchorReceiptRow]:
+        check_page(limit)
+        ns, size = after if after is not None else ("", -1)
+        with self._read("read unfinished anchor receipts") as conn:
+            rows = conn.execute(
+                f"SELECT {_ANCHOR_COLUMNS} FROM anchor_receipts WHERE finished = 0"
+                " AND (namespace > ? OR (namespace = ? AND size > ?))"
+                " ORDER BY namespace, size LIMIT ?",
+                (ns, ns, size, limit),
+            ).fetchall()
+        return [_anchor_row(r) for r in rows]
+
+    def get_cosigned(self, origin: str) -> CosignedRow | None:
+        with self._read("read the witness state") as conn:
+            row = conn.execute(
+                f"SELECT {_COSIGNED_COLUMNS} FROM witness_cosigned WHERE origin = ?", (origin,)
+            ).fetchone()
+        return None if row is None else _cosigned_row(row)
+
+    def put_cosigned(self, row: CosignedRow, *, expect_size: int | None) -> bool:
+        values = (row.size, row.root_hash, row.note, row.cosignature, row.time, row.origin)
+        with self._write("write the witness state") as conn:
+            if expect_size is None:
+                cur = conn.execute(
+                    _INSERT_COSIGNED + " ON CONFLICT (origin) DO NOTHING",
+                    (row.origin, *values[:-1]),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE witness_cosigned SET size = ?, root_hash = ?, note = ?,"
+                    " cosignature = ?, time = ? WHERE origin = ? AND size = ?",
+                    (*values, expect_size),
+                )
+            return cur.rowcount == 1
+
+    def cosigned_origins(self) -> list[str]:
+        with self._read("list witnessed origins") as conn:
+            rows = conn.execute("SELECT origin FROM witness_cosigned ORDER BY origin").fetchall()
+        return [r[0] for r in rows]
+
+    def federation_receipt(self, namespace: str, receipt_id: str) -> FederationReceiptRow | None:
+        with self._read("read a federation receipt") as conn:
+            row = conn.execute(
+                f"SELECT {_RECEIPT_COLUMNS} FROM federation_receipts"
+                " WHERE namespace = ? AND receipt_id = ?",
+                (namespace, receipt_id),
+            ).fetchone()
+        return None if row is None else _receipt_row(row)
+
+    def put_federation_receipt(self, row: FederationReceiptRow, *, expect: Expect = ANY) -> bool:
+        key = (row.namespace, row.receipt_id)
+        with self._write("write a federation receipt") as conn:
+            if expect is ANY:
+                cur = conn.execute(
+                    _INSERT_FEDERATION_RECEIPT + " ON CONFLICT (namespace, receipt_id)"
+                    " DO UPDATE SET receipt = excluded.receipt",
+                    (*key, row.receipt),
+                )
+            elif expect is None:
+                cur = conn.execute(
+                    _INSERT_FEDERATION_RECEIPT + " ON CONFLICT (namespace, receipt_id) DO NOTHING",
+                    (*key, row.receipt),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE federation_receipts SET receipt = ?"
+                    " WHERE namespace = ? AND receipt_id = ? AND receipt = ?",
+                    (row.receipt, *key, expect),
+                )
+            return cur.rowcount == 1
+
+    def federation_receipts(
+        self,
+        namespace: str | None = None,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[FederationReceiptRow]:
+        check_page(limit)
+        sql = f"SELECT {_RECEIPT_COLUMNS} FROM federation_receipts WHERE 1 = 1"
+        args: list[Any] = []
+        if namespace is not None:
+            sql += " AND namespace = ?"
+            args.append(namespace)
+        if after is not None:
+            sql += " AND (namespace > ? OR (namespace = ? AND receipt_id > ?))"
+            args += [after[0], after[0], after[1]]
+        with self._read("read federation receipts") as conn:
+            rows = conn.execute(
+                sql + " ORDER BY namespace, receipt_id LIMIT ?", (*args, limit)
+            ).fetchall()
+        return [_receipt_row(r) for r in rows]
+
+    def federation_receipt_count(self) -> int:
+        with self._read("count federation receipts") as conn:
+            (n,) = conn.execute("SELECT count(*) FROM federation_receipts").fetchone()
+        return int(n)
+
     # --- export and import -----------------------------------------------------------
 
     @contextmanager
@@ -703,7 +886,7 @@ class SqliteStore:
     @contextmanager
     def load(self) -> Iterator[_SqliteLoader]:
         with self._write("load rows") as conn:
-            for table in ("logs", "state", "bundles", "records", "tiles", "checkpoints"):
+            for table in _TABLES:
                 if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
                     raise not_empty(str(self.path))
             loader = _SqliteLoader(conn)
@@ -712,6 +895,48 @@ class SqliteStore:
             except sqlite3.IntegrityError as e:
                 raise load_invalid(f"the rows break a uniqueness rule of the store: {e}") from e
             loader.checks.finish()
+
+
+def _move_legacy(conn: sqlite3.Connection) -> None:
+    """Schema 1 to 2: move the legacy scopes' JSON rows into the typed tables."""
+    marks = ",".join("?" * len(LEGACY_SCOPES))
+    rows = conn.execute(
+        f"SELECT scope, key, value FROM state WHERE scope IN ({marks})", LEGACY_SCOPES
+    ).fetchall()
+    split = split_legacy(rows)
+    _insert_typed(conn, split.anchor_receipts, split.cosigned, split.federation_receipts)
+    conn.executemany("DELETE FROM state WHERE scope = ? AND key = ?", split.moved)
+
+
+def _insert_typed(
+    conn: sqlite3.Connection,
+    anchors: Iterable[AnchorReceiptRow],
+    cosigned: Iterable[CosignedRow],
+    receipts: Iterable[FederationReceiptRow],
+) -> None:
+    conn.executemany(_INSERT_ANCHOR_RECEIPT,
+                     ((r.namespace, r.size, int(r.finished), r.receipt) for r in anchors))  # fmt: skip
+    conn.executemany(_INSERT_COSIGNED, ((r.origin, r.size, r.root_hash, r.note, r.cosignature,
+                                         r.time) for r in cosigned))  # fmt: skip
+    conn.executemany(_INSERT_FEDERATION_RECEIPT,
+                     ((r.namespace, r.receipt_id, r.receipt) for r in receipts))  # fmt: skip
+
+
+def _anchor_row(r: tuple[Any, ...]) -> AnchorReceiptRow:
+    return AnchorReceiptRow(r[0], r[1], bytes(r[3]), bool(r[2]))
+
+
+def _cosigned_row(r: tuple[Any, ...]) -> CosignedRow:
+    return CosignedRow(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5])
+
+
+def _receipt_row(r: tuple[Any, ...]) -> FederationReceiptRow:
+    return FederationReceiptRow(r[0], r[1], bytes(r[2]))
+
+
+_ANCHOR_COLUMNS: Final = "namespace, size, finished, receipt"
+_COSIGNED_COLUMNS: Final = "origin, size, root_hash, note, cosignature, time"
+_RECEIPT_COLUMNS: Final = "namespace, receipt_id, receipt"
 
 
 def _lookup_event_ids(
@@ -819,6 +1044,24 @@ class _SqliteSnapshot:
         ):
             yield scope, key, bytes(value)
 
+    def anchor_receipts(self) -> Iterator[AnchorReceiptRow]:
+        for r in self._rows("export anchor receipts",
+                            f"SELECT {_ANCHOR_COLUMNS} FROM anchor_receipts ORDER BY namespace, size",
+                            ()):  # fmt: skip
+            yield _anchor_row(r)
+
+    def cosigned(self) -> Iterator[CosignedRow]:
+        for r in self._rows("export the witness state",
+                            f"SELECT {_COSIGNED_COLUMNS} FROM witness_cosigned ORDER BY origin",
+                            ()):  # fmt: skip
+            yield _cosigned_row(r)
+
+    def federation_receipts(self) -> Iterator[FederationReceiptRow]:
+        for r in self._rows("export federation receipts",
+                            f"SELECT {_RECEIPT_COLUMNS} FROM federation_receipts"
+                            " ORDER BY namespace, receipt_id", ()):  # fmt: skip
+            yield _receipt_row(r)
+
 
 class _SqliteLoader:
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -868,3 +1111,12 @@ class _SqliteLoader:
         self._conn.executemany(
             "INSERT INTO state (scope, key, value) VALUES (?, ?, ?)", self.checks.state(rows)
         )
+
+    def add_anchor_receipts(self, rows: Iterable[AnchorReceiptRow]) -> None:
+        _insert_typed(self._conn, check_typed_rows(rows, AnchorReceiptRow), (), ())
+
+    def add_cosigned(self, rows: Iterable[CosignedRow]) -> None:
+        _insert_typed(self._conn, (), check_typed_rows(rows, CosignedRow), ())
+
+    def add_federation_receipts(self, rows: Iterable[FederationReceiptRow]) -> None:
+        _insert_typed(self._conn, (), (), check_typed_rows(rows, FederationReceiptRow))

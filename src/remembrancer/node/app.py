@@ -373,8 +373,9 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         """Anchor receipts of a log, by checkpoint size."""
         _check_ns(namespace)
         node.require_namespace(namespace)
-        receipts = await _in_thread(node.scheduler.receipts, namespace)
-        page = [r for r in receipts if r.size > after][:limit]
+        page = await _in_thread(
+            lambda: node.scheduler.receipts_page(namespace, after=after, limit=limit)
+        )
         return {"namespace": namespace, "receipts": [r.to_dict() for r in page]}
 
     @app.get("/v1/namespaces/{namespace}/anchors/{size}", responses=_errors(400, 404))

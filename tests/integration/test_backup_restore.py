@@ -707,6 +707,7 @@ def _as_legacy(source: Path, dest: Path, fmt: str, key: Any = None) -> int:
     Returns how many rows moved."""
     members = _read_members(source)
     lines = []
+    subjects: dict[str, dict[str, str]] = {}
     for row in map(json.loads, members.pop("tables.jsonl").splitlines()):
         if row["table"] == "anchor_receipts":
             scope, key_, value = "anchors", f"{row['namespace']}/{row['size']:020d}", row["receipt"]
@@ -716,10 +717,18 @@ def _as_legacy(source: Path, dest: Path, fmt: str, key: Any = None) -> int:
                    "cosignature": row["cosignature"], "time": row["time"]}  # fmt: skip
             scope, key_ = "witness", row["origin"]
             value = base64.b64encode(json.dumps(doc).encode()).decode()
+        elif row["table"] == "federation_evidence":
+            scope, key_, value = "federation-evidence", row["ref"], row["data"]
+            index = subjects.setdefault(row["subject"], {})
+            index[row["incident"]] = row["ref"]
         else:
             scope, key_ = "federation-receipts", f"{row['namespace']}/{row['receipt_id']}"
             value = row["receipt"]
         lines.append(json.dumps({"key": key_, "scope": scope, "value": value}).encode() + b"\n")
+    for subject, incidents in subjects.items():
+        value = base64.b64encode(json.dumps({"incidents": incidents}).encode()).decode()
+        lines.append(json.dumps({"key": subject, "scope": "federation-evidence-subjects",
+                                 "value": value}).encode() + b"\n")  # fmt: skip
     members["state.jsonl"] += b"".join(lines)
 
     def edit(doc: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from remembrancer.storage.base import (
     AppendBatch,
     CosignedRow,
     EntryRow,
+    EvidenceRow,
     FederationReceiptRow,
     FoundEntry,
     LogState,
@@ -929,6 +930,37 @@ def test_federation_receipts_compare_and_swap_and_page(store: Store) -> None:
         store.federation_receipts(limit=0)
 
 
+def test_evidence_is_kept_once_per_incident_within_a_bound_per_subject(store: Store) -> None:
+    def row(ref: str, subject: str, incident: str) -> EvidenceRow:
+        return EvidenceRow(ref, subject, incident, f"file {ref}".encode())
+
+    assert store.keep_evidence(row("sha256:01", "did:a", "i1"), per_subject=2) == "sha256:01"
+    # Another file for the same incident: the first stands for it, the new one is not kept.
+    assert store.keep_evidence(row("sha256:02", "did:a", "i1"), per_subject=2) == "sha256:01"
+    assert store.evidence_file("sha256:02") is None
+    assert store.keep_evidence(row("sha256:03", "did:a", "i2"), per_subject=2) == "sha256:03"
+    assert store.keep_evidence(row("sha256:04", "did:a", "i3"), per_subject=2) is None  # full
+    assert store.evidence_file("sha256:04") is None
+    assert store.keep_evidence(row("sha256:05", "did:b", "i1"), per_subject=2) == "sha256:05"
+    assert store.evidence_incidents("did:a") == {"i1": "sha256:01", "i2": "sha256:03"}
+    assert store.evidence_file("sha256:03") == b"file sha256:03"
+    assert [r.ref for r in store.evidence_page()] == ["sha256:01", "sha256:03", "sha256:05"]
+    assert store.evidence_page(after="sha256:01", limit=1) == [row("sha256:03", "did:a", "i2")]
+    with pytest.raises(FormatError):
+        store.evidence_page(limit=0)
+
+
+def test_racing_evidence_keepers_never_exceed_the_bound(opener: Opener) -> None:
+    stores = (
+        [opener.open() for _ in range(6)] if opener.backend != "memory" else [opener.open()] * 6
+    )
+    results = run_threads(6, lambda i: stores[i].keep_evidence(
+        EvidenceRow(f"sha256:{i:02d}", "did:a", f"i{i}", b"f"), per_subject=2))  # fmt: skip
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r is not None for r in results) == 2
+    assert len(stores[0].evidence_incidents("did:a")) == 2 == len(stores[0].evidence_page())
+
+
 def test_a_schema_1_database_moves_its_json_state_into_the_typed_tables(
     durable_opener: Opener,
 ) -> None:
@@ -944,7 +976,12 @@ def test_a_schema_1_database_moves_its_json_state_into_the_typed_tables(
     store.close()
     assert durable_opener.raw_sql is not None
     # Back to exactly what schema version 1 had: the first migration's tables only.
-    for table in ("anchor_receipts", "witness_cosigned", "federation_receipts"):
+    for table in (
+        "anchor_receipts",
+        "witness_cosigned",
+        "federation_receipts",
+        "federation_evidence",
+    ):
         durable_opener.raw_sql(f"DROP TABLE {table}")
     durable_opener.raw_sql("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
     final = Anchor("rfc3161:tsa", b"\x01" * 32, status="verified", tx_ref="tx-final",
@@ -959,6 +996,10 @@ def test_a_schema_1_database_moves_its_json_state_into_the_typed_tables(
     rows += [("witness", "example.org/log", json.dumps(witness).encode()),
              ("federation-receipts", f"{NS}/ab12/rfc3161:tsa/tx-final", b'{"id": 1}'),
              ("anchors", f"{NS}/broken", b"not json"),  # kept as it was, not lost
+             ("federation-evidence", "sha256:aa", b"evidence file"),
+             ("federation-evidence", "sha256:bb", b"a file no index names"),  # stays state
+             ("federation-evidence-subjects", ACTOR2,
+              b'{"incidents": {"equivocation/x": "sha256:aa"}}'),
              ("scheduler", f"{NS}/fast", b'{"last_size": 3}')]  # fmt: skip
     for scope, key, value in rows:
         hexed = value.hex()
@@ -982,6 +1023,10 @@ def test_a_schema_1_database_moves_its_json_state_into_the_typed_tables(
         FederationReceiptRow(NS, "ab12/rfc3161:tsa/tx-final", b'{"id": 1}')]  # fmt: skip
     assert again.list_state("anchors") == {f"{NS}/broken": b"not json"}
     assert again.list_state("witness") == {} and again.list_state("federation-receipts") == {}
+    assert again.evidence_page() == [EvidenceRow("sha256:aa", ACTOR2, "equivocation/x",
+                                                 b"evidence file")]  # fmt: skip
+    assert again.list_state("federation-evidence") == {"sha256:bb": b"a file no index names"}
+    assert again.list_state("federation-evidence-subjects") == {}
     assert again.get_state("scheduler", f"{NS}/fast") == b'{"last_size": 3}'
     assert_untouched(again, NS, 3)
     again.close()
@@ -1040,7 +1085,7 @@ def test_a_foreign_database_is_refused(durable_opener: Opener) -> None:
         durable_opener.open().close()  # creates the (empty) schema
         durable_opener.raw_sql(
             "DROP TABLE meta, logs, bundles, records, tiles, checkpoints, state,"
-            " anchor_receipts, witness_cosigned, federation_receipts"
+            " anchor_receipts, witness_cosigned, federation_receipts, federation_evidence"
         )
     durable_opener.raw_sql("CREATE TABLE accounts (id integer PRIMARY KEY)")
     with pytest.raises(StorageError) as info:
@@ -1076,6 +1121,7 @@ def fill(store: Store) -> None:
     store.put_anchor_receipt(AnchorReceiptRow(NS, 305, b'{"r": 305}', False))
     store.put_cosigned(cosigned("example.org/log", 9), expect_size=None)
     store.put_federation_receipt(FederationReceiptRow(NS, "ab/rfc3161/tx", b'{"f": 1}'))
+    store.keep_evidence(EvidenceRow("sha256:0e", ACTOR2, "inc", bytes(range(256))), per_subject=8)
 
 
 def dump(store: Store) -> dict[str, Any]:
@@ -1097,6 +1143,7 @@ def dump(store: Store) -> dict[str, Any]:
             "anchor_receipts": list(snap.anchor_receipts()),
             "cosigned": list(snap.cosigned()),
             "federation_receipts": list(snap.federation_receipts()),
+            "evidence": list(snap.evidence()),
         }
 
 
@@ -1113,6 +1160,7 @@ def copy_store(source: Store, target: Store) -> None:
         loader.add_anchor_receipts(snap.anchor_receipts())
         loader.add_cosigned(snap.cosigned())
         loader.add_federation_receipts(snap.federation_receipts())
+        loader.add_evidence(snap.evidence())
 
 
 def test_a_snapshot_loads_into_every_backend_and_reads_the_same(
@@ -1144,6 +1192,7 @@ def test_a_snapshot_loads_into_every_backend_and_reads_the_same(
     assert [r.size for r in target.unfinished_anchor_receipts()] == [305]
     assert target.get_cosigned("example.org/log") == cosigned("example.org/log", 9)
     assert target.federation_receipt_count() == 1
+    assert target.evidence_incidents(ACTOR2) == {"inc": "sha256:0e"}
     # The loaded store goes on like the original: appends continue, keys stay unique.
     with pytest.raises(ConflictError) as info:
         target.append(batch(NS, 305, 1, entries=[entry(NS, 305, nonce=f"n-{NS}-7")]))
@@ -1260,6 +1309,12 @@ def _federation_receipt_loaded_twice(loader: Any) -> None:
     loader.add_federation_receipts([FederationReceiptRow(NS, "x", b"1")] * 2)
 
 
+def _evidence_incident_loaded_twice(loader: Any) -> None:
+    loader.add_evidence(
+        [EvidenceRow("sha256:1", "s", "i", b"a"), EvidenceRow("sha256:2", "s", "i", b"b")]
+    )
+
+
 def _not_a_typed_row(loader: Any) -> None:
     loader.add_cosigned([("o", 1)])
 
@@ -1279,7 +1334,7 @@ def _record_beyond_the_log(loader: Any) -> None:
     [_bad_bundle_order, _missing_bundle, _short_bundle, _no_head_checkpoint, _other_head_checkpoint,
      _rows_before_their_log, _nonce_used_twice, _tile_loaded_twice, _record_beyond_the_log,
      _anchor_receipt_loaded_twice, _cosigned_loaded_twice, _federation_receipt_loaded_twice,
-     _not_a_typed_row],
+     _not_a_typed_row, _evidence_incident_loaded_twice],
 )  # fmt: skip
 def test_a_load_with_invalid_rows_is_refused_whole(
     store: Store, rows: Callable[[Any], None]
@@ -1292,7 +1347,7 @@ def test_a_load_with_invalid_rows_is_refused_whole(
     assert store.read_tiles(NS, [(0, 0)]) == {}
     assert store.find_nonce(ACTOR, "same-nonce") is None
     assert store.anchor_receipts(NS) == [] and store.get_cosigned("o") is None
-    assert store.federation_receipt_count() == 0
+    assert store.federation_receipt_count() == 0 and store.evidence_page() == []
     store.append(batch(NS, 0, 1))  # and it is still an empty, usable store
 
 

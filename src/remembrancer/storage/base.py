@@ -63,11 +63,17 @@ Invariants every backend upholds (the conformance suite in
   * federation receipts, one per ``(namespace, receipt id)``
     (:class:`FederationReceiptRow`): :meth:`Store.put_federation_receipt`
     compares and swaps the stored document as ``put_state`` does,
-    :meth:`Store.federation_receipts` pages them in ``(namespace, id)`` order.
+    :meth:`Store.federation_receipts` pages them in ``(namespace, id)`` order;
+  * misbehaviour evidence files, one per ``evidence_ref``
+    (:class:`EvidenceRow`), at most one per ``(subject, incident)``:
+    :meth:`Store.keep_evidence` checks the incident and the per-subject bound
+    and stores the file in one atomic step; :meth:`Store.evidence_page` pages
+    them in ref order.
 
   Opening a schema-1 database moves the rows of the old generic scopes
-  (``anchors``, ``witness``, ``federation-receipts``) into these tables in
-  the migration's transaction (:mod:`remembrancer.storage.legacy`).
+  (``anchors``, ``witness``, ``federation-receipts``, ``federation-evidence``
+  and its index ``federation-evidence-subjects``) into these tables in the
+  migration's transaction (:mod:`remembrancer.storage.legacy`).
 - A store refuses to open a database written by a newer schema version
   (``StorageError``, code ``schema_too_new``), and a database that holds
   tables but no Remembrancer schema marker (code ``schema_unknown``).
@@ -251,6 +257,17 @@ class FederationReceiptRow:
     def cursor(self) -> str:
         """The page cursor of this row, ``<namespace>/<receipt id>``."""
         return f"{self.namespace}/{self.receipt_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRow:
+    """A misbehaviour evidence file (``data``) under its ``ref`` (``sha256:<hex>``),
+    proving ``incident`` of ``subject`` (a peer's DID or a log origin)."""
+
+    ref: str
+    subject: str
+    incident: str
+    data: bytes
 
 
 def split_receipt_cursor(cursor: str | None) -> tuple[str, str] | None:
@@ -438,6 +455,24 @@ class Store(Protocol):
 
     def federation_receipt_count(self) -> int: ...
 
+    # --- typed state: misbehaviour evidence --------------------------------------------
+    def keep_evidence(self, row: EvidenceRow, *, per_subject: int) -> str | None:
+        """Atomically: the ref kept earlier for ``(row.subject, row.incident)`` if
+        any (``row`` is then not stored); else ``None`` if ``row.subject`` has
+        ``per_subject`` incidents kept; else store ``row`` and return ``row.ref``
+        (a file already stored under ``row.ref`` is kept as it is)."""
+        ...
+
+    def evidence_file(self, ref: str) -> bytes | None: ...
+
+    def evidence_incidents(self, subject: str) -> dict[str, str]:
+        """The incidents kept about ``subject``: incident -> evidence ref."""
+        ...
+
+    def evidence_page(self, *, after: str | None = None, limit: int = 100) -> list[EvidenceRow]:
+        """At most ``limit`` evidence rows with refs after ``after``, in ref order."""
+        ...
+
     # --- export and import --------------------------------------------------------
     def snapshot(self) -> AbstractContextManager[StoreSnapshot]:
         """One consistent read-only view of the whole store, usable inside the ``with``.
@@ -498,6 +533,10 @@ class StoreSnapshot(Protocol):
         """Every federation receipt, by namespace then receipt id."""
         ...
 
+    def evidence(self) -> Iterator[EvidenceRow]:
+        """Every evidence file, by ref."""
+        ...
+
 
 class StoreLoader(Protocol):
     """Adds rows to an empty store inside :meth:`Store.load`.
@@ -524,3 +563,5 @@ class StoreLoader(Protocol):
     def add_cosigned(self, rows: Iterable[CosignedRow]) -> None: ...
 
     def add_federation_receipts(self, rows: Iterable[FederationReceiptRow]) -> None: ...
+
+    def add_evidence(self, rows: Iterable[EvidenceRow]) -> None: ...

@@ -30,6 +30,7 @@ from remembrancer.storage.base import (
     AnchorReceiptRow,
     AppendBatch,
     CosignedRow,
+    EvidenceRow,
     Expect,
     FederationReceiptRow,
     FoundEntry,
@@ -406,6 +407,35 @@ class MemoryStore:
             self._check_open()
             return len(self._typed.receipts)
 
+    def keep_evidence(self, row: EvidenceRow, *, per_subject: int) -> str | None:
+        with self._lock:
+            self._check_open()
+            kept = self._typed.evidence_incidents(row.subject)
+            if row.incident in kept:
+                return kept[row.incident]
+            if len(kept) >= per_subject:
+                return None
+            self._typed.evidence.setdefault(row.ref, row)
+            return row.ref
+
+    def evidence_file(self, ref: str) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            row = self._typed.evidence.get(ref)
+            return None if row is None else row.data
+
+    def evidence_incidents(self, subject: str) -> dict[str, str]:
+        with self._lock:
+            self._check_open()
+            return self._typed.evidence_incidents(subject)
+
+    def evidence_page(self, *, after: str | None = None, limit: int = 100) -> list[EvidenceRow]:
+        check_page(limit)
+        with self._lock:
+            self._check_open()
+            refs = sorted(r for r in self._typed.evidence if after is None or r > after)
+            return [self._typed.evidence[r] for r in refs[:limit]]
+
     # --- export and import -----------------------------------------------------------
 
     @contextmanager
@@ -453,12 +483,17 @@ class _Typed:
     anchors: dict[tuple[str, int], AnchorReceiptRow] = field(default_factory=dict)
     cosigned: dict[str, CosignedRow] = field(default_factory=dict)
     receipts: dict[tuple[str, str], FederationReceiptRow] = field(default_factory=dict)
+    evidence: dict[str, EvidenceRow] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.anchors or self.cosigned or self.receipts)
+        return bool(self.anchors or self.cosigned or self.receipts or self.evidence)
 
     def copy(self) -> _Typed:
-        return _Typed(dict(self.anchors), dict(self.cosigned), dict(self.receipts))
+        return _Typed(dict(self.anchors), dict(self.cosigned), dict(self.receipts),
+                      dict(self.evidence))  # fmt: skip
+
+    def evidence_incidents(self, subject: str) -> dict[str, str]:
+        return {r.incident: r.ref for r in self.evidence.values() if r.subject == subject}
 
 
 class _MemorySnapshot:
@@ -477,6 +512,9 @@ class _MemorySnapshot:
 
     def federation_receipts(self) -> Iterator[FederationReceiptRow]:
         return iter([self._typed.receipts[k] for k in sorted(self._typed.receipts)])
+
+    def evidence(self) -> Iterator[EvidenceRow]:
+        return iter([self._typed.evidence[k] for k in sorted(self._typed.evidence)])
 
     def logs(self) -> list[LogState]:
         return [self._logs[ns].state for ns in sorted(self._logs)]
@@ -530,6 +568,14 @@ class _MemoryLoader:
             if key in self.typed.receipts:
                 raise load_invalid(f"the federation receipt {row.cursor} is loaded twice")
             self.typed.receipts[key] = row
+
+    def add_evidence(self, rows: Iterable[EvidenceRow]) -> None:
+        for row in check_typed_rows(rows, EvidenceRow):
+            if row.ref in self.typed.evidence:
+                raise load_invalid(f"the evidence {row.ref} is loaded twice")
+            if row.incident in self.typed.evidence_incidents(row.subject):
+                raise load_invalid(f"incident {row.incident} of {row.subject} is loaded twice")
+            self.typed.evidence[row.ref] = row
 
     def add_log(self, state: LogState) -> None:
         self.checks.log(state)

@@ -62,6 +62,8 @@ their rows as JSON in ``state``: opening it moves them, see
                  note bytea, cosignature text, time bigint)
     federation_receipts (namespace text, receipt_id text, receipt bytea,
                  PRIMARY KEY (namespace, receipt_id))
+    federation_evidence (ref text PRIMARY KEY, subject text, incident text, data bytea,
+                 UNIQUE (subject, incident))
                  -- the text keys of the typed tables use the "C" collation:
                     pages go in code point order whatever the database's collation
 """
@@ -83,6 +85,7 @@ from remembrancer.storage.base import (
     AnchorReceiptRow,
     AppendBatch,
     CosignedRow,
+    EvidenceRow,
     Expect,
     FederationReceiptRow,
     FoundEntry,
@@ -193,6 +196,13 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             receipt bytea NOT NULL,
             PRIMARY KEY (namespace, receipt_id)
         )""",
+        """CREATE TABLE federation_evidence (
+            ref text COLLATE "C" NOT NULL PRIMARY KEY,
+            subject text NOT NULL,
+            incident text NOT NULL,
+            data bytea NOT NULL,
+            UNIQUE (subject, incident)
+        )""",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -226,7 +236,8 @@ _UPSERT_CHECKPOINT: Final = (
     " ON CONFLICT (log_id, size) DO UPDATE SET note = excluded.note, time = excluded.time"
 )
 _TABLES: Final = ("logs", "bundles", "records", "tiles", "checkpoints", "state",
-                  "anchor_receipts", "witness_cosigned", "federation_receipts")  # fmt: skip
+                  "anchor_receipts", "witness_cosigned", "federation_receipts",
+                  "federation_evidence")  # fmt: skip
 _ANCHOR_COLUMNS: Final = "namespace, size, finished, receipt"
 _COSIGNED_COLUMNS: Final = "origin, size, root_hash, note, cosignature, time"
 _RECEIPT_COLUMNS: Final = "namespace, receipt_id, receipt"
@@ -238,6 +249,10 @@ _INSERT_COSIGNED: Final = (
 )
 _INSERT_FEDERATION_RECEIPT: Final = (
     f"INSERT INTO federation_receipts ({_RECEIPT_COLUMNS}) VALUES (%s, %s, %s)"
+)
+_EVIDENCE_COLUMNS: Final = "ref, subject, incident, data"
+_INSERT_EVIDENCE: Final = (
+    f"INSERT INTO federation_evidence ({_EVIDENCE_COLUMNS}) VALUES (%s, %s, %s, %s)"
 )
 _READ_TILES: Final = (
     "SELECT level, idx, hashes FROM tiles"
@@ -962,6 +977,48 @@ class PostgresStore:
         assert row is not None
         return int(row[0])
 
+    def keep_evidence(self, row: EvidenceRow, *, per_subject: int) -> str | None:
+        with self._conn("keep evidence") as conn, conn.transaction():
+            # One keeper per subject at a time (its rows may not exist yet to lock).
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                         (f"remembrancer.evidence.{row.subject}",))  # fmt: skip
+            kept = dict(conn.execute(
+                "SELECT incident, ref FROM federation_evidence WHERE subject = %s", (row.subject,)
+            ).fetchall())  # fmt: skip
+            if row.incident in kept:
+                return str(kept[row.incident])
+            if len(kept) >= per_subject:
+                return None
+            conn.execute(
+                _INSERT_EVIDENCE + " ON CONFLICT (ref) DO NOTHING",
+                (row.ref, row.subject, row.incident, row.data),
+            )
+            return row.ref
+
+    def evidence_file(self, ref: str) -> bytes | None:
+        with self._conn("read evidence") as conn:
+            row = conn.execute(
+                "SELECT data FROM federation_evidence WHERE ref = %s", (ref,), binary=True
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def evidence_incidents(self, subject: str) -> dict[str, str]:
+        with self._conn("read evidence") as conn:
+            rows = conn.execute(
+                "SELECT incident, ref FROM federation_evidence WHERE subject = %s", (subject,)
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def evidence_page(self, *, after: str | None = None, limit: int = 100) -> list[EvidenceRow]:
+        check_page(limit)
+        with self._conn("read evidence") as conn:
+            rows = conn.execute(
+                f"SELECT {_EVIDENCE_COLUMNS} FROM federation_evidence WHERE ref > %s"
+                " ORDER BY ref LIMIT %s",
+                ("" if after is None else after, limit), binary=True,
+            ).fetchall()  # fmt: skip
+        return [EvidenceRow(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
     # --- export and import -----------------------------------------------------------
 
     @contextmanager
@@ -1010,6 +1067,9 @@ def _move_legacy(conn: Conn) -> None:
         if split.federation_receipts:
             cur.executemany(_INSERT_FEDERATION_RECEIPT, [(r.namespace, r.receipt_id, r.receipt)
                                                          for r in split.federation_receipts])  # fmt: skip
+        if split.evidence:
+            cur.executemany(_INSERT_EVIDENCE, [(r.ref, r.subject, r.incident, r.data)
+                                               for r in split.evidence])  # fmt: skip
         if split.moved:
             cur.executemany("DELETE FROM state WHERE scope = %s AND key = %s", split.moved)
 
@@ -1155,6 +1215,11 @@ class _PgSnapshot:
                             " ORDER BY namespace, receipt_id", (), 500):  # fmt: skip
             yield _receipt_row(r)
 
+    def evidence(self) -> Iterator[EvidenceRow]:
+        for r in self._rows(f"SELECT {_EVIDENCE_COLUMNS} FROM federation_evidence ORDER BY ref",
+                            (), 100):  # fmt: skip
+            yield EvidenceRow(r[0], r[1], r[2], bytes(r[3]))
+
 
 class _PgLoader:
     def __init__(self, conn: Conn) -> None:
@@ -1241,3 +1306,8 @@ class _PgLoader:
         self._copy("federation_receipts", _RECEIPT_COLUMNS, ["text", "text", "bytea"],
                    ((r.namespace, r.receipt_id, r.receipt)
                     for r in check_typed_rows(rows, FederationReceiptRow)))  # fmt: skip
+
+    def add_evidence(self, rows: Iterable[EvidenceRow]) -> None:
+        self._copy("federation_evidence", _EVIDENCE_COLUMNS, ["text", "text", "text", "bytea"],
+                   ((r.ref, r.subject, r.incident, r.data)
+                    for r in check_typed_rows(rows, EvidenceRow)))  # fmt: skip

@@ -47,6 +47,8 @@ their rows as JSON in ``state``: opening it moves them, see
                  note BLOB, cosignature TEXT, time INTEGER)
     federation_receipts (namespace TEXT, receipt_id TEXT, receipt BLOB,
                  PRIMARY KEY (namespace, receipt_id))
+    federation_evidence (ref TEXT PRIMARY KEY, subject TEXT, incident TEXT, data BLOB,
+                 UNIQUE (subject, incident))
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from remembrancer.storage.base import (
     AnchorReceiptRow,
     AppendBatch,
     CosignedRow,
+    EvidenceRow,
     Expect,
     FederationReceiptRow,
     FoundEntry,
@@ -166,10 +169,18 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             receipt BLOB NOT NULL,
             PRIMARY KEY (namespace, receipt_id)
         ) WITHOUT ROWID""",
+        """CREATE TABLE federation_evidence (
+            ref TEXT NOT NULL PRIMARY KEY,
+            subject TEXT NOT NULL,
+            incident TEXT NOT NULL,
+            data BLOB NOT NULL,
+            UNIQUE (subject, incident)
+        )""",
     ),
 )
 _TABLES: Final = ("logs", "state", "bundles", "records", "tiles", "checkpoints",
-                  "anchor_receipts", "witness_cosigned", "federation_receipts")  # fmt: skip
+                  "anchor_receipts", "witness_cosigned", "federation_receipts",
+                  "federation_evidence")  # fmt: skip
 _INSERT_ANCHOR_RECEIPT: Final = (
     "INSERT INTO anchor_receipts (namespace, size, finished, receipt) VALUES (?, ?, ?, ?)"
 )
@@ -179,6 +190,9 @@ _INSERT_COSIGNED: Final = (
 )
 _INSERT_FEDERATION_RECEIPT: Final = (
     "INSERT INTO federation_receipts (namespace, receipt_id, receipt) VALUES (?, ?, ?)"
+)
+_INSERT_EVIDENCE: Final = (
+    "INSERT INTO federation_evidence (ref, subject, incident, data) VALUES (?, ?, ?, ?)"
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -867,6 +881,45 @@ class SqliteStore:
             (n,) = conn.execute("SELECT count(*) FROM federation_receipts").fetchone()
         return int(n)
 
+    def keep_evidence(self, row: EvidenceRow, *, per_subject: int) -> str | None:
+        with self._write("keep evidence") as conn:  # BEGIN IMMEDIATE: one writer at a time
+            kept = dict(conn.execute(
+                "SELECT incident, ref FROM federation_evidence WHERE subject = ?", (row.subject,)
+            ).fetchall())  # fmt: skip
+            if row.incident in kept:
+                return str(kept[row.incident])
+            if len(kept) >= per_subject:
+                return None
+            conn.execute(
+                _INSERT_EVIDENCE + " ON CONFLICT (ref) DO NOTHING",
+                (row.ref, row.subject, row.incident, row.data),
+            )
+            return row.ref
+
+    def evidence_file(self, ref: str) -> bytes | None:
+        with self._read("read evidence") as conn:
+            row = conn.execute(
+                "SELECT data FROM federation_evidence WHERE ref = ?", (ref,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def evidence_incidents(self, subject: str) -> dict[str, str]:
+        with self._read("read evidence") as conn:
+            rows = conn.execute(
+                "SELECT incident, ref FROM federation_evidence WHERE subject = ?", (subject,)
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def evidence_page(self, *, after: str | None = None, limit: int = 100) -> list[EvidenceRow]:
+        check_page(limit)
+        with self._read("read evidence") as conn:
+            rows = conn.execute(
+                "SELECT ref, subject, incident, data FROM federation_evidence WHERE ref > ?"
+                " ORDER BY ref LIMIT ?",
+                ("" if after is None else after, limit),
+            ).fetchall()
+        return [EvidenceRow(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
     # --- export and import -----------------------------------------------------------
 
     @contextmanager
@@ -905,6 +958,9 @@ def _move_legacy(conn: sqlite3.Connection) -> None:
     ).fetchall()
     split = split_legacy(rows)
     _insert_typed(conn, split.anchor_receipts, split.cosigned, split.federation_receipts)
+    conn.executemany(
+        _INSERT_EVIDENCE, ((r.ref, r.subject, r.incident, r.data) for r in split.evidence)
+    )
     conn.executemany("DELETE FROM state WHERE scope = ? AND key = ?", split.moved)
 
 
@@ -1062,6 +1118,12 @@ class _SqliteSnapshot:
                             " ORDER BY namespace, receipt_id", ()):  # fmt: skip
             yield _receipt_row(r)
 
+    def evidence(self) -> Iterator[EvidenceRow]:
+        for r in self._rows("export evidence",
+                            "SELECT ref, subject, incident, data FROM federation_evidence"
+                            " ORDER BY ref", ()):  # fmt: skip
+            yield EvidenceRow(r[0], r[1], r[2], bytes(r[3]))
+
 
 class _SqliteLoader:
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -1120,3 +1182,7 @@ class _SqliteLoader:
 
     def add_federation_receipts(self, rows: Iterable[FederationReceiptRow]) -> None:
         _insert_typed(self._conn, (), (), check_typed_rows(rows, FederationReceiptRow))
+
+    def add_evidence(self, rows: Iterable[EvidenceRow]) -> None:
+        self._conn.executemany(_INSERT_EVIDENCE, ((r.ref, r.subject, r.incident, r.data)
+                                                  for r in check_typed_rows(rows, EvidenceRow)))  # fmt: skip

@@ -19,14 +19,16 @@ was taken from.  Its members, in this order::
                                         big-endian uint16 length (the log's tlog-tiles
                                         entry bundles, concatenated)
     state.jsonl                         the named state (scheduler, replicas, federation
-                                        scores and evidence, governance):
+                                        scores, governance):
                                         {"key", "scope", "value": base64}
     tables.jsonl                        (format v3) the typed tables, one row a line tagged
                                         with its table: anchor_receipts {namespace, size,
                                         finished, receipt: base64}, witness_cosigned
                                         {origin, size, root_hash, note: base64,
                                         cosignature, time}, federation_receipts
-                                        {namespace, receipt_id, receipt: base64}
+                                        {namespace, receipt_id, receipt: base64},
+                                        federation_evidence {ref, subject, incident,
+                                        data: base64}
     manifest.json                       last: format, tool, creation time, origin prefix,
                                         node DID, the keys that signed the checkpoints (as
                                         the writer says), the files, each log's origin,

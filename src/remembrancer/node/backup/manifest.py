@@ -43,8 +43,13 @@ READ_FORMATS: Final = (FORMAT, FORMAT_V2, FORMAT_V1)
 MANIFEST_DOMAIN: Final = b"remembrancer-backup-manifest/v2\n"
 MANIFEST: Final = "manifest.json"
 STATE_MEMBER: Final = "state.jsonl"
-TABLES_MEMBER: Final = "tables.jsonl"  # v3: anchor receipts, witness state, federation receipts
-TABLES: Final = ("anchor_receipts", "witness_cosigned", "federation_receipts")
+TABLES_MEMBER: Final = "tables.jsonl"  # v3: anchor receipts, witness state, federation state
+TABLES: Final = (
+    "anchor_receipts",
+    "witness_cosigned",
+    "federation_receipts",
+    "federation_evidence",
+)
 MAX_FILE_BYTES: Final = 16 << 20  # a configuration or key file
 MAX_MANIFEST_BYTES: Final = 64 << 20
 MAX_LINE_BYTES: Final = 16 << 20  # one JSON line of checkpoints, records or state
@@ -104,6 +109,7 @@ class TableRows:
     anchor_receipts: int = 0
     witness_cosigned: int = 0
     federation_receipts: int = 0
+    federation_evidence: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {t: getattr(self, t) for t in TABLES}

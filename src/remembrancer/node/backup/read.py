@@ -47,13 +47,14 @@ from remembrancer.storage.base import (
     BUNDLE_WIDTH,
     AnchorReceiptRow,
     CosignedRow,
+    EvidenceRow,
     FederationReceiptRow,
     LogState,
     RecordRow,
     StoredCheckpoint,
     StoreLoader,
 )
-from remembrancer.storage.legacy import split_legacy
+from remembrancer.storage.legacy import LegacySplitter, Split
 
 _FLUSH_BYTES: Final = 8 << 20  # entry bytes handed to the store per call
 _FLUSH_ROWS: Final = 10_000
@@ -570,15 +571,12 @@ class _ReplayIndex:
             )
 
 
-def _add_state(loader: StoreLoader, rows: list[tuple[str, str, bytes]], *, legacy: bool) -> None:
-    if not legacy:
-        loader.add_state(rows)
-        return
-    split = split_legacy(rows)
+def _add_split(loader: StoreLoader, split: Split) -> None:
     loader.add_state(split.state)
     loader.add_anchor_receipts(split.anchor_receipts)
     loader.add_cosigned(split.cosigned)
     loader.add_federation_receipts(split.federation_receipts)
+    loader.add_evidence(split.evidence)
 
 
 def _read_state(
@@ -587,6 +585,16 @@ def _read_state(
     member = archive.member(STATE_MEMBER)
     rows: list[tuple[str, str, bytes]] = []
     count = 0
+    splitter = LegacySplitter() if legacy else None
+
+    def add(rows: list[tuple[str, str, bytes]]) -> None:
+        if loader is None:
+            return
+        if splitter is None:
+            loader.add_state(rows)
+        else:
+            _add_split(loader, splitter.feed(rows))
+
     with _blame(member):
         for line in member.lines():
             try:
@@ -600,17 +608,20 @@ def _read_state(
             rows.append((scope, key, value))
             count += 1
             if len(rows) >= _FLUSH_ROWS:
-                if loader is not None:
-                    _add_state(loader, rows, legacy=legacy)
+                add(rows)
                 rows = []
-        if loader is not None and rows:
-            _add_state(loader, rows, legacy=legacy)
+        if rows:
+            add(rows)
+        if splitter is not None and loader is not None:
+            _add_split(loader, splitter.finish())
         if count != expected:
             raise _malformed(member.name, f"{count} state rows, the manifest says {expected}")
         member.finish()
 
 
-def _table_row(doc: object) -> AnchorReceiptRow | CosignedRow | FederationReceiptRow:
+def _table_row(
+    doc: object,
+) -> AnchorReceiptRow | CosignedRow | FederationReceiptRow | EvidenceRow:
     """One line of ``tables.jsonl`` (ValueError, KeyError, TypeError if malformed)."""
     if not isinstance(doc, dict):
         raise TypeError("not an object")
@@ -620,6 +631,7 @@ def _table_row(doc: object) -> AnchorReceiptRow | CosignedRow | FederationReceip
         "witness_cosigned": {"table", "origin", "size", "root_hash", "note", "cosignature",
                              "time"},
         "federation_receipts": {"table", "namespace", "receipt_id", "receipt"},
+        "federation_evidence": {"table", "ref", "subject", "incident", "data"},
     }.get(table)  # fmt: skip
     if fields is None or set(doc) != fields:
         raise ValueError(f"not a row of {', '.join(TABLES)}")
@@ -638,6 +650,9 @@ def _table_row(doc: object) -> AnchorReceiptRow | CosignedRow | FederationReceip
             raise ValueError("root_hash is not 32 bytes")
         return CosignedRow(expect_text(doc["origin"]), expect_count(doc["size"]), root,
                            b64("note"), expect_text(doc["cosignature"]), expect_count(doc["time"]))  # fmt: skip
+    if table == "federation_evidence":
+        return EvidenceRow(expect_text(doc["ref"]), expect_text(doc["subject"]),
+                           expect_text(doc["incident"]), b64("data"))  # fmt: skip
     return FederationReceiptRow(expect_text(doc["namespace"]), expect_text(doc["receipt_id"]),
                                 b64("receipt"))  # fmt: skip
 
@@ -648,6 +663,7 @@ def _read_tables(archive: Archive, expected: TableRows, loader: StoreLoader | No
     anchors: list[AnchorReceiptRow] = []
     cosigned: list[CosignedRow] = []
     receipts: list[FederationReceiptRow] = []
+    evidence: list[EvidenceRow] = []
     counts = dict.fromkeys(TABLES, 0)
 
     def flush() -> None:
@@ -655,6 +671,8 @@ def _read_tables(archive: Archive, expected: TableRows, loader: StoreLoader | No
             loader.add_anchor_receipts(anchors)
             loader.add_cosigned(cosigned)
             loader.add_federation_receipts(receipts)
+            loader.add_evidence(evidence)
+        evidence.clear()
         anchors.clear()
         cosigned.clear()
         receipts.clear()
@@ -671,10 +689,13 @@ def _read_tables(archive: Archive, expected: TableRows, loader: StoreLoader | No
             elif isinstance(row, CosignedRow):
                 cosigned.append(row)
                 counts["witness_cosigned"] += 1
+            elif isinstance(row, EvidenceRow):
+                evidence.append(row)
+                counts["federation_evidence"] += 1
             else:
                 receipts.append(row)
                 counts["federation_receipts"] += 1
-            if len(anchors) + len(cosigned) + len(receipts) >= _FLUSH_ROWS:
+            if len(anchors) + len(cosigned) + len(receipts) + len(evidence) >= _FLUSH_ROWS:
                 flush()
         flush()
         if counts != expected.to_dict():

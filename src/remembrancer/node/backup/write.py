@@ -311,6 +311,10 @@ def _write_tables(tar: _TarWriter, snap: StoreSnapshot) -> TableRows:
             sink.write(_line({"table": "federation_receipts", "namespace": f.namespace,
                               "receipt_id": f.receipt_id, "receipt": b64(f.receipt)}))  # fmt: skip
             counts["federation_receipts"] += 1
+        for e in snap.evidence():
+            sink.write(_line({"table": "federation_evidence", "ref": e.ref, "subject": e.subject,
+                              "incident": e.incident, "data": b64(e.data)}))  # fmt: skip
+            counts["federation_evidence"] += 1
     return TableRows(**counts)
 
 

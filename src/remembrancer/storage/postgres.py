@@ -35,9 +35,10 @@ that first locks every table (``SHARE ROW EXCLUSIVE``: readers go on,
 writers wait) and checks that they are empty, then streams the rows in with
 binary ``COPY``.
 
-Tables (schema version 2; version 1 had all but the last three, and kept
-their rows as JSON in ``state``: opening it moves them, see
-:mod:`remembrancer.storage.legacy`)::
+Tables (schema version 2; version 1 had all but the last four, and kept
+their rows in ``state``: opening it moves them, see
+:mod:`remembrancer.storage.legacy`; the last four are read and written by
+:mod:`remembrancer.storage.postgres_typed`)::
 
     meta        (key text PRIMARY KEY, value bigint)          -- 'schema_version'
     logs        (id bigint identity PRIMARY KEY, namespace text UNIQUE,

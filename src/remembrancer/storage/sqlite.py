@@ -23,9 +23,10 @@ goes on meanwhile, though the WAL cannot be checkpointed past the snapshot
 until it ends.  Import: :meth:`SqliteStore.load` holds one ``BEGIN
 IMMEDIATE`` transaction on the writer for the whole load.
 
-Tables (schema version 2; version 1 had all but the last three, and kept
-their rows as JSON in ``state``: opening it moves them, see
-:mod:`remembrancer.storage.legacy`)::
+Tables (schema version 2; version 1 had all but the last four, and kept
+their rows in ``state``: opening it moves them, see
+:mod:`remembrancer.storage.legacy`; the last four are read and written by
+:mod:`remembrancer.storage.sqlite_typed`)::
 
     meta        (key TEXT PRIMARY KEY, value INTEGER)        -- 'schema_version'
     logs        (id INTEGER PRIMARY KEY, namespace TEXT UNIQUE,
@@ -65,12 +66,8 @@ from remembrancer.core.errors import ConflictError, RemembrancerError, StorageEr
 from remembrancer.storage.base import (
     ANY,
     BUNDLE_WIDTH,
-    AnchorReceiptRow,
     AppendBatch,
-    CosignedRow,
-    EvidenceRow,
     Expect,
-    FederationReceiptRow,
     FoundEntry,
     LogState,
     RecordRow,
@@ -78,7 +75,6 @@ from remembrancer.storage.base import (
     StoreStats,
     _AnyValue,
     check_page,
-    check_typed_rows,
 )
 from remembrancer.storage.checks import (
     find_reuse,
@@ -88,8 +84,14 @@ from remembrancer.storage.checks import (
     slice_bundles,
     validate_batch,
 )
-from remembrancer.storage.legacy import LEGACY_SCOPES, split_legacy
 from remembrancer.storage.loading import LoadChecks, load_invalid, not_empty
+from remembrancer.storage.sqlite_typed import (
+    TYPED_TABLES,
+    SqliteTypedLoader,
+    SqliteTypedSnapshot,
+    SqliteTypedState,
+    move_legacy,
+)
 
 SCHEMA_VERSION: Final = 2
 
@@ -178,24 +180,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
     ),
 )
-_TABLES: Final = ("logs", "state", "bundles", "records", "tiles", "checkpoints",
-                  "anchor_receipts", "witness_cosigned", "federation_receipts",
-                  "federation_evidence")  # fmt: skip
-_INSERT_ANCHOR_RECEIPT: Final = (
-    "INSERT INTO anchor_receipts (namespace, size, finished, receipt) VALUES (?, ?, ?, ?)"
-)
-_INSERT_COSIGNED: Final = (
-    "INSERT INTO witness_cosigned (origin, size, root_hash, note, cosignature, time)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
-_INSERT_FEDERATION_RECEIPT: Final = (
-    "INSERT INTO federation_receipts (namespace, receipt_id, receipt) VALUES (?, ?, ?)"
-)
-_INSERT_EVIDENCE: Final = (
-    "INSERT INTO federation_evidence (ref, subject, incident, data) VALUES (?, ?, ?, ?)"
-)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
-
+_TABLES: Final = ("logs", "state", "bundles", "records", "tiles", "checkpoints", *TYPED_TABLES)
 _BUSY_TIMEOUT_MS: Final = 30_000
 # Tuning, measured with bench/storage.py (random record keys, logs of up to 1M
 # entries): the three key indexes take random inserts, so a 1,000-entry commit
@@ -227,7 +213,7 @@ _UPSERT_CHECKPOINT: Final = (
 )
 
 
-class SqliteStore:
+class SqliteStore(SqliteTypedState):
     """A :class:`~remembrancer.storage.base.Store` in one SQLite file (WAL, durable)."""
 
     backend = "sqlite"
@@ -407,7 +393,7 @@ class SqliteStore:
                 for statement in _MIGRATIONS[version]:
                     conn.execute(statement)
                 if version == 1:
-                    _move_legacy(conn)
+                    move_legacy(conn)
             if found < SCHEMA_VERSION:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -751,175 +737,6 @@ class SqliteStore:
             rows = conn.execute(sql + " ORDER BY key LIMIT ?", (*args, limit)).fetchall()
         return [(r[0], bytes(r[1])) for r in rows]
 
-    # --- typed state ---------------------------------------------------------------------
-
-    def anchor_receipt(self, namespace: str, size: int) -> AnchorReceiptRow | None:
-        with self._read("read an anchor receipt") as conn:
-            row = conn.execute(
-                f"SELECT {_ANCHOR_COLUMNS} FROM anchor_receipts WHERE namespace = ? AND size = ?",
-                (namespace, size),
-            ).fetchone()
-        return None if row is None else _anchor_row(row)
-
-    def put_anchor_receipt(self, row: AnchorReceiptRow) -> None:
-        with self._write("write an anchor receipt") as conn:
-            conn.execute(
-                _INSERT_ANCHOR_RECEIPT + " ON CONFLICT (namespace, size) DO UPDATE SET"
-                " finished = excluded.finished, receipt = excluded.receipt",
-                (row.namespace, row.size, int(row.finished), row.receipt),
-            )
-
-    def anchor_receipts(
-        self, namespace: str, *, after: int = -1, limit: int = 100
-    ) -> list[AnchorReceiptRow]:
-        check_page(limit)
-        with self._read("read anchor receipts") as conn:
-            rows = conn.execute(
-                f"SELECT {_ANCHOR_COLUMNS} FROM anchor_receipts WHERE namespace = ? AND size > ?"
-                " ORDER BY size LIMIT ?",
-                (namespace, after, limit),
-            ).fetchall()
-        return [_anchor_row(r) for r in rows]
-
-    def unfinished_anchor_receipts(
-        self, *, after: tuple[str, int] | None = None, limit: int = 100
-    ) -> list[AnchorReceiptRow]:
-        check_page(limit)
-        ns, size = after if after is not None else ("", -1)
-        with self._read("read unfinished anchor receipts") as conn:
-            rows = conn.execute(
-                f"SELECT {_ANCHOR_COLUMNS} FROM anchor_receipts WHERE finished = 0"
-                " AND (namespace > ? OR (namespace = ? AND size > ?))"
-                " ORDER BY namespace, size LIMIT ?",
-                (ns, ns, size, limit),
-            ).fetchall()
-        return [_anchor_row(r) for r in rows]
-
-    def get_cosigned(self, origin: str) -> CosignedRow | None:
-        with self._read("read the witness state") as conn:
-            row = conn.execute(
-                f"SELECT {_COSIGNED_COLUMNS} FROM witness_cosigned WHERE origin = ?", (origin,)
-            ).fetchone()
-        return None if row is None else _cosigned_row(row)
-
-    def put_cosigned(self, row: CosignedRow, *, expect_size: int | None) -> bool:
-        values = (row.size, row.root_hash, row.note, row.cosignature, row.time, row.origin)
-        with self._write("write the witness state") as conn:
-            if expect_size is None:
-                cur = conn.execute(
-                    _INSERT_COSIGNED + " ON CONFLICT (origin) DO NOTHING",
-                    (row.origin, *values[:-1]),
-                )
-            else:
-                cur = conn.execute(
-                    "UPDATE witness_cosigned SET size = ?, root_hash = ?, note = ?,"
-                    " cosignature = ?, time = ? WHERE origin = ? AND size = ?",
-                    (*values, expect_size),
-                )
-            return cur.rowcount == 1
-
-    def cosigned_origins(self) -> list[str]:
-        with self._read("list witnessed origins") as conn:
-            rows = conn.execute("SELECT origin FROM witness_cosigned ORDER BY origin").fetchall()
-        return [r[0] for r in rows]
-
-    def federation_receipt(self, namespace: str, receipt_id: str) -> FederationReceiptRow | None:
-        with self._read("read a federation receipt") as conn:
-            row = conn.execute(
-                f"SELECT {_RECEIPT_COLUMNS} FROM federation_receipts"
-                " WHERE namespace = ? AND receipt_id = ?",
-                (namespace, receipt_id),
-            ).fetchone()
-        return None if row is None else _receipt_row(row)
-
-    def put_federation_receipt(self, row: FederationReceiptRow, *, expect: Expect = ANY) -> bool:
-        key = (row.namespace, row.receipt_id)
-        with self._write("write a federation receipt") as conn:
-            if expect is ANY:
-                cur = conn.execute(
-                    _INSERT_FEDERATION_RECEIPT + " ON CONFLICT (namespace, receipt_id)"
-                    " DO UPDATE SET receipt = excluded.receipt",
-                    (*key, row.receipt),
-                )
-            elif expect is None:
-                cur = conn.execute(
-                    _INSERT_FEDERATION_RECEIPT + " ON CONFLICT (namespace, receipt_id) DO NOTHING",
-                    (*key, row.receipt),
-                )
-            else:
-                cur = conn.execute(
-                    "UPDATE federation_receipts SET receipt = ?"
-                    " WHERE namespace = ? AND receipt_id = ? AND receipt = ?",
-                    (row.receipt, *key, expect),
-                )
-            return cur.rowcount == 1
-
-    def federation_receipts(
-        self,
-        namespace: str | None = None,
-        *,
-        after: tuple[str, str] | None = None,
-        limit: int = 100,
-    ) -> list[FederationReceiptRow]:
-        check_page(limit)
-        sql = f"SELECT {_RECEIPT_COLUMNS} FROM federation_receipts WHERE 1 = 1"
-        args: list[Any] = []
-        if namespace is not None:
-            sql += " AND namespace = ?"
-            args.append(namespace)
-        if after is not None:
-            sql += " AND (namespace > ? OR (namespace = ? AND receipt_id > ?))"
-            args += [after[0], after[0], after[1]]
-        with self._read("read federation receipts") as conn:
-            rows = conn.execute(
-                sql + " ORDER BY namespace, receipt_id LIMIT ?", (*args, limit)
-            ).fetchall()
-        return [_receipt_row(r) for r in rows]
-
-    def federation_receipt_count(self) -> int:
-        with self._read("count federation receipts") as conn:
-            (n,) = conn.execute("SELECT count(*) FROM federation_receipts").fetchone()
-        return int(n)
-
-    def keep_evidence(self, row: EvidenceRow, *, per_subject: int) -> str | None:
-        with self._write("keep evidence") as conn:  # BEGIN IMMEDIATE: one writer at a time
-            kept = dict(conn.execute(
-                "SELECT incident, ref FROM federation_evidence WHERE subject = ?", (row.subject,)
-            ).fetchall())  # fmt: skip
-            if row.incident in kept:
-                return str(kept[row.incident])
-            if len(kept) >= per_subject:
-                return None
-            conn.execute(
-                _INSERT_EVIDENCE + " ON CONFLICT (ref) DO NOTHING",
-                (row.ref, row.subject, row.incident, row.data),
-            )
-            return row.ref
-
-    def evidence_file(self, ref: str) -> bytes | None:
-        with self._read("read evidence") as conn:
-            row = conn.execute(
-                "SELECT data FROM federation_evidence WHERE ref = ?", (ref,)
-            ).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def evidence_incidents(self, subject: str) -> dict[str, str]:
-        with self._read("read evidence") as conn:
-            rows = conn.execute(
-                "SELECT incident, ref FROM federation_evidence WHERE subject = ?", (subject,)
-            ).fetchall()
-        return {r[0]: r[1] for r in rows}
-
-    def evidence_page(self, *, after: str | None = None, limit: int = 100) -> list[EvidenceRow]:
-        check_page(limit)
-        with self._read("read evidence") as conn:
-            rows = conn.execute(
-                "SELECT ref, subject, incident, data FROM federation_evidence WHERE ref > ?"
-                " ORDER BY ref LIMIT ?",
-                ("" if after is None else after, limit),
-            ).fetchall()
-        return [EvidenceRow(r[0], r[1], r[2], bytes(r[3])) for r in rows]
-
     # --- export and import -----------------------------------------------------------
 
     @contextmanager
@@ -948,51 +765,6 @@ class SqliteStore:
             except sqlite3.IntegrityError as e:
                 raise load_invalid(f"the rows break a uniqueness rule of the store: {e}") from e
             loader.checks.finish()
-
-
-def _move_legacy(conn: sqlite3.Connection) -> None:
-    """Schema 1 to 2: move the legacy scopes' JSON rows into the typed tables."""
-    marks = ",".join("?" * len(LEGACY_SCOPES))
-    rows = conn.execute(
-        f"SELECT scope, key, value FROM state WHERE scope IN ({marks})", LEGACY_SCOPES
-    ).fetchall()
-    split = split_legacy(rows)
-    _insert_typed(conn, split.anchor_receipts, split.cosigned, split.federation_receipts)
-    conn.executemany(
-        _INSERT_EVIDENCE, ((r.ref, r.subject, r.incident, r.data) for r in split.evidence)
-    )
-    conn.executemany("DELETE FROM state WHERE scope = ? AND key = ?", split.moved)
-
-
-def _insert_typed(
-    conn: sqlite3.Connection,
-    anchors: Iterable[AnchorReceiptRow],
-    cosigned: Iterable[CosignedRow],
-    receipts: Iterable[FederationReceiptRow],
-) -> None:
-    conn.executemany(_INSERT_ANCHOR_RECEIPT,
-                     ((r.namespace, r.size, int(r.finished), r.receipt) for r in anchors))  # fmt: skip
-    conn.executemany(_INSERT_COSIGNED, ((r.origin, r.size, r.root_hash, r.note, r.cosignature,
-                                         r.time) for r in cosigned))  # fmt: skip
-    conn.executemany(_INSERT_FEDERATION_RECEIPT,
-                     ((r.namespace, r.receipt_id, r.receipt) for r in receipts))  # fmt: skip
-
-
-def _anchor_row(r: tuple[Any, ...]) -> AnchorReceiptRow:
-    return AnchorReceiptRow(r[0], r[1], bytes(r[3]), bool(r[2]))
-
-
-def _cosigned_row(r: tuple[Any, ...]) -> CosignedRow:
-    return CosignedRow(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5])
-
-
-def _receipt_row(r: tuple[Any, ...]) -> FederationReceiptRow:
-    return FederationReceiptRow(r[0], r[1], bytes(r[2]))
-
-
-_ANCHOR_COLUMNS: Final = "namespace, size, finished, receipt"
-_COSIGNED_COLUMNS: Final = "origin, size, root_hash, note, cosignature, time"
-_RECEIPT_COLUMNS: Final = "namespace, receipt_id, receipt"
 
 
 def _lookup_event_ids(
@@ -1037,7 +809,7 @@ def _lookup_nonces(
     return found
 
 
-class _SqliteSnapshot:
+class _SqliteSnapshot(SqliteTypedSnapshot):
     def __init__(self, store: SqliteStore, conn: sqlite3.Connection, ids: dict[str, int]) -> None:
         self._store = store
         self._conn = conn
@@ -1100,32 +872,8 @@ class _SqliteSnapshot:
         ):
             yield scope, key, bytes(value)
 
-    def anchor_receipts(self) -> Iterator[AnchorReceiptRow]:
-        for r in self._rows("export anchor receipts",
-                            f"SELECT {_ANCHOR_COLUMNS} FROM anchor_receipts ORDER BY namespace, size",
-                            ()):  # fmt: skip
-            yield _anchor_row(r)
 
-    def cosigned(self) -> Iterator[CosignedRow]:
-        for r in self._rows("export the witness state",
-                            f"SELECT {_COSIGNED_COLUMNS} FROM witness_cosigned ORDER BY origin",
-                            ()):  # fmt: skip
-            yield _cosigned_row(r)
-
-    def federation_receipts(self) -> Iterator[FederationReceiptRow]:
-        for r in self._rows("export federation receipts",
-                            f"SELECT {_RECEIPT_COLUMNS} FROM federation_receipts"
-                            " ORDER BY namespace, receipt_id", ()):  # fmt: skip
-            yield _receipt_row(r)
-
-    def evidence(self) -> Iterator[EvidenceRow]:
-        for r in self._rows("export evidence",
-                            "SELECT ref, subject, incident, data FROM federation_evidence"
-                            " ORDER BY ref", ()):  # fmt: skip
-            yield EvidenceRow(r[0], r[1], r[2], bytes(r[3]))
-
-
-class _SqliteLoader:
+class _SqliteLoader(SqliteTypedLoader):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._ids: dict[str, int] = {}
@@ -1173,16 +921,3 @@ class _SqliteLoader:
         self._conn.executemany(
             "INSERT INTO state (scope, key, value) VALUES (?, ?, ?)", self.checks.state(rows)
         )
-
-    def add_anchor_receipts(self, rows: Iterable[AnchorReceiptRow]) -> None:
-        _insert_typed(self._conn, check_typed_rows(rows, AnchorReceiptRow), (), ())
-
-    def add_cosigned(self, rows: Iterable[CosignedRow]) -> None:
-        _insert_typed(self._conn, (), check_typed_rows(rows, CosignedRow), ())
-
-    def add_federation_receipts(self, rows: Iterable[FederationReceiptRow]) -> None:
-        _insert_typed(self._conn, (), (), check_typed_rows(rows, FederationReceiptRow))
-
-    def add_evidence(self, rows: Iterable[EvidenceRow]) -> None:
-        self._conn.executemany(_INSERT_EVIDENCE, ((r.ref, r.subject, r.incident, r.data)
-                                                  for r in check_typed_rows(rows, EvidenceRow)))  # fmt: skip

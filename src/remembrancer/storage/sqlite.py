@@ -41,15 +41,7 @@ their rows in ``state``: opening it moves them, see
     tiles       (log_id, level, idx, hashes BLOB, PRIMARY KEY (log_id, level, idx))
     checkpoints (log_id, size, note BLOB, time INTEGER, PRIMARY KEY (log_id, size))
     state       (scope TEXT, key TEXT, value BLOB, PRIMARY KEY (scope, key))
-    anchor_receipts (namespace TEXT, size INTEGER, finished INTEGER, receipt BLOB,
-                 PRIMARY KEY (namespace, size))
-                 + INDEX (namespace, size) WHERE finished = 0
-    witness_cosigned (origin TEXT PRIMARY KEY, size INTEGER, root_hash BLOB,
-                 note BLOB, cosignature TEXT, time INTEGER)
-    federation_receipts (namespace TEXT, receipt_id TEXT, receipt BLOB,
-                 PRIMARY KEY (namespace, receipt_id))
-    federation_evidence (ref TEXT PRIMARY KEY, subject TEXT, incident TEXT, data BLOB,
-                 UNIQUE (subject, incident))
+    anchor_receipts, witness_cosigned, federation_receipts, federation_evidence
 """
 
 from __future__ import annotations
@@ -86,6 +78,7 @@ from remembrancer.storage.checks import (
 )
 from remembrancer.storage.loading import LoadChecks, load_invalid, not_empty
 from remembrancer.storage.sqlite_typed import (
+    MIGRATION_V2,
     TYPED_TABLES,
     SqliteTypedLoader,
     SqliteTypedSnapshot,
@@ -147,38 +140,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (scope, key)
         ) WITHOUT ROWID""",
     ),
-    (
-        """CREATE TABLE anchor_receipts (
-            namespace TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            finished INTEGER NOT NULL,
-            receipt BLOB NOT NULL,
-            PRIMARY KEY (namespace, size)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX anchor_receipts_unfinished ON anchor_receipts (namespace, size)"
-        " WHERE finished = 0",
-        """CREATE TABLE witness_cosigned (
-            origin TEXT NOT NULL PRIMARY KEY,
-            size INTEGER NOT NULL CHECK (size >= 0),
-            root_hash BLOB NOT NULL,
-            note BLOB NOT NULL,
-            cosignature TEXT NOT NULL,
-            time INTEGER NOT NULL
-        ) WITHOUT ROWID""",
-        """CREATE TABLE federation_receipts (
-            namespace TEXT NOT NULL,
-            receipt_id TEXT NOT NULL,
-            receipt BLOB NOT NULL,
-            PRIMARY KEY (namespace, receipt_id)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE federation_evidence (
-            ref TEXT NOT NULL PRIMARY KEY,
-            subject TEXT NOT NULL,
-            incident TEXT NOT NULL,
-            data BLOB NOT NULL,
-            UNIQUE (subject, incident)
-        )""",
-    ),
+    MIGRATION_V2,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 _TABLES: Final = ("logs", "state", "bundles", "records", "tiles", "checkpoints", *TYPED_TABLES)

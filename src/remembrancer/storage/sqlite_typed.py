@@ -8,6 +8,18 @@ into them (:func:`move_legacy`).  Reads go through the store's per-thread
 reader connections, writes through its one writer (``BEGIN IMMEDIATE``), so
 every compare-and-swap and :meth:`SqliteTypedState.keep_evidence` is one
 transaction under SQLite's write lock.
+
+Tables::
+
+    anchor_receipts (namespace TEXT, size INTEGER, finished INTEGER, receipt BLOB,
+                 PRIMARY KEY (namespace, size))
+                 + INDEX (namespace, size) WHERE finished = 0
+    witness_cosigned (origin TEXT PRIMARY KEY, size INTEGER, root_hash BLOB,
+                 note BLOB, cosignature TEXT, time INTEGER)
+    federation_receipts (namespace TEXT, receipt_id TEXT, receipt BLOB,
+                 PRIMARY KEY (namespace, receipt_id))
+    federation_evidence (ref TEXT PRIMARY KEY, subject TEXT, incident TEXT, data BLOB,
+                 UNIQUE (subject, incident))
 """
 
 from __future__ import annotations
@@ -29,9 +41,42 @@ from remembrancer.storage.base import (
 )
 from remembrancer.storage.legacy import LEGACY_SCOPES, split_legacy
 
-__all__ = ["TYPED_TABLES", "SqliteTypedLoader", "SqliteTypedSnapshot", "SqliteTypedState",
+__all__ = ["MIGRATION_V2", "TYPED_TABLES", "SqliteTypedLoader", "SqliteTypedSnapshot", "SqliteTypedState",
            "move_legacy"]  # fmt: skip
 
+# Schema version 1 -> 2: the typed tables (the store's migration then calls move_legacy).
+MIGRATION_V2: Final[tuple[str, ...]] = (
+    """CREATE TABLE anchor_receipts (
+        namespace TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        finished INTEGER NOT NULL,
+        receipt BLOB NOT NULL,
+        PRIMARY KEY (namespace, size)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX anchor_receipts_unfinished ON anchor_receipts (namespace, size)"
+    " WHERE finished = 0",
+    """CREATE TABLE witness_cosigned (
+        origin TEXT NOT NULL PRIMARY KEY,
+        size INTEGER NOT NULL CHECK (size >= 0),
+        root_hash BLOB NOT NULL,
+        note BLOB NOT NULL,
+        cosignature TEXT NOT NULL,
+        time INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE federation_receipts (
+        namespace TEXT NOT NULL,
+        receipt_id TEXT NOT NULL,
+        receipt BLOB NOT NULL,
+        PRIMARY KEY (namespace, receipt_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE federation_evidence (
+        ref TEXT NOT NULL PRIMARY KEY,
+        subject TEXT NOT NULL,
+        incident TEXT NOT NULL,
+        data BLOB NOT NULL,
+        UNIQUE (subject, incident)
+    )""",
+)
 TYPED_TABLES: Final = ("anchor_receipts", "witness_cosigned", "federation_receipts",
                        "federation_evidence")  # fmt: skip
 _INSERT_ANCHOR_RECEIPT: Final = (

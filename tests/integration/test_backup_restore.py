@@ -14,6 +14,7 @@ and change nothing.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -480,8 +481,34 @@ CORRUPTIONS: dict[str, tuple[Any, str]] = {
     "manifest edited, not re-signed": (lambda s, d, k: _edit_manifest(s, d, _swap_roots), "backup_manifest_signature_invalid"),
     "manifest signed by another key": (_other_key_signs, "backup_manifest_untrusted"),
     "manifest without its signature": (lambda s, d, k: _edit_manifest(s, d, lambda m: m.pop("signature")), "backup_manifest_invalid"),
-    "the signature stripped, called v1": (lambda s, d, k: _edit_manifest(s, d, lambda m: (m.pop("signature"), m.update(format="remembrancer-backup/v1"))), "backup_manifest_unsigned"),
+    "the signature stripped, called v1": (lambda s, d, k: _strip_to_v1(s, d), "backup_manifest_unsigned"),
+    "the signature stripped, called v2": (lambda s, d, k: _edit_manifest(s, d, lambda m: (m.pop("signature"), m.update(format="remembrancer-backup/v2"))), "backup_manifest_invalid"),
+    "v3 without its table counts": (_resigned(lambda m: m.pop("table_rows")), "backup_manifest_invalid"),
+    "a table row count wrong": (_resigned(lambda m: m["table_rows"].update(witness_cosigned=m["table_rows"]["witness_cosigned"] + 1)), "backup_malformed"),
+    "a table row changed, hash fixed": (lambda s, d, k: _forge_table_row(s, d, k), "backup_malformed"),
 }  # fmt: skip
+
+
+def _strip_to_v1(source: Path, dest: Path) -> None:
+    """A v3 archive made to look like v1: unsigned, without its typed tables."""
+    members = _read_members(source)
+    del members["tables.jsonl"]
+
+    def edit(m: dict[str, Any]) -> None:
+        m.pop("table_rows")
+        m["format"] = "remembrancer-backup/v1"
+
+    _write_members(dest, members, edit, None)
+
+
+def _forge_table_row(source: Path, dest: Path, key: Any) -> None:
+    """A witness row whose root is not 32 bytes, the member hash and signature fixed."""
+    members = _read_members(source)
+    rows = [json.loads(line) for line in members["tables.jsonl"].splitlines()]
+    row = next(r for r in rows if r["table"] == "witness_cosigned")
+    row["root_hash"] = base64.b64encode(b"short").decode()
+    members["tables.jsonl"] = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    _write_members(dest, members, lambda m: None, key)
 
 
 @pytest.fixture(scope="module")
@@ -645,14 +672,77 @@ def test_after_a_node_key_rotation_a_backup_names_the_earlier_key(tmp_path: Path
     assert out.stdout.startswith("OK:")
 
 
-def _as_v1(source: Path, dest: Path) -> None:
-    """The archive as format v1 wrote it: the same members, an unsigned manifest."""
+def _read_members(source: Path) -> dict[str, bytes]:
+    with tarfile.open(source) as tar:
+        out = {}
+        for info in tar.getmembers():
+            extracted = tar.extractfile(info)
+            assert extracted is not None
+            out[info.name] = extracted.read()
+    return out
+
+
+def _write_members(dest: Path, members: dict[str, bytes], edit: Any, key: Any) -> None:
+    """Write ``members`` (the manifest last) with the manifest's member sizes and
+    hashes fixed, ``edit`` applied, and signed by ``key`` (None: left unsigned)."""
+    doc = json.loads(members.pop("manifest.json"))
+    edit(doc)
+    doc["members"] = [{"name": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+                      for n, d in members.items()]  # fmt: skip
+    if key is not None:
+        sign_manifest(doc, key)
+    else:
+        doc.pop("signature", None)
+    with tarfile.open(dest, "w", format=tarfile.GNU_FORMAT) as out:
+        for name, data in [*members.items(), ("manifest.json", json.dumps(doc).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            out.addfile(info, io.BytesIO(data))
+
+
+def _as_legacy(source: Path, dest: Path, fmt: str, key: Any = None) -> int:
+    """The archive as format v1 (unsigned) or v2 (signed by ``key``) wrote it: the
+    typed tables' rows as named state (scopes ``anchors``, ``witness``,
+    ``federation-receipts``, in the JSON the node kept then), no ``tables.jsonl``.
+    Returns how many rows moved."""
+    members = _read_members(source)
+    lines = []
+    subjects: dict[str, dict[str, str]] = {}
+    for row in map(json.loads, members.pop("tables.jsonl").splitlines()):
+        if row["table"] == "anchor_receipts":
+            scope, key_, value = "anchors", f"{row['namespace']}/{row['size']:020d}", row["receipt"]
+        elif row["table"] == "witness_cosigned":
+            doc = {"size": row["size"], "root": row["root_hash"],
+                   "note": base64.b64decode(row["note"]).decode(),
+                   "cosignature": row["cosignature"], "time": row["time"]}  # fmt: skip
+            scope, key_ = "witness", row["origin"]
+            value = base64.b64encode(json.dumps(doc).encode()).decode()
+        elif row["table"] == "federation_evidence":
+            scope, key_, value = "federation-evidence", row["ref"], row["data"]
+            index = subjects.setdefault(row["subject"], {})
+            index[row["incident"]] = row["ref"]
+        else:
+            scope, key_ = "federation-receipts", f"{row['namespace']}/{row['receipt_id']}"
+            value = row["receipt"]
+        lines.append(json.dumps({"key": key_, "scope": scope, "value": value}).encode() + b"\n")
+    for subject, incidents in subjects.items():
+        value = base64.b64encode(json.dumps({"incidents": incidents}).encode()).decode()
+        lines.append(json.dumps({"key": subject, "scope": "federation-evidence-subjects",
+                                 "value": value}).encode() + b"\n")  # fmt: skip
+    members["state.jsonl"] += b"".join(lines)
 
     def edit(doc: dict[str, Any]) -> None:
-        doc.pop("signature")
-        doc["format"] = "remembrancer-backup/v1"
+        doc["format"] = fmt
+        doc["state_rows"] += len(lines)
+        doc.pop("table_rows")
 
-    _edit_manifest(source, dest, edit)
+    _write_members(dest, members, edit, key)
+    return len(lines)
+
+
+def _as_v1(source: Path, dest: Path) -> None:
+    """The archive as format v1 wrote it: an unsigned manifest, typed rows as state."""
+    assert _as_legacy(source, dest, "remembrancer-backup/v1") > 0
 
 
 def test_a_v1_archive_is_read_only_when_the_operator_vouches_for_it(
@@ -683,3 +773,55 @@ def test_a_v1_archive_is_read_only_when_the_operator_vouches_for_it(
     assert out.returncode == 1 and "backup_manifest_unsigned" in out.stderr
     out = cli("backup", "restore", str(v1), "--config", str(node.config), "--allow-unsigned")
     assert {g["namespace"] for g in json.loads(out.stdout)["logs"]} == {DAO, FIN}
+    # The rows v1 kept as named state are in the typed tables now, served as before.
+    node.start()
+    try:
+        alpha = scenario.alpha
+        witnessed = get(f"{node.url}/witness/checkpoints/beta.test/{DAO}").split(b"\n\n")[0]
+        assert (
+            witnessed == get(f"{alpha.url}/witness/checkpoints/beta.test/{DAO}").split(b"\n\n")[0]
+        )
+        mine = get_json(f"{node.url}/v1/namespaces/{DAO}/anchors?limit=500")["receipts"]
+        assert mine and any(a["status"] == "verified" for r in mine for a in r["anchors"])
+        sizes = [r["size"] for r in mine]
+        assert sizes == sorted(sizes)
+        page = get_json(f"{node.url}/v1/namespaces/{DAO}/anchors?after={sizes[0]}&limit=1")
+        assert [r["size"] for r in page["receipts"]] == sizes[1:2]
+    finally:
+        node.stop()
+
+
+def test_a_v2_archive_restores_its_state_rows_into_the_typed_tables(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Format v2 (signed, typed state still in state.jsonl) is read, and a restore
+    puts its anchor receipts and witness state into their tables; written again,
+    the same store gives a v3 archive with them in tables.jsonl."""
+    from remembrancer.storage import open_store
+
+    v2 = tmp_path / "v2.tar"
+    moved = _as_legacy(scenario.quiet, v2, "remembrancer-backup/v2", _key_of(scenario.alpha))
+    did = alpha_did(scenario)
+    ok = cli("backup", "verify", str(v2), "--trust", did)
+    assert ok.stdout.startswith(f"OK: {v2}: 2 logs")
+    node = new_node_from(scenario.quiet, tmp_path / "from-v2", did)
+    cli("backup", "restore", str(v2), "--config", str(node.config))
+    store = open_store(f"sqlite:///{tmp_path / 'from-v2' / 'data' / 'remembrancer.db'}")
+    try:
+        anchors = store.anchor_receipts(DAO, limit=1000)
+        assert anchors and all(r.namespace == DAO for r in anchors)
+        cosigned = store.get_cosigned(f"beta.test/{DAO}")
+        assert cosigned is not None and cosigned.size >= 1
+        with store.snapshot() as snap:
+            moved_back = (len(list(snap.anchor_receipts())) + len(list(snap.cosigned()))
+                          + len(list(snap.federation_receipts())))  # fmt: skip
+            legacy = [s for s, _, _ in snap.state() if s in ("anchors", "witness",
+                                                             "federation-receipts")]  # fmt: skip
+        assert moved_back == moved and legacy == []
+    finally:
+        store.close()
+    again = tmp_path / "again.tar"
+    cli("backup", "create", "--config", str(node.config), "--out", str(again))
+    manifest = read_manifest(again)
+    assert manifest.format == "remembrancer-backup/v3" and manifest.table_rows is not None
+    assert sum(manifest.table_rows.to_dict().values()) == moved

@@ -478,6 +478,9 @@ def forge(source: Path, dest: Path, *, manifest_key: SigningKey | str | None,
         manifest["signature"] = genuine
     elif manifest_key is None:
         manifest["format"] = "remembrancer-backup/v1"
+        manifest.pop("table_rows", None)  # v1 had no typed tables: their rows are dropped
+        manifest["members"] = [m for m in manifest["members"] if m["name"] != "tables.jsonl"]
+        members = [m for m in members if m[0].name != "tables.jsonl"]
     else:
         assert isinstance(manifest_key, SigningKey)
         sig = manifest_key.sign(MANIFEST_DOMAIN + canonicalize(manifest))

@@ -38,7 +38,6 @@ from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Note, format_vkey
-from remembrancer.federation.countersigning import RECEIPT_SCOPE
 from remembrancer.federation.evidence.claims import ClaimEvidence
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.protocol.contents import (
@@ -236,8 +235,8 @@ def _only_verified_countersignatures(w: World) -> None:
     keys = service.registry_keys()
     import json
 
-    for value in service.store.list_state(RECEIPT_SCOPE).values():
-        receipt = FederationReceipt.from_dict(json.loads(value))
+    for row in service.store.federation_receipts(limit=10_000):
+        receipt = FederationReceipt.from_dict(json.loads(row.receipt))
         assert verified_countersignatures(receipt, keys)[1] == (), receipt.signatures
     for _, d in w.node.replicator._receipt_items(NS, None, None):
         assert verified_countersignatures(FederationReceipt.from_dict(d), keys)[1] == ()

@@ -14,6 +14,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,12 @@ from remembrancer.core.tiles import decode_entry_bundle, encode_entry_bundle
 from remembrancer.storage import open_store
 from remembrancer.storage.base import (
     ANY,
+    AnchorReceiptRow,
     AppendBatch,
+    CosignedRow,
     EntryRow,
+    EvidenceRow,
+    FederationReceiptRow,
     FoundEntry,
     LogState,
     RecordRow,
@@ -843,6 +848,192 @@ def test_compare_and_swap_counter_loses_no_update(opener: Opener) -> None:
     assert stores[0].get_state("counter", "n") == b"150"
 
 
+# --- typed state: anchor receipts, the witness, federation receipts ------------------------------
+
+
+def cosigned(origin: str, size: int, *, time: int = 1) -> CosignedRow:
+    root = hashlib.sha256(f"{origin}/{size}".encode()).digest()
+    return CosignedRow(origin, size, root, f"{origin}\n{size}\n".encode(), f"— w {size}\n", time)
+
+
+def test_anchor_receipts_page_by_size_and_unfinished_by_namespace(store: Store) -> None:
+    assert store.anchor_receipts(NS) == [] and store.anchor_receipt(NS, 1) is None
+    for size in (30, 10, 20, 250):
+        store.put_anchor_receipt(AnchorReceiptRow(NS, size, b"r%d" % size, size != 20))
+    store.put_anchor_receipt(AnchorReceiptRow(NS2, 5, b"other", False))
+    assert [r.size for r in store.anchor_receipts(NS)] == [10, 20, 30, 250]
+    assert [r.size for r in store.anchor_receipts(NS, after=10, limit=2)] == [20, 30]
+    assert [r.size for r in store.anchor_receipts(NS, after=250)] == []
+    assert store.anchor_receipt(NS, 20) == AnchorReceiptRow(NS, 20, b"r20", False)
+    assert [(r.namespace, r.size) for r in store.unfinished_anchor_receipts()] == [
+        (NS, 20), (NS2, 5)]  # fmt: skip
+    assert store.unfinished_anchor_receipts(after=(NS, 20)) == [
+        AnchorReceiptRow(NS2, 5, b"other", False)]  # fmt: skip
+    assert store.unfinished_anchor_receipts(limit=1)[0].size == 20
+    # A rewrite replaces the document and the flag: finished drops out of the page.
+    store.put_anchor_receipt(AnchorReceiptRow(NS, 20, b"r20 final", True))
+    assert [r.namespace for r in store.unfinished_anchor_receipts()] == [NS2]
+    assert store.anchor_receipt(NS, 20) == AnchorReceiptRow(NS, 20, b"r20 final", True)
+    for bad in (0, -1, 10_001):
+        with pytest.raises(FormatError):
+            store.anchor_receipts(NS, limit=bad)
+        with pytest.raises(FormatError):
+            store.unfinished_anchor_receipts(limit=bad)
+
+
+def test_cosigned_is_a_compare_and_swap_on_size(store: Store) -> None:
+    origin = "example.org/log"
+    assert store.get_cosigned(origin) is None
+    assert not store.put_cosigned(cosigned(origin, 5), expect_size=0)  # no row: not size 0
+    assert store.put_cosigned(cosigned(origin, 5), expect_size=None)
+    assert not store.put_cosigned(cosigned(origin, 6), expect_size=None)  # a row exists now
+    assert not store.put_cosigned(cosigned(origin, 6), expect_size=4)
+    assert store.get_cosigned(origin) == cosigned(origin, 5)
+    assert store.put_cosigned(cosigned(origin, 9, time=2), expect_size=5)
+    assert store.get_cosigned(origin) == cosigned(origin, 9, time=2)
+    assert store.put_cosigned(cosigned("a.example/x", 1), expect_size=None)
+    assert store.cosigned_origins() == ["a.example/x", origin]
+
+
+def test_racing_cosigned_updates_have_exactly_one_winner(opener: Opener) -> None:
+    stores = (
+        [opener.open() for _ in range(6)] if opener.backend != "memory" else [opener.open()] * 6
+    )
+    stores[0].put_cosigned(cosigned("o", 1), expect_size=None)
+    results = run_threads(6, lambda i: stores[i].put_cosigned(cosigned("o", 10 + i), expect_size=1))
+    assert sorted(results, key=str) == [False] * 5 + [True]
+    winner = results.index(True)
+    assert stores[0].get_cosigned("o") == cosigned("o", 10 + winner)
+
+
+def test_federation_receipts_compare_and_swap_and_page(store: Store) -> None:
+    row = FederationReceiptRow(NS, "aa/rfc3161/t1", b"v1")
+    assert store.federation_receipt(NS, row.receipt_id) is None
+    assert store.put_federation_receipt(row, expect=None)
+    assert not store.put_federation_receipt(replace(row, receipt=b"v2"), expect=None)
+    assert not store.put_federation_receipt(replace(row, receipt=b"v2"), expect=b"v0")
+    assert store.put_federation_receipt(replace(row, receipt=b"v2"), expect=b"v1")
+    assert store.federation_receipt(NS, row.receipt_id) == replace(row, receipt=b"v2")
+    store.put_federation_receipt(FederationReceiptRow(NS, "0b/btc/t", b"b"))
+    store.put_federation_receipt(FederationReceiptRow(NS2, "ff/x/y", b"c"))
+    store.put_federation_receipt(FederationReceiptRow(NS, "Zz/é", b"d"))
+    assert store.federation_receipt_count() == 4
+    everything = store.federation_receipts()
+    assert [r.cursor for r in everything] == [f"{NS}/0b/btc/t", f"{NS}/Zz/é",
+                                              f"{NS}/aa/rfc3161/t1", f"{NS2}/ff/x/y"]  # fmt: skip
+    assert [r.receipt_id for r in store.federation_receipts(NS)] == [
+        "0b/btc/t", "Zz/é", "aa/rfc3161/t1"]  # fmt: skip
+    page = store.federation_receipts(after=(NS, "Zz/é"), limit=1)
+    assert [r.cursor for r in page] == [f"{NS}/aa/rfc3161/t1"]
+    assert store.federation_receipts(NS2, after=(NS, "zzz")) == [everything[-1]]
+    with pytest.raises(FormatError):
+        store.federation_receipts(limit=0)
+
+
+def test_evidence_is_kept_once_per_incident_within_a_bound_per_subject(store: Store) -> None:
+    def row(ref: str, subject: str, incident: str) -> EvidenceRow:
+        return EvidenceRow(ref, subject, incident, f"file {ref}".encode())
+
+    assert store.keep_evidence(row("sha256:01", "did:a", "i1"), per_subject=2) == "sha256:01"
+    # Another file for the same incident: the first stands for it, the new one is not kept.
+    assert store.keep_evidence(row("sha256:02", "did:a", "i1"), per_subject=2) == "sha256:01"
+    assert store.evidence_file("sha256:02") is None
+    assert store.keep_evidence(row("sha256:03", "did:a", "i2"), per_subject=2) == "sha256:03"
+    assert store.keep_evidence(row("sha256:04", "did:a", "i3"), per_subject=2) is None  # full
+    assert store.evidence_file("sha256:04") is None
+    assert store.keep_evidence(row("sha256:05", "did:b", "i1"), per_subject=2) == "sha256:05"
+    assert store.evidence_incidents("did:a") == {"i1": "sha256:01", "i2": "sha256:03"}
+    assert store.evidence_file("sha256:03") == b"file sha256:03"
+    assert [r.ref for r in store.evidence_page()] == ["sha256:01", "sha256:03", "sha256:05"]
+    assert store.evidence_page(after="sha256:01", limit=1) == [row("sha256:03", "did:a", "i2")]
+    with pytest.raises(FormatError):
+        store.evidence_page(limit=0)
+
+
+def test_racing_evidence_keepers_never_exceed_the_bound(opener: Opener) -> None:
+    stores = (
+        [opener.open() for _ in range(6)] if opener.backend != "memory" else [opener.open()] * 6
+    )
+    results = run_threads(6, lambda i: stores[i].keep_evidence(
+        EvidenceRow(f"sha256:{i:02d}", "did:a", f"i{i}", b"f"), per_subject=2))  # fmt: skip
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r is not None for r in results) == 2
+    assert len(stores[0].evidence_incidents("did:a")) == 2 == len(stores[0].evidence_page())
+
+
+def test_a_schema_1_database_moves_its_json_state_into_the_typed_tables(
+    durable_opener: Opener,
+) -> None:
+    """Opening a database of schema version 1 (typed state as JSON in ``state``)
+    moves every legacy row into its table, in the migration, and keeps the rest."""
+    import base64
+    import json
+
+    from remembrancer.core.anchor import Anchor, AnchorReceipt, Finality
+
+    store = durable_opener.open()
+    store.append(batch(NS, 0, 3))
+    store.close()
+    assert durable_opener.raw_sql is not None
+    # Back to exactly what schema version 1 had: the first migration's tables only.
+    for table in (
+        "anchor_receipts",
+        "witness_cosigned",
+        "federation_receipts",
+        "federation_evidence",
+    ):
+        durable_opener.raw_sql(f"DROP TABLE {table}")
+    durable_opener.raw_sql("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    final = Anchor("rfc3161:tsa", b"\x01" * 32, status="verified", tx_ref="tx-final",
+                   finality=Finality(state="final"))  # fmt: skip
+    waiting = Anchor("rfc3161:tsa", b"\x01" * 32, status="submitted", tx_ref="tx-waiting")
+    receipts = {3: AnchorReceipt("example.org/log", 3, b"note\n", b"\x01" * 32, (final,)),
+                7: AnchorReceipt("example.org/log", 7, b"note\n", b"\x01" * 32, (waiting,))}  # fmt: skip
+    witness = {"size": 9, "root": base64.b64encode(b"\x02" * 32).decode(), "note": "o\n9\n",
+               "cosignature": "— w x\n", "time": 77}  # fmt: skip
+    rows = [("anchors", f"{NS}/{size:020d}", json.dumps(r.to_dict()).encode())
+            for size, r in receipts.items()]  # fmt: skip
+    rows += [("witness", "example.org/log", json.dumps(witness).encode()),
+             ("federation-receipts", f"{NS}/ab12/rfc3161:tsa/tx-final", b'{"id": 1}'),
+             ("anchors", f"{NS}/broken", b"not json"),  # kept as it was, not lost
+             ("federation-evidence", "sha256:aa", b"evidence file"),
+             ("federation-evidence", "sha256:bb", b"a file no index names"),  # stays state
+             ("federation-evidence-subjects", ACTOR2,
+              b'{"incidents": {"equivocation/x": "sha256:aa"}}'),
+             ("scheduler", f"{NS}/fast", b'{"last_size": 3}')]  # fmt: skip
+    for scope, key, value in rows:
+        hexed = value.hex()
+        blob = f"X'{hexed}'" if durable_opener.backend == "sqlite" else f"'\\x{hexed}'::bytea"
+        durable_opener.raw_sql(
+            f"INSERT INTO state (scope, key, value) VALUES ('{scope}', '{key}', {blob})"
+        )
+
+    again = durable_opener.open()
+    assert again.stats().schema_version == 2
+    got = again.anchor_receipts(NS)
+    assert [(r.size, r.finished) for r in got] == [(3, True), (7, False)]
+    assert [AnchorReceipt.from_dict(json.loads(r.receipt)) for r in got] == [
+        receipts[3],
+        receipts[7],
+    ]
+    assert [r.size for r in again.unfinished_anchor_receipts()] == [7]
+    assert again.get_cosigned("example.org/log") == CosignedRow(
+        "example.org/log", 9, b"\x02" * 32, b"o\n9\n", "— w x\n", 77)  # fmt: skip
+    assert again.federation_receipts() == [
+        FederationReceiptRow(NS, "ab12/rfc3161:tsa/tx-final", b'{"id": 1}')]  # fmt: skip
+    assert again.list_state("anchors") == {f"{NS}/broken": b"not json"}
+    assert again.list_state("witness") == {} and again.list_state("federation-receipts") == {}
+    assert again.evidence_page() == [EvidenceRow("sha256:aa", ACTOR2, "equivocation/x",
+                                                 b"evidence file")]  # fmt: skip
+    assert again.list_state("federation-evidence") == {"sha256:bb": b"a file no index names"}
+    assert again.list_state("federation-evidence-subjects") == {}
+    assert again.get_state("scheduler", f"{NS}/fast") == b'{"last_size": 3}'
+    assert_untouched(again, NS, 3)
+    again.close()
+    third = durable_opener.open()  # a second open migrates nothing twice
+    assert [r.size for r in third.anchor_receipts(NS)] == [3, 7]
+
+
 # --- durability and schema -------------------------------------------------------------------------
 
 
@@ -892,7 +1083,10 @@ def test_a_foreign_database_is_refused(durable_opener: Opener) -> None:
     assert durable_opener.raw_sql is not None
     if durable_opener.backend == "postgres":
         durable_opener.open().close()  # creates the (empty) schema
-        durable_opener.raw_sql("DROP TABLE meta, logs, bundles, records, tiles, checkpoints, state")
+        durable_opener.raw_sql(
+            "DROP TABLE meta, logs, bundles, records, tiles, checkpoints, state,"
+            " anchor_receipts, witness_cosigned, federation_receipts, federation_evidence"
+        )
     durable_opener.raw_sql("CREATE TABLE accounts (id integer PRIMARY KEY)")
     with pytest.raises(StorageError) as info:
         durable_opener.open()
@@ -923,6 +1117,11 @@ def fill(store: Store) -> None:
     store.append(batch(NS2, 0, 3, entries=[entry(NS2, i, actor=ACTOR2) for i in range(3)]))
     store.put_state("witness", "some.origin/ns", b'{"size": 3}')
     store.put_state("scheduler", "k", bytes(range(256)))
+    store.put_anchor_receipt(AnchorReceiptRow(NS, 300, b'{"r": 300}', True))
+    store.put_anchor_receipt(AnchorReceiptRow(NS, 305, b'{"r": 305}', False))
+    store.put_cosigned(cosigned("example.org/log", 9), expect_size=None)
+    store.put_federation_receipt(FederationReceiptRow(NS, "ab/rfc3161/tx", b'{"f": 1}'))
+    store.keep_evidence(EvidenceRow("sha256:0e", ACTOR2, "inc", bytes(range(256))), per_subject=8)
 
 
 def dump(store: Store) -> dict[str, Any]:
@@ -941,6 +1140,10 @@ def dump(store: Store) -> dict[str, Any]:
                 for s in logs
             },
             "state": list(snap.state()),
+            "anchor_receipts": list(snap.anchor_receipts()),
+            "cosigned": list(snap.cosigned()),
+            "federation_receipts": list(snap.federation_receipts()),
+            "evidence": list(snap.evidence()),
         }
 
 
@@ -954,6 +1157,10 @@ def copy_store(source: Store, target: Store) -> None:
             loader.add_records(ns, snap.records(ns))
             loader.add_tiles(ns, snap.tiles(ns))
         loader.add_state(snap.state())
+        loader.add_anchor_receipts(snap.anchor_receipts())
+        loader.add_cosigned(snap.cosigned())
+        loader.add_federation_receipts(snap.federation_receipts())
+        loader.add_evidence(snap.evidence())
 
 
 def test_a_snapshot_loads_into_every_backend_and_reads_the_same(
@@ -982,6 +1189,10 @@ def test_a_snapshot_loads_into_every_backend_and_reads_the_same(
         NS2, 1, hashlib.sha256(leaf(NS2, 1)).digest()
     )
     assert target.list_state("scheduler") == {"k": bytes(range(256))}
+    assert [r.size for r in target.unfinished_anchor_receipts()] == [305]
+    assert target.get_cosigned("example.org/log") == cosigned("example.org/log", 9)
+    assert target.federation_receipt_count() == 1
+    assert target.evidence_incidents(ACTOR2) == {"inc": "sha256:0e"}
     # The loaded store goes on like the original: appends continue, keys stay unique.
     with pytest.raises(ConflictError) as info:
         target.append(batch(NS, 305, 1, entries=[entry(NS, 305, nonce=f"n-{NS}-7")]))
@@ -1085,6 +1296,29 @@ def _nonce_used_twice(loader: Any) -> None:
         loader.add_records(ns, [RecordRow(0, None, None, ACTOR, "same-nonce")])
 
 
+def _anchor_receipt_loaded_twice(loader: Any) -> None:
+    row = AnchorReceiptRow(NS, 1, b"{}", True)
+    loader.add_anchor_receipts([row, row])
+
+
+def _cosigned_loaded_twice(loader: Any) -> None:
+    loader.add_cosigned([cosigned("o", 1), cosigned("o", 2)])
+
+
+def _federation_receipt_loaded_twice(loader: Any) -> None:
+    loader.add_federation_receipts([FederationReceiptRow(NS, "x", b"1")] * 2)
+
+
+def _evidence_incident_loaded_twice(loader: Any) -> None:
+    loader.add_evidence(
+        [EvidenceRow("sha256:1", "s", "i", b"a"), EvidenceRow("sha256:2", "s", "i", b"b")]
+    )
+
+
+def _not_a_typed_row(loader: Any) -> None:
+    loader.add_cosigned([("o", 1)])
+
+
 def _tile_loaded_twice(loader: Any) -> None:
     loader.add_log(state(NS, 1))
     loader.add_tiles(NS, [tile(NS, 0, 0, 1), tile(NS, 0, 0, 1)])
@@ -1098,7 +1332,9 @@ def _record_beyond_the_log(loader: Any) -> None:
 @pytest.mark.parametrize(
     "rows",
     [_bad_bundle_order, _missing_bundle, _short_bundle, _no_head_checkpoint, _other_head_checkpoint,
-     _rows_before_their_log, _nonce_used_twice, _tile_loaded_twice, _record_beyond_the_log],
+     _rows_before_their_log, _nonce_used_twice, _tile_loaded_twice, _record_beyond_the_log,
+     _anchor_receipt_loaded_twice, _cosigned_loaded_twice, _federation_receipt_loaded_twice,
+     _not_a_typed_row, _evidence_incident_loaded_twice],
 )  # fmt: skip
 def test_a_load_with_invalid_rows_is_refused_whole(
     store: Store, rows: Callable[[Any], None]
@@ -1110,6 +1346,8 @@ def test_a_load_with_invalid_rows_is_refused_whole(
     assert store.log_state(NS) is None
     assert store.read_tiles(NS, [(0, 0)]) == {}
     assert store.find_nonce(ACTOR, "same-nonce") is None
+    assert store.anchor_receipts(NS) == [] and store.get_cosigned("o") is None
+    assert store.federation_receipt_count() == 0 and store.evidence_page() == []
     store.append(batch(NS, 0, 1))  # and it is still an empty, usable store
 
 

@@ -7,11 +7,7 @@ import threading
 import pytest
 
 from remembrancer.core.errors import PolicyError
-from remembrancer.federation.evidence.store import (
-    EVIDENCE_SCOPE,
-    MAX_EVIDENCE_PER_SUBJECT,
-    EvidenceStore,
-)
+from remembrancer.federation.evidence.store import MAX_EVIDENCE_PER_SUBJECT, EvidenceStore
 from remembrancer.storage.memory import MemoryStore
 
 
@@ -32,7 +28,7 @@ def test_one_file_per_incident_and_a_bound_per_subject() -> None:
     # A known incident is still answered, and other subjects have their own bound.
     assert ev.keep("did:key:a", "inc-2", "sha256:new", b"x") == "sha256:a2"
     assert ev.keep("did:key:b", "inc-1", "sha256:b1", b"y") == "sha256:b1"
-    assert len(store.list_state(EVIDENCE_SCOPE)) == MAX_EVIDENCE_PER_SUBJECT + 1
+    assert len(store.evidence_page(limit=100)) == MAX_EVIDENCE_PER_SUBJECT + 1
 
 
 def test_racing_keeps_never_exceed_the_bound() -> None:
@@ -52,7 +48,7 @@ def test_racing_keeps_never_exceed_the_bound() -> None:
     for t in threads:
         t.join()
     assert len(ev.incidents("did:key:a")) == 3
-    assert sorted(ev.incidents("did:key:a").values()) == sorted(store.list_state(EVIDENCE_SCOPE))
+    assert sorted(ev.incidents("did:key:a").values()) == [r.ref for r in store.evidence_page()]
     assert errors == ["evidence_subject_full"] * 9
 
 

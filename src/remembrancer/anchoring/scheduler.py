@@ -44,7 +44,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
@@ -63,6 +63,7 @@ from remembrancer.core.anchor import (
     bound_anchors,
     checkpoint_digest,
     covers,
+    needs_reverify,
     require_covers,
     resolve_conflicts,
 )
@@ -70,24 +71,13 @@ from remembrancer.core.cadence import LevelSpec, backoff_delay
 from remembrancer.core.errors import ConfigError, ConflictError, NotFoundError
 from remembrancer.core.note import Note
 from remembrancer.net.http import ErrorClass
-from remembrancer.storage.base import LogState, Store
+from remembrancer.storage.base import AnchorReceiptRow, LogState, Store
 
 log = logging.getLogger("remembrancer.scheduler")
 STATE_SCOPE = "scheduler"
 ANCHOR_SCOPE = "anchors"
 STALE_AFTER = 3600
-REORG_MARGIN = 6  # keep re-checking a final chain anchor until this many blocks past its depth
-
-
-def needs_reverify(a: Anchor) -> bool:
-    """Not-final anchors, and chain anchors still within reorg reach of their depth."""
-    if a.status in ("failed", "reorged"):
-        return False
-    if a.status != "verified" or a.finality.state != "final":
-        return True
-    required = a.finality.required_depth
-    return required > 0 and a.finality.observed_depth < required + REORG_MARGIN
-
+RECEIPT_PAGE = 100  # anchor receipts per store read
 
 BACKING_OFF_AFTER = 3
 
@@ -194,16 +184,25 @@ class Scheduler:
         self.store.put_state(STATE_SCOPE, f"{namespace}/{level}", state.to_bytes())
 
     def receipt(self, namespace: str, size: int) -> AnchorReceipt | None:
-        raw = self.store.get_state(ANCHOR_SCOPE, f"{namespace}/{size:020d}")
-        return AnchorReceipt.from_dict(json.loads(raw)) if raw else None
+        row = self.store.anchor_receipt(namespace, size)
+        return AnchorReceipt.from_dict(json.loads(row.receipt)) if row else None
+
+    def receipts_page(
+        self, namespace: str, *, after: int = -1, limit: int = RECEIPT_PAGE
+    ) -> list[AnchorReceipt]:
+        """At most ``limit`` receipts of ``namespace`` with sizes > ``after``, by size
+        (one indexed query: ``GET /v1/namespaces/<ns>/anchors`` reads no more)."""
+        rows = self.store.anchor_receipts(namespace, after=after, limit=limit)
+        return [AnchorReceipt.from_dict(json.loads(r.receipt)) for r in rows]
+
+    def iter_receipts(self, namespace: str, *, after: int = -1) -> Iterator[AnchorReceipt]:
+        """Every receipt of ``namespace`` with sizes > ``after``, by size, a page at a time."""
+        while page := self.receipts_page(namespace, after=after):
+            yield from page
+            after = page[-1].size
 
     def receipts(self, namespace: str) -> list[AnchorReceipt]:
-        prefix = f"{namespace}/"
-        return [
-            AnchorReceipt.from_dict(json.loads(v))
-            for k, v in sorted(self.store.list_state(ANCHOR_SCOPE).items())
-            if k.startswith(prefix)
-        ]
+        return list(self.iter_receipts(namespace))
 
     def _save_receipt(self, namespace: str, receipt: AnchorReceipt) -> None:
         # Every status here is this node's own verdict, so "verified" in the
@@ -211,23 +210,25 @@ class Scheduler:
         here = {a.key for a in receipt.anchors if a.status == "verified"}
         anchors = tuple(resolve_conflicts(receipt.anchors, verified=here))
         receipt = replace(receipt, anchors=anchors)
-        self.store.put_state(
-            ANCHOR_SCOPE, f"{namespace}/{receipt.size:020d}", json.dumps(receipt.to_dict()).encode()
+        doc = json.dumps(receipt.to_dict()).encode()
+        self.store.put_anchor_receipt(
+            AnchorReceiptRow(namespace, receipt.size, doc, receipt.finished)
         )
 
     def covering(self, namespace: str, index: int) -> AnchorReceipt | None:
         """The earliest anchored checkpoint that covers entry ``index`` and has
-        a verified anchor (else the earliest with any anchor)."""
-        candidates = []
-        for r in self.receipts(namespace):
-            if r.size <= index:
-                continue
+        a verified anchor (else the earliest with any anchor).  Reads receipts
+        in size order from ``index`` on and stops at the first verified one."""
+        first: AnchorReceipt | None = None
+        for r in self.iter_receipts(namespace, after=index):
             kept = tuple(a for a in r.anchors if covers(a, r.root))
-            if kept:
-                candidates.append(replace(r, anchors=kept))
-        verified = [r for r in candidates if r.verified]
-        pool = verified or candidates
-        return min(pool, key=lambda r: r.size) if pool else None
+            if not kept:
+                continue
+            candidate = replace(r, anchors=kept)
+            if candidate.verified:
+                return candidate
+            first = first or candidate
+        return first
 
     # --- the loop ------------------------------------------------------------------
     def start(self) -> None:
@@ -454,8 +455,20 @@ class Scheduler:
         self._last_reverify = self.clock()
         now = int(self.clock())
         changed = 0
-        for namespace in list(self.sequencer.namespaces.current()):
-            for receipt in await asyncio.to_thread(self.receipts, namespace):
+        hosted = set(self.sequencer.namespaces.current())
+        after: tuple[str, int] | None = None
+        while True:
+            page = await asyncio.to_thread(
+                self.store.unfinished_anchor_receipts, after=after, limit=RECEIPT_PAGE
+            )
+            if not page:
+                return changed
+            after = (page[-1].namespace, page[-1].size)
+            for row in page:
+                namespace = row.namespace
+                if namespace not in hosted:
+                    continue
+                receipt = AnchorReceipt.from_dict(json.loads(row.receipt))
                 updated = []
                 dirty = False
                 for a in receipt.anchors:
@@ -483,7 +496,6 @@ class Scheduler:
                     await asyncio.to_thread(
                         self._save_receipt, namespace, replace(receipt, anchors=tuple(updated))
                     )
-        return changed
 
     async def _reset_level_for(self, namespace: str, target: str, size: int) -> None:
         for spec in self.governed_levels(namespace, int(self.clock())):

@@ -46,7 +46,8 @@ def _node_did(config_path: str) -> str:
 def _summary(manifest: Any) -> dict[str, Any]:
     doc = manifest.to_dict()
     return {key: doc[key] for key in ("format", "created", "origin_prefix", "node_did",
-                                      "source_backend", "includes_keys", "logs", "state_rows")}  # fmt: skip
+                                      "source_backend", "includes_keys", "logs", "state_rows",
+                                      "table_rows") if key in doc}  # fmt: skip
 
 
 @backup.command("create")
@@ -107,7 +108,9 @@ def verify(
         return
     entries = sum(g.size for g in manifest.logs)
     click.echo(f"OK: {archive}: {len(manifest.logs)} logs, {entries} entries, "
-               f"{manifest.state_rows} state rows, taken {manifest.to_dict()['created']} "
+               f"{manifest.state_rows} state rows"
+               f"{'' if manifest.table_rows is None else f', {sum(manifest.table_rows.to_dict().values())} table rows'}"
+               f", taken {manifest.to_dict()['created']} "
                f"from {manifest.origin_prefix} ({manifest.node_did})")  # fmt: skip
     for g in manifest.logs:
         click.echo(f"  {g.origin}: size {g.size}, {g.checkpoints} checkpoints")

@@ -76,6 +76,22 @@ def allowed_transition(old: str, new: str) -> bool:
     return new in _ALLOWED.get(old, frozenset())
 
 
+REORG_MARGIN = 6  # keep re-checking a final chain anchor until this many blocks past its depth
+
+
+def needs_reverify(a: Anchor) -> bool:
+    """Not-final anchors, and chain anchors still within reorg reach of their depth.
+
+    A receipt none of whose anchors needs re-verification is *finished*: the
+    store indexes that flag so that re-verification pages only the others."""
+    if a.status in ("failed", "reorged"):
+        return False
+    if a.status != "verified" or a.finality.state != "final":
+        return True
+    required = a.finality.required_depth
+    return required > 0 and a.finality.observed_depth < required + REORG_MARGIN
+
+
 def checkpoint_digest(checkpoint_body: bytes) -> bytes:
     """What is anchored for one log: SHA-256 of its checkpoint body."""
     return hashlib.sha256(checkpoint_body).digest()
@@ -414,6 +430,11 @@ class AnchorReceipt:
     @property
     def verified(self) -> tuple[Anchor, ...]:
         return tuple(a for a in self.anchors if a.status == "verified")
+
+    @property
+    def finished(self) -> bool:
+        """No anchor of this receipt needs re-verification (:func:`needs_reverify`)."""
+        return not any(needs_reverify(a) for a in self.anchors)
 
     def to_dict(self) -> dict[str, Any]:
         return {

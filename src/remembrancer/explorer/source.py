@@ -11,8 +11,6 @@ from remembrancer.federation.witnessing import CheckpointWitnessing
 from remembrancer.log.sequencer import NamespaceProvider, Sequencer
 from remembrancer.storage.base import Store
 
-WITNESS_SCOPE = "witness"  # where the node keeps what its witness cosigned, per origin
-
 
 class ExplorerSource(Protocol):
     """Read access to one node: its logs, anchoring, witnessing and federation."""

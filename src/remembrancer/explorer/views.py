@@ -31,7 +31,7 @@ from remembrancer.core.jcs import loads_strict
 from remembrancer.core.note import Note, NoteSignature, Verifier, parse_vkey
 from remembrancer.core.record import Record
 from remembrancer.core.rfc6962 import hash_leaf
-from remembrancer.explorer.source import WITNESS_SCOPE, ExplorerSource
+from remembrancer.explorer.source import ExplorerSource
 from remembrancer.federation.registry.scoring import effective_peers
 from remembrancer.federation.witnessing import WitnessPeer
 from remembrancer.storage.base import StoredCheckpoint
@@ -575,9 +575,9 @@ class Explorer:
                               "series": series})  # fmt: skip
         cosigned = []
         for origin in src.info()["witness"]["logs"]:
-            raw = src.store.get_state(WITNESS_SCOPE, origin)
-            doc = json.loads(raw) if raw else {}
-            cosigned.append({"origin": origin, "size": doc.get("size"), "time": doc.get("time")})
+            row = src.store.get_cosigned(origin)
+            cosigned.append({"origin": origin, "size": row.size if row else None,
+                             "time": row.time if row else None})  # fmt: skip
         fed = src.federation
         evidence = fed.evidence() if fed is not None else []
         return {
@@ -600,7 +600,7 @@ class Explorer:
                 return {"namespaces": [], "at": self.now()}
         out = []
         for ns in [namespace] if namespace else self.configured():
-            receipts = self.source.scheduler.receipts(ns)
+            receipts = list(self.source.scheduler.iter_receipts(ns))
             rails: dict[str, dict[str, Any]] = {}
             for r in receipts:
                 for a in r.anchors:

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -54,12 +54,12 @@ from remembrancer.federation.receipts import (
     verify_countersignature,
     verify_federation_receipt,
 )
-from remembrancer.storage.base import ANY, Store
+from remembrancer.storage.base import ANY, FederationReceiptRow, Store, split_receipt_cursor
 
-__all__ = ["MAX_CLAIM_REFUSALS", "RECEIPT_SCOPE", "Countersigning", "judge_claim"]
+__all__ = ["MAX_CLAIM_REFUSALS", "RECEIPT_PAGE", "Countersigning", "judge_claim"]
 
 log = logging.getLogger("remembrancer.federation")
-RECEIPT_SCOPE: Final = "federation-receipts"
+RECEIPT_PAGE: Final = 256  # federation receipts per store read
 """Store state scope of final receipts: ``<namespace>/<receipt id>`` -> JSON."""
 MAX_CLAIM_REFUSALS: Final = 100  # kept for GET /v1/federation
 # Refusals that say nothing against the claimant: this node lacks what it needs,
@@ -303,9 +303,9 @@ class Countersigning:
         its countersignatures to the stored receipt of the same statement (a
         receipt with the same id and another statement leaves the stored one as
         it is).  Blocking; whether anything changed."""
-        key = f"{receipt.namespace}/{receipt.id}"
         for _ in range(8):
-            raw = self.store.get_state(RECEIPT_SCOPE, key)
+            row = self.store.federation_receipt(receipt.namespace, receipt.id)
+            raw = None if row is None else row.receipt
             merged = receipt
             if raw is not None:
                 held = FederationReceipt.from_dict(json.loads(raw))
@@ -320,7 +320,8 @@ class Countersigning:
                 if merged == held:
                     return False
             value = json.dumps(self.receipt_doc(merged)).encode()
-            if self.store.put_state(RECEIPT_SCOPE, key, value, expect=raw):
+            new = FederationReceiptRow(receipt.namespace, receipt.id, value)
+            if self.store.put_federation_receipt(new, expect=raw):
                 return True
         return False
 
@@ -386,34 +387,38 @@ class Countersigning:
             )
 
     def _store_receipt(self, receipt: FederationReceipt) -> None:
-        key = f"{receipt.namespace}/{receipt.id}"
-        self.store.put_state(
-            RECEIPT_SCOPE,
-            key,
-            json.dumps(self.receipt_doc(receipt)).encode(),
-            expect=ANY,
+        doc = json.dumps(self.receipt_doc(receipt)).encode()
+        self.store.put_federation_receipt(
+            FederationReceiptRow(receipt.namespace, receipt.id, doc), expect=ANY
         )
 
     # --- reading -----------------------------------------------------------------------
+    def iter_receipts(self, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every final receipt (of ``namespace``), a page at a time, in
+        ``(namespace, receipt id)`` order."""
+        after: tuple[str, str] | None = None
+        while page := self.store.federation_receipts(namespace, after=after, limit=RECEIPT_PAGE):
+            for row in page:
+                yield json.loads(row.receipt)
+            after = (page[-1].namespace, page[-1].receipt_id)
+
     def receipts(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        out = [json.loads(v) for k, v in sorted(self.store.list_state(RECEIPT_SCOPE).items())
-               if namespace is None or k.startswith(namespace + "/")]  # fmt: skip
-        return out
+        return list(self.iter_receipts(namespace))
 
     def receipts_page(
         self, namespace: str | None = None, *, after: str | None = None, limit: int = 100
     ) -> dict[str, Any]:
         """``GET /v1/federation/receipts``: final receipts (of ``namespace``) in
-        ``<namespace>/<receipt id>`` order, ``limit`` per page after the cursor
-        ``after``; ``next`` is the cursor of the next page (None on the last)."""
-        prefix = "" if namespace is None else namespace + "/"
-        rows = self.store.list_state_page(RECEIPT_SCOPE, prefix=prefix, after=after,
-                                          limit=limit + 1)  # fmt: skip
+        ``(namespace, receipt id)`` order, ``limit`` per page after the cursor
+        ``after`` (``<namespace>/<receipt id>``); ``next`` is the cursor of the
+        next page (None on the last).  One indexed query per page."""
+        rows = self.store.federation_receipts(namespace, after=split_receipt_cursor(after),
+                                              limit=limit + 1)  # fmt: skip
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"receipts": [json.loads(v) for _, v in rows],
-                "next": rows[-1][0] if more and rows else None}  # fmt: skip
+        return {"receipts": [json.loads(r.receipt) for r in rows],
+                "next": rows[-1].cursor if more and rows else None}  # fmt: skip
 
     def final_count(self) -> int:
         """How many final receipts this node holds."""
-        return len(self.store.list_state(RECEIPT_SCOPE))
+        return self.store.federation_receipt_count()

@@ -28,7 +28,6 @@ when the families were read.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -41,7 +40,6 @@ from remembrancer.core.errors import RemembrancerError
 from remembrancer.federation.evidence.claims import ClaimKind
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.evidence.parse import parse_evidence
-from remembrancer.federation.evidence.store import EVIDENCE_SCOPE, SUBJECT_SCOPE
 
 if TYPE_CHECKING:
     from remembrancer.node.runtime import Node
@@ -113,16 +111,13 @@ class StoreMetrics(Collector):
             counts.setdefault((w.origin, "equivocation"), 0)
         if len(self._kinds) > MAX_KNOWN_FILES:
             self._kinds.clear()
-        for subject, raw in store.list_state(SUBJECT_SCOPE).items():
-            try:
-                refs = _incident_refs(raw)
-            except ValueError:
-                log.warning("metrics: the evidence index of %s is unreadable", subject[:200])
-                continue
-            for ref in refs:
-                kind = self._kinds.get(ref) or self._kind(ref)
+        after: str | None = None
+        while page := store.evidence_page(after=after, limit=1000):
+            after = page[-1].ref
+            for row in page:
+                kind = self._kinds.get(row.ref) or self._kind(row.ref, row.data)
                 if kind is not None:
-                    counts[(subject, kind)] = counts.get((subject, kind), 0) + 1
+                    counts[(row.subject, kind)] = counts.get((row.subject, kind), 0) + 1
         family = GaugeMetricFamily(
             "remembrancer_evidence_incidents",
             "Incidents of proven misbehaviour kept here, by subject (peer DID or log origin) and kind",
@@ -132,10 +127,7 @@ class StoreMetrics(Collector):
             family.add_metric([subject, kind], n)
         return [family]
 
-    def _kind(self, ref: str) -> str | None:
-        data = self.node.store.get_state(EVIDENCE_SCOPE, ref)
-        if data is None:
-            return None
+    def _kind(self, ref: str, data: bytes) -> str | None:
         try:
             ev = parse_evidence(data)
         except RemembrancerError:
@@ -168,11 +160,3 @@ class StoreMetrics(Collector):
                 if lv["last_anchor_at"]:
                     last.add_metric([namespace, level, lv["target"]], lv["last_anchor_at"])
         return [status, failures, last]
-
-
-def _incident_refs(raw: bytes) -> list[str]:
-    doc = json.loads(raw)
-    incidents = doc.get("incidents") if isinstance(doc, dict) else None
-    if not isinstance(incidents, dict):
-        raise ValueError("no incidents")
-    return [str(v) for v in incidents.values()]

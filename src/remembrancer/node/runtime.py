@@ -2,15 +2,15 @@
 
 :class:`Node` is built from a :class:`~remembrancer.node.config.NodeConfig`
 (or directly, in tests) and is what the ASGI application serves.  It owns
-the only writer of each log (the sequencer) and the witness state, whose
-check-and-update is atomic (compare-and-swap in the store).
+the only writer of each log (the sequencer) and the witness server
+(:class:`~remembrancer.federation.witness_server.WitnessServer`), whose
+check-and-update is atomic (compare-and-swap on size in the store).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from typing import Any
 from remembrancer import __version__
 from remembrancer.anchoring.base import RailRegistry
 from remembrancer.anchoring.scheduler import Scheduler
-from remembrancer.core.cosignature import cosign, format_cosigner_vkey
+from remembrancer.core.cosignature import format_cosigner_vkey
 from remembrancer.core.errors import ConfigError, NotFoundError, RemembrancerError, StorageError
 from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import SigningKey
@@ -28,9 +28,7 @@ from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.witness import (
     AddCheckpointRequest,
-    CosignedState,
     WitnessRefusal,
-    check_add_checkpoint,
     checkpoint_origin,
 )
 from remembrancer.federation.antientropy.claims import ClaimBudget
@@ -40,6 +38,7 @@ from remembrancer.federation.collaborative import CollaborativeAnchoring
 from remembrancer.federation.registry.parse import load_federation_file
 from remembrancer.federation.service import FederationService
 from remembrancer.federation.settings import BudgetSettings
+from remembrancer.federation.witness_server import WitnessServer
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.federation.xns import Messaging
 from remembrancer.log.namespaces import NamespaceSource
@@ -62,7 +61,6 @@ from remembrancer.storage import open_store
 from remembrancer.storage.base import Store
 
 log = logging.getLogger("remembrancer.node")
-WITNESS_SCOPE = "witness"
 # storage error code -> the storage status /healthz reports (others: "failing")
 _STORAGE_STATUS = {"storage_full": "full", "unavailable": "unavailable",
                    "storage_unavailable": "unavailable", "pool_exhausted": "unavailable"}  # fmt: skip
@@ -162,6 +160,9 @@ class Node:
         for w in self.witnessed:
             self._witness_logs[w.origin] = [parse_vkey(v) for v in w.vkeys]
         self._witness_lock = asyncio.Lock()
+        self.witness = WitnessServer(
+            self.store, self.witness_name, self.node_key, self._witness_logs, self.clock
+        )
         # Cross-namespace messages (docs/messaging.md): delivery into our namespaces,
         # relay through the federation, its xns handler.
         m = self.metrics
@@ -381,34 +382,20 @@ class Node:
 
     # --- witness -------------------------------------------------------------------
     async def add_checkpoint(self, body: bytes) -> bytes:
-        """The tlog-witness add-checkpoint call; returns the cosignature lines."""
-        req = AddCheckpointRequest.parse(body)
-        origin = checkpoint_origin(req.note)
+        """The tlog-witness add-checkpoint call (:class:`WitnessServer`); returns
+        the cosignature lines.  A split view refused here is kept as evidence."""
         async with self._witness_lock:  # one writer per node; the CAS guards other processes
-            for _ in range(5):
-                raw = await asyncio.to_thread(self.store.get_state, WITNESS_SCOPE, origin)
-                state = _cosigned_state(raw)
-                try:
-                    signed = check_add_checkpoint(req, self._witness_logs.get(origin), state)
-                except WitnessRefusal as e:
-                    self.metrics.witness_requests.labels(e.code).inc()
-                    if e.code == "witness_root_mismatch" and state is not None:
-                        await self._split_view(origin, state.note, req.note)
-                    raise
-                now = int(self.clock())
-                line = cosign(signed.body, self.node_key, self.witness_name, now).to_line()
-                cp = signed.checkpoint
-                new = json.dumps({"size": cp.size, "root": base64.b64encode(cp.root_hash).decode(),
-                                  "note": req.note.decode(),
-                                  "cosignature": line, "time": now}).encode()  # fmt: skip
-                ok = await asyncio.to_thread(
-                    self.store.put_state, WITNESS_SCOPE, origin, new, expect=raw
-                )
-                if ok:
-                    self.metrics.witness_requests.labels("cosigned").inc()
-                    return line.encode()
-        raise WitnessRefusal("concurrent updates; retry", code="witness_old_size_mismatch",
-                             details={"size": state.size if state else 0})  # fmt: skip
+            try:
+                line = await asyncio.to_thread(self.witness.add_checkpoint, body)
+            except WitnessRefusal as e:
+                self.metrics.witness_requests.labels(e.code).inc()
+                if e.code == "witness_root_mismatch":
+                    origin = checkpoint_origin(AddCheckpointRequest.parse(body).note)
+                    await self._split_view(origin, str(e.details["cosigned"]).encode(),
+                                           str(e.details["offered"]).encode())  # fmt: skip
+                raise
+        self.metrics.witness_requests.labels("cosigned").inc()
+        return line
 
     async def _split_view(self, origin: str, cosigned: bytes, offered: bytes) -> None:
         """Two validly signed checkpoints of one origin with the same size and
@@ -448,21 +435,7 @@ class Node:
                 )
 
     def witnessed_checkpoint(self, origin: str) -> bytes:
-        raw = self.store.get_state(WITNESS_SCOPE, origin)
-        if raw is None:
-            raise NotFoundError(
-                f"this witness has cosigned nothing for {origin!r}", code="origin_unknown"
-            )
-        doc = json.loads(raw)
-        text = str(doc["note"]) + str(doc["cosignature"])
-        return text.encode()
-
-
-def _cosigned_state(raw: bytes | None) -> CosignedState | None:
-    if raw is None:
-        return None
-    doc = json.loads(raw)
-    return CosignedState(int(doc["size"]), base64.b64decode(doc["root"]), doc["note"].encode())
+        return self.witness.witnessed_checkpoint(origin)
 
 
 def entry_view(namespace: str, index: int, leaf: bytes) -> dict[str, Any]:

@@ -49,6 +49,31 @@ Invariants every backend upholds (the conformance suite in
   point order of the keys on every backend (a cursor is the last key read);
   ``limit`` is 1 to :data:`MAX_STATE_PAGE` (``FormatError``
   ``state_page_invalid`` otherwise).
+- Typed state (schema version 2) has its own tables, read a page at a time
+  by the keys it is queried by, never by a scan of every row:
+
+  * anchor receipts, one per ``(namespace, checkpoint size)``
+    (:class:`AnchorReceiptRow`): :meth:`Store.anchor_receipts` pages one
+    namespace in size order, :meth:`Store.unfinished_anchor_receipts` pages
+    the receipts whose ``finished`` flag is false (anchors that still need
+    re-verification) in ``(namespace, size)`` order;
+  * the witness's latest cosigned checkpoint per origin (:class:`CosignedRow`):
+    :meth:`Store.put_cosigned` is a compare-and-swap on the stored size
+    (``expect_size=None`` meaning "no row");
+  * federation receipts, one per ``(namespace, receipt id)``
+    (:class:`FederationReceiptRow`): :meth:`Store.put_federation_receipt`
+    compares and swaps the stored document as ``put_state`` does,
+    :meth:`Store.federation_receipts` pages them in ``(namespace, id)`` order;
+  * misbehaviour evidence files, one per ``evidence_ref``
+    (:class:`EvidenceRow`), at most one per ``(subject, incident)``:
+    :meth:`Store.keep_evidence` checks the incident and the per-subject bound
+    and stores the file in one atomic step; :meth:`Store.evidence_page` pages
+    them in ref order.
+
+  Opening a schema-1 database moves the rows of the old generic scopes
+  (``anchors``, ``witness``, ``federation-receipts``, ``federation-evidence``
+  and its index ``federation-evidence-subjects``) into these tables in the
+  migration's transaction (:mod:`remembrancer.storage.legacy`).
 - A store refuses to open a database written by a newer schema version
   (``StorageError``, code ``schema_too_new``), and a database that holds
   tables but no Remembrancer schema marker (code ``schema_unknown``).
@@ -77,12 +102,13 @@ import enum
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Final, Literal, NamedTuple, Protocol, TypeAlias
+from typing import Final, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from remembrancer.core.errors import FormatError
 from remembrancer.core.tiles import TILE_WIDTH
 
 BUNDLE_WIDTH: Final = TILE_WIDTH  # entries per full entry bundle (C2SP tlog-tiles)
+_T = TypeVar("_T")
 MAX_STATE_PAGE: Final = 10_000  # rows one list_state_page call returns at most
 
 
@@ -204,6 +230,76 @@ class RecordRow:
     nonce: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class AnchorReceiptRow:
+    """The anchor receipt of one checkpoint of a log, as stored.
+
+    ``receipt`` is the receipt's JSON document (``AnchorReceipt.to_dict``),
+    stored as given; ``finished`` is false while one of its anchors still
+    needs re-verification (the scheduler decides, the store only indexes it).
+    """
+
+    namespace: str
+    size: int
+    receipt: bytes
+    finished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CosignedRow:
+    """What the witness holds of one log origin: its latest cosigned checkpoint."""
+
+    origin: str
+    size: int
+    root_hash: bytes  # 32 bytes
+    note: bytes  # the checkpoint note as offered (the log's signatures)
+    cosignature: str  # this witness's cosignature line on it
+    time: int  # seconds since the epoch at cosigning
+
+
+@dataclass(frozen=True, slots=True)
+class FederationReceiptRow:
+    """A final federation receipt (its JSON document) under ``(namespace, id)``."""
+
+    namespace: str
+    receipt_id: str
+    receipt: bytes
+
+    @property
+    def cursor(self) -> str:
+        """The page cursor of this row, ``<namespace>/<receipt id>``."""
+        return f"{self.namespace}/{self.receipt_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRow:
+    """A misbehaviour evidence file (``data``) under its ``ref`` (``sha256:<hex>``),
+    proving ``incident`` of ``subject`` (a peer's DID or a log origin)."""
+
+    ref: str
+    subject: str
+    incident: str
+    data: bytes
+
+
+def split_receipt_cursor(cursor: str | None) -> tuple[str, str] | None:
+    """``<namespace>/<receipt id>`` into its two parts (namespaces have no ``/``)."""
+    if cursor is None:
+        return None
+    namespace, _, receipt_id = cursor.partition("/")
+    return namespace, receipt_id
+
+
+def check_typed_rows(rows: Iterable[object], kind: type[_T]) -> Iterator[_T]:
+    """Rows of a typed table as given to a loader: of the right type, else ``load_invalid``."""
+    from remembrancer.core.errors import StorageError
+
+    for row in rows:
+        if not isinstance(row, kind):
+            raise StorageError(f"not a {kind.__name__}: {row!r:.80}", code="load_invalid")
+        yield row
+
+
 @dataclass(slots=True)
 class StoreStats:
     """What a store says about itself (for ``/metrics`` and ``remembrancer status``)."""
@@ -316,6 +412,79 @@ class Store(Protocol):
         by code point.  The last key of a page is the ``after`` of the next one."""
         ...
 
+    # --- typed state: anchor receipts -----------------------------------------------
+    def anchor_receipt(self, namespace: str, size: int) -> AnchorReceiptRow | None: ...
+
+    def put_anchor_receipt(self, row: AnchorReceiptRow) -> None:
+        """Store (or replace) the receipt of ``(row.namespace, row.size)``."""
+        ...
+
+    def anchor_receipts(
+        self, namespace: str, *, after: int = -1, limit: int = 100
+    ) -> list[AnchorReceiptRow]:
+        """At most ``limit`` receipts of ``namespace`` with sizes > ``after``, by size."""
+        ...
+
+    def unfinished_anchor_receipts(
+        self, *, after: tuple[str, int] | None = None, limit: int = 100
+    ) -> list[AnchorReceiptRow]:
+        """At most ``limit`` receipts not ``finished``, after the ``(namespace, size)``
+        cursor, in ``(namespace, size)`` order."""
+        ...
+
+    # --- typed state: the witness ------------------------------------------------------
+    def get_cosigned(self, origin: str) -> CosignedRow | None: ...
+
+    def put_cosigned(self, row: CosignedRow, *, expect_size: int | None) -> bool:
+        """Store ``row`` if the stored size of ``row.origin`` is ``expect_size``
+        (``None``: no row yet), atomically; return whether it was stored."""
+        ...
+
+    def cosigned_origins(self) -> list[str]:
+        """Every origin with a cosigned checkpoint, in code point order."""
+        ...
+
+    # --- typed state: federation receipts ---------------------------------------------
+    def federation_receipt(
+        self, namespace: str, receipt_id: str
+    ) -> FederationReceiptRow | None: ...
+
+    def put_federation_receipt(self, row: FederationReceiptRow, *, expect: Expect = ANY) -> bool:
+        """Store ``row``; with ``expect`` (``None``: absent, else the stored document)
+        only if it matches, atomically.  Whether it was stored."""
+        ...
+
+    def federation_receipts(
+        self,
+        namespace: str | None = None,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[FederationReceiptRow]:
+        """At most ``limit`` receipts (of ``namespace``, or all) after the
+        ``(namespace, receipt id)`` cursor, in ``(namespace, receipt id)`` order."""
+        ...
+
+    def federation_receipt_count(self) -> int: ...
+
+    # --- typed state: misbehaviour evidence --------------------------------------------
+    def keep_evidence(self, row: EvidenceRow, *, per_subject: int) -> str | None:
+        """Atomically: the ref kept earlier for ``(row.subject, row.incident)`` if
+        any (``row`` is then not stored); else ``None`` if ``row.subject`` has
+        ``per_subject`` incidents kept; else store ``row`` and return ``row.ref``
+        (a file already stored under ``row.ref`` is kept as it is)."""
+        ...
+
+    def evidence_file(self, ref: str) -> bytes | None: ...
+
+    def evidence_incidents(self, subject: str) -> dict[str, str]:
+        """The incidents kept about ``subject``: incident -> evidence ref."""
+        ...
+
+    def evidence_page(self, *, after: str | None = None, limit: int = 100) -> list[EvidenceRow]:
+        """At most ``limit`` evidence rows with refs after ``after``, in ref order."""
+        ...
+
     # --- export and import --------------------------------------------------------
     def snapshot(self) -> AbstractContextManager[StoreSnapshot]:
         """One consistent read-only view of the whole store, usable inside the ``with``.
@@ -364,6 +533,22 @@ class StoreSnapshot(Protocol):
         """Every ``(scope, key, value)`` of the named state, by scope then key."""
         ...
 
+    def anchor_receipts(self) -> Iterator[AnchorReceiptRow]:
+        """Every anchor receipt, by namespace then size."""
+        ...
+
+    def cosigned(self) -> Iterator[CosignedRow]:
+        """The witness's rows, by origin."""
+        ...
+
+    def federation_receipts(self) -> Iterator[FederationReceiptRow]:
+        """Every federation receipt, by namespace then receipt id."""
+        ...
+
+    def evidence(self) -> Iterator[EvidenceRow]:
+        """Every evidence file, by ref."""
+        ...
+
 
 class StoreLoader(Protocol):
     """Adds rows to an empty store inside :meth:`Store.load`.
@@ -384,3 +569,11 @@ class StoreLoader(Protocol):
     def add_checkpoints(self, namespace: str, checkpoints: Iterable[StoredCheckpoint]) -> None: ...
 
     def add_state(self, rows: Iterable[tuple[str, str, bytes]]) -> None: ...
+
+    def add_anchor_receipts(self, rows: Iterable[AnchorReceiptRow]) -> None: ...
+
+    def add_cosigned(self, rows: Iterable[CosignedRow]) -> None: ...
+
+    def add_federation_receipts(self, rows: Iterable[FederationReceiptRow]) -> None: ...
+
+    def add_evidence(self, rows: Iterable[EvidenceRow]) -> None: ...

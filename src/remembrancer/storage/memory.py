@@ -27,8 +27,12 @@ from remembrancer.core.errors import ConflictError, StorageError
 from remembrancer.storage.base import (
     ANY,
     BUNDLE_WIDTH,
+    AnchorReceiptRow,
     AppendBatch,
+    CosignedRow,
+    EvidenceRow,
     Expect,
+    FederationReceiptRow,
     FoundEntry,
     LogState,
     RecordRow,
@@ -36,6 +40,7 @@ from remembrancer.storage.base import (
     StoreStats,
     _AnyValue,
     check_page,
+    check_typed_rows,
 )
 from remembrancer.storage.checks import (
     find_reuse,
@@ -46,7 +51,7 @@ from remembrancer.storage.checks import (
 )
 from remembrancer.storage.loading import LoadChecks, load_invalid, not_empty
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 @dataclass(slots=True)
@@ -72,6 +77,7 @@ class MemoryStore:
         self._logs: dict[str, _Log] = {}
         self._nonces: dict[tuple[str, str], tuple[str, int]] = {}
         self._state: dict[tuple[str, str], bytes] = {}
+        self._typed = _Typed()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -315,6 +321,121 @@ class MemoryStore:
                           and (after is None or k > after))  # fmt: skip
             return [(k, self._state[(scope, k)]) for k in keys[:limit]]
 
+    # --- typed state ---------------------------------------------------------------------
+
+    def anchor_receipt(self, namespace: str, size: int) -> AnchorReceiptRow | None:
+        with self._lock:
+            self._check_open()
+            return self._typed.anchors.get((namespace, size))
+
+    def put_anchor_receipt(self, row: AnchorReceiptRow) -> None:
+        with self._lock:
+            self._check_open()
+            self._typed.anchors[(row.namespace, row.size)] = row
+
+    def anchor_receipts(
+        self, namespace: str, *, after: int = -1, limit: int = 100
+    ) -> list[AnchorReceiptRow]:
+        check_page(limit)
+        with self._lock:
+            self._check_open()
+            rows = [r for (ns, size), r in self._typed.anchors.items()
+                    if ns == namespace and size > after]  # fmt: skip
+        return sorted(rows, key=lambda r: r.size)[:limit]
+
+    def unfinished_anchor_receipts(
+        self, *, after: tuple[str, int] | None = None, limit: int = 100
+    ) -> list[AnchorReceiptRow]:
+        check_page(limit)
+        with self._lock:
+            self._check_open()
+            keys = sorted(k for k, r in self._typed.anchors.items()
+                          if not r.finished and (after is None or k > after))  # fmt: skip
+            return [self._typed.anchors[k] for k in keys[:limit]]
+
+    def get_cosigned(self, origin: str) -> CosignedRow | None:
+        with self._lock:
+            self._check_open()
+            return self._typed.cosigned.get(origin)
+
+    def put_cosigned(self, row: CosignedRow, *, expect_size: int | None) -> bool:
+        with self._lock:
+            self._check_open()
+            held = self._typed.cosigned.get(row.origin)
+            if (None if held is None else held.size) != expect_size:
+                return False
+            self._typed.cosigned[row.origin] = row
+            return True
+
+    def cosigned_origins(self) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return sorted(self._typed.cosigned)
+
+    def federation_receipt(self, namespace: str, receipt_id: str) -> FederationReceiptRow | None:
+        with self._lock:
+            self._check_open()
+            return self._typed.receipts.get((namespace, receipt_id))
+
+    def put_federation_receipt(self, row: FederationReceiptRow, *, expect: Expect = ANY) -> bool:
+        with self._lock:
+            self._check_open()
+            key = (row.namespace, row.receipt_id)
+            held = self._typed.receipts.get(key)
+            if expect is not ANY and (None if held is None else held.receipt) != expect:
+                return False
+            self._typed.receipts[key] = row
+            return True
+
+    def federation_receipts(
+        self,
+        namespace: str | None = None,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[FederationReceiptRow]:
+        check_page(limit)
+        with self._lock:
+            self._check_open()
+            keys = sorted(k for k in self._typed.receipts
+                          if (namespace is None or k[0] == namespace)
+                          and (after is None or k > after))  # fmt: skip
+            return [self._typed.receipts[k] for k in keys[:limit]]
+
+    def federation_receipt_count(self) -> int:
+        with self._lock:
+            self._check_open()
+            return len(self._typed.receipts)
+
+    def keep_evidence(self, row: EvidenceRow, *, per_subject: int) -> str | None:
+        with self._lock:
+            self._check_open()
+            kept = self._typed.evidence_incidents(row.subject)
+            if row.incident in kept:
+                return kept[row.incident]
+            if len(kept) >= per_subject:
+                return None
+            self._typed.evidence.setdefault(row.ref, row)
+            return row.ref
+
+    def evidence_file(self, ref: str) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            row = self._typed.evidence.get(ref)
+            return None if row is None else row.data
+
+    def evidence_incidents(self, subject: str) -> dict[str, str]:
+        with self._lock:
+            self._check_open()
+            return self._typed.evidence_incidents(subject)
+
+    def evidence_page(self, *, after: str | None = None, limit: int = 100) -> list[EvidenceRow]:
+        check_page(limit)
+        with self._lock:
+            self._check_open()
+            refs = sorted(r for r in self._typed.evidence if after is None or r > after)
+            return [self._typed.evidence[r] for r in refs[:limit]]
+
     # --- export and import -----------------------------------------------------------
 
     @contextmanager
@@ -333,30 +454,67 @@ class MemoryStore:
                 for ns, log in self._logs.items()
             }
             state = sorted((s, k, v) for (s, k), v in self._state.items())
-        yield _MemorySnapshot(logs, state)
+            typed = self._typed.copy()
+        yield _MemorySnapshot(logs, state, typed)
 
     @contextmanager
     def load(self) -> Iterator[_MemoryLoader]:
         with self._lock:
             self._check_open()
-            if self._logs or self._state:
+            if self._logs or self._state or self._typed:
                 raise not_empty("the in-memory store")
         loader = _MemoryLoader()
         yield loader
         loader.checks.finish()
         with self._lock:
             self._check_open()
-            if self._logs or self._state:
+            if self._logs or self._state or self._typed:
                 raise not_empty("the in-memory store")
             self._logs = loader.logs
             self._nonces = loader.nonces
             self._state = loader.state
+            self._typed = loader.typed
+
+
+@dataclass(slots=True)
+class _Typed:
+    """The typed tables: anchor receipts, cosigned checkpoints, federation receipts."""
+
+    anchors: dict[tuple[str, int], AnchorReceiptRow] = field(default_factory=dict)
+    cosigned: dict[str, CosignedRow] = field(default_factory=dict)
+    receipts: dict[tuple[str, str], FederationReceiptRow] = field(default_factory=dict)
+    evidence: dict[str, EvidenceRow] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.anchors or self.cosigned or self.receipts or self.evidence)
+
+    def copy(self) -> _Typed:
+        return _Typed(dict(self.anchors), dict(self.cosigned), dict(self.receipts),
+                      dict(self.evidence))  # fmt: skip
+
+    def evidence_incidents(self, subject: str) -> dict[str, str]:
+        return {r.incident: r.ref for r in self.evidence.values() if r.subject == subject}
 
 
 class _MemorySnapshot:
-    def __init__(self, logs: dict[str, _Log], state: list[tuple[str, str, bytes]]) -> None:
+    def __init__(
+        self, logs: dict[str, _Log], state: list[tuple[str, str, bytes]], typed: _Typed
+    ) -> None:
         self._logs = logs
         self._state = state
+        self._typed = typed
+
+    def anchor_receipts(self) -> Iterator[AnchorReceiptRow]:
+        return iter([self._typed.anchors[k] for k in sorted(self._typed.anchors)])
+
+    def cosigned(self) -> Iterator[CosignedRow]:
+        return iter([self._typed.cosigned[k] for k in sorted(self._typed.cosigned)])
+
+    def federation_receipts(self) -> Iterator[FederationReceiptRow]:
+        return iter([self._typed.receipts[k] for k in sorted(self._typed.receipts)])
+
+    def evidence(self) -> Iterator[EvidenceRow]:
+        return iter([self._typed.evidence[k] for k in sorted(self._typed.evidence)])
 
     def logs(self) -> list[LogState]:
         return [self._logs[ns].state for ns in sorted(self._logs)]
@@ -389,6 +547,35 @@ class _MemoryLoader:
         self.logs: dict[str, _Log] = {}
         self.nonces: dict[tuple[str, str], tuple[str, int]] = {}
         self.state: dict[tuple[str, str], bytes] = {}
+        self.typed = _Typed()
+
+    def add_anchor_receipts(self, rows: Iterable[AnchorReceiptRow]) -> None:
+        for row in check_typed_rows(rows, AnchorReceiptRow):
+            key = (row.namespace, row.size)
+            if key in self.typed.anchors:
+                raise load_invalid(f"the anchor receipt {key} is loaded twice")
+            self.typed.anchors[key] = row
+
+    def add_cosigned(self, rows: Iterable[CosignedRow]) -> None:
+        for row in check_typed_rows(rows, CosignedRow):
+            if row.origin in self.typed.cosigned:
+                raise load_invalid(f"the cosigned checkpoint of {row.origin} is loaded twice")
+            self.typed.cosigned[row.origin] = row
+
+    def add_federation_receipts(self, rows: Iterable[FederationReceiptRow]) -> None:
+        for row in check_typed_rows(rows, FederationReceiptRow):
+            key = (row.namespace, row.receipt_id)
+            if key in self.typed.receipts:
+                raise load_invalid(f"the federation receipt {row.cursor} is loaded twice")
+            self.typed.receipts[key] = row
+
+    def add_evidence(self, rows: Iterable[EvidenceRow]) -> None:
+        for row in check_typed_rows(rows, EvidenceRow):
+            if row.ref in self.typed.evidence:
+                raise load_invalid(f"the evidence {row.ref} is loaded twice")
+            if row.incident in self.typed.evidence_incidents(row.subject):
+                raise load_invalid(f"incident {row.incident} of {row.subject} is loaded twice")
+            self.typed.evidence[row.ref] = row
 
     def add_log(self, state: LogState) -> None:
         self.checks.log(state)

@@ -35,7 +35,10 @@ that first locks every table (``SHARE ROW EXCLUSIVE``: readers go on,
 writers wait) and checks that they are empty, then streams the rows in with
 binary ``COPY``.
 
-Tables (schema version 1)::
+Tables (schema version 2; version 1 had all but the last four, and kept
+their rows in ``state``: opening it moves them, see
+:mod:`remembrancer.storage.legacy`; the last four are read and written by
+:mod:`remembrancer.storage.postgres_typed`)::
 
     meta        (key text PRIMARY KEY, value bigint)          -- 'schema_version'
     logs        (id bigint identity PRIMARY KEY, namespace text UNIQUE,
@@ -53,6 +56,7 @@ Tables (schema version 1)::
     checkpoints (log_id bigint, size bigint, note bytea, time bigint,
                  PRIMARY KEY (log_id, size))
     state       (scope text, key text, value bytea, PRIMARY KEY (scope, key))
+    anchor_receipts, witness_cosigned, federation_receipts, federation_evidence
 
 Several processes over one schema (``ha.enabled``, node/ha.py): an append
 whose batch carries a :class:`~remembrancer.storage.base.Fence` first locks
@@ -72,6 +76,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from remembrancer.core.errors import ConflictError, RemembrancerError, StorageError
+from remembrancer.storage import postgres_typed as typed
 from remembrancer.storage.base import (
     ANY,
     BUNDLE_WIDTH,
@@ -100,7 +105,7 @@ if TYPE_CHECKING:
 
     Conn: TypeAlias = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 EXTRA: Final = "postgres"  # pip install 'remembrancer[postgres]'
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -159,6 +164,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (scope, key)
         )""",
     ),
+    typed.MIGRATION_V2,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -191,7 +197,15 @@ _UPSERT_CHECKPOINT: Final = (
     " ON CONFLICT (log_id, size) DO UPDATE SET note = excluded.note, time = excluded.time"
 )
 _FENCE: Final = "SELECT 1 FROM leases WHERE name = %s AND epoch = %s FOR SHARE"
-_TABLES: Final = ("logs", "bundles", "records", "tiles", "checkpoints", "state")
+_TABLES: Final = (
+    "logs",
+    "bundles",
+    "records",
+    "tiles",
+    "checkpoints",
+    "state",
+    *typed.TYPED_TABLES,
+)
 _READ_TILES: Final = (
     "SELECT level, idx, hashes FROM tiles"
     " WHERE log_id = (SELECT id FROM logs WHERE namespace = %s)"
@@ -291,7 +305,7 @@ class _Pool:
             conn.close()
 
 
-class PostgresStore:
+class PostgresStore(typed.PgTypedState):
     """A :class:`~remembrancer.storage.base.Store` in a PostgreSQL database."""
 
     backend = "postgresql"
@@ -459,6 +473,8 @@ class PostgresStore:
                     conn.execute(statement)
                 if v == 0:
                     conn.execute(_bundle_compression(conn))
+                if v == 1:
+                    typed.move_legacy(conn)
             if found < SCHEMA_VERSION:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
@@ -909,7 +925,7 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-class _PgSnapshot:
+class _PgSnapshot(typed.PgTypedSnapshot):
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
         self._cursors = 0
@@ -972,7 +988,7 @@ class _PgSnapshot:
             yield scope, key, bytes(value)
 
 
-class _PgLoader:
+class _PgLoader(typed.PgTypedLoader):
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
         self._ids: dict[str, int] = {}

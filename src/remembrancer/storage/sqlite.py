@@ -23,7 +23,10 @@ goes on meanwhile, though the WAL cannot be checkpointed past the snapshot
 until it ends.  Import: :meth:`SqliteStore.load` holds one ``BEGIN
 IMMEDIATE`` transaction on the writer for the whole load.
 
-Tables (schema version 1)::
+Tables (schema version 2; version 1 had all but the last four, and kept
+their rows in ``state``: opening it moves them, see
+:mod:`remembrancer.storage.legacy`; the last four are read and written by
+:mod:`remembrancer.storage.sqlite_typed`)::
 
     meta        (key TEXT PRIMARY KEY, value INTEGER)        -- 'schema_version'
     logs        (id INTEGER PRIMARY KEY, namespace TEXT UNIQUE,
@@ -38,6 +41,7 @@ Tables (schema version 1)::
     tiles       (log_id, level, idx, hashes BLOB, PRIMARY KEY (log_id, level, idx))
     checkpoints (log_id, size, note BLOB, time INTEGER, PRIMARY KEY (log_id, size))
     state       (scope TEXT, key TEXT, value BLOB, PRIMARY KEY (scope, key))
+    anchor_receipts, witness_cosigned, federation_receipts, federation_evidence
 """
 
 from __future__ import annotations
@@ -73,8 +77,16 @@ from remembrancer.storage.checks import (
     validate_batch,
 )
 from remembrancer.storage.loading import LoadChecks, load_invalid, not_empty
+from remembrancer.storage.sqlite_typed import (
+    MIGRATION_V2,
+    TYPED_TABLES,
+    SqliteTypedLoader,
+    SqliteTypedSnapshot,
+    SqliteTypedState,
+    move_legacy,
+)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # _MIGRATIONS[v] takes a database from schema version v to v + 1.
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -128,9 +140,10 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (scope, key)
         ) WITHOUT ROWID""",
     ),
+    MIGRATION_V2,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
-
+_TABLES: Final = ("logs", "state", "bundles", "records", "tiles", "checkpoints", *TYPED_TABLES)
 _BUSY_TIMEOUT_MS: Final = 30_000
 # Tuning, measured with bench/storage.py (random record keys, logs of up to 1M
 # entries): the three key indexes take random inserts, so a 1,000-entry commit
@@ -162,7 +175,7 @@ _UPSERT_CHECKPOINT: Final = (
 )
 
 
-class SqliteStore:
+class SqliteStore(SqliteTypedState):
     """A :class:`~remembrancer.storage.base.Store` in one SQLite file (WAL, durable)."""
 
     backend = "sqlite"
@@ -341,6 +354,8 @@ class SqliteStore:
             for version in range(found, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[version]:
                     conn.execute(statement)
+                if version == 1:
+                    move_legacy(conn)
             if found < SCHEMA_VERSION:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -703,7 +718,7 @@ class SqliteStore:
     @contextmanager
     def load(self) -> Iterator[_SqliteLoader]:
         with self._write("load rows") as conn:
-            for table in ("logs", "state", "bundles", "records", "tiles", "checkpoints"):
+            for table in _TABLES:
                 if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
                     raise not_empty(str(self.path))
             loader = _SqliteLoader(conn)
@@ -756,7 +771,7 @@ def _lookup_nonces(
     return found
 
 
-class _SqliteSnapshot:
+class _SqliteSnapshot(SqliteTypedSnapshot):
     def __init__(self, store: SqliteStore, conn: sqlite3.Connection, ids: dict[str, int]) -> None:
         self._store = store
         self._conn = conn
@@ -820,7 +835,7 @@ class _SqliteSnapshot:
             yield scope, key, bytes(value)
 
 
-class _SqliteLoader:
+class _SqliteLoader(SqliteTypedLoader):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._ids: dict[str, int] = {}

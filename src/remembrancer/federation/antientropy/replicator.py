@@ -39,7 +39,6 @@ from remembrancer.federation.antientropy.engine import (
 from remembrancer.federation.antientropy.metrics import ReplicaMetrics
 from remembrancer.federation.antientropy.model import ReplicaSpec, namespace_of
 from remembrancer.federation.antientropy.source import FETCH_CONCURRENCY, FETCH_TIMEOUT, HttpSource
-from remembrancer.federation.countersigning import RECEIPT_SCOPE
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.ports import (
     EquivocationReports,
@@ -483,15 +482,14 @@ class Replicator:
         force now: a node relays only countersignatures it verified, and only
         receipts that are final."""
         out: list[tuple[int, dict[str, Any]]] = []
-        after: str | None = None
+        after: tuple[str, str] | None = None
         while True:
-            page = self.store.list_state_page(RECEIPT_SCOPE, prefix=namespace + "/", after=after,
-                                              limit=256)  # fmt: skip
+            page = self.store.federation_receipts(namespace, after=after, limit=256)
             if not page:
                 return out
-            after = page[-1][0]
-            for _, v in page:
-                d = json.loads(v)
+            after = (page[-1].namespace, page[-1].receipt_id)
+            for row in page:
+                d = json.loads(row.receipt)
                 t = federation_receipt_time(d)
                 if (from_ts is not None and t < from_ts) or (to_ts is not None and t > to_ts):
                     continue
@@ -561,9 +559,12 @@ class Replicator:
     def status(self) -> dict[str, Any]:
         now = int(self.clock())
         receipts: dict[str, int] = {}
-        for v in self.store.list_state(RECEIPT_SCOPE).values():
-            origin = json.loads(v).get("origin")
-            receipts[origin] = receipts.get(origin, 0) + 1
+        after: tuple[str, str] | None = None
+        while page := self.store.federation_receipts(after=after, limit=256):
+            after = (page[-1].namespace, page[-1].receipt_id)
+            for row in page:
+                origin = json.loads(row.receipt).get("origin")
+                receipts[origin] = receipts.get(origin, 0) + 1
         out = []
         for origin, spec in sorted(self.engine.specs.items()):
             head = self.engine.head(origin)

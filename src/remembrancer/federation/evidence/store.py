@@ -12,33 +12,25 @@ for each accused *subject* (a peer's registry DID, or a log origin):
   already; more evidence about it is refused (PolicyError
   ``evidence_subject_full``) and changes nothing.
 
-Files live in the state scope ``federation-evidence`` under their
-``evidence_ref`` (``sha256:`` of the file), as before; the per-subject index
-(incident -> evidence_ref) lives in ``federation-evidence-subjects`` under the
-subject and is updated with compare-and-swap.  A file is written before its
-index entry and removed again when the index refuses it, so the files never
-outnumber the index.
+Files live in the store's evidence table (one row per ``evidence_ref``, the
+``sha256:`` of the file, with its subject and incident; schema version 2,
+before which they were named state under ``federation-evidence`` with an
+index under ``federation-evidence-subjects``).  The store checks the
+incident and the bound and stores the file in one atomic step
+(:meth:`~remembrancer.storage.base.Store.keep_evidence`), so racing keepers
+never exceed the bound and no file is kept without its incident.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Final
 
-from remembrancer.core.errors import PolicyError, StorageError
-from remembrancer.storage.base import Store
+from remembrancer.core.errors import PolicyError
+from remembrancer.storage.base import EvidenceRow, Store
 
-__all__ = [
-    "EVIDENCE_SCOPE",
-    "MAX_EVIDENCE_PER_SUBJECT",
-    "SUBJECT_SCOPE",
-    "EvidenceStore",
-]
+__all__ = ["MAX_EVIDENCE_PER_SUBJECT", "EvidenceStore"]
 
-EVIDENCE_SCOPE: Final = "federation-evidence"
-SUBJECT_SCOPE: Final = "federation-evidence-subjects"
 MAX_EVIDENCE_PER_SUBJECT: Final = 8
-_CAS_ATTEMPTS: Final = 16
 
 
 class EvidenceStore:
@@ -52,8 +44,7 @@ class EvidenceStore:
 
     def incidents(self, subject: str) -> dict[str, str]:
         """The incidents kept about ``subject``: incident -> evidence_ref."""
-        raw = self.store.get_state(SUBJECT_SCOPE, subject)
-        return _index(raw)
+        return self.store.evidence_incidents(subject)
 
     def keep(self, subject: str, incident: str, ref: str, data: bytes) -> str:
         """Keep the evidence file ``data`` (its ``ref``) proving ``incident`` of ``subject``.
@@ -63,46 +54,25 @@ class EvidenceStore:
         ``evidence_subject_full`` when the subject has
         :attr:`per_subject` other incidents kept.
         """
-        for _ in range(_CAS_ATTEMPTS):
-            raw = self.store.get_state(SUBJECT_SCOPE, subject)
-            index = _index(raw)
-            if incident in index:
-                return index[incident]
-            if len(index) >= self.per_subject:
-                raise PolicyError(
-                    f"{self.per_subject} incidents of {subject} are kept already; more evidence"
-                    " about it changes nothing",
-                    code="evidence_subject_full",
-                    details={"subject": subject[:512], "kept": len(index)},
-                )
-            fresh = self.store.put_state(EVIDENCE_SCOPE, ref, data, expect=None)
-            index[incident] = ref
-            value = json.dumps({"incidents": index}, sort_keys=True).encode()
-            if self.store.put_state(SUBJECT_SCOPE, subject, value, expect=raw):
-                return ref
-            if fresh:  # someone else changed the index meanwhile: undo, then look again
-                self.store.delete_state(EVIDENCE_SCOPE, ref, expect=data)
-        raise StorageError(
-            f"the evidence index of {subject} kept changing", code="evidence_index_contended"
+        kept = self.store.keep_evidence(
+            EvidenceRow(ref, subject, incident, data), per_subject=self.per_subject
         )
+        if kept is None:
+            raise PolicyError(
+                f"{self.per_subject} incidents of {subject} are kept already; more evidence"
+                " about it changes nothing",
+                code="evidence_subject_full",
+                details={"subject": subject[:512], "kept": self.per_subject},
+            )
+        return kept
 
     def get(self, ref: str) -> bytes | None:
-        return self.store.get_state(EVIDENCE_SCOPE, ref)
+        return self.store.evidence_file(ref)
 
     def page(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], str | None]:
         """Up to ``limit`` ``(evidence_ref, file)`` in ref order after ``after``, and
         the cursor of the next page (None on the last one)."""
-        rows = self.store.list_state_page(EVIDENCE_SCOPE, after=after, limit=limit + 1)
+        rows = self.store.evidence_page(after=after, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, (rows[-1][0] if more and rows else None)
-
-
-def _index(raw: bytes | None) -> dict[str, str]:
-    if raw is None:
-        return {}
-    doc = json.loads(raw)
-    incidents = doc.get("incidents") if isinstance(doc, dict) else None
-    if not isinstance(incidents, dict):
-        raise StorageError("the evidence index is unreadable", code="evidence_index_corrupt")
-    return {str(k): str(v) for k, v in incidents.items()}
+        return [(r.ref, r.data) for r in rows], (rows[-1].ref if more and rows else None)

@@ -18,14 +18,24 @@ was taken from.  Its members, in this order::
     logs/<namespace>/entries.bin        every entry in index order, each prefixed by its
                                         big-endian uint16 length (the log's tlog-tiles
                                         entry bundles, concatenated)
-    state.jsonl                         the named state (witness, anchoring, federation,
-                                        governance): {"key", "scope", "value": base64}
+    state.jsonl                         the named state (scheduler, replicas, federation
+                                        scores, governance):
+                                        {"key", "scope", "value": base64}
+    tables.jsonl                        (format v3) the typed tables, one row a line tagged
+                                        with its table: anchor_receipts {namespace, size,
+                                        finished, receipt: base64}, witness_cosigned
+                                        {origin, size, root_hash, note: base64,
+                                        cosignature, time}, federation_receipts
+                                        {namespace, receipt_id, receipt: base64},
+                                        federation_evidence {ref, subject, incident,
+                                        data: base64}
     manifest.json                       last: format, tool, creation time, origin prefix,
                                         node DID, the keys that signed the checkpoints (as
                                         the writer says), the files, each log's origin,
                                         size, root hash, head checkpoint and row counts,
+                                        the rows per typed table (v3, "table_rows"),
                                         every other member's size and SHA-256, and
-                                        (format v2) the node key's signature:
+                                        (formats v2, v3) the node key's signature:
                                         {"alg": "Ed25519", "kid": did:key, "sig": base64url}
                                         over MANIFEST_DOMAIN + the RFC 8785 form of the
                                         manifest without "signature"
@@ -36,7 +46,10 @@ the checkpoints sign).  Reading an archive (:func:`~.restore.verify_backup`,
 :func:`~.restore.restore_backup`, :func:`~.restore.extract_files`) trusts only the keys the
 reader names (the restoring node's key, ``--trust``), never the keys the
 archive lists, and checks: the manifest's signature by one of them (a v1
-manifest is unsigned: read only with ``allow_unsigned``); every member's
+manifest is unsigned: read only with ``allow_unsigned``); v1 and v2 archives
+kept the typed tables' rows as named state, which a restore moves into the
+tables as the store's schema migration does
+(:func:`~remembrancer.storage.legacy.split_legacy`); every member's
 size and SHA-256 against the manifest; that each log's entries, hashed into
 an RFC 6962 tree, give the root of every stored checkpoint at its size and
 the manifest's root at the log's size; that every checkpoint is signed by

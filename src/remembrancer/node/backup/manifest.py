@@ -1,9 +1,11 @@
 """The backup manifest: what an archive holds, each member's size and SHA-256, and its signature.
 
-:class:`Manifest` is the last member (``manifest.json``).  Format v2 is
-signed by the node key over :data:`MANIFEST_DOMAIN` + the RFC 8785 form of
-the manifest without ``signature``; v1 is unsigned and read only with
-``allow_unsigned``.  Parsing is strict: exact member names
+:class:`Manifest` is the last member (``manifest.json``).  Formats v3 and
+v2 are signed by the node key over :data:`MANIFEST_DOMAIN` + the RFC 8785
+form of the manifest without ``signature``; v1 is unsigned and read only
+with ``allow_unsigned``.  v3 adds the typed tables (member
+:data:`TABLES_MEMBER`, row counts in ``table_rows``); v2 and v1 archives
+kept those rows as named state, which a restore moves into the tables.  Parsing is strict: exact member names
 (:data:`FILE_MEMBER`), known file roles (secret roles only for key files),
 counts and hashes of the right form.  Pure.
 """
@@ -27,18 +29,27 @@ from remembrancer.core.jcs import canonicalize, loads_strict
 from remembrancer.core.keys import PublicKey, SigningKey
 from remembrancer.core.rfc6962 import HASH_SIZE
 
-__all__ = ["FORMAT", "FORMAT_V1", "BackupFile", "BackupLog", "Manifest", "ManifestSignature"]
+__all__ = ["FORMAT", "FORMAT_V1", "FORMAT_V2", "BackupFile", "BackupLog", "Manifest",
+           "ManifestSignature", "TableRows"]  # fmt: skip
 
 
-FORMAT: Final = "remembrancer-backup/v2"
+FORMAT: Final = "remembrancer-backup/v3"
+FORMAT_V2: Final = "remembrancer-backup/v2"  # signed; typed state still in state.jsonl
 FORMAT_V1: Final = "remembrancer-backup/v1"  # unsigned manifest: read with allow_unsigned only
-READ_FORMATS: Final = (FORMAT, FORMAT_V1)
+READ_FORMATS: Final = (FORMAT, FORMAT_V2, FORMAT_V1)
 # What the node key signs: this line, then the RFC 8785 form of the manifest
 # without its "signature" member.  No other signature of the node key (records,
 # federation messages: canonical JSON objects; notes: text lines) starts so.
 MANIFEST_DOMAIN: Final = b"remembrancer-backup-manifest/v2\n"
 MANIFEST: Final = "manifest.json"
 STATE_MEMBER: Final = "state.jsonl"
+TABLES_MEMBER: Final = "tables.jsonl"  # v3: anchor receipts, witness state, federation state
+TABLES: Final = (
+    "anchor_receipts",
+    "witness_cosigned",
+    "federation_receipts",
+    "federation_evidence",
+)
 MAX_FILE_BYTES: Final = 16 << 20  # a configuration or key file
 MAX_MANIFEST_BYTES: Final = 64 << 20
 MAX_LINE_BYTES: Final = 16 << 20  # one JSON line of checkpoints, records or state
@@ -92,6 +103,19 @@ class BackupMember:
 
 
 @dataclass(frozen=True, slots=True)
+class TableRows:
+    """How many rows of each typed table ``tables.jsonl`` holds (format v3)."""
+
+    anchor_receipts: int = 0
+    witness_cosigned: int = 0
+    federation_receipts: int = 0
+    federation_evidence: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {t: getattr(self, t) for t in TABLES}
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestSignature:
     """The node key's signature over the manifest (format v2)."""
 
@@ -122,6 +146,7 @@ class Manifest:
     logs: tuple[BackupLog, ...]
     state_rows: int
     members: tuple[BackupMember, ...]
+    table_rows: TableRows | None = None  # format v3 only
     format: str = FORMAT
     signature: ManifestSignature | None = None
     signing_input: bytes = field(default=b"", repr=False, compare=False)
@@ -132,6 +157,8 @@ class Manifest:
         for log in self.logs:
             names.extend(log.members)
         names.append(STATE_MEMBER)
+        if self.table_rows is not None:
+            names.append(TABLES_MEMBER)
         return names
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +189,7 @@ class Manifest:
                 for g in self.logs
             ],
             "state_rows": self.state_rows,
+            **({} if self.table_rows is None else {"table_rows": self.table_rows.to_dict()}),
             "members": [
                 {"name": m.name, "size": m.size, "sha256": m.sha256.hex()} for m in self.members
             ],
@@ -244,6 +272,9 @@ class Manifest:
             )
         try:
             manifest = cls._parse(doc)
+            if (manifest.table_rows is None) != (fmt != FORMAT):
+                raise ValueError(f"table_rows is {'missing' if fmt == FORMAT else 'unexpected'}"
+                                 f" in a {fmt} manifest")  # fmt: skip
             if raw_sig is not None:
                 if not isinstance(raw_sig, dict) or set(raw_sig) != {"alg", "kid", "sig"}:
                     raise ValueError("the signature is not {alg, kid, sig}")
@@ -310,6 +341,12 @@ class Manifest:
             members.append(
                 BackupMember(expect_text(m["name"]), expect_count(m["size"]), bytes.fromhex(digest))
             )
+        table_rows = None
+        if "table_rows" in doc:
+            counts = doc["table_rows"]
+            if not isinstance(counts, dict) or set(counts) != set(TABLES):
+                raise ValueError(f"table_rows is not {{{', '.join(TABLES)}}}")
+            table_rows = TableRows(*(expect_count(counts[t]) for t in TABLES))
         keys = tuple(expect_text(k) for k in _list(doc["log_keys"]))
         for did in (expect_text(doc["node_did"]), *keys):
             PublicKey.from_did(did)  # FormatError for anything but an Ed25519 did:key
@@ -325,6 +362,7 @@ class Manifest:
             logs=tuple(logs),
             state_rows=expect_count(doc["state_rows"]),
             members=tuple(members),
+            table_rows=table_rows,
         )
 
 

@@ -33,20 +33,28 @@ from remembrancer.node.backup.manifest import (
     MAX_MANIFEST_BYTES,
     READ_CHUNK,
     STATE_MEMBER,
+    TABLES,
+    TABLES_MEMBER,
     BackupLog,
     BackupMember,
     Manifest,
+    TableRows,
     bad_manifest,
     expect_count,
     expect_text,
 )
 from remembrancer.storage.base import (
     BUNDLE_WIDTH,
+    AnchorReceiptRow,
+    CosignedRow,
+    EvidenceRow,
+    FederationReceiptRow,
     LogState,
     RecordRow,
     StoredCheckpoint,
     StoreLoader,
 )
+from remembrancer.storage.legacy import LegacySplitter, Split
 
 _FLUSH_BYTES: Final = 8 << 20  # entry bytes handed to the store per call
 _FLUSH_ROWS: Final = 10_000
@@ -265,7 +273,11 @@ def read_archive(
         verifiers = [PublicKey.from_did(did) for did in trusted]
         for log in manifest.logs:
             _read_log(archive, log, verifiers, loader, manifest.log_keys)
-        _read_state(archive, manifest.state_rows, loader)
+        # Before v3 the typed tables' rows were named state: they move on the way in.
+        legacy = manifest.table_rows is None
+        _read_state(archive, manifest.state_rows, loader, legacy=legacy)
+        if manifest.table_rows is not None:
+            _read_tables(archive, manifest.table_rows, loader)
         return manifest
     finally:
         archive.close()
@@ -559,10 +571,30 @@ class _ReplayIndex:
             )
 
 
-def _read_state(archive: Archive, expected: int, loader: StoreLoader | None) -> None:
+def _add_split(loader: StoreLoader, split: Split) -> None:
+    loader.add_state(split.state)
+    loader.add_anchor_receipts(split.anchor_receipts)
+    loader.add_cosigned(split.cosigned)
+    loader.add_federation_receipts(split.federation_receipts)
+    loader.add_evidence(split.evidence)
+
+
+def _read_state(
+    archive: Archive, expected: int, loader: StoreLoader | None, *, legacy: bool
+) -> None:
     member = archive.member(STATE_MEMBER)
     rows: list[tuple[str, str, bytes]] = []
     count = 0
+    splitter = LegacySplitter() if legacy else None
+
+    def add(rows: list[tuple[str, str, bytes]]) -> None:
+        if loader is None:
+            return
+        if splitter is None:
+            loader.add_state(rows)
+        else:
+            _add_split(loader, splitter.feed(rows))
+
     with _blame(member):
         for line in member.lines():
             try:
@@ -576,11 +608,97 @@ def _read_state(archive: Archive, expected: int, loader: StoreLoader | None) -> 
             rows.append((scope, key, value))
             count += 1
             if len(rows) >= _FLUSH_ROWS:
-                if loader is not None:
-                    loader.add_state(rows)
+                add(rows)
                 rows = []
-        if loader is not None and rows:
-            loader.add_state(rows)
+        if rows:
+            add(rows)
+        if splitter is not None and loader is not None:
+            _add_split(loader, splitter.finish())
         if count != expected:
             raise _malformed(member.name, f"{count} state rows, the manifest says {expected}")
+        member.finish()
+
+
+def _table_row(
+    doc: object,
+) -> AnchorReceiptRow | CosignedRow | FederationReceiptRow | EvidenceRow:
+    """One line of ``tables.jsonl`` (ValueError, KeyError, TypeError if malformed)."""
+    if not isinstance(doc, dict):
+        raise TypeError("not an object")
+    table = doc["table"]
+    fields = {
+        "anchor_receipts": {"table", "namespace", "size", "finished", "receipt"},
+        "witness_cosigned": {"table", "origin", "size", "root_hash", "note", "cosignature",
+                             "time"},
+        "federation_receipts": {"table", "namespace", "receipt_id", "receipt"},
+        "federation_evidence": {"table", "ref", "subject", "incident", "data"},
+    }.get(table)  # fmt: skip
+    if fields is None or set(doc) != fields:
+        raise ValueError(f"not a row of {', '.join(TABLES)}")
+
+    def b64(name: str) -> bytes:
+        return base64.b64decode(expect_text(doc[name]), validate=True)
+
+    if table == "anchor_receipts":
+        if not isinstance(doc["finished"], bool):
+            raise TypeError("finished is true or false")
+        return AnchorReceiptRow(expect_text(doc["namespace"]), expect_count(doc["size"]),
+                                b64("receipt"), doc["finished"])  # fmt: skip
+    if table == "witness_cosigned":
+        root = b64("root_hash")
+        if len(root) != HASH_SIZE:
+            raise ValueError("root_hash is not 32 bytes")
+        return CosignedRow(expect_text(doc["origin"]), expect_count(doc["size"]), root,
+                           b64("note"), expect_text(doc["cosignature"]), expect_count(doc["time"]))  # fmt: skip
+    if table == "federation_evidence":
+        return EvidenceRow(expect_text(doc["ref"]), expect_text(doc["subject"]),
+                           expect_text(doc["incident"]), b64("data"))  # fmt: skip
+    return FederationReceiptRow(expect_text(doc["namespace"]), expect_text(doc["receipt_id"]),
+                                b64("receipt"))  # fmt: skip
+
+
+def _read_tables(archive: Archive, expected: TableRows, loader: StoreLoader | None) -> None:
+    """``tables.jsonl`` (v3): typed rows, checked strictly, counted per table."""
+    member = archive.member(TABLES_MEMBER)
+    anchors: list[AnchorReceiptRow] = []
+    cosigned: list[CosignedRow] = []
+    receipts: list[FederationReceiptRow] = []
+    evidence: list[EvidenceRow] = []
+    counts = dict.fromkeys(TABLES, 0)
+
+    def flush() -> None:
+        if loader is not None:
+            loader.add_anchor_receipts(anchors)
+            loader.add_cosigned(cosigned)
+            loader.add_federation_receipts(receipts)
+            loader.add_evidence(evidence)
+        evidence.clear()
+        anchors.clear()
+        cosigned.clear()
+        receipts.clear()
+
+    with _blame(member):
+        for n, line in enumerate(member.lines(), 1):
+            try:
+                row = _table_row(loads_strict(line, max_bytes=MAX_LINE_BYTES))
+            except (ValueError, KeyError, TypeError, binascii.Error, FormatError) as e:
+                raise _malformed(member.name, f"row {n} is not a table row ({e!r})") from e
+            if isinstance(row, AnchorReceiptRow):
+                anchors.append(row)
+                counts["anchor_receipts"] += 1
+            elif isinstance(row, CosignedRow):
+                cosigned.append(row)
+                counts["witness_cosigned"] += 1
+            elif isinstance(row, EvidenceRow):
+                evidence.append(row)
+                counts["federation_evidence"] += 1
+            else:
+                receipts.append(row)
+                counts["federation_receipts"] += 1
+            if len(anchors) + len(cosigned) + len(receipts) + len(evidence) >= _FLUSH_ROWS:
+                flush()
+        flush()
+        if counts != expected.to_dict():
+            raise _malformed(member.name, f"rows per table {counts}, the manifest says"
+                                          f" {expected.to_dict()}")  # fmt: skip
         member.finish()

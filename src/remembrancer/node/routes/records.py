@@ -210,9 +210,9 @@ def create_router(node: Node) -> APIRouter:
 
         def read() -> list[AnchorReceipt]:
             node.require_namespace(namespace)
-            return node.scheduler.receipts(namespace)
+            return node.scheduler.receipts_page(namespace, after=after, limit=limit)
 
-        page = [r for r in await in_thread(read) if r.size > after][:limit]
+        page = await in_thread(read)
         return {"namespace": namespace, "receipts": [r.to_dict() for r in page]}
 
     @router.get("/v1/namespaces/{namespace}/anchors/{size}", responses=errors(400, 404))

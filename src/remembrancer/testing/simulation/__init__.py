@@ -11,7 +11,8 @@ network, the clock and the logs' storage are simulated:
   signatures), :class:`~remembrancer.federation.transport.FederationClient`
   (timeouts, retries with backoff and jitter), the witnessing client
   :class:`~remembrancer.federation.witnessing.CheckpointWitnessing`, the witness
-  decision :func:`~remembrancer.core.witness.check_add_checkpoint` and
+  server :class:`~remembrancer.federation.witness_server.WitnessServer` (its
+  state in the node's memory store, compare-and-swap on size) and
   ``cosignature/v1`` cosignatures, checkpoints signed and opened by
   :mod:`remembrancer.core.checkpoint`, RFC 6962 consistency proofs, federation
   receipts checked by :func:`~remembrancer.federation.receipts.verify_federation_receipt`,

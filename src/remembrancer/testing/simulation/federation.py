@@ -53,6 +53,7 @@ from remembrancer.federation.receipts import (
 from remembrancer.federation.registry.model import ROLES, Peer, Registry
 from remembrancer.federation.service import FederationService
 from remembrancer.federation.transport import FederationClient
+from remembrancer.federation.witness_server import WitnessServer
 from remembrancer.federation.witnessing import CheckpointWitnessing, WitnessPeer
 from remembrancer.node.statuses import federation_answer
 from remembrancer.storage.base import LogState
@@ -311,7 +312,8 @@ class FederationSimulation:
                 await unused.aclose()
             node.service = service
             node.http = httpx.AsyncClient(transport=transport, timeout=_WITNESS_TIMEOUT)
-            node.witness = SimWitness(node.witness_name, node.key, node.clock, node.log_verifiers)
+            node.witness = SimWitness(WitnessServer(service.store, node.witness_name, node.key,
+                                                    node.log_verifiers, node.clock))  # fmt: skip
             witnesses = [
                 WitnessPeer(p.witness_name, f"{p.endpoint}/witness",
                             CosignatureVerifier(p.witness_name, p.key.public))

@@ -1,4 +1,4 @@
-"""Each simulated node's log, witness glue and the model of anti-entropy of log heads.
+"""Each simulated node's log, the HTTP glue of its witness server and the model of anti-entropy of log heads.
 
 :class:`SimLog` is an in-memory RFC 6962 tree with checkpoints signed by
 the node key, offering what the federation service and the witnessing
@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from remembrancer.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from remembrancer.core.cosignature import cosign
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.keys import SigningKey
-from remembrancer.core.note import NoteVerifier
 from remembrancer.core.rfc6962 import (
     CompactRange,
     NodeId,
@@ -29,14 +27,9 @@ from remembrancer.core.rfc6962 import (
     hash_leaf,
     verify_consistency,
 )
-from remembrancer.core.witness import (
-    AddCheckpointRequest,
-    CosignedState,
-    WitnessRefusal,
-    check_add_checkpoint,
-    checkpoint_origin,
-)
+from remembrancer.core.witness import WitnessRefusal
 from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.federation.witness_server import WitnessServer
 from remembrancer.node.statuses import WITNESS_STATUS
 from remembrancer.storage.base import LogState
 from remembrancer.testing.simulation.network import Served
@@ -106,36 +99,26 @@ class SimLog:
 
 
 class SimWitness:
-    """The witness side of ``POST /witness/add-checkpoint``: the real decision
-    (:func:`check_add_checkpoint`) and cosignature, the node route's small glue
-    (state per origin, the spec's status codes, ``text/x.tlog.size`` on 409)."""
+    """The HTTP side of ``POST /witness/add-checkpoint`` in the simulation: the
+    real :class:`~remembrancer.federation.witness_server.WitnessServer` (state
+    in the node's store, compare-and-swap on size) and the node route's
+    mapping of its refusals to the spec's status codes (``text/x.tlog.size``
+    on 409)."""
 
-    def __init__(
-        self, name: str, key: SigningKey, clock: Callable[[], float],
-        logs: Mapping[str, Sequence[NoteVerifier]],
-    ) -> None:  # fmt: skip
-        self.name = name
-        self._key = key
-        self._clock = clock
-        self._logs = logs
-        self.state: dict[str, CosignedState] = {}
+    def __init__(self, server: WitnessServer) -> None:
+        self.server = server
+        self.name = server.name
 
     def add_checkpoint(self, body: bytes) -> Served:
         try:
-            req = AddCheckpointRequest.parse(body)
-            origin = checkpoint_origin(req.note)
-            state = self.state.get(origin)
-            signed = check_add_checkpoint(req, self._logs.get(origin), state)
+            line = self.server.add_checkpoint(body)
         except WitnessRefusal as e:
             if e.code == "witness_old_size_mismatch":
                 size = f"{e.details['size']}\n".encode()
                 return Served(409, "text/x.tlog.size", size, e.code)
             status = WITNESS_STATUS.get(e.code, 400)
             return Served(status, "application/json", _error(e), e.code)
-        line = cosign(signed.body, self._key, self.name, int(self._clock())).to_line()
-        cp = signed.checkpoint
-        self.state[origin] = CosignedState(cp.size, cp.root_hash, req.note)
-        return Served(200, "text/plain; charset=utf-8", line.encode())
+        return Served(200, "text/plain; charset=utf-8", line)
 
 
 def _error(e: RemembrancerError) -> bytes:

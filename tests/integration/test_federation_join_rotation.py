@@ -25,6 +25,7 @@ from remembrancer.anchoring.rfc3161.devtsa import DevTsa, DevTsaServer
 from remembrancer.cli.client import api_json
 from remembrancer.core.aggregation import choose_coordinator
 from remembrancer.core.keys import SigningKey
+from remembrancer.core.note import format_vkey
 from remembrancer.core.record import sign_envelope, unsigned_envelope
 from remembrancer.demo.procs import (
     NodeProcess,
@@ -79,6 +80,12 @@ def _why(nodes: list[NodeProcess]) -> str:
 def _key(n: NodeProcess) -> SigningKey:
     doc = yaml.safe_load(n.config.read_text())
     return read_key_file(n.directory / doc["node_key"])
+
+
+def _log_vkeys(n: NodeProcess) -> list[str]:
+    doc = yaml.safe_load(n.config.read_text())
+    spaces = yaml.safe_load((n.directory / doc["namespaces"]).read_text())["namespaces"]
+    return [format_vkey(f"{doc['origin_prefix']}/{ns}", _key(n).public) for ns in spaces]
 
 
 def _status(n: NodeProcess) -> dict[str, Any]:
@@ -142,6 +149,9 @@ def test_a_joiner_without_its_rail_causes_no_missed_or_fallback_epoch(tmp_path: 
         # The joiner starts from the registry it was given (without itself), and no rail yet.
         shutil.copy(members[0].directory / "federation.yaml", joiner.directory / "federation.yaml")
         joiner.edit_config(federation={"file": "federation.yaml", "heartbeat_seconds": 0.5})
+        # It follows the members' logs, as a coordinator must to aggregate them
+        # (docs/operations.md, resource budget: a coordinator takes only logs it follows).
+        joiner.edit_config(witness={"logs": [{"vkey": v} for m in members for v in _log_vkeys(m)]})
         everyone = [*members, joiner]
         try:
             for n in everyone:

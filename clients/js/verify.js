@@ -1870,7 +1870,9 @@ export async function verifyRecord(m, keys) {
       if (anchor.root !== r.anchor.batch_root) return ["fail", "The receipt's anchor summary and evidence disagree."];
       if (!(await anchorCovers(anchor, digest))) return ["fail", "The anchor does not commit to the receipt's checkpoint."];
       const statement = Object.fromEntries(
-        Object.entries(r).filter(([k]) => !["signatures", "quorum_met", "finalized_at"].includes(k)),
+        // Not signed: the signatures themselves, and what the serving node adds
+        // from its own reading (quorum_met, finalized_at, the regions summary).
+        Object.entries(r).filter(([k]) => !["signatures", "quorum_met", "finalized_at", "regions"].includes(k)),
       );
       const peers = new Map(fed.peers.map((p) => [p.did, p]));
       const counted = new Set();

@@ -22,20 +22,26 @@ import os
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.common import Row, suite_main
+from bench.common import Row, budget, info, suite_main
 from bench.common import row as _row
+from remembrancer.core import governance
+from remembrancer.core.admission import check_policy, lookup_namespace
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
+from remembrancer.core.record import Record
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
+from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.sequencer import Sequencer
 from remembrancer.storage import open_store
 
@@ -65,32 +71,112 @@ def verify_bound(records: list[Any]) -> float:
     return len(work) / elapsed / 3
 
 
-def bench_signed(n: int, tmp: Path) -> list[Row]:
+def signed_records(n: int) -> list[Record]:
+    """``n`` signed ``ledger.append`` records (actor plus two witnesses, ~1.2 kB)."""
     actor = demo_key("did:vm:actor:demo")
     witnesses = [
         demo_key("did:vm:arbiter:prod-us-east-1"),
         demo_key("did:vm:arbiter:prod-eu-west-1"),
     ]
     now = int(time.time())
-    records = [make_record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(i), actor, witnesses,
-                           timestamp=now) for i in range(n)]  # fmt: skip
+    return [make_record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(i), actor, witnesses,
+                        timestamp=now) for i in range(n)]  # fmt: skip
+
+
+@dataclass
+class Admitted:
+    """One in-process admission run: its rate and where its CPU time went."""
+
+    rate: float  # records/s
+    cpu: float  # CPU seconds of the whole run, every thread and worker
+    stages: dict[str, float]  # CPU seconds per sequencer stage (verify, integrate)
+    n: int
+
+
+async def admit(leaves: list[bytes], path: Path) -> Admitted:
+    """Submit every leaf to a fresh sequencer on durable SQLite, 4,096 at a time."""
+    store = open_store(f"sqlite:///{path}")
+    seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces())
+    cpu = time.process_time()
+    start = time.perf_counter()
+    for i in range(0, len(leaves), 4096):
+        await asyncio.gather(*(seq.submit(x) for x in leaves[i : i + 4096]))
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu + seq.stage_cpu.get("worker", 0.0)
+    stages = dict(seq.stage_cpu)
+    await seq.close()
+    store.close()
+    return Admitted(len(leaves) / elapsed, cpu, stages, len(leaves))
+
+
+def _thread_cpu(fn: Callable[[], object], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - started)
+    return best
+
+
+def stage_rows(records: list[Record], run: Admitted) -> list[Row]:
+    """CPU per admitted record, stage by stage (microseconds of CPU, any core).
+
+    Parse and policy are measured alone on the same records (one thread, best
+    of three); signature verification and integration are the sequencer's own
+    per-batch account of the run; the rest of the run's CPU (event loop,
+    futures, hand-offs between the loop and the threads) is what remains."""
     leaves = [r.leaf for r in records]
+    namespaces = _namespaces().current()
+    schemas = bundled_schemas()
+    now = int(time.time())
 
-    async def admit() -> float:
-        store = open_store(f"sqlite:///{tmp / 'signed.db'}")
-        seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces())
-        start = time.perf_counter()
-        for i in range(0, n, 4096):
-            await asyncio.gather(*(seq.submit(x) for x in leaves[i : i + 4096]))
-        elapsed = time.perf_counter() - start
-        await seq.close()
-        store.close()
-        return n / elapsed
+    def policy() -> None:
+        for r in records:
+            ns = lookup_namespace(r, namespaces)
+            check_policy(r, ns, now, schemas)
+            governance.check_proposal(r, ns)
 
-    bound = verify_bound(records[: min(n, 20000)])
-    ours = asyncio.run(admit())
-    return [_row("signed records admitted, durable SQLite vs Ed25519 bound (2-thread verify / 3)",
-                 ours, bound, 0.7, "records/s")]  # fmt: skip
+    n = len(records)
+    us = {
+        "parse (Record.from_bytes: strict, canonical, signatures decoded)":
+            _thread_cpu(lambda: [Record.from_bytes(x) for x in leaves]) / n * 1e6,
+        "policy (namespace, time window, schema, governance)": _thread_cpu(policy) / n * 1e6,
+        "signature verification (3 Ed25519 verifies and the quorum count)":
+            run.stages["verify"] / run.n * 1e6,
+        "integration (writer thread: replay lookup, hashes, tiles, SQLite commit, receipts)":
+            run.stages["integrate"] / run.n * 1e6,
+    }  # fmt: skip
+    total = run.cpu / run.n * 1e6
+    us["the rest (event loop, futures, hand-offs between the loop and the threads)"] = max(
+        0.0, total - sum(us.values())
+    )
+    rows = [info(f"CPU per admitted record, {stage}", v, "µs") for stage, v in us.items()]
+    rows.append(info("CPU per admitted record, all stages", total, "µs"))
+    non_verify = total - us["signature verification (3 Ed25519 verifies and the quorum count)"]
+    rows.append(budget("CPU per admitted record outside signature verification (parse, policy,"
+                       " integration, the rest)", non_verify, 40.0, "µs", better="lower"))  # fmt: skip
+    return rows
+
+
+def bench_signed(n: int, tmp: Path, rounds: int = 3) -> list[Row]:
+    """Ours and the bound alternately, ``rounds`` times each (the order rotates),
+    best of each; the per-stage CPU account of our best run."""
+    records = signed_records(n)
+    leaves = [r.leaf for r in records]
+    sample = records[: min(n, 20000)]
+    bounds: list[float] = []
+    runs: list[Admitted] = []
+    for i in range(rounds):
+        first_bound = i % 2 == 0
+        if first_bound:
+            bounds.append(verify_bound(sample))
+        runs.append(asyncio.run(admit(leaves, tmp / f"signed-{i}.db")))
+        if not first_bound:
+            bounds.append(verify_bound(sample))
+    best = max(runs, key=lambda r: r.rate)
+    return [_row(f"signed records admitted, durable SQLite vs Ed25519 bound (2-thread verify / 3),"
+                 f" alternated, best of {rounds}", best.rate, max(bounds), 0.7, "records/s"),
+            *stage_rows(records, best)]  # fmt: skip
 
 
 def _raw_entries(n: int) -> list[bytes]:

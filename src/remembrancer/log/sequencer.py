@@ -61,7 +61,7 @@ from remembrancer.core.rfc6962 import (
 from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tiles import MAX_ENTRY_SIZE, Tile, TileNodeReader
 from remembrancer.log.schemas import bundled_schemas
-from remembrancer.log.tiles import BatchNodeReader, TileWriter
+from remembrancer.log.tiles import BatchProofs, TileWriter
 from remembrancer.storage.base import AppendBatch, EntryRow, FoundEntry, LogState, Store
 
 log = logging.getLogger("remembrancer.sequencer")
@@ -177,6 +177,13 @@ class Sequencer:
         if self._closing:
             raise PushbackError("the node is shutting down", code="shutting_down", retry_after=5)
         record, ns = self.precheck(data)
+        return await self.submit_checked(record, ns)
+
+    async def submit_checked(self, record: Record, ns: NamespaceConfig) -> Receipt:
+        """:meth:`submit` for a record that :meth:`precheck` has just passed
+        (``ns`` is what it returned): rules 1 to 4 are not checked twice."""
+        if self._closing:
+            raise PushbackError("the node is shutting down", code="shutting_down", retry_after=5)
         handle = self._handle(record.namespace)
         if len(handle.queue) >= self.max_pending:
             raise PushbackError(
@@ -420,9 +427,9 @@ class Sequencer:
             if handle.gov is not gov_before:
                 self._save_governance(handle.namespace, handle.gov, writer.size)
                 _log_governance(handle.namespace, gov_before, handle.gov)
-            reader: Any = BatchNodeReader(edge_before, leaf_hashes)
+            proofs = BatchProofs(edge_before, writer.levels, writer.size)
         else:
-            reader = None
+            proofs = None
         size = writer.size
         note = handle.checkpoint
         out: list[Receipt | RemembrancerError] = []
@@ -432,7 +439,9 @@ class Sequencer:
             if isinstance(res, RemembrancerError):
                 out.append(res)
             elif isinstance(res, int):
-                out.append(self._receipt(pending.record, res, size, note, reader))
+                assert proofs is not None
+                out.append(Receipt(pending.record.event_hash_hex, handle.namespace, handle.origin,
+                                   res, size, proofs.proof(res), note))  # fmt: skip
             elif pos in duplicates:
                 store_reader = store_reader or self._store_reader(handle.namespace, size)
                 index = duplicates[pos]

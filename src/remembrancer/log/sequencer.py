@@ -6,7 +6,10 @@ One :class:`Sequencer` serves every namespace of a node.  For each record:
    window, schema policy and payload (rules 2 to 4), governance sanity;
 2. queued to its namespace's batcher, which gathers up to ``max_batch``
    records or waits ``max_wait`` seconds, then checks signatures (rules 5
-   and 6) on a thread pool, split across the cores (PyNaCl releases the GIL);
+   and 6) on a thread pool, split across the cores (PyNaCl releases the GIL),
+   or, with ``verify_processes`` (as the node runs it), for batches of at
+   least ``process_min_batch`` records, in worker processes that need no GIL
+   of ours (:mod:`remembrancer.log.verifier`);
 3. integrated on the namespace's writer thread: replay check against storage
    and the batch itself (rule 7), leaf hashes, tiles, a new checkpoint signed
    by the node key with origin ``<prefix>/<namespace>``, and ONE storage

@@ -101,9 +101,9 @@ class Admitted:
     n: int
 
 
-async def admit(leaves: list[bytes], path: Path, processes: bool = True) -> Admitted:
+async def admit(leaves: list[bytes], path: Path, processes: bool = False) -> Admitted:
     """Submit every leaf to a fresh sequencer on durable SQLite, 4,096 at a time
-    (signatures verified by worker processes, as the node does, or by threads)."""
+    (signatures verified by threads, as the node does, or by worker processes)."""
     store = open_store(f"sqlite:///{path}")
     seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces(),
                     verify_processes=processes)  # fmt: skip
@@ -187,12 +187,13 @@ def bench_signed(n: int, tmp: Path, rounds: int = 3) -> list[Row]:
                 runs.append(asyncio.run(admit(leaves, tmp / f"signed-{i}.db", False)))
             else:
                 in_processes.append(asyncio.run(admit(leaves, tmp / f"procs-{i}.db", True)))
-    threads = max(runs, key=lambda r: r.rate)
-    best = max(in_processes, key=lambda r: r.rate)
+    best = max(runs, key=lambda r: r.rate)
+    procs = max(in_processes, key=lambda r: r.rate)
     return [_row(f"signed records admitted, durable SQLite vs Ed25519 bound (2-thread verify / 3),"
                  f" alternated, best of {rounds}", best.rate, max(bounds), 0.7, "records/s"),
-            _row("signed records admitted: signatures verified by 2 worker processes (as the node"
-                 " does) vs 2 threads, alternated", best.rate, threads.rate, None, "records/s"),
+            _row("signed records admitted: signatures verified by 2 worker processes"
+                 " (verify_processes) vs 2 threads (as the node does), alternated", procs.rate,
+                 best.rate, None, "records/s"),
             *stage_rows(records, best)]  # fmt: skip
 
 

@@ -7,7 +7,7 @@ One :class:`Sequencer` serves every namespace of a node.  For each record:
 2. queued to its namespace's batcher, which gathers up to ``max_batch``
    records or waits ``max_wait`` seconds, then checks signatures (rules 5
    and 6) on a thread pool, split across the cores (PyNaCl releases the GIL),
-   or, with ``verify_processes`` (as the node runs it), for batches of at
+   or, with ``verify_processes``, for batches of at
    least ``process_min_batch`` records, in worker processes that need no GIL
    of ours (:mod:`remembrancer.log.verifier`);
 3. integrated on the namespace's writer thread: replay check against storage

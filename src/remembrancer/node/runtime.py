@@ -89,7 +89,6 @@ class Node:
             self.store, self.node_key, self.origin_prefix, self.namespaces, self.schemas,
             clock=self.clock, max_batch=self.limits.batch_size,
             max_wait=self.limits.batch_wait_ms / 1000, max_pending=self.limits.max_pending,
-            verify_processes=True,  # batches of 32 or more: off the GIL (BENCHMARKS.md, records)
         )  # fmt: skip
         self.sequencer.on_batch.append(self._on_batch)
         self.scheduler = Scheduler(

@@ -1,7 +1,8 @@
 """The node over HTTP (issue: the node), against a real `remembrancer serve`.
 
 * Signed-record submissions from 64 concurrent keep-alive clients on
-  loopback, against the in-process admission rate measured in the same run.
+  loopback (only 200 answers count), against in-process admission of the
+  same records, alternated three times in the same run, best of each.
   Goal: 0.5 (a ratio).
 * p99 latency of a waited submission at a fixed offered load of 1,000
   records/s (open loop: requests start on schedule whether or not earlier
@@ -27,7 +28,7 @@ import yaml
 from bench.common import Row, budget, info, suite_main
 from bench.common import row as _row
 from bench.loadgen import load, request_bytes
-from bench.records import bench_signed
+from bench.records import admit
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.procs import init_node
 from remembrancer.demo.records import ledger_payload, make_record
@@ -65,24 +66,41 @@ def _open_limits(node_dir: Path) -> None:
     cfg.write_text(yaml.safe_dump(doc))
 
 
-def bench_http(n: int, paced_n: int, tmp: Path) -> list[Row]:
-    in_process = bench_signed(max(4000, n // 2), tmp)[0]["ours"]
+def bench_http(n: int, paced_n: int, tmp: Path, rounds: int = 3) -> list[Row]:
+    """HTTP submissions from 64 clients against in-process admission of the
+    same records (a fresh sequencer on durable SQLite each time), alternated
+    ``rounds`` times (the order rotates), best of each; only 200 answers count.
+    Each HTTP round sends records the node has not seen (a resubmission would
+    take the cheaper duplicate path)."""
     node = init_node(tmp / "http-node", origin_prefix="bench.http")
     _open_limits(node.directory)
     node.start()
     try:
         path = "/v1/namespaces/dao:vaultmesh/records"
-        bodies = _records(n + paced_n)
+        bodies = _records(500 + rounds * n + paced_n)
         reqs = [request_bytes("POST", f"{HOST}:{node.port}", path, b) for b in bodies]
         load(HOST, node.port, reqs[:500], 64)  # warm-up: connections, caches
-        full = load(HOST, node.port, reqs[500:n], 64)
-        ok = full.statuses.get(200, 0)
-        paced = load(HOST, node.port, reqs[n:], 64, rate=P99_LOAD)
+        http: list[tuple[float, int, int]] = []  # (200s per second, 200s, requests)
+        in_process: list[float] = []
+        for i in range(rounds):
+            chunk = slice(500 + i * n, 500 + (i + 1) * n)
+            steps = ["http", "in-process"] if i % 2 else ["in-process", "http"]
+            for step in steps:
+                if step == "http":
+                    result = load(HOST, node.port, reqs[chunk], 64)
+                    ok = result.statuses.get(200, 0)
+                    http.append((ok / result.seconds, ok, result.requests))
+                else:
+                    done = asyncio.run(admit(bodies[chunk], tmp / f"in-process-{i}.db"))
+                    in_process.append(done.rate)
+        rate, ok, sent = max(http)
+        paced = load(HOST, node.port, reqs[500 + rounds * n :], 64, rate=P99_LOAD)
         p99 = paced.percentile(99) * 1000
         paced_ok = paced.statuses.get(200, 0)
         return [
-            _row(f"HTTP submissions, 64 clients ({ok}/{full.requests} ok) vs in-process admission",
-                 full.rate, in_process, 0.5, "records/s"),
+            _row(f"HTTP submissions, 64 clients, 200 answers only ({ok}/{sent} ok) vs in-process"
+                 f" admission of the same records, alternated, best of {rounds}", rate,
+                 max(in_process), 0.5, "records/s"),
             budget(f"p99 latency of a waited submission at a fixed offered load of {P99_LOAD:,} records/s"
                    f" (open loop, 64 connections, {paced_ok}/{paced.requests} ok; p50"
                    f" {paced.percentile(50) * 1000:.1f} ms)", p99, P99_BUDGET_MS, "ms", better="lower"),
@@ -129,7 +147,7 @@ def bench_proofs(size: int, k: int, tmp: Path) -> list[Row]:
 def run(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="rv-bench-node-") as d:
         tmp = Path(d)
-        rows = bench_http(3000 if quick else 12000, 1500 if quick else 6000, tmp)
+        rows = bench_http(2000 if quick else 12000, 1500 if quick else 6000, tmp)
         rows += bench_proofs(100_000 if quick else 1_000_000, 5000 if quick else 30000, tmp)
     return rows
 

@@ -362,3 +362,38 @@ def test_c2sp_witness_client_flow(store_urls: Any) -> None:
         assert 'remembrancer_witness_requests_total{outcome="cosigned"} 3.0' in metrics
 
     run(store_urls, body)
+
+
+def test_a_submission_without_waiting_is_prechecked_once(store_urls: Any) -> None:
+    """``wait=false`` answers 202 after rules 1 to 4 and queues the record; the
+    queued submission does not run them again (one pre-check per record)."""
+
+    async def body(c: httpx.AsyncClient, node: Node) -> None:
+        calls: list[str] = []
+        precheck = node.sequencer.precheck
+
+        def counted(data: Any) -> Any:
+            calls.append("precheck")
+            return precheck(data)
+
+        node.sequencer.precheck = counted  # type: ignore[method-assign]
+        r = rec(0)
+        answer = await c.post("/v1/namespaces/dao:vaultmesh/records?wait=false", content=r.leaf)
+        assert answer.status_code == 202, answer.text
+        url = answer.json()["receipt"]
+        deadline = time.monotonic() + 60
+        while (await c.get(url)).status_code != 200:  # 202 while it is being integrated
+            assert time.monotonic() < deadline, "no receipt within 60 s"
+            await asyncio.sleep(0.01)
+        assert calls == ["precheck"]
+        # A refusal by rules 1 to 4 still comes back at once.
+        stale = make_record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(1), ACTOR, W,
+                            timestamp=int(time.time()) - 10**6)  # fmt: skip
+        refused = await c.post(
+            "/v1/namespaces/dao:vaultmesh/records?wait=false", content=stale.leaf
+        )
+        assert refused.status_code >= 400
+        assert refused.json()["error"]["code"] == "timestamp_out_of_window"
+        assert calls == ["precheck", "precheck"]
+
+    run(store_urls, body)

@@ -219,3 +219,47 @@ def test_restart_resumes_the_same_tree(store_urls) -> None:  # type: ignore[no-u
         store.close()
 
     asyncio.run(go())
+
+
+def _signed_by(keys: list, i: int, *, actor=ACTOR, tamper: str = "") -> bytes:  # type: ignore[no-untyped-def, type-arg]
+    """A record signed by ``actor`` and ``keys`` as witnesses; ``tamper`` spoils
+    the actor's or the first witness's signature."""
+    record = make_record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(i), actor, keys,
+                         timestamp=NOW)  # fmt: skip
+    env = record.envelope()
+    if tamper:
+        at = 0 if tamper == "actor" else 1
+        env["signatures"][at]["sig"] = b64url_encode(SigningKey.generate().sign(b"other"))
+    return Record.from_value(env).leaf
+
+
+def test_worker_processes_give_the_verdicts_of_threads(store_urls) -> None:  # type: ignore[no-untyped-def]
+    """Signatures verified by worker processes (``verify_processes``) decide
+    every record as thread verification does: same receipts, same codes."""
+    outsider = SigningKey(b"\x07" * 32)
+    cases = [
+        _signed_by(W, 1),
+        _signed_by(W, 2, tamper="actor"),
+        _signed_by(W, 3, tamper="witness"),
+        _signed_by([W[0], W[0]], 4),
+        _signed_by([W[0], outsider], 5),
+        _signed_by([W[1], W[0], demo_key("did:vm:arbiter:prod-dao-suite")], 6),
+        _signed_by([*W, W[0]], 7, tamper="witness"),
+    ]
+
+    async def verdicts(processes: bool) -> list[object]:
+        store = open_store(store_urls.new(f"proc-{processes}"))
+        seq = Sequencer(store, NODE_KEY, "alpha.example.org", StaticNamespaces(NAMESPACES),
+                        clock=lambda: NOW, verify_processes=processes, process_min_batch=1)  # fmt: skip
+        out = await asyncio.gather(*(seq.submit(c) for c in cases), return_exceptions=True)
+        workers = seq.stage_cpu.get("worker", 0.0)
+        await seq.close()
+        store.close()
+        if processes:
+            assert workers > 0  # the workers did verify
+        return [r.index if not isinstance(r, BaseException) else getattr(r, "code", r) for r in out]
+
+    threads = asyncio.run(verdicts(False))
+    assert threads.count("actor_signature_invalid") == 1
+    assert "witness_quorum_not_met" in threads
+    assert asyncio.run(verdicts(True)) == threads

@@ -383,3 +383,46 @@ def test_a_record_with_a_value_rfc8785_cannot_represent_is_refused(
     with pytest.raises(FormatError) as e:
         Record.from_bytes(data)
     assert e.value.code == code
+
+
+_TRICKY = st.sampled_from(['","signatures":[', ',"signatures":[{"alg":"Ed25519"}]', "}]", '"', "\\",
+                           ',"timestamp":1,"vm:version":"1.0"}', "é", "\u2028", "x"])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["signatures", "memo", "a", "zz", "timestamp"]),
+                    st.one_of(_TRICKY, st.integers(-5, 5), st.lists(_TRICKY, max_size=3)),
+                    max_size=4),
+    st.one_of(st.none(), _TRICKY.filter(str.isprintable).map(lambda t: "urn:x:" + t)),
+    st.integers(1, 3),
+)  # fmt: skip
+def test_the_signing_input_cut_from_a_canonical_leaf_is_the_encoded_one(
+    payload: dict[str, object], subject: str | None, witnesses: int
+) -> None:
+    """Record.from_bytes cuts the signing input out of a canonical leaf instead
+    of encoding the envelope again; whatever the payload and subject hold
+    (even a "signatures" member with the same text), it is the encoding."""
+    from remembrancer.core.jcs import canonical_members, join_members
+    from remembrancer.core.record import sign_envelope, unsigned_envelope
+
+    env = unsigned_envelope(namespace="dao:vaultmesh", schema="note.add@1.0.0", payload=payload,
+                            actor=ACTOR.did, event_id="evt-1", timestamp=NOW, nonce="n0nce-123",
+                            subject=subject)  # fmt: skip
+    signed = sign_envelope(env, ACTOR, [W1, W2, W3][:witnesses])
+    if subject is None:
+        payload.setdefault("signatures", signed.envelope()["signatures"])  # the same text again
+        signed = sign_envelope(
+            unsigned_envelope(**{**_args(env), "payload": payload}), ACTOR, [W1, W2][:witnesses]
+        )
+    parsed = Record.from_bytes(signed.leaf)
+    envelope = json.loads(signed.leaf)
+    expected = join_members(canonical_members(envelope), exclude="signatures")
+    assert parsed.leaf == signed.leaf
+    assert parsed.signing_input == expected == signed.signing_input
+    assert parsed.event_hash == signed.event_hash
+
+
+def _args(env: dict[str, object]) -> dict[str, object]:
+    names = {"vm:version": None, "event:type": None, "event:id": "event_id"}
+    return {names.get(k, k): v for k, v in env.items() if names.get(k, k)}

@@ -29,7 +29,7 @@ GIL in PyNaCl and run on a thread pool.  The current time is a parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -86,10 +86,30 @@ class SignatureReport:
     ignored: tuple[tuple[str, str], ...]  # (kid, reason)
 
 
-def check_actor_signature(record: Record) -> None:
+Verify = Callable[[str, bytes], bool]
+"""Whether a signature (kid, sig) over the record's signing input verifies."""
+
+
+def signature_jobs(record: Record, ns: NamespaceConfig) -> list[tuple[str, bytes]]:
+    """The (kid, signature) pairs :func:`check_signatures` may verify for this
+    record in ``ns``: its actor signatures by the actor, and its witness
+    signatures by allowlisted keys other than the actor.  At most
+    ``MAX_SIGNATURES``; lets a caller verify them elsewhere (another process)
+    and hand the results back as ``verify``."""
+    witnesses = ns.witnesses
+    return [
+        (s.kid, s.sig)
+        for s in record.signatures
+        if (s.kid == record.actor) == (s.role == "actor")
+        and (s.role == "actor" or s.kid in witnesses)
+    ]
+
+
+def check_actor_signature(record: Record, verify: Verify | None = None) -> None:
     """Rule 5 alone, needing no namespace: exactly one actor signature, by the
     record's actor, and it verifies.  What an offline verifier checks too
-    (``remembrancer verify``, and the JavaScript verifier in ``clients/js``)."""
+    (``remembrancer verify``, and the JavaScript verifier in ``clients/js``).
+    ``verify``: the verdicts of signatures verified elsewhere (else PyNaCl here)."""
     actor_sigs = [s for s in record.signatures if s.role == "actor"]
     if not actor_sigs:
         raise VerificationError("the record has no actor signature", code="actor_signature_missing")
@@ -98,7 +118,12 @@ def check_actor_signature(record: Record) -> None:
             "a record carries exactly one actor signature, by its actor",
             code="actor_signature_duplicate" if len(actor_sigs) > 1 else "actor_signature_mismatch",
         )
-    if not _public(record.actor).verify(record.signing_input, actor_sigs[0].sig):
+    sig = actor_sigs[0].sig
+    if not (
+        verify(record.actor, sig)
+        if verify is not None
+        else _public(record.actor).verify(record.signing_input, sig)
+    ):
         raise VerificationError(
             "the actor signature does not verify",
             code="actor_signature_invalid",
@@ -107,16 +132,19 @@ def check_actor_signature(record: Record) -> None:
 
 
 def check_signatures(
-    record: Record, ns: NamespaceConfig, *, node_did: str | None = None
-) -> SignatureReport:
+    record: Record, ns: NamespaceConfig, *, node_did: str | None = None,
+    verify: Verify | None = None,
+) -> SignatureReport:  # fmt: skip
     """Rules 5 and 6.  Thread-safe; PyNaCl releases the GIL while verifying.
 
     ``node_did`` is this node's key, the only actor whose message deliveries
-    and answers rule 6 exempts (see the module docstring)."""
-    check_actor_signature(record)
+    and answers rule 6 exempts (see the module docstring).  ``verify``: the
+    verdicts of the :func:`signature_jobs` verified elsewhere; the decision
+    is the same code either way."""
+    check_actor_signature(record, verify)
     if node_did is not None and record.actor == node_did and node_message_kind(record, ns):
         return SignatureReport((), ())
-    count = count_witnesses(record, ns.witnesses)
+    count = count_witnesses(record, ns.witnesses, verify)
     if len(count.counted) < ns.min_required:
         raise VerificationError(
             f"{len(count.counted)} valid allowlisted witness signatures; {ns.name} requires"

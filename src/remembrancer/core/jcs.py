@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.scanner
 import math
 import re
+from collections.abc import Callable
 from json.encoder import encode_basestring as _encode_string
 from typing import Any, Final
 
@@ -403,10 +405,30 @@ def _nesting_within(data: bytes, limit: int = MAX_DEPTH) -> bool:
 _fast_decode: Final = json.JSONDecoder(
     parse_float=_not_fast, parse_constant=_reject_constant
 ).decode
-_plain_dumps: Final = json.JSONEncoder(
+_plain_encoder: Final = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False,
     allow_nan=False,
-).encode  # fmt: skip
+)  # fmt: skip
+_plain_dumps: Callable[[Any], str] = _plain_encoder.encode
+try:  # the C encoder called directly: what JSONEncoder.encode runs, without its Python layers
+    from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
+
+    _c_plain = c_make_encoder(None, _plain_encoder.default, c_encode_basestring, None, ":", ",",
+                              True, False, False)  # fmt: skip
+
+    def _plain_dumps(value: Any) -> str:
+        if type(value) is dict:
+            return "".join(_c_plain(value, 0))
+        return _plain_encoder.encode(value)
+
+    if _plain_dumps({"b": [1, "\u00e9\n"], "a": None}) != '{"a":null,"b":[1,"\u00e9\\n"]}':
+        raise ImportError("the C encoder does not encode as JSONEncoder does")
+except (ImportError, TypeError):
+    _plain_dumps = _plain_encoder.encode
+# The decoder's scanner called directly (JSONDecoder.decode without its Python layers).
+_fast_scan: Final = json.scanner.make_scanner(
+    json.JSONDecoder(parse_float=_not_fast, parse_constant=_reject_constant)  # type: ignore[arg-type]
+)
 
 
 def dumps_plain(value: Any) -> bytes:
@@ -436,9 +458,10 @@ def parse_canonical(data: bytes) -> Any | None:
     if not _nesting_within(data):
         raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="json_too_deep")
     try:
-        value = _fast_decode(data.decode("utf-8"))
-        if _plain_dumps(value).encode("utf-8") != data:
+        text = data.decode("utf-8")
+        value, end = _fast_scan(text, 0)
+        if end != len(text) or _plain_dumps(value).encode("utf-8") != data:
             return None
-    except (_NotFast, ValueError, RecursionError):  # UnicodeError is a ValueError
+    except (_NotFast, ValueError, RecursionError, StopIteration):  # UnicodeError: a ValueError
         return None
     return value

@@ -18,14 +18,13 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from remembrancer.core.encoding import b64url_decode, b64url_encode
 from remembrancer.core.errors import FormatError
 from remembrancer.core.identifiers import DID_KEY_RE, NAMESPACE_RE
 from remembrancer.core.jcs import (
     canonical_members,
-    check_depth,
     dumps_plain,
     join_members,
     loads_strict,
@@ -44,10 +43,31 @@ NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}\Z")
 B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*\Z")
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
+_SIGNATURE_KEYS: Final = frozenset(("alg", "kid", "role", "sig"))
 REQUIRED = ("vm:version", "event:id", "event:type", "schema", "namespace", "actor",
             "timestamp", "nonce", "payload", "signatures")  # fmt: skip
 OPTIONAL = ("subject", "prev", "payload:cid", "payload:hash")
 ALLOWED = frozenset(REQUIRED + OPTIONAL)
+_REQUIRED_SET: Final = frozenset(REQUIRED)
+
+# Strings already seen to match a pattern (schemas, namespaces and keys recur
+# from record to record); bounded, emptied when full.
+_SCHEMAS: set[str] = set()
+_NAMESPACES: set[str] = set()
+_DID_KEYS: set[str] = set()
+_MATCHED_MAX = 4096
+
+
+def _matches(pattern: re.Pattern[str], seen: set[str], text: str) -> bool:
+    if text in seen:
+        return True
+    if pattern.match(text) is None:
+        return False
+    if len(seen) >= _MATCHED_MAX:
+        seen.clear()
+    seen.add(text)
+    return True
+
 
 Role = Literal["actor", "witness"]
 
@@ -112,25 +132,30 @@ class Record:
             raise FormatError(
                 f"record input larger than {MAX_INPUT_BYTES} bytes", code="record_too_large"
             )
-        fast = _fast_canonical(data)
-        if fast is not None:
-            return cls.from_value(*fast)
+        value = parse_canonical(data)
+        if type(value) is dict:  # already canonical: the input is the leaf
+            return cls.from_value(value, _leaf=data)
         value = loads_strict(data, max_bytes=MAX_INPUT_BYTES)
         return cls.from_value(value)
 
     @classmethod
-    def from_value(cls, value: Any, _canonical: tuple[bytes, bytes] | None = None) -> Record:
-        """Check a parsed JSON value against the envelope grammar."""
+    def from_value(cls, value: Any, _leaf: bytes | None = None) -> Record:
+        """Check a parsed JSON value against the envelope grammar.
+
+        ``_leaf``: the canonical bytes ``value`` was parsed from, when
+        :func:`~remembrancer.core.jcs.parse_canonical` proved them canonical
+        (the signing input is then cut out of them, not encoded again)."""
         if not isinstance(value, dict):
             raise FormatError("a record must be a JSON object", code="record_malformed")
-        missing = [k for k in REQUIRED if k not in value]
+        keys = value.keys()
+        missing = [] if keys >= _REQUIRED_SET else [k for k in REQUIRED if k not in value]
         if missing:
             raise FormatError(
                 f"record lacks required field {missing[0]!r}",
                 code="record_missing_field",
                 details={"fields": missing},
             )
-        unknown = sorted(k for k in value if k not in ALLOWED)
+        unknown = [] if keys <= ALLOWED else sorted(k for k in value if k not in ALLOWED)
         if unknown:
             raise FormatError(
                 f"record has unknown field {unknown[0]!r}",
@@ -147,7 +172,7 @@ class Record:
         ):
             raise _type("event:id", "must be 1 to 128 printable characters")
         schema = value["schema"]
-        if not isinstance(schema, str) or not SCHEMA_RE.match(schema):
+        if not isinstance(schema, str) or not _matches(SCHEMA_RE, _SCHEMAS, schema):
             raise _type("schema", "must be name@major.minor.patch")
         event_type = value["event:type"]
         if event_type != schema.partition("@")[0]:
@@ -156,10 +181,10 @@ class Record:
                 code="event_type_mismatch",
             )
         namespace = value["namespace"]
-        if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
+        if not isinstance(namespace, str) or not _matches(NAMESPACE_RE, _NAMESPACES, namespace):
             raise _type("namespace", "must match <org>:<name> (lowercase, digits, '-')")
         actor = value["actor"]
-        if not isinstance(actor, str) or not DID_KEY_RE.match(actor):
+        if not isinstance(actor, str) or not _matches(DID_KEY_RE, _DID_KEYS, actor):
             raise _type("actor", "must be an Ed25519 did:key")
         timestamp = value["timestamp"]
         if type(timestamp) is not int or not 0 <= timestamp < 2**53:
@@ -190,8 +215,9 @@ class Record:
             raise _type("payload", "must be a JSON object")
         signatures = _parse_signatures(value["signatures"])
 
-        if _canonical is not None:
-            leaf, signing_input = _canonical
+        if _leaf is not None:
+            leaf = _leaf
+            signing_input = _without_signatures(_leaf, value)
         else:
             members = canonical_members(value)
             leaf = join_members(members)
@@ -220,17 +246,25 @@ class Record:
         )
 
 
-def _fast_canonical(data: bytes) -> tuple[dict[str, Any], tuple[bytes, bytes]] | None:
-    """The envelope and its canonical forms (leaf, signing input) when ``data``
-    is provably canonical already (:func:`~remembrancer.core.jcs.parse_canonical`,
-    which refuses what the strict parser refuses); None sends it down the
-    strict path."""
-    value = parse_canonical(data)
-    if type(value) is not dict:
-        return None
-    check_depth(value.get("payload"))
-    body = {k: v for k, v in value.items() if k != "signatures"}
-    return value, (data, dumps_plain(body))
+def _without_signatures(leaf: bytes, value: dict[str, Any]) -> bytes:
+    """The signing input of a well-formed envelope ``value`` whose canonical
+    form is ``leaf``: ``leaf`` with its ``signatures`` member cut out.
+
+    Members are in canonical order, so only ``subject``, ``timestamp`` and
+    ``vm:version`` follow ``signatures``; they are encoded here (a few bytes)
+    and must end ``leaf``.  The member itself is the last ``,"signatures":[``
+    before them: well-formed signatures (``_parse_signatures`` checked them)
+    hold only alg, kid, role and sig with did:key, base64url and fixed
+    values, so that text cannot occur inside them.  Anything unexpected falls
+    back to encoding the members (same result, slower)."""
+    tail = b',"timestamp":%d,"vm:version":"%s"}' % (value["timestamp"], VM_VERSION.encode())
+    if "subject" in value:
+        tail = b',"subject":' + dumps_plain(value["subject"]) + tail
+    end = len(leaf) - len(tail)
+    cut = leaf.rfind(b',"signatures":[', 0, end)
+    if cut < 0 or not leaf.endswith(tail):  # not reached for a canonical leaf
+        return join_members(canonical_members(value), exclude="signatures")
+    return leaf[:cut] + tail
 
 
 def _type(field: str, message: str) -> FormatError:
@@ -242,20 +276,21 @@ def _parse_signatures(value: Any) -> tuple[RecordSignature, ...]:
         raise _type("signatures", f"must be a list of 1 to {MAX_SIGNATURES} signatures")
     out = []
     for i, item in enumerate(value):
-        where = f"signatures[{i}]"
-        if not isinstance(item, dict) or set(item) != {"alg", "kid", "role", "sig"}:
-            raise _type(where, "must have exactly alg, kid, role and sig")
+        if not isinstance(item, dict) or item.keys() != _SIGNATURE_KEYS:
+            raise _type(f"signatures[{i}]", "must have exactly alg, kid, role and sig")
         if item["alg"] != "Ed25519":
-            raise FormatError(f"{where}.alg must be Ed25519", code="signature_alg_unsupported")
+            raise FormatError(
+                f"signatures[{i}].alg must be Ed25519", code="signature_alg_unsupported"
+            )
         kid, role = item["kid"], item["role"]
-        if not isinstance(kid, str) or not DID_KEY_RE.match(kid):
-            raise _type(f"{where}.kid", "must be an Ed25519 did:key")
-        if role not in ("actor", "witness"):
-            raise _type(f"{where}.role", 'must be "actor" or "witness"')
-        sig = b64url_decode(item["sig"], what=f"{where}.sig")
+        if not isinstance(kid, str) or not _matches(DID_KEY_RE, _DID_KEYS, kid):
+            raise _type(f"signatures[{i}].kid", "must be an Ed25519 did:key")
+        if role != "actor" and role != "witness":
+            raise _type(f"signatures[{i}].role", 'must be "actor" or "witness"')
+        sig = b64url_decode(item["sig"], what=f"signatures[{i}].sig")
         if len(sig) != 64:
-            raise _type(f"{where}.sig", "must be a 64-byte Ed25519 signature")
-        out.append(RecordSignature(kid=kid, role=role, sig=sig))
+            raise _type(f"signatures[{i}].sig", "must be a 64-byte Ed25519 signature")
+        out.append(RecordSignature(kid, role, sig))
     return tuple(out)
 
 

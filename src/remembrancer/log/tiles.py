@@ -7,10 +7,10 @@ the tiles that changed (full ones once, partial ones rewritten wider), ready
 for one storage transaction.  Memory is bounded by 256 hashes per tile level
 plus 64 edge hashes, whatever the log size.
 
-:class:`BatchNodeReader` answers proof queries for a batch just appended
+:class:`BatchProofs` answers the inclusion proofs of a batch just appended
 without touching storage: every node a proof for a new leaf needs is either a
-node of the old right edge, a node inside the batch, or a node straddling
-both, which it folds from the other two.
+node of the old right edge or one the writer computed for the batch (the
+incomplete subtree at the right border is hashed once per level).
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ TileBytes = tuple[int, int, bytes]  # (tile level, tile index, concatenated hash
 class TileWriter:
     """Appends leaf hashes to one log's tiles; see the module docstring."""
 
-    __slots__ = ("_edge", "_partial")
+    __slots__ = ("_edge", "_partial", "levels")
 
     def __init__(self, edge: CompactRange, partial: dict[int, bytearray]) -> None:
         self._edge = edge
         self._partial = partial  # tile level -> hashes of its rightmost partial tile
+        # The nodes the last append computed, per tree level from 0: (index of
+        # the first, their hashes); what :class:`BatchProofs` reads proofs from.
+        self.levels: list[tuple[int, list[bytes]]] = []
 
     @classmethod
     def empty(cls) -> TileWriter:
@@ -88,6 +91,7 @@ class TileWriter:
         level ``l`` start at index ``old_size >> l``; when that index is odd
         their left sibling is the old right edge's node at level ``l``.
         """
+        self.levels = []
         if not leaf_hashes:
             return []
         old = self._edge
@@ -110,6 +114,7 @@ class TileWriter:
             if first & 1:
                 nodes.insert(0, edge_at[level])
                 first -= 1
+            self.levels.append((first, nodes))
             if (new_size >> level) & 1:
                 new_edge[level] = nodes[-1]
             nodes = [
@@ -151,29 +156,73 @@ class TileWriter:
             pos += len(take)
 
 
-class BatchNodeReader:
-    """Nodes of the tree ``[0, end)`` right after appending ``[start, end)``.
+class BatchProofs:
+    """Inclusion proofs of the leaves of a batch just appended, in the tree of
+    ``size`` leaves (the size after the batch), read from the nodes the
+    :class:`TileWriter` computed while appending (``writer.levels``) and the
+    old right edge: no node is hashed twice, and the proofs of a batch share
+    their common upper parts (each is built once per batch, not per record).
 
-    ``edge`` is the right edge of ``[0, start)``; ``leaf_hashes`` the batch.
+    The audit path of leaf ``i`` holds, level by level from the leaves, the
+    sibling of the path node ``k = i >> level``: the complete node ``k - 1``
+    when ``k`` is odd; else the node ``k + 1`` when it exists, complete, or the
+    incomplete subtree at the right border of the tree (hashed once per
+    level); nothing when ``k`` is the last node of its level (it is promoted).
     """
 
-    def __init__(self, edge: CompactRange, leaf_hashes: Sequence[bytes]) -> None:
-        self._start = edge.size
-        self._end = edge.size + len(leaf_hashes)
-        self._memo: dict[NodeId, bytes] = dict(zip(edge.node_ids(), edge.hashes, strict=True))
-        for i, h in enumerate(leaf_hashes):
-            self._memo[(0, self._start + i)] = h
+    __slots__ = ("_border", "_edge", "_levels", "_size", "_suffix")
 
-    def read_nodes(self, ids: Sequence[NodeId]) -> list[bytes]:
-        return [self._node(level, index) for level, index in ids]
+    def __init__(
+        self, edge: CompactRange, levels: Sequence[tuple[int, list[bytes]]], size: int
+    ) -> None:
+        self._edge = dict(zip(edge.node_ids(), edge.hashes, strict=True))
+        self._levels = levels
+        self._size = size
+        self._border: dict[int, bytes] = {}
+        self._suffix: dict[tuple[int, int], tuple[bytes, ...]] = {}
 
-    def _node(self, level: int, index: int) -> bytes:
-        h = self._memo.get((level, index))
+    def node(self, level: int, index: int) -> bytes:
+        """The hash of the complete node ``index`` at ``level``."""
+        if level < len(self._levels):
+            first, nodes = self._levels[level]
+            if 0 <= index - first < len(nodes):
+                return nodes[index - first]
+        return self._edge[(level, index)]
+
+    def _incomplete(self, level: int, index: int) -> bytes:
+        """The hash of the subtree ``index`` at ``level`` cut at the tree's size
+        (the last node of its level; a complete node if the size allows)."""
+        if (index + 1) << level <= self._size:
+            return self.node(level, index)
+        h = self._border.get(level)
         if h is None:
-            if level == 0 or (index + 1) << level > self._end:
-                raise KeyError((level, index))
-            h = hash_children(
-                self._node(level - 1, 2 * index), self._node(level - 1, 2 * index + 1)
-            )
-            self._memo[(level, index)] = h
+            right = 2 * index + 1
+            if right << (level - 1) >= self._size:
+                h = self._incomplete(level - 1, 2 * index)
+            else:
+                h = hash_children(
+                    self.node(level - 1, 2 * index), self._incomplete(level - 1, right)
+                )
+            self._border[level] = h
         return h
+
+    def proof(self, index: int) -> tuple[bytes, ...]:
+        """The inclusion proof of leaf ``index`` (one of the batch) at ``size``."""
+        return self._path(0, index)
+
+    def _path(self, level: int, k: int) -> tuple[bytes, ...]:
+        key = (level, k)
+        out = self._suffix.get(key)
+        if out is not None:
+            return out
+        size = self._size
+        if (size - 1) >> level == 0:  # the root
+            out = ()
+        elif k & 1:
+            out = (self.node(level, k - 1), *self._path(level + 1, k >> 1))
+        elif (k + 1) << level < size:
+            out = (self._incomplete(level, k + 1), *self._path(level + 1, k >> 1))
+        else:
+            out = self._path(level + 1, k >> 1)
+        self._suffix[key] = out
+        return out

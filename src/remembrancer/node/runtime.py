@@ -23,6 +23,7 @@ from remembrancer.core.cosignature import format_cosigner_vkey
 from remembrancer.core.errors import ConfigError, NotFoundError, RemembrancerError, StorageError
 from remembrancer.core.jcs import loads_strict
 from remembrancer.core.keys import SigningKey
+from remembrancer.core.namespace import NamespaceConfig
 from remembrancer.core.note import NoteVerifier, format_vkey, parse_vkey
 from remembrancer.core.record import Record
 from remembrancer.core.schema import SchemaRegistry
@@ -312,10 +313,12 @@ class Node:
         self.metrics.integration_seconds.observe(time.perf_counter() - started)
         return receipt
 
-    def submit_later(self, record: Record) -> None:
+    def submit_later(self, record: Record, ns: NamespaceConfig) -> None:
+        """Queue a record that ``sequencer.precheck`` has just passed (``ns`` is
+        what it returned); its refusal, if any, is kept for the receipt URL."""
         key = f"{record.namespace}/{record.event_hash_hex}"
         self.pending.admit(key)
-        task = asyncio.get_running_loop().create_task(self.sequencer.submit(record))
+        task = asyncio.get_running_loop().create_task(self.sequencer.submit_checked(record, ns))
         self.pending.add(key, task)
 
         def done(t: asyncio.Task[Receipt]) -> None:

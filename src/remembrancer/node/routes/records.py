@@ -245,8 +245,7 @@ async def submit_record_response(node: Node, namespace: str, body: bytes, wait: 
                 code="namespace_mismatch",
             )
         if not wait:
-            node.sequencer.precheck(record)
-            node.submit_later(record)
+            node.submit_later(*node.sequencer.precheck(record))
             url = f"/v1/namespaces/{namespace}/receipts/{record.event_hash_hex}"
             return JSONResponse({"status": "accepted", "eventHash": record.event_hash_hex, "receipt": url},
                                 status_code=outcome_status("pending"), headers={"Location": url})  # fmt: skip

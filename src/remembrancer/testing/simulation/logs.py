@@ -9,7 +9,6 @@ state only when the log's signature and a consistency proof verify.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from remembrancer.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.cosignature import cosign
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.keys import SigningKey
@@ -27,8 +26,8 @@ from remembrancer.core.rfc6962 import (
     NodeId,
     consistency_proof,
     hash_leaf,
-    verify_consistency,
 )
+from remembrancer.core.tiles import Tile
 from remembrancer.core.witness import (
     AddCheckpointRequest,
     CosignedState,
@@ -36,7 +35,8 @@ from remembrancer.core.witness import (
     check_add_checkpoint,
     checkpoint_origin,
 )
-from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.federation.antientropy.model import ReplicaHead
+from remembrancer.federation.antientropy.replicator import Replicator
 from remembrancer.node.statuses import WITNESS_STATUS
 from remembrancer.storage.base import LogState
 from remembrancer.testing.simulation.network import Served
@@ -87,6 +87,11 @@ class SimLog:
 
     def read_nodes(self, ids: Sequence[NodeId]) -> list[bytes]:
         return [self._nodes[i] for i in ids]
+
+    def tile(self, tile: Tile) -> bytes:
+        """A hash tile of the current tree (``tile/<L>/<N>[.p/<W>]``)."""
+        level, first = 8 * tile.level, tile.index * 256
+        return b"".join(self._nodes[(level, first + i)] for i in range(tile.width))
 
     def head(self, namespace: str) -> LogState | None:
         return self._head if namespace == self.namespace else None
@@ -148,71 +153,67 @@ class Held:
     root: bytes
 
 
+class CountingTransport(httpx.AsyncBaseTransport):
+    """The simulated network, counting round trips and the ones that failed
+    (transport errors, or any answer but 200)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self.fetches = 0
+        self.failed = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.fetches += 1
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.HTTPError:
+            self.failed += 1
+            raise
+        if response.status_code != 200:
+            self.failed += 1
+        return response
+
+
 class AntiEntropy:
-    """Heartbeat-driven anti-entropy for one node (DESIGN.md 3.10).
+    """The real anti-entropy of one node (:class:`~remembrancer.federation.antientropy.
+    replicator.Replicator`, DESIGN.md 3.10) on the simulated network, and what the
+    partition scenario reads of it: which ``(size, root)`` the node holds of each
+    log (its own log's from :meth:`hold`, the others' from the replicator's
+    verified heads), the tile fetches and how many failed.
 
-    Registered with :meth:`FederationService.add_handler` for heartbeats: for
-    each ``{origin, size, root}`` a peer reports that is newer than what this
-    node holds, it fetches the log's checkpoint (``GET /logs/<ns>/checkpoint``)
-    and, if it held an older state, a consistency proof
-    (``GET /v1/namespaces/<ns>/proofs/consistency``) from that peer; it keeps
-    the new state only if the log's signature and the proof verify.  One fetch
-    per origin at a time; a failed fetch is retried at the next heartbeat.
-    """
+    The replicator syncs a log when a heartbeat reports a newer state than the
+    head it holds: it fetches the host's checkpoint and the hash tiles of the
+    consistency proof, then verifies (fetch first, compute after); its rounds
+    retry what failed and exchange anchors and receipts with every peer."""
 
-    def __init__(self, node: SimNode, on_update: Callable[[SimNode, str], None]) -> None:
+    def __init__(self, node: SimNode, replicator: Replicator, transport: CountingTransport,
+                 on_update: Callable[[SimNode, str], None]) -> None:  # fmt: skip
         self.node = node
-        self.held: dict[str, Held] = {}
-        self.fetches = 0  # round trips
-        self.failed = 0  # fetches that failed (transport) or did not verify
-        self._busy: set[str] = set()
+        self.replicator = replicator
+        self._transport = transport
+        self._own: dict[str, Held] = {}
         self._on_update = on_update
+        replicator.engine.on_head = self._on_head
+
+    @property
+    def held(self) -> dict[str, Held]:
+        out = {o: Held(h.size, h.root) for o in self.replicator.engine.specs
+               if (h := self.replicator.engine.head(o)) is not None}  # fmt: skip
+        out.update(self._own)
+        return out
+
+    @property
+    def fetches(self) -> int:
+        return self._transport.fetches
+
+    @property
+    def failed(self) -> int:
+        return self._transport.failed
 
     def hold(self, origin: str, size: int, root: bytes) -> None:
-        self.held[origin] = Held(size, root)
+        """The node's own log moved to ``(size, root)``."""
+        self._own[origin] = Held(size, root)
         self._on_update(self.node, origin)
 
-    async def on_heartbeat(self, sender: str, content: Any, raw: bytes) -> None:
-        if not isinstance(content, HeartbeatContent):
-            return
-        peer = self.node.sim.by_did.get(sender)
-        if peer is None:
-            return
-        for summary in content.logs:
-            held = self.held.get(summary.origin)
-            if summary.origin in self._busy or (held is not None and held.size >= summary.size):
-                continue
-            if summary.origin != peer.origin or summary.origin not in self.node.log_verifiers:
-                continue  # fetched from its host only; a node that follows no log fetches nothing
-            self._busy.add(summary.origin)
-            self.node.loop.create_task(self._fetch(peer, summary.origin))
-
-    async def _fetch(self, peer: SimNode, origin: str) -> None:
-        try:
-            self.fetches += 1
-            base = f"{peer.endpoint}/logs/{peer.namespace}/checkpoint"
-            answer = await self.node.http.get(base)
-            if answer.status_code != 200:
-                return
-            verifier = self.node.log_verifiers[origin][0]
-            cp = open_checkpoint(answer.content, verifier).checkpoint
-            held = self.held.get(origin)
-            if held is not None and cp.size <= held.size:
-                return
-            if held is not None and held.size > 0:
-                self.fetches += 1
-                answer = await self.node.http.get(
-                    f"{peer.endpoint}/v1/namespaces/{peer.namespace}/proofs/consistency",
-                    params={"old": held.size, "new": cp.size},
-                )
-                if answer.status_code != 200:
-                    return
-                proof = [base64.b64decode(h) for h in answer.json()["proof"]]
-                verify_consistency(held.size, cp.size, held.root, cp.root_hash, proof)
-                if self.held.get(origin) != held:  # another fetch got there first
-                    return
-            self.hold(origin, cp.size, cp.root_hash)
-        except (httpx.HTTPError, RemembrancerError, ValueError, KeyError):
-            self.failed += 1
-        finally:
-            self._busy.discard(origin)
+    def _on_head(self, origin: str, head: ReplicaHead) -> None:
+        self._on_update(self.node, origin)

@@ -379,8 +379,9 @@ class Replicator:
         Mirrors that stalled, served bad data or had no mirror of the log
         recently are not asked (until their backoff runs out, or a heartbeat
         shows a stalled one back); a host is always asked.  A log that could not
-        be synced is retried from the next heartbeat on, then after 2, 4, ...
-        heartbeat intervals (at most 60 s), unless a heartbeat claims a new state."""
+        be synced is retried after one heartbeat or round interval (the shorter),
+        then 2, 4, ... of them (at most 60 s), and at once when a heartbeat
+        claims a new state."""
         while True:
             self._again.discard(origin)
             hosts, mirrors = self._sources(origin)
@@ -396,9 +397,8 @@ class Replicator:
             self._update_lag(origin)
             if origin in self.engine.errors:  # back off: the rounds retry later
                 self._failures[origin] = n = self._failures.get(origin, 0) + 1
-                self._retry_at[origin] = self.clock() + min(
-                    60.0, self.heartbeat_seconds * 2 ** min(n - 1, 6)
-                )
+                step = min(self.heartbeat_seconds, self.interval)
+                self._retry_at[origin] = self.clock() + min(60.0, step * 2 ** min(n - 1, 6))
             else:
                 self._failures.pop(origin, None)
                 self._retry_at.pop(origin, None)

@@ -68,9 +68,9 @@ from remembrancer.testing.simulation.config import (
     ms,
 )
 from remembrancer.testing.simulation.logs import (
-    AntiEntropy,
     CountingTransport,
     Held,
+    ReplicaView,
     SimLog,
     SimWitness,
 )
@@ -169,7 +169,7 @@ class SimNode:
         self.service: FederationService
         self.witnessing: CheckpointWitnessing
         self.witness: SimWitness
-        self.anti_entropy: AntiEntropy
+        self.anti_entropy: ReplicaView
 
     def clock(self) -> float:
         return EPOCH + self.loop.time() + self.skew
@@ -338,7 +338,7 @@ class FederationSimulation:
             made = replicator.messages
             replicator.messages = node.client(made, transport)
             await made.aclose()
-            node.anti_entropy = AntiEntropy(node, replicator, counting, self._on_update)
+            node.anti_entropy = ReplicaView(node, replicator, counting, self._on_update)
             if node.index in self.byzantine:
                 actor = _ByzantineActor(node, self.byzantine[node.index])
                 service.add_handler(AnchorContent, actor.on_anchor)

@@ -1,9 +1,9 @@
-"""Each simulated node's log, witness glue and the model of anti-entropy of log heads.
+"""Each simulated node's log, witness glue, and what the scenarios read of its anti-entropy.
 
 :class:`SimLog` is an in-memory RFC 6962 tree with checkpoints signed by
-the node key, offering what the federation service and the witnessing
-client read of the real sequencer.  :class:`AntiEntropy` accepts a newer log
-state only when the log's signature and a consistency proof verify.
+the node key, offering what the federation service, the witnessing client
+and the replicator (hash tiles) read of the real sequencer.
+:class:`ReplicaView` reads the real replicator's verified heads.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from remembrancer.testing.simulation.network import Served
 if TYPE_CHECKING:
     from remembrancer.testing.simulation.federation import SimNode
 
-__all__ = ["AntiEntropy", "SimLog"]
+__all__ = ["ReplicaView", "SimLog"]
 
 
 class _Namespaces:
@@ -174,7 +174,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
         return response
 
 
-class AntiEntropy:
+class ReplicaView:
     """The real anti-entropy of one node (:class:`~remembrancer.federation.antientropy.
     replicator.Replicator`, DESIGN.md 3.10) on the simulated network, and what the
     partition scenario reads of it: which ``(size, root)`` the node holds of each
@@ -184,7 +184,7 @@ class AntiEntropy:
     The replicator syncs a log when a heartbeat reports a newer state than the
     head it holds: it fetches the host's checkpoint and the hash tiles of the
     consistency proof, then verifies (fetch first, compute after); its rounds
-    retry what failed and exchange anchors and receipts with every peer."""
+    retry what failed and ask a few peers in turn for anchors and receipts."""
 
     def __init__(self, node: SimNode, replicator: Replicator, transport: CountingTransport,
                  on_update: Callable[[SimNode, str], None]) -> None:  # fmt: skip

@@ -201,6 +201,8 @@ class ReplicaEngine:
         self.last_sync: dict[str, int] = {}
         self.equivocations: dict[str, str] = {}  # origin -> evidence ref
         self._incidents: set[str] = set()
+        # Called with each head accepted (after it is stored), e.g. by the simulation.
+        self.on_head: Callable[[str, ReplicaHead], None] = lambda origin, head: None
         self._load()
 
     def _load(self) -> None:
@@ -364,6 +366,7 @@ class ReplicaEngine:
         new = ReplicaHead(spec.origin, cp.size, cp.root_hash, note, int(self.clock()), source.name)
         await asyncio.to_thread(self.store.put_state, REPLICA_SCOPE, spec.origin, new.to_bytes())
         self._heads[spec.origin] = new
+        self.on_head(spec.origin, new)
         self.metrics.set_size(spec.origin, cp.size)
         log.info("replica of %s: %d -> %d (from %s)", spec.origin,
                  head.size if head else 0, cp.size, source.name)  # fmt: skip

@@ -6,11 +6,21 @@ a periodic round retries what failed, and signed ``request`` messages are
 answered with at most :data:`~remembrancer.federation.antientropy.claims.MAX_REPLY_MESSAGES`
 ``bundle`` messages from a per-peer cursor (:data:`CURSOR_SLACK`, a full
 exchange every :data:`FULL_RESYNC_SECONDS` and after a partition heals).
+
+A sync pass fetches the checkpoints of its candidate sources at once (at
+most :data:`PROBE_CONCURRENCY` in flight), then syncs, one source at a
+time, from those that answered (everything still verified by the engine):
+a pass costs about one fetch however many sources are unreachable, and a
+heartbeat from a host while a pass still waits on unreachable sources
+starts the pass again with that host.  Each round asks
+:data:`EXCHANGE_FANOUT` peers (in rotation, so every peer in turn) and
+every peer that came back after being away, not every peer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -25,6 +35,7 @@ from remembrancer.core.anchor import AnchorReceipt, checkpoint_digest, covers
 from remembrancer.core.errors import FormatError, PeerError, RemembrancerError, VerificationError
 from remembrancer.core.keys import PublicKey
 from remembrancer.core.note import format_vkey
+from remembrancer.core.tiles import Tile
 from remembrancer.federation.antientropy.claims import (
     ClaimBudget,
     federation_receipt_time,
@@ -38,7 +49,12 @@ from remembrancer.federation.antientropy.engine import (
 )
 from remembrancer.federation.antientropy.metrics import ReplicaMetrics
 from remembrancer.federation.antientropy.model import ReplicaSpec, namespace_of
-from remembrancer.federation.antientropy.source import FETCH_CONCURRENCY, FETCH_TIMEOUT, HttpSource
+from remembrancer.federation.antientropy.source import (
+    FETCH_CONCURRENCY,
+    FETCH_TIMEOUT,
+    HttpSource,
+    Source,
+)
 from remembrancer.federation.evidence.equivocation import EquivocationEvidence
 from remembrancer.federation.ports import (
     EquivocationReports,
@@ -68,6 +84,9 @@ CURSOR_SLACK: Final = 60  # seconds of anchor time asked again each round
 FULL_RESYNC_SECONDS: Final = 600
 SYNC_DEADLINE: Final = 120.0  # replication.sync_deadline_s: one sync from one source
 FAULT_BACKOFF_MAX: Final = 600.0  # seconds a faulty source stays at the back of the line
+PROBE_CONCURRENCY: Final = 32  # checkpoints of candidate sources fetched at once in a pass
+EXCHANGE_FANOUT: Final = 3  # peers asked for anchors and receipts each round (in rotation)
+CONNECT_TIMEOUT: Final = 3.0  # seconds to connect to a source (the fetch deadline bounds the rest)
 
 
 @dataclass
@@ -126,6 +145,8 @@ class Replicator:
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         fetch_deadline: float = FETCH_TIMEOUT,
         sync_deadline: float = SYNC_DEADLINE,
+        exchange_fanout: int = EXCHANGE_FANOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.peers = peers
         self.outbox = outbox
@@ -152,6 +173,12 @@ class Replicator:
         self._failures: dict[str, int] = {}
         # peer -> (faults in a row, tried again only as a last resort until then)
         self._faults: dict[str, tuple[int, float]] = {}
+        self._no_mirror: dict[tuple[str, str], tuple[int, float]] = {}  # (origin, peer) -> backoff
+        self._bad: set[str] = set()  # peers that served bad data (not forgiven by a heartbeat)
+        self._probing: dict[str, object] = {}  # origin -> the pass waiting on checkpoint fetches
+        self._owed: set[str] = set()  # peers back after being away: asked next round
+        self.exchange_fanout = exchange_fanout
+        self._transport = transport  # the tiles client's (the simulation's network); else HTTP
         self._retry_at: dict[str, float] = {}
         self._answering: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -175,10 +202,11 @@ class Replicator:
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(FETCH_TIMEOUT, connect=min(5.0, FETCH_TIMEOUT)),
+                timeout=httpx.Timeout(self.fetch_deadline,
+                                      connect=min(CONNECT_TIMEOUT, self.fetch_deadline)),
                 limits=httpx.Limits(max_connections=4 * FETCH_CONCURRENCY,
                                     max_keepalive_connections=2 * FETCH_CONCURRENCY),
-                follow_redirects=False, trust_env=False,
+                follow_redirects=False, trust_env=False, transport=self._transport,
             )  # fmt: skip
         return self._client
 
@@ -228,7 +256,15 @@ class Replicator:
         prev = self._last_beat.get(sender)
         self._last_beat[sender] = now
         if prev is not None and now - prev > 3 * self.heartbeat_seconds:
-            self._restart_exchange(sender)  # it was away: a full exchange
+            # It was away: a full exchange with it next round, and the backoff it
+            # earned by not answering (not by serving bad data) is over.
+            self._restart_exchange(sender)
+            self._owed.add(sender)
+            if sender not in self._bad:
+                self._faults.pop(sender, None)
+            for s in content.logs:
+                self._failures.pop(s.origin, None)
+                self._retry_at.pop(s.origin, None)
         for s in content.logs:
             spec = self.engine.specs.get(s.origin)
             if spec is None:
@@ -240,7 +276,9 @@ class Replicator:
             if self._behind(s.origin, s.size, s.root) and (
                 changed or now >= self._retry_at.get(s.origin, 0.0)
             ):
-                self._kick(s.origin)
+                # A pass still waiting on sources that do not answer starts again:
+                # this heartbeat's sender answered just now.
+                self._kick(s.origin, restart=True)
 
     def _behind(self, origin: str, size: int, root: str) -> bool:
         head = self.engine.head(origin)
@@ -255,11 +293,15 @@ class Replicator:
             if p == peer:
                 cursor.from_ts = 0
 
-    def _kick(self, origin: str) -> None:
+    def _kick(self, origin: str, *, restart: bool = False) -> None:
         task = self._syncing.get(origin)
         if task is not None and not task.done():
-            self._again.add(origin)
-            return
+            if not (restart and origin in self._probing):
+                self._again.add(origin)
+                return
+            # Only checkpoint fetches are cancelled: nothing was verified or kept yet.
+            del self._probing[origin]
+            task.cancel()
         self._syncing[origin] = asyncio.get_running_loop().create_task(
             self._sync_loop(origin), name=f"replica-sync {origin}"
         )
@@ -304,6 +346,8 @@ class Replicator:
         line, for longer each time it happens again."""
         if did is None:
             return
+        if not stalled:
+            self._bad.add(did)
         n = self._faults.get(did, (0, 0.0))[0] + 1
         self._faults[did] = (
             n,
@@ -315,7 +359,7 @@ class Replicator:
     def _best_claim(self, origin: str) -> int:
         return max((c[0] for c in self._claims.get(origin, {}).values()), default=0)
 
-    async def _sync_one(self, origin: str, source: HttpSource) -> None:
+    async def _sync_one(self, origin: str, source: Source) -> None:
         """One sync from one source, within :attr:`sync_deadline` (what verified by
         then is kept: the mirror commits chunk by chunk)."""
         try:
@@ -331,48 +375,96 @@ class Replicator:
     async def _sync_loop(self, origin: str) -> None:
         """Sync from the hosts; ask the mirrors only when no host could be reached
         (a host that answered, even with something refused, has had its say).
-        A source that stalled or served bad data recently is tried only when no
-        other source was reached."""
+        Mirrors that stalled, served bad data or had no mirror of the log
+        recently are not asked (until their backoff runs out, or a heartbeat
+        shows a stalled one back); a host is always asked.  A log that could not
+        be synced is retried after one heartbeat or round interval (the shorter),
+        then 2, 4, ... of them (at most 60 s), and at once when a heartbeat
+        claims a new state."""
         while True:
             self._again.discard(origin)
             hosts, mirrors = self._sources(origin)
-            reached = False
-            for source in hosts + mirrors:
-                if source in mirrors and reached:
-                    break
-                did = source.peer
-                if reached and did is not None and self._faulty(did, self.clock()):
-                    break  # the rest are at the back of the line for a reason
-                try:
-                    await self._sync_one(origin, source)
-                except PeerError as e:
-                    if e.code in ("replica_fetch_timeout", "replica_sync_timeout"):
-                        await self._fault(did, stalled=True)
-                    elif e.code != "replica_fetch_failed":
-                        reached = True
-                    continue
-                except (VerificationError, FormatError):
-                    await self._fault(did, stalled=False)
-                    reached = True
-                    continue
-                except RemembrancerError:
-                    reached = True
-                    continue
-                reached = True
-                if did is not None:
-                    self._faults.pop(did, None)
-                head = self.engine.head(origin)
-                if head is not None and head.size >= self._best_claim(origin):
-                    break
+            now = self.clock()
+            reached = await self._pass(origin, hosts)
+            if not reached:
+                await self._pass(origin, [
+                    m for m in mirrors if m.peer is None or not (
+                        self._faulty(m.peer, now)
+                        or now < self._no_mirror.get((origin, m.peer), (0, 0.0))[1]
+                    )
+                ], mirrors=True)  # fmt: skip
             self._update_lag(origin)
             if origin in self.engine.errors:  # back off: the rounds retry later
                 self._failures[origin] = n = self._failures.get(origin, 0) + 1
-                self._retry_at[origin] = self.clock() + min(60.0, self.interval * 2 ** min(n, 6))
+                step = min(self.heartbeat_seconds, self.interval)
+                self._retry_at[origin] = self.clock() + min(60.0, step * 2 ** min(n - 1, 6))
             else:
                 self._failures.pop(origin, None)
                 self._retry_at.pop(origin, None)
             if origin not in self._again:
                 return
+
+    async def _probe(self, source: HttpSource, slots: asyncio.Semaphore) -> bytes | PeerError:
+        async with slots:
+            try:
+                return await source.checkpoint()
+            except PeerError as e:
+                return e
+
+    async def _pass(self, origin: str, sources: Sequence[HttpSource], *,
+                    mirrors: bool = False) -> bool:  # fmt: skip
+        """Fetch the checkpoints of ``sources`` at once, then sync from those that
+        answered, in their order, until the head reaches the best claim; True if
+        any source was reached.  A source that stalled is scored and goes to the
+        back of the line; one that served bad data is blamed by the engine and
+        goes there too; the rest of the line is not asked after a faulty one.
+        A mirror that refused (no mirror of the log there, say) is not asked
+        again for a doubling backoff."""
+        if not sources:
+            return False
+        token = object()
+        self._probing[origin] = token
+        try:
+            slots = asyncio.Semaphore(PROBE_CONCURRENCY)
+            notes = await asyncio.gather(*(self._probe(s, slots) for s in sources))
+        finally:
+            if self._probing.get(origin) is token:
+                del self._probing[origin]
+        reached = False
+        for source, note in zip(sources, notes, strict=True):
+            did = source.peer
+            if reached and did is not None and self._faulty(did, self.clock()):
+                break  # the rest are at the back of the line for a reason
+            try:
+                await self._sync_one(origin, _Fetched(source, note))
+            except PeerError as e:
+                if e.code in ("replica_fetch_timeout", "replica_sync_timeout"):
+                    await self._fault(did, stalled=True)
+                elif e.code != "replica_fetch_failed":
+                    reached = True
+                elif mirrors and did is not None:
+                    n = self._no_mirror.get((origin, did), (0, 0.0))[0] + 1
+                    self._no_mirror[(origin, did)] = (
+                        n,
+                        self.clock() + min(FAULT_BACKOFF_MAX, self.interval * 2 ** min(n, 10)),
+                    )
+                continue
+            except (VerificationError, FormatError):
+                await self._fault(did, stalled=False)
+                reached = True
+                continue
+            except RemembrancerError:
+                reached = True
+                continue
+            reached = True
+            if did is not None:
+                self._faults.pop(did, None)
+                self._bad.discard(did)
+                self._no_mirror.pop((origin, did), None)
+            head = self.engine.head(origin)
+            if head is not None and head.size >= self._best_claim(origin):
+                break
+        return reached
 
     def _update_lag(self, origin: str) -> None:
         head = self.engine.head(origin)
@@ -414,11 +506,30 @@ class Replicator:
             out |= set(self.engine.own.origins().values())
         return sorted(out)
 
+    def _exchange_peers(self) -> list[Any]:
+        """This round's peers to ask: :attr:`exchange_fanout` of them in rotation
+        (each node starts the rotation at its own place, from its DID, so the
+        peers are not all asked at once), and every peer back after being away."""
+        peers = sorted(self._peers(), key=lambda p: p.did)
+        if self.exchange_fanout <= 0 or len(peers) <= self.exchange_fanout:
+            chosen = peers
+        else:
+            me = hashlib.sha256(str(self.peers.self_did).encode()).digest()
+            start = (int.from_bytes(me[:4], "big") + self.rounds * self.exchange_fanout) % len(
+                peers
+            )
+            chosen = [peers[(start + i) % len(peers)] for i in range(self.exchange_fanout)]
+        picked = {p.did for p in chosen}
+        chosen += [p for p in peers if p.did in self._owed and p.did not in picked]
+        self._owed.clear()
+        return chosen
+
     async def _exchange(self) -> None:
-        """Send this round's requests: one task per peer (a peer whose previous
-        requests are still on their way is skipped this round)."""
+        """Send this round's requests (to :meth:`_exchange_peers`): one task per
+        peer (a peer whose previous requests are still on their way is skipped
+        this round)."""
         now = self.clock()
-        for peer in self._peers():
+        for peer in self._exchange_peers():
             busy = self._sending.get(peer.did)
             if busy is not None and not busy.done():
                 continue
@@ -599,3 +710,32 @@ class Replicator:
 
 def _is_anchor_receipt(d: Mapping[str, Any]) -> bool:
     return d.get("type") == "remembrancer.anchor-receipt/v1"
+
+
+class _Fetched:
+    """A source whose checkpoint was fetched already (by a pass's probe): the
+    engine verifies it as if it fetched it now (or meets the error the fetch
+    met), then reads the source's tiles."""
+
+    def __init__(self, source: Source, note: bytes | PeerError) -> None:
+        self._source = source
+        self._note = note
+
+    @property
+    def name(self) -> str:
+        return self._source.name
+
+    @property
+    def peer(self) -> str | None:
+        return self._source.peer
+
+    async def checkpoint(self) -> bytes:
+        if isinstance(self._note, PeerError):
+            raise self._note
+        return self._note
+
+    async def tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
+        return await self._source.tiles(tiles)
+
+    async def bundles(self, tiles: Sequence[Tile]) -> list[bytes]:
+        return await self._source.bundles(tiles)

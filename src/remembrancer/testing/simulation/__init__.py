@@ -26,13 +26,13 @@ network, the clock and the logs' storage are simulated:
   when every task waits, see :class:`~.clock.VirtualClockLoop`; each node reads it
   with a fixed offset, its clock skew), each node's log (an in-memory RFC 6962
   tree, :class:`~.logs.SimLog`) and the small HTTP glue of the node's routes (the
-  witness endpoint and the read API for anti-entropy).  Processing takes no
+  witness endpoint, and the checkpoint and hash tiles anti-entropy reads).  Processing takes no
   virtual time, and message size does not change latency.
-- **Anti-entropy** is not in the node yet; :class:`~.logs.AntiEntropy` models it as
-  the design says (DESIGN.md 3.10): a heartbeat that shows a newer log state
-  than the node holds makes it fetch the checkpoint and a consistency proof
-  from the sender (two request/response round trips over the read API), and
-  it accepts the new state only when the log's signature and the proof verify.
+- **Anti-entropy** is the node's own
+  :class:`~remembrancer.federation.antientropy.replicator.Replicator` (every
+  other node's log followed as a replica), with its tiles client and its
+  ``messages`` client on the simulated network; :class:`~.logs.ReplicaView`
+  reads the verified heads the convergence tracking compares.
 
 Determinism: there are no threads (``asyncio.to_thread`` runs inline, see
 :class:`~.clock._InlineExecutor`), no sockets and no wall clock in the simulated

@@ -61,6 +61,8 @@ class SimulationConfig:
     clock_skew_s: float = 1.0
     quorum: int | None = None
     heartbeat_seconds: float = 2.0
+    antientropy_seconds: float = 5.0  # the replicator's rounds (node.yaml's default)
+    fetch_deadline_s: float = 5.0  # replication.fetch_deadline_s (node.yaml's default: 15)
     checkpoints: int = 3
     receipts: int = 3
     batch: int = 16
@@ -78,6 +80,8 @@ class SimulationConfig:
             (self.clock_skew_s >= 0, "clock_skew_s must be >= 0"),
             (self.quorum is None or self.quorum >= 1, "quorum must be >= 1"),
             (self.heartbeat_seconds > 0, "heartbeat_seconds must be > 0"),
+            (self.antientropy_seconds > 0, "antientropy_seconds must be > 0"),
+            (self.fetch_deadline_s > 0, "fetch_deadline_s must be > 0"),
             (self.checkpoints >= 0 and self.receipts >= 0, "counts must be >= 0"),
             (self.batch >= 1, "batch must be >= 1"),
             (0 < self.partition_fraction < 1, "partition_fraction must be in (0, 1)"),

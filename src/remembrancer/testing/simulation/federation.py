@@ -11,10 +11,8 @@ clients.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import hashlib
-import json
 import random
 import tempfile
 import time
@@ -23,7 +21,6 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qs
 
 import httpx
 
@@ -36,11 +33,13 @@ from remembrancer.core.checkpoint import Checkpoint, open_checkpoint
 from remembrancer.core.cosignature import Cosignature, CosignatureVerifier
 from remembrancer.core.errors import ConfigError, PeerError
 from remembrancer.core.keys import SigningKey
-from remembrancer.core.note import NoteVerifier, Verifier
+from remembrancer.core.note import NoteVerifier, Verifier, format_vkey
+from remembrancer.core.tiles import parse_tile_path
+from remembrancer.federation.antientropy.model import ReplicaSpec
+from remembrancer.federation.antientropy.replicator import Replicator
 from remembrancer.federation.protocol.contents import (
     AnchorContent,
     CountersignContent,
-    HeartbeatContent,
 )
 from remembrancer.federation.protocol.grammar import MAX_SEQ
 from remembrancer.federation.protocol.wire import Message
@@ -69,7 +68,13 @@ from remembrancer.testing.simulation.config import (
     WitnessingResult,
     ms,
 )
-from remembrancer.testing.simulation.logs import AntiEntropy, Held, SimLog, SimWitness
+from remembrancer.testing.simulation.logs import (
+    CountingTransport,
+    Held,
+    ReplicaView,
+    SimLog,
+    SimWitness,
+)
 from remembrancer.testing.simulation.network import Served, SimNetwork, SimTransport
 
 __all__ = ["SCENARIOS", "Byzantine", "FederationSimulation", "SimNode", "simulate"]
@@ -165,8 +170,7 @@ class SimNode:
         self.service: FederationService
         self.witnessing: CheckpointWitnessing
         self.witness: SimWitness
-        self.anti_entropy: AntiEntropy
-        self.http: httpx.AsyncClient
+        self.anti_entropy: ReplicaView
 
     def clock(self) -> float:
         return EPOCH + self.loop.time() + self.skew
@@ -214,16 +218,12 @@ class SimNode:
                 head = self.log.head(self.namespace)
                 if head is not None:
                     return Served(200, "text/plain; charset=utf-8", head.checkpoint)
-            elif path == f"/v1/namespaces/{self.namespace}/proofs/consistency":
-                query = parse_qs(request.url.query.decode("ascii"))
-                old, new = int(query["old"][0]), int(query["new"][0])
-                proof = self.log.proof_consistency(self.namespace, old, new)
-                doc = {
-                    "old": old,
-                    "new": new,
-                    "proof": [base64.b64encode(h).decode() for h in proof],
-                }
-                return Served(200, "application/json", json.dumps(doc).encode())
+            elif request.method == "GET" and path.startswith(f"/logs/{self.namespace}/tile/"):
+                tile = parse_tile_path(path.removeprefix(f"/logs/{self.namespace}/"))
+                head = self.log.head(self.namespace)
+                count = (head.size if head else 0) >> (8 * tile.level)
+                if tile.index * 256 + tile.width <= count:
+                    return Served(200, "application/octet-stream", self.log.tile(tile))
             return Served(404, "application/json", b'{"error":{"code":"not_found"}}', "not_found")
         except Exception as e:  # a fault in the simulated node: recorded, answered 500
             self.sim.network.errors.append(f"{self.name} {request.method} {path}: {e!r}")
@@ -311,7 +311,6 @@ class FederationSimulation:
             for unused in real:
                 await unused.aclose()
             node.service = service
-            node.http = httpx.AsyncClient(transport=transport, timeout=_WITNESS_TIMEOUT)
             node.witness = SimWitness(WitnessServer(service.store, node.witness_name, node.key,
                                                     node.log_verifiers, node.clock))  # fmt: skip
             witnesses = [
@@ -326,8 +325,22 @@ class FederationSimulation:
                 transport=transport, timeout=_WITNESS_TIMEOUT
             )
             node.witnessing._loop = self.loop
-            node.anti_entropy = AntiEntropy(node, self._on_update)
-            service.add_handler(HeartbeatContent, node.anti_entropy.on_heartbeat)
+            # The real anti-entropy, on the simulated network (its own store: the service's).
+            counting = CountingTransport(transport)
+            specs = [ReplicaSpec(p.origin, (format_vkey(p.origin, p.key.public),))
+                     for p in self.nodes if p is not node and node.follows]  # fmt: skip
+            replicator = Replicator(
+                service, service.peers, service.outbox, service.countersigning,
+                service.misbehaviour, service.store, specs, rails, clock=node.clock,
+                heartbeat_seconds=self.config.heartbeat_seconds,
+                interval=self.config.antientropy_seconds,
+                fetch_deadline=self.config.fetch_deadline_s,
+                transport=counting,
+            )  # fmt: skip
+            made = replicator.messages
+            replicator.messages = node.client(made, transport)
+            await made.aclose()
+            node.anti_entropy = ReplicaView(node, replicator, counting, self._on_update)
             if node.index in self.byzantine:
                 actor = _ByzantineActor(node, self.byzantine[node.index])
                 service.add_handler(AnchorContent, actor.on_anchor)
@@ -351,7 +364,6 @@ class FederationSimulation:
         for node in self.nodes:
             await node.service.stop()  # closes its two clients
             await node.witnessing.stop()
-            await node.http.aclose()
 
     # -- phases and measurements -------------------------------------------------------
 

@@ -1,15 +1,14 @@
-"""Each simulated node's log, the HTTP glue of its witness server and the model of anti-entropy of log heads.
+"""Each simulated node's log, the HTTP glue of its witness server, and what the scenarios read of its anti-entropy.
 
 :class:`SimLog` is an in-memory RFC 6962 tree with checkpoints signed by
-the node key, offering what the federation service and the witnessing
-client read of the real sequencer.  :class:`AntiEntropy` accepts a newer log
-state only when the log's signature and a consistency proof verify.
+the node key, offering what the federation service, the witnessing client
+and the replicator (hash tiles) read of the real sequencer.
+:class:`ReplicaView` reads the real replicator's verified heads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from remembrancer.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from remembrancer.core.checkpoint import Checkpoint, sign_checkpoint
 from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.rfc6962 import (
@@ -25,10 +24,13 @@ from remembrancer.core.rfc6962 import (
     NodeId,
     consistency_proof,
     hash_leaf,
-    verify_consistency,
 )
-from remembrancer.core.witness import WitnessRefusal
-from remembrancer.federation.protocol.contents import HeartbeatContent
+from remembrancer.core.tiles import Tile
+from remembrancer.core.witness import (
+    WitnessRefusal,
+)
+from remembrancer.federation.antientropy.model import ReplicaHead
+from remembrancer.federation.antientropy.replicator import Replicator
 from remembrancer.federation.witness_server import WitnessServer
 from remembrancer.node.statuses import WITNESS_STATUS
 from remembrancer.storage.base import LogState
@@ -37,7 +39,7 @@ from remembrancer.testing.simulation.network import Served
 if TYPE_CHECKING:
     from remembrancer.testing.simulation.federation import SimNode
 
-__all__ = ["AntiEntropy", "SimLog"]
+__all__ = ["ReplicaView", "SimLog"]
 
 
 class _Namespaces:
@@ -80,6 +82,11 @@ class SimLog:
 
     def read_nodes(self, ids: Sequence[NodeId]) -> list[bytes]:
         return [self._nodes[i] for i in ids]
+
+    def tile(self, tile: Tile) -> bytes:
+        """A hash tile of the current tree (``tile/<L>/<N>[.p/<W>]``)."""
+        level, first = 8 * tile.level, tile.index * 256
+        return b"".join(self._nodes[(level, first + i)] for i in range(tile.width))
 
     def head(self, namespace: str) -> LogState | None:
         return self._head if namespace == self.namespace else None
@@ -131,71 +138,67 @@ class Held:
     root: bytes
 
 
-class AntiEntropy:
-    """Heartbeat-driven anti-entropy for one node (DESIGN.md 3.10).
+class CountingTransport(httpx.AsyncBaseTransport):
+    """The simulated network, counting round trips and the ones that failed
+    (transport errors, or any answer but 200)."""
 
-    Registered with :meth:`FederationService.add_handler` for heartbeats: for
-    each ``{origin, size, root}`` a peer reports that is newer than what this
-    node holds, it fetches the log's checkpoint (``GET /logs/<ns>/checkpoint``)
-    and, if it held an older state, a consistency proof
-    (``GET /v1/namespaces/<ns>/proofs/consistency``) from that peer; it keeps
-    the new state only if the log's signature and the proof verify.  One fetch
-    per origin at a time; a failed fetch is retried at the next heartbeat.
-    """
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self.fetches = 0
+        self.failed = 0
 
-    def __init__(self, node: SimNode, on_update: Callable[[SimNode, str], None]) -> None:
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.fetches += 1
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.HTTPError:
+            self.failed += 1
+            raise
+        if response.status_code != 200:
+            self.failed += 1
+        return response
+
+
+class ReplicaView:
+    """The real anti-entropy of one node (:class:`~remembrancer.federation.antientropy.
+    replicator.Replicator`, DESIGN.md 3.10) on the simulated network, and what the
+    partition scenario reads of it: which ``(size, root)`` the node holds of each
+    log (its own log's from :meth:`hold`, the others' from the replicator's
+    verified heads), the tile fetches and how many failed.
+
+    The replicator syncs a log when a heartbeat reports a newer state than the
+    head it holds: it fetches the host's checkpoint and the hash tiles of the
+    consistency proof, then verifies (fetch first, compute after); its rounds
+    retry what failed and ask a few peers in turn for anchors and receipts."""
+
+    def __init__(self, node: SimNode, replicator: Replicator, transport: CountingTransport,
+                 on_update: Callable[[SimNode, str], None]) -> None:  # fmt: skip
         self.node = node
-        self.held: dict[str, Held] = {}
-        self.fetches = 0  # round trips
-        self.failed = 0  # fetches that failed (transport) or did not verify
-        self._busy: set[str] = set()
+        self.replicator = replicator
+        self._transport = transport
+        self._own: dict[str, Held] = {}
         self._on_update = on_update
+        replicator.engine.on_head = self._on_head
+
+    @property
+    def held(self) -> dict[str, Held]:
+        out = {o: Held(h.size, h.root) for o in self.replicator.engine.specs
+               if (h := self.replicator.engine.head(o)) is not None}  # fmt: skip
+        out.update(self._own)
+        return out
+
+    @property
+    def fetches(self) -> int:
+        return self._transport.fetches
+
+    @property
+    def failed(self) -> int:
+        return self._transport.failed
 
     def hold(self, origin: str, size: int, root: bytes) -> None:
-        self.held[origin] = Held(size, root)
+        """The node's own log moved to ``(size, root)``."""
+        self._own[origin] = Held(size, root)
         self._on_update(self.node, origin)
 
-    async def on_heartbeat(self, sender: str, content: Any, raw: bytes) -> None:
-        if not isinstance(content, HeartbeatContent):
-            return
-        peer = self.node.sim.by_did.get(sender)
-        if peer is None:
-            return
-        for summary in content.logs:
-            held = self.held.get(summary.origin)
-            if summary.origin in self._busy or (held is not None and held.size >= summary.size):
-                continue
-            if summary.origin != peer.origin or summary.origin not in self.node.log_verifiers:
-                continue  # fetched from its host only; a node that follows no log fetches nothing
-            self._busy.add(summary.origin)
-            self.node.loop.create_task(self._fetch(peer, summary.origin))
-
-    async def _fetch(self, peer: SimNode, origin: str) -> None:
-        try:
-            self.fetches += 1
-            base = f"{peer.endpoint}/logs/{peer.namespace}/checkpoint"
-            answer = await self.node.http.get(base)
-            if answer.status_code != 200:
-                return
-            verifier = self.node.log_verifiers[origin][0]
-            cp = open_checkpoint(answer.content, verifier).checkpoint
-            held = self.held.get(origin)
-            if held is not None and cp.size <= held.size:
-                return
-            if held is not None and held.size > 0:
-                self.fetches += 1
-                answer = await self.node.http.get(
-                    f"{peer.endpoint}/v1/namespaces/{peer.namespace}/proofs/consistency",
-                    params={"old": held.size, "new": cp.size},
-                )
-                if answer.status_code != 200:
-                    return
-                proof = [base64.b64decode(h) for h in answer.json()["proof"]]
-                verify_consistency(held.size, cp.size, held.root, cp.root_hash, proof)
-                if self.held.get(origin) != held:  # another fetch got there first
-                    return
-            self.hold(origin, cp.size, cp.root_hash)
-        except (httpx.HTTPError, RemembrancerError, ValueError, KeyError):
-            self.failed += 1
-        finally:
-            self._busy.discard(origin)
+    def _on_head(self, origin: str, head: ReplicaHead) -> None:
+        self._on_update(self.node, origin)

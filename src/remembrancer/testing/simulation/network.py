@@ -58,8 +58,8 @@ def _kind(method: str, path: str, body: bytes) -> str:
         return "add-checkpoint"
     if path.endswith("/checkpoint") and method == "GET":
         return "fetch-checkpoint"
-    if "/proofs/consistency" in path:
-        return "fetch-proof"
+    if "/tile/" in path:
+        return "fetch-tile"
     return "other"
 
 

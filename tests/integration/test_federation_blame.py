@@ -61,6 +61,7 @@ from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.schemas import bundled_schemas
 from remembrancer.node.config import Limits, WitnessedLog
 from remembrancer.node.runtime import Node
+from remembrancer.node.statuses import federation_answer
 from remembrancer.storage import open_store
 from remembrancer.testing.naive_merkle import NaiveTree
 from remembrancer.testing.waiting import heartbeats_under_way
@@ -187,8 +188,8 @@ class World:
         assert service is not None
         out = []
         for body in bodies:
-            reply = await service.handle(body, "application/json")
-            out.append(reply.status)
+            received = await service.handle(body, "application/json")
+            out.append(federation_answer(received)[0])
             await self._settle()
         return out
 

@@ -176,6 +176,10 @@ class Replicator:
         self._no_mirror: dict[tuple[str, str], tuple[int, float]] = {}  # (origin, peer) -> backoff
         self._bad: set[str] = set()  # peers that served bad data (not forgiven by a heartbeat)
         self._probing: dict[str, object] = {}  # origin -> the pass waiting on checkpoint fetches
+        # Origins whose waiting pass a heartbeat restarted once already: that pass is
+        # not restarted again (heartbeats come faster than a fetch deadline, and a
+        # source that drips would otherwise keep every pass from ending).
+        self._restarted: set[str] = set()
         self._owed: set[str] = set()  # peers back after being away: asked next round
         self.exchange_fanout = exchange_fanout
         self._transport = transport  # the tiles client's (the simulation's network); else HTTP
@@ -296,11 +300,12 @@ class Replicator:
     def _kick(self, origin: str, *, restart: bool = False) -> None:
         task = self._syncing.get(origin)
         if task is not None and not task.done():
-            if not (restart and origin in self._probing):
+            if not (restart and origin in self._probing and origin not in self._restarted):
                 self._again.add(origin)
                 return
             # Only checkpoint fetches are cancelled: nothing was verified or kept yet.
             del self._probing[origin]
+            self._restarted.add(origin)
             task.cancel()
         self._syncing[origin] = asyncio.get_running_loop().create_task(
             self._sync_loop(origin), name=f"replica-sync {origin}"
@@ -422,6 +427,14 @@ class Replicator:
         again for a doubling backoff."""
         if not sources:
             return False
+        # Sources at the back of the line (they stalled or served bad data) are not
+        # even asked while another source can be: first the others, then them.
+        now = self.clock()
+        fresh = [s for s in sources if s.peer is None or not self._faulty(s.peer, now)]
+        if fresh and len(fresh) < len(sources):
+            if await self._pass(origin, fresh, mirrors=mirrors):
+                return True
+            sources = [s for s in sources if s not in fresh]
         token = object()
         self._probing[origin] = token
         try:
@@ -430,6 +443,7 @@ class Replicator:
         finally:
             if self._probing.get(origin) is token:
                 del self._probing[origin]
+                self._restarted.discard(origin)  # this pass's probes ended: restartable again
         reached = False
         for source, note in zip(sources, notes, strict=True):
             did = source.peer

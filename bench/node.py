@@ -8,8 +8,10 @@
   records/s (open loop: requests start on schedule whether or not earlier
   ones finished; latency from the scheduled start), 6,000 requests (1,500
   with ``--quick``).  An absolute budget: at most 250 ms.
-* Inclusion proofs served from a 1,000,000-entry log, 64 concurrent clients.
-  An absolute budget: at least 5,000/s (checked at full size only).
+* Inclusion proofs served from a 1,000,000-entry log to 64 concurrent
+  clients, against the same proofs generated in process from the same store,
+  alternated three times, best of each.  Goal: 0.5 (a ratio).  Also shown
+  against an absolute budget: at least 5,000/s (checked at full size only).
 
 The load generator (bench/loadgen.py) shares the machine's two cores with the
 server; its cost is included in what the server gets.
@@ -109,11 +111,17 @@ def bench_http(n: int, paced_n: int, tmp: Path, rounds: int = 3) -> list[Row]:
         node.stop()
 
 
-def bench_proofs(size: int, k: int, tmp: Path) -> list[Row]:
+def bench_proofs(size: int, k: int, tmp: Path, rounds: int = 3) -> list[Row]:
+    """Inclusion proofs of ``k`` random leaves of a ``size``-entry log, served by
+    the node over HTTP to 64 clients, against the same proofs generated in
+    process from the same store (the sequencer's proof path on its own tile
+    cache, one thread), alternated ``rounds`` times, best of each; the served
+    rate is also shown against the absolute budget of 5,000/s."""
     node = init_node(tmp / "proof-node", origin_prefix="bench.proofs")
     _open_limits(node.directory)
     (node.directory / "data").mkdir(exist_ok=True)
-    store = open_store(f"sqlite:///{node.directory / 'data' / 'remembrancer.db'}")
+    url = f"sqlite:///{node.directory / 'data' / 'remembrancer.db'}"
+    store = open_store(url)
     seq = Sequencer(store, read_key_file(node.directory / "keys" / "node.key"), "bench.proofs",
                     StaticNamespaces({}))  # fmt: skip
     start = time.perf_counter()
@@ -126,21 +134,45 @@ def bench_proofs(size: int, k: int, tmp: Path) -> list[Row]:
     asyncio.run(seq.close())
     store.close()
     node.start()
+    reader = open_store(url)
+    local = Sequencer(reader, read_key_file(node.directory / "keys" / "node.key"), "bench.proofs",
+                      StaticNamespaces({}))  # fmt: skip
     try:
         rng = random.Random(5)
+        indices = [rng.randrange(size) for _ in range(k)]
         reqs = [request_bytes("GET", f"{HOST}:{node.port}",
-                              f"/v1/namespaces/dao:vaultmesh/proofs/inclusion?index={rng.randrange(size)}")
-                for _ in range(k)]  # fmt: skip
-        load(HOST, node.port, reqs[:500], 64)
-        result = load(HOST, node.port, reqs, 64)
-        ok = result.statuses.get(200, 0)
+                              f"/v1/namespaces/dao:vaultmesh/proofs/inclusion?index={i}")
+                for i in indices]  # fmt: skip
+        load(HOST, node.port, reqs[:500], 64)  # warm-up: connections, tile caches
+        for i in indices[:500]:
+            local.proof_inclusion("dao:vaultmesh", i)
+        served: list[tuple[float, int, int]] = []  # (200s per second, 200s, requests)
+        generated: list[float] = []
+        for r in range(rounds):
+            for step in ["http", "in-process"] if r % 2 else ["in-process", "http"]:
+                if step == "http":
+                    result = load(HOST, node.port, reqs, 64)
+                    ok = result.statuses.get(200, 0)
+                    served.append((ok / result.seconds, ok, result.requests))
+                else:
+                    t = time.perf_counter()
+                    for i in indices:
+                        local.proof_inclusion("dao:vaultmesh", i)
+                    generated.append(len(indices) / (time.perf_counter() - t))
+        rate, ok, sent = max(served)
         return [
-            budget(f"inclusion proofs served at {size:,} entries, 64 clients ({ok}/{result.requests} ok),"
-                   f" against {PROOFS_BUDGET:,}/s", result.rate, PROOFS_BUDGET, "proofs/s",
+            _row(f"inclusion proofs at {size:,} entries: served over HTTP to 64 clients, 200 answers"
+                 f" only ({ok}/{sent} ok) vs generated in process from the same store (one"
+                 f" thread), alternated, best of {rounds}", rate, max(generated), 0.5,
+                 "proofs/s"),
+            budget(f"inclusion proofs served at {size:,} entries, 64 clients ({ok}/{sent} ok),"
+                   f" against {PROOFS_BUDGET:,}/s", rate, PROOFS_BUDGET, "proofs/s",
                    better="higher", full_only="stated for 1,000,000 entries and 30,000 requests"),
             info(f"filling {size:,} raw entries in process", size / fill, "entries/s"),
         ]  # fmt: skip
     finally:
+        asyncio.run(local.close())
+        reader.close()
         node.stop()
 
 

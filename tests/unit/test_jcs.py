@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from remembrancer.core.errors import FormatError
@@ -205,17 +206,27 @@ def test_loads_strict_refuses_a_decoded_lone_surrogate() -> None:
     [
         (b'{"a":NaN}', "json_number_invalid"),
         (b'{"a":[Infinity]}', "json_number_invalid"),
-        (b"[" * 100 + b"]" * 100, "json_too_deep"),
+        (b'{"a":"\\ud800"}', "json_string_invalid"),
+        (b'{"a":1,"a":1}', "json_duplicate_key"),
     ],
 )
-def test_the_canonical_fast_path_refuses_what_the_strict_parser_refuses(
+def test_the_canonical_fast_path_leaves_to_the_strict_parser_what_it_refuses(
     data: bytes, code: str
 ) -> None:
     from remembrancer.core.jcs import parse_canonical
 
+    assert parse_canonical(data) is None
     with pytest.raises(FormatError) as e:
-        parse_canonical(data)
+        loads_strict(data)
     assert e.value.code == code
+
+
+def test_the_canonical_fast_path_refuses_deep_nesting() -> None:
+    from remembrancer.core.jcs import parse_canonical
+
+    with pytest.raises(FormatError) as e:
+        parse_canonical(b"[" * 100 + b"]" * 100)
+    assert e.value.code == "json_too_deep"
 
 
 @pytest.mark.parametrize(
@@ -224,7 +235,19 @@ def test_the_canonical_fast_path_refuses_what_the_strict_parser_refuses(
         b'{"a":1,"a":1}',  # not canonical: duplicate
         b'["\\ud800"]',  # a lone surrogate: for the strict parser to refuse
         b"[9007199254740992]",  # out of range: ditto
+        b"9007199254740992",  # ditto, at the top level
         b"[1.5]",  # a fraction: RFC 8785's text is not Python's in general
+        b"[1.0]",  # a fraction whose RFC 8785 text is 1
+        b"[1E2]",  # an exponent
+        b"[-0]",  # RFC 8785 writes 0
+        b'["\\u0041"]',  # an escape RFC 8785 does not use
+        b'["\\/"]',  # ditto
+        b'["\\u00E9"]',  # ditto, upper-case hex
+        b'["\\u001F"]',  # RFC 8785 writes \u001f
+        b'["\\u0008"]',  # RFC 8785 writes \b
+        b'{"\xc3\xa9":1,"z":2}',  # not sorted: U+00E9 after z
+        b'{"a":1} ',  # trailing whitespace
+        b"\xef\xbb\xbf{}",  # byte order mark
         b'{"b":1,"a":2}',  # not sorted
         b"[1, 2]",  # whitespace
     ],
@@ -275,6 +298,50 @@ def test_fast_canonicaliser_matches_rfc8785_reference(value: object) -> None:
     import rfc8785
 
     assert canonicalize(value) == rfc8785.dumps(value)
+
+
+_DUMPS_OPTIONS = st.fixed_dictionaries(
+    {
+        "ensure_ascii": st.booleans(),
+        "sort_keys": st.booleans(),
+        "separators": st.sampled_from([(",", ":"), (", ", ": "), (",", ": ")]),
+        "indent": st.sampled_from([None, 0, 1]),
+    }
+)
+
+
+# Values the fast path may accept (integers, text within U+FFFF) and a few it
+# must decline (fractions, big integers), in objects of several keys.
+_fast_path_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**17), max_value=10**17)
+    | st.sampled_from([0.0, 1.0, -0.0, 1.5, 1e21, 1e-7])
+    | st.text(alphabet=st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",)), max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet="abAB\u00e9\u00ff\x7f/\"\\\n", max_size=3), children,
+                          max_size=5)
+    ),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@settings(max_examples=500)
+@given(_fast_path_values, _DUMPS_OPTIONS)
+def test_the_canonical_fast_path_accepts_only_canonical_text(
+    value: object, options: dict[str, Any]
+) -> None:
+    """Soundness: whatever text ``parse_canonical`` accepts is its own RFC 8785
+    form (here, text written by ``json.dumps`` in every style, most of it not
+    canonical: escapes, order, spacing, fractions, 1.0 for 1)."""
+    from remembrancer.core.jcs import parse_canonical
+
+    data = json.dumps(value, **options).encode("utf-8")
+    fast = parse_canonical(data)
+    if fast is not None:
+        assert canonicalize(loads_strict(data)) == data
+        assert fast == loads_strict(data)
 
 
 @given(st.dictionaries(st.text(max_size=6), json_values_any_text, max_size=6), st.text(max_size=6))

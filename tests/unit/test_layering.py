@@ -28,7 +28,7 @@ RANK = {
 # so that nothing below it can use the CLI; it must not import testing/ either.
 NOT_FROM_TESTING = ("cli",)
 # The core may use the standard library and these third-party packages only.
-CORE_THIRD_PARTY = {"nacl", "rfc8785", "jsonschema_rs"}
+CORE_THIRD_PARTY = {"nacl", "rfc8785", "jsonschema_rs", "msgspec"}
 CORE_FORBIDDEN_STDLIB = {
     "socket", "subprocess", "sqlite3", "asyncio", "http", "urllib", "time",
     "threading", "random", "shutil", "tempfile",

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import json.scanner
 import math
 import re
 from collections.abc import Callable
 from json.encoder import encode_basestring as _encode_string
 from typing import Any, Final
 
+import msgspec
 import rfc8785
 
 from remembrancer.core.errors import FormatError
@@ -356,7 +356,7 @@ def _ints_exact(data: bytes) -> bool:
 
     ``2**53 - 1`` has 16 digits, so only runs of 16 or more digits matter;
     they are found at C speed.  A run counts when it starts a number token
-    (after ``:``, ``,`` or ``[``, maybe with ``-``); one inside a string that
+    (at the start or after ``:``, ``,`` or ``[``, maybe with ``-``); one inside a string that
     looks like that only sends the input down the strict path.
     """
     zeros = data.translate(_DIGITS_TO_ZERO)
@@ -366,7 +366,7 @@ def _ints_exact(data: bytes) -> bool:
         while j < len(zeros) and zeros[j] == 48:
             j += 1
         start = i - 1 if data[i - 1 : i] == b"-" else i
-        if data[start - 1 : start] in (b":", b",", b"[") and (
+        if (start == 0 or data[start - 1 : start] in (b":", b",", b"[")) and (
             j - i > 16 or int(data[i:j]) > _MAX_SAFE
         ):
             return False
@@ -400,17 +400,14 @@ def _nesting_within(data: bytes, limit: int = MAX_DEPTH) -> bool:
     return True
 
 
-# Refuses what loads_strict refuses (constants); fractions and long integers
-# leave the fast path instead (their RFC 8785 text is not Python's).
-_fast_decode: Final = json.JSONDecoder(
-    parse_float=_not_fast, parse_constant=_reject_constant
-).decode
+# The standard library's sorted compact encoder (dumps_plain): the C encoder
+# called directly, what JSONEncoder.encode runs, without its Python layers.
 _plain_encoder: Final = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False,
     allow_nan=False,
 )  # fmt: skip
 _plain_dumps: Callable[[Any], str] = _plain_encoder.encode
-try:  # the C encoder called directly: what JSONEncoder.encode runs, without its Python layers
+try:
     from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
 
     _c_plain = c_make_encoder(None, _plain_encoder.default, c_encode_basestring, None, ":", ",",
@@ -425,10 +422,28 @@ try:  # the C encoder called directly: what JSONEncoder.encode runs, without its
         raise ImportError("the C encoder does not encode as JSONEncoder does")
 except (ImportError, TypeError):
     _plain_dumps = _plain_encoder.encode
-# The decoder's scanner called directly (JSONDecoder.decode without its Python layers).
-_fast_scan: Final = json.scanner.make_scanner(
-    json.JSONDecoder(parse_float=_not_fast, parse_constant=_reject_constant)  # type: ignore[arg-type]
-)
+
+
+# parse_canonical's engine: msgspec's JSON decoder (a fraction or exponent leaves
+# the fast path: its RFC 8785 text is not what an encoder that is not RFC 8785
+# writes) and its encoder with sorted keys.  For the values parse_canonical lets
+# through (no fractions, integers under 16 digits, strings without characters
+# beyond U+FFFF or lone surrogates) that encoder writes RFC 8785: sorted keys (code
+# point order, which is UTF-16 code unit order without surrogates), no white
+# space, integers in decimal, and the same string escapes (the two-character
+# escapes for backspace, tab, line feed, form feed and carriage return, \u00xx in
+# lower case for the other control characters, backslash and quote escaped,
+# everything else as UTF-8).  Checked once at import against canonicalize, and
+# under Hypothesis in tests/unit/test_jcs.py.
+_msgspec_decode: Final = msgspec.json.Decoder(float_hook=_not_fast).decode
+_msgspec_encode: Final = msgspec.json.Encoder(order="sorted").encode
+_ENGINE_PROBE: Final = {"\u00e9\u2028\x7f\x00\b\t\n\x0b\f\r\x1f\"\\/": [-12, None, True, ""],
+                        "Z": {}, "a\uffff": False, "a\u00e9": 0}  # fmt: skip
+if _msgspec_encode(_ENGINE_PROBE) != canonicalize(_ENGINE_PROBE):
+    raise ImportError(
+        f"msgspec {msgspec.__version__} does not write RFC 8785 for plain values:"
+        " the canonical fast path would be unsound; install the pinned version"
+    )
 
 
 def dumps_plain(value: Any) -> bytes:
@@ -444,24 +459,23 @@ def parse_canonical(data: bytes) -> Any | None:
     The fast path of :func:`loads_strict` for input that is usually canonical
     already (signed records, federation messages, log entries).  For text
     without fractions, integers of 16 digits or more, or characters beyond
-    U+FFFF (no UTF-8 lead byte 0xF0 or above), RFC 8785 equals the standard
-    library's sorted compact encoding without ASCII escaping (the same string
-    escapes; code point order is UTF-16 code unit order without surrogate
-    pairs), so byte equality with that re-encoding proves the input
-    canonical, free of duplicate keys, and free of lone surrogates.  None
-    means "not proven": the caller parses with :func:`loads_strict`.  Raises
-    the :class:`FormatError` of :func:`loads_strict` for ``NaN`` and
-    ``Infinity`` and for nesting deeper than :data:`MAX_DEPTH`.
+    U+FFFF (no UTF-8 lead byte 0xF0 or above), RFC 8785 equals msgspec's
+    sorted compact encoding (see the engine's comment above), so byte
+    equality with that re-encoding proves the input canonical, free of
+    duplicate keys (the re-encoding of a value keeps one of them), and free
+    of lone surrogates (the decoder refuses them).  None means "not proven":
+    the caller parses with :func:`loads_strict`, which also names what is
+    wrong (``NaN``, a lone surrogate, a duplicate key).  Raises for nesting
+    deeper than :data:`MAX_DEPTH`.
     """
     if not (data.isascii() or not data.translate(None, _BELOW_F0)) or not _ints_exact(data):
         return None
     if not _nesting_within(data):
         raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="json_too_deep")
     try:
-        text = data.decode("utf-8")
-        value, end = _fast_scan(text, 0)
-        if end != len(text) or _plain_dumps(value).encode("utf-8") != data:
-            return None
-    except (_NotFast, ValueError, RecursionError, StopIteration):  # UnicodeError: a ValueError
+        value = _msgspec_decode(data)
+    except (_NotFast, msgspec.DecodeError, RecursionError):
+        return None
+    if _msgspec_encode(value) != data:
         return None
     return value

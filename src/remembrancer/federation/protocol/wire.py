@@ -52,7 +52,7 @@ def decode_canonical(data: bytes, max_bytes: int) -> dict[str, Any]:
     """Parse ``data`` and require it to be the RFC 8785 form of what it holds.
 
     Fast path: :func:`remembrancer.core.jcs.parse_canonical` (byte equality
-    with the standard library's re-encoding, for text where that is RFC
+    with a sorted re-encoding, for text where that is RFC
     8785).  Anything else takes the strict parser and :func:`canonicalize`;
     both refuse what RFC 8785 cannot represent (``NaN``, ``Infinity``,
     inexact integers, lone surrogates, duplicate keys).

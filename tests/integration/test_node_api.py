@@ -283,6 +283,24 @@ def test_rate_limit_and_overload(store_urls: Any) -> None:
     run(store_urls, overloaded, max_pending=5, batch_wait_ms=50)
 
 
+def test_signatures_checked_in_worker_processes_when_configured(store_urls: Any) -> None:
+    """``limits.verify_processes``: a batch of 32 or more records has its
+    signatures checked by worker processes, with the verdicts of threads."""
+
+    async def body(c: httpx.AsyncClient, node: Node) -> None:
+        bad = rec(99).leaf.replace(b'"treasury"', b'"treasurx"')  # the signatures no longer fit
+        leaves = [rec(i).leaf for i in range(40)] + [bad]
+        rs = await asyncio.gather(
+            *(c.post("/v1/namespaces/dao:vaultmesh/records", content=x) for x in leaves)
+        )
+        assert [x.status_code for x in rs[:-1]] == [200] * 40
+        assert rs[-1].json()["error"]["code"] == "actor_signature_invalid"
+        assert node.store.log_state("dao:vaultmesh").size == 40
+        assert node.sequencer.stage_cpu.get("worker", 0.0) > 0  # the workers did verify
+
+    run(store_urls, body, verify_processes=True, batch_wait_ms=300)
+
+
 def test_admin_routes_need_the_token(store_urls: Any) -> None:
     async def body(c: httpx.AsyncClient, node: Node) -> None:
         assert (await c.post("/v1/admin/namespaces/reload")).status_code == 401

@@ -126,6 +126,17 @@ def test_idempotent_resubmission_and_conflicts(store) -> None:  # type: ignore[n
         a, b = await asyncio.gather(seq.submit(twin.leaf), seq.submit(twin.leaf))
         assert a.index == b.index
         assert snapshot(store)[0] == before[0] + 1
+        # A key reused inside one batch by a different record: the first admitted, the
+        # second refused (neither key is stored yet when the batch is integrated).
+        for code in ("event_id_conflict", "nonce_replayed"):
+            lead = rec(5)
+            clash = rec(6, event_id=lead.event_id) if code == "event_id_conflict" \
+                else rec(6, nonce=lead.nonce)  # fmt: skip
+            got = await asyncio.gather(seq.submit(lead.leaf), seq.submit(clash.leaf),
+                                       return_exceptions=True)  # fmt: skip
+            assert not isinstance(got[0], BaseException), got
+            assert isinstance(got[1], PolicyError) and got[1].code == code, got
+        assert snapshot(store)[0] == before[0] + 3
         await seq.close()
 
     asyncio.run(go())

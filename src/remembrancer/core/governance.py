@@ -123,7 +123,8 @@ def check_proposal(record: Record, ns: NamespaceConfig) -> None:
 def fold(state: GovernanceState, record: Record, ns: NamespaceConfig) -> GovernanceState:
     """The state after admitting ``record`` (unchanged for unrelated records)."""
     gov = ns.governance
-    if record.schema_name == PROPOSAL_SCHEMA:
+    kind = record.event_type  # the schema's name (the parser holds them equal)
+    if kind == PROPOSAL_SCHEMA:
         payload = record.payload
         eff = payload.get("effective_after")
         proposal = Proposal(
@@ -139,7 +140,7 @@ def fold(state: GovernanceState, record: Record, ns: NamespaceConfig) -> Governa
         if gov.vote_threshold <= 0:
             return state  # recorded, but this namespace has no vote rule: never applies
         return replace(state, pending={**state.pending, proposal.event_id: proposal})
-    if record.schema_name == VOTE_SCHEMA:
+    if kind == VOTE_SCHEMA:
         payload = record.payload
         target = state.pending.get(payload.get("proposalId", ""))
         if target is None or record.actor not in gov.voters:

@@ -479,27 +479,20 @@ class Sequencer:
             if pending.report is None:
                 continue
             rec = pending.record
-            try:
-                idx_leaf_id = seen_id.get(rec.event_id) or self._stored(by_id.get(rec.event_id))
-                idx_leaf_nonce = seen_nonce.get((rec.actor, rec.nonce)) or self._stored(
-                    by_nonce.get((rec.actor, rec.nonce))
-                )
-                dup = check_replay(
-                    rec,
-                    idx_leaf_id[1] if idx_leaf_id else None,
-                    idx_leaf_nonce[1] if idx_leaf_nonce else None,
-                )
-            except RemembrancerError as e:
-                results[pos] = e
-                continue
-            if dup:
-                found = idx_leaf_id or idx_leaf_nonce
-                assert found is not None
-                duplicates[pos] = found[0]
-                continue
+            key_nonce = (rec.actor, rec.nonce)
+            if by_id or by_nonce or rec.event_id in seen_id or key_nonce in seen_nonce:
+                # A key seen before (rare): rule 7 decides between a byte-identical
+                # resubmission (its original receipt) and a refusal.
+                try:
+                    found = self._replayed(rec, seen_id, seen_nonce, by_id, by_nonce)
+                except RemembrancerError as e:
+                    results[pos] = e
+                    continue
+                if found is not None:
+                    duplicates[pos] = found
+                    continue
             index = start + len(new_rows)
-            seen_id[rec.event_id] = (index, rec.leaf)
-            seen_nonce[(rec.actor, rec.nonce)] = (index, rec.leaf)
+            seen_id[rec.event_id] = seen_nonce[key_nonce] = (index, rec.leaf)
             new_rows.append(EntryRow(rec.leaf, rec.event_hash, rec.event_id, rec.actor, rec.nonce))
             new_records.append((rec, pending.ns))
             results[pos] = index
@@ -577,6 +570,27 @@ class Sequencer:
             except Exception:
                 log.exception("on_batch hook failed")
         return before
+
+    def _replayed(
+        self,
+        rec: Record,
+        seen_id: Mapping[str, tuple[int, bytes]],
+        seen_nonce: Mapping[tuple[str, str], tuple[int, bytes]],
+        by_id: Mapping[str, FoundEntry],
+        by_nonce: Mapping[tuple[str, str], FoundEntry],
+    ) -> int | None:
+        """Rule 7 for a record one of whose keys is stored or used earlier in its
+        batch: the index of the entry it resubmits byte for byte, None if it is
+        new after all; raises for any other reuse."""
+        key_nonce = (rec.actor, rec.nonce)
+        by_event = seen_id.get(rec.event_id) or self._stored(by_id.get(rec.event_id))
+        by_pair = seen_nonce.get(key_nonce) or self._stored(by_nonce.get(key_nonce))
+        if not check_replay(rec, by_event[1] if by_event else None,
+                            by_pair[1] if by_pair else None):  # fmt: skip
+            return None
+        found = by_event or by_pair
+        assert found is not None
+        return found[0]
 
     def _stored(self, found: FoundEntry | None) -> tuple[int, bytes] | None:
         """(index, leaf) of an entry the store found under a key (rare: replays)."""

@@ -100,6 +100,7 @@ class Node:
             self.store, self.node_key, self.origin_prefix, self.namespaces, self.schemas,
             clock=self.clock, max_batch=self.limits.batch_size,
             max_wait=self.limits.batch_wait_ms / 1000, max_pending=self.limits.max_pending,
+            verify_processes=self.limits.verify_processes,
         )  # fmt: skip
         self.sequencer.on_batch.append(self._on_batch)
         if self.ha is not None:

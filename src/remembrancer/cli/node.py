@@ -149,6 +149,7 @@ def run_server(app: Any, host: str, port: int, settings: Any = None, *,
     drains the sequencer) and exit 0.  ``settings``: the ``server`` section of
     node.yaml (connection limits; default: its defaults)."""
     import contextlib
+    import gc
     import signal
 
     import uvicorn
@@ -159,6 +160,15 @@ def run_server(app: Any, host: str, port: int, settings: Any = None, *,
     protocol, _ = server_protocol(settings, on_close)
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            # What exists once the node has started (modules, the app, the node's
+            # state) lives as long as the process: moved out of the collector's
+            # reach, it is not walked again by every full collection while
+            # records stream through (HTTP ingest 16% and 41% faster in two
+            # alternated runs of bench/node.py).
+            gc.freeze()
+
         @contextlib.contextmanager
         def capture_signals(self):  # type: ignore[no-untyped-def]
             def stop(signum: int, frame: object) -> None:

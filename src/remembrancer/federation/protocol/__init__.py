@@ -37,7 +37,7 @@ Cost: for small messages the checks around the Ed25519 verification (parse,
 canonical-form check, grammar, bookkeeping) take about a third of the time of
 the verification itself; ``bench/federation.py`` measures the ratio (goal:
 at least 0.7 of PyNaCl's single-core verify rate).  The canonical-form check
-has a fast path on the standard library's C JSON codec (see
+has a fast path on msgspec's JSON codec (see
 :func:`~.wire.decode_canonical`) and falls back to :mod:`remembrancer.core.jcs`.
 
 The modules: :mod:`.grammar` (the small strict checks), :mod:`.contents`

@@ -6,7 +6,7 @@ A message is one JSON object with exactly the members ``type``,
 (nothing else is accepted), and ``signature`` is the unpadded base64url
 Ed25519 signature, by the sender's registered key, of the canonical form of
 the object without ``signature`` (the *signing input*).  The canonical-form
-check has a fast path on the standard library's C JSON codec (see
+check has a fast path on msgspec's JSON codec (see
 :func:`decode_canonical`) and falls back to :mod:`remembrancer.core.jcs`.
 Pure.
 """

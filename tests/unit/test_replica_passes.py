@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -26,6 +25,7 @@ from remembrancer.federation.antientropy.replicator import Replicator
 from remembrancer.federation.protocol.contents import HeartbeatContent, LogSummary
 from remembrancer.federation.registry.model import Peer
 from remembrancer.storage.memory import MemoryStore
+from remembrancer.testing.peerview import NoInbox, RecordingPeers, StaticRegistry
 from remembrancer.testing.simulation.clock import run_virtual
 
 T = TypeVar("T")
@@ -38,35 +38,6 @@ DEADLINE = 5.0
 ROOT = bytes(range(32))
 NOTE = sign_checkpoint(Checkpoint(ORIGIN, 16, ROOT), KEYS["host"])
 CLAIM = LogSummary(ORIGIN, 16, "sha256:" + ROOT.hex())
-
-
-@dataclass
-class Registry:
-    peers: dict[str, Peer]
-
-    def get(self, did: str) -> Peer | None:
-        return self.peers.get(did)
-
-
-@dataclass
-class Peers:
-    registry: Registry
-    self_did: str = DID["self"]
-    scored: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def listed(self) -> tuple[Peer, ...]:
-        return tuple(self.registry.peers.values())
-
-    async def score(self, peer: str, event: str, reason: str = "") -> None:
-        self.scored.append((peer, event, reason))
-
-
-class Inbox:
-    def add_handler(self, *args: Any) -> None:
-        return None
-
-    def add_extension(self, *args: Any) -> None:
-        return None
 
 
 class Net(httpx.AsyncBaseTransport):
@@ -88,13 +59,13 @@ class Net(httpx.AsyncBaseTransport):
         return httpx.Response(404, json={"error": {"code": "not_found"}}, request=request)
 
 
-def _replicator(net: Net, **kwargs: Any) -> tuple[Replicator, Peers]:
+def _replicator(net: Net, **kwargs: Any) -> tuple[Replicator, RecordingPeers]:
     peers = {DID[n]: Peer(DID[n], f"http://{n}.test:8080", k.public, "active",
                           frozenset({"witness"})) for n, k in KEYS.items()}  # fmt: skip
-    view = Peers(Registry(peers))
+    view = RecordingPeers(StaticRegistry(peers), DID["self"])
     loop = asyncio.get_running_loop()
     spec = ReplicaSpec(ORIGIN, (format_vkey(ORIGIN, KEYS["host"].public),))
-    rep = Replicator(Inbox(), view, None, None, None, MemoryStore(), [spec],  # type: ignore[arg-type]
+    rep = Replicator(NoInbox(), view, None, None, None, MemoryStore(), [spec],  # type: ignore[arg-type]
                      RailRegistry(), clock=lambda: 1000.0 + loop.time(), interval=5.0,
                      fetch_deadline=DEADLINE, transport=net, **kwargs)  # fmt: skip
     return rep, view

@@ -4,7 +4,6 @@ a source that stalled or lied goes last and is scored."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any
 
 from remembrancer.anchoring.base import RailRegistry
@@ -14,48 +13,20 @@ from remembrancer.federation.antientropy.model import ReplicaSpec
 from remembrancer.federation.antientropy.replicator import Replicator
 from remembrancer.federation.registry.model import Peer
 from remembrancer.storage.memory import MemoryStore
+from remembrancer.testing.peerview import NoInbox, RecordingPeers, StaticRegistry
 
 ORIGIN = "host.test/dao:vaultmesh"
 KEYS = {name: SigningKey.generate() for name in ("self", "honest", "staller", "other")}
 DID = {name: k.did for name, k in KEYS.items()}
 
 
-@dataclass
-class Registry:
-    peers: dict[str, Peer]
-
-    def get(self, did: str) -> Peer | None:
-        return self.peers.get(did)
-
-
-@dataclass
-class Peers:
-    registry: Registry
-    self_did: str = DID["self"]
-    scored: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def listed(self) -> tuple[Peer, ...]:
-        return tuple(self.registry.peers.values())
-
-    async def score(self, peer: str, event: str, reason: str = "") -> None:
-        self.scored.append((peer, event, reason))
-
-
-class Inbox:
-    def add_handler(self, *args: Any) -> None:
-        return None
-
-    def add_extension(self, *args: Any) -> None:
-        return None
-
-
-def _replicator() -> tuple[Replicator, Peers, list[float]]:
+def _replicator() -> tuple[Replicator, RecordingPeers, list[float]]:
     peers = {DID[name]: Peer(DID[name], f"http://{name}.test:8080", k.public, "active",
                         frozenset({"witness"})) for name, k in KEYS.items()}  # fmt: skip
-    view = Peers(Registry(peers))
+    view = RecordingPeers(StaticRegistry(peers), DID["self"])
     now = [1000.0]
     spec = ReplicaSpec(ORIGIN, (format_vkey(ORIGIN, KEYS["honest"].public),))
-    rep = Replicator(Inbox(), view, None, None, None, MemoryStore(), [spec],  # type: ignore[arg-type]
+    rep = Replicator(NoInbox(), view, None, None, None, MemoryStore(), [spec],  # type: ignore[arg-type]
                      RailRegistry(), clock=lambda: now[0], interval=5.0)  # fmt: skip
     return rep, view, now
 

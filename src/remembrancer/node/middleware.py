@@ -27,6 +27,7 @@ FORWARDED_ANSWER = 64 << 20  # bytes of the leader's answer to a forwarded write
 _PROOF_SUFFIX = "/proofs/inclusion"
 _RECORDS_PREFIX = "/v1/namespaces/"
 _RECORDS_SUFFIX = "/records"
+_COUNTERS_KEPT = 4096  # (route, method, status) children of the request counter kept at hand
 
 
 class GuardMiddleware:
@@ -42,6 +43,9 @@ class GuardMiddleware:
         self.node = node
         self.max_body = node.limits.max_body_bytes
         self.request_timeout = node.limits.request_timeout_s
+        self._counters: dict[
+            tuple[str, str, int], Any
+        ] = {}  # the metric's children, looked up once
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -106,7 +110,13 @@ class GuardMiddleware:
             await error_response(late)(scope, receive, send_wrapper)
             route = scope.get("route")
             path = getattr(route, "path", "other") if route is not None else "other"
-        node.metrics.requests.labels(path, scope["method"], str(status[0])).inc()
+        key = (path, scope["method"], status[0])
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = node.metrics.requests.labels(path, scope["method"], str(status[0]))
+            if len(self._counters) < _COUNTERS_KEPT:
+                self._counters[key] = counter
+        counter.inc()
         if status[0] >= 500:
             log.warning("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status[0],
                         (time.perf_counter() - started) * 1000)  # fmt: skip

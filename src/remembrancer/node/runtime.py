@@ -54,6 +54,7 @@ from remembrancer.node.config import (
 )
 from remembrancer.node.ha import LEASE_NAME, LeaseKeeper, holder_id
 from remembrancer.node.keyfile import read_key_file
+from remembrancer.node.lane import Lane
 from remembrancer.node.metrics import NodeMetrics
 from remembrancer.node.opsmetrics import StoreMetrics
 from remembrancer.node.pending import PendingReceipts
@@ -62,6 +63,8 @@ from remembrancer.storage import open_store
 from remembrancer.storage.base import Store
 
 log = logging.getLogger("remembrancer.node")
+
+PROOF_LANE_PENDING = 4096  # proofs waiting for the proof thread, at most (then 503 overloaded)
 # storage error code -> the storage status /healthz reports (others: "failing")
 _STORAGE_STATUS = {"storage_full": "full", "unavailable": "unavailable",
                    "storage_unavailable": "unavailable", "pool_exhausted": "unavailable"}  # fmt: skip
@@ -181,6 +184,9 @@ class Node:
             self.messaging.attach(fed, fed.peers, fed.outbox)
         # wait=false submissions until their receipt URL can answer (bounded).
         self.pending = PendingReceipts(self.limits.max_pending)
+        # Proofs are generated one at a time (the sequencer's tile readers):
+        # on one thread of their own, in batches (node/lane.py).
+        self.proof_lane = Lane("proof", PROOF_LANE_PENDING)
         self.storage_health: dict[str, Any] = {"status": "ok", "last_error": None, "since": None}
         self.started = time.time()
         self.ready = False
@@ -253,6 +259,7 @@ class Node:
         if self.federation is not None:
             await self.federation.stop()
         await self.witnessing.stop()  # before the sequencer's writer thread goes away
+        await asyncio.to_thread(self.proof_lane.close)
         await self.sequencer.close()
         if self.ha is not None:  # after the drain: its appends still carry the epoch
             await asyncio.to_thread(self.ha.stop)

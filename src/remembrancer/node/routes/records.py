@@ -192,7 +192,7 @@ def create_router(node: Node) -> APIRouter:
             proof = node.sequencer.proof_consistency(namespace, old, new)
             return proof, {s: node.store.checkpoint_at(namespace, s) for s in (old, new)}
 
-        proof, notes = await in_thread(read)
+        proof, notes = await node.proof_lane.run(read)
         return {"namespace": namespace, "old": old, "new": new,
                 "proof": [base64.b64encode(h).decode() for h in proof],
                 "checkpoints": {str(s): (c.note.decode() if c else None) for s, c in notes.items()}}  # fmt: skip
@@ -271,7 +271,7 @@ async def inclusion_response(
         stored = node.store.checkpoint_at(namespace, size)
         return proof, size, stored.note if stored else None
 
-    proof, size, note = await in_thread(read)
+    proof, size, note = await node.proof_lane.run(read)
     if fmt == "tlog-proof":
         if note is None:
             raise NotFoundError(f"no signed checkpoint at size {size}", code="checkpoint_not_found")

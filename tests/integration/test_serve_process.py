@@ -131,3 +131,61 @@ def test_json_logs_env_overrides_and_marked_demo_keys(tmp_path: Path) -> None:
     parsed = [json.loads(line) for line in lines]
     assert any("serving" in p["message"] for p in parsed)
     assert all({"ts", "level", "logger", "message"} <= set(p) for p in parsed)
+
+
+def _children(pid: int) -> list[str]:
+    """The command lines of a process's live children."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                out.append(
+                    Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+            except OSError:
+                pass  # it has just exited
+    return out
+
+
+def test_a_served_node_checks_signatures_in_worker_processes(tmp_path: Path) -> None:
+    """``limits.verify_processes`` in a node started as ``python -m
+    remembrancer.cli serve``, as the demo starts it: a batch of 40 records
+    is checked by two spawned workers that stay up (a worker that re-ran the
+    CLI, or died, would leave the node verifying in threads, and say so)."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from remembrancer.demo.keys import demo_key
+    from remembrancer.demo.records import ledger_payload, make_record
+
+    node = init_node(tmp_path / "n")
+    doc = yaml.safe_load(node.config.read_text())
+    doc["limits"] = {"verify_processes": True, "batch_wait_ms": 300}
+    node.config.write_text(yaml.safe_dump(doc))
+    node.start()
+    actor = demo_key("did:vm:actor:demo")
+    witnesses = [
+        demo_key("did:vm:arbiter:prod-us-east-1"),
+        demo_key("did:vm:arbiter:prod-eu-west-1"),
+    ]
+    leaves = [make_record("dao:vaultmesh", "ledger.append@1.0.0", ledger_payload(i), actor,
+                          witnesses, timestamp=int(time.time())).leaf for i in range(40)]  # fmt: skip
+
+    async def submit() -> list[int]:
+        async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
+            answers = await asyncio.gather(
+                *(c.post("/v1/namespaces/dao:vaultmesh/records", content=x) for x in leaves)
+            )
+        return [a.status_code for a in answers]
+
+    try:
+        assert asyncio.run(submit()) == [200] * 40
+        assert node.proc is not None
+        workers = [c for c in _children(node.proc.pid) if "spawn_main" in c]
+        assert len(workers) == 2, (_children(node.proc.pid), node.log_tail())
+        assert "verification workers failed" not in node.log_tail(20000)
+        assert "address already in use" not in node.log_tail(20000)
+    finally:
+        node.stop()

@@ -21,6 +21,21 @@ async def _until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-u
         await asyncio.sleep(0.001)
 
 
+async def _blocked_then(lane: Lane, release: threading.Event, ran: list[str], name: str):  # type: ignore[no-untyped-def]
+    """A call that holds the lane until ``release``, and one queued behind it."""
+    first = asyncio.ensure_future(lane.run(lambda: release.wait(10) and ran.append("a")))
+    second = asyncio.ensure_future(lane.run(lambda: ran.append(name)))
+    await _until(lambda: lane.pending == 2)
+    return first, second
+
+
+def _run_on(lane: Lane, main):  # type: ignore[no-untyped-def]
+    try:
+        return asyncio.run(main())
+    finally:
+        lane.close()
+
+
 def test_calls_run_in_order_on_one_thread_and_errors_reach_their_caller() -> None:
     lane = Lane("test", 100)
     ran: list[tuple[int, str]] = []
@@ -53,9 +68,7 @@ def test_a_full_lane_refuses_with_503_overloaded_and_runs_nothing_for_it() -> No
     ran: list[str] = []
 
     async def main() -> None:
-        first = asyncio.ensure_future(lane.run(lambda: release.wait(10) and ran.append("a")))
-        second = asyncio.ensure_future(lane.run(lambda: ran.append("b")))
-        await _until(lambda: lane.pending == 2)
+        first, second = await _blocked_then(lane, release, ran, "b")
         with pytest.raises(PushbackError) as refused:
             await lane.run(lambda: ran.append("c"))
         assert refused.value.code == "overloaded"
@@ -65,10 +78,7 @@ def test_a_full_lane_refuses_with_503_overloaded_and_runs_nothing_for_it() -> No
         assert lane.pending == 0
         await lane.run(lambda: ran.append("d"))  # room again
 
-    try:
-        asyncio.run(main())
-    finally:
-        lane.close()
+    _run_on(lane, main)
     assert ran == ["a", "b", "d"]
 
 
@@ -78,19 +88,14 @@ def test_a_caller_that_went_away_has_its_call_skipped() -> None:
     ran: list[str] = []
 
     async def main() -> None:
-        first = asyncio.ensure_future(lane.run(lambda: release.wait(10) and ran.append("a")))
-        gone = asyncio.ensure_future(lane.run(lambda: ran.append("gone")))
-        await _until(lambda: lane.pending == 2)
+        first, gone = await _blocked_then(lane, release, ran, "gone")
         gone.cancel()
         await asyncio.gather(gone, return_exceptions=True)
         release.set()
         await first
         await lane.run(lambda: ran.append("c"))
 
-    try:
-        asyncio.run(main())
-    finally:
-        lane.close()
+    _run_on(lane, main)
     assert ran == ["a", "c"]
 
 

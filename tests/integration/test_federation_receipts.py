@@ -86,13 +86,10 @@ def test_an_anchor_is_countersigned_by_a_quorum_and_verifies_offline(
     auto = _get(f"{alpha.url}/v1/federation/receipts")["receipts"]
     assert auto and auto[0]["quorum_met"] is True
     token = (alpha.directory / "keys" / "admin.token").read_text().strip()
-    started = time.perf_counter()
     final = _post(f"{alpha.url}/v1/admin/federation/propagate/dao:vaultmesh", b"", token)
-    elapsed = time.perf_counter() - started
     assert final["quorum_met"] is True and final["finalized_at"]
     signers = {s["node"] for s in final["signatures"]}
     assert len(signers) == 3 and sum(s["role"] == "anchor" for s in final["signatures"]) == 1
-    assert elapsed < 10
     receipt_file = tmp_path / "federation-receipt.json"
     receipt_file.write_text(json.dumps(final))
     ok = cli(

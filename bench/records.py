@@ -50,6 +50,7 @@ from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
 from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.sequencer import Sequencer
+from remembrancer.node import collector
 from remembrancer.storage import open_store
 
 
@@ -119,11 +120,15 @@ async def admit(
     """Submit every leaf to a fresh sequencer on durable SQLite, as a steady
     stream: ``window`` submissions in flight, a new one started as each ends (as
     concurrent clients do; no barrier between groups of records), signatures
-    verified by worker processes, as the node does by default, or by threads.  Every
+    verified by worker processes, as the node does by default, or by threads;
+    the garbage collector runs with the node's thresholds.  Every
     receipt is checked to be one (a refusal fails the run)."""
     store = open_store(f"sqlite:///{path}")
     seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces(),
                     verify_processes=processes)  # fmt: skip
+    # The collector runs as in a node process (node/collector.py).
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*collector.THRESHOLDS)
     slots = asyncio.Semaphore(window)
     admitted = 0
 
@@ -147,6 +152,7 @@ async def admit(
         await slots.acquire()
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu + seq.stage_cpu.get("worker", 0.0)
+    gc.set_threshold(*thresholds)
     stages = dict(seq.stage_cpu)
     await seq.close()
     store.close()

@@ -189,3 +189,24 @@ def test_a_served_node_checks_signatures_in_worker_processes(tmp_path: Path) -> 
         assert "address already in use" not in node.log_tail(20000)
     finally:
         node.stop()
+
+
+def test_a_served_node_collects_garbage_with_its_own_thresholds(tmp_path: Path) -> None:
+    """Once up, a node has frozen what it started with and runs the collector
+    with node/collector.py's thresholds, and says so in its metrics."""
+    import httpx
+
+    from remembrancer.node.collector import THRESHOLDS
+
+    node = init_node(tmp_path / "n").start()
+    try:
+        text = httpx.get(node.url + "/metrics", timeout=10).text
+    finally:
+        node.stop()
+    found = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("remembrancer_gc_threshold{")
+    }
+    assert found == {str(g): float(v) for g, v in enumerate(THRESHOLDS)}
+    assert THRESHOLDS != (700, 10, 10)  # CPython's defaults: the setting must change something

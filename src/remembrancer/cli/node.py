@@ -111,13 +111,21 @@ def serve(config_path: str, listen: str | None, log_level: str) -> None:
     logging.getLogger("remembrancer").info(
         "serving %s on http://%s (node %s)", config.origin_prefix, config.listen, node.node_key.did
     )
-    from prometheus_client import Counter
+    from prometheus_client import Counter, Gauge
 
     closed = Counter("remembrancer_http_connections_closed_total",
                      "Connections the server closed at a limit (server in node.yaml), by reason",
                      ["reason"], registry=node.metrics.registry)  # fmt: skip
+    collector = Gauge("remembrancer_gc_threshold",
+                      "The garbage collector's thresholds in force, by generation",
+                      ["generation"], registry=node.metrics.registry)  # fmt: skip
+
+    def started(thresholds: tuple[int, ...]) -> None:
+        for generation, value in enumerate(thresholds):
+            collector.labels(str(generation)).set(value)
+
     run_server(app, config.listen_host, config.listen_port, config.server,
-               on_close=lambda why: closed.labels(why).inc())  # fmt: skip
+               on_close=lambda why: closed.labels(why).inc(), on_started=started)  # fmt: skip
 
 
 def server_protocol(settings: Any, on_close: Any = None) -> tuple[type[Any], Any]:
@@ -144,16 +152,17 @@ def server_protocol(settings: Any, on_close: Any = None) -> tuple[type[Any], Any
 
 
 def run_server(app: Any, host: str, port: int, settings: Any = None, *,
-               on_close: Any = None) -> None:  # fmt: skip
+               on_close: Any = None, on_started: Any = None) -> None:  # fmt: skip
     """Serve until SIGINT or SIGTERM, then shut down gracefully (the lifespan
     drains the sequencer) and exit 0.  ``settings``: the ``server`` section of
-    node.yaml (connection limits; default: its defaults)."""
+    node.yaml (connection limits; default: its defaults).  ``on_started`` is
+    called with the garbage collector's thresholds once the server is up."""
     import contextlib
-    import gc
     import signal
 
     import uvicorn
 
+    from remembrancer.node.collector import settle
     from remembrancer.node.config import ServerSettings
 
     settings = settings or ServerSettings()
@@ -166,8 +175,11 @@ def run_server(app: Any, host: str, port: int, settings: Any = None, *,
             # state) lives as long as the process: moved out of the collector's
             # reach, it is not walked again by every full collection while
             # records stream through (HTTP ingest 16% and 41% faster in two
-            # alternated runs of bench/node.py).
-            gc.freeze()
+            # alternated runs of bench/node.py); young objects are collected in
+            # larger batches (node/collector.py).
+            thresholds = settle()
+            if on_started is not None:
+                on_started(thresholds)
 
         @contextlib.contextmanager
         def capture_signals(self):  # type: ignore[no-untyped-def]

@@ -682,11 +682,14 @@ class CollaborativeAnchoring:
         try:
             rail = self.rails.get(target)
             anchor = await asyncio.to_thread(rail.submit, tree.root, now=int(self.clock()))
+            checks = 0
             while anchor.status != "verified":
                 if anchor.status in ("failed", "reorged") or self.clock() >= deadline:
                     raise RailError(f"the aggregate anchor is {anchor.status}: {anchor.error or ''}",
                                     code="aggregate_anchor_unverified")  # fmt: skip
-                await asyncio.sleep(0.25)
+                if checks:  # the first check at once: a rail whose submit waited for
+                    await asyncio.sleep(0.25)  # the block is usually verified already
+                checks += 1
                 anchor = await asyncio.to_thread(
                     recheck, rail, anchor, VerifyContext(int(self.clock()))
                 )

@@ -100,7 +100,16 @@ def test_node_anchors_on_cadence_and_receipts_verify_offline(tmp_path: Path, anv
             assert tsa_anchor["chain"] == "TSA" and tsa_anchor["evidence"]["tsr"]
 
             # A record's receipt at its anchored checkpoint: record -> checkpoint -> rail.
-            rec = records[2]
+            # The two levels anchor on their own clocks, so the first checkpoint the
+            # TSA anchored may come after one only the chain anchored: the record is
+            # the first one that no checkpoint anchored before the TSA's covers.
+            targets_at: dict[int, set[str]] = {}
+            for entry in _get(f"{node.url}/v1/namespaces/dao:vaultmesh/anchors")["receipts"]:
+                targets_at.setdefault(entry["size"], set()).update(
+                    a["target"] for a in entry["anchors"]
+                )
+            tsa_size = min(size for size, t in targets_at.items() if "rfc3161:tsa" in t)
+            rec = records[max((size for size in targets_at if size < tsa_size), default=0)]
             receipt = _get(
                 f"{node.url}/v1/namespaces/dao:vaultmesh/receipts/{rec.event_hash_hex}?anchored=true"
             )

@@ -119,6 +119,7 @@ def test_demo_runs_keeps_its_data_and_extends_it(tmp_path: Path) -> None:
             out = cli("anchor", "verify", str(evm_file), "--evm-rpc", anvil_url,
                       "--target", EVM_TARGET)  # fmt: skip
             assert out.stdout.startswith("verified") and EVM_TARGET in out.stdout
+
         # Stopped in its steady state: once every log has grown past the first run's
         # checkpoint in the state the demo saves at each progress line.
         def all_grown() -> bool:

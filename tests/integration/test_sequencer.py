@@ -274,3 +274,87 @@ def test_worker_processes_give_the_verdicts_of_threads(store_urls) -> None:  # t
     assert threads.count("actor_signature_invalid") == 1
     assert "witness_quorum_not_met" in threads
     assert asyncio.run(verdicts(True)) == threads
+
+
+class _GatedSequencer(Sequencer):
+    """A sequencer whose signature checks wait on the test: ``gate(i)`` is the
+    coroutine batch ``i``'s verification runs first (``None``: straight on)."""
+
+    def __init__(self, store, gate) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(store, NODE_KEY, "alpha.example.org", StaticNamespaces(NAMESPACES),
+                         clock=lambda: NOW, max_batch=2)  # fmt: skip
+        self.gate = gate
+        self.started: list[int] = []
+        self.finished: list[int] = []
+
+    async def _verify(self, batch) -> None:  # type: ignore[no-untyped-def]
+        i = len(self.started)
+        self.started.append(i)
+        await self.gate(i)
+        await super()._verify(batch)
+        self.finished.append(i)
+
+
+def test_the_next_batch_is_verified_before_the_previous_one_is_decided(store) -> None:  # type: ignore[no-untyped-def]
+    """Batch 1's signatures are checked while batch 0's are still being
+    checked (the workers are never left waiting for a decision), and batch 1,
+    verified first, is still integrated after batch 0."""
+    second_done = asyncio.Event()
+
+    async def gate(i: int) -> None:
+        if i == 0:  # batch 0 finishes only after batch 1 has been verified
+            await asyncio.wait_for(second_done.wait(), 10)
+
+    async def go() -> list[int]:
+        seq = _GatedSequencer(store, gate)
+        original = seq._verify
+
+        async def verify(batch):  # type: ignore[no-untyped-def]
+            await original(batch)
+            if seq.finished == [1]:
+                second_done.set()
+
+        seq._verify = verify  # type: ignore[method-assign]
+        receipts = await asyncio.gather(*(seq.submit(rec(i).leaf) for i in range(4)))
+        assert seq.finished == [1, 0]
+        await seq.close()
+        return [r.index for r in receipts]
+
+    assert asyncio.run(go()) == [0, 1, 2, 3]  # the order the records came in
+
+
+def test_no_more_than_two_batches_are_verified_at_once(store) -> None:  # type: ignore[no-untyped-def]
+    release = asyncio.Event()
+
+    async def gate(i: int) -> None:
+        await release.wait()
+
+    async def go() -> None:
+        seq = _GatedSequencer(store, gate)
+        submitted = [asyncio.ensure_future(seq.submit(rec(i).leaf)) for i in range(6)]
+        for _ in range(200):  # many turns of the loop: the third batch must not start
+            await asyncio.sleep(0)
+        assert seq.started == [0, 1]
+        assert len(seq._logs["dao:vaultmesh"].queue) == 2  # still waiting, not verified
+        release.set()
+        receipts = await asyncio.gather(*submitted)
+        assert [r.index for r in receipts] == list(range(6)) and seq.started == [0, 1, 2]
+        await seq.close()
+
+    asyncio.run(go())
+
+
+def test_a_failed_verification_fails_its_batch_only(store) -> None:  # type: ignore[no-untyped-def]
+    async def gate(i: int) -> None:
+        if i == 0:
+            raise RuntimeError("the verifier broke")
+
+    async def go() -> list[object]:
+        seq = _GatedSequencer(store, gate)
+        out = await asyncio.gather(*(seq.submit(rec(i).leaf) for i in range(4)),
+                                   return_exceptions=True)  # fmt: skip
+        await seq.close()
+        return [r.index if not isinstance(r, BaseException) else getattr(r, "code", "?")
+                for r in out]  # fmt: skip
+
+    assert asyncio.run(go()) == ["storage_failed", "storage_failed", 0, 1]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import logging
 import threading
@@ -74,6 +75,10 @@ from remembrancer.storage.base import AppendBatch, EntryRow, Fence, FoundEntry, 
 log = logging.getLogger("remembrancer.sequencer")
 T = TypeVar("T")
 GOVERNANCE_SCOPE = "governance"
+# Batches whose signatures are being checked at once, per log: the next batch is
+# queued to the workers before the previous one's verdicts are back.  One more
+# batch may wait for integration; beyond that the loop waits.
+VERIFY_DEPTH = 2
 GOVERNANCE_SAVE_EVERY = 10_000  # entries between saves of an unchanged governance state
 
 
@@ -246,32 +251,71 @@ class Sequencer:
         return handle
 
     async def _run(self, handle: _Log) -> None:
-        """Gather batches and check their signatures while the previous batch
-        is being integrated: verification of batch N+1 overlaps the commit of N."""
+        """Gather batches, check their signatures and integrate them in order.
+
+        Up to :data:`VERIFY_DEPTH` batches are being verified at once, and
+        verification overlaps integration: the workers (processes or threads)
+        start on batch N+1 as soon as it is formed, not once batch N's verdicts
+        are back, so they are not left idle while this process decides on N's
+        verdicts and commits it.  Batches are integrated strictly in the order
+        they were formed."""
         integrating: asyncio.Task[None] | None = None
+        verifying: collections.deque[asyncio.Task[None]] = collections.deque()
+        stages: collections.deque[asyncio.Task[None]] = collections.deque()
+        loop = asyncio.get_running_loop()
         while True:
+            for tasks in (verifying, stages):
+                while tasks and tasks[0].done():
+                    tasks.popleft()
+            if len(verifying) >= VERIFY_DEPTH or len(stages) > VERIFY_DEPTH:
+                await asyncio.wait((stages[0],) if len(stages) > VERIFY_DEPTH else (verifying[0],))
+                continue
             if not handle.queue:
                 handle.wakeup.clear()
                 await handle.wakeup.wait()
                 continue
-            # Group commit: whatever arrived while the previous batch was being
-            # verified and committed forms the next batch; ``max_wait`` adds an
+            # Group commit: whatever arrived while the previous batches were being
+            # verified forms the next batch; ``max_wait`` adds an
             # optional gathering delay for small queues.
             if len(handle.queue) < self.max_batch and not self._closing:
                 await asyncio.sleep(self.max_wait)
             batch = handle.queue[: self.max_batch]
             del handle.queue[: len(batch)]
             handle.inflight += len(batch)
-            try:
-                await self._verify(batch)
-            except Exception as e:
-                self._fail(handle, batch, e)
-                continue
-            if integrating is not None:
-                await integrating
-            integrating = asyncio.get_running_loop().create_task(
-                self._integrate_batch(handle, batch)
+            verified = loop.create_task(self._verify(batch))
+            verifying.append(verified)
+            integrating = loop.create_task(
+                self._verified_then_integrate(handle, batch, verified, integrating)
             )
+            stages.append(integrating)
+
+    async def _verified_then_integrate(
+        self,
+        handle: _Log,
+        batch: list[_Pending],
+        verified: asyncio.Task[None],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """Integrate ``batch`` once its signatures are checked and the batch
+        before it (``previous``) is integrated; a failed verification fails
+        this batch only."""
+        try:
+            await asyncio.wait((verified,))
+            if previous is not None:
+                await asyncio.wait((previous,))
+        except BaseException:
+            self._fail(handle, batch, PushbackError("the node is shutting down",
+                                                    code="shutting_down", retry_after=5))  # fmt: skip
+            handle.inflight -= len(batch)
+            raise
+        error = None if verified.cancelled() else verified.exception()
+        if verified.cancelled() or error is not None:
+            if not isinstance(error, Exception):
+                error = RuntimeError(f"signature verification did not finish ({error!r})")
+            self._fail(handle, batch, error)
+            handle.inflight -= len(batch)
+            return
+        await self._integrate_batch(handle, batch)
 
     async def _integrate_batch(self, handle: _Log, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -48,6 +48,17 @@ def test_seed_namespaces_as_in_reference() -> None:
     )
 
 
+def test_schema_answers_are_remembered_within_a_bound() -> None:
+    dao = parse_namespaces(doc(), source="x.yaml", known_schemas=KNOWN)["dao:vaultmesh"]
+    for i in range(3000):  # allowed and refused, each asked twice
+        assert dao.schema_allowed(f"ledger.append@1.0.{i}")
+        assert not dao.schema_allowed(f"nope.append@1.0.{i}")
+        assert dao.schema_allowed(f"ledger.append@1.0.{i}")
+        assert not dao.schema_allowed(f"sequencer.commit@1.0.{i}")
+        assert len(dao._allowed) <= 1024
+    assert dao == parse_namespaces(doc(), source="x.yaml", known_schemas=KNOWN)["dao:vaultmesh"]
+
+
 def test_every_demo_alias_is_the_derived_key() -> None:
     for alias, did in doc()["aliases"].items():
         assert demo_key(alias).did == did

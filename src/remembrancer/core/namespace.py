@@ -140,6 +140,9 @@ class TrustedSource:
         }
 
 
+_ALLOWED_MAX = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class NamespaceConfig:
     name: str
@@ -152,9 +155,18 @@ class NamespaceConfig:
     governance: Governance = field(default_factory=Governance)
     trusted_sources: tuple[TrustedSource, ...] = ()
     handlers: Mapping[str, str] = field(default_factory=dict)  # invoke operation -> handler
+    # schema_allowed's answers so far (schemas recur from record to record); bounded.
+    _allowed: dict[str, bool] = field(default_factory=dict, init=False, repr=False,
+                                      compare=False, hash=False)  # fmt: skip
 
     def schema_allowed(self, schema: str) -> bool:
-        return any(p.matches(schema) for p in self.schema_allow)
+        known = self._allowed.get(schema)
+        if known is None:
+            known = any(p.matches(schema) for p in self.schema_allow)
+            if len(self._allowed) >= _ALLOWED_MAX:
+                self._allowed.clear()
+            self._allowed[schema] = known
+        return known
 
     def trusted(self, source: object) -> TrustedSource | None:
         """The ``trusted_sources`` entry for ``source``, or None if it is not trusted."""

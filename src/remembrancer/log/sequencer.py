@@ -9,9 +9,12 @@ One :class:`Sequencer` serves every namespace of a node.  For each record:
    and 6) on a thread pool, split across the cores (PyNaCl releases the GIL),
    or, with ``verify_processes``, for batches of at
    least ``process_min_batch`` records, in worker processes that need no GIL
-   of ours (:mod:`remembrancer.log.verifier`);
-3. integrated on the namespace's writer thread: replay check against storage
-   and the batch itself (rule 7), leaf hashes, tiles, a new checkpoint signed
+   of ours (:mod:`remembrancer.log.verifier`); up to two batches are being
+   checked at once, so the workers start on the next batch while this
+   process decides on and commits the previous one;
+3. integrated in the order the batches were formed, on the namespace's
+   writer thread: replay check against storage and the batch itself
+   (rule 7), leaf hashes, tiles, a new checkpoint signed
    by the node key with origin ``<prefix>/<namespace>``, and ONE storage
    transaction holding entries, tiles and the checkpoint;
 4. only after that commit, each record is acknowledged with its receipt

@@ -358,3 +358,58 @@ def test_a_failed_verification_fails_its_batch_only(store) -> None:  # type: ign
                 for r in out]  # fmt: skip
 
     assert asyncio.run(go()) == ["storage_failed", "storage_failed", 0, 1]
+
+
+class _CountingStore:
+    """``store`` with its appends and key lookups counted."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        self._store = store
+        self.appends = self.refused = self.lookups = 0
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._store, name)
+
+    def append(self, batch) -> None:  # type: ignore[no-untyped-def]
+        self.appends += 1
+        try:
+            self._store.append(batch)
+        except Exception:
+            self.refused += 1
+            raise
+
+    def find_keys(self, *args):  # type: ignore[no-untyped-def]
+        self.lookups += 1
+        return self._store.find_keys(*args)
+
+
+def test_a_stored_key_in_a_batch_is_decided_record_by_record(store) -> None:  # type: ignore[no-untyped-def]
+    """Batches are appended without looking their keys up first.  When one
+    holds a stored key, the store refuses it whole; the batch is then decided
+    record by record (the resubmission gets its receipt, the replay its
+    refusal, the new records are admitted), and the next batches look their
+    keys up, so a client replaying in every batch does not make every batch
+    pay for two appends."""
+    counting = _CountingStore(store)
+
+    async def go() -> None:
+        seq = seq_for(counting)
+        one = rec(1)
+        first = await seq.submit(one.leaf)
+        assert (counting.appends, counting.lookups) == (1, 0)  # nothing looked up
+        batch = [rec(2).leaf, one.leaf, rec(3, nonce=one.nonce).leaf, rec(4).leaf]
+        got = await asyncio.gather(*(seq.submit(x) for x in batch), return_exceptions=True)
+        assert not isinstance(got[0], BaseException) and not isinstance(got[3], BaseException)
+        assert got[1].index == first.index and got[1].duplicate  # type: ignore[union-attr]
+        assert isinstance(got[2], PolicyError) and got[2].code == "nonce_replayed", got[2]
+        assert [got[0].index, got[3].index] == [1, 2]  # type: ignore[union-attr]
+        assert counting.refused == 1 and counting.lookups == 1
+        # The next batches, each with a resubmission: no more refused appends.
+        for i in range(5, 15):
+            again = await asyncio.gather(seq.submit(rec(i).leaf), seq.submit(one.leaf))
+            assert again[1].index == first.index and again[1].duplicate
+        assert counting.refused == 1 and counting.lookups == 11
+        assert snapshot(store)[0] == 13
+        await seq.close()
+
+    asyncio.run(go())

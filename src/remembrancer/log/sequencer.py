@@ -82,6 +82,10 @@ GOVERNANCE_SCOPE = "governance"
 # queued to the workers before the previous one's verdicts are back.  One more
 # batch may wait for integration; beyond that the loop waits.
 VERIFY_DEPTH = 2
+# A batch is appended without looking its keys up first; when the store refuses
+# one for reusing a key, it and the next batches of its log look them up.
+KEY_REUSE_CODES = frozenset(("event_id_reused", "nonce_reused"))
+LOOKUP_BATCHES_AFTER_REUSE = 16
 GOVERNANCE_SAVE_EVERY = 10_000  # entries between saves of an unchanged governance state
 
 
@@ -136,6 +140,8 @@ class _Log:
     gov: governance.GovernanceState = field(default_factory=governance.GovernanceState)
     gov_saved: int = 0  # the log size the stored governance state covers
     checkpoint: bytes = b""
+    # Batches left that look their keys up before appending (after a key reuse).
+    lookups: int = 0
 
 
 class Sequencer:
@@ -501,12 +507,25 @@ class Sequencer:
     def _integrate(self, handle: _Log, batch: list[_Pending]) -> list[Receipt | RemembrancerError]:
         started = time.thread_time()
         try:
-            return self._integrate_timed(handle, batch)
+            if handle.lookups <= 0:
+                # Optimistic: no record of the batch reuses a stored key (the store's
+                # unique keys refuse the whole batch if one does); keys repeated
+                # within the batch are found here all the same.
+                try:
+                    return self._integrate_timed(handle, batch, lookup=False)
+                except ConflictError as e:
+                    if e.code not in KEY_REUSE_CODES:
+                        raise
+                    # A resubmission or a replay: rule 7 decides record by record,
+                    # with the stored keys looked up, for this and the next batches.
+                    handle.lookups = LOOKUP_BATCHES_AFTER_REUSE
+            handle.lookups -= 1
+            return self._integrate_timed(handle, batch, lookup=True)
         finally:
             self.stage_cpu["integrate"] += time.thread_time() - started
 
     def _integrate_timed(
-        self, handle: _Log, batch: list[_Pending]
+        self, handle: _Log, batch: list[_Pending], *, lookup: bool
     ) -> list[Receipt | RemembrancerError]:
         writer = self._writer(handle)
         start = writer.size
@@ -516,12 +535,15 @@ class Sequencer:
         seen_id: dict[str, tuple[int, bytes]] = {}
         seen_nonce: dict[tuple[str, str], tuple[int, bytes]] = {}
         duplicates: dict[int, int] = {}  # batch position -> existing index
-        verified = [p.record for p in batch if p.report is not None]
-        by_id, by_nonce = self.store.find_keys(
-            handle.namespace,
-            [r.event_id for r in verified],
-            [(r.actor, r.nonce) for r in verified],
-        )
+        by_id: Mapping[str, FoundEntry] = {}
+        by_nonce: Mapping[tuple[str, str], FoundEntry] = {}
+        if lookup:
+            verified = [p.record for p in batch if p.report is not None]
+            by_id, by_nonce = self.store.find_keys(
+                handle.namespace,
+                [r.event_id for r in verified],
+                [(r.actor, r.nonce) for r in verified],
+            )
         for pos, pending in enumerate(batch):
             if pending.report is None:
                 continue

@@ -12,7 +12,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from remembrancer.core.encoding import b64url_decode, b64url_encode, decode_base64
+from remembrancer.core.encoding import b64url_decode, b64url_decode_64, b64url_encode, decode_base64
 from remembrancer.core.errors import FormatError
 
 
@@ -87,3 +87,28 @@ def test_non_strings_are_refused_with_the_callers_code() -> None:
                 assert e.code == "k"
             else:
                 raise AssertionError(f"{value!r} accepted")
+
+
+_URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=64, max_size=64), st.integers(0, 85),
+       st.sampled_from([*_URL, "=", "+", "/", " ", "\n", "\u00e9", "\ud800"]))  # fmt: skip
+def test_the_signature_decoder_is_the_round_trip_for_64_bytes(raw: bytes, at: int, c: str) -> None:
+    text = b64url_encode(raw)
+    assert b64url_decode_64(text) == raw
+    changed = text[:at] + c + text[at + 1 :]
+    expected = _by_round_trip_url(changed)
+    assert b64url_decode_64(changed) == (expected if expected and len(expected) == 64 else None)
+    for other in (text[:-1], text + "A", text + "==", None, 64):
+        assert b64url_decode_64(other) is None
+
+
+def test_the_signature_decoder_checks_every_last_character() -> None:
+    text = b64url_encode(bytes(range(64)))
+    for c in [*_URL, "=", "é"]:
+        changed = text[:85] + c
+        expected = _by_round_trip_url(changed)
+        assert b64url_decode_64(changed) == expected, c
+    assert sum(b64url_decode_64(text[:85] + c) is not None for c in _URL) == 4  # A, Q, g, w

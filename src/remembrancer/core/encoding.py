@@ -20,7 +20,7 @@ from typing import Final
 
 from remembrancer.core.errors import FormatError
 
-__all__ = ["b64url_decode", "b64url_encode", "decode_base64", "encode_base64"]
+__all__ = ["b64url_decode", "b64url_decode_64", "b64url_encode", "decode_base64", "encode_base64"]
 
 _TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
 _PAD: Final = (b"", b"", b"==", b"=")
@@ -64,6 +64,19 @@ def decode_base64(text: str, *, what: str, code: str) -> bytes:
 def b64url_encode(data: bytes) -> str:
     """Unpadded base64url (RFC 4648 section 5), the encoding of record signatures."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode_64(text: object) -> bytes | None:
+    """The 64 bytes (an Ed25519 signature) of their canonical unpadded base64url
+    encoding, or None for anything else (which :func:`b64url_decode` then
+    decodes or refuses with its reason).  86 characters of the alphabet; the
+    last holds 2 bits of data and 4 zero bits, so it is A, Q, g or w."""
+    if type(text) is not str or len(text) != 86 or text[85] not in "AQgw" or not text.isascii():
+        return None
+    raw = text.encode("ascii")
+    if raw.translate(None, _URL_ALPHABET):
+        return None
+    return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"==")
 
 
 def b64url_decode(text: str, *, what: str = "value", code: str = "record_field_type") -> bytes:

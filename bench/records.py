@@ -42,6 +42,7 @@ from bench.common import Row, budget, info, suite_main
 from bench.common import row as _row
 from remembrancer.core import governance
 from remembrancer.core.admission import check_policy, lookup_namespace
+from remembrancer.core.errors import RemembrancerError
 from remembrancer.core.keys import PublicKey, SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.record import Record
@@ -118,38 +119,33 @@ async def admit(
     leaves: list[bytes], path: Path, processes: bool = False, window: int = 4096
 ) -> Admitted:
     """Submit every leaf to a fresh sequencer on durable SQLite, as a steady
-    stream: ``window`` submissions in flight, a new one started as each ends (as
-    concurrent clients do; no barrier between groups of records), signatures
-    verified by worker processes, as the node does by default, or by threads;
-    the garbage collector runs with the node's thresholds.  Every
-    receipt is checked to be one (a refusal fails the run)."""
+    stream from ``window`` concurrent clients, each submitting its next record
+    as soon as the previous one is acknowledged (closed-loop clients, one task
+    each, as a load generator runs them; no barrier between groups of
+    records); signatures verified by worker processes, as the node does by
+    default, or by threads; the garbage collector runs with the node's
+    thresholds.  Every receipt is checked to be one (a refusal fails the run)."""
     store = open_store(f"sqlite:///{path}")
     seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces(),
                     verify_processes=processes)  # fmt: skip
     # The collector runs as in a node process (node/collector.py).
     thresholds = gc.get_threshold()
     gc.set_threshold(*collector.THRESHOLDS)
-    slots = asyncio.Semaphore(window)
+    queue = iter(leaves)  # shared: each client takes the next record
     admitted = 0
 
-    async def one(leaf: bytes) -> None:
+    async def client() -> None:
         nonlocal admitted
-        try:
-            await seq.submit(leaf)
+        for leaf in queue:
+            try:
+                await seq.submit(leaf)
+            except RemembrancerError:
+                continue  # counted below: the run fails
             admitted += 1
-        finally:
-            slots.release()
 
-    tasks = set()
     cpu = time.process_time()
     start = time.perf_counter()
-    for leaf in leaves:
-        await slots.acquire()
-        task = asyncio.create_task(one(leaf))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    for _ in range(window):
-        await slots.acquire()
+    await asyncio.gather(*(client() for _ in range(min(window, len(leaves)))))
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu + seq.stage_cpu.get("worker", 0.0)
     gc.set_threshold(*thresholds)
@@ -177,7 +173,7 @@ def stage_rows(leaves: list[bytes], run: Admitted) -> list[Row]:
     of three); signature verification (worker processes' CPU included) and
     integration are the sequencer's own per-batch account of the run; the rest
     of the run's CPU (event loop, futures, hand-offs between the loop, the
-    threads and the workers) is what remains.  Parsing keeps nothing (as in
+    threads and the workers, and the client tasks' own steps) is what remains.  Parsing keeps nothing (as in
     admission, where a record lives until it is integrated)."""
 
     def parse() -> None:

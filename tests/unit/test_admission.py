@@ -123,6 +123,46 @@ def test_wrong_types_everywhere() -> None:
         assert e.value.code in ("record_field_type", "event_type_mismatch"), field
 
 
+def test_each_fault_of_a_signature_entry_is_named_with_its_position() -> None:
+    """Signatures are taken in one pass when every entry is well formed; any
+    fault sends the list to the checks that name it, with its position, both
+    in the first entry and in a later one."""
+    rec = good()
+    sig = rec.envelope()["signatures"][1]["sig"]
+    faults: list[tuple[object, str, str]] = [
+        ("not an object", "record_field_type", "must have exactly alg, kid, role and sig"),
+        ({"alg": "Ed25519", "kid": W1.did, "role": "witness"}, "record_field_type", "exactly"),
+        ({"alg": "RS256", "kid": W1.did, "role": "witness", "sig": sig},
+         "signature_alg_unsupported", "alg must be Ed25519"),
+        ({"alg": "Ed25519", "kid": "did:web:x", "role": "witness", "sig": sig},
+         "record_field_type", "kid must be an Ed25519 did:key"),
+        ({"alg": "Ed25519", "kid": [W1.did], "role": "witness", "sig": sig},
+         "record_field_type", "kid must be an Ed25519 did:key"),
+        ({"alg": "Ed25519", "kid": W1.did, "role": "boss", "sig": sig},
+         "record_field_type", "role must be"),
+        ({"alg": "Ed25519", "kid": W1.did, "role": "witness", "sig": sig + "=="},
+         "record_field_type", "not unpadded base64url"),
+        ({"alg": "Ed25519", "kid": W1.did, "role": "witness", "sig": sig[:-1] + "B"},
+         "record_field_type", "not canonical base64url"),
+        ({"alg": "Ed25519", "kid": W1.did, "role": "witness", "sig": b64url_encode(b"x" * 63)},
+         "record_field_type", "must be a 64-byte Ed25519 signature"),
+        ({"alg": "Ed25519", "kid": W1.did, "role": "witness", "sig": 7},
+         "record_field_type", "not unpadded base64url"),
+    ]  # fmt: skip
+    for at in (0, 2):
+        for entry, code, words in faults:
+            env = rec.envelope()
+            env["signatures"][at] = entry
+            with pytest.raises(FormatError) as e:
+                Record.from_bytes(json.dumps(env).encode())
+            assert e.value.code == code and words in e.value.message, (at, entry, e.value)
+            assert f"signatures[{at}]" in e.value.message, e.value.message
+    for bad in ({}, "x", [None] * 65):
+        with pytest.raises(FormatError) as e:
+            Record.from_bytes(_mutate(rec, signatures=bad))
+        assert e.value.code == "record_field_type" and "signatures must be" in e.value.message
+
+
 def test_a_trailing_newline_does_not_pass_the_field_patterns() -> None:
     """Regression: the patterns ended in ``$``, which also matches before a
     final newline, so ``"dao:vaultmesh\\n"`` passed as a namespace (and the

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from remembrancer.core.encoding import b64url_decode, b64url_decode_64, b64url_encode
 from remembrancer.core.errors import FormatError
+from remembrancer.core.frozen import positional_maker
 from remembrancer.core.identifiers import DID_KEY_RE, NAMESPACE_RE
 from remembrancer.core.jcs import (
     canonical_members,
@@ -230,22 +231,14 @@ class Record:
                 " reference large payloads by payload:hash or payload:cid",
                 code="record_too_large",
             )
-        return cls(
-            event_id=event_id,
-            event_type=event_type,
-            schema=schema,
-            namespace=namespace,
-            actor=actor,
-            timestamp=timestamp,
-            nonce=nonce,
-            prev=prev,
-            subject=subject,
-            payload=payload,
-            signatures=signatures,
-            signing_input=signing_input,
-            leaf=leaf,
-            event_hash=hashlib.sha256(signing_input).digest(),
-        )
+        make = _make_record if cls is Record else cls
+        return make(event_id, event_type, schema, namespace, actor, timestamp, nonce, prev,
+                    subject, payload, signatures, signing_input, leaf,
+                    hashlib.sha256(signing_input).digest())  # fmt: skip
+
+
+_make_record: Final = positional_maker(Record)
+_new_tuple: Final = tuple.__new__  # a named tuple from its checked fields
 
 
 def _without_signatures(leaf: bytes, value: dict[str, Any]) -> bytes:
@@ -274,6 +267,28 @@ def _type(field: str, message: str) -> FormatError:
 
 
 def _parse_signatures(value: Any) -> tuple[RecordSignature, ...]:
+    """The signatures, each checked as :func:`_check_signatures` does (which
+    names the first fault of a list this does not take as it is)."""
+    if type(value) is list and 1 <= len(value) <= MAX_SIGNATURES:
+        out = []
+        for item in value:
+            if type(item) is not dict or item.keys() != _SIGNATURE_KEYS or item["alg"] != "Ed25519":
+                break
+            kid, role = item["kid"], item["role"]
+            if (role != "actor" and role != "witness") or not (
+                type(kid) is str and _matches(DID_KEY_RE, _DID_KEYS, kid)
+            ):
+                break
+            sig = b64url_decode_64(item["sig"])
+            if sig is None:
+                break
+            out.append(_new_tuple(RecordSignature, (kid, role, sig)))
+        else:
+            return tuple(out)
+    return _check_signatures(value)
+
+
+def _check_signatures(value: Any) -> tuple[RecordSignature, ...]:
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_SIGNATURES:
         raise _type("signatures", f"must be a list of 1 to {MAX_SIGNATURES} signatures")
     out = []

@@ -39,7 +39,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from remembrancer.core import governance
 from remembrancer.core.admission import (
@@ -59,6 +59,7 @@ from remembrancer.core.errors import (
     RemembrancerError,
     StorageError,
 )
+from remembrancer.core.frozen import positional_maker
 from remembrancer.core.keys import PublicKey, SigningKey, public_from_did_key
 from remembrancer.core.namespace import NamespaceConfig
 from remembrancer.core.record import Record
@@ -118,6 +119,9 @@ class Receipt:
             "checkpoint": self.checkpoint.decode("utf-8"),
             "anchors": [dict(a) for a in self.anchors],
         }
+
+
+_make_receipt: Final = positional_maker(Receipt)  # one per admitted record
 
 
 @dataclass(slots=True)
@@ -593,8 +597,9 @@ class Sequencer:
                 out.append(res)
             elif isinstance(res, int):
                 assert proofs is not None
-                out.append(Receipt(pending.record.event_hash_hex, handle.namespace, handle.origin,
-                                   res, size, proofs.proof(res), note))  # fmt: skip
+                out.append(_make_receipt("sha256:" + pending.record.event_hash.hex(),
+                                         handle.namespace, handle.origin, res, size,
+                                         proofs.proof(res), note, (), False))  # fmt: skip
             elif pos in duplicates:
                 store_reader = store_reader or self._store_reader(handle.namespace, size)
                 index = duplicates[pos]

@@ -478,3 +478,34 @@ def test_the_registry_builds_the_rail(node: Node, key_file: Path) -> None:
     assert isinstance(rail, EvmRail) and rail.target == TARGET
     anchor = rail.submit(digest("registry"), now=1)
     assert recheck(rail, anchor, VerifyContext(now=2, required_depth=1)).status == "verified"
+
+
+def test_a_verdict_at_an_unchanged_head_costs_one_call(node: Node, rail: EvmRail) -> None:
+    """Re-verifying a mined anchor while the chain head stays the same asks
+    the node for the head only; a new block, or another block at the same
+    height (a reorg), makes the rail judge the evidence again."""
+    anchor = rail.submit(digest("recall"), now=1)
+    ctx = VerifyContext(now=2, required_depth=3)
+    calls: list[str] = []
+    real = rail.client.call
+
+    def counted(method: str, params: list[Any] | None = None) -> Any:
+        calls.append(method)
+        return real(method, params)
+
+    rail.client.call = counted  # type: ignore[method-assign]
+    first = rail.verify(anchor, ctx)
+    assert first.code == "anchor_depth_insufficient" and first.observed_depth == 1
+    assert len(calls) > 3
+    calls.clear()
+    assert rail.verify(anchor, ctx) == first and calls == ["eth_getBlockByNumber"]
+    node.mine()
+    calls.clear()
+    again = rail.verify(anchor, ctx)
+    assert again.observed_depth == 2 and len(calls) > 3
+    node.mine()
+    verified = recheck(rail, anchor, ctx)
+    assert verified.status == "verified"
+    node.rpc("anvil_reorg", 3, [])  # the same height, other blocks (the anchor's among them)
+    calls.clear()
+    assert recheck(rail, verified, ctx).status == "reorged" and len(calls) > 1

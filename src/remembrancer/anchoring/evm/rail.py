@@ -9,19 +9,27 @@ configured or used, so the rail imports without it.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import stat
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from remembrancer.anchoring.base import DEPTH_INSUFFICIENT, RailError, Verdict, VerifyContext
+from remembrancer.anchoring.base import (
+    DEPTH_INSUFFICIENT,
+    VERIFIED,
+    RailError,
+    Verdict,
+    VerifyContext,
+)
 from remembrancer.anchoring.evm.calldata import anchor_calldata, chain_id_of, parse_calldata
 from remembrancer.anchoring.evm.rpc import JsonRpcClient, rpc_data, rpc_quantity
 from remembrancer.anchoring.settings import EvmSettings, rail_settings
@@ -35,6 +43,9 @@ _HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _GWEI = 10**9
 _POLL_SECONDS = 0.2
+# Verdicts on mined transactions, kept with the chain head they were reached at
+# (see EvmRail._judge_at_head); least recently used first out.
+_RECALL_MAX = 4096
 
 
 def _eth_account() -> ModuleType:
@@ -107,6 +118,8 @@ class EvmRail:
         self.client = JsonRpcClient(rpc, timeout=timeout)
         self._lock = threading.Lock()
         self._client_version: str | None = None
+        self._recall: OrderedDict[tuple[str, bytes, str, int], tuple[str, Verdict]] = OrderedDict()
+        self._recall_lock = threading.Lock()
         if self.can_submit:
             _eth_account()  # fail at start-up, naming the extra, rather than at the first anchor
 
@@ -404,9 +417,46 @@ class EvmRail:
                 required_depth=required,
             )
         try:
-            return self._judge(anchor, required)
+            return self._judge_at_head(anchor, required)
         except RailError as e:
             return Verdict.unchecked(e.code, e.message, required_depth=required)
+
+    def _judge_at_head(self, anchor: Anchor, required: int) -> Verdict:
+        """:meth:`_judge`, or its verdict on the same anchor at the same chain head.
+
+        A chain head's hash commits to every block up to it, so while the head
+        is the one a verdict on a mined transaction was reached at, the
+        transaction, its block, its receipt and its depth are what they were:
+        the verdict stands, for one RPC call (the head) instead of six.  Only
+        verdicts about a mined transaction are kept (verified, or not deep
+        enough), and only when their depth is the one that head gives; a
+        verdict that depends on the node's pool (not mined, unknown) is
+        reached again every time."""
+        head = self._block("latest")
+        head_hash = _lower(head.get("hash")) if head else None
+        if head is None or head_hash is None or not _HASH.match(head_hash):
+            return self._judge(anchor, required)
+        head_number = rpc_quantity(head.get("number"), "block number")
+        evidence = json.dumps(dict(anchor.evidence), sort_keys=True, default=str)
+        key = (anchor.tx_ref.lower(), anchor.root, evidence, required)
+        with self._recall_lock:
+            kept = self._recall.get(key)
+            if kept is not None and kept[0] == head_hash:
+                self._recall.move_to_end(key)
+                return kept[1]
+        verdict = self._judge(anchor, required)
+        if (
+            verdict.code in (VERIFIED, DEPTH_INSUFFICIENT)
+            and not verdict.lost
+            and verdict.block_number is not None
+            and verdict.observed_depth == head_number - verdict.block_number + 1
+        ):
+            with self._recall_lock:
+                self._recall[key] = (head_hash, verdict)
+                self._recall.move_to_end(key)
+                while len(self._recall) > _RECALL_MAX:
+                    self._recall.popitem(last=False)
+        return verdict
 
     def _judge(self, anchor: Anchor, required: int) -> Verdict:
         verifier = self._verifier()

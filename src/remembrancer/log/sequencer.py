@@ -219,13 +219,18 @@ class Sequencer:
         if self._closing:
             raise PushbackError("the node is shutting down", code="shutting_down", retry_after=5)
         record, ns = self.precheck(data)
-        return await self.submit_checked(record, ns)
+        return await self._enqueue(record, ns)
 
     async def submit_checked(self, record: Record, ns: NamespaceConfig) -> Receipt:
         """:meth:`submit` for a record that :meth:`precheck` has just passed
         (``ns`` is what it returned): rules 1 to 4 are not checked twice."""
         if self._closing:
             raise PushbackError("the node is shutting down", code="shutting_down", retry_after=5)
+        return await self._enqueue(record, ns)
+
+    def _enqueue(self, record: Record, ns: NamespaceConfig) -> asyncio.Future[Receipt]:
+        """Queue a prechecked record; the future is its receipt (a plain call, so
+        the caller's task waits on the future itself, one coroutine less)."""
         handle = self._handle(record.namespace)
         if len(handle.queue) >= self.max_pending:
             raise PushbackError(
@@ -236,7 +241,7 @@ class Sequencer:
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         handle.queue.append(_Pending(record, ns, future))
         handle.wakeup.set()
-        return await future
+        return future
 
     async def close(self) -> None:
         """Stop accepting records, drain every queue, stop the workers."""

@@ -207,8 +207,19 @@ class BatchProofs:
         return h
 
     def proof(self, index: int) -> tuple[bytes, ...]:
-        """The inclusion proof of leaf ``index`` (one of the batch) at ``size``."""
-        return self._path(0, index)
+        """The inclusion proof of leaf ``index`` (one of the batch) at ``size``.
+
+        :meth:`_path` at the leaves, without keeping the result (no other
+        leaf's proof shares it)."""
+        size = self._size
+        if size <= 1:
+            return ()
+        above = self._path(1, index >> 1)
+        if index & 1:
+            return (self.node(0, index - 1), *above)
+        if index + 1 < size:
+            return (self._incomplete(0, index + 1), *above)
+        return above
 
     def _path(self, level: int, k: int) -> tuple[bytes, ...]:
         key = (level, k)

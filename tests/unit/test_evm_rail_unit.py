@@ -502,6 +502,8 @@ def _receipt(**changes: Any) -> dict[str, Any]:
 
 def _blocks(mapping: dict[int, str]) -> Callable[[list[Any]], Any]:
     def get(params: list[Any]) -> Any:
+        if not params[0].startswith("0x"):
+            return None  # "latest": this fake has no head block (the rail then keeps nothing)
         n = int(params[0], 16)
         return {"hash": mapping[n], "timestamp": hex(1_700_000_000 + n)} if n in mapping else None
 

@@ -431,12 +431,20 @@ class EvmRail:
         verdicts about a mined transaction are kept (verified, or not deep
         enough), and only when their depth is the one that head gives; a
         verdict that depends on the node's pool (not mined, unknown) is
-        reached again every time."""
+        reached again every time.  Malformed evidence is refused before the
+        node is asked anything."""
+        fault = self._judge(anchor, required, evidence_only=True)
+        if fault is not None:
+            return fault
         head = self._block("latest")
         head_hash = _lower(head.get("hash")) if head else None
-        if head is None or head_hash is None or not _HASH.match(head_hash):
-            return self._judge(anchor, required)
-        head_number = rpc_quantity(head.get("number"), "block number")
+        number = head.get("number") if head else None
+        if head_hash is None or not _HASH.match(head_hash) or not isinstance(number, str):
+            return self._judged(anchor, required)  # no head to key on: judge every time
+        try:
+            head_number = rpc_quantity(number, "block number")
+        except RailError:
+            return self._judged(anchor, required)
         evidence = json.dumps(dict(anchor.evidence), sort_keys=True, default=str)
         key = (anchor.tx_ref.lower(), anchor.root, evidence, required)
         with self._recall_lock:
@@ -444,7 +452,7 @@ class EvmRail:
             if kept is not None and kept[0] == head_hash:
                 self._recall.move_to_end(key)
                 return kept[1]
-        verdict = self._judge(anchor, required)
+        verdict = self._judged(anchor, required)
         if (
             verdict.code in (VERIFIED, DEPTH_INSUFFICIENT)
             and not verdict.lost
@@ -458,7 +466,16 @@ class EvmRail:
                     self._recall.popitem(last=False)
         return verdict
 
-    def _judge(self, anchor: Anchor, required: int) -> Verdict:
+    def _judged(self, anchor: Anchor, required: int) -> Verdict:
+        verdict = self._judge(anchor, required)
+        assert verdict is not None  # only evidence_only answers None
+        return verdict
+
+    def _judge(
+        self, anchor: Anchor, required: int, *, evidence_only: bool = False
+    ) -> Verdict | None:
+        """The verdict on ``anchor``; with ``evidence_only``, only the checks of
+        the evidence's own form (no chain asked): their failure, or None."""
         verifier = self._verifier()
         lost_reason = ""
 
@@ -487,6 +504,8 @@ class EvmRail:
         recorded_number = ev.get("blockNumber")
         recorded_hash = _lower(ev.get("blockHash"))
         has_block = type(recorded_number) is int and recorded_hash is not None
+        if evidence_only:
+            return None
 
         self._check_chain()
 

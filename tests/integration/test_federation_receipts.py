@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -86,7 +87,16 @@ def test_an_anchor_is_countersigned_by_a_quorum_and_verifies_offline(
     auto = _get(f"{alpha.url}/v1/federation/receipts")["receipts"]
     assert auto and auto[0]["quorum_met"] is True
     token = (alpha.directory / "keys" / "admin.token").read_text().strip()
-    final = _post(f"{alpha.url}/v1/admin/federation/propagate/dao:vaultmesh", b"", token)
+    # The node answers 504 when its peers' countersignatures do not all arrive within
+    # the request's deadline (a loaded CI machine); asking again completes the receipt.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            final = _post(f"{alpha.url}/v1/admin/federation/propagate/dao:vaultmesh", b"", token)
+            break
+        except urllib.error.HTTPError as e:
+            if e.code != 504 or time.monotonic() > deadline:
+                raise
     assert final["quorum_met"] is True and final["finalized_at"]
     signers = {s["node"] for s in final["signatures"]}
     assert len(signers) == 3 and sum(s["role"] == "anchor" for s in final["signatures"]) == 1

@@ -267,28 +267,6 @@ def _type(field: str, message: str) -> FormatError:
 
 
 def _parse_signatures(value: Any) -> tuple[RecordSignature, ...]:
-    """The signatures, each checked as :func:`_check_signatures` does (which
-    names the first fault of a list this does not take as it is)."""
-    if type(value) is list and 1 <= len(value) <= MAX_SIGNATURES:
-        out = []
-        for item in value:
-            if type(item) is not dict or item.keys() != _SIGNATURE_KEYS or item["alg"] != "Ed25519":
-                break
-            kid, role = item["kid"], item["role"]
-            if (role != "actor" and role != "witness") or not (
-                type(kid) is str and _matches(DID_KEY_RE, _DID_KEYS, kid)
-            ):
-                break
-            sig = b64url_decode_64(item["sig"])
-            if sig is None:
-                break
-            out.append(_new_tuple(RecordSignature, (kid, role, sig)))
-        else:
-            return tuple(out)
-    return _check_signatures(value)
-
-
-def _check_signatures(value: Any) -> tuple[RecordSignature, ...]:
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_SIGNATURES:
         raise _type("signatures", f"must be a list of 1 to {MAX_SIGNATURES} signatures")
     out = []
@@ -308,7 +286,7 @@ def _check_signatures(value: Any) -> tuple[RecordSignature, ...]:
         if sig is None:  # not the canonical form of 64 bytes: say what it is instead
             b64url_decode(item["sig"], what=f"signatures[{i}].sig")
             raise _type(f"signatures[{i}].sig", "must be a 64-byte Ed25519 signature")
-        out.append(RecordSignature(kid, role, sig))
+        out.append(_new_tuple(RecordSignature, (kid, role, sig)))
     return tuple(out)
 
 

@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Callable
 from json.encoder import encode_basestring as _encode_string
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import rfc8785
@@ -25,6 +25,7 @@ import rfc8785
 from remembrancer.core.errors import FormatError
 
 MAX_DEPTH = 64
+T = TypeVar("T")
 
 
 _MAX_SAFE = 2**53 - 1
@@ -468,12 +469,52 @@ def parse_canonical(data: bytes) -> Any | None:
     wrong (``NaN``, a lone surrogate, a duplicate key).  Raises for nesting
     deeper than :data:`MAX_DEPTH`.
     """
-    if not (data.isascii() or not data.translate(None, _BELOW_F0)) or not _ints_exact(data):
+    if not _fast_candidate(data):
         return None
-    if not _nesting_within(data):
-        raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="json_too_deep")
     try:
         value = _msgspec_decode(data)
+    except (_NotFast, msgspec.DecodeError, RecursionError):
+        return None
+    if _msgspec_encode(value) != data:
+        return None
+    return value
+
+
+def _fast_candidate(data: bytes) -> bool:
+    """Whether ``data`` is free of what the fast path cannot prove canonical
+    (characters beyond U+FFFF, integers of 16 digits or more); raises for
+    nesting deeper than :data:`MAX_DEPTH`."""
+    if not (data.isascii() or not data.translate(None, _BELOW_F0)) or not _ints_exact(data):
+        return False
+    if not _nesting_within(data):
+        raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="json_too_deep")
+    return True
+
+
+def typed_decoder(kind: type[T]) -> Callable[[bytes], T]:
+    """A decoder of JSON into the :class:`msgspec.Struct` ``kind`` for
+    :func:`parse_canonical_typed` (a fraction or exponent anywhere in an
+    untyped member leaves the fast path, as in :func:`parse_canonical`)."""
+    return msgspec.json.Decoder(kind, float_hook=_not_fast).decode
+
+
+def parse_canonical_typed(data: bytes, decode: Callable[[bytes], T]) -> T | None:
+    """:func:`parse_canonical` into a :class:`msgspec.Struct`: the decoded
+    struct when ``data`` is provably its own RFC 8785 form and fits the
+    struct's type, else None (the caller then parses as a plain value and
+    names what is wrong).
+
+    ``decode`` comes from :func:`typed_decoder`.  The struct must declare its
+    fields in the order of their JSON names and give every optional field
+    the default ``msgspec.UNSET`` with ``omit_defaults=True``: then the
+    sorted encoding of the struct writes exactly the members that were
+    present, in RFC 8785 order, and byte equality with ``data`` proves the
+    same as in :func:`parse_canonical` (canonical form, no duplicate keys, no
+    unknown members if the struct forbids them)."""
+    if not _fast_candidate(data):
+        return None
+    try:
+        value = decode(data)
     except (_NotFast, msgspec.DecodeError, RecursionError):
         return None
     if _msgspec_encode(value) != data:

@@ -20,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, Protocol
 
+import msgspec
+from msgspec import UNSET, UnsetType
+
 from remembrancer.core.encoding import b64url_decode, b64url_decode_64, b64url_encode
 from remembrancer.core.errors import FormatError
 from remembrancer.core.frozen import positional_maker
@@ -30,6 +33,8 @@ from remembrancer.core.jcs import (
     join_members,
     loads_strict,
     parse_canonical,
+    parse_canonical_typed,
+    typed_decoder,
 )
 from remembrancer.core.tiles import MAX_ENTRY_SIZE
 
@@ -135,8 +140,18 @@ class Record:
             raise FormatError(
                 f"record input larger than {MAX_INPUT_BYTES} bytes", code="record_too_large"
             )
+        env = parse_canonical_typed(data, _decode_envelope)
+        if env is not None:  # canonical, of the envelope's shape: the input is the leaf
+            return cls._checked(
+                env.event_id, env.event_type, env.schema, env.namespace, env.actor,
+                env.timestamp, env.nonce, None if env.prev is UNSET else env.prev, env.subject,
+                env.payload_hash, env.payload_cid, env.payload,
+                env.signatures, data,
+            )  # fmt: skip
+        # Not canonical, or a member missing, unknown or of the wrong type: the
+        # plain parse, which names the fault.
         value = parse_canonical(data)
-        if type(value) is dict:  # already canonical: the input is the leaf
+        if type(value) is dict:  # canonical all the same: the input is the leaf
             return cls.from_value(value, _leaf=data)
         value = loads_strict(data, max_bytes=MAX_INPUT_BYTES)
         return cls.from_value(value)
@@ -167,61 +182,87 @@ class Record:
             )
         if value["vm:version"] != VM_VERSION:
             raise _type("vm:version", f'must be "{VM_VERSION}"')
-        event_id = value["event:id"]
+        return cls._checked(
+            value["event:id"], value["event:type"], value["schema"], value["namespace"],
+            value["actor"], value["timestamp"], value["nonce"], value.get("prev"),
+            value.get("subject", UNSET), value.get("payload:hash", UNSET),
+            value.get("payload:cid", UNSET), value["payload"],
+            value["signatures"], _leaf, value,
+        )  # fmt: skip
+
+    @classmethod
+    def _checked(
+        cls,
+        event_id: Any,
+        event_type: Any,
+        schema: Any,
+        namespace: Any,
+        actor: Any,
+        timestamp: Any,
+        nonce: Any,
+        prev: Any,
+        subject: Any,
+        payload_hash: Any,
+        payload_cid: Any,
+        payload: Any,
+        signatures: Any,
+        leaf: bytes | None,
+        value: dict[str, Any] | None = None,
+    ) -> Record:
+        """The record of these members once each is checked (every parse path
+        ends here, so both check the same rules); ``UNSET``: an optional member
+        that is absent.  ``leaf``: the canonical bytes of the envelope if known
+        (the signing input is then cut out of them), else ``value``, the
+        envelope to encode."""
         if (
             not isinstance(event_id, str)
             or not 1 <= len(event_id) <= 128
             or not event_id.isprintable()
         ):
             raise _type("event:id", "must be 1 to 128 printable characters")
-        schema = value["schema"]
         if not isinstance(schema, str) or not _matches(SCHEMA_RE, _SCHEMAS, schema):
             raise _type("schema", "must be name@major.minor.patch")
-        event_type = value["event:type"]
         if event_type != schema.partition("@")[0]:
             raise FormatError(
                 f"event:type {event_type!r} does not match schema {schema!r}",
                 code="event_type_mismatch",
             )
-        namespace = value["namespace"]
         if not isinstance(namespace, str) or not _matches(NAMESPACE_RE, _NAMESPACES, namespace):
             raise _type("namespace", "must match <org>:<name> (lowercase, digits, '-')")
-        actor = value["actor"]
         if not isinstance(actor, str) or not _matches(DID_KEY_RE, _DID_KEYS, actor):
             raise _type("actor", "must be an Ed25519 did:key")
-        timestamp = value["timestamp"]
         if type(timestamp) is not int or not 0 <= timestamp < 2**53:
             raise _type("timestamp", "must be an integer number of seconds since the epoch")
-        nonce = value["nonce"]
         if not isinstance(nonce, str) or not NONCE_RE.match(nonce):
             raise _type("nonce", "must be 8 to 128 base64url characters")
-        prev = value.get("prev")
         if prev is not None and (not isinstance(prev, str) or not HASH_RE.match(prev)):
             raise _type("prev", "must be null or sha256:<64 lowercase hex>")
-        subject = value.get("subject")
-        if subject is not None and (
-            not isinstance(subject, str)
-            or not 1 <= len(subject) <= 512
-            or not subject.isprintable()
+        if (
+            subject is not None
+            and subject is not UNSET
+            and (
+                not isinstance(subject, str)
+                or not 1 <= len(subject) <= 512
+                or not subject.isprintable()
+            )
         ):
             raise _type("subject", "must be a DID or URN of at most 512 characters")
-        if "payload:hash" in value and (
-            not isinstance(value["payload:hash"], str) or not HASH_RE.match(value["payload:hash"])
+        if payload_hash is not UNSET and (
+            not isinstance(payload_hash, str) or not HASH_RE.match(payload_hash)
         ):
             raise _type("payload:hash", "must be sha256:<64 lowercase hex>")
-        if "payload:cid" in value and (
-            not isinstance(value["payload:cid"], str) or not 1 <= len(value["payload:cid"]) <= 256
+        if payload_cid is not UNSET and (
+            not isinstance(payload_cid, str) or not 1 <= len(payload_cid) <= 256
         ):
             raise _type("payload:cid", "must be a string of at most 256 characters")
-        payload = value["payload"]
         if not isinstance(payload, dict):
             raise _type("payload", "must be a JSON object")
-        signatures = _parse_signatures(value["signatures"])
+        sigs = _parse_signatures(signatures)
 
-        if _leaf is not None:
-            leaf = _leaf
-            signing_input = _without_signatures(_leaf, value)
+        if leaf is not None:
+            signing_input = _without_signatures(leaf, timestamp, subject)
         else:
+            assert value is not None
             members = canonical_members(value)
             leaf = join_members(members)
             signing_input = join_members(members, exclude="signatures")
@@ -233,17 +274,53 @@ class Record:
             )
         make = _make_record if cls is Record else cls
         return make(event_id, event_type, schema, namespace, actor, timestamp, nonce, prev,
-                    subject, payload, signatures, signing_input, leaf,
-                    hashlib.sha256(signing_input).digest())  # fmt: skip
+                    None if subject is UNSET else subject, payload, sigs, signing_input,
+                    leaf, hashlib.sha256(signing_input).digest())  # fmt: skip
 
 
 _make_record: Final = positional_maker(Record)
 _new_tuple: Final = tuple.__new__  # a named tuple from its checked fields
 
 
-def _without_signatures(leaf: bytes, value: dict[str, Any]) -> bytes:
-    """The signing input of a well-formed envelope ``value`` whose canonical
-    form is ``leaf``: ``leaf`` with its ``signatures`` member cut out.
+class _SignatureIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry of ``signatures`` as the typed fast path decodes it (members
+    in the order of their names: see :func:`parse_canonical_typed`)."""
+
+    alg: str
+    kid: str
+    role: str
+    sig: str
+
+
+class _EnvelopeIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """The envelope's shape for the typed fast path of :meth:`Record.from_bytes`:
+    members in the order of their names, optional ones ``UNSET`` when absent
+    (so that the sorted encoding writes back exactly what was read).  Only
+    the JSON types are checked here; every rule is :meth:`Record._checked`'s."""
+
+    actor: str
+    event_id: str = msgspec.field(name="event:id")
+    event_type: str = msgspec.field(name="event:type")
+    namespace: str
+    nonce: str
+    payload: dict[str, Any]
+    payload_cid: str | UnsetType = msgspec.field(name="payload:cid", default=UNSET)
+    payload_hash: str | UnsetType = msgspec.field(name="payload:hash", default=UNSET)
+    prev: str | UnsetType | None = UNSET
+    schema: str
+    signatures: list[_SignatureIn]
+    subject: str | UnsetType | None = UNSET
+    timestamp: int
+    vm_version: Literal["1.0"] = msgspec.field(name="vm:version")
+
+
+_decode_envelope: Final = typed_decoder(_EnvelopeIn)
+
+
+def _without_signatures(leaf: bytes, timestamp: int, subject: Any) -> bytes:
+    """The signing input of a well-formed envelope whose canonical form is
+    ``leaf`` (``subject``: its subject, ``UNSET`` if absent): ``leaf`` with its
+    ``signatures`` member cut out.
 
     Members are in canonical order, so only ``subject``, ``timestamp`` and
     ``vm:version`` follow ``signatures``; they are encoded here (a few bytes)
@@ -252,13 +329,13 @@ def _without_signatures(leaf: bytes, value: dict[str, Any]) -> bytes:
     hold only alg, kid, role and sig with did:key, base64url and fixed
     values, so that text cannot occur inside them.  Anything unexpected falls
     back to encoding the members (same result, slower)."""
-    tail = b',"timestamp":%d,"vm:version":"%s"}' % (value["timestamp"], VM_VERSION.encode())
-    if "subject" in value:
-        tail = b',"subject":' + dumps_plain(value["subject"]) + tail
+    tail = b',"timestamp":%d,"vm:version":"%s"}' % (timestamp, VM_VERSION.encode())
+    if subject is not UNSET:
+        tail = b',"subject":' + dumps_plain(subject) + tail
     end = len(leaf) - len(tail)
     cut = leaf.rfind(b',"signatures":[', 0, end)
     if cut < 0 or not leaf.endswith(tail):  # not reached for a canonical leaf
-        return join_members(canonical_members(value), exclude="signatures")
+        return join_members(canonical_members(loads_strict(leaf)), exclude="signatures")
     return leaf[:cut] + tail
 
 
@@ -267,24 +344,29 @@ def _type(field: str, message: str) -> FormatError:
 
 
 def _parse_signatures(value: Any) -> tuple[RecordSignature, ...]:
+    """The ``signatures`` member: a list of objects (or, from the typed fast
+    path, of :class:`_SignatureIn`) of exactly alg, kid, role and sig."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_SIGNATURES:
         raise _type("signatures", f"must be a list of 1 to {MAX_SIGNATURES} signatures")
     out = []
     for i, item in enumerate(value):
-        if not isinstance(item, dict) or item.keys() != _SIGNATURE_KEYS:
+        if type(item) is _SignatureIn:
+            alg, kid, role, text = item.alg, item.kid, item.role, item.sig
+        elif isinstance(item, dict) and item.keys() == _SIGNATURE_KEYS:
+            alg, kid, role, text = item["alg"], item["kid"], item["role"], item["sig"]
+        else:
             raise _type(f"signatures[{i}]", "must have exactly alg, kid, role and sig")
-        if item["alg"] != "Ed25519":
+        if alg != "Ed25519":
             raise FormatError(
                 f"signatures[{i}].alg must be Ed25519", code="signature_alg_unsupported"
             )
-        kid, role = item["kid"], item["role"]
         if not isinstance(kid, str) or not _matches(DID_KEY_RE, _DID_KEYS, kid):
             raise _type(f"signatures[{i}].kid", "must be an Ed25519 did:key")
         if role != "actor" and role != "witness":
             raise _type(f"signatures[{i}].role", 'must be "actor" or "witness"')
-        sig = b64url_decode_64(item["sig"])
+        sig = b64url_decode_64(text)
         if sig is None:  # not the canonical form of 64 bytes: say what it is instead
-            b64url_decode(item["sig"], what=f"signatures[{i}].sig")
+            b64url_decode(text, what=f"signatures[{i}].sig")
             raise _type(f"signatures[{i}].sig", "must be a 64-byte Ed25519 signature")
         out.append(_new_tuple(RecordSignature, (kid, role, sig)))
     return tuple(out)

@@ -52,9 +52,10 @@ def test_batch_proofs_are_the_inclusion_proofs(batches: list[int], offset: int) 
         edge = writer.edge()
         writer.append([hash_leaf(x) for x in leaves])
         tree.append_many(leaves)
-        proofs = BatchProofs(edge, writer.levels, writer.size)
-        for i in range(edge.size, writer.size):
-            assert list(proofs.proof(i)) == inclusion_proof(i, writer.size, tree), (i, writer.size)
+        proofs = BatchProofs(edge, writer.levels, writer.size).proofs(edge.size)
+        assert len(proofs) == n
+        for i, proof in enumerate(proofs, edge.size):
+            assert list(proof) == inclusion_proof(i, writer.size, tree), (i, writer.size)
 
 
 def test_batch_proofs_for_every_small_offset_and_batch() -> None:
@@ -70,6 +71,7 @@ def test_batch_proofs_for_every_small_offset_and_batch() -> None:
             writer.append([hash_leaf(x) for x in leaves[:start]])
             edge = writer.edge()
             writer.append([hash_leaf(x) for x in leaves[start : start + n]])
-            proofs = BatchProofs(edge, writer.levels, start + n)
-            for i in range(start, start + n):
-                assert list(proofs.proof(i)) == inclusion_proof(i, start + n, tree)
+            proofs = BatchProofs(edge, writer.levels, start + n).proofs(start)
+            assert len(proofs) == n
+            for i, proof in enumerate(proofs, start):
+                assert list(proof) == inclusion_proof(i, start + n, tree)

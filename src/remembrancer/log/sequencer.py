@@ -589,9 +589,9 @@ class Sequencer:
                 handle.gov_saved = writer.size
             if changed:
                 _log_governance(handle.namespace, gov_before, handle.gov)
-            proofs = BatchProofs(edge_before, writer.levels, writer.size)
+            proofs = BatchProofs(edge_before, writer.levels, writer.size).proofs(start)
         else:
-            proofs = None
+            proofs = []
         size = writer.size
         note = handle.checkpoint
         out: list[Receipt | RemembrancerError] = []
@@ -601,10 +601,9 @@ class Sequencer:
             if isinstance(res, RemembrancerError):
                 out.append(res)
             elif isinstance(res, int):
-                assert proofs is not None
                 out.append(_make_receipt("sha256:" + pending.record.event_hash.hex(),
                                          handle.namespace, handle.origin, res, size,
-                                         proofs.proof(res), note, (), False))  # fmt: skip
+                                         proofs[res - start], note, (), False))  # fmt: skip
             elif pos in duplicates:
                 store_reader = store_reader or self._store_reader(handle.namespace, size)
                 index = duplicates[pos]

@@ -206,20 +206,28 @@ class BatchProofs:
             self._border[level] = h
         return h
 
-    def proof(self, index: int) -> tuple[bytes, ...]:
-        """The inclusion proof of leaf ``index`` (one of the batch) at ``size``.
+    def proofs(self, start: int) -> list[tuple[bytes, ...]]:
+        """The inclusion proofs of leaves ``start`` to ``size - 1`` (the batch's
+        leaves, or its last ones), in order.
 
-        :meth:`_path` at the leaves, without keeping the result (no other
-        leaf's proof shares it)."""
+        A leaf's sibling is read from the batch's level 0 directly (it holds
+        the leaf before the batch too when the batch starts at an odd index);
+        above it, :meth:`_path`, shared by the two leaves of a pair."""
         size = self._size
         if size <= 1:
-            return ()
-        above = self._path(1, index >> 1)
-        if index & 1:
-            return (self.node(0, index - 1), *above)
-        if index + 1 < size:
-            return (self._incomplete(0, index + 1), *above)
-        return above
+            return [()] * (size - start)
+        first, nodes = self._levels[0]
+        path = self._path
+        out: list[tuple[bytes, ...]] = []
+        for i in range(start, size):
+            above = path(1, i >> 1)
+            if i & 1:
+                out.append((nodes[i - 1 - first], *above))
+            elif i + 1 < size:
+                out.append((nodes[i + 1 - first], *above))
+            else:
+                out.append(above)
+        return out
 
     def _path(self, level: int, k: int) -> tuple[bytes, ...]:
         key = (level, k)

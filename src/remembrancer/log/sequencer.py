@@ -73,7 +73,7 @@ from remembrancer.core.schema import SchemaRegistry
 from remembrancer.core.tiles import MAX_ENTRY_SIZE, Tile, TileNodeReader
 from remembrancer.log.schemas import bundled_schemas
 from remembrancer.log.tiles import BatchProofs, TileWriter
-from remembrancer.log.verifier import Job, discard_pool, shared_pool, verify_many
+from remembrancer.log.verifier import discard_pool, pack_jobs, shared_pool, verify_packed
 from remembrancer.storage.base import AppendBatch, EntryRow, Fence, FoundEntry, LogState, Store
 
 log = logging.getLogger("remembrancer.sequencer")
@@ -391,24 +391,28 @@ class Sequencer:
         (:mod:`remembrancer.log.verifier`), then decided here by the same code
         (``check_signatures`` with their verdicts)."""
         started = time.thread_time()
-        jobs: list[Job] = []
-        owners: list[tuple[int, str, bytes]] = []
-        for pos, pending in enumerate(batch):
-            message = pending.record.signing_input
-            for kid, sig in signature_jobs(pending.record, pending.ns):
-                try:
-                    key = _public_raw(kid)
-                except RemembrancerError:
-                    continue  # check_signatures meets it again and refuses the record
-                jobs.append((key, message, sig))
-                owners.append((pos, kid, sig))
-        n = self._verify_threads
-        size = max(1, -(-len(jobs) // n))
-        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        owners: list[tuple[int, str, bytes]] = []  # (batch position, kid, sig) per job
+        chunks: list[bytes] = []
+        per_chunk = max(1, -(-len(batch) // self._verify_threads))  # records per worker
+        for first in range(0, len(batch), per_chunk):
+            parts: list[bytes] = []
+            for pos in range(first, min(first + per_chunk, len(batch))):
+                pending = batch[pos]
+                pairs = []
+                for kid, sig in signature_jobs(pending.record, pending.ns):
+                    try:
+                        pairs.append((_public_raw(kid), sig))
+                    except RemembrancerError:
+                        continue  # check_signatures meets it again and refuses the record
+                    owners.append((pos, kid, sig))
+                if pairs:
+                    pack_jobs(parts, pending.record.signing_input, pairs)
+            if parts:
+                chunks.append(b"".join(parts))
         spent = time.thread_time() - started
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(
-            *(loop.run_in_executor(pool, verify_many, c) for c in chunks)
+            *(loop.run_in_executor(pool, verify_packed, c) for c in chunks)
         )  # fmt: skip
         started = time.thread_time()
         verdicts: list[dict[tuple[str, bytes], bool]] = [{} for _ in batch]

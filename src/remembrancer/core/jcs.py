@@ -347,20 +347,21 @@ def _not_fast(text: str) -> Any:
     raise _NotFast
 
 
-_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+# Digits to 0 (runs of digits found at C speed) and { to [ (brackets counted in one pass).
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789{", b"000000000[")
 _SIXTEEN_DIGITS: Final = b"0" * 16
 _BELOW_F0: Final = bytes(range(0xF0))
 
 
-def _ints_exact(data: bytes) -> bool:
+def _ints_exact(data: bytes, zeros: bytes) -> bool:
     """False if ``data`` may hold a number outside the I-JSON exact range.
 
     ``2**53 - 1`` has 16 digits, so only runs of 16 or more digits matter;
-    they are found at C speed.  A run counts when it starts a number token
+    they are found at C speed (``zeros``: ``data`` translated by
+    :data:`_DIGITS_TO_ZERO`).  A run counts when it starts a number token
     (at the start or after ``:``, ``,`` or ``[``, maybe with ``-``); one inside a string that
     looks like that only sends the input down the strict path.
     """
-    zeros = data.translate(_DIGITS_TO_ZERO)
     i = zeros.find(_SIXTEEN_DIGITS)
     while i >= 0:
         j = i + 16
@@ -378,14 +379,15 @@ def _ints_exact(data: bytes) -> bool:
 _ALL_BUT_QUOTES_AND_BRACKETS: Final = bytes(c for c in range(256) if c not in b'"[]{}')
 
 
-def _nesting_within(data: bytes, limit: int = MAX_DEPTH) -> bool:
+def _nesting_within(data: bytes, brackets: int, limit: int = MAX_DEPTH) -> bool:
     """True if brackets outside strings nest at most ``limit`` deep (before parsing,
-    so the recursive decoder never goes deeper; same rule as :func:`check_nesting`).
+    so the recursive decoder never goes deeper; same rule as :func:`check_nesting`);
+    ``brackets``: how many ``[`` and ``{`` ``data`` holds (at most ``limit``: true).
 
     Escaped backslashes and quotes are removed first (left to right, as a JSON
     parser pairs them), the strings are then what lies between alternate quotes.
     """
-    if data.count(b"[") + data.count(b"{") <= limit:
+    if brackets <= limit:
         return True
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
@@ -484,9 +486,12 @@ def _fast_candidate(data: bytes) -> bool:
     """Whether ``data`` is free of what the fast path cannot prove canonical
     (characters beyond U+FFFF, integers of 16 digits or more); raises for
     nesting deeper than :data:`MAX_DEPTH`."""
-    if not (data.isascii() or not data.translate(None, _BELOW_F0)) or not _ints_exact(data):
+    if not (data.isascii() or not data.translate(None, _BELOW_F0)):
         return False
-    if not _nesting_within(data):
+    zeros = data.translate(_DIGITS_TO_ZERO)
+    if not _ints_exact(data, zeros):
+        return False
+    if not _nesting_within(data, zeros.count(b"[")):
         raise FormatError(f"JSON nesting deeper than {MAX_DEPTH}", code="json_too_deep")
     return True
 

@@ -106,3 +106,23 @@ def test_proposals_for_another_namespace_or_invalid_cadence_are_refused() -> Non
     with pytest.raises(FormatError) as e2:
         governance.check_proposal(proposal(ADMIN, every="0s"), DAO)
     assert e2.value.code == "cadence_invalid"
+
+
+def test_the_sequencer_folds_every_type_fold_looks_at() -> None:
+    """The sequencer passes to ``governance.fold`` only records whose type is in
+    ``FOLDED_TYPES``: every type ``fold`` compares its record's type with is there."""
+    import ast
+    import inspect
+
+    from remembrancer.core import governance
+
+    tree = ast.parse(inspect.getsource(governance.fold))
+    compared = {
+        getattr(governance, node.comparators[0].id)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare)
+        and isinstance(node.left, ast.Name)
+        and node.left.id == "kind"
+        and isinstance(node.comparators[0], ast.Name)
+    }
+    assert compared == governance.FOLDED_TYPES

@@ -28,6 +28,8 @@ from remembrancer.core.record import Record
 
 PROPOSAL_SCHEMA = "governance.cadence.set"
 VOTE_SCHEMA = "vote.cast"
+# The event types :func:`fold` looks at; it leaves the state as it is for any other.
+FOLDED_TYPES: frozenset[str] = frozenset((PROPOSAL_SCHEMA, VOTE_SCHEMA))
 APPROVE = frozenset({"approve", "yes"})
 
 

@@ -238,7 +238,8 @@ class Sequencer:
                 code="overloaded",
                 retry_after=1,
             )
-        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        assert handle.task is not None  # running in this loop (see _handle)
+        future: asyncio.Future[Receipt] = handle.task.get_loop().create_future()
         handle.queue.append(_Pending(record, ns, future))
         handle.wakeup.set()
         return future
@@ -544,7 +545,8 @@ class Sequencer:
         start = writer.size
         results: list[Receipt | RemembrancerError | int | None] = [None] * len(batch)
         new_rows: list[EntryRow] = []
-        new_records: list[tuple[Record, NamespaceConfig]] = []
+        folded: list[tuple[Record, NamespaceConfig]] = []  # governance records, in log order
+        folded_types = governance.FOLDED_TYPES
         seen_id: dict[str, tuple[int, bytes]] = {}
         seen_nonce: dict[tuple[str, str], tuple[int, bytes]] = {}
         duplicates: dict[int, int] = {}  # batch position -> existing index
@@ -576,14 +578,15 @@ class Sequencer:
             index = start + len(new_rows)
             seen_id[rec.event_id] = seen_nonce[key_nonce] = (index, rec.leaf)
             new_rows.append(EntryRow(rec.leaf, rec.event_hash, rec.event_id, rec.actor, rec.nonce))
-            new_records.append((rec, pending.ns))
+            if rec.event_type in folded_types:
+                folded.append((rec, pending.ns))
             results[pos] = index
 
         gov_before = handle.gov
         if new_rows:
             leaf_hashes = [hash_leaf(r.leaf) for r in new_rows]
             edge_before = self._commit(handle, writer, new_rows, leaf_hashes)
-            for rec, ns in new_records:  # in log order
+            for rec, ns in folded:  # in log order
                 handle.gov = governance.fold(handle.gov, rec, ns)
             changed = handle.gov is not gov_before
             if changed or writer.size - handle.gov_saved >= GOVERNANCE_SAVE_EVERY:

@@ -28,7 +28,7 @@ acknowledged is lost.
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import collections
 import json
 import logging
@@ -115,13 +115,14 @@ class Receipt:
             "origin": self.origin,
             "index": self.index,
             "treeSize": self.size,
-            "proof": [base64.b64encode(h).decode("ascii") for h in self.proof],
+            "proof": [_b2a(h, newline=False).decode("ascii") for h in self.proof],
             "checkpoint": self.checkpoint.decode("utf-8"),
             "anchors": [dict(a) for a in self.anchors],
         }
 
 
 _make_receipt: Final = positional_maker(Receipt)  # one per admitted record
+_b2a: Final = binascii.b2a_base64  # base64.b64encode without its Python layer
 
 
 @dataclass(slots=True)

@@ -9,7 +9,11 @@
   run (the order rotates), best of each.  Goal: 0.7.  With it, the CPU time
   of one admitted record stage by stage (parse, policy, signature
   verification, integration, the rest), and the budget for everything that
-  is not signature verification: at most 40 µs.
+  is not signature verification: at most 40 µs.  Each run starts from an
+  empty log: under SQLite, integration costs more as the log grows (its key
+  indexes take random inserts; see the storage suite's rows "at ... vs at
+  the first ..."), so these figures hold for logs of tens of thousands of
+  records, not millions.
 * Pre-verified raw appends (256-byte entries, batches of 1,000, durable,
   tiles maintained) against pymerkle 7's ``SqliteTree.append_entries`` on the
   same data, batch by batch in alternation.  Both sides hash every leaf; ours

@@ -19,7 +19,9 @@ Record appends (entries that carry keys):
   the node is to sustain 10,000 signed records/s end to end).  A goal for
   SQLite, on average while its log grows to 300,000 entries (30,000 with
   ``--quick``); PostgreSQL's row is informative.  The time of one append
-  (median and 99th percentile) is printed too.
+  (median and 99th percentile) is printed too;
+* rows "at ... vs at the first ...": the last tenth of the batches against
+  the first tenth, per backend (information: how the cost grows).
 
 With random keys the cost of an append grows with the log: each of the three
 key indexes (event hash, event id, actor+nonce) takes one random insert per
@@ -234,6 +236,15 @@ def bench_append(batches: int) -> list[Row]:
 
     rate = {name: BATCH * len(t) / sum(t) for name, t in times.items()}
     size = f"{batches} x {BATCH:,} x {ENTRY_SIZE} B entries + tiles"
+    # How the cost grows with the log: the last tenth of the batches against the first.
+    tenth = max(1, batches // 10)
+    depth = []
+    for name, t in times.items():
+        label = "SQLite" if name == "sqlite" else "PostgreSQL"
+        first, last = BATCH * tenth / sum(t[:tenth]), BATCH * tenth / sum(t[-tenth:])
+        depth.append(_row(f"storage append with random keys: {label} at {(batches - tenth) * BATCH:,}"
+                          f" to {batches * BATCH:,} entries vs at the first {tenth * BATCH:,}"
+                          " (flat = 1; information)", last, first, None, "entries/s"))  # fmt: skip
     rows = [
         _with_latency(
             budget(f"storage append {size}: SQLite, against 20,000 entries/s (1,000 in 50 ms)",
@@ -260,7 +271,7 @@ def bench_append(batches: int) -> list[Row]:
                 times["postgresql"],
             )
         )  # fmt: skip
-    return rows
+    return rows + depth
 
 
 def _with_latency(r: Row, times: list[float]) -> Row:

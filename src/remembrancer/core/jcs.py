@@ -471,15 +471,7 @@ def parse_canonical(data: bytes) -> Any | None:
     wrong (``NaN``, a lone surrogate, a duplicate key).  Raises for nesting
     deeper than :data:`MAX_DEPTH`.
     """
-    if not _fast_candidate(data):
-        return None
-    try:
-        value = _msgspec_decode(data)
-    except (_NotFast, msgspec.DecodeError, RecursionError):
-        return None
-    if _msgspec_encode(value) != data:
-        return None
-    return value
+    return parse_canonical_typed(data, _msgspec_decode)
 
 
 def _fast_candidate(data: bytes) -> bool:
@@ -509,7 +501,8 @@ def parse_canonical_typed(data: bytes, decode: Callable[[bytes], T]) -> T | None
     struct's type, else None (the caller then parses as a plain value and
     names what is wrong).
 
-    ``decode`` comes from :func:`typed_decoder`.  The struct must declare its
+    ``decode`` comes from :func:`typed_decoder` (or is the untyped decoder of
+    :func:`parse_canonical`).  The struct must declare its
     fields in the order of their JSON names and give every optional field
     the default ``msgspec.UNSET`` with ``omit_defaults=True``: then the
     sorted encoding of the struct writes exactly the members that were

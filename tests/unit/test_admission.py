@@ -466,3 +466,38 @@ def test_the_signing_input_cut_from_a_canonical_leaf_is_the_encoded_one(
 def _args(env: dict[str, object]) -> dict[str, object]:
     names = {"vm:version": None, "event:type": None, "event:id": "event_id"}
     return {names.get(k, k): v for k, v in env.items() if names.get(k, k)}
+
+
+_KIDS = [ACTOR.did, W1.did, W2.did, W3.did, SigningKey(b"\x09" * 32).did]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(_KIDS), st.sampled_from(["actor", "witness"]),
+                       st.binary(min_size=64, max_size=64)), min_size=1, max_size=6),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)  # fmt: skip
+def test_check_signatures_verifies_only_its_jobs(
+    entries: list[tuple[str, str, bytes]], verdicts: list[bool]
+) -> None:
+    """check_signatures asks ``verify`` only for pairs signature_jobs lists, whatever
+    the signatures and whatever the verdicts: the sequencer relies on it when it
+    answers "verified" for a record whose every job verified in a worker."""
+    from remembrancer.core.admission import signature_jobs
+
+    env = good().envelope()
+    env["signatures"] = [{"alg": "Ed25519", "kid": k, "role": r, "sig": b64url_encode(s)}
+                         for k, r, s in entries]  # fmt: skip
+    record = Record.from_value(env)
+    jobs = set(signature_jobs(record, DAO))
+    asked: list[tuple[str, bytes]] = []
+
+    def verify(kid: str, sig: bytes) -> bool:
+        asked.append((kid, sig))
+        return verdicts[len(asked) - 1]
+
+    try:
+        check_signatures(record, DAO, verify=verify)
+    except RemembrancerError:
+        pass
+    assert set(asked) <= jobs, (asked, jobs)

@@ -394,6 +394,7 @@ class Sequencer:
         (``check_signatures`` with their verdicts)."""
         started = time.thread_time()
         owners: list[tuple[int, str, bytes]] = []  # (batch position, kid, sig) per job
+        skipped: set[int] = set()  # positions of records with a job not sent
         chunks: list[bytes] = []
         per_chunk = max(1, -(-len(batch) // self._verify_threads))  # records per worker
         for first in range(0, len(batch), per_chunk):
@@ -405,7 +406,8 @@ class Sequencer:
                     try:
                         pairs.append((_public_raw(kid), sig))
                     except RemembrancerError:
-                        continue  # check_signatures meets it again and refuses the record
+                        skipped.add(pos)  # check_signatures meets it again and refuses the record
+                        continue
                     owners.append((pos, kid, sig))
                 if pairs:
                     pack_jobs(parts, pending.record.signing_input, pairs)
@@ -417,20 +419,24 @@ class Sequencer:
             *(loop.run_in_executor(pool, verify_packed, c) for c in chunks)
         )  # fmt: skip
         started = time.thread_time()
-        verdicts: list[dict[tuple[str, bytes], bool]] = [{} for _ in batch]
         flat = b"".join(r[0] for r in results)
-        for (pos, kid, sig), ok in zip(owners, flat, strict=True):
-            verdicts[pos][(kid, sig)] = ok == 1
+        # The records with a signature that failed, or that was not sent (its kid
+        # is no key): their verdicts by (kid, sig).  Every other record had all its
+        # signature_jobs verify, and check_signatures asks only for those (a test
+        # holds the two to that: test_check_signatures_verifies_only_its_jobs).
+        known: dict[int, dict[tuple[str, bytes], bool]] = {pos: {} for pos in skipped}
+        for (pos, _, _), ok in zip(owners, flat, strict=True):
+            if ok != 1 and pos not in known:
+                known[pos] = {}
+        if known:
+            for (pos, kid, sig), ok in zip(owners, flat, strict=True):
+                if pos in known:
+                    known[pos][(kid, sig)] = ok == 1
         node_did = self.node_key.did
-        for pending, known in zip(batch, verdicts, strict=True):
+        for pos, pending in enumerate(batch):
             record = pending.record
-
-            def verify(kid: str, sig: bytes, known: Any = known, record: Record = record) -> bool:
-                found = known.get((kid, sig))
-                if found is None:  # not a job: verify here (same library, same verdict)
-                    return _public_key(kid).verify(record.signing_input, sig)
-                return bool(found)
-
+            verdicts = known.get(pos)
+            verify = _every_job_verified if verdicts is None else _verdict_of(verdicts, record)
             try:
                 pending.report = check_signatures(record, pending.ns, node_did=node_did,
                                                   verify=verify)  # fmt: skip
@@ -833,6 +839,27 @@ class Sequencer:
 @lru_cache(maxsize=4096)
 def _public_key(did: str) -> PublicKey:
     return public_from_did_key(did)
+
+
+def _every_job_verified(kid: str, sig: bytes) -> bool:
+    """The verdict for a record whose every signature job verified (see
+    ``_verify_in_processes``)."""
+    return True
+
+
+def _verdict_of(
+    known: dict[tuple[str, bytes], bool], record: Record
+) -> Callable[[str, bytes], bool]:
+    """The verdicts of a record with a failed job: the workers', and for a
+    signature that was not a job, a check here (same library, same verdict)."""
+
+    def verify(kid: str, sig: bytes) -> bool:
+        found = known.get((kid, sig))
+        if found is None:
+            return _public_key(kid).verify(record.signing_input, sig)
+        return found
+
+    return verify
 
 
 def _public_raw(did: str) -> bytes:

@@ -127,14 +127,17 @@ async def admit(
     as soon as the previous one is acknowledged (closed-loop clients, one task
     each, as a load generator runs them; no barrier between groups of
     records); signatures verified by worker processes, as the node does by
-    default, or by threads; the garbage collector runs with the node's
-    thresholds.  Every receipt is checked to be one (a refusal fails the run)."""
+    default, or by threads; the garbage collector runs as in a node process
+    (objects that exist before the run frozen, the node's thresholds).  Every receipt is checked to be one (a refusal fails the run)."""
     store = open_store(f"sqlite:///{path}")
     seq = Sequencer(store, SigningKey.generate(), "bench.local", _namespaces(),
                     verify_processes=processes)  # fmt: skip
-    # The collector runs as in a node process (node/collector.py).
+    # The collector runs as in a node process once started (node/collector.py):
+    # what exists already (this process's earlier suites and runs, the records
+    # to submit) is frozen, the young generation is collected at the node's
+    # thresholds.
     thresholds = gc.get_threshold()
-    gc.set_threshold(*collector.THRESHOLDS)
+    collector.settle()
     queue = iter(leaves)  # shared: each client takes the next record
     admitted = 0
 
@@ -153,6 +156,7 @@ async def admit(
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu + seq.stage_cpu.get("worker", 0.0)
     gc.set_threshold(*thresholds)
+    gc.unfreeze()
     stages = dict(seq.stage_cpu)
     await seq.close()
     store.close()

@@ -94,7 +94,7 @@ _URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 @settings(max_examples=400, deadline=None)
 @given(st.binary(min_size=64, max_size=64), st.integers(0, 85),
-       st.sampled_from([*_URL, "=", "+", "/", " ", "\n", "\u00e9", "\ud800"]))  # fmt: skip
+       st.sampled_from([*_URL, "=", "+", "/", "!", " ", "\n", "\u00e9", "\u20ac", "\ud800"]))  # fmt: skip
 def test_the_signature_decoder_is_the_round_trip_for_64_bytes(raw: bytes, at: int, c: str) -> None:
     text = b64url_encode(raw)
     assert b64url_decode_64(text) == raw

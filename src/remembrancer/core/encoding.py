@@ -23,6 +23,7 @@ from remembrancer.core.errors import FormatError
 __all__ = ["b64url_decode", "b64url_decode_64", "b64url_encode", "decode_base64", "encode_base64"]
 
 _TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+_URL_TO_STRICT: Final = bytes.maketrans(b"-_+/=", b"+/!!!")  # see b64url_decode_64
 _PAD: Final = (b"", b"", b"==", b"=")
 _URL_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _STD_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -70,13 +71,19 @@ def b64url_decode_64(text: object) -> bytes | None:
     """The 64 bytes (an Ed25519 signature) of their canonical unpadded base64url
     encoding, or None for anything else (which :func:`b64url_decode` then
     decodes or refuses with its reason).  86 characters of the alphabet; the
-    last holds 2 bits of data and 4 zero bits, so it is A, Q, g or w."""
-    if type(text) is not str or len(text) != 86 or text[85] not in "AQgw" or not text.isascii():
+    last holds 2 bits of data and 4 zero bits, so it is A, Q, g or w.
+
+    One translation and one strict decode: ``-`` and ``_`` become the standard
+    alphabet's ``+`` and ``/``, and the standard ``+``, ``/`` and ``=`` become a
+    character of neither, which the strict decoder refuses (as it refuses
+    anything outside the alphabet)."""
+    if type(text) is not str or len(text) != 86 or text[85] not in "AQgw":
         return None
-    raw = text.encode("ascii")
-    if raw.translate(None, _URL_ALPHABET):
+    try:
+        raw = text.encode("latin-1").translate(_URL_TO_STRICT)
+        return binascii.a2b_base64(raw + b"==", strict_mode=True)
+    except (UnicodeEncodeError, binascii.Error):
         return None
-    return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"==")
 
 
 def b64url_decode(text: str, *, what: str = "value", code: str = "record_field_type") -> bytes:

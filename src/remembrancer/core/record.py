@@ -282,9 +282,11 @@ _make_record: Final = positional_maker(Record)
 _new_tuple: Final = tuple.__new__  # a named tuple from its checked fields
 
 
-class _SignatureIn(msgspec.Struct, forbid_unknown_fields=True):
+class _SignatureIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One entry of ``signatures`` as the typed fast path decodes it (members
-    in the order of their names: see :func:`parse_canonical_typed`)."""
+    in the order of their names: see :func:`parse_canonical_typed`).  Neither
+    struct is tracked by the garbage collector (``gc=False``): they hold decoded
+    JSON, which cannot form a reference cycle, and live only while parsing."""
 
     alg: str
     kid: str
@@ -292,7 +294,9 @@ class _SignatureIn(msgspec.Struct, forbid_unknown_fields=True):
     sig: str
 
 
-class _EnvelopeIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class _EnvelopeIn(
+    msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, gc=False
+):
     """The envelope's shape for the typed fast path of :meth:`Record.from_bytes`:
     members in the order of their names, optional ones ``UNSET`` when absent
     (so that the sorted encoding writes back exactly what was read).  Only

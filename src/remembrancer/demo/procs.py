@@ -20,11 +20,25 @@ from remembrancer.net.http import HttpFailure, request
 LOCAL_ANSWER = 1 << 20  # bytes of an answer from a local process we started
 
 
+# Ports this process has handed out: the kernel may give the same free port to
+# two bind(0) calls in a row (nothing holds it until the node starts), and two
+# nodes of one test on one port fail as "address already in use".
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_MAX = 4096
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port free now and not handed out before by this process."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            if len(_HANDED_OUT) >= _HANDED_OUT_MAX:
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port that this process has not handed out already")
 
 
 def cli(

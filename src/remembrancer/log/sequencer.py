@@ -161,7 +161,7 @@ class Sequencer:
         schemas: SchemaRegistry | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        max_batch: int = 1024,
+        max_batch: int = 2048,
         max_wait: float = 0.0,
         max_pending: int = 20_000,
         verify_threads: int = 2,

@@ -141,7 +141,12 @@ class Limits(Settings):
     namespace_rate: Annotated[float, Field(gt=0)] = 50_000.0  # records per second per namespace
     namespace_burst: Annotated[int, Field(ge=1)] = 100_000
     max_pending: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000  # waiting per namespace
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 1024
+    # Records per commit.  2,048 rather than 1,024: each commit rewrites the key
+    # indexes' pages it touches, so a larger group commit writes fewer bytes and
+    # makes fewer write calls per record (3.6 -> 2.6 kB, 1.75 -> 1.28 calls per
+    # record integrating 30,000 signed records into SQLite).  Only a backlog fills
+    # a batch: under a light load batches stay small and latency is unchanged.
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 2048
     batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
     # Signatures of batches of 32 or more checked in two worker processes (1.08-1.27x
     # the threads' admission rate in bench/records.py); false: in two threads.

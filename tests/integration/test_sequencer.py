@@ -15,6 +15,7 @@ import yaml
 from remembrancer.core.checkpoint import open_checkpoint
 from remembrancer.core.encoding import b64url_encode
 from remembrancer.core.errors import PolicyError, RemembrancerError
+from remembrancer.core.governance import GovernanceState
 from remembrancer.core.keys import SigningKey
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.core.note import Verifier
@@ -23,7 +24,7 @@ from remembrancer.core.rfc6962 import hash_leaf, verify_consistency, verify_incl
 from remembrancer.demo.keys import demo_key
 from remembrancer.demo.records import ledger_payload, make_record
 from remembrancer.log.namespaces import StaticNamespaces
-from remembrancer.log.sequencer import Sequencer
+from remembrancer.log.sequencer import GOVERNANCE_SCOPE, Sequencer
 from remembrancer.storage import open_store
 
 EXAMPLE = (
@@ -199,6 +200,63 @@ def test_governance_change_through_the_log_and_after_restart(store_urls) -> None
         cfg = seq.effective_config("dao:vaultmesh")
         assert cfg["cadence"]["fast"]["every"] == "45s"
         assert cfg["governance_state"]["applied"][0]["proposal"] == proposal.event_id
+        await seq.close()
+        store.close()
+
+    asyncio.run(go())
+
+
+def test_governance_rebuilt_from_the_log_parses_only_the_records_fold_reads(  # type: ignore[no-untyped-def]
+    store_urls, monkeypatch
+) -> None:
+    """A saved governance state that lags the log (a crash between a commit and
+    the save) is completed from the log's entries: the proposal and votes
+    count, while ledger records and raw entries are not even parsed, and a
+    non-canonical copy of a vote (never admitted as such) does not count."""
+    url = store_urls.new("gov-rebuild")
+    arbiters = [demo_key(f"did:vm:arbiter:{n}")
+                for n in ("prod-us-east-1", "prod-eu-west-1", "prod-dao-suite")]  # fmt: skip
+
+    async def go() -> None:
+        store = open_store(url)
+        seq = seq_for(store)
+        await asyncio.gather(*(seq.submit(rec(i).leaf) for i in range(20)))
+        proposal = make_record("dao:vaultmesh", "governance.cadence.set@1.0.0",
+                               {"namespace": "dao:vaultmesh", "cadence": {"fast": {"every": "45s"}}, "memo": "m"},
+                               ACTOR, W, timestamp=NOW)  # fmt: skip
+        await seq.submit(proposal.leaf)
+        votes = [make_record("dao:vaultmesh", "vote.cast@1.0.0",
+                             {"proposalId": proposal.event_id, "choice": "approve"},
+                             voter, [w for w in arbiters if w is not voter][:2], timestamp=NOW)
+                 for voter in arbiters]  # fmt: skip
+        await seq.submit(votes[0].leaf)
+        # The second vote, appended raw and not canonical (a trailing space): never
+        # admitted as such.
+        spaced = votes[1].leaf + b" "
+        seq.append_raw("dao:vaultmesh", [spaced, *(b"raw entry %d" % i for i in range(30))])
+        assert seq.effective_config("dao:vaultmesh")["cadence"]["fast"]["every"] == "89s"
+        await seq.close()
+        # The saved state covers nothing: the next process folds the whole log.
+        store.put_state(GOVERNANCE_SCOPE, "dao:vaultmesh",
+                        json.dumps({"size": 0, "state": GovernanceState().to_dict()}).encode())  # fmt: skip
+        store.close()
+
+        parsed: list[bytes] = []
+        original = Record.from_bytes.__func__  # type: ignore[attr-defined]
+
+        def counting(cls, data):  # type: ignore[no-untyped-def]
+            parsed.append(data)
+            return original(cls, data)
+
+        monkeypatch.setattr(Record, "from_bytes", classmethod(counting))
+        store = open_store(url)
+        seq = seq_for(store)
+        state = seq.governance_state("dao:vaultmesh")
+        assert list(state.pending) == [proposal.event_id] and not state.applied
+        assert state.pending[proposal.event_id].votes == (arbiters[0].did,)  # not the spaced copy
+        # Parsed: the proposal, the admitted vote and the spaced copy (it names its
+        # type with the exact text); not one of the 20 ledger records or 30 raw entries.
+        assert parsed == [proposal.leaf, votes[0].leaf, spaced]
         await seq.close()
         store.close()
 

@@ -8,7 +8,7 @@ guard middleware's fast paths (record submission, ``?index=N`` proofs)."""
 from __future__ import annotations
 
 import base64
-import json
+import binascii
 from typing import Any, Final
 
 import msgspec
@@ -34,6 +34,7 @@ from remembrancer.node.statuses import outcome_status
 from remembrancer.storage.base import StoredCheckpoint
 
 _encode_json: Final = msgspec.json.Encoder().encode
+_b2a: Final = binascii.b2a_base64
 
 
 def create_router(node: Node) -> APIRouter:
@@ -282,6 +283,8 @@ async def inclusion_response(
             raise NotFoundError(f"no signed checkpoint at size {size}", code="checkpoint_not_found")
         return Response(TlogProof(index, tuple(proof), note).to_bytes(), media_type=TLOG_PROOF_TYPE)
     body = {"namespace": namespace, "index": index, "treeSize": size,
-            "proof": [base64.b64encode(h).decode() for h in proof],
+            "proof": [_b2a(h, newline=False).decode("ascii") for h in proof],
             "checkpoint": note.decode() if note else None}  # fmt: skip
-    return Response(json.dumps(body).encode(), media_type="application/json")
+    # Written as the receipt is (msgspec, base64 by binascii): the proof is the
+    # node's most requested answer.
+    return Response(_encode_json(body), media_type="application/json")

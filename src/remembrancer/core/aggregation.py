@@ -190,6 +190,13 @@ class EpochClock:
         """When a member gives up waiting for ``epoch``'s aggregate."""
         return (epoch + 2) * self.epoch_seconds
 
+    @property
+    def judging_grace(self) -> int:
+        """How long past the deadline a member still waits for its own verdict on
+        a claim that reached it before the deadline: one epoch, at least 10 s
+        (a rail's call to its node or TSA may take that long)."""
+        return max(10, self.epoch_seconds)
+
 
 def coordinator_candidates(peers: Iterable[Any]) -> tuple[str, ...]:
     """The DIDs that may coordinate: peers (with ``did``, ``status`` and

@@ -30,6 +30,14 @@ whose coordinator it trusts.  When an aggregate arrives it checks, in order:
    the claim's (``aggregate_anchor_facts_mismatch``).  A refused aggregate
    is never stored, and the member moves on at once.
 
+A claim that arrived before the deadline is judged to the end: the member's
+own rail may take past the deadline (a loaded node, a slow RPC), and its
+verdict, not the clock, then decides, for at most
+:attr:`~remembrancer.core.aggregation.EpochClock.judging_grace` more.  Giving
+up on a claim it was still checking would score an on-time coordinator as
+having missed and hand the checkpoint to a second coordinator: one
+checkpoint in two aggregates, two anchors paid for.
+
 Only then is the anchor added to the member's anchor receipt for that
 checkpoint, with the member's own verdict as its status (verified, or
 ``submitted`` while not as deep as the level asks)
@@ -223,6 +231,7 @@ class CollaborativeAnchoring:
         self._closed: deque[tuple[str, int]] = deque(maxlen=256)
         self._failed: dict[str, dict[str, int]] = {}  # target -> coordinator -> epoch it failed us
         self._pending: dict[str, Pending] = {}
+        self._judging: dict[int, int] = {}  # id(pending) -> claims for it being judged now
         for raw in store.list_state(STATE_SCOPE).values():
             try:
                 p = Pending.from_bytes(raw)
@@ -308,8 +317,13 @@ class CollaborativeAnchoring:
                 del self._made[old]
             self._spawn(self._aggregate(key[0], key[1], members))
         for p in sorted(self._pending.values(), key=lambda p: p.deadline):
-            if now >= p.deadline and await self._drop(p):
+            if now >= p.deadline and not self._judged_now(p, now) and await self._drop(p):
                 self._spawn(self._expire(p))
+
+    def _judged_now(self, p: Pending, now: float) -> bool:
+        """Whether a claim for ``p`` that arrived before its deadline is still
+        being judged here, within the judging grace (see the module docstring)."""
+        return id(p) in self._judging and now < p.deadline + self._epochs().judging_grace
 
     # --- shared ----------------------------------------------------------------------
     @property
@@ -512,9 +526,17 @@ class CollaborativeAnchoring:
             self._refuse(sender, aggregate, "aggregate_anchor_unchecked", e.explain())
             p.deadline, p.refused = min(p.deadline, self.clock()), "aggregate_anchor_unchecked"
             return False
-        verdict = await asyncio.to_thread(
-            rail.verify, claim, VerifyContext(int(self.clock()), p.depth)
-        )
+        # A claim that came in time holds off the deadline while our rail judges it.
+        held = self.clock() < p.deadline
+        if held:
+            self._judging[id(p)] = self._judging.get(id(p), 0) + 1
+        try:
+            verdict = await asyncio.to_thread(
+                rail.verify, claim, VerifyContext(int(self.clock()), p.depth)
+            )
+        finally:
+            if held and (left := self._judging.pop(id(p)) - 1):
+                self._judging[id(p)] = left
         refusal: tuple[str, str] | None = None
         if verdict.outcome == "unchecked":
             refusal = ("aggregate_anchor_unchecked", f"cannot be checked here: {verdict.explain()}")
@@ -775,6 +797,7 @@ class CollaborativeAnchoring:
                     "coordinator": p.coordinator,
                     "deadline": p.deadline,
                     "attempts": p.attempts,
+                    "judging": id(p) in self._judging,
                 }
                 for p in sorted(self._pending.values(), key=lambda p: p.key)
             ],

@@ -1,17 +1,28 @@
 """The one HTTP client (remembrancer.net.http) against real local servers:
-answers of any status, the size cap, the deadline, no answer, and the one
-classification of failures."""
+answers of any status, the size cap, the deadline, no answer, the one
+classification of failures, and TLS verified with a context built once per
+CA setting."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from remembrancer.net import http as net_http
 from remembrancer.net.http import HttpFailure, error_class, request, status_class
 
 Handler = Callable[[BaseHTTPRequestHandler], None]
@@ -155,3 +166,87 @@ def test_a_post_is_never_redirected(server: tuple[list[Handler], str]) -> None:
 )  # fmt: skip
 def test_one_classification_of_statuses(status: int, cls: str) -> None:
     assert status_class(status) == cls
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no CA bundle trusts, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "remembrancer test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_file, key_file
+
+
+def test_tls_is_verified_with_one_context_per_ca_setting(
+    server: tuple[list[Handler], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handlers, url = server
+    handlers[:] = [_reply(200, b"plain")]
+    built: list[object] = []
+    make = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(kwargs.get("cafile") or kwargs.get("capath"))
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(net_http, "_TLS_CONTEXTS", {})
+    # Many exchanges, one context: building one loads the whole CA bundle.
+    for _ in range(5):
+        assert request("GET", url, timeout=5, limit=100).content == b"plain"
+    assert len(built) == 1
+
+    # The context still verifies: a certificate no CA signed is refused ...
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _tls_handler())
+    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    https = f"https://127.0.0.1:{httpd.server_address[1]}/"
+    try:
+        with pytest.raises(HttpFailure) as e:
+            request("GET", https, timeout=5, limit=100)
+        assert e.value.kind == "network" and "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+        # ... unless the environment names it as the CA bundle: a new setting,
+        # a new context (the one built before does not trust it).
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert request("GET", https, timeout=5, limit=100).content == b"tls"
+        assert request("GET", https, timeout=5, limit=100).content == b"tls"
+        assert built[1:] == [str(cert)]
+        # Without trust_env the environment is not read: refused again.
+        with pytest.raises(HttpFailure):
+            request("GET", https, timeout=5, limit=100, trust_env=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _tls_handler() -> type[BaseHTTPRequestHandler]:
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            _reply(200, b"tls")(self)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    return H

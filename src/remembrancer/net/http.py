@@ -27,10 +27,19 @@ kind            what happened                            error class
 (``transient``, ``auth``, ``validation``), so every client of an outside
 service classifies one failure one way.  Callers turn a failure into their
 own error, with their own code (a rail's RailError, the CLI's PeerError).
+
+TLS verification is httpx's default (certifi's CA bundle, or
+``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` with ``trust_env``), but the context is
+built once per such setting and shared: building one loads the whole CA
+bundle, about 45 ms here, where a JSON-RPC call to a local node takes 1 ms,
+and an EVM anchor makes ten such calls.
 """
 
 from __future__ import annotations
 
+import os
+import ssl
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +63,27 @@ __all__ = [
 ErrorClass = Literal["transient", "auth", "validation"]
 FailureKind = Literal["network", "timeout", "too_large", "status"]
 MAX_REDIRECTS: Final = 5
+_TLS_CONTEXTS: dict[tuple[str, str] | None, ssl.SSLContext] = {}  # by CA setting; a few at most
+_TLS_CONTEXTS_MAX: Final = 8
+_TLS_LOCK: Final = threading.Lock()
+
+
+def _tls_context(trust_env: bool) -> ssl.SSLContext:
+    """The verifying TLS context httpx would build for ``trust_env``, built
+    once per CA setting (the environment's ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` as they are now) and shared by every exchange."""
+    key = (
+        (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+        if trust_env
+        else None
+    )
+    with _TLS_LOCK:
+        context = _TLS_CONTEXTS.get(key)
+        if context is None:
+            if len(_TLS_CONTEXTS) >= _TLS_CONTEXTS_MAX:
+                _TLS_CONTEXTS.clear()
+            context = _TLS_CONTEXTS[key] = httpx.create_ssl_context(trust_env=trust_env)
+        return context
 
 
 class HttpFailure(PeerError):
@@ -134,7 +164,8 @@ def request(
     try:
         with (
             httpx.Client(timeout=httpx.Timeout(timeout), trust_env=trust_env,
-                         follow_redirects=follow, max_redirects=MAX_REDIRECTS) as client,
+                         verify=_tls_context(trust_env), follow_redirects=follow,
+                         max_redirects=MAX_REDIRECTS) as client,
             client.stream(method, url, content=content, headers=dict(headers or {})) as r,
         ):  # fmt: skip
             declared = r.headers.get("content-length", "")

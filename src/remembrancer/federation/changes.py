@@ -46,6 +46,7 @@ from remembrancer.federation.peers import PeerDirectory
 from remembrancer.federation.registry.model import Registry, StatusChange
 from remembrancer.federation.registry.proposals import REGISTRY_SCHEMA, AppliedChange, RegistryState
 from remembrancer.log.schemas import bundled_schemas
+from remembrancer.net.http import tls_context
 from remembrancer.storage.base import Store
 
 __all__ = ["REGISTRY_KEY", "REGISTRY_SCOPE", "RegistryChanges", "load_registry_state"]
@@ -294,7 +295,7 @@ class RegistryChanges:
     async def _forward(self, endpoint: str, body: bytes) -> str:
         url = f"{endpoint.rstrip('/')}/v1/federation/proposals"
         try:
-            async with httpx.AsyncClient(timeout=10.0) as client:
+            async with httpx.AsyncClient(timeout=10.0, verify=tls_context(True)) as client:
                 r = await client.post(url, content=body,
                                       headers={"Content-Type": "application/json"})  # fmt: skip
         except httpx.HTTPError as e:
@@ -350,7 +351,7 @@ class RegistryChanges:
         try:
             async with (
                 asyncio.timeout(PULL_TIMEOUT),  # the whole pull, however slowly it trickles
-                httpx.AsyncClient(timeout=PULL_TIMEOUT) as client,
+                httpx.AsyncClient(timeout=PULL_TIMEOUT, verify=tls_context(True)) as client,
                 client.stream("GET", url) as r,
             ):
                 if r.status_code != 200:

@@ -58,6 +58,7 @@ __all__ = [
     "error_class",
     "request",
     "status_class",
+    "tls_context",
 ]
 
 ErrorClass = Literal["transient", "auth", "validation"]
@@ -68,7 +69,7 @@ _TLS_CONTEXTS_MAX: Final = 8
 _TLS_LOCK: Final = threading.Lock()
 
 
-def _tls_context(trust_env: bool) -> ssl.SSLContext:
+def tls_context(trust_env: bool) -> ssl.SSLContext:
     """The verifying TLS context httpx would build for ``trust_env``, built
     once per CA setting (the environment's ``SSL_CERT_FILE`` and
     ``SSL_CERT_DIR`` as they are now) and shared by every exchange."""
@@ -164,7 +165,7 @@ def request(
     try:
         with (
             httpx.Client(timeout=httpx.Timeout(timeout), trust_env=trust_env,
-                         verify=_tls_context(trust_env), follow_redirects=follow,
+                         verify=tls_context(trust_env), follow_redirects=follow,
                          max_redirects=MAX_REDIRECTS) as client,
             client.stream(method, url, content=content, headers=dict(headers or {})) as r,
         ):  # fmt: skip

@@ -32,6 +32,7 @@ from remembrancer.core.note import Note
 from remembrancer.federation.collaborative import CollaborativeAnchoring, Pending
 from remembrancer.federation.registry.model import Peer, Registry
 from remembrancer.storage.memory import MemoryStore
+from remembrancer.testing.peerview import NoInbox, RegistryPeers
 
 EPOCH = 10
 E = 100  # the epoch delegated to
@@ -40,30 +41,6 @@ ORIGIN = "me.test/dao:vaultmesh"
 ME, COORDINATOR = SigningKey.generate(), SigningKey.generate()
 DEADLINE = EpochClock(EPOCH).deadline(E)
 GRACE = EpochClock(EPOCH).judging_grace
-
-
-class _Inbox:
-    def add_handler(self, content_type: type, handler: Any) -> None:
-        return None
-
-    def add_extension(self, extension: Any) -> None:
-        return None
-
-
-@dataclass
-class _Peers:
-    registry: Registry
-    self_did: str
-    scored: list[tuple[str, str]] = field(default_factory=list)
-
-    def effective(self) -> tuple[Peer, ...]:
-        return self.registry.peers
-
-    async def score(self, peer: str, event: str, reason: str = "") -> None:
-        self.scored.append((peer, event))
-
-    def coordinates(self, did: str, target: str, epoch: int) -> bool:
-        return True
 
 
 @dataclass
@@ -107,7 +84,7 @@ class _Held:
         return verdict
 
 
-def member(rails: RailRegistry, clock: list[float]) -> tuple[CollaborativeAnchoring, _Peers,
+def member(rails: RailRegistry, clock: list[float]) -> tuple[CollaborativeAnchoring, RegistryPeers,
                                                              _Scheduler, Pending, AggregateAnchor]:  # fmt: skip
     """A member with one checkpoint delegated to the coordinator of epoch E,
     and that coordinator's true claim for it (a real token over the root)."""
@@ -116,9 +93,9 @@ def member(rails: RailRegistry, clock: list[float]) -> tuple[CollaborativeAnchor
         Peer(COORDINATOR.did, "http://127.0.0.1:9", COORDINATOR.public, "active",  # type: ignore[arg-type]
              frozenset({"coordinator"})),
     ), anchor_epoch_seconds=EPOCH)  # fmt: skip
-    peers, scheduler = _Peers(registry, ME.did), _Scheduler()
+    peers, scheduler = RegistryPeers(registry, ME.did), _Scheduler()
     collab = CollaborativeAnchoring(
-        _Inbox(), peers, None, None, ME, MemoryStore(), rails, {},  # type: ignore[arg-type]
+        NoInbox(), peers, None, None, ME, MemoryStore(), rails, {},  # type: ignore[arg-type]
         scheduler, clock=lambda: clock[0],  # type: ignore[arg-type]
     )  # fmt: skip
     assert collab.coordinator(TARGET, E) == COORDINATOR.did
@@ -162,7 +139,7 @@ def test_a_claim_that_came_in_time_is_judged_past_the_deadline(
     assert scheduler.added == [("dao:vaultmesh", 7, "verified")] and scheduler.direct == []
     assert collab._pending == {} and collab.counters["received"] == 1
     assert collab.counters["missed"] == collab.counters["fallback"] == 0
-    assert peers.scored == [(COORDINATOR.did, "valid")]
+    assert peers.scored == [(COORDINATOR.did, "valid", "")]
 
 
 @pytest.mark.parametrize("case", ["judged past the grace", "arrived after the deadline"])
@@ -191,4 +168,4 @@ def test_the_hold_is_bounded_and_only_for_a_claim_that_came_in_time(
     # the member anchors alone; the claim judged too late is not stored.
     assert scheduler.added == [] and scheduler.direct == [("dao:vaultmesh", "fast")]
     assert collab.counters["missed"] == collab.counters["fallback"] == 1
-    assert peers.scored == [(COORDINATOR.did, "missed")]
+    assert peers.scored == [(COORDINATOR.did, "missed", "")]

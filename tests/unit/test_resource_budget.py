@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -40,6 +39,7 @@ from remembrancer.federation.protocol.contents import CheckpointContent
 from remembrancer.federation.registry.model import Peer, Registry
 from remembrancer.federation.settings import BudgetSettings, FederationSettings
 from remembrancer.storage.memory import MemoryStore
+from remembrancer.testing.peerview import NoInbox, RegistryPeers
 
 ORIGIN = "alpha.test/dao:vaultmesh"
 KEY = SigningKey.generate()
@@ -253,34 +253,6 @@ def test_replica_anchors_are_read_a_page_at_a_time_from_their_key_range() -> Non
 EPOCH = 10
 
 
-class _Inbox:
-    def add_handler(self, content_type: type, handler: Any) -> None:
-        return None
-
-    def add_extension(self, extension: Any) -> None:
-        return None
-
-
-@dataclass
-class _Peers:
-    registry: Registry
-    self_did: str
-    heads: dict[str, Any] = field(default_factory=dict)
-    scored: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def effective(self) -> tuple[Peer, ...]:
-        return self.registry.peers
-
-    def listed(self) -> tuple[Peer, ...]:
-        return self.registry.peers
-
-    async def score(self, peer: str, event: str, reason: str = "") -> None:
-        self.scored.append((peer, event, reason))
-
-    def coordinates(self, did: str, target: str, epoch: int) -> bool:
-        return True  # every peer here is a bootstrap peer: always in the rotation
-
-
 class _Scheduler:
     delegate: Any = None
 
@@ -289,18 +261,18 @@ ME, MALLORY, HONEST = SigningKey.generate(), SigningKey.generate(), SigningKey.g
 
 
 def coordinator(rails: RailRegistry, *, anchors_per_epoch: int = 2,
-                clock: list[float]) -> tuple[CollaborativeAnchoring, _Peers]:  # fmt: skip
+                clock: list[float]) -> tuple[CollaborativeAnchoring, RegistryPeers]:  # fmt: skip
     def peer(k: SigningKey, roles: set[str]) -> Peer:
         return Peer(k.did, "http://127.0.0.1:9", k.public, "active", frozenset(roles))  # type: ignore[arg-type]
 
     registry = Registry("test-fed", 1, "collaborative", (
         peer(ME, {"coordinator", "anchor"}), peer(MALLORY, {"witness"}), peer(HONEST, {"witness"}),
     ), anchor_epoch_seconds=EPOCH)  # fmt: skip
-    peers = _Peers(registry, ME.did)
+    peers = RegistryPeers(registry, ME.did)
     honest_origin = "honest.test/dao:vaultmesh"
     verifiers = {honest_origin: [parse_vkey(format_vkey(honest_origin, HONEST.public))]}
     collab = CollaborativeAnchoring(
-        _Inbox(), peers, None, None, ME, MemoryStore(), rails, verifiers,  # type: ignore[arg-type]
+        NoInbox(), peers, None, None, ME, MemoryStore(), rails, verifiers,  # type: ignore[arg-type]
         _Scheduler(), clock=lambda: clock[0], anchors_per_epoch=anchors_per_epoch,  # type: ignore[arg-type]
     )  # fmt: skip
     return collab, peers

@@ -2,14 +2,15 @@
 (:mod:`remembrancer.federation.ports`), for tests that drive a real
 :class:`~remembrancer.federation.antientropy.replicator.Replicator` without a
 federation service: a fixed registry, a peer view that records every score,
-and an inbox that takes no handlers."""
+and an inbox that takes no handlers; and the peer view over a real registry
+that collaborative anchoring's tests use."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from remembrancer.federation.registry.model import Peer
+from remembrancer.federation.registry.model import Peer, Registry
 
 
 @dataclass
@@ -38,6 +39,32 @@ class RecordingPeers:
         self.scored.append((peer, event, reason))
 
 
+@dataclass
+class RegistryPeers:
+    """The peer view collaborative anchoring uses, over a real
+    :class:`~remembrancer.federation.registry.model.Registry`: every peer
+    effective and listed as registered, every peer in the coordinators'
+    rotation from the first epoch (as bootstrap peers are), each score kept
+    in ``scored`` as ``(peer, event, reason)``."""
+
+    registry: Registry
+    self_did: str
+    heads: dict[str, Any] = field(default_factory=dict)
+    scored: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def effective(self) -> tuple[Peer, ...]:
+        return self.registry.peers
+
+    def listed(self) -> tuple[Peer, ...]:
+        return self.registry.peers
+
+    async def score(self, peer: str, event: str, reason: str = "") -> None:
+        self.scored.append((peer, event, reason))
+
+    def coordinates(self, did: str, target: str, epoch: int) -> bool:
+        return True
+
+
 class NoInbox:
     """An inbox that ignores handlers and extensions (no messages arrive)."""
 
@@ -48,4 +75,4 @@ class NoInbox:
         return None
 
 
-__all__ = ["NoInbox", "RecordingPeers", "StaticRegistry"]
+__all__ = ["NoInbox", "RecordingPeers", "RegistryPeers", "StaticRegistry"]

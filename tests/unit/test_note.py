@@ -213,6 +213,16 @@ def test_valid_key_names(name: str) -> None:
     assert is_valid_key_name(name)
 
 
+def test_a_key_name_refuses_exactly_plus_space_controls_and_surrogates() -> None:
+    # Every code point in the middle of a name: refused exactly when it is "+",
+    # Unicode White_Space (str.isspace, which adds only the controls
+    # U+001C-U+001F), a control below U+0020 or a lone surrogate.
+    refused = [c for c in range(0x110000) if not is_valid_key_name(f"a{chr(c)}b")]
+    expected = [c for c in range(0x110000) if chr(c) == "+" or chr(c).isspace() or c < 0x20
+                or 0xD800 <= c <= 0xDFFF]  # fmt: skip
+    assert refused == expected
+
+
 # --- signing and opening ----------------------------------------------------------------------
 
 

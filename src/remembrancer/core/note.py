@@ -84,6 +84,13 @@ _WHITE_SPACE: Final = frozenset(
     "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 _CONTROL: Final = re.compile("[\x00-\x09\x0b-\x1f]")
+# What a key name may not hold, in one class: "+", White_Space, the other
+# control characters and lone surrogates (text that is not UTF-8).  One regex
+# search instead of a Python test per character: a heartbeat names its logs,
+# and this check was a tenth of verifying one.
+_NOT_IN_KEY_NAME: Final = re.compile(
+    "[+" + re.escape("".join(sorted(_WHITE_SPACE))) + "\x00-\x1f\ud800-\udfff]"
+)
 _HEX8: Final = re.compile("[0-9a-fA-F]{8}")
 
 
@@ -94,15 +101,7 @@ _HEX8: Final = re.compile("[0-9a-fA-F]{8}")
 
 def is_valid_key_name(name: object) -> TypeGuard[str]:
     """True for a valid signed-note key name (see the module docstring)."""
-    if not isinstance(name, str) or not name or "+" in name:
-        return False
-    if any(c in _WHITE_SPACE for c in name) or _CONTROL.search(name):
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates
-        return False
-    return True
+    return isinstance(name, str) and bool(name) and _NOT_IN_KEY_NAME.search(name) is None
 
 
 def check_key_name(name: object, *, code: str = "key_name_invalid") -> str:

@@ -538,6 +538,28 @@ def test_replay_window_keeps_the_last_seqs_and_refuses_below_it() -> None:
     assert ReplayWindow.from_bytes(b"42").seen(42) and not ReplayWindow.from_bytes(b"42").seen(43)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(-80, 5), st.integers(0, 3)), max_size=300))
+def test_replay_window_in_any_arrival_order_is_the_sorted_window(
+    steps: list[tuple[int, int]],
+) -> None:
+    # The window's definition: every fresh seq joins the sorted window, and past
+    # REPLAY_WINDOW entries the oldest falls out and becomes the floor.  The
+    # in-order fast paths must give the same window for any arrival order.
+    w, floor, recent, base = ReplayWindow(), 0, [], 0
+    for back, forward in steps:
+        seq = base + back
+        base += forward
+        fresh = seq > floor and seq not in recent
+        assert w.seen(seq) is not fresh
+        if fresh:
+            w = w.accepted(seq)
+            recent = sorted([*recent, seq])
+            while len(recent) > REPLAY_WINDOW:
+                floor = recent.pop(0)
+        assert (w.floor, w.recent) == (floor, tuple(recent))
+
+
 def test_store_replay_state_is_durable_and_exclusive(tmp_path: Path) -> None:
     from remembrancer.federation.service import StoreReplayState
     from remembrancer.storage.sqlite import SqliteStore

@@ -139,10 +139,19 @@ class ReplayWindow:
         return self.recent[-1] if self.recent else self.floor
 
     def seen(self, seq: int) -> bool:
-        return seq <= self.floor or seq in self.recent
+        recent = self.recent
+        if recent and seq > recent[-1]:  # newer than every seq accepted: the usual case
+            return False
+        return seq <= self.floor or seq in recent
 
     def accepted(self, seq: int) -> ReplayWindow:
-        recent = sorted((*self.recent, seq))
+        recent = self.recent
+        if not recent or seq > recent[-1]:  # in order: append, and the oldest may fall out
+            if len(recent) < REPLAY_WINDOW:
+                return ReplayWindow(self.floor, (*recent, seq))
+            if len(recent) == REPLAY_WINDOW:
+                return ReplayWindow(recent[0], (*recent[1:], seq))
+        recent = sorted((*recent, seq))
         floor = self.floor
         while len(recent) > REPLAY_WINDOW:
             floor = recent.pop(0)

@@ -98,7 +98,12 @@ def init(directory: str, demo_keys: bool, origin_prefix: str | None, listen: str
 @errors_as_one_line
 def serve(config_path: str, listen: str | None, log_level: str) -> None:
     """Run a node: the HTTP API, tlog-tiles and the witness endpoint."""
+    import faulthandler
     import os
+
+    # A crash in native code (a signal such as SIGSEGV) writes every thread's
+    # Python stack to stderr before the process dies, so it can be traced.
+    faulthandler.enable()
 
     from remembrancer.node.app import create_app
     from remembrancer.node.config import load_node_config

@@ -151,11 +151,11 @@ class ReplayWindow:
                 return ReplayWindow(self.floor, (*recent, seq))
             if len(recent) == REPLAY_WINDOW:
                 return ReplayWindow(recent[0], (*recent[1:], seq))
-        recent = sorted((*recent, seq))
+        window = sorted((*recent, seq))
         floor = self.floor
-        while len(recent) > REPLAY_WINDOW:
-            floor = recent.pop(0)
-        return ReplayWindow(floor, tuple(recent))
+        while len(window) > REPLAY_WINDOW:
+            floor = window.pop(0)
+        return ReplayWindow(floor, tuple(window))
 
     def to_bytes(self) -> bytes:
         return json.dumps({"floor": self.floor, "recent": list(self.recent)},

@@ -5,6 +5,7 @@ the trusted_sources and handlers configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -490,3 +491,47 @@ def test_an_answer_by_this_nodes_key_from_a_hosted_source_is_admissions_own_exce
             verify_message(answer, log.proof(answer), dao, SCHEMAS, known, hosted=HOSTED,
                            node_did=did)  # fmt: skip
         assert e.value.code == "xns_source_policy_unmet"
+
+
+def test_a_delivery_view_waits_for_the_answer_being_committed() -> None:
+    # The delivery of a query is committed before its answer.  A client polling
+    # the delivery view in between must get the answer, not the delivery alone.
+    from remembrancer.federation.xns import Messaging
+    from remembrancer.log.namespaces import StaticNamespaces
+    from remembrancer.log.sequencer import Sequencer
+    from remembrancer.storage.memory import MemoryStore
+
+    body = {"source": "dao:vaultmesh", "target": "fin:clearing", "action": "query",
+            "payload": {"operation": "log.head", "parameters": {}}}  # fmt: skip
+    query = make_record("dao:vaultmesh", "namespace.message@1.0.0", body, ACTOR, DAO_W,
+                        timestamp=NOW)  # fmt: skip
+    log = SourceLog([query])
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        seq = Sequencer(MemoryStore(), NODE, "beta.test", StaticNamespaces(HOSTED),
+                        clock=lambda: NOW)  # fmt: skip
+        answering, release = asyncio.Event(), asyncio.Event()
+
+        async def submit(record: Record) -> Any:
+            if record.event_id.startswith("xns-answer:"):  # held between the two commits
+                answering.set()
+                await release.wait()
+            return await seq.submit(record)
+
+        messaging = Messaging(seq, submit=submit, witnessed=KNOWN, clock=lambda: NOW)
+        delivering = asyncio.create_task(messaging.deliver(FIN, query, log.proof(query)))
+        await asyncio.wait_for(answering.wait(), 10)
+        view = asyncio.create_task(messaging.delivery_view("fin:clearing", query.event_hash))
+        # An absence check, bounded: without the wait, the view answers at once
+        # (with the delivery alone); with it, it is still waiting for the answer.
+        answered, _ = await asyncio.wait({view}, timeout=1)
+        assert not answered, "the view answered while the answer was being committed"
+        release.set()
+        done = await delivering
+        seen = await view
+        await seq.close()
+        return done, seen
+
+    done, seen = asyncio.run(go())
+    assert seen["answer"] is not None and seen["answer"] == done["answer"]
+    assert seen["answer"]["result"]["origin"] == "beta.test/fin:clearing"

@@ -83,6 +83,7 @@ log = logging.getLogger("remembrancer.xns")
 SOURCES_SCOPE = "xns-sources"  # origin -> newest source checkpoint accepted in a delivery
 MAX_RECORD_IN_ANSWER = 12_288  # record.get includes the record up to this many bytes
 POLL_SECONDS = 0.05
+ANSWER_WAIT = 10.0  # seconds a delivery view waits for an answer being committed here
 MAX_REQUEST_BYTES = 192 * 1024
 
 
@@ -160,7 +161,9 @@ class Messaging:
         # The federation's parts, once attached (None: this node relays nothing).
         self.peers: PeerView | None = None
         self.outbox: Outbox | None = None
-        self._inflight: set[bytes] = set()
+        # Messages being delivered here, by event hash: set once the delivery and
+        # its answer are both committed (or the attempt failed).
+        self._inflight: dict[bytes, asyncio.Event] = {}
         self._accepted: dict[str, tuple[int, bytes] | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Callable[[InvokeRequest], Any]] = dict(BUILTIN_HANDLERS)
@@ -223,6 +226,14 @@ class Messaging:
         message (and its answer), with proofs at the latest checkpoint."""
         if target not in self._namespaces():
             raise NotFoundError(f"namespace {target} is not hosted here", code="namespace_unknown")
+        # The delivery is committed before its answer: while this node is between
+        # the two, wait for the answer rather than show the delivery without it.
+        delivering = self._inflight.get(message_hash)
+        if delivering is not None:
+            try:
+                await asyncio.wait_for(delivering.wait(), ANSWER_WAIT)
+            except TimeoutError:
+                pass  # still committing: the view shows what is committed now
         found = await asyncio.to_thread(
             self.store.find_event_id, target, delivery_event_id(message_hash)
         )
@@ -259,7 +270,7 @@ class Messaging:
         key = record.event_hash
         if key in self._inflight:
             raise _replayed(ns.name, record, None)
-        self._inflight.add(key)
+        self._inflight[key] = asyncio.Event()
         try:
             found, heads = await asyncio.to_thread(self._state_for, ns.name, verified)
             if found is not None:
@@ -285,7 +296,7 @@ class Messaging:
             await asyncio.to_thread(self._remember, verified)
             a_receipt = await self.submit(answer) if answer is not None else None
         finally:
-            self._inflight.discard(key)
+            self._inflight.pop(key).set()
         msg = verified.message
         self.on_delivered(msg.source, msg.target, msg.action)
         log.info("delivered %s from %s into %s (%s %s)", msg.record.event_hash_hex, msg.source,

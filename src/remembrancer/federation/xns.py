@@ -226,8 +226,9 @@ class Messaging:
         message (and its answer), with proofs at the latest checkpoint."""
         if target not in self._namespaces():
             raise NotFoundError(f"namespace {target} is not hosted here", code="namespace_unknown")
-        # The delivery is committed before its answer: while this node is between
-        # the two, wait for the answer rather than show the delivery without it.
+        # The delivery is committed before its answer: while this node is still
+        # delivering the message (checking it, then both commits), wait for it to
+        # finish rather than show the delivery without its answer.
         delivering = self._inflight.get(message_hash)
         if delivering is not None:
             try:

@@ -38,7 +38,7 @@ import yaml
 
 from bench.common import Row, budget, info, suite_main
 from bench.common import row as _row
-from bench.loadgen import LoadResult, request_bytes, run_load
+from bench.loadgen import LoadResult, drive, request_bytes, run_load
 from bench.storage import _pg_dsn
 from remembrancer.core.namespace import parse_namespaces
 from remembrancer.demo.procs import NodeProcess
@@ -184,12 +184,12 @@ def bench_reads(size: int, k: int, tmp: Path, schemas: _Schemas) -> list[Row]:
         paths = [f"/v1/namespaces/{NS}/proofs/inclusion?index={rng.randrange(size)}"
                  for _ in range(k)]  # fmt: skip
         reqs = [request_bytes("GET", HOST, p) for p in paths]
-        asyncio.run(_spread(procs, reqs[:1500], 64))  # warm-up: connections, tile caches
+        drive(_spread(procs, reqs[:1500], 64))  # warm-up: connections, tile caches
         one: list[LoadResult] = []
         three: list[LoadResult] = []
         for _ in range(2):  # alternated
-            one.append(asyncio.run(_spread([leader], reqs, 64)))
-            three.append(asyncio.run(_spread(procs, reqs, 64)))
+            one.append(drive(_spread([leader], reqs, 64)))
+            three.append(drive(_spread(procs, reqs, 64)))
     finally:
         _stop_all(procs)
     ok_one = sum(r.statuses.get(200, 0) for r in one)
@@ -232,10 +232,10 @@ def bench_ingest(n: int, rounds: int, tmp: Path, schemas: _Schemas) -> list[Row]
         with_ha.start()
         without.start()
         for node in (with_ha, without):  # warm-up
-            asyncio.run(run_load(HOST, node.port, chunk(300), 64))
+            drive(run_load(HOST, node.port, chunk(300), 64))
         for _ in range(rounds):  # alternated
             for ha, node in ((True, with_ha), (False, without)):
-                results[ha].append(asyncio.run(run_load(HOST, node.port, chunk(n), 64)))
+                results[ha].append(drive(run_load(HOST, node.port, chunk(n), 64)))
     finally:
         _stop_all([with_ha, without])
 

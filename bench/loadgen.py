@@ -72,7 +72,6 @@ class _Run:
         self.rate = rate
         self.start = time.perf_counter()
         self.result = LoadResult()
-        self.clients: list[_Client] = []
 
 
 class _Client(asyncio.Protocol):

@@ -16,7 +16,7 @@
   against an absolute budget: at least 5,000/s (checked at full size only).
 
 The load generator (bench/loadgen.py: an asyncio protocol per connection on
-uvloop, about 25 µs of CPU per request) shares the machine's two cores with
+uvloop, 22 to 26 µs of CPU per proof request as measured) shares the machine's two cores with
 the server; what it takes is taken from what the server gets.
 """
 
